@@ -1,0 +1,1 @@
+"""regspec: a declarative optimization-graph compiler."""
