@@ -1,0 +1,388 @@
+"""Parse `.reg` text into the AST (``regspec.ast``), turning lark's errors into located diagnostics."""
+from __future__ import annotations
+
+import functools
+import re
+from importlib import resources
+from pathlib import Path
+from typing import Iterator
+
+import lark
+from lark import Token, Transformer, v_args
+from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken, VisitError
+
+from regspec import ast
+from regspec.diagnostics import Diagnostic, RegspecError, Source, Span
+
+# A newline ends a statement unless the line obviously continues: inside () or [], after a
+# binary operator, comma, '=' or '->', or before a line that opens with a binary operator other
+# than '-' (a leading '-' is ambiguous with a new constraint such as `-x <= 0`).
+_CONTINUE_AFTER = {"ADDOP", "MULOP", "POWOP", "CMP", "ARROW", "COMMA", "EQUAL", "LPAR", "LSQB", "MINUS"}
+
+
+class NewlinePostLexer:
+    """Drops newlines that do not end a statement. It never buffers a token: lark's contextual
+    lexer picks the next token's terminals from the parser state, which must stay in step."""
+
+    always_accept = ("_NL",)
+    _LEADING_OP = re.compile(r"(?:[ \t]*(?:#[^\n]*)?\r?\n)*[ \t]*(\*\*|->|[+*/@])")
+
+    def __init__(self) -> None:
+        self.text = ""
+
+    def process(self, stream: Iterator[Token]) -> Iterator[Token]:
+        depth = 0
+        prev: Token | None = None
+        for tok in stream:
+            if tok.type == "_NL":
+                if depth > 0 or (prev is not None and prev.type in _CONTINUE_AFTER):
+                    continue
+                if self._LEADING_OP.match(self.text, tok.end_pos):
+                    continue
+                if prev is not None and prev.type == "_NL":
+                    continue
+            elif tok.type in ("LPAR", "LSQB"):
+                depth += 1
+            elif tok.type in ("RPAR", "RSQB"):
+                depth = max(0, depth - 1)
+            prev = tok
+            yield tok
+
+
+@functools.lru_cache(maxsize=1)
+def _lark() -> lark.Lark:
+    grammar = resources.files("regspec").joinpath("grammar.lark").read_text()
+    return lark.Lark(grammar, parser="lalr", lexer="contextual", postlex=NewlinePostLexer(),
+                     propagate_positions=True, maybe_placeholders=True)
+
+
+def _span(src: Source, meta) -> Span:
+    return Span(src, meta.line, meta.column, meta.end_line, meta.end_column)
+
+
+def _tok_span(src: Source, tok: Token) -> Span:
+    return Span(src, tok.line, tok.column, tok.end_line or tok.line, tok.end_column or tok.column + len(tok))
+
+
+def _number(text: str) -> tuple[float, bool]:
+    is_int = text.isdigit()
+    return (int(text) if is_int else float(text)), is_int
+
+
+class _ToAst(Transformer):
+    def __init__(self, src: Source):
+        super().__init__()
+        self.src = src
+
+    def sp(self, meta) -> Span:
+        return _span(self.src, meta)
+
+    # ---- expressions
+    @v_args(meta=True)
+    def number(self, meta, c):
+        value, is_int = _number(str(c[0]))
+        return ast.Num(value, is_int, span=self.sp(meta))
+
+    @v_args(meta=True)
+    def string(self, meta, c):
+        raw = str(c[0])[1:-1]
+        return ast.Str(raw.encode().decode("unicode_escape") if "\\" in raw else raw, span=self.sp(meta))
+
+    @v_args(meta=True)
+    def name(self, meta, c):
+        return ast.Name(str(c[0]), span=self.sp(meta))
+
+    @v_args(meta=True)
+    def true(self, meta, c):
+        return ast.Bool(True, span=self.sp(meta))
+
+    @v_args(meta=True)
+    def false(self, meta, c):
+        return ast.Bool(False, span=self.sp(meta))
+
+    @v_args(meta=True)
+    def binop(self, meta, c):
+        return ast.BinOp(str(c[1]), c[0], c[2], span=self.sp(meta))
+
+    @v_args(meta=True)
+    def neg(self, meta, c):
+        return ast.Neg(c[0], span=self.sp(meta))
+
+    @v_args(meta=True)
+    def call(self, meta, c):
+        func, arguments = c
+        args, kwargs = [], []
+        for a in arguments or []:
+            (kwargs if isinstance(a, ast.Keyword) else args).append(a)
+        if args and kwargs and any(a.span.line > kwargs[0].span.line or
+                                   (a.span.line == kwargs[0].span.line and a.span.column > kwargs[0].span.column)
+                                   for a in args):
+            bad = next(a for a in args if (a.span.line, a.span.column) > (kwargs[0].span.line, kwargs[0].span.column))
+            raise RegspecError(Diagnostic("positional argument follows keyword argument", bad.span))
+        return ast.Call(func, args, kwargs, span=self.sp(meta))
+
+    def arguments(self, c):
+        return list(c)
+
+    @v_args(meta=True)
+    def kwarg(self, meta, c):
+        return ast.Keyword(str(c[0]), c[1], span=self.sp(meta))
+
+    @v_args(meta=True)
+    def phrase_arg(self, meta, c):
+        return ast.Keyword(str(c[0]), c[1], span=self.sp(meta))
+
+    @v_args(meta=True)
+    def range(self, meta, c):
+        lo, hi = (ast.Num(*_number(str(t)), span=_tok_span(self.src, t)) for t in c)
+        return ast.Range(lo, hi, span=self.sp(meta))
+
+    @v_args(meta=True)
+    def arrow(self, meta, c):
+        return ast.Arrow(c[0], c[2], span=self.sp(meta))
+
+    @v_args(meta=True)
+    def compare(self, meta, c):
+        return ast.Compare(str(c[1]), c[0], c[2], span=self.sp(meta))
+
+    @v_args(meta=True)
+    def index(self, meta, c):
+        return ast.Index(c[0], c[1], span=self.sp(meta))
+
+    def subscripts(self, c):
+        return list(c)
+
+    @v_args(meta=True)
+    def slice(self, meta, c):
+        return ast.Slice(c[0], c[1], span=self.sp(meta))
+
+    @v_args(meta=True)
+    def attr(self, meta, c):
+        return ast.Attr(c[0], str(c[1]), span=self.sp(meta))
+
+    @v_args(meta=True)
+    def list(self, meta, c):
+        return ast.ListExpr([x for x in c if x is not None], span=self.sp(meta))
+
+    # ---- statements
+    def name_list(self, c):
+        return [str(t) for t in c]
+
+    def shape(self, c):
+        return list(c)
+
+    @v_args(meta=True)
+    def data_decl(self, meta, c):
+        return ast.DataDecl(c[0], c[1], span=self.sp(meta))
+
+    @v_args(meta=True)
+    def param_decl(self, meta, c):
+        name, shape, value, domain = c
+        return ast.ParamDecl(str(name), shape, value, domain, span=self.sp(meta))
+
+    @v_args(meta=True)
+    def var_decl(self, meta, c):
+        name, shape, domain = c
+        return ast.VarDecl(str(name), shape, domain, span=self.sp(meta))
+
+    @v_args(meta=True)
+    def domain_cmp(self, meta, c):
+        op = str(c[0])
+        if op == "==":
+            raise RegspecError(Diagnostic("a domain is `>= VALUE`, `<= VALUE` or `in SET`, not `==`",
+                                          _tok_span(self.src, c[0])))
+        return ast.Domain(op, c[1], span=self.sp(meta))
+
+    @v_args(meta=True)
+    def domain_in(self, meta, c):
+        return ast.Domain("in", c[0], span=self.sp(meta))
+
+    @v_args(meta=True)
+    def let_stmt(self, meta, c):
+        return ast.Let(str(c[0]), c[1], span=self.sp(meta))
+
+    @v_args(meta=True)
+    def objective(self, meta, c):
+        return ast.Objective(str(c[0]), c[1], span=self.sp(meta))
+
+    @v_args(meta=True)
+    def compare_constraint(self, meta, c):
+        return ast.Constraint(str(c[1]), c[0], c[2], span=self.sp(meta))
+
+    @v_args(meta=True)
+    def member_constraint(self, meta, c):
+        return ast.Constraint("in", c[0], c[1], span=self.sp(meta))
+
+    def subject_block(self, c):
+        return [x for x in c if x is not None]
+
+    def subject_one(self, c):
+        return [c[0]]
+
+    @v_args(meta=True)
+    def regularize_stmt(self, meta, c):
+        return ast.Regularize(c[0], c[1], span=self.sp(meta))
+
+    def via(self, c):
+        return str(c[0])
+
+    @v_args(meta=True)
+    def constrain_stmt(self, meta, c):
+        return ast.Constrain(c[0], c[1], list(c[2:]), span=self.sp(meta))
+
+    def _gate(self, meta, kind, value, unit_tok, allowed):
+        unit = str(unit_tok)
+        if unit not in allowed:
+            raise RegspecError(Diagnostic(f"expected {' or '.join(repr(a) for a in allowed)} after `{kind}`, "
+                                          f"got `{unit}`", _tok_span(self.src, unit_tok)))
+        return ast.Gate(kind, value, unit.rstrip("s") if unit != "steps" else "steps", span=self.sp(meta))
+
+    @v_args(meta=True)
+    def gate_every(self, meta, c):
+        return self._gate(meta, "every", c[0], c[1], ("steps", "step", "epochs", "epoch"))
+
+    @v_args(meta=True)
+    def gate_from(self, meta, c):
+        return self._gate(meta, "from", c[1], c[0], ("epoch", "step"))
+
+    @v_args(meta=True)
+    def gate_until(self, meta, c):
+        return self._gate(meta, "until", c[1], c[0], ("epoch", "step"))
+
+    @v_args(meta=True)
+    def model_stmt(self, meta, c):
+        return ast.ModelStmt(c[0], span=self.sp(meta))
+
+    @v_args(meta=True)
+    def train_data_stmt(self, meta, c):
+        return ast.TrainData(c[0], span=self.sp(meta))
+
+    @v_args(meta=True)
+    def loss_stmt(self, meta, c):
+        return ast.LossStmt(c[0], span=self.sp(meta))
+
+    @v_args(meta=True)
+    def optimizer_stmt(self, meta, c):
+        return ast.OptimizerStmt(c[0], span=self.sp(meta))
+
+    @v_args(meta=True)
+    def setting_stmt(self, meta, c):
+        return ast.Setting(str(c[0]), c[1], span=self.sp(meta))
+
+    @v_args(meta=True)
+    def rewrite_stmt(self, meta, c):
+        return ast.Rewrite(c[0], c[2], span=self.sp(meta))
+
+    def _block(self, cls, meta, c):
+        name_tok = c[0]
+        body: list = []
+        for s in c[1:]:
+            if isinstance(s, list):
+                body.extend(s)
+            elif s is not None:
+                body.append(s)
+        return cls(str(name_tok), body, span=self.sp(meta), name_span=_tok_span(self.src, name_tok))
+
+    @v_args(meta=True)
+    def problem_block(self, meta, c):
+        return self._block(ast.ProblemBlock, meta, c)
+
+    @v_args(meta=True)
+    def train_block(self, meta, c):
+        return self._block(ast.TrainBlock, meta, c)
+
+    @v_args(meta=True)
+    def start(self, meta, c):
+        items = [x for x in c if x is not None]
+        lets = [x for x in items if isinstance(x, ast.Let)]
+        blocks = [x for x in items if isinstance(x, ast.Block)]
+        span = self.sp(meta) if not getattr(meta, "empty", True) else Span(self.src, 1, 1, 1, 1)
+        return ast.Spec(self.src, lets, blocks, span=span)
+
+
+_TOKEN_WORDS = {
+    "_NL": "end of line", "$END": "end of file", "RBRACE": "`}`", "LBRACE": "`{`", "_LBRACE": "`{`",
+    "RPAR": "`)`", "LPAR": "`(`", "RSQB": "`]`", "LSQB": "`[`", "COMMA": "`,`", "EQUAL": "`=`",
+    "NAME": "a name", "NUMBER": "a number", "STRING": "a string", "CMP": "a comparison (== <= >=)",
+    "ARROW": "`->`", "COLON": "`:`", "SEMICOLON": "`;`", "ADDOP": "`+` or `-`", "MULOP": "`*`, `/` or `@`",
+    "MINUS": "`-`", "POWOP": "`**`", "DOT": "`.`", "SENSE": "minimize/maximize", "SETTING": "a setting",
+}
+
+
+def _expected_words(expected: set[str]) -> str:
+    words = []
+    for e in sorted(expected):
+        if e in _TOKEN_WORDS:
+            words.append(_TOKEN_WORDS[e])
+        elif e.isupper():
+            words.append(f"`{e.lower()}`")
+        else:
+            words.append(e)
+    words = sorted(set(words))
+    if len(words) > 8:
+        words = words[:8] + ["..."]
+    return ", ".join(words)
+
+
+def _syntax_error(src: Source, e: UnexpectedInput) -> RegspecError:
+    line, col = max(1, e.line), max(1, e.column)
+    if isinstance(e, UnexpectedCharacters):
+        ch = src.line(line)[col - 1: col] or "?"
+        return RegspecError(Diagnostic(f"unexpected character `{ch}`", Span(src, line, col, line, col + 1)))
+    if isinstance(e, UnexpectedEOF) or (isinstance(e, UnexpectedToken) and e.token.type == "$END"):
+        lines = src.text.rstrip("\n").splitlines() or [""]
+        line, col = len(lines), len(lines[-1]) + 1
+        msg = "unexpected end of file"
+        notes = []
+        if src.text.count("{") > src.text.count("}"):
+            msg += ": missing `}`"
+            opener = _unclosed_brace(src.text)
+            if opener:
+                notes.append(f"the block opened at line {opener[0]}, column {opener[1]} is not closed")
+        return RegspecError(Diagnostic(msg, Span(src, line, col, line, col + 1), notes=notes))
+    tok = e.token
+    expected = _expected_words(set(getattr(e, "expected", ()) or ()))
+    shown = "end of line" if tok.type == "_NL" else f"`{tok}`"
+    span = _tok_span(src, tok) if tok.type != "_NL" else Span(src, line, col, line, col + 1)
+    return RegspecError(Diagnostic(f"unexpected {shown}; expected {expected}", span))
+
+
+def _unclosed_brace(text: str) -> tuple[int, int] | None:
+    stack = []
+    for lineno, line in enumerate(text.splitlines(), 1):
+        code = line.split("#", 1)[0]
+        for col, ch in enumerate(code, 1):
+            if ch == "{":
+                stack.append((lineno, col))
+            elif ch == "}" and stack:
+                stack.pop()
+    return stack[-1] if stack else None
+
+
+def parse(text: str, path: str = "<string>") -> ast.Spec:
+    """Parse `.reg` text; raise ``RegspecError`` with a located diagnostic on bad syntax."""
+    src = Source(path, text)
+    try:
+        parser = _lark()
+        body = text if text.endswith("\n") else text + "\n"
+        parser.options.postlex.text = body
+        tree = parser.parse(body)
+    except UnexpectedInput as e:
+        raise _syntax_error(src, e) from None
+    try:
+        return _ToAst(src).transform(tree)
+    except VisitError as e:
+        if isinstance(e.orig_exc, RegspecError):
+            raise e.orig_exc from None
+        raise
+
+
+def parse_file(path: str | Path) -> ast.Spec:
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except FileNotFoundError:
+        raise RegspecError(Diagnostic(f"no such spec file: {p}")) from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise RegspecError(Diagnostic(f"cannot read spec file {p}: {e}")) from None
+    return parse(text, str(path))
