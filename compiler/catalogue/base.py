@@ -1,0 +1,201 @@
+"""The catalogue's vocabulary: signs, curvatures, monotonicity, and the ``Atom`` / ``SetEntry`` bases.
+
+One class per atom (CVXPY-style): its math lives in one place, and each backend's lowering is a
+method that imports its library lazily, so that ``regspec check`` never imports torch or cvxpy.
+"""
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Any, ClassVar, Sequence
+
+Shape = tuple[int, ...]
+
+
+class Sign(enum.Enum):
+    NONNEG = "nonneg"
+    NONPOS = "nonpos"
+    ZERO = "zero"
+    UNKNOWN = "unknown"
+
+    def __neg__(self) -> "Sign":
+        return {Sign.NONNEG: Sign.NONPOS, Sign.NONPOS: Sign.NONNEG}.get(self, self)
+
+    @property
+    def nonneg(self) -> bool:
+        return self in (Sign.NONNEG, Sign.ZERO)
+
+    @property
+    def nonpos(self) -> bool:
+        return self in (Sign.NONPOS, Sign.ZERO)
+
+    def __add__(self, other: "Sign") -> "Sign":
+        if self is Sign.ZERO:
+            return other
+        if other is Sign.ZERO:
+            return self
+        return self if self is other else Sign.UNKNOWN
+
+    def __mul__(self, other: "Sign") -> "Sign":
+        if Sign.ZERO in (self, other):
+            return Sign.ZERO
+        if Sign.UNKNOWN in (self, other):
+            return Sign.UNKNOWN
+        return Sign.NONNEG if self is other else Sign.NONPOS
+
+    @staticmethod
+    def of_value(value: Any) -> "Sign":
+        import numpy as np
+
+        try:
+            arr = np.asarray(value, dtype=float)
+        except (TypeError, ValueError):
+            return Sign.UNKNOWN
+        if arr.size == 0 or np.all(arr == 0):
+            return Sign.ZERO
+        if np.all(arr >= 0):
+            return Sign.NONNEG
+        if np.all(arr <= 0):
+            return Sign.NONPOS
+        return Sign.UNKNOWN
+
+
+class Curvature(enum.Enum):
+    CONSTANT = "constant"
+    AFFINE = "affine"
+    CONVEX = "convex"
+    CONCAVE = "concave"
+    UNKNOWN = "unknown"
+
+    def __neg__(self) -> "Curvature":
+        return {Curvature.CONVEX: Curvature.CONCAVE, Curvature.CONCAVE: Curvature.CONVEX}.get(self, self)
+
+    @property
+    def is_convex(self) -> bool:
+        return self in (Curvature.CONSTANT, Curvature.AFFINE, Curvature.CONVEX)
+
+    @property
+    def is_concave(self) -> bool:
+        return self in (Curvature.CONSTANT, Curvature.AFFINE, Curvature.CONCAVE)
+
+    @property
+    def is_affine(self) -> bool:
+        return self in (Curvature.CONSTANT, Curvature.AFFINE)
+
+    def __add__(self, other: "Curvature") -> "Curvature":
+        if self is Curvature.CONSTANT:
+            return other
+        if other is Curvature.CONSTANT:
+            return self
+        if self is Curvature.AFFINE:
+            return other
+        if other is Curvature.AFFINE:
+            return self
+        return self if self is other else Curvature.UNKNOWN
+
+
+class Mono(enum.Enum):
+    INCREASING = "increasing"
+    DECREASING = "decreasing"
+    NONMONOTONE = "nonmonotone"
+
+
+class ShapeError(Exception):
+    """Raised by an atom's shape rule; ``arg`` is the index of the offending argument, if one."""
+
+    def __init__(self, message: str, arg: int | None = None):
+        super().__init__(message)
+        self.arg = arg
+
+
+@dataclass(frozen=True)
+class Prox:
+    """How a term ``weight * atom(x)`` maps to a torch kernel: ``kernel`` is its name in the torch
+    backend's registry, ``hyper`` maps kernel hyperparameters to the atom's static keyword names."""
+
+    kernel: str
+    hyper: tuple[tuple[str, str], ...] = ()
+
+
+class Atom:
+    """One catalogue entry. Subclasses set the class attributes and override the rules they need.
+
+    ``args`` passed to the lowering methods are backend values (cvxpy expressions, tensors,
+    numpy arrays) for tensor arguments; ``kw`` holds static keyword values, already evaluated.
+    """
+
+    name: ClassVar[str]
+    doc: ClassVar[str] = ""
+    nargs: ClassVar[tuple[int, int]] = (1, 1)     # min, max positional tensor arguments
+    static: ClassVar[dict[str, Any]] = {}          # static keyword arguments and defaults
+    tensor_kwargs: ClassVar[tuple[str, ...]] = ()  # keyword arguments that are tensors (data)
+    curvature: ClassVar[Curvature] = Curvature.CONVEX
+    smooth: ClassVar[bool] = False                 # differentiable everywhere on its domain
+    prox: ClassVar[Prox | None] = None
+    constant_only: ClassVar[bool] = False          # evaluated at compile time only (rows, cols)
+    # Backends an entry deliberately lacks, with the reason (the completeness test reads this).
+    lacks: ClassVar[dict[str, str]] = {}
+
+    # ---- math
+    def shape(self, shapes: Sequence[Shape], kw: dict[str, Any]) -> Shape:
+        return ()
+
+    def sign(self, signs: Sequence[Sign], kw: dict[str, Any]) -> Sign:
+        return Sign.NONNEG if self.curvature is Curvature.CONVEX else Sign.UNKNOWN
+
+    def monotonicity(self, i: int, signs: Sequence[Sign], kw: dict[str, Any]) -> Mono:
+        return Mono.NONMONOTONE
+
+    def curvature_of(self, kw: dict[str, Any]) -> Curvature:
+        return self.curvature
+
+    def dcp(self, curvs: Sequence[Curvature], signs: Sequence[Sign], kw: dict[str, Any],
+            texts: Sequence[str]) -> tuple[Curvature, str | None]:
+        """Curvature of this atom applied to arguments of the given curvatures (DCP), and why not."""
+        from regspec.compiler.catalogue.dcp import compose
+
+        monos = [self.monotonicity(i, signs, kw) for i in range(len(curvs))]
+        return compose(self.name, self.curvature_of(kw), monos, curvs, texts)
+
+    # ---- lowerings
+    def numpy(self, args: Sequence[Any], kw: dict[str, Any]) -> Any:
+        """Evaluate on numpy values (constant folding); atoms without it stay symbolic."""
+        raise NotImplementedError
+
+    def cvxpy(self, args: Sequence[Any], kw: dict[str, Any]) -> Any:
+        raise NotImplementedError(f"{self.name} has no CVXPY lowering")
+
+    def torch(self, args: Sequence[Any], kw: dict[str, Any]) -> Any:
+        raise NotImplementedError(f"{self.name} has no torch evaluation")
+
+
+def norm_of_abs_mono(signs: Sequence[Sign], i: int = 0) -> Mono:
+    """Monotonicity of a norm-like function of |x|: increasing on x >= 0, decreasing on x <= 0."""
+    s = signs[i]
+    if s.nonneg:
+        return Mono.INCREASING
+    if s.nonpos:
+        return Mono.DECREASING
+    return Mono.NONMONOTONE
+
+
+class SetEntry:
+    """A set for ``x in SET`` / ``constrain T in SET``: its CVXPY constraints and its projection."""
+
+    name: ClassVar[str]
+    doc: ClassVar[str] = ""
+    static: ClassVar[dict[str, Any]] = {}
+    positional: ClassVar[tuple[str, ...]] = ()     # names of positional static arguments, in order
+    convex: ClassVar[bool] = True
+    projection: ClassVar[str | None] = None        # kernel name in the torch registry
+    lacks: ClassVar[dict[str, str]] = {}
+
+    def check_shape(self, shape: Shape, kw: dict[str, Any]) -> None:
+        """Raise ShapeError when the set does not apply to a variable of this shape."""
+
+    def cvxpy(self, x: Any, kw: dict[str, Any]) -> list:
+        raise NotImplementedError(f"{self.name} has no CVXPY lowering")
+
+    def kernel_hyper(self, kw: dict[str, Any]) -> dict[str, Any]:
+        """Keyword arguments for the projection kernel."""
+        return dict(kw)

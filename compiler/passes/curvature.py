@@ -1,0 +1,110 @@
+"""Sign and curvature (DCP) analysis. Nothing is raised here: each root gets ``dcp_ok`` and, when
+the rules fail, ``dcp_error = (message, node)`` pointing at the innermost offending term. The CVXPY
+backend turns that into a located error; ``check`` and ``explain`` report it."""
+from __future__ import annotations
+
+from regspec.compiler.catalogue import ATOMS, SETS, Curvature, Sign
+from regspec.compiler.ir import IR
+
+
+def _domain_sign(ir: IR, node: int) -> Sign:
+    dom = ir[node].get("domain")
+    if dom is None:
+        return Sign.UNKNOWN
+    s = ir[dom]
+    if s["set"] in ("nonneg", "simplex", "psd"):
+        return Sign.NONNEG
+    if s["set"] == "nonpos":
+        return Sign.NONPOS
+    if s["set"] == "box":
+        lo, hi = s["static"].get("lo"), s["static"].get("hi")
+        if lo is not None and lo >= 0:
+            return Sign.NONNEG
+        if hi is not None and hi <= 0:
+            return Sign.NONPOS
+    return Sign.UNKNOWN
+
+
+def _first_reason(ir: IR, root: int) -> int | None:
+    for n in ir.topological():
+        if (n in ir.ancestors(root) or n == root) and ir[n].get("dcp_reason"):
+            return n
+    return None
+
+
+def analyse_curvature(ir: IR) -> IR:
+    for node in ir.topological():
+        d = ir[node]
+        kind = d["kind"]
+        if kind in ("const", "data", "list") or (kind == "call" and "value" in d):
+            d["curvature"] = Curvature.CONSTANT
+            d["sign"] = Sign.of_value(d.get("value"))
+        elif kind == "param":
+            # Parameters are constants for DCP; their sign is what the domain guarantees, so that a
+            # later --set cannot invalidate the analysis.
+            d["curvature"] = Curvature.CONSTANT
+            d["sign"] = _domain_sign(ir, node)
+        elif kind == "var":
+            d["curvature"] = Curvature.AFFINE
+            d["sign"] = _domain_sign(ir, node)
+        elif kind == "call":
+            atom = ATOMS[d["atom"]]
+            args = d["args"]
+            curvs = [ir[a]["curvature"] for a in args]
+            signs = [ir[a]["sign"] for a in args]
+            kw = d.get("static", {})
+            curv, reason = atom.dcp(curvs, signs, kw, [ir.text(a) for a in args])
+            if curv is Curvature.UNKNOWN and any(ir[a]["curvature"] is Curvature.UNKNOWN for a in args):
+                reason = None  # the reason lives on the argument that failed first
+            d["curvature"] = curv
+            d["sign"] = atom.sign(signs, kw)
+            d["dcp_reason"] = reason
+        elif kind == "objective":
+            expr = ir[d["args"][0]]
+            want_convex = d["sense"] == "minimize"
+            ok = expr["curvature"].is_convex if want_convex else expr["curvature"].is_concave
+            d["dcp_ok"] = ok
+            if not ok:
+                inner = _first_reason(ir, d["args"][0])
+                if inner is not None:
+                    d["dcp_error"] = (ir[inner]["dcp_reason"], inner)
+                else:
+                    need = "convex" if want_convex else "concave"
+                    d["dcp_error"] = (f"{d['sense']} needs a {need} objective, but `{ir.text(d['args'][0])}` is "
+                                      f"{expr['curvature'].value}", d["args"][0])
+        elif kind == "regularize":
+            term = ir[d["args"][0]]
+            d["dcp_ok"] = term["curvature"].is_convex
+            if not d["dcp_ok"]:
+                inner = _first_reason(ir, d["args"][0])
+                d["dcp_error"] = ((ir[inner]["dcp_reason"], inner) if inner is not None else
+                                  (f"a regularizer must be convex, but `{ir.text(d['args'][0])}` is "
+                                   f"{term['curvature'].value}", d["args"][0]))
+        elif kind == "constraint":
+            lhs = ir[d["args"][0]]
+            op = d["op"]
+            if op == "in":
+                entry = SETS[ir[d["args"][1]]["set"]]
+                ok = lhs["curvature"].is_affine and entry.convex
+                why = (f"`{ir.text(d['args'][0])}` must be affine to constrain it to a set" if not
+                       lhs["curvature"].is_affine else f"{entry.name} is not a convex set")
+            else:
+                rhs = ir[d["args"][1]]
+                if op == "==":
+                    ok = lhs["curvature"].is_affine and rhs["curvature"].is_affine
+                    why = "both sides of `==` must be affine"
+                else:
+                    small, big = (lhs, rhs) if op == "<=" else (rhs, lhs)
+                    ok = small["curvature"].is_convex and big["curvature"].is_concave
+                    why = "`convex <= concave` is the DCP form of an inequality"
+            d["dcp_ok"] = ok
+            if not ok:
+                inner = _first_reason(ir, d["args"][0]) if op != "in" else None
+                d["dcp_error"] = (ir[inner]["dcp_reason"], inner) if inner is not None else (why, node)
+    return ir
+
+
+def dcp_errors(ir: IR) -> list[tuple[str, int]]:
+    """All (message, node) pairs of roots that break the DCP rules."""
+    return [ir[n]["dcp_error"] for n in ir.nodes_of("objective", "constraint", "regularize")
+            if not ir[n].get("dcp_ok", True) and "dcp_error" in ir[n]]

@@ -1,0 +1,65 @@
+"""Shape inference: every expression node gets ``shape`` (a tuple of ints; () for scalars)."""
+from __future__ import annotations
+
+import numpy as np
+
+from regspec.compiler.catalogue import ATOMS, SETS, ShapeError
+from regspec.compiler.catalogue.atoms import broadcast, fmt
+from regspec.compiler.ir import IR
+from regspec.diagnostics import error
+
+
+def infer_shapes(ir: IR) -> IR:
+    for node in ir.topological():
+        d = ir[node]
+        kind = d["kind"]
+        if kind in ("const", "data", "list"):
+            v = d.get("value")
+            d["shape"] = tuple(np.shape(v)) if v is not None and not isinstance(v, str) else ()
+        elif kind == "call":
+            if "value" in d:
+                d["shape"] = tuple(np.shape(d["value"]))
+                continue
+            atom = ATOMS[d["atom"]]
+            shapes = [ir[a]["shape"] for a in d["args"]]
+            kw = {**d.get("static", {}), **{k: ir[v].get("value") for k, v in d.get("tensor_kwargs", {}).items()}}
+            try:
+                d["shape"] = tuple(atom.shape(shapes, kw))
+            except ShapeError as e:
+                span = ir[d["args"][e.arg]]["span"] if e.arg is not None and e.arg < len(d["args"]) else d["span"]
+                if atom.name in ("matmul", "add", "sub", "multiply", "divide"):
+                    span = d["span"]
+                raise error(f"shape mismatch in `{ir.text(node)}`: {e}", span) from None
+        elif kind == "objective":
+            shape = ir[d["args"][0]]["shape"]
+            if shape != ():
+                raise error(f"the objective must be a scalar, but `{ir.text(d['args'][0])}` has shape {fmt(shape)}",
+                            ir[d["args"][0]]["span"], ["reduce it, e.g. with sum(...) or a norm"])
+        elif kind == "regularize":
+            shape = ir[d["args"][0]]["shape"]
+            if shape != ():
+                raise error(f"a regularizer must be a scalar, but `{ir.text(d['args'][0])}` has shape {fmt(shape)}",
+                            ir[d["args"][0]]["span"])
+        elif kind == "constraint":
+            lhs = d["args"][0]
+            if d["op"] == "in":
+                s = ir[d["args"][1]]
+                try:
+                    SETS[s["set"]].check_shape(ir[lhs]["shape"], s["static"])
+                except ShapeError as e:
+                    raise error(f"`{ir.text(lhs)}` of shape {fmt(ir[lhs]['shape'])} cannot be in {s['set']}: {e}",
+                                d["span"]) from None
+            else:
+                try:
+                    broadcast([ir[lhs]["shape"], ir[d["args"][1]]["shape"]])
+                except ShapeError as e:
+                    raise error(f"shape mismatch in constraint: {e}", d["span"]) from None
+        elif kind in ("var", "param"):
+            dom = d.get("domain")
+            if dom is not None and ir[dom]["set"] in SETS:
+                try:
+                    SETS[ir[dom]["set"]].check_shape(d["shape"], ir[dom]["static"])
+                except ShapeError as e:
+                    raise error(f"`{d['name']}` of shape {fmt(d['shape'])} cannot be in {ir[dom]['set']}: {e}",
+                                ir[dom]["span"]) from None
+    return ir
