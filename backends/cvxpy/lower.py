@@ -1,0 +1,107 @@
+"""IR -> cvxpy.Problem. Data are constants, ``param`` are ``cvxpy.Parameter`` (the problem is DPP
+whenever the spec is, so new parameter values re-solve without recompiling)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import cvxpy as cp
+import numpy as np
+
+from regspec.compiler.catalogue import ATOMS, SETS
+from regspec.compiler.ir import IR
+from regspec.compiler.passes.curvature import dcp_errors
+from regspec.diagnostics import Diagnostic, RegspecError
+
+
+@dataclass
+class CvxpyProgram:
+    problem: cp.Problem
+    variables: dict[str, cp.Variable]
+    params: dict[str, cp.Parameter]
+    ir: IR
+
+
+def check_dcp(ir: IR) -> None:
+    errors = dcp_errors(ir)
+    if errors:
+        diags = []
+        for message, node in errors:
+            diags.append(Diagnostic(f"not convex (DCP), so CVXPY cannot take it: {message}", ir[node]["span"],
+                                    notes=["the torch backend may still solve it locally: --backend torch"]))
+        raise RegspecError(diags)
+
+
+def _set_constraints(ir: IR, x: Any, set_node: int) -> list:
+    s = ir[set_node]
+    return SETS[s["set"]].cvxpy(x, s["static"])
+
+
+def lower(ir: IR) -> CvxpyProgram:
+    check_dcp(ir)
+    val: dict[int, Any] = {}
+    variables: dict[str, cp.Variable] = {}
+    params: dict[str, cp.Parameter] = {}
+    constraints: list = []
+    objective = None
+    regularizers = []
+    for node in ir.topological():
+        d = ir[node]
+        kind = d["kind"]
+        if kind in ("const", "data", "list") or (kind == "call" and "value" in d):
+            val[node] = d.get("value")
+        elif kind == "param":
+            p = cp.Parameter(d["shape"], name=d["name"], value=d["value"],
+                             nonneg=bool(_domain_is(ir, node, "nonneg")))
+            params[d["name"]] = p
+            val[node] = p
+        elif kind == "var":
+            v = cp.Variable(d["shape"], name=d["name"])
+            variables[d["name"]] = v
+            val[node] = v
+            if d.get("domain") is not None:
+                constraints += _set_constraints(ir, v, d["domain"])
+        elif kind == "call":
+            atom = ATOMS[d["atom"]]
+            kw = {**d.get("static", {}), **{k: val[v] for k, v in d.get("tensor_kwargs", {}).items()}}
+            val[node] = atom.cvxpy([val[a] for a in d["args"]], kw)
+        elif kind == "objective":
+            objective = (d["sense"], val[d["args"][0]])
+        elif kind == "regularize":
+            regularizers.append(val[d["args"][0]])
+        elif kind == "constraint":
+            lhs = val[d["args"][0]]
+            if d["op"] == "in":
+                constraints += _set_constraints(ir, lhs, d["args"][1])
+            elif d["op"] == "==":
+                constraints.append(lhs == val[d["args"][1]])
+            elif d["op"] == "<=":
+                constraints.append(lhs <= val[d["args"][1]])
+            else:
+                constraints.append(lhs >= val[d["args"][1]])
+    sense, expr = objective
+    if sense == "minimize":
+        problem = cp.Problem(cp.Minimize(expr + sum(regularizers)), constraints)
+    else:
+        problem = cp.Problem(cp.Maximize(expr - sum(regularizers)), constraints)
+    return CvxpyProgram(problem, variables, params, ir)
+
+
+def _domain_is(ir: IR, node: int, name: str) -> bool:
+    dom = ir[node].get("domain")
+    if dom is None:
+        return False
+    s = ir[dom]
+    if s["set"] == name:
+        return True
+    lo = s["static"].get("lo")
+    return name == "nonneg" and s["set"] == "box" and lo is not None and lo >= 0
+
+
+def set_params(program: CvxpyProgram, values: dict[str, Any]) -> None:
+    for name, value in values.items():
+        p = program.params[name]
+        arr = np.asarray(value, dtype=float)
+        if arr.shape != p.shape:
+            arr = np.broadcast_to(arr, p.shape).copy() if arr.ndim == 0 else arr
+        p.value = arr

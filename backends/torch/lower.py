@@ -1,0 +1,234 @@
+"""IR -> torch: the variables become parameters of a generated module, and torch.fx graphs compute
+the smooth part of the objective and the full objective. The nonsmooth parts become prox and
+projection steps (``ProxStep``) bound to their variables, the same kernels training uses."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+import torch.fx as fx
+
+from regspec.compiler.catalogue import ATOMS, SETS
+from regspec.compiler.evaluate import evaluate
+from regspec.compiler.ir import IR
+from regspec.compiler.passes.split import Split, Term
+from regspec.diagnostics import Diagnostic, RegspecError
+
+
+def atom_call(atom: str, *args: Any, **kw: Any) -> Any:
+    """The single fx call target for catalogue atoms: ``atom_call("norm1", x)``. Keeping one
+    importable function makes generated graphs print and pickle as plain Python."""
+    return ATOMS[atom].torch(list(args), kw)
+
+
+def scaled(x: torch.Tensor, sign: float, *factors: Any) -> torch.Tensor:
+    """sign * x * f1^e1 * ...; factors come in (value, exponent) pairs flattened."""
+    out = x * sign
+    for value, exponent in zip(factors[::2], factors[1::2]):
+        out = out * value if exponent > 0 else out / value
+    return out
+
+
+def _as_tensor(value: Any, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    arr = np.asarray(value)
+    if arr.dtype == bool:
+        return torch.as_tensor(arr, device=device)
+    if arr.dtype.kind in "iu":
+        return torch.as_tensor(arr, dtype=torch.long, device=device)
+    return torch.as_tensor(arr, dtype=dtype, device=device)
+
+
+@dataclass
+class ProxStep:
+    """One nonsmooth piece bound to one variable: ``x <- kernel(x, step * weight, **hyper)``."""
+
+    var: str
+    kernel: str
+    weight_node: Term | None       # None for projections (weight 1)
+    hyper: dict[str, Any]
+    source: int                    # IR node (for explain and errors)
+    kind: str                      # prox | projection
+
+
+@dataclass
+class TorchProgram:
+    ir: IR
+    module: torch.nn.Module                  # holds variables (parameters), data and params (buffers)
+    smooth: fx.GraphModule                   # forward() -> smooth part of the objective (minimized)
+    objective: fx.GraphModule                # forward() -> the objective as the spec states it
+    steps: list[ProxStep]
+    split: Split
+    dtype: torch.dtype
+    device: torch.device
+    var_names: list[str] = field(default_factory=list)
+
+    def variables(self) -> list[torch.nn.Parameter]:
+        return [getattr(self.module, f"var_{n}") for n in self.var_names]
+
+    def set_params(self, values: dict[str, np.ndarray]) -> None:
+        for name, v in values.items():
+            getattr(self.module, f"param_{name}").copy_(torch.as_tensor(v, dtype=self.dtype))
+
+
+class _GraphEmitter:
+    """Emits IR nodes into one fx graph, memoizing shared subexpressions (lets stay shared)."""
+
+    def __init__(self, program_root: torch.nn.Module, ir: IR, dtype: torch.dtype, device: torch.device):
+        self.root = program_root
+        self.ir = ir
+        self.dtype = dtype
+        self.device = device
+        self.graph = fx.Graph()
+        self.memo: dict[int, Any] = {}
+
+    def constant(self, key: str, value: Any) -> Any:
+        if isinstance(value, (int, float, bool, str)) or value is None:
+            return value
+        if isinstance(value, np.generic):
+            return value.item()
+        name = f"const_{key}"
+        if not hasattr(self.root, name):
+            self.root.register_buffer(name, _as_tensor(value, self.dtype, self.device))
+        return self.graph.get_attr(name)
+
+    def static(self, key: str, value: Any) -> Any:
+        if isinstance(value, tuple):
+            return tuple(self.static(f"{key}_{i}", v) for i, v in enumerate(value))
+        if isinstance(value, np.ndarray):
+            return self.constant(key, value)
+        if isinstance(value, np.generic):
+            return value.item()
+        return value
+
+    def emit(self, node: int) -> Any:
+        if node in self.memo:
+            return self.memo[node]
+        d = self.ir[node]
+        kind = d["kind"]
+        if kind == "var":
+            out = self.graph.get_attr(f"var_{d['name']}")
+        elif kind == "param":
+            out = self.graph.get_attr(f"param_{d['name']}")
+        elif "value" in d:
+            out = self.constant(str(node), d["value"])
+        elif kind == "call":
+            args = tuple(self.emit(a) for a in d["args"])
+            kw = {k: self.static(f"{node}_{k}", v) for k, v in d.get("static", {}).items()}
+            kw.update({k: self.emit(v) for k, v in d.get("tensor_kwargs", {}).items()})
+            out = self.graph.call_function(atom_call, (d["atom"], *args), kw)
+        else:
+            raise ValueError(f"cannot lower {self.ir.label(node)} to torch")
+        self.memo[node] = out
+        return out
+
+    def term(self, t: Term) -> Any:
+        factors: list[Any] = []
+        for n, e in t.scale:
+            factors += [self.emit(n), e]
+        return self.graph.call_function(scaled, (self.emit(t.core), t.sign, *factors))
+
+    def finish(self, value: Any) -> fx.GraphModule:
+        if not isinstance(value, fx.Node):
+            value = self.graph.call_function(torch.as_tensor, (value,), {"dtype": self.dtype})
+        self.graph.output(value)
+        gm = fx.GraphModule(self.root, self.graph, class_name="SmoothObjective")
+        return gm
+
+
+def _sum_nodes(em: _GraphEmitter, values: list[Any]) -> Any:
+    if not values:
+        return 0.0
+    out = values[0]
+    for v in values[1:]:
+        out = em.graph.call_function(torch.add, (out, v))
+    return out
+
+
+def refuse(ir: IR, split: Split) -> RegspecError:
+    diags = [Diagnostic(f"the torch backend cannot solve this with FISTA: {why}", ir[node]["span"])
+             for why, node in split.reasons]
+    diags[-1].notes.append("use --backend cvxpy")
+    return RegspecError(diags)
+
+
+def lower(ir: IR, *, dtype: torch.dtype = torch.float64, device: str | torch.device = "cpu",
+          init: dict[str, np.ndarray] | None = None) -> TorchProgram:
+    split: Split = ir.meta["split"]
+    if split.algorithm != "fista":
+        raise refuse(ir, split)
+    device = torch.device(device)
+    root = torch.nn.Module()
+    var_names = []
+    for n in ir.nodes_of("var"):
+        d = ir[n]
+        start = (init or {}).get(d["name"])
+        value = torch.zeros(d["shape"], dtype=dtype, device=device) if start is None else \
+            torch.as_tensor(start, dtype=dtype, device=device).clone()
+        root.register_parameter(f"var_{d['name']}", torch.nn.Parameter(value))
+        var_names.append(d["name"])
+    for n in ir.nodes_of("param"):
+        d = ir[n]
+        root.register_buffer(f"param_{d['name']}", torch.as_tensor(d["value"], dtype=dtype, device=device))
+
+    smooth_em = _GraphEmitter(root, ir, dtype, device)
+    smooth = smooth_em.finish(_sum_nodes(smooth_em, [smooth_em.term(t) for t in split.smooth]))
+
+    obj_em = _GraphEmitter(root, ir, dtype, device)
+    root_expr = obj_em.emit(ir[ir.objective()]["args"][0])
+    sense = ir[ir.objective()]["sense"]
+    regs = [obj_em.emit(ir[r]["args"][0]) for r in ir.nodes_of("regularize")]
+    total = root_expr
+    for r in regs:
+        total = obj_em.graph.call_function(torch.add if sense == "minimize" else torch.sub, (total, r))
+    objective = obj_em.finish(total)
+
+    steps: list[ProxStep] = []
+    for t in split.prox:
+        core = ir[t.core]
+        atom = ATOMS[core["atom"]]
+        hyper: dict[str, Any] = {}
+        for kernel_name, kw_name in atom.prox.hyper:
+            if kw_name in core.get("tensor_kwargs", {}):
+                hyper[kernel_name] = _as_tensor(ir[core["tensor_kwargs"][kw_name]]["value"], dtype, device)
+            elif core.get("static", {}).get(kw_name) is not None:
+                hyper[kernel_name] = core["static"][kw_name]
+        steps.append(ProxStep(ir[t.var]["name"], t.kernel, t, hyper, t.core, "prox"))
+    for p in split.projections:
+        s = ir[p.set_node]
+        steps.append(ProxStep(ir[p.var]["name"], p.kernel, None, SETS[s["set"]].kernel_hyper(s["static"]),
+                              p.source, "projection"))
+    steps = _combine(steps)
+    return TorchProgram(ir, root, smooth, objective, steps, split, dtype, device, var_names)
+
+
+def _combine(steps: list[ProxStep]) -> list[ProxStep]:
+    """Merge a prox and a projection on one variable into their joint closed-form prox."""
+    from regspec.compiler.passes.split import COMBINED
+
+    by_var: dict[str, list[ProxStep]] = {}
+    for s in steps:
+        by_var.setdefault(s.var, []).append(s)
+    out = []
+    for var, group in by_var.items():
+        if len(group) == 2:
+            prox = next(s for s in group if s.kind == "prox")
+            proj = next(s for s in group if s.kind == "projection")
+            joint = COMBINED[(prox.kernel, proj.kernel)]
+            out.append(ProxStep(var, joint, prox.weight_node, prox.hyper, prox.source, "prox"))
+        else:
+            out.extend(group)
+    return out
+
+
+def term_weight(program: TorchProgram, step: ProxStep, params: dict[str, np.ndarray]) -> float:
+    """The nonnegative weight sign * prod(scale) of a prox term, at the current parameter values."""
+    t = step.weight_node
+    if t is None:
+        return 1.0
+    w = t.sign
+    for n, e in t.scale:
+        v = float(np.asarray(evaluate(program.ir, n, params)))
+        w = w * v if e > 0 else w / v
+    return float(w)
