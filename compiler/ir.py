@@ -116,6 +116,8 @@ class IR:
     def text(self, node: int) -> str:
         """The source text of a node's span (for messages), or a rendering of the node."""
         d = self[node]
+        if d["kind"] in DECL_KINDS:
+            return d["name"]
         span: Span | None = d.get("span")
         if span is not None and span.source is not None and span.line == span.end_line:
             line = span.source.line(span.line)

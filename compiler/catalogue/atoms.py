@@ -30,7 +30,7 @@ def broadcast(shapes: Sequence[Shape]) -> Shape:
 
 
 def fmt(shape: Shape) -> str:
-    return "scalar" if shape == () else "(" + ", ".join(map(str, shape)) + ")"
+    return "scalar" if shape == () else str(tuple(shape))
 
 
 def reduce_shape(shape: Shape, axis: int | None) -> Shape:

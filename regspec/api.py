@@ -1,0 +1,136 @@
+"""The Python API for embedding: ``load``, ``check``, ``solve``. Backends are imported lazily."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from regspec import ast
+from regspec.diagnostics import RegspecError, error
+from regspec.parser import parse, parse_file
+from regspec.result import Result
+
+BACKENDS = ("auto", "cvxpy", "torch")
+
+
+@dataclass
+class Spec:
+    """A parsed spec. ``ast`` is the syntax tree; ``path`` is where it came from."""
+
+    ast: ast.Spec
+    path: str
+    parse_seconds: float = 0.0
+    _compiled: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    @property
+    def problems(self) -> list[str]:
+        return [b.name for b in self.ast.problems]
+
+    @property
+    def trains(self) -> list[str]:
+        return [b.name for b in self.ast.trains]
+
+    def compiled(self, problem: str | None = None, record: bool = False):
+        """Run the pass pipeline for one problem block (cached per block)."""
+        from regspec.compiler.pipeline import compile_problem, select_problem
+
+        block = select_problem(self.ast, problem)
+        key = f"{block.name}:{record}"
+        if key not in self._compiled:
+            self._compiled[key] = compile_problem(self.ast, block, record=record)
+        return self._compiled[key]
+
+
+def load(path_or_text: str | Path) -> Spec:
+    """Parse a spec from a file path or from `.reg` text (text is anything containing a newline
+    or a brace). Raises ``RegspecError`` with located diagnostics."""
+    t0 = time.perf_counter()
+    s = str(path_or_text)
+    if isinstance(path_or_text, Path) or ("\n" not in s and "{" not in s):
+        tree = parse_file(s)
+        path = s
+    else:
+        tree = parse(s)
+        path = "<string>"
+    return Spec(tree, path, time.perf_counter() - t0)
+
+
+def _as_spec(spec: Spec | str | Path) -> Spec:
+    return spec if isinstance(spec, Spec) else load(spec)
+
+
+def choose_backend(spec: Spec, problem: str | None, backend: str) -> str:
+    """``auto``: CVXPY when the problem is DCP, else torch when it splits for FISTA."""
+    if backend not in BACKENDS:
+        raise error(f"unknown backend `{backend}`; choose one of {', '.join(BACKENDS)}")
+    if backend != "auto":
+        return backend
+    from regspec.compiler.passes.curvature import dcp_errors
+
+    ir = spec.compiled(problem).ir
+    if not dcp_errors(ir):
+        return "cvxpy"
+    return "torch"
+
+
+def solve(spec: Spec | str | Path, *, problem: str | None = None, backend: str = "auto",
+          params: dict[str, Any] | None = None, solver: str | None = None,
+          solver_opts: dict[str, Any] | None = None, tol: float | None = None, max_iter: int | None = None,
+          device: str = "cpu", dtype: str = "float64") -> Result:
+    """Compile and solve one problem block. Raises ``RegspecError`` for a bad spec or bad params;
+    a solver that fails returns a Result whose ``status`` says so (check ``result.ok``)."""
+    from regspec.compiler.evaluate import validate_params
+
+    spec = _as_spec(spec)
+    t0 = time.perf_counter()
+    compiled = spec.compiled(problem)
+    ir = compiled.ir
+    values = validate_params(ir, params)
+    backend = choose_backend(spec, problem, backend)
+    analyse = time.perf_counter() - t0
+    t1 = time.perf_counter()
+    if backend == "cvxpy":
+        from regspec.backends.cvxpy import lower as cvx_lower
+        from regspec.backends.cvxpy import solve as cvx_solve
+
+        program = _cached(spec, f"cvxpy:{ir.block_name}", lambda: cvx_lower.lower(ir))
+        lower_s = time.perf_counter() - t1
+        result = cvx_solve.solve(program, solver=solver, solver_opts=solver_opts, params=values)
+    else:
+        from regspec.backends.torch import lower as torch_lower
+        from regspec.backends.torch import solve as torch_solve
+
+        if solver not in (None, "fista", "FISTA"):
+            raise error(f"the torch backend's solver is chosen from the spec (FISTA); `--solver {solver}` "
+                        "applies to the cvxpy backend")
+        if dtype not in torch_solve.DTYPES:
+            raise error(f"unknown dtype `{dtype}`; choose float64 or float32")
+        program = torch_lower.lower(ir, dtype=torch_solve.DTYPES[dtype], device=_device(device))
+        lower_s = time.perf_counter() - t1
+        kwargs = {k: v for k, v in (("tol", tol), ("max_iter", max_iter)) if v is not None}
+        result = torch_solve.solve(program, params=values, **kwargs)
+    result.problem = ir.block_name
+    result.times = {"parse": spec.parse_seconds, "analyse": compiled.seconds + analyse, "lower": lower_s,
+                    **result.times}
+    return result
+
+
+def _device(device: str) -> str:
+    if device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise error("--device cuda: no CUDA device is available on this machine")
+    elif device != "cpu":
+        raise error(f"unknown device `{device}`; choose cpu or cuda")
+    return device
+
+
+def _cached(spec: Spec, key: str, build):
+    if key not in spec._compiled:
+        spec._compiled[key] = build()
+    return spec._compiled[key]
+
+
+__all__ = ["Spec", "load", "solve", "choose_backend", "RegspecError", "Result"]

@@ -1,0 +1,224 @@
+"""The `regspec` command line. Exit codes: 0 ok, 1 bad spec or input, 2 bad usage, 3 solver did not
+reach an optimal status. Diagnostics are rendered here, once; no traceback reaches the user for
+a bad spec."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from typing import Any, Callable, Sequence
+
+from regspec.diagnostics import RegspecError
+
+EXIT_OK, EXIT_SPEC, EXIT_USAGE, EXIT_SOLVE = 0, 1, 2, 3
+
+
+class UsageError(Exception):
+    pass
+
+
+def _parse_value(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        try:
+            return float(text)
+        except ValueError:
+            return text
+
+
+def _pairs(items: Sequence[str] | None, flag: str) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for item in items or []:
+        if "=" not in item:
+            raise UsageError(f"{flag} expects NAME=VALUE, got `{item}`")
+        name, value = item.split("=", 1)
+        out[name.strip()] = _parse_value(value.strip())
+    return out
+
+
+# ---------------------------------------------------------------- check
+def _summary_problem(spec, name: str) -> list[str]:
+    from regspec.compiler.catalogue.atoms import fmt
+    from regspec.compiler.passes.curvature import dcp_errors
+
+    compiled = spec.compiled(name)
+    ir = compiled.ir
+    lines = [f"problem {name}"]
+    for kind in ("data", "param", "var"):
+        for n in ir.nodes_of(kind):
+            d = ir[n]
+            dom = ""
+            if d.get("domain") is not None:
+                s = ir[d["domain"]]
+                dom = f" in {s['set']}" + (f"({', '.join(f'{k}={v}' for k, v in s['static'].items() if v is not None)})"
+                                           if any(v is not None for v in s["static"].values()) else "")
+            val = ""
+            if kind == "param" and d["shape"] == ():
+                val = f" = {float(d['value']):g}"
+            lines.append(f"  {kind:5} {d['name']:<12} {fmt(d['shape'])}{dom}{val}")
+    obj = ir.objective()
+    lines.append(f"  {ir[obj]['sense']} ({ir[ir[obj]['args'][0]]['curvature'].value}):")
+    split = ir.meta["split"]
+    for t in split.terms:
+        c = ir[t.core]
+        lines.append(f"    {ir.text(t.core):<48} {c['curvature'].value:<9} {t.role}")
+    for c in ir.nodes_of("constraint"):
+        d = ir[c]
+        lines.append(f"  subject to {ir.text(c):<37} {'DCP' if d['dcp_ok'] else 'not DCP'}")
+    errs = dcp_errors(ir)
+    backends = []
+    if not errs:
+        backends.append("cvxpy")
+    if split.algorithm == "fista":
+        backends.append("torch (FISTA)")
+    lines.append(f"  backends: {', '.join(backends) if backends else 'none'}")
+    for why, node in split.reasons:
+        lines.append(f"    torch: {why}")
+    for msg, node in errs:
+        lines.append(f"    cvxpy: {msg}")
+    return lines
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    import regspec
+
+    status = EXIT_OK
+    for path in args.specs:
+        t0 = time.perf_counter()
+        try:
+            spec = regspec.load(path)
+            lines = [f"{path}: {len(spec.ast.blocks)} block(s)"]
+            for name in spec.problems:
+                lines += _summary_problem(spec, name)
+            for b in spec.ast.trains:
+                lines.append(f"train {b.name}: {len(b.body)} statements")
+            lines.append(f"ok ({time.perf_counter() - t0:.3f} s)")
+            print("\n".join(lines))
+        except RegspecError as e:
+            print(str(e), file=sys.stderr)
+            status = EXIT_SPEC
+    return status
+
+
+# ---------------------------------------------------------------- solve
+def cmd_solve(args: argparse.Namespace) -> int:
+    import regspec
+
+    params = _pairs(args.set, "--set")
+    solver_opts = _pairs(args.solver_opt, "--solver-opt")
+    spec = regspec.load(args.spec)
+    result = regspec.solve(spec, problem=args.problem, backend=args.backend, params=params, solver=args.solver,
+                           solver_opts=solver_opts, tol=args.tol, max_iter=args.max_iter, device=args.device,
+                           dtype=args.dtype)
+    if args.json:
+        print(json.dumps(result.to_json()))
+    else:
+        _print_result(result)
+    return EXIT_OK if result.status == "optimal" else EXIT_SOLVE
+
+
+def _print_result(result) -> None:
+    import numpy as np
+
+    print(f"problem {result.problem}: {result.status} ({result.backend}, {result.solver}"
+          + (f", {result.iterations} iterations" if result.iterations is not None else "") + ")")
+    if result.objective is not None:
+        print(f"objective: {result.objective:.10g}")
+    for name, value in result.variables.items():
+        v = np.asarray(value)
+        with np.printoptions(precision=6, suppress=True, threshold=20, edgeitems=3):
+            print(f"{name} {tuple(v.shape)}: {v}")
+    if result.residuals:
+        print("residuals: " + ", ".join(f"{k}={v:.3g}" for k, v in result.residuals.items()))
+    print("times (s): " + ", ".join(f"{k}={v:.4f}" for k, v in result.times.items()))
+
+
+# ---------------------------------------------------------------- explain
+def cmd_explain(args: argparse.Namespace) -> int:
+    import regspec
+    from regspec.compiler.catalogue import ATOMS
+    from regspec.compiler.passes.curvature import dcp_errors
+
+    spec = regspec.load(args.spec)
+    names = [args.problem] if args.problem else spec.problems
+    for name in names:
+        compiled = spec.compiled(name, record=True)
+        ir = compiled.ir
+        print(f"=== problem {ir.block_name}")
+        for pass_name, dump in compiled.snapshots:
+            print(f"--- after {pass_name}")
+            print(dump)
+        split = ir.meta["split"]
+        print("--- lowering")
+        errs = dcp_errors(ir)
+        print("cvxpy: " + ("DCP; each atom maps to its CVXPY atom, params to cvxpy.Parameter (DPP)" if not errs
+                           else "refused: " + "; ".join(m for m, _ in errs)))
+        for n in ir.topological():
+            d = ir[n]
+            if d["kind"] == "call" and "value" not in d:
+                print(f"  %{n} {d['atom']:<12} -> {ATOMS[d['atom']].doc}")
+        print(f"torch: algorithm {split.algorithm}" + ("" if split.algorithm == "fista" else " (not available yet)"))
+        for t in split.terms:
+            scale = " * ".join(ir.text(s) + ("" if e > 0 else "^-1") for s, e in t.scale)
+            sign = "-" if t.sign < 0 else "+"
+            print(f"  {sign} {scale + ' * ' if scale else ''}{ir.text(t.core)}: {t.role}: {t.why}")
+        for p in split.projections:
+            print(f"  {ir[p.var]['name']} in {ir[p.set_node]['set']}: projection ({p.kernel})")
+        for why, _ in split.reasons:
+            print(f"  refused: {why}")
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------- main
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="regspec", description="Compile and run .reg optimization specs.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    c = sub.add_parser("check", help="parse and analyse specs; print a summary")
+    c.add_argument("specs", nargs="+", metavar="SPEC")
+    c.set_defaults(func=cmd_check)
+
+    s = sub.add_parser("solve", help="solve a problem block")
+    s.add_argument("spec", metavar="SPEC")
+    s.add_argument("--problem", help="problem block name (default: the first)")
+    s.add_argument("--backend", default="auto", choices=["auto", "cvxpy", "torch"])
+    s.add_argument("--solver", help="CVXPY solver (CLARABEL, SCS, ...)")
+    s.add_argument("--solver-opt", action="append", metavar="NAME=VALUE", help="solver option, repeatable")
+    s.add_argument("--set", action="append", metavar="NAME=VALUE", help="parameter value, repeatable")
+    s.add_argument("--tol", type=float, help="torch backend: stopping tolerance")
+    s.add_argument("--max-iter", type=int, help="torch backend: iteration budget")
+    s.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    s.add_argument("--dtype", default="float64", choices=["float64", "float32"])
+    s.add_argument("--json", action="store_true", help="print one JSON object")
+    s.set_defaults(func=cmd_solve)
+
+    e = sub.add_parser("explain", help="print the IR after each pass and how each term is lowered")
+    e.add_argument("spec", metavar="SPEC")
+    e.add_argument("--problem")
+    e.set_defaults(func=cmd_explain)
+    return p
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)  # exits 2 on bad usage
+    try:
+        return args.func(args)
+    except UsageError as e:
+        parser.print_usage(sys.stderr)
+        print(f"regspec: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except RegspecError as e:
+        print(str(e), file=sys.stderr)
+        return EXIT_SPEC
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
