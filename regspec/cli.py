@@ -1,17 +1,18 @@
 """The `regspec` command line. Exit codes: 0 ok, 1 bad spec or input, 2 bad usage, 3 solver did not
-reach an optimal status. Diagnostics are rendered here, once; no traceback reaches the user for
+reach an optimal status, 70 internal error. Diagnostics are rendered here, once; no traceback reaches the user for
 a bad spec."""
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from typing import Any, Callable, Sequence
 
 from regspec.diagnostics import RegspecError
 
-EXIT_OK, EXIT_SPEC, EXIT_USAGE, EXIT_SOLVE = 0, 1, 2, 3
+EXIT_OK, EXIT_SPEC, EXIT_USAGE, EXIT_SOLVE, EXIT_INTERNAL = 0, 1, 2, 3, 70
 
 
 class UsageError(Exception):
@@ -218,6 +219,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_SPEC
     except KeyboardInterrupt:
         return 130
+    except Exception as e:  # a bug in regspec, not in the spec: say so plainly, keep the trace opt-in
+        if os.environ.get("REGSPEC_DEBUG"):
+            raise
+        print(f"regspec: internal error: {type(e).__name__}: {e}\n"
+              "  this is a bug in regspec, not in your spec; rerun with REGSPEC_DEBUG=1 for the traceback",
+              file=sys.stderr)
+        return EXIT_INTERNAL
 
 
 if __name__ == "__main__":
