@@ -1,0 +1,123 @@
+"""Private helpers shared by the training building blocks (argument checking, glob patterns)."""
+from __future__ import annotations
+
+import inspect
+import re
+from typing import Any, Callable, Iterable, Mapping
+
+from regspec.diagnostics import RegspecError, Span, did_you_mean, error
+
+
+def signature_params(fn: Callable[..., Any], skip: Iterable[str] = ()) -> dict[str, inspect.Parameter]:
+    """The named parameters of ``fn`` (``self`` and ``skip`` removed), or ``{}`` if uninspectable."""
+    try:
+        sig = inspect.signature(fn)
+    except (TypeError, ValueError):
+        return {}
+    skip = set(skip) | {"self"}
+    return {n: p for n, p in sig.parameters.items() if n not in skip}
+
+
+def accepts_var_kwargs(fn: Callable[..., Any]) -> bool:
+    return any(p.kind is inspect.Parameter.VAR_KEYWORD for p in signature_params(fn).values())
+
+
+def check_kwargs(
+    fn: Callable[..., Any],
+    kwargs: Mapping[str, Any],
+    what: str,
+    span: Span | None = None,
+    skip: Iterable[str] = (),
+    args: tuple = (),
+) -> None:
+    """Raise a ``RegspecError`` if ``fn(*args, **kwargs)`` would fail to bind.
+
+    Unknown keyword names get a did-you-mean note and the list of accepted names; missing
+    required arguments are named. Functions whose signature cannot be inspected pass.
+    """
+    params = signature_params(fn, skip)
+    if not params:
+        return
+    accepted = [
+        n for n, p in params.items()
+        if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    ]
+    if not accepts_var_kwargs(fn):
+        for k in kwargs:
+            if k not in accepted:
+                notes = did_you_mean(k, accepted)
+                notes.append("accepted arguments: " + ", ".join(f"`{a}`" for a in accepted))
+                raise error(f"{what} has no argument `{k}`", span, notes)
+    try:
+        sig = inspect.Signature([p for p in params.values()])
+        sig.bind(*args, **kwargs)
+    except TypeError as exc:
+        raise error(f"bad arguments for {what}: {exc}", span) from None
+
+
+def call_checked(
+    fn: Callable[..., Any], what: str, span: Span | None = None, *args: Any, **kwargs: Any
+) -> Any:
+    """Check ``kwargs`` against ``fn``'s signature, then call it; wrap value errors as RegspecError."""
+    check_kwargs(fn, kwargs, what, span, args=args)
+    try:
+        return fn(*args, **kwargs)
+    except RegspecError:
+        raise
+    except (TypeError, ValueError) as exc:
+        raise error(f"{what} rejected its arguments: {exc}", span) from None
+
+
+def glob_to_regex(pattern: str) -> re.Pattern[str]:
+    """Translate a dotted-name glob to an anchored regex.
+
+    ``*`` matches within one dotted component (no ``.``), ``**`` matches any run of characters
+    including dots (so ``a.**`` is everything under ``a``, and ``**.weight`` every weight),
+    ``?`` one non-dot character, ``[...]`` a character class. Everything else is literal.
+    """
+    out: list[str] = []
+    i, n = 0, len(pattern)
+    while i < n:
+        c = pattern[i]
+        if c == "*":
+            if i + 1 < n and pattern[i + 1] == "*":
+                # `**.` may also match zero components: `**.weight` matches `weight`
+                if i + 2 < n and pattern[i + 2] == ".":
+                    out.append(r"(?:.*\.)?")
+                    i += 3
+                else:
+                    out.append(".*")
+                    i += 2
+                continue
+            out.append(r"[^.]*")
+        elif c == "?":
+            out.append(r"[^.]")
+        elif c == "[":
+            j = pattern.find("]", i + 1)
+            if j == -1:
+                out.append(re.escape(c))
+            else:
+                body = pattern[i + 1 : j]
+                if body.startswith("!"):
+                    body = "^" + body[1:]
+                out.append("[" + body.replace("\\", "\\\\") + "]")
+                i = j
+        else:
+            out.append(re.escape(c))
+        i += 1
+    return re.compile("".join(out))
+
+
+def compile_name_pattern(pattern: str, span: Span | None = None) -> re.Pattern[str]:
+    """``re:REGEX`` (full match) or a dotted glob (see ``glob_to_regex``)."""
+    if pattern.startswith("re:"):
+        try:
+            return re.compile(pattern[3:])
+        except re.error as exc:
+            raise error(f"invalid regular expression `{pattern[3:]}`: {exc}", span) from None
+    return glob_to_regex(pattern)
+
+
+def generalize(name: str) -> str:
+    """``layers.0.weight`` -> ``layers.*.weight`` (numeric components become ``*``)."""
+    return ".".join("*" if part.isdigit() else part for part in name.split("."))

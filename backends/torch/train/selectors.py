@@ -1,0 +1,156 @@
+"""Selectors: which parameters (``param(...)``) or modules (``act(...)``) a term attaches to.
+
+Patterns match whole dotted names from ``model.named_parameters()`` / ``model.named_modules()``:
+
+- glob (default): ``*`` matches within one dotted component (``layers.*.weight`` matches
+  ``layers.0.weight`` but not ``layers.0.sub.weight``), ``**`` matches across components
+  (``**.weight``: every weight at any depth, ``blocks.**``: everything under ``blocks``), ``?`` one
+  character, ``[...]`` a character class;
+- ``re:REGEX``: a Python regular expression that must match the *whole* name (``re.fullmatch``);
+- ``type=Linear`` (a class name, optionally ``nn.``-prefixed, or a class): the ``weight`` of
+  every module whose class or a base class has that name (case-insensitive), so subclasses of
+  ``nn.Linear`` count; biases are not selected (add ``param("**.bias")`` for those). With both
+  a pattern and a type, the pattern must match the module name or the parameter name.
+
+Results keep the model's registration order, shared parameters appear once, and frozen
+parameters (``requires_grad=False``) are included. Selecting nothing is an error naming the
+closest real names.
+"""
+from __future__ import annotations
+
+import difflib
+from typing import Iterable
+
+from torch import nn
+
+from regspec.diagnostics import Span, did_you_mean, error
+
+from ._util import compile_name_pattern, generalize
+
+__all__ = ["select_params", "select_modules", "match_names"]
+
+
+def match_names(names: Iterable[str], pattern: str, span: Span | None = None) -> list[str]:
+    """The names (in order) that ``pattern`` (glob or ``re:``) matches in full."""
+    rx = compile_name_pattern(pattern, span)
+    return [n for n in names if rx.fullmatch(n)]
+
+
+def _closest(pattern: str, names: list[str], n: int = 3) -> list[str]:
+    key = pattern[3:] if pattern.startswith("re:") else pattern
+    return difflib.get_close_matches(key, names, n=n, cutoff=0.0)
+
+
+def _no_match(kind: str, pattern: str, names: list[str], span: Span | None, extra: list[str] = ()) -> Exception:
+    general = list(dict.fromkeys(generalize(n) for n in names))
+    notes = did_you_mean(pattern, [*general, *names]) + list(extra)
+    if names:
+        close = ", ".join(f"`{c}`" for c in _closest(pattern, names))
+        notes.append(f"closest {kind} names: {close} (the model has {len(names)} {kind} names)")
+    else:
+        notes.append(f"the model has no {kind}s")
+    return error(f'`{pattern}` matches none of the model\'s {kind} names', span, notes)
+
+
+def _type_name(type_: str | type) -> str:
+    if isinstance(type_, type):
+        return type_.__name__
+    name = str(type_)
+    for prefix in ("torch.nn.", "nn."):
+        if name.startswith(prefix):
+            name = name[len(prefix):]
+    return name
+
+
+def _is_type(module: nn.Module, name: str) -> bool:
+    lname = name.lower()
+    return any(c.__name__.lower() == lname for c in type(module).__mro__)
+
+
+def _modules_of_type(model: nn.Module, type_: str | type, span: Span | None) -> list[tuple[str, nn.Module]]:
+    if isinstance(type_, type):
+        found = [(n, m) for n, m in model.named_modules() if isinstance(m, type_)]
+    else:
+        found = [(n, m) for n, m in model.named_modules() if _is_type(m, _type_name(type_))]
+    if not found:
+        present = list(dict.fromkeys(type(m).__name__ for _, m in model.named_modules()))
+        raise error(
+            f"the model has no module of type `{_type_name(type_)}`",
+            span,
+            did_you_mean(_type_name(type_), present) + ["module types in the model: " + ", ".join(present)],
+        )
+    return found
+
+
+def select_params(
+    model: nn.Module, pattern: str | None = None, type: str | type | None = None, *, span: Span | None = None
+) -> list[tuple[str, nn.Parameter]]:
+    """``[(name, parameter)]`` selected by a glob / ``re:`` pattern and/or a module type.
+
+    ``type=T`` selects ``<module>.weight`` for every module of class T (or a subclass); see the
+    module docstring for the pattern syntax. No match raises ``RegspecError``.
+    """
+    if pattern is None and type is None:
+        raise error("param(...) needs a name pattern or `type = ...`", span)
+    named = list(model.named_parameters())
+    names = [n for n, _ in named]
+    if type is None:
+        assert pattern is not None
+        hits = set(match_names(names, pattern, span))
+        if not hits:
+            extra: list[str] = []
+            mods = match_names([n for n, _ in model.named_modules() if n], pattern, span)
+            if mods:
+                shown = ", ".join(f"`{m}`" for m in mods[:4]) + (", ..." if len(mods) > 4 else "")
+                extra.append(
+                    f"`{pattern}` names modules ({shown}), not parameters: "
+                    f"use `{pattern}.weight`, `{pattern}.bias` or `{pattern}.**`"
+                )
+            raise _no_match("parameter", pattern, names, span, extra)
+        return [(n, p) for n, p in named if n in hits]
+    modules = _modules_of_type(model, type, span)
+    rx = compile_name_pattern(pattern, span) if pattern is not None else None
+    by_param = {id(p): n for n, p in named}
+    selected: dict[str, nn.Parameter] = {}
+    for mname, module in modules:
+        w = module._parameters.get("weight")
+        if not isinstance(w, nn.Parameter):
+            continue
+        pname = by_param.get(id(w), f"{mname}.weight" if mname else "weight")
+        if rx is not None and not (rx.fullmatch(mname) or rx.fullmatch(pname)):
+            continue
+        selected.setdefault(pname, w)
+    if not selected:
+        tname = _type_name(type)
+        if pattern is None:
+            raise error(f"no module of type `{tname}` has a `weight` parameter", span)
+        raise _no_match("parameter", pattern, [f"{m}.weight" for m, mod in modules
+                                               if isinstance(mod._parameters.get("weight"), nn.Parameter)],
+                        span, [f"(restricted to weights of `{tname}` modules)"])
+    order = {n: i for i, n in enumerate(names)}
+    return sorted(selected.items(), key=lambda kv: order.get(kv[0], len(order)))
+
+
+def select_modules(
+    model: nn.Module, pattern: str | None = None, type: str | type | None = None, *, span: Span | None = None
+) -> list[tuple[str, nn.Module]]:
+    """``[(name, module)]`` whose qualified names match ``pattern`` (glob or ``re:``) and/or whose
+    class is ``type``; the root module (name ``""``) is never selected. No match raises."""
+    if pattern is None and type is None:
+        raise error("act(...) needs a module name pattern or `type = ...`", span)
+    named = [(n, m) for n, m in model.named_modules() if n]
+    if type is not None:
+        typed = {n for n, _ in _modules_of_type(model, type, span)}
+        named = [(n, m) for n, m in named if n in typed]
+    if pattern is None:
+        return named
+    names = [n for n, _ in named]
+    hits = set(match_names(names, pattern, span))
+    if not hits:
+        extra = []
+        params = match_names([n for n, _ in model.named_parameters()], pattern, span)
+        if params:
+            extra.append(f"`{pattern}` names parameters ({params[0]}, ...): use param(...) for weights, "
+                         "act(...) takes module names")
+        raise _no_match("module", pattern, names, span, extra)
+    return [(n, m) for n, m in named if n in hits]
