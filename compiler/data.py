@@ -18,18 +18,21 @@ def source(fn: Callable[..., tuple[np.ndarray, ...]]) -> Callable[..., tuple[np.
 
 
 class SourceContext:
-    """What a source needs besides its arguments: the spec's folder and the span to blame."""
+    """What a source needs besides its arguments: the spec's folder, the span to blame and the
+    names the declaration binds (errors name the declaration as well as the file)."""
 
-    def __init__(self, base_dir: Path, span: Span | None):
+    def __init__(self, base_dir: Path, span: Span | None, names: list[str] | tuple[str, ...] = ()):
         self.base_dir = base_dir
         self.span = span
+        self.names = tuple(names)
 
     def path(self, name: str) -> Path:
         p = Path(name)
         return p if p.is_absolute() else self.base_dir / p
 
     def fail(self, message: str, notes: list[str] | None = None) -> Exception:
-        return error(message, self.span, notes or [])
+        decl = [f"in the declaration `data {', '.join(self.names)} = ...`"] if self.names else []
+        return error(message, self.span, (notes or []) + decl)
 
 
 @source
@@ -114,38 +117,104 @@ def _dims(ctx: SourceContext, dims: tuple[Any, ...]) -> tuple[int, ...]:
     for d in dims:
         if isinstance(d, float) and d.is_integer():
             d = int(d)
-        if not isinstance(d, (int, np.integer)) or d < 0:
+        if isinstance(d, np.integer):
+            d = int(d)
+        if not isinstance(d, int) or isinstance(d, bool) or d < 0:
             raise ctx.fail(f"dimensions must be nonnegative integers, got {d!r}")
-        out.append(int(d))
+        out.append(d)
     return tuple(out)
 
 
-@source
-def randn(ctx: SourceContext, *dims: int, seed: int = 0, scale: float = 1.0) -> tuple[np.ndarray, ...]:
-    """Standard normal entries from ``numpy.random.default_rng(seed)``."""
-    return (np.random.default_rng(int(seed)).standard_normal(_dims(ctx, dims)) * scale,)
+def _shapes(ctx: SourceContext, dims: tuple[Any, ...]) -> list[tuple[int, ...]]:
+    """``randn(50, 10)`` -> one shape; ``randn([50, 10], [10, 2])`` -> several shapes, drawn in
+    order from one stream (so a spec reproduces a script that draws X, then G, ... from one rng)."""
+    if dims and all(isinstance(d, (list, tuple, np.ndarray)) for d in dims):
+        return [_dims(ctx, tuple(np.asarray(d).reshape(-1).tolist())) for d in dims]
+    if any(isinstance(d, (list, tuple, np.ndarray)) for d in dims):
+        raise ctx.fail("give either one shape as numbers, randn(50, 10), or several shapes as lists, "
+                       "randn([50, 10], [10, 2])")
+    return [_dims(ctx, dims)]
 
 
 @source
-def rand(ctx: SourceContext, *dims: int, seed: int = 0, low: float = 0.0, high: float = 1.0) -> tuple[np.ndarray, ...]:
-    """Uniform entries on [low, high) from ``default_rng(seed)``."""
-    return (np.random.default_rng(int(seed)).uniform(low, high, _dims(ctx, dims)),)
+def randn(ctx: SourceContext, *dims: Any, seed: int = 0, scale: float = 1.0) -> tuple[np.ndarray, ...]:
+    """Standard normal entries (times ``scale``) from ``numpy.random.default_rng(seed)``; several
+    list shapes give several arrays drawn in order from the one stream."""
+    rng = np.random.default_rng(int(seed))
+    return tuple(rng.standard_normal(shape) * scale for shape in _shapes(ctx, dims))
+
+
+@source
+def rand(ctx: SourceContext, *dims: Any, seed: int = 0, low: float = 0.0, high: float = 1.0) -> tuple[np.ndarray, ...]:
+    """Uniform entries on [low, high) from ``default_rng(seed)`` (several list shapes: one stream)."""
+    rng = np.random.default_rng(int(seed))
+    return tuple(rng.uniform(low, high, shape) for shape in _shapes(ctx, dims))
 
 
 @source
 def randint(ctx: SourceContext, low: int, high: int, *dims: int, seed: int = 0) -> tuple[np.ndarray, ...]:
     """Integers in [low, high) from ``default_rng(seed)``."""
+    if int(high) <= int(low):
+        raise ctx.fail(f"randint needs low < high, got low = {low}, high = {high}")
     return (np.random.default_rng(int(seed)).integers(int(low), int(high), _dims(ctx, dims)),)
 
 
 @source
-def sparse_randn(ctx: SourceContext, *dims: int, density: float = 0.1, seed: int = 0) -> tuple[np.ndarray, ...]:
-    """Dense array with a ``density`` fraction of standard normal entries, the rest exactly 0."""
+def sparse_randn(ctx: SourceContext, *dims: int, density: float = 0.1, seed: int = 0, scale: float = 1.0,
+                 values: str = "normal") -> tuple[np.ndarray, ...]:
+    """Dense array with a ``density`` fraction of nonzero entries, the rest exactly 0. Nonzeros are
+    standard normal, or +-1 with ``values = "sign"``; times ``scale``."""
     if not 0 <= density <= 1:
         raise ctx.fail(f"density must lie in [0, 1], got {density}")
+    if values not in ("normal", "sign"):
+        raise ctx.fail(f"values must be \"normal\" or \"sign\", got {values!r}")
     rng = np.random.default_rng(int(seed))
     shape = _dims(ctx, dims)
-    return (rng.standard_normal(shape) * (rng.uniform(size=shape) < density),)
+    entries = rng.standard_normal(shape)
+    if values == "sign":
+        entries = np.sign(entries)
+    return (entries * (rng.uniform(size=shape) < density) * scale,)
+
+
+@source
+def zeros(ctx: SourceContext, *dims: int) -> tuple[np.ndarray, ...]:
+    """An array of zeros."""
+    return (np.zeros(_dims(ctx, dims)),)
+
+
+@source
+def ones(ctx: SourceContext, *dims: int) -> tuple[np.ndarray, ...]:
+    """An array of ones (``ones(n) / n``: uniform weights)."""
+    return (np.ones(_dims(ctx, dims)),)
+
+
+@source
+def eye(ctx: SourceContext, n: int) -> tuple[np.ndarray, ...]:
+    """The n x n identity."""
+    return (np.eye(_dims(ctx, (n,))[0]),)
+
+
+@source
+def arange(ctx: SourceContext, n: int) -> tuple[np.ndarray, ...]:
+    """The integers 0, 1, ..., n - 1."""
+    return (np.arange(_dims(ctx, (n,))[0]),)
+
+
+@source
+def repeat(ctx: SourceContext, values: Any, times: Any) -> tuple[np.ndarray, ...]:
+    """NumPy's repeat: ``repeat([0, 1, 2], 10)`` -> 10 zeros, 10 ones, 10 twos (class labels)."""
+    vals = np.asarray(values)
+    counts = np.asarray(times)
+    if counts.dtype.kind == "f" and np.all(counts == np.round(counts)):
+        counts = counts.astype(np.int64)
+    if counts.dtype.kind not in "iu" or np.any(counts < 0):
+        raise ctx.fail(f"repeat counts must be nonnegative integers, got {times!r}")
+    if counts.ndim and counts.shape != vals.reshape(-1).shape:
+        raise ctx.fail(f"repeat needs one count or one count per value: {vals.size} values, {counts.size} counts")
+    out = np.repeat(vals.reshape(-1), counts)
+    if out.dtype.kind == "f" and out.size and np.all(out == np.round(out)):
+        out = out.astype(np.int64)
+    return (out,)
 
 
 def call_source(name: str, ctx: SourceContext, args: list[Any], kwargs: dict[str, Any]) -> tuple[np.ndarray, ...]:

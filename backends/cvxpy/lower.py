@@ -56,15 +56,22 @@ def lower(ir: IR) -> CvxpyProgram:
             params[d["name"]] = p
             val[node] = p
         elif kind == "var":
-            v = cp.Variable(d["shape"], name=d["name"])
+            # a psd domain becomes CVXPY's PSD attribute: the variable is symmetric by
+            # construction, which log_det and the eigenvalue atoms need
+            psd = d.get("domain") is not None and ir[d["domain"]]["set"] == "psd"
+            v = cp.Variable(d["shape"], name=d["name"], PSD=psd)
             variables[d["name"]] = v
             val[node] = v
-            if d.get("domain") is not None:
+            if d.get("domain") is not None and not psd:
                 constraints += _set_constraints(ir, v, d["domain"])
         elif kind == "call":
             atom = ATOMS[d["atom"]]
             kw = {**d.get("static", {}), **{k: val[v] for k, v in d.get("tensor_kwargs", {}).items()}}
-            val[node] = atom.cvxpy([val[a] for a in d["args"]], kw)
+            try:
+                val[node] = atom.cvxpy([val[a] for a in d["args"]], kw)
+            except NotImplementedError as e:
+                raise RegspecError(Diagnostic(f"cannot lower `{ir.text(node)}` to CVXPY: {e}", d["span"],
+                                              notes=[atom.lacks["cvxpy"]] if "cvxpy" in atom.lacks else [])) from None
         elif kind == "objective":
             objective = (d["sense"], val[d["args"][0]])
         elif kind == "regularize":

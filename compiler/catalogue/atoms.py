@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-from regspec.compiler.catalogue.base import (Atom, Curvature, Mono, Prox, Shape, ShapeError, Sign,
-                                             norm_of_abs_mono)
+from regspec.compiler.catalogue.base import (Atom, Curvature, Elementwise, Mono, Prox, ScalarAtom, Shape,
+                                             ShapeError, Sign, norm_of_abs_mono)
 from regspec.compiler.catalogue.dcp import scale
 
 
@@ -304,9 +304,10 @@ class Sum(Atom):
         return args[0].sum() if kw["axis"] is None else args[0].sum(dim=kw["axis"])
 
 
-class SumSquares(Atom):
+class SumSquares(ScalarAtom):
     name = "sum_squares"
     doc = "||x||_2^2 = sum of squared entries"
+    curvature = Curvature.CONVEX
     smooth = True
     prox = Prox("sum_squares")
 
@@ -325,9 +326,10 @@ class SumSquares(Atom):
         return (args[0] * args[0]).sum()
 
 
-class Norm1(Atom):
+class Norm1(ScalarAtom):
     name = "norm1"
     doc = "sum_i w_i |x_i| (w >= 0, default 1)"
+    curvature = Curvature.CONVEX
     tensor_kwargs = ("w",)
     prox = Prox("l1", (("weight", "w"),))
 
@@ -353,9 +355,10 @@ class Norm1(Atom):
         return (x.abs() if w is None else w * x.abs()).sum()
 
 
-class Norm2(Atom):
+class Norm2(ScalarAtom):
     name = "norm2"
     doc = "||x||_2 (Frobenius norm for a matrix)"
+    curvature = Curvature.CONVEX
     prox = Prox("l2")
 
     def monotonicity(self, i, signs, kw):
@@ -398,14 +401,11 @@ class Cols(Rows):
         return int(a.shape[1]) if getattr(a, "ndim", 0) >= 2 else 1
 
 
-class Sqrt(Atom):
+class Sqrt(Elementwise):
     name = "sqrt"
     doc = "elementwise square root, concave and increasing on x >= 0"
     curvature = Curvature.CONCAVE
     smooth = True
-
-    def shape(self, shapes, kw):
-        return shapes[0]
 
     def sign(self, signs, kw):
         return Sign.NONNEG
@@ -430,6 +430,7 @@ class Sqrt(Atom):
 class Max(Atom):
     name = "max"
     doc = "max(x): largest entry (convex, increasing); max(a, b, ...): elementwise maximum"
+    curvature = Curvature.CONVEX
     nargs = (1, 16)
     static = {"axis": None}
 
@@ -464,9 +465,10 @@ class Max(Atom):
 
         if len(args) == 1:
             return args[0].max() if kw["axis"] is None else args[0].amax(dim=kw["axis"])
-        out = args[0]
+        ref = next(a for a in args if isinstance(a, torch.Tensor))
+        out = torch.as_tensor(args[0], dtype=ref.dtype, device=ref.device)
         for a in args[1:]:
-            out = torch.maximum(out, a)
+            out = torch.maximum(out, torch.as_tensor(a, dtype=ref.dtype, device=ref.device))
         return out
 
 
@@ -500,9 +502,10 @@ class Min(Max):
 
         if len(args) == 1:
             return args[0].min() if kw["axis"] is None else args[0].amin(dim=kw["axis"])
-        out = args[0]
+        ref = next(a for a in args if isinstance(a, torch.Tensor))
+        out = torch.as_tensor(args[0], dtype=ref.dtype, device=ref.device)
         for a in args[1:]:
-            out = torch.minimum(out, a)
+            out = torch.minimum(out, torch.as_tensor(a, dtype=ref.dtype, device=ref.device))
         return out
 
 
@@ -538,12 +541,9 @@ class Index(Atom):
         return args[0][kw["_key"]]
 
     def cvxpy(self, args, kw):
-        import numpy as np
-
-        key = tuple(np.nonzero(k)[0] if isinstance(k, np.ndarray) and k.dtype == bool else k for k in kw["_key"])
-        if sum(isinstance(k, np.ndarray) for k in key) > 1:
-            raise NotImplementedError("CVXPY supports one array index per expression")
-        return args[0][key]
+        # CVXPY follows NumPy's indexing: slices, integer arrays (several of them broadcast
+        # together) and boolean masks of any rank, so the folded key passes through unchanged.
+        return args[0][kw["_key"]]
 
     def torch(self, args, kw):
         import numpy as np

@@ -111,10 +111,13 @@ class ShapeError(Exception):
 @dataclass(frozen=True)
 class Prox:
     """How a term ``weight * atom(x)`` maps to a torch kernel: ``kernel`` is its name in the torch
-    backend's registry, ``hyper`` maps kernel hyperparameters to the atom's static keyword names."""
+    backend's registry, ``hyper`` maps kernel hyperparameters to the atom's keyword names (static or
+    tensor keywords). ``negated``: the kernel is the prox of ``-atom`` (a concave atom such as
+    log_det, whose kernel neg_log_det applies to ``-weight * log_det``, weight >= 0)."""
 
     kernel: str
     hyper: tuple[tuple[str, str], ...] = ()
+    negated: bool = False
 
 
 class Atom:
@@ -129,6 +132,9 @@ class Atom:
     nargs: ClassVar[tuple[int, int]] = (1, 1)     # min, max positional tensor arguments
     static: ClassVar[dict[str, Any]] = {}          # static keyword arguments and defaults
     tensor_kwargs: ClassVar[tuple[str, ...]] = ()  # keyword arguments that are tensors (data)
+    # Keywords that may also be given positionally after the tensor arguments, in this order
+    # (``huber(x, 2)``, ``group_norm(x, labels)``); name resolution moves them into the keywords.
+    positional_kw: ClassVar[tuple[str, ...]] = ()
     curvature: ClassVar[Curvature] = Curvature.CONVEX
     smooth: ClassVar[bool] = False                 # differentiable everywhere on its domain
     prox: ClassVar[Prox | None] = None
@@ -168,6 +174,15 @@ class Atom:
     def torch(self, args: Sequence[Any], kw: dict[str, Any]) -> Any:
         raise NotImplementedError(f"{self.name} has no torch evaluation")
 
+    def prox_hyper(self, kw: dict[str, Any], shapes: Sequence[Shape] = ()) -> dict[str, Any]:
+        """Keyword arguments for the prox kernel, from the atom's evaluated keywords ``kw``
+        (static values and tensor-keyword values) and its argument shapes. Arrays are returned as
+        numpy arrays: the torch lowering converts them to its dtype and device. Atoms whose kernel
+        needs a canonical form (group labels, default weights) override this."""
+        if self.prox is None:
+            return {}
+        return {kernel_name: kw[kw_name] for kernel_name, kw_name in self.prox.hyper if kw.get(kw_name) is not None}
+
 
 def norm_of_abs_mono(signs: Sequence[Sign], i: int = 0) -> Mono:
     """Monotonicity of a norm-like function of |x|: increasing on x >= 0, decreasing on x <= 0."""
@@ -177,6 +192,20 @@ def norm_of_abs_mono(signs: Sequence[Sign], i: int = 0) -> Mono:
     if s.nonpos:
         return Mono.DECREASING
     return Mono.NONMONOTONE
+
+
+class ScalarAtom(Atom):
+    """An atom whose value is a scalar (norms, sums of elementwise losses): its shape rule."""
+
+    def shape(self, shapes: Sequence[Shape], kw: dict[str, Any]) -> Shape:
+        return ()
+
+
+class Elementwise(Atom):
+    """An atom applied entry by entry: the result has its (single) argument's shape."""
+
+    def shape(self, shapes: Sequence[Shape], kw: dict[str, Any]) -> Shape:
+        return tuple(shapes[0])
 
 
 class SetEntry:
@@ -197,5 +226,6 @@ class SetEntry:
         raise NotImplementedError(f"{self.name} has no CVXPY lowering")
 
     def kernel_hyper(self, kw: dict[str, Any]) -> dict[str, Any]:
-        """Keyword arguments for the projection kernel."""
+        """Keyword arguments for the projection kernel (arrays as numpy arrays; the torch lowering
+        converts them to its dtype and device)."""
         return dict(kw)

@@ -60,6 +60,34 @@ def _index_key(ir: IR, node: int) -> tuple:
     return tuple(key)
 
 
+def _list_value(items: list[Any]) -> Any:
+    """A list literal of numbers (or of equal-length lists of numbers) is an array, so that
+    ``2 * [1, 2]`` scales it as NumPy would; anything else (strings, ragged) stays a list."""
+    if not items:
+        return np.zeros(0)
+    try:
+        arr = np.asarray(items)
+    except ValueError:
+        return items
+    return arr if arr.dtype.kind in "biuf" else items
+
+
+def data_origins(ir: IR, node: int) -> list[str]:
+    """Notes naming where the data behind ``node`` came from: ``X`` (442, 10), from
+    dataset("diabetes") at line 3. Used by shape errors that involve data."""
+    notes = []
+    seen = set()
+    for n in sorted(ir.ancestors(node) | {node}):
+        d = ir[n]
+        if d["kind"] != "data" or d["name"] in seen:
+            continue
+        seen.add(d["name"])
+        where = f" at line {d['span'].line}" if d.get("span") is not None else ""
+        shape = f" has shape {tuple(np.shape(d['value']))}" if "value" in d else ""
+        notes.append(f"`{d['name']}`{shape}, from {ir.text(d['args'][0])}{where}")
+    return notes
+
+
 def evaluate_constants(ir: IR) -> IR:
     base = Path(ir.meta.get("base_dir", "."))
     for node in ir.topological():
@@ -70,7 +98,7 @@ def evaluate_constants(ir: IR) -> IR:
         if kind == "source":
             args = [_pyval(_const(ir, a, "a data source argument")) for a in d["args"]]
             kwargs = {k: _pyval(_const(ir, v, "a data source argument")) for k, v in d["kwargs"].items()}
-            values = call_source(d["source"], SourceContext(base, d["span"]), args, kwargs)
+            values = call_source(d["source"], SourceContext(base, d["span"], d["names"]), args, kwargs)
             if len(values) != len(d["names"]):
                 raise error(f"{d['source']}(...) gives {len(values)} array{'s' if len(values) != 1 else ''}, "
                             f"but the declaration names {len(d['names'])}: {', '.join(d['names'])}", d["span"])
@@ -78,7 +106,8 @@ def evaluate_constants(ir: IR) -> IR:
         elif kind == "data":
             d["value"] = np.asarray(ir[d["args"][0]]["value"][d["output"]])
         elif kind == "list":
-            d["value"] = [_pyval(_const(ir, a, "a list element")) for a in d["args"]]
+            items = [_pyval(_const(ir, a, "a list element")) for a in d["args"]]
+            d["value"] = _list_value(items)
         elif kind == "slice":
             continue
         elif kind == "set":
@@ -98,7 +127,7 @@ def evaluate_constants(ir: IR) -> IR:
                     value = np.full(shape, float(value))
                 elif value.shape != shape:
                     raise error(f"parameter `{d['name']}` is declared with shape {shape} but its value has "
-                                f"shape {value.shape}", d["span"])
+                                f"shape {value.shape}", d["span"], data_origins(ir, value_node))
             d["value"] = value
             d["shape"] = value.shape
         elif kind == "var":

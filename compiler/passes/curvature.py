@@ -12,7 +12,8 @@ def _domain_sign(ir: IR, node: int) -> Sign:
     if dom is None:
         return Sign.UNKNOWN
     s = ir[dom]
-    if s["set"] in ("nonneg", "simplex", "psd"):
+    # psd is not here: a PSD matrix may have negative off-diagonal entries
+    if s["set"] in ("nonneg", "simplex", "transport", "metric_cone"):
         return Sign.NONNEG
     if s["set"] == "nonpos":
         return Sign.NONPOS
@@ -47,6 +48,11 @@ def analyse_curvature(ir: IR) -> IR:
         elif kind == "var":
             d["curvature"] = Curvature.AFFINE
             d["sign"] = _domain_sign(ir, node)
+            dom = d.get("domain")
+            if dom is not None and ir[dom]["set"] in SETS and not SETS[ir[dom]["set"]].convex:
+                d["dcp_ok"] = False
+                d["dcp_error"] = (f"`{d['name']}` is declared in {ir.text(dom)}, which is not a convex set",
+                                  dom)
         elif kind == "call":
             atom = ATOMS[d["atom"]]
             args = d["args"]
@@ -87,7 +93,8 @@ def analyse_curvature(ir: IR) -> IR:
                 entry = SETS[ir[d["args"][1]]["set"]]
                 ok = lhs["curvature"].is_affine and entry.convex
                 why = (f"`{ir.text(d['args'][0])}` must be affine to constrain it to a set" if not
-                       lhs["curvature"].is_affine else f"{entry.name} is not a convex set")
+                       lhs["curvature"].is_affine else
+                       f"{ir.text(d['args'][1])} is not a convex set" if not entry.convex else "")
             else:
                 rhs = ir[d["args"][1]]
                 if op == "==":
@@ -100,11 +107,17 @@ def analyse_curvature(ir: IR) -> IR:
             d["dcp_ok"] = ok
             if not ok:
                 inner = _first_reason(ir, d["args"][0]) if op != "in" else None
-                d["dcp_error"] = (ir[inner]["dcp_reason"], inner) if inner is not None else (why, node)
+                if op == "in" and lhs["curvature"].is_affine:
+                    d["dcp_error"] = (why, d["args"][1])  # a nonconvex set: point at the set
+                elif inner is None and op != "in":
+                    inner = _first_reason(ir, d["args"][1])
+                    d["dcp_error"] = (ir[inner]["dcp_reason"], inner) if inner is not None else (why, node)
+                else:
+                    d["dcp_error"] = (ir[inner]["dcp_reason"], inner) if inner is not None else (why, node)
     return ir
 
 
 def dcp_errors(ir: IR) -> list[tuple[str, int]]:
     """All (message, node) pairs of roots that break the DCP rules."""
-    return [ir[n]["dcp_error"] for n in ir.nodes_of("objective", "constraint", "regularize")
+    return [ir[n]["dcp_error"] for n in ir.nodes_of("var", "objective", "constraint", "regularize")
             if not ir[n].get("dcp_ok", True) and "dcp_error" in ir[n]]

@@ -18,6 +18,23 @@ def _check_keywords(ir: IR, node: int, allowed: set[str], what: str) -> None:
                                                       if allowed else [f"{what} takes no keywords"]))
 
 
+def _move_positional_keywords(ir: IR, node: int, atom) -> None:
+    """``huber(x, 2)`` -> ``huber(x, M = 2)``: trailing positional arguments past the atom's tensor
+    arguments name its ``positional_kw`` keywords, in order."""
+    d = ir[node]
+    hi = atom.nargs[1]
+    args, extra = d["args"][:hi], d["args"][hi:]
+    if len(extra) > len(atom.positional_kw):
+        return  # the argument count check reports it
+    kwargs = dict(d.get("kwargs", {}))
+    for name, arg in zip(atom.positional_kw, extra):
+        if name in kwargs:
+            raise error(f"{atom.name} got `{name}` both by position and as a keyword", ir[arg]["span"])
+        kwargs[name] = arg
+    ir.set_args(node, args)
+    ir.set_kwargs(node, kwargs)
+
+
 def resolve_names(ir: IR) -> IR:
     known = set(ir.scope)
     for node in list(ir.topological()):
@@ -59,9 +76,15 @@ def resolve_names(ir: IR) -> IR:
                 raise error(f"unknown atom `{d['atom']}`", span, notes)
             lo, hi = atom.nargs
             n = len(d["args"])
+            if n > hi and atom.positional_kw:
+                _move_positional_keywords(ir, node, atom)
+                n = len(d["args"])
             if not lo <= n <= hi:
-                want = str(lo) if lo == hi else f"{lo} to {hi}"
-                raise error(f"{atom.name} takes {want} positional argument{'s' if hi != 1 else ''}, got {n}", d["span"])
+                hi_all = hi + len(atom.positional_kw)
+                want = str(lo) if lo == hi_all else f"{lo} to {hi_all}"
+                extra = f" ({', '.join(atom.positional_kw)} may be given by position)" if atom.positional_kw else ""
+                raise error(f"{atom.name} takes {want} positional argument{'s' if hi_all != 1 else ''}, got {n}"
+                            + extra, d["span"])
             if atom.name not in ("index", "compare"):
                 _check_keywords(ir, node, set(atom.static) | set(atom.tensor_kwargs), atom.name)
         elif d["kind"] == "source":

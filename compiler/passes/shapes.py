@@ -6,7 +6,20 @@ import numpy as np
 from regspec.compiler.catalogue import ATOMS, SETS, ShapeError
 from regspec.compiler.catalogue.atoms import broadcast, fmt
 from regspec.compiler.ir import IR
+from regspec.compiler.passes.constants import data_origins
 from regspec.diagnostics import error
+
+
+def _origins(ir: IR, node: int) -> list[str]:
+    """Notes naming the declarations a shape error involves: the data (and the file or generator
+    it came from) and the variables and parameters with their declared shapes."""
+    notes = data_origins(ir, node)
+    for n in sorted(ir.ancestors(node) | {node}):
+        d = ir[n]
+        if d["kind"] in ("var", "param") and "shape" in d:
+            where = f" at line {d['span'].line}" if d.get("span") is not None else ""
+            notes.append(f"`{d['name']}` is declared with shape {fmt(tuple(d['shape']))}{where}")
+    return notes
 
 
 def infer_shapes(ir: IR) -> IR:
@@ -29,7 +42,7 @@ def infer_shapes(ir: IR) -> IR:
                 span = ir[d["args"][e.arg]]["span"] if e.arg is not None and e.arg < len(d["args"]) else d["span"]
                 if atom.name in ("matmul", "add", "sub", "multiply", "divide"):
                     span = d["span"]
-                raise error(f"shape mismatch in `{ir.text(node)}`: {e}", span) from None
+                raise error(f"shape mismatch in `{ir.text(node)}`: {e}", span, _origins(ir, node)) from None
         elif kind == "objective":
             shape = ir[d["args"][0]]["shape"]
             if shape != ():
@@ -48,12 +61,12 @@ def infer_shapes(ir: IR) -> IR:
                     SETS[s["set"]].check_shape(ir[lhs]["shape"], s["static"])
                 except ShapeError as e:
                     raise error(f"`{ir.text(lhs)}` of shape {fmt(ir[lhs]['shape'])} cannot be in {s['set']}: {e}",
-                                d["span"]) from None
+                                d["span"], _origins(ir, node)) from None
             else:
                 try:
                     broadcast([ir[lhs]["shape"], ir[d["args"][1]]["shape"]])
                 except ShapeError as e:
-                    raise error(f"shape mismatch in constraint: {e}", d["span"]) from None
+                    raise error(f"shape mismatch in constraint: {e}", d["span"], _origins(ir, node)) from None
         elif kind in ("var", "param"):
             dom = d.get("domain")
             if dom is not None and ir[dom]["set"] in SETS:
