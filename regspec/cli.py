@@ -110,6 +110,10 @@ def cmd_solve(args: argparse.Namespace) -> int:
     params = _pairs(args.set, "--set")
     solver_opts = _pairs(args.solver_opt, "--solver-opt")
     spec = regspec.load(args.spec)
+    if args.sweep:
+        return _solve_sweep(args, spec, params, solver_opts)
+    if args.out:
+        raise UsageError("--out applies to --sweep")
     result = regspec.solve(spec, problem=args.problem, backend=args.backend, params=params, solver=args.solver,
                            solver_opts=solver_opts, tol=args.tol, max_iter=args.max_iter, device=args.device,
                            dtype=args.dtype)
@@ -120,11 +124,46 @@ def cmd_solve(args: argparse.Namespace) -> int:
     return EXIT_OK if result.status == "optimal" else EXIT_SOLVE
 
 
+def _solve_sweep(args: argparse.Namespace, spec, params: dict[str, Any], solver_opts: dict[str, Any]) -> int:
+    """``--sweep lam=logspace(-3,0,20)``: one compiled DPP problem re-solved along the values;
+    prints a table and writes path.json and path.png under --out (default runs/sweep_<problem>)."""
+    from pathlib import Path
+
+    from regspec import sweep as sw
+
+    if len(args.sweep) > 1:
+        raise UsageError("--sweep takes one parameter (a path); give it once")
+    if args.backend == "torch":
+        raise UsageError("--sweep re-solves one compiled CVXPY problem; use --backend cvxpy or auto")
+    plan = sw.parse_sweep(args.sweep[0])
+    if plan.param in params:
+        raise UsageError(f"`{plan.param}` is both swept and fixed by --set")
+    result = sw.run_sweep(spec, plan, problem=args.problem, params=params, solver=args.solver,
+                          solver_opts=solver_opts)
+    out = Path(args.out) if args.out else sw.default_out_dir(result.problem)
+    json_path = sw.write_json(result, out)
+    png_path = sw.plot(result, out)
+    if args.json:
+        print(json.dumps(result.to_json()))
+    else:
+        print(f"problem {result.problem}: sweep over {plan.param} ({len(result.points)} points, "
+              f"{result.backend}, {result.solver})")
+        print(f"  {plan.param:>12}  {'status':<18} {'objective':>16}  iters  seconds")
+        for p in result.points:
+            obj = f"{p.objective:.10g}" if p.objective is not None else "-"
+            print(f"  {p.value:>12.6g}  {p.status:<18} {obj:>16}  {str(p.iterations or '-'):>5}  {p.seconds:.4f}")
+        print(f"wrote {json_path} and {png_path}")
+        print("times (s): " + ", ".join(f"{k}={v:.4f}" for k, v in result.times.items()))
+    return EXIT_OK if result.ok else EXIT_SOLVE
+
+
 def _print_result(result) -> None:
     import numpy as np
 
     print(f"problem {result.problem}: {result.status} ({result.backend}, {result.solver}"
           + (f", {result.iterations} iterations" if result.iterations is not None else "") + ")")
+    if not result.ok and result.info.get("message"):
+        print(f"  {result.info['message']}")
     if result.objective is not None:
         print(f"objective: {result.objective:.10g}")
     for name, value in result.variables.items():
@@ -193,6 +232,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     s.add_argument("--dtype", default="float64", choices=["float64", "float32"])
     s.add_argument("--json", action="store_true", help="print one JSON object")
+    s.add_argument("--sweep", action="append", metavar="NAME=VALUES",
+                   help="solve along a parameter path: lam=logspace(-3,0,20), lam=linspace(0,1,5) or "
+                        "lam=[0.1,0.2]; writes path.json and path.png")
+    s.add_argument("--out", metavar="DIR", help="--sweep output folder (default runs/sweep_<problem>)")
     s.set_defaults(func=cmd_solve)
 
     e = sub.add_parser("explain", help="print the IR after each pass and how each term is lowered")
