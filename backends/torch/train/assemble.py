@@ -1,0 +1,107 @@
+"""Build everything a train block names, as the compiler sees it: data, model (with the data's
+sizes filled in), rewrites, bindings. ``regspec plan`` prints the result, ``regspec compile``
+spells it out as a trainer, ``regspec.attach`` uses the binding part on a user's model.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from regspec.compiler.train_plan import CallPlan, TrainPlan
+from regspec.diagnostics import error
+
+from .bind import Binding, bind_plan
+from .data import DataBundle, build_data
+from .models import build_model
+from .runtime import full_batch, source_data
+
+__all__ = ["Assembled", "assemble", "make_data", "complete_model_kwargs", "resolve_loss", "steps_per_epoch"]
+
+
+@dataclass
+class Assembled:
+    plan: TrainPlan
+    data: DataBundle
+    model_kwargs: dict[str, Any]
+    filled: list[str]               # model arguments filled in from the data
+    binding: Binding
+    steps_per_epoch: int
+    epochs: int
+    loss: Any                       # the resolved loss (name or tree)
+    notes: list[str] = field(default_factory=list)
+
+
+def make_data(plan: TrainPlan, *, batch: int | str | None = None, seed: int | None = None) -> DataBundle:
+    """The data a train block names: a built-in set, a user loader or a `problem` source."""
+    d: CallPlan = plan.data
+    b = plan.batch if batch is None else batch
+    s = plan.seed if seed is None else seed
+    if d.kind == "source":
+        return source_data(d.name, d.args, d.kwargs, batch=b, seed=s, base_dir=plan.base_dir)
+    kwargs = dict(d.kwargs)
+    split = kwargs.pop("split", 0.8)
+    return build_data(d.name, split=split, batch=full_batch(b), seed=s, span=d.span, **kwargs)
+
+
+def steps_per_epoch(data: DataBundle, plan: TrainPlan) -> int:
+    n = len(data.epoch_loader(0))
+    if n == 0:
+        raise error("the training data yields no batches", plan.data.span)
+    return n
+
+
+def complete_model_kwargs(plan: TrainPlan, data: DataBundle) -> tuple[dict[str, Any], list[str]]:
+    """Built-in models may omit sizes the data determines: ``in`` / ``out`` (linear, mlp),
+    ``in_channels`` / ``image`` / ``out`` / ``flat_input`` (cnn), ``out`` (transformer)."""
+    kw = dict(plan.model.kwargs)
+    filled: list[str] = []
+    if plan.model.kind != "builtin":
+        return kw, filled
+    name = plan.model.name.lower()
+
+    def fill(key: str, value: Any) -> None:
+        if key not in kw and value is not None:
+            kw[key] = value
+            filled.append(f"{key} = {value!r}")
+
+    if name in ("linear", "mlp"):
+        if "in_features" not in kw:
+            fill("in", data.in_features)
+        fill("out", data.n_outputs)
+    elif name == "cnn":
+        shape = data.input_shape or ()
+        if len(shape) == 3:
+            fill("in_channels", shape[0])
+            fill("image", shape[1])
+        elif len(shape) == 1 and "image" not in kw:
+            side = int(round((shape[0] / int(kw.get("in_channels", 1))) ** 0.5))
+            fill("image", side)
+            fill("flat_input", True)
+        fill("out", data.n_outputs)
+    elif name == "transformer":
+        fill("out", data.n_outputs)
+    return kw, filled
+
+
+def resolve_loss(plan: TrainPlan, data: DataBundle) -> Any:
+    if plan.loss != "auto":
+        return plan.loss
+    return "mse" if data.task == "regression" else "cross_entropy"
+
+
+def assemble(plan: TrainPlan, *, epochs: int | None = None, optimizer: Any = None) -> Assembled:
+    """Data, seeded model, rewrites and bindings for ``plan`` (on CPU, float32)."""
+    data = make_data(plan)
+    spe = steps_per_epoch(data, plan)
+    total = int(epochs if epochs is not None else plan.total_epochs)
+    if plan.steps is not None and epochs is None:
+        total = -(-plan.steps // spe)
+    kwargs, filled = complete_model_kwargs(plan, data)
+    torch.manual_seed(plan.seed)
+    model: nn.Module = build_model(plan.model.name, span=plan.model.span, **kwargs)
+    binding = bind_plan(plan, model, optimizer if optimizer is not None else plan.optimizer.name,
+                        total_epochs=total, steps_per_epoch=spe)
+    return Assembled(plan, data, kwargs, filled, binding, spe, total, resolve_loss(plan, data))

@@ -1,0 +1,230 @@
+"""Bind a ``TrainPlan`` (compiler/train_plan.py) to a model: rewrites, selectors, taps, penalties
+and prox groups. Used by ``regspec.attach``, by the trainer generator (which spells the result
+out) and by ``regspec plan`` (which prints it).
+
+Order: (1) ``rewrite A -> B`` swaps modules in place and, when the model traces, calls of A's
+functional form in the fx graph; (2) selectors are resolved against the rewritten model (a
+selector matching nothing is a located error naming the closest names); (3) activation terms get
+taps: on the fx graph when the model traces, else forward hooks (and ``plan`` says which and why);
+(4) each term becomes a ``Penalty`` (loss side) or a ``ProxGroup`` (after the optimizer step).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import torch
+from torch import nn
+
+from regspec.compiler.train_plan import GatePlan, RewritePlan, ScheduleRef, TermPlan, TrainPlan
+from regspec.diagnostics import error
+
+from .fx import TappedModel, insert_taps, rewrite_activations, trace
+from .proxstep import ADAPTIVE_KERNELS, ProxGroup, When
+from .regularizer import Penalty
+from .schedules import build_schedule
+from .selectors import select_modules, select_params
+
+__all__ = ["Binding", "TermBinding", "RewriteBinding", "make_scalar", "make_when", "apply_rewrites",
+           "bind_plan", "kernel_hyper", "term_metric", "ADAPTIVE_OPTIMIZERS"]
+
+#: optimizers whose state has Adam's second moments (the `adaptive` prox metric applies)
+ADAPTIVE_OPTIMIZERS = ("adam", "adamw")
+
+
+def make_scalar(value: Any, total: float | None, steps_per_epoch: int | None) -> Any:
+    """A number, or a ``Schedule`` of t (epochs) built from a ``ScheduleRef``."""
+    if not isinstance(value, ScheduleRef):
+        return value
+    kwargs = dict(value.kwargs)
+    if value.unit == "steps":
+        if not steps_per_epoch:
+            raise error(f"`{value.text()}` counts steps; the steps per epoch are unknown here", value.span,
+                        ["give steps_per_epoch to attach(...), or write the range in epochs"])
+        for k in ("start", "end", "every"):
+            if k in kwargs:
+                kwargs[k] = kwargs[k] / steps_per_epoch
+    if isinstance(kwargs.get("then"), ScheduleRef):
+        kwargs["then"] = make_scalar(kwargs["then"], total, steps_per_epoch)
+    sched = build_schedule(value.name, *value.args, span=value.span, total=total, **kwargs)
+    return sched if value.scale == 1.0 else value.scale * sched
+
+
+def make_when(gate: GatePlan | None, steps_per_epoch: int | None) -> When | None:
+    """A ``When`` from a ``GatePlan`` (``every N epochs`` becomes N * steps_per_epoch steps)."""
+    if gate is None:
+        return None
+    every = gate.every
+    if every is not None and gate.every_unit == "epochs":
+        if not steps_per_epoch:
+            raise error(f"`every {every} epochs` needs the steps per epoch, unknown here",
+                        notes=["give steps_per_epoch to attach(...), or write `every N steps`"])
+        every *= steps_per_epoch
+    kw: dict[str, Any] = {"every": every}
+    if gate.start is not None:
+        kw["from_step" if gate.start_unit == "step" else "from_epoch"] = (
+            int(gate.start) if gate.start_unit == "step" else gate.start)
+    if gate.stop is not None:
+        kw["until_step" if gate.stop_unit == "step" else "until_epoch"] = (
+            int(gate.stop) if gate.stop_unit == "step" else gate.stop)
+    return When(**kw)
+
+
+@dataclass
+class RewriteBinding:
+    rewrite: RewritePlan
+    count: int
+    modules: list[str]
+    graph: bool  # functional calls were rewritten in the fx graph
+
+
+@dataclass
+class TermBinding:
+    term: TermPlan
+    names: list[str]
+    shapes: dict[str, tuple[int, ...]]
+    penalty: Penalty | None = None
+    group: ProxGroup | None = None
+    metric: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Binding:
+    plan: TrainPlan
+    model: nn.Module            # after rewrites
+    module: nn.Module           # what to call: the tapped model (or the model without act terms)
+    graph: str                  # "traced" or why tracing failed
+    tap_path: str | None        # fx | hooks | None (no activation terms)
+    tap_reason: str
+    rewrites: list[RewriteBinding]
+    terms: list[TermBinding]
+
+    @property
+    def penalties(self) -> list[Penalty]:
+        return [t.penalty for t in self.terms if t.penalty is not None]
+
+    @property
+    def prox_groups(self) -> list[ProxGroup]:
+        return [t.group for t in self.terms if t.group is not None]
+
+
+def apply_rewrites(model: nn.Module, rewrites: Sequence[RewritePlan]) -> tuple[nn.Module, list[RewriteBinding]]:
+    """Apply ``rewrite A -> B`` statements in order; each must replace something."""
+    out = []
+    for rw in rewrites:
+        before = {n: type(m) for n, m in model.named_modules()}
+        model, count = rewrite_activations(model, rw.src, rw.dst, span=rw.span, **rw.dst_kwargs)
+        swapped = [n for n, m in model.named_modules() if n in before and type(m) is not before[n]]
+        out.append(RewriteBinding(rw, count, swapped, graph=isinstance(model, torch.fx.GraphModule)))
+    return model, out
+
+
+def kernel_hyper(term: TermPlan) -> dict[str, Any]:
+    """The kernel hyperparameters of a prox or projection term (weights go into the step)."""
+    if term.lowering == "projection":
+        return dict(term.options)
+    if term.name == "elastic_net":
+        return {"lam_l1": term.options.get("a", 1.0), "lam_l2": term.options.get("b", 1.0)}
+    if term.name == "group_l2":
+        return {"groups": term.options.get("groups", "rows")}
+    if term.name == "anchor_l2":
+        return {"anchor": "init"}
+    return {}
+
+
+def term_metric(term: TermPlan, optimizer_name: str, prox_metric: str = "auto") -> str:
+    """``adaptive`` for separable kernels under Adam/AdamW (not weight_decay), else ``euclidean``."""
+    if (prox_metric == "auto" and optimizer_name.lower() in ADAPTIVE_OPTIMIZERS and term.separable
+            and term.kernel in ADAPTIVE_KERNELS and term.name != "weight_decay"):
+        return "adaptive"
+    return "euclidean"
+
+
+def optimizer_name_of(optimizer: Any) -> str:
+    if isinstance(optimizer, str):
+        return optimizer
+    if isinstance(optimizer, torch.optim.AdamW):
+        return "adamw"
+    if isinstance(optimizer, torch.optim.Adam):
+        return "adam"
+    return type(optimizer).__name__.lower() if optimizer is not None else "none"
+
+
+def _match(model: nn.Module, term: TermPlan) -> tuple[list[str], dict[str, tuple[int, ...]]]:
+    sel = term.target
+    if sel.kind == "param":
+        hits = select_params(model, sel.pattern, sel.type, span=sel.span)
+        return [n for n, _ in hits], {n: tuple(p.shape) for n, p in hits}
+    if sel.kind == "act":
+        mods = select_modules(model, sel.pattern, sel.type, span=sel.span)
+        return [n for n, _ in mods], {}
+    return [sel.kind], {}
+
+
+def bind_plan(plan: TrainPlan, model: nn.Module, optimizer: Any = None, *, total_epochs: float | None = None,
+              steps_per_epoch: int | None = None, prefer_taps: str = "fx") -> Binding:
+    """Rewrite, select, tap and lower every term of ``plan`` for ``model`` (see module doc).
+
+    ``optimizer``: an optimizer instance or name (it decides the prox step metric).
+    """
+    total = float(total_epochs if total_epochs is not None else plan.total_epochs)
+    model, rewrites = apply_rewrites(model, plan.rewrites)
+    gm, reason = trace(model)
+    graph = "traced" if gm is not None else reason
+    opt_name = optimizer_name_of(optimizer if optimizer is not None else plan.optimizer.name)
+    terms: list[TermBinding] = []
+    act_names: list[str] = []
+    for term in plan.terms:
+        names, shapes = _match(model, term)
+        tb = TermBinding(term, names, shapes)
+        label = f"line {term.line}: {term.text}"
+        weight = make_scalar(term.weight, total, steps_per_epoch)
+        if term.lowering == "loss":
+            kw: dict[str, Any] = {"weight": weight, "hyper": dict(term.options), "label": label}
+            if term.target.kind == "param":
+                kw["params"] = names
+            elif term.target.kind == "act":
+                kw["acts"] = names
+                act_names += [n for n in names if n not in act_names]
+            else:
+                kw["output"] = True
+            tb.penalty = Penalty(term.name if term.name != "weight_decay" else "l2sq", **kw)
+        else:
+            hyper = {k: make_scalar(v, total, steps_per_epoch) for k, v in kernel_hyper(term).items()}
+            metric = "euclidean" if term.lowering == "projection" else term_metric(term, opt_name, plan.prox_metric)
+            tb.metric = metric
+            tb.group = ProxGroup(term.kernel or "", names, weight, hyper, metric,
+                                 make_when(term.gate, steps_per_epoch), term.matrix, label)
+        tb.notes = _notes(model, term, names)
+        terms.append(tb)
+    module: nn.Module = model
+    tap_path, tap_reason = None, ""
+    if act_names:
+        tapped: TappedModel = insert_taps(model, act_names, prefer=prefer_taps)
+        module, tap_path, tap_reason = tapped, tapped.tap_path, tapped.tap_reason
+    return Binding(plan, model, module, graph, tap_path, tap_reason, rewrites, terms)
+
+
+def _notes(model: nn.Module, term: TermPlan, names: list[str]) -> list[str]:
+    """Per-tensor structure lines for `plan`: groups, ranks, N:M blocks."""
+    from .regularizer import group_norms
+
+    if term.target.kind != "param":
+        return []
+    params = dict(model.named_parameters())
+    out = []
+    for n in names:
+        p = params[n]
+        if term.name == "group_l2":
+            g = term.options.get("groups", "rows")
+            norms, sizes = group_norms(p.detach(), g)
+            out.append(f"{n}: {norms.numel()} groups ({g}) of {int(sizes.max())} entries")
+        elif term.matrix:
+            rows, cols = p.shape[0], p.numel() // max(1, p.shape[0])
+            extra = ""
+            if term.name == "nm_sparse":
+                extra = f", blocks of {term.options['m']} consecutive inputs, {term.options['n']} kept per block"
+            out.append(f"{n}: as a {rows} x {cols} matrix{extra}")
+    return out
+

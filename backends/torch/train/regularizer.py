@@ -1,0 +1,332 @@
+"""The attached regularizers of a training run: loss-side penalties plus the fused prox engine.
+
+``Regularizer(module, optimizer, loss=..., penalties=[...], prox_groups=[...])`` is what
+``regspec.attach`` returns and what a generated trainer builds:
+
+* ``.module``: the (rewritten, tapped) model to call;
+* ``.loss(output, target)``: task loss + Σ_k w_k(t) · g_k, the smooth penalties (in-graph);
+* ``.after_step()``: the fused proximal steps and projections (``proxstep.ProxEngine``);
+* ``.start_epoch(e)`` moves the clock (schedules and gates use it), ``.values()`` reports each
+  regularizer's current value, ``.state_dict()`` holds what a resumed run needs.
+
+Penalty values (g; the weight w(t) multiplies them):
+
+    on parameters θ_1..θ_k (summed over tensors)      on activations / output a (B samples)
+    l1            Σ|θ|                                 l1           Σ_l (1/B) Σ_i ‖a_l[i]‖₁
+    l2            ‖θ‖₂                                 l2sq         Σ_l (1/2B) Σ_i ‖a_l[i]‖²
+    linf          max|θ|                               sum_squares  Σ_l (1/B) Σ_i ‖a_l[i]‖²
+    l2sq          ½‖θ‖²   sum_squares ‖θ‖²             flops        Σ_l Σ_j ((1/B) Σ_i |a_l[i,j]|)²
+    elastic_net   a‖θ‖₁ + (b/2)‖θ‖²                    jacobian_fro ½ (1/B) Σ_i ‖∂f/∂x(x_i)‖_F² (output)
+    group_l2      Σ_g √|g| ‖θ_g‖₂ (rows/cols/channels/all/blocks(n,m) of θ.reshape(C_out, −1))
+    nuclear       Σσ(θ.reshape(C_out, −1))   spectral_norm σ_max(...)
+    anchor_l2     ½‖θ − θ_init‖²   orthogonality ‖G − I‖_F² (penalties.orthogonality)
+"""
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+import torch
+from torch import nn
+
+from regspec.diagnostics import did_you_mean, error
+
+from . import penalties as P
+from .losses import build_loss
+from .proxstep import Clock, ProxEngine, ProxGroup, evaluate_scalar
+
+__all__ = ["Penalty", "Regularizer", "param_value", "group_norms", "set_distance"]
+
+_BLOCKS = re.compile(r"^blocks\((\d+), *(\d+)\)$")
+
+
+# ------------------------------------------------------------------ values of terms on tensors
+def group_norms(x: torch.Tensor, groups: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(‖x_g‖₂, |g|) for the grouping the ``group_l2`` kernel uses (on x.reshape(C_out, −1))."""
+    w = x.reshape(x.shape[0], -1) if x.dim() >= 1 else x.reshape(1, 1)
+    if groups in ("rows", "channels"):
+        return torch.linalg.vector_norm(w, dim=1), torch.full((w.shape[0],), float(w.shape[1]))
+    if groups == "cols":
+        return torch.linalg.vector_norm(w, dim=0), torch.full((w.shape[1],), float(w.shape[0]))
+    if groups == "all":
+        return torch.linalg.vector_norm(w).reshape(1), torch.tensor([float(w.numel())])
+    m = _BLOCKS.match(str(groups))
+    if not m:
+        raise error(f"unknown grouping `{groups}`")
+    n, k = int(m.group(1)), int(m.group(2))
+    rows, cols = w.shape
+    gr, gc = -(-rows // n), -(-cols // k)
+    padded = torch.nn.functional.pad(w, (0, gc * k - cols, 0, gr * n - rows))
+    tiles = padded.reshape(gr, n, gc, k)
+    norms = torch.linalg.vector_norm(tiles, dim=(1, 3)).reshape(-1)
+    rs = (rows - torch.arange(gr) * n).clamp_max(n)
+    cs = (cols - torch.arange(gc) * k).clamp_max(k)
+    return norms, (rs[:, None] * cs[None, :]).reshape(-1).to(torch.float64)
+
+
+def param_value(kind: str, x: torch.Tensor, hyper: dict[str, Any] | None = None,
+                anchor: torch.Tensor | None = None) -> torch.Tensor:
+    """g(x) for one parameter tensor (differentiable); see the module table."""
+    hyper = hyper or {}
+    if kind == "l1":
+        return x.abs().sum()
+    if kind == "l2":
+        return torch.linalg.vector_norm(x)
+    if kind == "linf":
+        return x.abs().max()
+    if kind == "l2sq":
+        return 0.5 * x.pow(2).sum()
+    if kind == "sum_squares":
+        return x.pow(2).sum()
+    if kind == "elastic_net":
+        return float(hyper.get("a", 1.0)) * x.abs().sum() + 0.5 * float(hyper.get("b", 1.0)) * x.pow(2).sum()
+    if kind == "group_l2":
+        norms, sizes = group_norms(x, hyper.get("groups", "rows"))
+        return (norms * sizes.to(norms.device, norms.dtype).sqrt()).sum()
+    if kind in ("nuclear", "spectral_norm"):
+        w = x.reshape(x.shape[0], -1) if x.dim() != 2 else x
+        s = torch.linalg.svdvals(w)
+        return s.sum() if kind == "nuclear" else s.max()
+    if kind == "anchor_l2":
+        assert anchor is not None
+        return 0.5 * (x - anchor.detach()).pow(2).sum()
+    if kind == "orthogonality":
+        return P.orthogonality(x, mode=hyper.get("mode", "full"), groups=hyper.get("groups"))
+    raise error(f"no value function for a `{kind}` term on parameters")
+
+
+def set_distance(kernel: str, x: torch.Tensor, hyper: dict[str, Any], matrix: bool) -> float:
+    """‖x − Π_C(x)‖₂: how far a tensor is from its constraint set (0 when feasible)."""
+    from regspec.backends.torch.prox import get_kernel
+
+    w = x.reshape(x.shape[0], -1) if matrix and x.dim() != 2 else x
+    with torch.no_grad():
+        return float(torch.linalg.vector_norm(w - get_kernel(kernel).fn(w, 1.0, **hyper)))
+
+
+def _act_value(kind: str, a: torch.Tensor) -> torch.Tensor:
+    flat = a.reshape(1, -1) if a.dim() <= 1 else a.reshape(a.shape[0], -1)
+    if kind == "l1":
+        return flat.abs().sum(dim=1).mean()
+    if kind == "l2sq":
+        return 0.5 * flat.pow(2).sum(dim=1).mean()
+    if kind == "sum_squares":
+        return flat.pow(2).sum(dim=1).mean()
+    if kind == "flops":
+        return P.flops(a)
+    raise error(f"a `{kind}` term cannot apply to activations")
+
+
+# ------------------------------------------------------------------ penalties (loss side)
+@dataclass
+class Penalty:
+    """One loss-side term w(t) · g(targets).
+
+    Exactly one target: ``params`` (parameter names), ``acts`` (tapped module names; a module
+    called k times contributes its taps ``name``, ``name#1``, ...), or ``output=True``.
+    """
+
+    kind: str
+    params: list[str] = field(default_factory=list)
+    acts: list[str] = field(default_factory=list)
+    output: bool = False
+    weight: Any = 1.0
+    hyper: dict[str, Any] = field(default_factory=dict)
+    label: str = ""
+
+    def __post_init__(self) -> None:
+        if sum([bool(self.params), bool(self.acts), bool(self.output)]) != 1:
+            raise error(f"penalty `{self.label or self.kind}` needs exactly one target: params, acts or output")
+
+
+class Regularizer:
+    """Loss-side penalties + fused prox engine for one model and optimizer (see module doc)."""
+
+    def __init__(self, module: nn.Module, optimizer: torch.optim.Optimizer | None = None, *,
+                 loss: Any = None, penalties: Sequence[Penalty] = (), prox_groups: Sequence[ProxGroup] = (),
+                 steps_per_epoch: int | None = None, seed: int = 0):
+        self.module = module
+        self.optimizer = optimizer
+        self.clock = Clock(steps_per_epoch)
+        # "auto": cross_entropy for integer targets, mse otherwise (decided at the first call)
+        self._auto_loss = loss == "auto"
+        self.task_loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = (
+            None if loss is None or self._auto_loss else build_loss(loss))
+        self.penalties = list(penalties)
+        self.engine = ProxEngine(module, optimizer, prox_groups, self.clock)
+        named = dict(module.named_parameters())
+        self._params: list[list[torch.Tensor]] = []
+        self.anchors: dict[str, torch.Tensor] = {}
+        for p in self.penalties:
+            missing = [n for n in p.params if n not in named]
+            if missing:
+                raise error(f"penalty `{p.label or p.kind}`: the model has no parameter `{missing[0]}`", None,
+                            did_you_mean(missing[0], named))
+            self._params.append([named[n] for n in p.params])
+            if p.kind == "anchor_l2":
+                for n in p.params:
+                    self.anchors.setdefault(n, named[n].detach().clone())
+        self._input: torch.Tensor | None = None
+        self._generator: torch.Generator | None = None
+        self._seed = int(seed)
+        if any(p.kind == "jacobian_fro" for p in self.penalties):
+            # the Jacobian penalty differentiates the output w.r.t. the input: keep the input
+            module.register_forward_pre_hook(self._keep_input)
+        self._sums: dict[str, torch.Tensor] = {}
+        self._counts: dict[str, int] = {}
+
+    # ---- time
+    @property
+    def t(self) -> float:
+        return self.clock.t
+
+    def start_epoch(self, epoch: int) -> None:
+        """Call at the start of each epoch (0-based); schedules and gates read the clock."""
+        self.clock.start_epoch(epoch)
+        self._sums, self._counts = {}, {}
+
+    # ---- loss
+    def _keep_input(self, _module: nn.Module, args: tuple) -> None:
+        if args and isinstance(args[0], torch.Tensor):
+            self._input = args[0]
+
+    def _taps(self, names: list[str]) -> list[torch.Tensor]:
+        taps = getattr(self.module, "taps", None)
+        if taps is None:
+            raise error("activation penalties need a tapped module (insert_taps); this module has no taps")
+        wanted = set(names)
+        return [v for k, v in taps.items() if k.split("#", 1)[0] in wanted]
+
+    def _penalty_value(self, i: int, p: Penalty, output: torch.Tensor | None) -> torch.Tensor | None:
+        if p.params:
+            if p.kind == "anchor_l2":
+                return sum(param_value("anchor_l2", x, anchor=self.anchors[n])
+                           for n, x in zip(p.params, self._params[i]))  # type: ignore[return-value]
+            if p.kind == "orthogonality":
+                return P.orthogonality(self._params[i], mode=p.hyper.get("mode", "full"), groups=p.hyper.get("groups"))
+            return sum(param_value(p.kind, x, p.hyper) for x in self._params[i])  # type: ignore[return-value]
+        if p.kind == "jacobian_fro":
+            if self._input is None:
+                return None
+            if self._generator is None or self._generator.device != self._input.device:
+                self._generator = torch.Generator(device=self._input.device).manual_seed(self._seed)
+            return 0.5 * P.jacobian_fro(self._forward_plain, self._input, int(p.hyper.get("n_proj", 1)),
+                                        generator=self._generator)
+        tensors = [output] if p.output else self._taps(p.acts)
+        if not tensors or tensors[0] is None:
+            return None
+        return sum(_act_value(p.kind, a) for a in tensors)  # type: ignore[return-value]
+
+    def _forward_plain(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.module(x)
+        return out
+
+    def penalty(self, output: torch.Tensor | None = None) -> torch.Tensor:
+        """Σ_k w_k(t) · g_k over the loss-side penalties (0 if there are none)."""
+        t = self.clock.t
+        total: torch.Tensor | float = 0.0
+        # the Jacobian term runs an extra forward (which refreshes the taps): evaluate it last
+        order = sorted(range(len(self.penalties)), key=lambda k: self.penalties[k].kind == "jacobian_fro")
+        for i in order:
+            p = self.penalties[i]
+            w = evaluate_scalar(p.weight, t)
+            if w == 0.0 and p.kind == "jacobian_fro":
+                continue  # an extra forward and double backward for nothing
+            v = self._penalty_value(i, p, output)
+            if v is None:
+                continue
+            label = p.label or p.kind
+            self._sums[label] = self._sums.get(label, 0.0) + v.detach()
+            self._counts[label] = self._counts.get(label, 0) + 1
+            if w != 0.0:
+                total = total + w * v
+        if isinstance(total, float):
+            ref = output if output is not None else next(iter(self.module.parameters()))
+            return torch.zeros((), device=ref.device, dtype=ref.dtype)
+        return total
+
+    def loss(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Task loss plus the in-graph penalties: L(output, target) + Σ_k w_k(t) g_k."""
+        if self.task_loss is None and self._auto_loss:
+            self.task_loss = build_loss("mse" if target.is_floating_point() else "cross_entropy")
+        if self.task_loss is None:
+            raise error("this regularizer has no task loss; give `loss` (or use .penalty())")
+        pen = self.penalty(output)
+        return self.task_loss(output, target) + pen
+
+    # ---- after the optimizer step
+    def after_step(self) -> None:
+        """The fused proximal steps and projections; call right after ``optimizer.step()``."""
+        self.engine.after_step()
+
+    def finalize(self) -> None:
+        """Apply the constraints once more at the end of training."""
+        self.engine.finalize()
+
+    # ---- reporting
+    def values(self) -> dict[str, float]:
+        """Each regularizer's value: loss-side terms averaged over this epoch's batches (or now,
+        for parameter terms never evaluated), prox terms g(x) now, constraints ‖x − Π(x)‖."""
+        out: dict[str, float] = {}
+        for i, p in enumerate(self.penalties):
+            label = p.label or p.kind
+            if label in self._sums:
+                out[label] = float(self._sums[label]) / self._counts[label]
+            elif p.params:
+                with torch.no_grad():
+                    out[label] = float(self._penalty_value(i, p, None))  # type: ignore[arg-type]
+        named = dict(self.module.named_parameters())
+        t = self.clock.t
+        for g in self.engine.groups:
+            label = g.label or g.kernel
+            with torch.no_grad():
+                if g.is_projection:
+                    hyper = {k: evaluate_scalar(v, t) for k, v in g.hyper.items()}
+                    for k in ("k", "n", "m"):
+                        if hyper.get(k) is not None:
+                            hyper[k] = int(round(hyper[k]))
+                    out[label] = sum(set_distance(g.kernel, named[n], hyper, g.matrix) for n in g.params)
+                else:
+                    kind = "nuclear" if g.kernel == "nuclear" else g.kernel
+                    hyper = dict(g.hyper)
+                    if kind == "elastic_net":
+                        hyper = {"a": g.hyper.get("lam_l1", 1.0), "b": g.hyper.get("lam_l2", 1.0)}
+                    total = 0.0
+                    for n in g.params:
+                        if kind == "anchor_l2":
+                            total += float(param_value(kind, named[n], anchor=self.engine.anchors[n]))
+                        else:
+                            total += float(param_value(kind, named[n], hyper))
+                    out[label] = total
+        return {k: (v if math.isfinite(v) else float("nan")) for k, v in out.items()}
+
+    def weights(self) -> dict[str, float]:
+        """Each term's weight at the current time."""
+        t = self.clock.t
+        out = {p.label or p.kind: evaluate_scalar(p.weight, t) for p in self.penalties}
+        out.update({g.label or g.kernel: evaluate_scalar(g.weight, t) for g in self.engine.groups})
+        return out
+
+    # ---- state for checkpoints
+    def state_dict(self) -> dict[str, Any]:
+        state: dict[str, Any] = {"clock": self.clock.state_dict(), "engine": self.engine.state_dict(),
+                                 "anchors": {k: v.clone() for k, v in self.anchors.items()}}
+        if self._generator is not None:
+            state["generator"] = self._generator.get_state()
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.clock.load_state_dict(state["clock"])
+        self.engine.load_state_dict(state.get("engine", {}))
+        for k, v in state.get("anchors", {}).items():
+            if k in self.anchors:
+                self.anchors[k] = v.to(self.anchors[k].device, self.anchors[k].dtype)
+        if "generator" in state:
+            dev = next(iter(self.module.parameters())).device
+            self._generator = torch.Generator(device=dev)
+            self._generator.set_state(state["generator"])
+
+    def close(self) -> None:
+        self.engine.close()

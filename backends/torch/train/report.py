@@ -1,0 +1,128 @@
+"""``regspec plan``: per statement, what it matched (names, shapes, groups), how it is lowered
+(loss term, prox, projection), its weight or schedule and its gate; then the fused prox calls."""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from regspec.compiler.train_plan import ScheduleRef, TermPlan, scalar_text
+
+from .assemble import Assembled
+from .proxstep import ProxEngine, evaluate_scalar
+
+__all__ = ["describe"]
+
+
+def _shape(s: Any) -> str:
+    return "[" + ", ".join(str(int(d)) for d in s) + "]"
+
+
+def _act_shapes(asm: Assembled) -> dict[str, tuple[int, ...]]:
+    module = asm.binding.module
+    if not hasattr(module, "taps"):
+        return {}
+    x = asm.data.tensors.get("x_train")
+    if x is None:
+        try:
+            x = next(iter(asm.data.val))[0]
+        except Exception:  # noqa: BLE001 - shapes are a nicety
+            return {}
+    was = module.training
+    module.eval()
+    with torch.no_grad():
+        module(x[:2].float())
+    module.train(was)
+    return {k: tuple(v.shape[1:]) for k, v in module.taps.items()}
+
+
+def _schedule_line(term: TermPlan, weight: Any, epochs: int) -> str | None:
+    if not isinstance(term.weight, ScheduleRef):
+        return None
+    points = sorted({0.0, epochs / 4, epochs / 2, 3 * epochs / 4, float(epochs)})
+    vals = ", ".join(f"{evaluate_scalar(weight, t):.3g} @ {t:g}" for t in points)
+    return f"weight    {term.weight.text()}: {vals} (value @ epoch)"
+
+
+def describe(asm: Assembled) -> str:
+    plan, b = asm.plan, asm.binding
+    n_params = sum(p.numel() for p in b.model.parameters())
+    out: list[str] = [f"train {plan.name}  ({plan.path})"]
+    filled = f"  (from the data: {', '.join(asm.filled)})" if asm.filled else ""
+    out.append(f"  model      {plan.model.text}  [{type(b.model).__name__}, {n_params:,} parameters]{filled}")
+    d = asm.data
+    out.append(f"  data       {plan.data.text}: {d.task}, {d.n_train} train / {d.n_val} validation rows, "
+               f"batch {d.batch if plan.batch != 'full' else 'full'}, {asm.steps_per_epoch} steps per epoch")
+    out.append(f"  loss       {plan.loss_text if plan.loss != 'auto' else asm.loss + ' (from the task)'}")
+    rule = ("euclidean: tau = lr * w for every prox" if plan.prox_metric == "euclidean" else
+            "tau_i = lr * w / (sqrt(v_hat_i) + eps) for separable kernels (Adam's metric), tau = lr * w otherwise"
+            if plan.optimizer.name.lower() in ("adam", "adamw") else "tau = lr * w (exact proximal SGD)")
+    out.append(f"  optimizer  {plan.optimizer.text}; prox step {rule}")
+    steps = f", stop after {plan.steps} steps" if plan.steps else ""
+    out.append(f"  run        {asm.epochs} epochs{steps}, seed {plan.seed}, device {plan.device}")
+    graph = "traced by torch.fx" if b.graph == "traced" else f"not traceable ({b.graph}): module swaps and forward hooks"
+    taps = ""
+    if b.tap_path == "fx":
+        taps = "; activation taps are outputs of the fx graph"
+    elif b.tap_path == "hooks":
+        taps = f"; activation taps by forward hooks ({b.tap_reason})"
+    out.append(f"  graph      {graph}{taps}")
+    for rb in b.rewrites:
+        rw = rb.rewrite
+        out.append(f"line {rw.span.line if rw.span else 0:<4} {rw.text}")
+        where = ", ".join(rb.modules) if rb.modules else "none"
+        out.append(f"           replaced {rb.count}: modules {where}" +
+                   ("; functional calls rewritten in the fx graph" if rb.graph else ""))
+    act_shapes = _act_shapes(asm) if b.tap_path else {}
+    engine = ProxEngine(b.module, None, b.prox_groups)
+    buckets = engine.describe()
+    for tb in b.terms:
+        t = tb.term
+        out.append(f"line {t.line:<4} {t.text}")
+        if t.target.kind == "param":
+            matched = ", ".join(f"{n} {_shape(tb.shapes[n])}" for n in tb.names)
+        elif t.target.kind == "act":
+            matched = ", ".join(
+                (f"{n} [B, {', '.join(str(d) for d in act_shapes[n])}]" if n in act_shapes else n) for n in tb.names)
+        else:
+            matched = t.target.kind
+        out.append(f"           matches   {matched}")
+        for note in tb.notes:
+            out.append(f"                     {note}")
+        if t.lowering == "loss":
+            out.append(f"           lowered   loss term: w * {t.math}   ({t.why})")
+        elif t.lowering == "prox":
+            idx = _bucket_of(buckets, tb)
+            step = ("tau_i = lr * w / (sqrt(v_hat_i) + eps)" if tb.metric == "adaptive" else "tau = lr * w")
+            out.append(f"           lowered   prox `{t.kernel}` of w * {t.math}, {step}, fused call #{idx}")
+            out.append(f"                     ({t.why})")
+        else:
+            idx = _bucket_of(buckets, tb)
+            hyper = ", ".join(f"{k}={scalar_text(v)}" for k, v in t.options.items() if v is not None)
+            out.append(f"           lowered   projection `{t.kernel}`({hyper}) onto {t.math}, fused call #{idx}")
+        if t.lowering != "projection":
+            w = tb.penalty.weight if tb.penalty is not None else tb.group.weight  # type: ignore[union-attr]
+            line = _schedule_line(t, w, asm.epochs)
+            out.append(f"           {line}" if line else f"           weight    {scalar_text(t.weight)}")
+        for k, v in t.options.items():
+            if isinstance(v, ScheduleRef):
+                out.append(f"           {k:<9} {v.text()} (schedule)")
+        if t.gate is not None:
+            out.append(f"           gate      {t.gate.text()}")
+    if buckets:
+        out.append("fused calls after optimizer.step() (one apply_prox_group call each):")
+        for i, bk in enumerate(buckets, 1):
+            hyper = ", ".join(f"{k}={scalar_text(v) if not callable(v) else 'schedule'}" for k, v in bk["hyper"].items())
+            gate = f", {bk['when']}" if bk["when"] is not None else ""
+            metric = f", {bk['metric']}" if bk["kind"] == "prox" else ""
+            out.append(f"  #{i} {bk['kind']} {bk['kernel']}({hyper}){metric}{gate}: {', '.join(bk['params'])}")
+    engine.close()
+    return "\n".join(out)
+
+
+def _bucket_of(buckets: list[dict[str, Any]], tb: Any) -> int:
+    for i, bk in enumerate(buckets, 1):
+        if bk["kernel"] == tb.group.kernel and all(n in bk["params"] for n in tb.names) and \
+                bk["when"] == tb.group.when and bk["metric"] == tb.group.metric:
+            return i
+    return 0

@@ -1,0 +1,552 @@
+"""What a generated trainer (``regspec compile``) needs besides the building blocks: command-line
+options, devices, DistributedDataParallel, data from `problem` sources, evaluation, metrics,
+summaries, progress and atomic checkpoints.
+
+A trainer's files in ``--out DIR``:
+
+* ``metrics.jsonl``: one JSON object per epoch: ``epoch``, ``loss`` (mean training loss with the
+  penalties), ``reg/<term>`` (each regularizer's value g, see ``Regularizer.values``),
+  ``weight/<term>`` (its weight at the end of the epoch), validation metrics (``val_loss``,
+  ``val_acc`` or ``val_mse``), ``seconds``;
+* ``summary.json``: the final metrics; per selected tensor: shape, exact-zero fraction,
+  zero-row and zero-column fractions (group sparsity), rank, spectral norm; per term: its
+  lowering, initial and final value, and for constraints the distance to the set; activation
+  sparsity of tapped activations on the validation set;
+* ``checkpoint.pt``: written after every epoch to a temporary file, then ``os.replace``-d (a
+  crash never leaves a half-written checkpoint); ``--resume`` restores model, optimizer,
+  regularizer clock, anchors and RNG states and continues with the next epoch. The data order
+  of epoch e depends only on (seed, e), so a resumed CPU run ends with the parameters of an
+  uninterrupted one.
+
+Distributed: under ``torchrun --nproc_per_node=K`` (``WORLD_SIZE > 1``) the trainer joins a
+process group (gloo on CPU, nccl on CUDA), wraps the module in DistributedDataParallel and gives
+rank r the rows r, r+K, r+2K, ... of each global batch. Gradients are all-reduced, so every rank
+applies the same optimizer update to the same parameters; the prox kernels are deterministic,
+so the ranks stay identical. Rank 0 writes the files; every rank writes ``params_rank{r}.pt``.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import io
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from regspec.diagnostics import RegspecError, error
+
+from .data import DataBundle, EpochSampler
+from .regularizer import Regularizer, set_distance
+
+__all__ = ["DTYPES", "parse_args", "Dist", "setup_distributed", "teardown", "resolve_device",
+           "distributed_module", "shard", "to_device", "source_data", "full_batch", "evaluate", "Meter",
+           "Run", "tensor_stats", "summarize", "fingerprint", "guard", "CHECKPOINT_FORMAT"]
+
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
+CHECKPOINT_FORMAT = "regspec-trainer/1"
+FULL_BATCH = 1 << 30
+
+
+# ------------------------------------------------------------------ options
+def parse_args(argv: Sequence[str] | None, *, doc: str | None, epochs: int, batch: int | str, seed: int,
+               device: str) -> argparse.Namespace:
+    """The trainer's options; defaults come from the spec."""
+    p = argparse.ArgumentParser(description=(doc or "").strip().splitlines()[0] if doc else None)
+    p.add_argument("--epochs", type=int, default=epochs, help=f"total epochs (spec: {epochs})")
+    p.add_argument("--out", default="runs/train", help="output folder: metrics.jsonl, summary.json, checkpoint.pt")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    p.add_argument("--device", default=device, help=f"auto, cpu, cuda or cuda:N (spec: {device})")
+    p.add_argument("--seed", type=int, default=seed, help=f"seed of init, split and data order (spec: {seed})")
+    p.add_argument("--batch", default=batch, help=f"batch size or `full` (spec: {batch})")
+    p.add_argument("--dtype", default="float32", choices=list(DTYPES))
+    p.add_argument("--stop-after", type=int, default=None, metavar="K",
+                   help="stop after K epochs of this invocation (resume later with --resume)")
+    p.add_argument("--checkpoint-every", type=int, default=1, metavar="N",
+                   help="write the checkpoint every N epochs (and after the last epoch of each invocation)")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+    args = p.parse_args(argv)
+    if args.epochs < 1:
+        p.error("--epochs must be at least 1")
+    if args.checkpoint_every < 1:
+        p.error("--checkpoint-every must be at least 1")
+    if str(args.batch) != "full":
+        try:
+            args.batch = int(args.batch)
+        except ValueError:
+            p.error(f"--batch expects an integer or `full`, got {args.batch!r}")
+    return args
+
+
+def full_batch(batch: int | str) -> int:
+    """A batch size for the loaders (``full``: one batch holding every training row)."""
+    return FULL_BATCH if batch == "full" else int(batch)
+
+
+# ------------------------------------------------------------------ devices and distributed
+def resolve_device(name: str, local_rank: int = 0) -> torch.device:
+    """``auto``: CUDA when available, else CPU; ``cuda`` under torchrun means ``cuda:LOCAL_RANK``."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise error(f"device `{name}`: no CUDA device is available on this machine",
+                        notes=["use --device cpu (or auto)"])
+        return torch.device(name if ":" in name else f"cuda:{local_rank}")
+    if name != "cpu":
+        raise error(f"unknown device `{name}`; choose auto, cpu, cuda or cuda:N")
+    return torch.device("cpu")
+
+
+@dataclass
+class Dist:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+    device: torch.device = torch.device("cpu")
+    backend: str | None = None
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def active(self) -> bool:
+        return self.world > 1
+
+
+def setup_distributed(device: str) -> Dist:
+    """Join the process group when launched by torchrun (WORLD_SIZE > 1); else a single process."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return Dist(device=resolve_device(device))
+    import torch.distributed as tdist
+
+    rank = int(os.environ["RANK"])
+    local = int(os.environ.get("LOCAL_RANK", rank))
+    dev = resolve_device(device, local)
+    backend = "nccl" if dev.type == "cuda" else "gloo"
+    if dev.type == "cuda":
+        torch.cuda.set_device(dev)
+    if not tdist.is_initialized():
+        tdist.init_process_group(backend)
+    return Dist(rank, world, local, dev, backend)
+
+
+def teardown(dist: Dist) -> None:
+    if dist.active:
+        import torch.distributed as tdist
+
+        if tdist.is_initialized():
+            tdist.barrier()
+            tdist.destroy_process_group()
+
+
+def barrier(dist: Dist) -> None:
+    if dist.active:
+        import torch.distributed as tdist
+
+        tdist.barrier()
+
+
+def distributed_module(module: nn.Module, dist: Dist) -> nn.Module:
+    """DistributedDataParallel around ``module`` under torchrun, else ``module`` itself."""
+    if not dist.active:
+        return module
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    return DDP(module, device_ids=[dist.device.index] if dist.device.type == "cuda" else None)
+
+
+def shard(loader: Iterable[Any], dist: Dist) -> Iterator[Any]:
+    """Rank r's rows r, r+K, ... of each global batch; batches with fewer rows than ranks are skipped
+    on every rank alike (all ranks see the same global batches)."""
+    for batch in loader:
+        if not dist.active:
+            yield batch
+            continue
+        if len(batch[0]) < dist.world:
+            continue
+        yield tuple(b[dist.rank::dist.world] for b in batch)
+
+
+def to_device(x: torch.Tensor, y: torch.Tensor, device: torch.device, dtype: torch.dtype
+              ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Move a batch; floating tensors take the run's dtype, class ids stay integer."""
+    x = x.to(device, dtype if x.is_floating_point() else None, non_blocking=True)
+    y = y.to(device, dtype if y.is_floating_point() else None, non_blocking=True)
+    return x, y
+
+
+# ------------------------------------------------------------------ data from `problem` sources
+def source_data(name: str, args: Sequence[Any], kwargs: dict[str, Any], *, batch: int | str, seed: int,
+                base_dir: str | Path = ".") -> DataBundle:
+    """Arrays (X, y) from a `problem` data source (``dataset``, ``load``, ``randn``, ...), used whole
+    for training and validation: a train block and a problem on the same source see the same data.
+
+    The task is classification when y holds nonnegative integers, else regression (y as (n, 1));
+    ``task = "regression"`` or ``"classification"`` overrides.
+    """
+    from regspec.compiler.data import SOURCES, SourceContext, call_source
+
+    kwargs = dict(kwargs)
+    task = kwargs.pop("task", None)
+    if name not in SOURCES:
+        raise error(f"unknown data source `{name}`")
+    arrays = call_source(name, SourceContext(Path(base_dir), None), list(args), kwargs)
+    if len(arrays) != 2:
+        raise error(f"data {name}(...) gives {len(arrays)} arrays; a train block needs two (inputs, targets)")
+    x_np, y_np = (np.asarray(a) for a in arrays)
+    if len(x_np) != len(y_np):
+        raise error(f"data {name}(...): {len(x_np)} inputs but {len(y_np)} targets")
+    if task is None:
+        integral = np.issubdtype(y_np.dtype, np.integer) or bool(np.all(y_np == np.round(y_np)))
+        task = "classification" if integral and y_np.ndim == 1 and y_np.min() >= 0 else "regression"
+    if task == "classification":
+        y = torch.from_numpy(y_np.astype(np.int64))
+        n_out = int(y.max()) + 1
+    else:
+        # regression targets keep float64 here; the trainer casts batches to its dtype
+        y = torch.from_numpy(np.ascontiguousarray(y_np, dtype=np.float64).reshape(len(y_np), -1))
+        n_out = int(y.shape[1])
+    x = torch.from_numpy(np.ascontiguousarray(x_np, dtype=np.float64))
+    size = min(full_batch(batch), len(x))
+
+    def loader(epoch: int | None, shuffle: bool) -> TensorBatches:
+        return TensorBatches(x, y, size, EpochSampler(len(x), seed, epoch, shuffle=shuffle))
+
+    return DataBundle(train=loader(None, True), val=loader(0, False), in_features=int(np.prod(x.shape[1:])),
+                      n_outputs=n_out, task=task, input_shape=tuple(x.shape[1:]), batch=size,
+                      seed=int(seed), n_train=len(x), n_val=len(x),
+                      tensors={"x_train": x, "y_train": y, "x_val": x, "y_val": y},
+                      _epoch_loader=lambda e: loader(e, True))
+
+
+class TensorBatches:
+    """Batches ``(x[idx], y[idx])`` of in-memory tensors in the order of an ``EpochSampler``: the
+    batches a DataLoader would give, without its per-row collation (which dominates tiny steps)."""
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, batch: int, sampler: EpochSampler):
+        self.x, self.y, self.batch, self.sampler = x, y, int(batch), sampler
+
+    def __len__(self) -> int:
+        return -(-len(self.x) // self.batch)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        order = torch.tensor(list(iter(self.sampler)), dtype=torch.long)
+        if self.batch >= len(order) and bool((order == torch.arange(len(order))).all()):
+            yield self.x, self.y
+            return
+        for i in range(0, len(order), self.batch):
+            idx = order[i: i + self.batch]
+            yield self.x[idx], self.y[idx]
+
+
+# ------------------------------------------------------------------ evaluation and metrics
+@torch.no_grad()
+def evaluate(module: nn.Module, loader: Iterable[Any], loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+             device: torch.device, dtype: torch.dtype, task: str | None) -> dict[str, float]:
+    """Validation loss (task loss only, no penalties) and accuracy (classification) or MSE."""
+    was = module.training
+    module.eval()
+    total, correct, sq, n = 0.0, 0, 0.0, 0
+    for batch in loader:
+        x, y = to_device(batch[0], batch[1], device, dtype)
+        out = module(x)
+        b = len(x)
+        total += float(loss_fn(out, y)) * b
+        if task == "classification":
+            correct += int((out.argmax(dim=1) == y.reshape(-1)).sum())
+        else:
+            sq += float((out.reshape(y.shape) - y).pow(2).mean()) * b if out.numel() == y.numel() else math.nan
+        n += b
+    module.train(was)
+    if n == 0:
+        return {}
+    out_m = {"val_loss": total / n}
+    out_m["val_acc" if task == "classification" else "val_mse"] = correct / n if task == "classification" else sq / n
+    return out_m
+
+
+class Meter:
+    """Running mean of the training loss (kept on the device; one sync per epoch)."""
+
+    def __init__(self) -> None:
+        self.total: torch.Tensor | float = 0.0
+        self.n = 0
+
+    def add(self, loss: torch.Tensor, count: int) -> None:
+        self.total = self.total + loss.detach() * count
+        self.n += count
+
+    def mean(self) -> float:
+        return float(self.total) / self.n if self.n else math.nan
+
+
+def _clean(v: Any) -> Any:
+    if isinstance(v, float) and not math.isfinite(v):
+        return str(v)
+    if isinstance(v, dict):
+        return {k: _clean(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_clean(x) for x in v]
+    return v
+
+
+# ------------------------------------------------------------------ summaries
+@torch.no_grad()
+def tensor_stats(p: torch.Tensor) -> dict[str, Any]:
+    """Exact-zero fraction, zero rows/cols of p.reshape(C_out, -1) (group sparsity), rank and
+    spectral norm (the matrix view) of one tensor."""
+    x = p.detach()
+    out: dict[str, Any] = {"shape": list(x.shape), "zero_frac": float((x == 0).float().mean())}
+    if x.dim() >= 2:
+        w = x.reshape(x.shape[0], -1)
+        out["zero_rows"] = float((w == 0).all(dim=1).float().mean())
+        out["zero_cols"] = float((w == 0).all(dim=0).float().mean())
+        s = torch.linalg.svdvals(w.float() if w.dtype not in (torch.float32, torch.float64) else w)
+        tol = float(s.max()) * max(w.shape) * torch.finfo(s.dtype).eps if s.numel() else 0.0
+        out["rank"] = int((s > tol).sum())
+        out["spectral_norm"] = float(s.max()) if s.numel() else 0.0
+    return out
+
+
+def nm_pattern(p: torch.Tensor, n: int, m: int) -> dict[str, Any]:
+    """Whether every block of ``m`` consecutive inputs of each row holds at most ``n`` nonzeros."""
+    w = p.detach().reshape(p.shape[0], -1)
+    cols = w.shape[1]
+    pad = (-cols) % m
+    nz = torch.nn.functional.pad((w != 0).float(), (0, pad)).reshape(w.shape[0], -1, m).sum(dim=-1)
+    return {"n": n, "m": m, "max_nonzeros_per_block": int(nz.max()), "ok": bool((nz <= n).all())}
+
+
+@torch.no_grad()
+def act_sparsity(module: nn.Module, x: torch.Tensor, names: Sequence[str]) -> dict[str, float]:
+    """Fraction of exact zeros in each tapped activation over the inputs ``x``."""
+    was = module.training
+    module.eval()
+    module(x)
+    module.train(was)
+    taps = getattr(module, "taps", {})
+    return {k: float((v == 0).float().mean()) for k, v in taps.items() if k.split("#", 1)[0] in set(names)}
+
+
+def summarize(reg: Regularizer, metrics: dict[str, Any], initial: dict[str, float],
+              x_val: torch.Tensor | None = None) -> dict[str, Any]:
+    """The run's summary (see the module doc)."""
+    named = dict(reg.module.named_parameters())
+    final = reg.values()
+    weights = reg.weights()
+    tensors: dict[str, Any] = {}
+    terms: list[dict[str, Any]] = []
+    for p in reg.penalties:
+        label = p.label or p.kind
+        entry: dict[str, Any] = {"term": label, "lowering": "loss", "kind": p.kind, "weight": weights.get(label),
+                                 "initial": initial.get(label), "final": final.get(label)}
+        if p.params:
+            entry["params"] = list(p.params)
+            for n in p.params:
+                tensors.setdefault(n, tensor_stats(named[n]))
+        if p.acts:
+            entry["acts"] = list(p.acts)
+            if x_val is not None:
+                entry["act_zero_frac"] = act_sparsity(reg.module, x_val, p.acts)
+        terms.append(entry)
+    t = reg.clock.t
+    for g in reg.engine.groups:
+        label = g.label or g.kernel
+        entry = {"term": label, "lowering": "projection" if g.is_projection else "prox", "kernel": g.kernel,
+                 "metric": None if g.is_projection else g.metric, "weight": weights.get(label),
+                 "params": list(g.params), "initial": initial.get(label), "final": final.get(label)}
+        for n in g.params:
+            tensors.setdefault(n, tensor_stats(named[n]))
+        if g.is_projection:
+            hyper = {k: (float(v(t)) if callable(v) else v) for k, v in g.hyper.items()}
+            for k in ("k", "n", "m"):
+                if hyper.get(k) is not None:
+                    hyper[k] = int(round(hyper[k]))
+            entry["set"] = {k: v for k, v in hyper.items() if not isinstance(v, torch.Tensor)}
+            dist = {n: set_distance(g.kernel, named[n], hyper, g.matrix) for n in g.params}
+            entry["distance"] = dist
+            entry["satisfied"] = all(d <= 1e-5 * (1.0 + float(torch.linalg.vector_norm(named[n].detach())))
+                                     for n, d in dist.items())
+            if g.kernel == "nm_sparse":
+                entry["nm"] = {n: nm_pattern(named[n], hyper["n"], hyper["m"]) for n in g.params}
+        terms.append(entry)
+    return _clean({"metrics": metrics, "tensors": tensors, "terms": terms, "epochs": reg.clock.epoch + 1,
+                   "steps": reg.clock.step})
+
+
+# ------------------------------------------------------------------ the run folder
+def fingerprint(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _rng_state() -> dict[str, Any]:
+    state: dict[str, Any] = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+class Run:
+    """The output folder of a run: metrics, progress, checkpoints and the summary."""
+
+    def __init__(self, out: str | Path, dist: Dist | None = None, *, fingerprint: str = "", quiet: bool = False,
+                 checkpoint_every: int = 1):
+        self.out = Path(out)
+        self.checkpoint_every = int(checkpoint_every)
+        self.dist = dist or Dist()
+        self.fingerprint = fingerprint
+        self.quiet = quiet or not self.dist.main
+        self.metrics_path = self.out / "metrics.jsonl"
+        self.checkpoint_path = self.out / "checkpoint.pt"
+        self.summary_path = self.out / "summary.json"
+        if self.dist.main:
+            self.out.mkdir(parents=True, exist_ok=True)
+        barrier(self.dist)
+        self._t0 = time.perf_counter()
+        self.history: list[dict[str, Any]] = []
+
+    # ---- start
+    def fresh(self) -> int:
+        if self.dist.main and self.metrics_path.exists():
+            self.metrics_path.unlink()
+        return 0
+
+    def load_checkpoint(self) -> dict[str, Any]:
+        """Read and validate the checkpoint; every failure is a RegspecError saying what to do."""
+        path = self.checkpoint_path
+        if not path.exists():
+            raise error(f"cannot resume: no checkpoint at {path}", notes=["run without --resume to start fresh"])
+        try:
+            with open(path, "rb") as fh:
+                raw = fh.read()
+            state = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
+        except Exception as exc:  # noqa: BLE001 - any unreadable file is the same user-facing error
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            raise error(f"cannot resume: {path} is corrupt or truncated ({type(exc).__name__}: {first[:160]})",
+                        notes=["delete it and run without --resume to start over"]) from None
+        if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+            raise error(f"cannot resume: {path} is not a regspec trainer checkpoint",
+                        notes=["delete it and run without --resume to start over"])
+        missing = [k for k in ("epoch", "model", "optimizer", "regularizer", "rng") if k not in state]
+        if missing:
+            raise error(f"cannot resume: {path} is incomplete (missing {', '.join(missing)})")
+        if self.fingerprint and state.get("fingerprint") not in ("", self.fingerprint):
+            raise error(f"cannot resume: {path} was written by a trainer for a different spec",
+                        notes=["use a new --out folder, or delete the checkpoint"])
+        return state
+
+    def resume(self, module: nn.Module, optimizer: torch.optim.Optimizer, reg: Regularizer) -> int:
+        """Restore a run from ``checkpoint.pt``; returns the first epoch still to train."""
+        state = self.load_checkpoint()
+        try:
+            module.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            reg.load_state_dict(state["regularizer"])
+        except (RuntimeError, KeyError, ValueError) as exc:
+            raise error(f"cannot resume: {self.checkpoint_path} does not fit this model "
+                        f"({type(exc).__name__}: {str(exc).splitlines()[0][:160]})") from None
+        _set_rng_state(state["rng"])
+        start = int(state["epoch"]) + 1
+        self.history = [json.loads(line) for line in state.get("metrics", [])]
+        if self.dist.main:
+            # keep the metric lines of the epochs the checkpoint covers (later ones are redone)
+            lines = [json.dumps(m) for m in self.history if m.get("epoch", 0) < start]
+            self.metrics_path.write_text("".join(line + "\n" for line in lines))
+        if not self.quiet:
+            print(f"resumed from {self.checkpoint_path} after epoch {start}", flush=True)
+        return start
+
+    # ---- during training
+    def progress(self, iterable: Iterable[Any], epoch: int, epochs: int, total: int | None = None) -> Iterable[Any]:
+        """tqdm around the batches when installed (and not quiet); else the batches as they are."""
+        if self.quiet:
+            return iterable
+        try:
+            from tqdm import tqdm  # type: ignore[import-not-found]
+        except ImportError:
+            return iterable
+        return tqdm(iterable, total=total, desc=f"epoch {epoch + 1}/{epochs}", leave=False, file=sys.stderr)
+
+    def end_epoch(self, epoch: int, epochs: int, metrics: dict[str, Any], reg: Regularizer, module: nn.Module,
+                  optimizer: torch.optim.Optimizer, final: bool = False) -> dict[str, Any]:
+        """Log the epoch (metrics.jsonl), print a progress line, and write the checkpoint atomically
+        (every ``checkpoint_every`` epochs, and always when ``final``)."""
+        line: dict[str, Any] = {"epoch": epoch, **metrics}
+        line.update({f"reg/{k}": v for k, v in reg.values().items()})
+        line.update({f"weight/{k}": v for k, v in reg.weights().items()})
+        line["seconds"] = round(time.perf_counter() - self._t0, 4)
+        line = _clean(line)
+        self.history.append(line)
+        if self.dist.main:
+            with open(self.metrics_path, "a") as fh:
+                fh.write(json.dumps(line) + "\n")
+            if final or (epoch + 1) % self.checkpoint_every == 0:
+                self.save_checkpoint(epoch, module, optimizer, reg)
+        if not self.quiet:
+            shown = "  ".join(f"{k} {v:.4g}" for k, v in metrics.items() if isinstance(v, (int, float)))
+            print(f"epoch {epoch + 1}/{epochs}  {shown}  ({line['seconds']:.1f} s)", flush=True)
+        barrier(self.dist)
+        return line
+
+    def save_checkpoint(self, epoch: int, module: nn.Module, optimizer: torch.optim.Optimizer,
+                        reg: Regularizer) -> None:
+        """Write ``checkpoint.pt`` atomically: a temporary file in the same folder, fsync, os.replace."""
+        state = {"format": CHECKPOINT_FORMAT, "fingerprint": self.fingerprint, "epoch": int(epoch),
+                 "model": module.state_dict(), "optimizer": optimizer.state_dict(),
+                 "regularizer": reg.state_dict(), "rng": _rng_state(),
+                 "metrics": [json.dumps(m) for m in self.history]}
+        tmp = self.checkpoint_path.with_name(f".{self.checkpoint_path.name}.{os.getpid()}.tmp")
+        try:
+            with open(tmp, "wb") as fh:
+                torch.save(state, fh)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, self.checkpoint_path)
+        finally:
+            if tmp.exists():
+                tmp.unlink()
+
+    # ---- end
+    def finish(self, reg: Regularizer, initial: dict[str, float], x_val: torch.Tensor | None = None) -> dict[str, Any]:
+        """Write ``summary.json`` (rank 0) and, under torchrun, ``params_rank{r}.pt`` (every rank)."""
+        metrics = {k: v for k, v in (self.history[-1] if self.history else {}).items()
+                   if not k.startswith(("reg/", "weight/"))}
+        summary = summarize(reg, metrics, initial, x_val)
+        if self.dist.main:
+            self.summary_path.write_text(json.dumps(summary, indent=2) + "\n")
+        if self.dist.active:
+            params = {k: v.detach().cpu() for k, v in reg.module.state_dict().items()}
+            torch.save(params, self.out / f"params_rank{self.dist.rank}.pt")
+        if not self.quiet:
+            print(f"wrote {self.summary_path}", flush=True)
+        return summary
+
+
+def guard(main: Callable[[], int]) -> int:
+    """Run a trainer's ``main``: bad input (spec, data, checkpoint) is a message and exit 1, never a
+    traceback; Ctrl-C is exit 130 (the last checkpoint stays valid)."""
+    try:
+        return main()
+    except RegspecError as exc:
+        print(str(exc), file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted; resume with --resume", file=sys.stderr)
+        return 130

@@ -1,0 +1,893 @@
+"""Resolve a ``train`` block into a ``TrainPlan``: what to build and how each term is lowered.
+
+Pure Python (no torch import): the plan is data. ``regspec.backends.torch.train.bind`` binds it
+to a model (selectors -> parameter and module names), the trainer generator spells it out, and
+``regspec plan`` prints it.
+
+Lowering rule for ``regularize TERM [* WEIGHT] [via prox | via grad]`` (LANGUAGE.md, CATALOGUE §3):
+
+* a term on an activation tap (``act(...)``), ``output`` or ``input`` always joins the loss: a prox
+  acts on a tensor the optimizer owns, and activations are recomputed every step;
+* ``via grad`` puts the term into the loss (a nonsmooth term is then differentiated by autograd,
+  i.e. a subgradient: no exact zeros, GDCut);
+* ``via prox`` forces the fused proximal step after ``optimizer.step()`` (the term needs a kernel);
+* no ``via``: nonsmooth terms with a kernel become proximal steps, smooth terms join the loss.
+  ``weight_decay`` is *defined* as the decoupled step (AdamW), so it defaults to the prox too.
+
+``constrain TARGET in SET`` is always a projection after the step, gated by ``every N steps``,
+``from epoch K`` and ``until epoch K``.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from regspec import ast
+from regspec.diagnostics import RegspecError, Span, did_you_mean, error
+
+__all__ = [
+    "TermEntry", "SetEntry", "TERMS", "TERM_ALIASES", "SETS", "SCHEDULE_NAMES",
+    "Selector", "ScheduleRef", "GatePlan", "CallPlan", "RewritePlan", "TermPlan", "TrainPlan",
+    "plan_train", "select_train", "span_text",
+]
+
+
+# ------------------------------------------------------------------ vocabulary
+@dataclass(frozen=True)
+class TermEntry:
+    """A regularizer usable in a train block.
+
+    ``kernel`` names the prox in ``backends/torch/prox.py`` (None: loss only); ``penalty`` names
+    the loss-side evaluation in the runtime; ``separable`` says whether the prox acts entry by
+    entry (such proxes may use per-coordinate steps after Adam, see the runtime's step rule);
+    ``options`` lists the keyword options and defaults; ``positional`` names extra positional
+    options; ``targets`` the selector kinds allowed; ``math`` is printed by ``regspec plan``.
+    """
+
+    name: str
+    math: str
+    smooth: bool
+    kernel: str | None
+    penalty: str
+    separable: bool = False
+    matrix: bool = False
+    options: dict[str, Any] = field(default_factory=dict)
+    positional: tuple[str, ...] = ()
+    targets: tuple[str, ...] = ("param",)
+    default: str | None = None  # overrides the smooth/nonsmooth default lowering
+    atom: str | None = None     # the catalogue atom this term denotes, when there is one
+
+
+TERMS: dict[str, TermEntry] = {e.name: e for e in [
+    TermEntry("l1", "sum_i |x_i|", False, "l1", "l1", separable=True,
+              targets=("param", "act", "output"), atom="norm1"),
+    TermEntry("l2", "||x||_2 (whole tensor)", False, "l2", "l2", atom="norm2"),
+    TermEntry("linf", "max_i |x_i|", False, "linf", "linf", atom="norm_inf"),
+    TermEntry("l2sq", "(1/2) ||x||^2", True, "l2sq", "l2sq", separable=True,
+              targets=("param", "act", "output")),
+    TermEntry("sum_squares", "||x||^2", True, "sum_squares", "sum_squares", separable=True,
+              targets=("param", "act", "output"), atom="sum_squares"),
+    TermEntry("weight_decay", "(1/2) ||x||^2 as the decoupled step x <- x / (1 + lr*lam) (AdamW)", True,
+              "l2sq", "l2sq", separable=True, default="prox"),
+    TermEntry("elastic_net", "a ||x||_1 + (b/2) ||x||^2", False, "elastic_net", "elastic_net",
+              separable=True, options={"a": 1.0, "b": 1.0}, atom="elastic_net"),
+    TermEntry("group_l2", "sum_g sqrt(|g|) ||x_g||_2", False, "group_l2", "group_l2",
+              options={"groups": "rows"}, atom="group_l2"),
+    TermEntry("nuclear", "sum_i sigma_i(W), W = x.reshape(C_out, -1)", False, "nuclear", "nuclear",
+              matrix=True, atom="nuclear_norm"),
+    TermEntry("spectral_norm", "sigma_max(W), W = x.reshape(C_out, -1)", False, "spectral_norm",
+              "spectral_norm", matrix=True, atom="spectral_norm"),
+    TermEntry("anchor_l2", "(1/2) ||x - x_init||^2 (L2-SP, anchor = the initial weights)", True,
+              "anchor_l2", "anchor_l2", separable=True),
+    TermEntry("orthogonality", "||G - I||_F^2, G = W W^T (or W^T W, the smaller side)", True, None,
+              "orthogonality", options={"mode": "full", "groups": None}),
+    TermEntry("flops", "sum_l sum_j (mean_i |a_l[i, j]|)^2", True, None, "flops", targets=("act", "output")),
+    TermEntry("jacobian_fro", "(1/2) mean_i ||J_f(x_i)||_F^2 (Hutchinson, n_proj draws)", True, None,
+              "jacobian_fro", options={"n_proj": 1}, targets=("output",)),
+]}
+
+#: other spellings of the same terms (catalogue atom names map to the training names)
+TERM_ALIASES = {"norm1": "l1", "norm2": "l2", "norm_inf": "linf", "nuclear_norm": "nuclear",
+                "group_norm": "group_l2", "norm_21": "group_l2", "l2_sp": "anchor_l2"}
+
+
+@dataclass(frozen=True)
+class SetEntry:
+    """A set for ``constrain``: its projection kernel and how its arguments map to the kernel's
+    hyperparameters (``args``: positional names in order; ``aliases``: catalogue names)."""
+
+    name: str
+    math: str
+    kernel: str
+    args: tuple[str, ...] = ()
+    defaults: dict[str, Any] = field(default_factory=dict)
+    fixed: dict[str, Any] = field(default_factory=dict)
+    aliases: dict[str, str] = field(default_factory=dict)
+    matrix: bool = False
+    convex: bool = True
+    integer: tuple[str, ...] = ()
+
+
+SETS: dict[str, SetEntry] = {e.name: e for e in [
+    SetEntry("nonneg", "x >= 0", "nonneg"),
+    SetEntry("nonpos", "x <= 0", "box", fixed={"lo": None, "hi": 0.0}),
+    SetEntry("box", "lo <= x <= hi", "box", ("lo", "hi"), {"lo": None, "hi": None}),
+    SetEntry("l1_ball", "||x||_1 <= r", "l1_ball", ("radius",), {"radius": 1.0}, aliases={"r": "radius"}),
+    SetEntry("l2_ball", "||x||_2 <= r", "l2_ball", ("radius",), {"radius": 1.0}, aliases={"r": "radius"}),
+    SetEntry("linf_ball", "|x_i| <= r", "linf_ball", ("radius",), {"radius": 1.0}, aliases={"r": "radius"}),
+    SetEntry("simplex", "x >= 0, sum x = r", "simplex", ("radius",), {"radius": 1.0}, {"dim": None},
+             aliases={"r": "radius"}),
+    SetEntry("spectral_ball", "sigma_max(W) <= r", "spectral_ball", ("radius",), {"radius": 1.0},
+             aliases={"r": "radius", "c": "radius"}, matrix=True),
+    SetEntry("nuclear_ball", "||W||_* <= r", "nuclear_ball", ("radius",), {"radius": 1.0},
+             aliases={"r": "radius"}, matrix=True),
+    SetEntry("psd", "W symmetric PSD", "psd", matrix=True),
+    SetEntry("top_k", "||x||_0 <= k (the k largest |x_i| kept)", "top_k", ("k",), convex=False, integer=("k",)),
+    SetEntry("nm_sparse", "at most N nonzeros in every M consecutive inputs", "nm_sparse", ("n", "m"),
+             matrix=True, convex=False, integer=("n", "m"), aliases={"N": "n", "M": "m"}),
+    SetEntry("low_rank", "rank(W) <= k", "low_rank", ("k",), matrix=True, convex=False, integer=("k",)),
+    SetEntry("sphere", "||x||_2 = r", "sphere", ("radius",), {"radius": 1.0}, aliases={"r": "radius"},
+             convex=False),
+    SetEntry("stiefel", "W W^T = I (or W^T W = I)", "stiefel", matrix=True, convex=False),
+]}
+
+SCHEDULE_NAMES = ("constant", "linear", "cosine", "cubic", "exp", "sine_stages", "step", "window", "warmup")
+GROUPINGS = ("rows", "cols", "channels", "all")
+SETTINGS = ("epochs", "steps", "batch", "seed", "device")
+DEVICES = ("auto", "cpu", "cuda")
+# data sources of `problem` blocks (compiler/data.py): a train block may use them, whole, so that a
+# training run and a problem see the same arrays
+PROBLEM_SOURCES = ("dataset", "load", "csv", "randn", "rand", "randint", "sparse_randn")
+MATH = {"sqrt": math.sqrt, "exp": math.exp, "log": math.log, "abs": abs, "min": min, "max": max}
+
+
+# ------------------------------------------------------------------ plan data
+def span_text(span: Span | None) -> str:
+    """The source text a span covers (single spaces for line breaks)."""
+    if span is None or span.source is None:
+        return ""
+    lines = span.source.text.splitlines()
+    if span.line == span.end_line:
+        return lines[span.line - 1][span.column - 1: span.end_column - 1] if span.line <= len(lines) else ""
+    parts = [lines[span.line - 1][span.column - 1:]]
+    parts += [ln.strip() for ln in lines[span.line: span.end_line - 1]]
+    parts.append(lines[span.end_line - 1][: span.end_column - 1].strip())
+    return " ".join(p.strip() for p in parts)
+
+
+@dataclass
+class Selector:
+    """``param("glob")``, ``param("re:...")``, ``param(type = Linear)``, ``act("glob")``, ``output``, ``input``."""
+
+    kind: str
+    pattern: str | None = None
+    type: str | None = None
+    span: Span | None = field(default=None, repr=False, compare=False)
+    text: str = ""
+
+
+@dataclass
+class ScheduleRef:
+    """A schedule call as written: ``name(*args, **kwargs)`` times ``scale``. ``unit`` is the unit of
+    ``start``/``end``/``every`` (``epochs`` or ``steps``: converted once the steps per epoch are known)."""
+
+    name: str
+    args: tuple = ()
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    scale: float = 1.0
+    unit: str = "epochs"
+    span: Span | None = field(default=None, repr=False, compare=False)
+
+    def text(self) -> str:
+        parts = [_fmt(a) for a in self.args] + [f"{k}={_fmt(v)}" for k, v in self.kwargs.items()]
+        core = f"{self.name}({', '.join(parts)})"
+        return core if self.scale == 1.0 else f"{_fmt(self.scale)} * {core}"
+
+
+Scalar = "float | ScheduleRef"
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:g}"
+    if isinstance(v, ScheduleRef):
+        return v.text()
+    return repr(v)
+
+
+def scalar_text(v: Any) -> str:
+    return _fmt(v)
+
+
+@dataclass
+class GatePlan:
+    """``every N steps|epochs``, ``from epoch|step K``, ``until epoch|step K`` (until is exclusive)."""
+
+    every: int | None = None
+    every_unit: str = "steps"
+    start: float | None = None
+    start_unit: str = "epoch"
+    stop: float | None = None
+    stop_unit: str = "epoch"
+
+    def text(self) -> str:
+        out = []
+        if self.every is not None:
+            out.append(f"every {self.every} {self.every_unit}")
+        if self.start is not None:
+            out.append(f"from {self.start_unit} {_fmt(self.start)}")
+        if self.stop is not None:
+            out.append(f"until {self.stop_unit} {_fmt(self.stop)}")
+        return " ".join(out) or "every step"
+
+
+@dataclass
+class CallPlan:
+    """``name(**kwargs)`` for model / data / optimizer. ``kind``: builtin | user | source."""
+
+    name: str
+    kind: str
+    args: list[Any] = field(default_factory=list)
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    span: Span | None = field(default=None, repr=False, compare=False)
+    text: str = ""
+
+
+@dataclass
+class RewritePlan:
+    src: str
+    dst: str
+    dst_kwargs: dict[str, Any] = field(default_factory=dict)
+    span: Span | None = field(default=None, repr=False, compare=False)
+    text: str = ""
+
+
+@dataclass
+class TermPlan:
+    """One ``regularize`` or ``constrain`` statement, resolved.
+
+    ``lowering``: ``loss`` (autograd), ``prox`` (fused proximal step) or ``projection``.
+    ``options``: term options (``groups``, ``mode``...) or the set's kernel hyperparameters
+    (values may be schedules, e.g. a radius). ``why`` says why this lowering was chosen.
+    """
+
+    stmt: str
+    name: str
+    target: Selector
+    weight: Any
+    options: dict[str, Any]
+    lowering: str
+    kernel: str | None
+    penalty: str | None
+    why: str
+    via: str | None = None
+    gate: GatePlan | None = None
+    matrix: bool = False
+    separable: bool = False
+    math: str = ""
+    span: Span | None = field(default=None, repr=False, compare=False)
+    text: str = ""
+
+    @property
+    def line(self) -> int:
+        return self.span.line if self.span is not None else 0
+
+
+@dataclass
+class TrainPlan:
+    name: str
+    path: str
+    model: CallPlan
+    data: CallPlan
+    loss: Any                     # a loss name (str) or a nested-tuple expression tree
+    loss_text: str
+    optimizer: CallPlan
+    prox_metric: str = "auto"     # auto | euclidean (see the runtime's step rule)
+    epochs: int | None = None
+    steps: int | None = None
+    batch: int | str = 128
+    seed: int = 0
+    device: str = "auto"
+    rewrites: list[RewritePlan] = field(default_factory=list)
+    terms: list[TermPlan] = field(default_factory=list)
+    span: Span | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def base_dir(self) -> Path:
+        return Path(self.path).resolve().parent if self.path not in ("", "<string>") else Path.cwd()
+
+    @property
+    def total_epochs(self) -> int:
+        return int(self.epochs) if self.epochs is not None else 1
+
+
+# ------------------------------------------------------------------ evaluation of values
+class _Values:
+    """Compile-time values: numbers, strings, booleans, lists, `let` names, arithmetic and a few
+    math functions. Nothing is evaluated as Python."""
+
+    def __init__(self, lets: dict[str, Any]):
+        self.lets = dict(lets)
+
+    def value(self, e: ast.Expr, what: str) -> Any:
+        if isinstance(e, ast.Num):
+            return int(e.value) if e.is_int else float(e.value)
+        if isinstance(e, (ast.Str, ast.Bool)):
+            return e.value
+        if isinstance(e, ast.ListExpr):
+            return [self.value(i, what) for i in e.items]
+        if isinstance(e, ast.Name):
+            if e.id in self.lets:
+                return self.lets[e.id]
+            if e.id in ("true", "false"):
+                return e.id == "true"
+            raise error(f"unknown name `{e.id}` in {what}", e.span,
+                        did_you_mean(e.id, self.lets) + ([f"names defined by `let`: {', '.join(self.lets)}"]
+                                                         if self.lets else []))
+        if isinstance(e, ast.Neg):
+            v = self.value(e.operand, what)
+            self._number(v, e.operand, what)
+            return -v
+        if isinstance(e, ast.BinOp):
+            a, b = self.value(e.left, what), self.value(e.right, what)
+            self._number(a, e.left, what)
+            self._number(b, e.right, what)
+            try:
+                return {"+": lambda: a + b, "-": lambda: a - b, "*": lambda: a * b, "/": lambda: a / b,
+                        "**": lambda: a ** b}[e.op]()
+            except KeyError:
+                raise error(f"`{e.op}` is not defined on numbers in {what}", e.span) from None
+            except ZeroDivisionError:
+                raise error(f"division by zero in {what}", e.span) from None
+        if isinstance(e, ast.Call) and isinstance(e.func, ast.Name) and e.func.id in MATH and not e.kwargs:
+            args = [self.value(a, what) for a in e.args]
+            for a, node in zip(args, e.args):
+                self._number(a, node, what)
+            try:
+                return MATH[e.func.id](*args)
+            except (ValueError, TypeError) as exc:
+                raise error(f"{e.func.id}(...) failed in {what}: {exc}", e.span) from None
+        raise error(f"{what} must be a constant (number, string, list or `let` name), got `{span_text(e.span)}`",
+                    e.span)
+
+    @staticmethod
+    def _number(v: Any, node: ast.Expr, what: str) -> None:
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise error(f"expected a number in {what}, got `{span_text(node.span)}`", node.span)
+
+    def number(self, e: ast.Expr, what: str) -> float:
+        v = self.value(e, what)
+        self._number(v, e, what)
+        return float(v)
+
+    def integer(self, e: ast.Expr, what: str, minimum: int | None = None) -> int:
+        v = self.number(e, what)
+        if v != int(v):
+            raise error(f"{what} must be an integer, got {v:g}", e.span)
+        if minimum is not None and v < minimum:
+            raise error(f"{what} must be at least {minimum}, got {int(v)}", e.span)
+        return int(v)
+
+    def word(self, e: ast.Expr, what: str) -> str:
+        """A bare name or a string: ``rows``, ``"rows"``, ``GELU``."""
+        if isinstance(e, ast.Name) and e.id not in self.lets:
+            return e.id
+        v = self.value(e, what)
+        if not isinstance(v, str):
+            raise error(f"{what} must be a name or a string, got `{span_text(e.span)}`", e.span)
+        return v
+
+    # ---- schedulable scalars
+    def scalar(self, e: ast.Expr, what: str) -> Any:
+        """A number or a schedule (``cosine(1e-3 -> 0)``, ``0.1 * linear(0 -> 1, epochs 0..5)``)."""
+        factors = _factors(e)
+        scheds = [(f, inv) for f, inv in factors if _is_schedule(f)]
+        if not scheds:
+            return self.number(e, what)
+        if len(scheds) > 1:
+            raise error(f"{what}: at most one schedule per product", scheds[1][0].span)
+        sched_node, inverted = scheds[0]
+        if inverted:
+            raise error(f"{what}: a schedule cannot divide", sched_node.span)
+        scale = 1.0
+        for f, inv in factors:
+            if f is sched_node:
+                continue
+            v = self.number(f, what)
+            scale = scale / v if inv else scale * v
+        ref = self.schedule(sched_node, what)
+        ref.scale *= scale
+        return ref
+
+    def schedule(self, e: ast.Call, what: str) -> ScheduleRef:
+        name = e.func_name
+        args: list[Any] = []
+        kwargs: dict[str, Any] = {}
+        unit = "epochs"
+        for a in e.args:
+            if isinstance(a, ast.Arrow):
+                args += [self.number(a.start, what), self.number(a.end, what)]
+            else:
+                args.append(self.value(a, what))
+        for k in e.kwargs:
+            if isinstance(k.value, ast.Range):
+                if k.name not in ("epochs", "steps", "epoch", "step"):
+                    raise error(f"`{k.name} A..B`: the range unit is `epochs` or `steps`", k.span)
+                unit = "steps" if k.name.startswith("step") else "epochs"
+                kwargs["start"] = self.number(k.value.lo, what)
+                kwargs["end"] = self.number(k.value.hi, what)
+            elif isinstance(k.value, ast.Arrow):
+                raise error(f"`{k.name} = a -> b`: write the endpoints positionally, `{name}(a -> b, ...)`", k.span)
+            elif k.name == "from":
+                kwargs["from_"] = self.number(k.value, what)
+            elif k.name == "then" and isinstance(k.value, ast.Call) and _is_schedule(k.value):
+                inner = self.schedule(k.value, what)
+                kwargs["then"] = inner
+            else:
+                kwargs[k.name] = self.value(k.value, what)
+        ref = ScheduleRef(name, tuple(args), kwargs, 1.0, unit, e.span)
+        _check_schedule(ref, e)
+        return ref
+
+
+def _check_schedule(ref: ScheduleRef, node: ast.Call) -> None:
+    """Validate a schedule's arguments now (the schedule module imports no torch)."""
+    from regspec.backends.torch.train.schedules import build_schedule
+
+    kwargs = dict(ref.kwargs)
+    if "then" in kwargs and isinstance(kwargs["then"], ScheduleRef):
+        kwargs["then"] = 1.0
+    try:
+        # a far horizon stands in for the run's length, which is known only at bind time
+        build_schedule(ref.name, *ref.args, span=node.span, total=1.0e9, **kwargs)
+    except RegspecError as exc:
+        d = exc.first
+        raise error(d.message, d.span or node.span, d.notes) from None
+
+
+def _factors(e: ast.Expr) -> list[tuple[ast.Expr, bool]]:
+    """Flatten ``a * b / c`` into [(a, False), (b, False), (c, True)]."""
+    if isinstance(e, ast.BinOp) and e.op in ("*", "/"):
+        left = _factors(e.left)
+        right = _factors(e.right)
+        if e.op == "/":
+            if len(right) != 1:
+                return left + [(e.right, True)]
+            right = [(right[0][0], not right[0][1])]
+        return left + right
+    return [(e, False)]
+
+
+def _is_schedule(e: ast.Expr) -> bool:
+    return isinstance(e, ast.Call) and isinstance(e.func, ast.Name) and e.func.id in SCHEDULE_NAMES
+
+
+def _is_term_call(e: ast.Expr) -> bool:
+    if not (isinstance(e, ast.Call) and isinstance(e.func, ast.Name)):
+        return False
+    return e.func.id in TERMS or e.func.id in TERM_ALIASES
+
+
+# ------------------------------------------------------------------ the planner
+class _Planner:
+    def __init__(self, spec: ast.Spec, block: ast.TrainBlock):
+        self.spec = spec
+        self.block = block
+        self.values = _Values({})
+        for let in spec.lets:
+            self.values.lets[let.name] = self.values.value(let.value, f"`let {let.name}`")
+
+    def run(self) -> TrainPlan:
+        b = self.block
+        single: dict[str, ast.Stmt] = {}
+        settings: dict[str, ast.Setting] = {}
+        for s in b.body:
+            if isinstance(s, ast.Let):
+                self.values.lets[s.name] = self.values.value(s.value, f"`let {s.name}`")
+            key = {ast.ModelStmt: "model", ast.TrainData: "data", ast.LossStmt: "loss",
+                   ast.OptimizerStmt: "optimizer"}.get(type(s))
+            if key is not None:
+                if key in single:
+                    raise error(f"a second `{key}` statement; a train block has one", s.span,
+                                [f"the first is at line {single[key].span.line}"])
+                single[key] = s
+            if isinstance(s, ast.Setting):
+                if s.key in settings:
+                    raise error(f"`{s.key}` is set twice", s.span, [f"first set at line {settings[s.key].span.line}"])
+                settings[s.key] = s
+        for key in ("model", "data"):
+            if key not in single:
+                raise error(f"train block `{b.name}` has no `{key}` statement", b.name_span,
+                            [{"model": 'e.g. `model mlp(in = 64, hidden = [64], out = 10)` or `model "pkg.mod:Net"()`',
+                              "data": "e.g. `data digits(split = 0.8)`"}[key]])
+        plan = TrainPlan(
+            name=b.name, path=self.spec.source.path,
+            model=self.call(single["model"].model, "model"),  # type: ignore[attr-defined]
+            data=self.call(single["data"].source, "data"),  # type: ignore[attr-defined]
+            loss="auto", loss_text="auto (cross_entropy for classification, mse for regression)",
+            optimizer=CallPlan("adamw", "builtin", [], {"lr": 1e-3}, None, "adamw(lr = 1e-3) (default)"),
+            span=b.span,
+        )
+        if "loss" in single:
+            node = single["loss"].loss  # type: ignore[attr-defined]
+            plan.loss = self.loss(node)
+            plan.loss_text = span_text(node.span)
+        if "optimizer" in single:
+            opt = self.call(single["optimizer"].optimizer, "optimizer")  # type: ignore[attr-defined]
+            metric = opt.kwargs.pop("prox_metric", "auto")
+            if metric not in ("auto", "euclidean"):
+                raise error(f"`prox_metric` is \"auto\" or \"euclidean\", got {metric!r}", opt.span)
+            plan.optimizer, plan.prox_metric = opt, metric
+        self.settings(plan, settings)
+        for s in b.body:
+            if isinstance(s, ast.Rewrite):
+                plan.rewrites.append(self.rewrite(s))
+            elif isinstance(s, ast.Regularize):
+                plan.terms.append(self.regularize(s, plan))
+            elif isinstance(s, ast.Constrain):
+                plan.terms.append(self.constrain(s, plan))
+        return plan
+
+    # ---- model / data / optimizer
+    def call(self, e: ast.Expr, what: str) -> CallPlan:
+        text = span_text(e.span)
+        if isinstance(e, ast.Name):
+            return CallPlan(e.id, "builtin", [], {}, e.span, text)
+        if isinstance(e, ast.Str):
+            return CallPlan(e.value, "user", [], {}, e.span, text)
+        if not isinstance(e, ast.Call):
+            raise error(f"`{what}` expects a name or a call such as `name(key = value)`", e.span)
+        if isinstance(e.func, ast.Str):
+            name, kind = e.func.value, "user"
+        elif isinstance(e.func, ast.Name):
+            name, kind = e.func.id, "builtin"
+        else:
+            raise error(f"`{what}` expects a name or an import path string", e.func.span)
+        if kind == "builtin" and what == "data" and name in PROBLEM_SOURCES:
+            kind = "source"
+        args = [self.value_or_schedule(a, f"the {what} arguments") for a in e.args]
+        if args and kind != "source":
+            raise error(f"`{what}` arguments are keywords (`name = value`)", e.args[0].span)
+        kwargs: dict[str, Any] = {}
+        for k in e.kwargs:
+            if what == "optimizer" and (_is_schedule(k.value) or (isinstance(k.value, ast.BinOp) and any(
+                    _is_schedule(f) for f, _ in _factors(k.value)))):
+                kwargs[k.name] = self.values.scalar(k.value, f"the optimizer's `{k.name}`")
+            else:
+                kwargs[k.name] = self.value_or_schedule(k.value, f"the {what} argument `{k.name}`")
+        return CallPlan(name, kind, args, kwargs, e.span, text)
+
+    def value_or_schedule(self, e: ast.Expr, what: str) -> Any:
+        if isinstance(e, ast.Name) and e.id not in self.values.lets and e.id not in ("true", "false"):
+            # bare words are symbols here: `act = gelu`, `images = true`
+            return e.id
+        return self.values.value(e, what)
+
+    def loss(self, e: ast.Expr) -> Any:
+        """A loss name, or an expression over ``output`` and ``target`` as a nested tuple tree."""
+        from regspec.backends.torch.train.losses import LOSS_OPS, LOSSES
+
+        ops = {"+": "add", "-": "sub", "*": "mul", "/": "div", "**": "pow"}
+
+        def tree(x: ast.Expr) -> Any:
+            if isinstance(x, ast.Num):
+                return float(x.value)
+            if isinstance(x, ast.Name):
+                if x.id in ("output", "target"):
+                    return x.id
+                if x.id in self.values.lets and isinstance(self.values.lets[x.id], (int, float)):
+                    return float(self.values.lets[x.id])
+                if x.id in LOSSES:
+                    return (x.id, "output", "target")
+                raise error(f"unknown name `{x.id}` in the loss", x.span,
+                            did_you_mean(x.id, ["output", "target", *LOSSES]) +
+                            ["a loss is a named loss (" + ", ".join(LOSSES) + ") or an expression over "
+                             "`output` and `target`"])
+            if isinstance(x, ast.BinOp):
+                return (ops[x.op], tree(x.left), tree(x.right))
+            if isinstance(x, ast.Neg):
+                return ("neg", tree(x.operand))
+            if isinstance(x, ast.Call) and isinstance(x.func, ast.Name):
+                if x.kwargs:
+                    raise error("loss functions take positional arguments only", x.kwargs[0].span)
+                fname = x.func.id
+                if fname not in LOSS_OPS and fname not in LOSSES:
+                    raise error(f"unknown function `{fname}` in the loss", x.func.span,
+                                did_you_mean(fname, [*LOSS_OPS, *LOSSES]) +
+                                ["loss functions: " + ", ".join([*LOSS_OPS, *LOSSES])])
+                return (fname, *[tree(a) for a in x.args])
+            raise error(f"cannot use `{span_text(x.span)}` in a loss expression", x.span)
+
+        if isinstance(e, ast.Name) and e.id in LOSSES:
+            return e.id
+        if isinstance(e, ast.Name) and e.id not in ("output", "target"):
+            raise error(f"unknown loss `{e.id}`", e.span, did_you_mean(e.id, LOSSES) +
+                        ["named losses: " + ", ".join(LOSSES) + "; or an expression over `output` and `target`"])
+        return tree(e)
+
+    def settings(self, plan: TrainPlan, settings: dict[str, ast.Setting]) -> None:
+        for key, s in settings.items():
+            what = f"`{key}`"
+            if key == "epochs":
+                plan.epochs = self.values.integer(s.value, what, 1)
+            elif key == "steps":
+                plan.steps = self.values.integer(s.value, what, 1)
+            elif key == "batch":
+                if isinstance(s.value, ast.Name) and s.value.id == "full":
+                    plan.batch = "full"
+                else:
+                    plan.batch = self.values.integer(s.value, what, 1)
+            elif key == "seed":
+                plan.seed = self.values.integer(s.value, what, 0)
+            elif key == "device":
+                dev = self.values.word(s.value, what)
+                if dev not in DEVICES and not dev.startswith("cuda:"):
+                    raise error(f"unknown device `{dev}`", s.value.span,
+                                did_you_mean(dev, DEVICES) + ["devices: auto, cpu, cuda, cuda:N"])
+                plan.device = dev
+
+    def rewrite(self, s: ast.Rewrite) -> RewritePlan:
+        from regspec.backends.torch.train.models import ACTIVATIONS
+
+        src = self.values.word(s.src, "the rewrite source") if not isinstance(s.src, ast.Call) else None
+        if src is None:
+            raise error("the rewrite source is a module class or activation name, e.g. `GELU`", s.src.span)
+        kwargs: dict[str, Any] = {}
+        if isinstance(s.dst, ast.Call) and isinstance(s.dst.func, ast.Name):
+            dst = s.dst.func.id
+            if s.dst.args:
+                raise error("rewrite target arguments are keywords, e.g. `fatrelu(threshold = 0.1)`", s.dst.args[0].span)
+            kwargs = {k.name: self.values.value(k.value, f"the rewrite argument `{k.name}`") for k in s.dst.kwargs}
+            dst_span = s.dst.func.span
+        else:
+            dst = self.values.word(s.dst, "the rewrite target")
+            dst_span = s.dst.span
+        if dst.lower() not in ACTIVATIONS:
+            raise error(f"unknown rewrite target `{dst}`", dst_span,
+                        did_you_mean(dst.lower(), ACTIVATIONS) + ["targets: " + ", ".join(ACTIVATIONS)])
+        return RewritePlan(src, dst, kwargs, s.span, span_text(s.span))
+
+    # ---- selectors
+    def selector(self, e: ast.Expr, allowed: tuple[str, ...], what: str) -> Selector:
+        text = span_text(e.span)
+        if isinstance(e, ast.Name) and e.id in ("output", "input"):
+            sel = Selector(e.id, span=e.span, text=text)
+        elif isinstance(e, ast.Call) and isinstance(e.func, ast.Name) and e.func.id in ("param", "act"):
+            pattern = None
+            type_ = None
+            if len(e.args) > 1:
+                raise error(f"{e.func.id}(...) takes one name pattern", e.args[1].span)
+            if e.args:
+                v = self.values.value(e.args[0], "a selector pattern")
+                if not isinstance(v, str):
+                    raise error(f'{e.func.id}(...) takes a name pattern string, e.g. {e.func.id}("layers.*")',
+                                e.args[0].span)
+                pattern = v
+            for k in e.kwargs:
+                if k.name != "type":
+                    raise error(f"{e.func.id}(...) has no argument `{k.name}`", k.span,
+                                did_you_mean(k.name, ["type"]) + ["arguments: a name pattern, `type = CLASS`"])
+                type_ = self.values.word(k.value, "a module type")
+            if pattern is None and type_ is None:
+                raise error(f'{e.func.id}(...) needs a name pattern or `type = ...`, e.g. {e.func.id}("layers.*")',
+                            e.span)
+            sel = Selector(e.func.id, pattern, type_, e.span, text)
+        else:
+            raise error(f"{what} must be a selector: param(\"glob\"), param(\"re:regex\"), param(type = Linear), "
+                        "act(\"glob\"), output or input", e.span)
+        if sel.kind not in allowed:
+            raise error(f"`{sel.kind}` is not a valid target here; {what} takes "
+                        + ", ".join(f"`{a}`" for a in allowed), e.span)
+        return sel
+
+    # ---- regularize
+    def regularize(self, s: ast.Regularize, plan: TrainPlan) -> TermPlan:
+        factors = _factors(s.term)
+        terms = [f for f, inv in factors if _is_term_call(f)]
+        if not terms:
+            head = next((f for f, _ in factors if isinstance(f, ast.Call) and isinstance(f.func, ast.Name)), None)
+            if head is not None:
+                name = head.func.id  # type: ignore[union-attr]
+                raise error(f"unknown regularizer `{name}`", head.func.span,
+                            did_you_mean(name, [*TERMS, *TERM_ALIASES]) + ["regularizers: " + ", ".join(TERMS)])
+            raise error("`regularize` expects a regularizer call, e.g. `l1(param(\"head.weight\")) * 1e-4`", s.term.span)
+        if len(terms) > 1:
+            raise error("one regularizer per `regularize` statement", terms[1].span)
+        call: ast.Call = terms[0]  # type: ignore[assignment]
+        if any(f is call and inv for f, inv in factors):
+            raise error("a regularizer cannot divide", call.span)
+        rest = [(f, inv) for f, inv in factors if f is not call]
+        weight: Any = 1.0
+        if rest:
+            expr = _rebuild(rest, s.term.span)
+            weight = self.values.scalar(expr, "the weight")
+            if isinstance(weight, float) and weight < 0:
+                raise error(f"a regularizer's weight must be nonnegative, got {weight:g}", expr.span)
+        name = TERM_ALIASES.get(call.func.id, call.func.id)  # type: ignore[union-attr]
+        entry = TERMS[name]
+        if not call.args:
+            raise error(f"{call.func_name}(...) needs a target: param(...), act(...) or output", call.span)
+        target = self.selector(call.args[0], entry.targets, f"`{call.func_name}`")
+        options = dict(entry.options)
+        if call.func.id == "norm_21":  # type: ignore[union-attr]
+            options["groups"] = "rows"
+        extra_pos = call.args[1:]
+        if extra_pos:
+            raise error(f"{call.func_name}(...) takes its target positionally and options as keywords",
+                        extra_pos[0].span, [f"options: {', '.join(entry.options) or 'none'}"])
+        for k in call.kwargs:
+            key = k.name
+            if call.func.id == "norm_21" and key == "axis":  # type: ignore[union-attr]
+                axis = self.values.integer(k.value, "`axis`")
+                options["groups"] = "rows" if axis == 1 else "cols"
+                continue
+            if key == "w" and name == "group_l2":
+                raise error("group weights other than sqrt(|g|) are not supported in train blocks", k.span)
+            if key not in entry.options:
+                raise error(f"{call.func_name}(...) has no option `{key}`", k.span,
+                            did_you_mean(key, entry.options) + [f"options: {', '.join(entry.options) or 'none'}"])
+            options[key] = self.option(name, key, k.value)
+        via = s.via
+        if via is not None and via not in ("prox", "grad"):
+            raise error(f"unknown lowering `via {via}`", s.span, did_you_mean(via, ["prox", "grad"]) +
+                        ["`via prox` (proximal step after the optimizer step) or `via grad` (in the loss)"])
+        lowering, why = self.lowering(entry, target, via, s)
+        return TermPlan("regularize", name, target, weight, options, lowering,
+                        entry.kernel if lowering == "prox" else None, entry.penalty, why, via, None,
+                        entry.matrix, entry.separable, entry.math, s.span, span_text(s.span))
+
+    def option(self, term: str, key: str, e: ast.Expr) -> Any:
+        if key == "groups" and term == "group_l2":
+            if isinstance(e, ast.Call) and isinstance(e.func, ast.Name) and e.func.id == "blocks":
+                if len(e.args) != 2 or e.kwargs:
+                    raise error("blocks(n, m) takes two sizes", e.span)
+                n, m = (self.values.integer(a, "a block size", 1) for a in e.args)
+                return f"blocks({n}, {m})"
+            g = self.values.word(e, "`groups`")
+            if g not in GROUPINGS:
+                raise error(f"unknown grouping `{g}`", e.span, did_you_mean(g, GROUPINGS) +
+                            ["groupings: rows, cols, channels, all, blocks(n, m)"])
+            return g
+        if key == "mode":
+            m = self.values.word(e, "`mode`")
+            if m not in ("full", "offdiag", "grouped"):
+                raise error(f"unknown orthogonality mode `{m}`", e.span, did_you_mean(m, ["full", "offdiag", "grouped"]))
+            return m
+        if key in ("groups", "n_proj"):
+            return self.values.integer(e, f"`{key}`", 1)
+        return self.values.number(e, f"`{key}`")
+
+    def lowering(self, entry: TermEntry, target: Selector, via: str | None, s: ast.Regularize) -> tuple[str, str]:
+        if target.kind != "param":
+            if via == "prox":
+                raise error(f"`via prox` needs parameters: {target.text} is recomputed every forward pass, "
+                            "so its term joins the loss", s.span,
+                            ["a proximal step applies to tensors the optimizer owns: use param(...)"])
+            return "loss", f"{target.kind} term: added to the loss (autograd)"
+        if via == "grad":
+            if entry.smooth:
+                return "loss", "smooth: added to the loss (autograd)"
+            return "loss", "`via grad`: a subgradient through autograd (no exact zeros)"
+        if via == "prox":
+            if entry.kernel is None:
+                raise error(f"`{entry.name}` has no prox kernel; it can only join the loss", s.span,
+                            ["drop `via prox` (or write `via grad`)"])
+            return "prox", f"`via prox`: fused proximal step ({entry.kernel}) after the optimizer step"
+        if entry.default == "prox":
+            return "prox", "decoupled weight decay: the prox x/(1 + lr*lam) after the optimizer step (AdamW)"
+        if not entry.smooth and entry.kernel is not None:
+            return "prox", f"nonsmooth with a closed-form prox ({entry.kernel}): fused proximal step"
+        return "loss", "smooth: added to the loss (autograd)"
+
+    # ---- constrain
+    def constrain(self, s: ast.Constrain, plan: TrainPlan) -> TermPlan:
+        target = self.selector(s.target, ("param",), "`constrain`")
+        e = s.set
+        if isinstance(e, ast.Name):
+            name, args, kwargs, name_span = e.id, [], [], e.span
+        elif isinstance(e, ast.Call) and isinstance(e.func, ast.Name):
+            name, args, kwargs, name_span = e.func.id, e.args, e.kwargs, e.func.span
+        else:
+            raise error("a constraint set is a name or a call, e.g. `spectral_ball(1.0)`", e.span)
+        if name not in SETS:
+            raise error(f"unknown set `{name}`", name_span, did_you_mean(name, SETS) + ["sets: " + ", ".join(SETS)])
+        entry = SETS[name]
+        hyper: dict[str, Any] = dict(entry.defaults)
+        if len(args) > len(entry.args):
+            raise error(f"{name} takes {len(entry.args)} argument(s) ({', '.join(entry.args) or 'none'})",
+                        args[len(entry.args)].span)
+        given: list[tuple[str, ast.Expr]] = list(zip(entry.args, args))
+        for k in kwargs:
+            key = entry.aliases.get(k.name, k.name)
+            if key not in entry.args:
+                raise error(f"{name}(...) has no argument `{k.name}`", k.span,
+                            did_you_mean(k.name, [*entry.args, *entry.aliases]) +
+                            [f"arguments: {', '.join(entry.args) or 'none'}"])
+            given.append((key, k.value))
+        for key, v in given:
+            if key in entry.integer:
+                hyper[key] = self.values.integer(v, f"`{key}` of {name}", 0)
+            elif isinstance(v, ast.Name) and v.id in ("none", "None"):
+                hyper[key] = None
+            else:
+                hyper[key] = self.values.scalar(v, f"`{key}` of {name}")
+        missing = [a for a in entry.args if a not in hyper]
+        if missing:
+            raise error(f"{name} needs {', '.join(f'`{m}`' for m in missing)}", e.span,
+                        [f"e.g. {name}({', '.join(entry.args)})"])
+        if name == "nm_sparse" and not (0 < hyper["n"] <= hyper["m"]):
+            raise error(f"nm_sparse(N, M) needs 0 < N <= M, got N = {hyper['n']}, M = {hyper['m']}", e.span)
+        if name == "box" and hyper.get("lo") is None and hyper.get("hi") is None:
+            raise error("box(lo, hi) needs at least one bound", e.span)
+        hyper.update(entry.fixed)
+        gate = self.gate(s.gates)
+        why = f"projection onto {name} ({'convex' if entry.convex else 'nonconvex'}) after the optimizer step"
+        return TermPlan("constrain", name, target, 1.0, hyper, "projection", entry.kernel, None, why, None, gate,
+                        entry.matrix, False, entry.math, s.span, span_text(s.span))
+
+    def gate(self, gates: list[ast.Gate]) -> GatePlan | None:
+        if not gates:
+            return None
+        g = GatePlan()
+        seen: dict[str, ast.Gate] = {}
+        for gt in gates:
+            if gt.kind in seen:
+                raise error(f"`{gt.kind}` given twice", gt.span, [f"first at column {seen[gt.kind].span.column}"])
+            seen[gt.kind] = gt
+            unit = "steps" if gt.unit in ("steps", "step") else "epochs" if gt.unit in ("epoch", "epochs") else gt.unit
+            if gt.kind == "every":
+                g.every = self.values.integer(gt.value, "`every`", 1)
+                g.every_unit = unit
+            elif gt.kind == "from":
+                g.start = self.values.number(gt.value, "`from`")
+                g.start_unit = "step" if unit == "steps" else "epoch"
+            else:
+                g.stop = self.values.number(gt.value, "`until`")
+                g.stop_unit = "step" if unit == "steps" else "epoch"
+        if g.start is not None and g.stop is not None and g.start_unit == g.stop_unit and g.stop <= g.start:
+            raise error(f"`until {g.stop_unit} {g.stop:g}` is not after `from {g.start_unit} {g.start:g}`: "
+                        "the projection would never run", gates[-1].span)
+        return g
+
+
+def _rebuild(factors: list[tuple[ast.Expr, bool]], span: Span) -> ast.Expr:
+    """Rebuild a product from factors (for the weight of a term)."""
+    out: ast.Expr | None = None
+    for f, inv in factors:
+        if out is None:
+            out = ast.BinOp("/", ast.Num(1.0, span=f.span), f, span=f.span) if inv else f
+        else:
+            out = ast.BinOp("/" if inv else "*", out, f, span=_join(out.span, f.span))
+    assert out is not None
+    return out
+
+
+def _join(a: Span, b: Span) -> Span:
+    first, last = (a, b) if (a.line, a.column) <= (b.line, b.column) else (b, a)
+    return Span(first.source, first.line, first.column, last.end_line, last.end_column)
+
+
+def select_train(spec: ast.Spec, name: str | None) -> ast.TrainBlock:
+    """The train block called ``name`` (the first one when ``name`` is None)."""
+    trains = spec.trains
+    if name is None:
+        if not trains:
+            raise error(f"{spec.source.path} has no `train` block",
+                        notes=[f"its blocks: {', '.join(b.name for b in spec.blocks) or 'none'}"])
+        return trains[0]
+    for t in trains:
+        if t.name == name:
+            return t
+    raise error(f"no train block named `{name}` in {spec.source.path}",
+                notes=did_you_mean(name, [t.name for t in trains]) +
+                [f"train blocks: {', '.join(t.name for t in trains) or 'none'}"])
+
+
+def plan_train(spec: ast.Spec, name: str | None = None) -> TrainPlan:
+    """Resolve one train block (the first by default) into a ``TrainPlan``; errors are located."""
+    return _Planner(spec, select_train(spec, name)).run()
+
+
+PlanFn = Callable[[ast.Spec, "str | None"], TrainPlan]
