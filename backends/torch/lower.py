@@ -58,11 +58,16 @@ class TorchProgram:
     module: torch.nn.Module                  # holds variables (parameters), data and params (buffers)
     smooth: fx.GraphModule                   # forward() -> smooth part of the objective (minimized)
     objective: fx.GraphModule                # forward() -> the objective as the spec states it
-    steps: list[ProxStep]
+    steps: list[ProxStep]                    # FISTA: every nonsmooth piece; PDHG: the pieces of g
     split: Split
     dtype: torch.dtype
     device: torch.device
     var_names: list[str] = field(default_factory=list)
+    operators: list = field(default_factory=list)  # PDHG: LoweredOperator per dual block
+
+    @property
+    def algorithm(self) -> str:
+        return self.split.algorithm
 
     def variables(self) -> list[torch.nn.Parameter]:
         return [getattr(self.module, f"var_{n}") for n in self.var_names]
@@ -147,16 +152,44 @@ def _sum_nodes(em: _GraphEmitter, values: list[Any]) -> Any:
 
 
 def refuse(ir: IR, split: Split) -> RegspecError:
-    diags = [Diagnostic(f"the torch backend cannot solve this with FISTA: {why}", ir[node]["span"])
-             for why, node in split.reasons]
+    """The located refusal of a spec the torch backend cannot lower (one diagnostic per reason)."""
+    diags = [Diagnostic(f"the torch backend cannot lower this: {why}", ir[node]["span"])
+             for why, node in split.refusals]
     diags[-1].notes.append("use --backend cvxpy")
     return RegspecError(diags)
 
 
+def _kernel_hyper(ir: IR, core: dict[str, Any], dtype: torch.dtype, device: torch.device) -> dict[str, Any]:
+    """Kernel keywords of a prox term from the atom's evaluated keywords (``Atom.prox_hyper``)."""
+    atom = ATOMS[core["atom"]]
+    kw = dict(core.get("static", {}))
+    for k, v in core.get("tensor_kwargs", {}).items():
+        if "value" in ir[v]:
+            kw[k] = ir[v]["value"]
+    if hasattr(atom, "prox_hyper"):
+        shapes = [tuple(ir[a]["shape"]) for a in core["args"]]
+        hyper = atom.prox_hyper(kw, shapes)
+    else:
+        hyper = {k: kw[n] for k, n in atom.prox.hyper if kw.get(n) is not None}
+    return {k: (_as_tensor(v, dtype, device) if isinstance(v, np.ndarray) else v) for k, v in hyper.items()}
+
+
+def _check_kernel(ir: IR, name: str | None, node: int, what: str) -> None:
+    from regspec.backends.torch.prox import KERNELS
+
+    if name is None or name not in KERNELS:
+        raise RegspecError([Diagnostic(f"the torch backend has no kernel `{name}` for {what}", ir[node]["span"],
+                                       notes=["use --backend cvxpy"])])
+
+
 def lower(ir: IR, *, dtype: torch.dtype = torch.float64, device: str | torch.device = "cpu",
           init: dict[str, np.ndarray] | None = None) -> TorchProgram:
+    """IR -> TorchProgram. FISTA programs bind every nonsmooth piece to its variable; PDHG programs
+    bind the pieces of g (one per variable) and lower each operator term to an fx GraphModule of
+    its affine expression (``pdhg_lowering``). A spec neither can take raises a located
+    RegspecError."""
     split: Split = ir.meta["split"]
-    if split.algorithm != "fista":
+    if split.algorithm == "none":
         raise refuse(ir, split)
     device = torch.device(device)
     root = torch.nn.Module()
@@ -184,23 +217,25 @@ def lower(ir: IR, *, dtype: torch.dtype = torch.float64, device: str | torch.dev
         total = obj_em.graph.call_function(torch.add if sense == "minimize" else torch.sub, (total, r))
     objective = obj_em.finish(total)
 
+    pdhg = split.algorithm == "pdhg"
     steps: list[ProxStep] = []
-    for t in split.prox:
+    for t in (split.g_prox if pdhg else split.prox):
         core = ir[t.core]
-        atom = ATOMS[core["atom"]]
-        hyper: dict[str, Any] = {}
-        for kernel_name, kw_name in atom.prox.hyper:
-            if kw_name in core.get("tensor_kwargs", {}):
-                hyper[kernel_name] = _as_tensor(ir[core["tensor_kwargs"][kw_name]]["value"], dtype, device)
-            elif core.get("static", {}).get(kw_name) is not None:
-                hyper[kernel_name] = core["static"][kw_name]
-        steps.append(ProxStep(ir[t.var]["name"], t.kernel, t, hyper, t.core, "prox"))
-    for p in split.projections:
+        _check_kernel(ir, t.kernel, t.core, f"`{ir.text(t.core)}`")
+        steps.append(ProxStep(ir[t.var]["name"], t.kernel, t, _kernel_hyper(ir, core, dtype, device), t.core, "prox"))
+    for p in (split.g_projections if pdhg else split.projections):
         s = ir[p.set_node]
-        steps.append(ProxStep(ir[p.var]["name"], p.kernel, None, SETS[s["set"]].kernel_hyper(s["static"]),
-                              p.source, "projection"))
+        _check_kernel(ir, p.kernel, p.source, f"the set {s['set']}")
+        hyper = {k: (_as_tensor(v, dtype, device) if isinstance(v, np.ndarray) else v)
+                 for k, v in SETS[s["set"]].kernel_hyper(s["static"]).items()}
+        steps.append(ProxStep(ir[p.var]["name"], p.kernel, None, hyper, p.source, "projection"))
     steps = _combine(steps)
-    return TorchProgram(ir, root, smooth, objective, steps, split, dtype, device, var_names)
+    operators = []
+    if pdhg:
+        from regspec.backends.torch.pdhg_lowering import lower_operators
+
+        operators = lower_operators(ir, split, root, dtype, device, var_names)
+    return TorchProgram(ir, root, smooth, objective, steps, split, dtype, device, var_names, operators)
 
 
 def _combine(steps: list[ProxStep]) -> list[ProxStep]:
@@ -231,4 +266,7 @@ def term_weight(program: TorchProgram, step: ProxStep, params: dict[str, np.ndar
     for n, e in t.scale:
         v = float(np.asarray(evaluate(program.ir, n, params)))
         w = w * v if e > 0 else w / v
+    prox = ATOMS[program.ir[t.core]["atom"]].prox
+    if prox is not None and getattr(prox, "negated", False):
+        w = -w  # the kernel is the prox of -atom: the weight of -atom is -w >= 0
     return float(w)

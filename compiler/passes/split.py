@@ -1,6 +1,35 @@
-"""Split the objective for first-order methods: smooth terms (autograd), separable prox terms on a
-single variable, projections (variable domains and ``x in SET``), and terms or constraints that act
-through linear operators (these need a primal-dual method). Chooses the algorithm and says why."""
+"""Split the objective for first-order methods and choose the torch backend's algorithm.
+
+Every objective (and ``regularize``) term ``sign * prod(scale) * core`` gets a role:
+
+- ``constant``: does not depend on a variable;
+- ``smooth``: differentiable; joins the smooth part s(x), evaluated and differentiated by autograd;
+- ``prox``: ``w * f(x)`` with f in the catalogue with a closed-form prox and x a variable
+  (w >= 0 a constant); its prox is a kernel call, separable across variables;
+- ``operator``: ``w * f(K x + c)`` with K x + c an affine expression of the variables that is not a
+  single variable, and f either prox-able or, for the atoms of ``OPERATOR_FORMS``, a prox-able
+  function of a fixed linear map of its argument (sum_of_norms = group norm of pair differences,
+  tv = l1 of differences). PDHG takes it through the prox of f*, by Moreau's identity.
+
+Sets: a variable's domain and ``x in SET`` are projections. Constraints on affine expressions
+(``sum(P, axis = 1) == a``, ``L + S == M``, ``A @ x <= b``, ``A @ x in SET``) become operator
+terms too: ``f`` is the indicator of ``{0}``, of the nonpositive orthant, or of the set, composed
+with ``K x + c = lhs - rhs``.
+
+Algorithm (``Split.algorithm``):
+
+- ``fista``: no operator terms and at most one nonsmooth piece per variable (or a pair with a
+  joint closed-form prox, ``COMBINED``): minimize s(x) + h(x) by FISTA with backtracking;
+- ``pdhg``: otherwise, when every piece can be lowered: minimize s(x) + g(x) + sum_k f_k(K_k x)
+  by Chambolle-Pock (Condat-Vu when s is present), with g the separable prox/projection pieces
+  (one per variable) and the rest as dual blocks (a second piece on one variable becomes an
+  operator term with K = identity);
+- ``none``: some term has no lowering; ``refusals`` says which and why (with its node, so that
+  the error points at it).
+
+``reasons`` lists why FISTA does not apply (each with its node): ``regspec explain`` prints it.
+This pass imports neither torch nor cvxpy: the kernel names are checked when lowering.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -16,7 +45,7 @@ class Term:
     core: int
     sign: float = 1.0
     scale: list[tuple[int, int]] = field(default_factory=list)
-    role: str = ""            # smooth | prox | constant | operator
+    role: str = ""            # smooth | prox | constant | operator | refused
     var: int | None = None    # for prox terms: the variable the prox acts on
     kernel: str | None = None
     why: str = ""
@@ -31,12 +60,43 @@ class Projection:
 
 
 @dataclass
+class OperatorTerm:
+    """One dual block of PDHG: ``f(K x + c)`` with ``K x + c`` an affine expression.
+
+    ``kind``:
+      - ``prox``: f = w * atom (``term`` holds the weight, ``kernel`` the atom's prox kernel, or
+        ``form`` names an operator form, see ``OPERATOR_FORMS``); the affine expression is ``expr``;
+      - ``equality`` / ``nonpos``: f = indicator of {0} / of {z <= 0}; the affine expression is
+        ``lhs - rhs`` (``sides``);
+      - ``set``: f = indicator of the set ``set_node`` (``kernel`` = its projection) of ``expr``.
+    ``identity``: the expression is a bare variable (a second nonsmooth piece on that variable).
+    ``source``: the node errors and explain point at (the term's core or the constraint).
+    """
+
+    kind: str
+    source: int
+    expr: int | None = None
+    sides: tuple[int, int] | None = None
+    term: Term | None = None
+    kernel: str | None = None
+    form: str | None = None
+    set_node: int | None = None
+    identity: bool = False
+    why: str = ""
+
+
+@dataclass
 class Split:
     terms: list[Term]
     projections: list[Projection]
     operator_constraints: list[int]
     algorithm: str            # fista | pdhg | none
     reasons: list[tuple[str, int]]  # why the torch backend cannot use FISTA, each with its node
+    operators: list[OperatorTerm] = field(default_factory=list)   # PDHG dual blocks
+    g_projections: list[Projection] = field(default_factory=list)  # PDHG: projections kept in g
+    g_prox: list[Term] = field(default_factory=list)                # PDHG: prox terms kept in g
+    refusals: list[tuple[str, int]] = field(default_factory=list)  # why the torch backend refuses
+    why_algorithm: str = ""
 
     @property
     def smooth(self) -> list[Term]:
@@ -49,6 +109,17 @@ class Split:
 
 # Pairs (prox kernel, set) with one closed-form prox of the sum.
 COMBINED = {("l1", "nonneg"): "l1_nonneg"}
+
+# Atoms that are a prox-able function g of a fixed linear map D of their argument, f(x) = g(D x),
+# with no closed-form prox of their own when D is not orthogonal: the torch backend lowers
+# w * f(A x + b) as one PDHG block with K = D A. The torch side (``pdhg_lowering.FORMS``) builds
+# D and g from the atom's keywords; this table only says which atoms have such a form.
+OPERATOR_FORMS: dict[str, str] = {
+    "sum_of_norms": "sum over pairs (i, j) of w_ij ||X_i - X_j||_2: a row-group l2 norm of B X, "
+                    "B the pair incidence matrix",
+    "tv": "total variation: l1 (anisotropic) or l2-per-pixel (isotropic) norm of finite differences",
+    "graph_tv": "sum over edges of w_ij |x_i - x_j|: weighted l1 norm of B x, B the edge incidence",
+}
 
 
 def _flatten(ir: IR, node: int, sign: float, scale: list[tuple[int, int]], out: list[Term]) -> None:
@@ -99,6 +170,114 @@ def _scale_sign_ok(ir: IR, term: Term) -> bool:
     return not neg
 
 
+def _is_affine_expr(ir: IR, node: int) -> bool:
+    return ir[node]["curvature"] is Curvature.AFFINE
+
+
+def _classify(ir: IR, t: Term) -> OperatorTerm | None:
+    """Role of one term; returns its operator block when it is an operator term."""
+    core = ir[t.core]
+    if core["curvature"] is Curvature.CONSTANT:
+        t.role, t.why = "constant", "does not depend on a variable"
+        return None
+    if is_smooth(ir, t.core):
+        t.role, t.why = "smooth", "differentiable: joins the smooth part (autograd)"
+        return None
+    name = core.get("atom", "")
+    atom = ATOMS.get(name)
+    args = core.get("args", [])
+    arg = args[0] if args else None
+    t.role = "refused"
+    if atom is None or arg is None:
+        t.why = f"`{ir.text(t.core)}` is nonsmooth and not a catalogue atom applied to an argument"
+        return None
+    negated = atom.prox is not None and getattr(atom.prox, "negated", False)
+    flipped = Term(t.core, -t.sign, t.scale)
+    if not _scale_sign_ok(ir, flipped if negated else t):
+        t.why = (f"the nonsmooth term {name} has a weight that is " + ("positive" if negated else "negative") +
+                 " or of unknown sign (its prox needs a " + ("nonpositive" if negated else "nonnegative") +
+                 " weight: the term would be nonconvex)")
+        return None
+    if any(ir[v]["curvature"] is not Curvature.CONSTANT for v in core.get("tensor_kwargs", {}).values()):
+        t.why = f"a keyword argument of {name} depends on a variable"
+        return None
+    if len(args) > 1:
+        t.why = f"{name} has {len(args)} tensor arguments; proxes are lowered for one-argument atoms only"
+        return None
+    has_form = name in OPERATOR_FORMS
+    if atom.prox is not None and ir[arg]["kind"] == "var":
+        t.role, t.var, t.kernel = "prox", arg, atom.prox.kernel
+        t.why = f"{name} of the variable `{ir[arg]['name']}` has a closed-form prox ({atom.prox.kernel})"
+        return None
+    if not _is_affine_expr(ir, arg):
+        t.why = (f"{name} is nonsmooth and its argument `{ir.text(arg)}` is {ir[arg]['curvature'].value}, "
+                 "not affine: no prox or linear-operator splitting applies")
+        return None
+    if atom.prox is None and not has_form:
+        t.why = f"{name} is nonsmooth and has no prox in the catalogue"
+        return None
+    t.role = "operator"
+    if ir[arg]["kind"] == "var":
+        t.why = (f"{name} of `{ir.text(arg)}` has no closed-form prox; it is {OPERATOR_FORMS[name]}: "
+                 "a dual block of PDHG")
+    elif atom.prox is not None:
+        t.why = (f"{name} acts on `{ir.text(arg)}`, a linear map of the variables, not on a variable itself: "
+                 f"a dual block of PDHG through the prox of its conjugate ({atom.prox.kernel}, Moreau)")
+    else:
+        t.why = (f"{name} of `{ir.text(arg)}` is {OPERATOR_FORMS[name]}, composed with a linear map of the "
+                 "variables: a dual block of PDHG")
+    form = name if (has_form and (atom.prox is None or ir[arg]["kind"] == "var")) else None
+    return OperatorTerm("prox", t.core, expr=arg, term=t, kernel=None if form else atom.prox.kernel,
+                        form=form, identity=ir[arg]["kind"] == "var", why=t.why)
+
+
+def _constraint(ir: IR, c: int, projections: list[Projection], operators: list[OperatorTerm],
+                refusals: list[tuple[str, int]]) -> bool:
+    """Route one constraint; returns True when it is an operator constraint (not a projection)."""
+    d = ir[c]
+    lhs = d["args"][0]
+    text = ir.text(c)
+    if d["op"] == "in":
+        set_node = d["args"][1]
+        entry = SETS[ir[set_node]["set"]]
+        if ir[lhs]["kind"] == "var":
+            projections.append(Projection(lhs, set_node, c, entry.projection))
+            return False
+        if ir[lhs]["curvature"] is Curvature.CONSTANT:
+            return False
+        if not _is_affine_expr(ir, lhs):
+            refusals.append((f"the constraint `{text}` constrains `{ir.text(lhs)}`, which is not affine", c))
+        elif not entry.convex:
+            refusals.append((f"the constraint `{text}` puts a linear map of the variables in the nonconvex set "
+                             f"{entry.name}; projections onto nonconvex sets apply to variables only", c))
+        elif entry.projection is None:
+            refusals.append((f"the set {entry.name} has no projection kernel", c))
+        else:
+            operators.append(OperatorTerm("set", c, expr=lhs, kernel=entry.projection, set_node=set_node,
+                                          why=f"`{ir.text(lhs)}` in {entry.name}: indicator of the set composed "
+                                              "with a linear map (dual block, projection by Moreau)"))
+        return True
+    rhs = d["args"][1]
+    if ir[lhs]["curvature"] is Curvature.CONSTANT and ir[rhs]["curvature"] is Curvature.CONSTANT:
+        return False
+    if not (_is_affine_expr(ir, lhs) or ir[lhs]["curvature"] is Curvature.CONSTANT) or \
+            not (_is_affine_expr(ir, rhs) or ir[rhs]["curvature"] is Curvature.CONSTANT):
+        bad = lhs if not ir[lhs]["curvature"].is_affine else rhs
+        refusals.append((f"the constraint `{text}` has the nonlinear side `{ir.text(bad)}`; the torch backend "
+                         "takes affine constraints and `x in SET` (e.g. `x in l2_ball(1)` for norm2(x) <= 1)", c))
+        return True
+    if d["op"] == "==":
+        operators.append(OperatorTerm("equality", c, sides=(lhs, rhs),
+                                      why=f"`{text}`: indicator of {{0}} of lhs - rhs (dual block)"))
+    elif d["op"] == "<=":
+        operators.append(OperatorTerm("nonpos", c, sides=(lhs, rhs),
+                                      why=f"`{text}`: indicator of lhs - rhs <= 0 (dual block)"))
+    else:
+        operators.append(OperatorTerm("nonpos", c, sides=(rhs, lhs),
+                                      why=f"`{text}`: indicator of rhs - lhs <= 0 (dual block)"))
+    return True
+
+
 def split_terms(ir: IR) -> IR:
     obj = ir.objective()
     terms: list[Term] = []
@@ -108,30 +287,15 @@ def split_terms(ir: IR) -> IR:
         _flatten(ir, ir[r]["args"][0], 1.0, [], terms)
 
     reasons: list[tuple[str, int]] = []
+    refusals: list[tuple[str, int]] = []
+    operators: list[OperatorTerm] = []
     for t in terms:
-        core = ir[t.core]
-        if core["curvature"] is Curvature.CONSTANT:
-            t.role, t.why = "constant", "does not depend on a variable"
-        elif is_smooth(ir, t.core):
-            t.role, t.why = "smooth", "differentiable: joins the smooth part (autograd)"
-        else:
-            atom = ATOMS.get(core.get("atom", ""))
-            arg = core["args"][0] if core.get("args") else None
-            if atom is not None and atom.prox is not None and arg is not None and ir[arg]["kind"] == "var" \
-                    and _scale_sign_ok(ir, t) and all(ir[v]["curvature"] is Curvature.CONSTANT
-                                                      for v in core.get("tensor_kwargs", {}).values()):
-                t.role, t.var, t.kernel = "prox", arg, atom.prox.kernel
-                t.why = f"{atom.name} of the variable `{ir[arg]['name']}` has a closed-form prox ({atom.prox.kernel})"
-            else:
-                t.role = "operator"
-                if atom is not None and atom.prox is not None and arg is not None and ir[arg]["kind"] != "var":
-                    t.why = (f"{atom.name} acts on `{ir.text(arg)}`, a linear map of the variables, "
-                             "not on a variable itself")
-                elif atom is not None and atom.prox is None:
-                    t.why = f"{atom.name} is nonsmooth and has no prox"
-                else:
-                    t.why = "nonsmooth term with a weight of unknown sign"
-                reasons.append((t.why, t.core))
+        op = _classify(ir, t)
+        if op is not None:
+            operators.append(op)
+            reasons.append((t.why, t.core))
+        elif t.role == "refused":
+            refusals.append((t.why, t.core))
 
     projections: list[Projection] = []
     operator_constraints: list[int] = []
@@ -140,36 +304,70 @@ def split_terms(ir: IR) -> IR:
         if dom is not None:
             projections.append(Projection(v, dom, v, SETS[ir[dom]["set"]].projection))
     for c in ir.nodes_of("constraint"):
-        d = ir[c]
-        lhs = d["args"][0]
-        if d["op"] == "in" and ir[lhs]["kind"] == "var":
-            projections.append(Projection(lhs, d["args"][1], c, SETS[ir[d["args"][1]]["set"]].projection))
-        else:
+        n_ops = len(operators)
+        if _constraint(ir, c, projections, operators, refusals):
             operator_constraints.append(c)
-            reasons.append((f"the constraint `{ir.text(c)}` couples variables through a linear map", c))
+            if len(operators) > n_ops:
+                reasons.append((f"the constraint `{ir.text(c)}` couples variables through a linear map", c))
+
+    for p in projections:
+        if p.kernel is None:
+            refusals.append((f"the set {ir[p.set_node]['set']} has no projection kernel", p.source))
 
     # Each variable may carry one nonsmooth piece (a prox term or a projection), or a known pair.
+    # For PDHG the extra pieces become dual blocks with K = identity; projections stay in g first
+    # (the iterates then stay in the set).
     by_var: dict[int, list] = {}
     for t in terms:
         if t.role == "prox":
             by_var.setdefault(t.var, []).append(t)
     for p in projections:
         by_var.setdefault(p.var, []).append(p)
+    g_prox: list[Term] = []
+    g_proj: list[Projection] = []
     for v, items in by_var.items():
-        if len(items) <= 1:
-            continue
         kinds = tuple(sorted(((i.kernel if isinstance(i, Term) else ir[i.set_node]["set"]) for i in items),
                              key=lambda k: k != "l1"))
-        if len(items) == 2 and kinds in COMBINED:
+        if len(items) <= 1 or (len(items) == 2 and kinds in COMBINED):
+            g_prox += [i for i in items if isinstance(i, Term)]
+            g_proj += [i for i in items if isinstance(i, Projection)]
             continue
         reasons.append((f"the variable `{ir[v]['name']}` has {len(items)} nonsmooth pieces "
                         f"({', '.join(map(str, kinds))}) with no closed-form joint prox", v))
-    for p in projections:
-        if p.kernel is None:
-            reasons.append((f"the set {ir[p.set_node]['set']} has no projection kernel", p.source))
+        keep = next((i for i in items if isinstance(i, Projection)), items[0])
+        for i in items:
+            if i is keep:
+                (g_proj if isinstance(i, Projection) else g_prox).append(i)
+            elif isinstance(i, Term):
+                i.role = "operator"
+                operators.append(OperatorTerm("prox", i.core, expr=v, term=i, kernel=i.kernel, identity=True,
+                                              why=f"second nonsmooth piece on `{ir[v]['name']}`: a dual block "
+                                                  "with K = identity"))
+            else:
+                s = ir[i.set_node]
+                if not SETS[s["set"]].convex:
+                    refusals.append((f"`{ir[v]['name']}` in the nonconvex set {s['set']} together with other "
+                                     "nonsmooth pieces: no splitting is exact", i.source))
+                operators.append(OperatorTerm("set", i.source, expr=v, kernel=i.kernel, set_node=i.set_node,
+                                              identity=True,
+                                              why=f"second set on `{ir[v]['name']}`: a dual block with K = identity"))
 
-    algorithm = "fista" if not reasons else "pdhg"
-    ir.meta["split"] = Split(terms, projections, operator_constraints, algorithm, reasons)
+    if refusals:
+        algorithm = "none"
+        why = "refused: " + "; ".join(w for w, _ in refusals)
+    elif not reasons:
+        algorithm = "fista"
+        why = ("smooth part plus separable prox/projection pieces, one per variable: FISTA with backtracking "
+               "(prox-gradient residual certificate)")
+    else:
+        algorithm = "pdhg"
+        has_smooth = any(t.role == "smooth" for t in terms)
+        why = (("Condat-Vu" if has_smooth else "Chambolle-Pock") + " PDHG: " +
+               "; ".join(w for w, _ in reasons) +
+               ". Steps from ||K|| (power iteration)" + (" and L of the smooth part" if has_smooth else ""))
+    ir.meta["split"] = Split(terms, projections, operator_constraints, algorithm, reasons, operators,
+                             g_proj if algorithm == "pdhg" else [], g_prox if algorithm == "pdhg" else [],
+                             refusals, why)
     for t in terms:
         ir[t.core]["role"] = t.role
     return ir

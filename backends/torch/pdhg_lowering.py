@@ -1,0 +1,465 @@
+"""Operator terms of the torch backend: IR -> linear operators and conjugate proxes for PDHG.
+
+A problem the split pass marks ``pdhg`` is
+
+    minimize  s(x) + g(x) + sum_k f_k(K_k x + c_k)
+
+with ``s`` the smooth part (an fx GraphModule, autograd), ``g`` the separable prox and projection
+pieces bound to variables (``ProxStep``, the same kernels FISTA and training use), and one dual
+block per operator term (``OperatorTerm`` of the split):
+
+- ``w * atom(A(x))`` with ``A(x)`` affine: ``K x + c = D(A(x))`` where ``D`` is the identity or,
+  for the atoms of ``FORMS`` (sum_of_norms, tv), a fixed linear map, and ``f = w * h(. )`` with
+  ``h`` the atom's prox kernel (or the form's outer kernel: group l2 of pair differences, l1 of
+  finite differences);
+- ``lhs == rhs``: ``f`` = indicator of ``{0}`` of ``lhs - rhs``;
+- ``lhs <= rhs``: ``f`` = indicator of the nonpositive orthant of ``lhs - rhs``;
+- ``A(x) in SET``: ``f`` = indicator of the set, whose prox is the set's projection kernel.
+
+Affine extraction. The affine expression is emitted into its own fx GraphModule whose inputs are
+the variables it reads (placeholders ``var_NAME``; data, constants and parameters are buffers of
+the program module). Its value at zero is the offset ``c``; ``apply(x) = expr(x) - c`` is the linear
+part ``K x``, and the adjoint ``K^T y`` is the vector-Jacobian product of the linear apply,
+computed by ``torch.func.vjp`` once at ``x = 0`` and reused (K is linear, so its vjp does not
+depend on the point). Every affine atom of the catalogue therefore works without a hand-written
+adjoint.
+
+Conjugate proxes. With ``f(z) = w h(z + c)``: ``prox_{t f}(v) = prox_{t w h}(v + c) - c`` (a kernel
+call), and ``prox_{sigma f*}(y) = y - sigma prox_{f / sigma}(y / sigma)`` (Moreau's identity,
+``solvers.conj_prox_from_prox``). Equalities use ``prox_{sigma f*}(y) = y + sigma c``
+(``solvers.equality_conj_prox`` with ``b = -c``); ``lhs <= rhs`` gives ``max(y + sigma c, 0)``.
+
+Scaling. Each block is normalized to unit operator norm before PDHG runs: ``K_k -> K_k / n_k``
+and ``f_k -> f_k(n_k .)``, the same problem (the prox of the rescaled conjugate is
+``prox_{sigma f*(a .)}(y) = prox_{sigma a^2 f*}(a y) / a`` with ``a = 1/n_k``). Blocks of very
+different norms (row sums with norm sqrt(m), pair differences with norm sqrt(class size)) then get
+comparable dual steps, a block-diagonal form of Pock and Chambolle's preconditioning. ``n_k`` is
+estimated by power iteration (inflated by 1%); the stacked norm for the step condition is
+``sqrt(sum_k ||K_k / n_k||^2) <= sqrt(#blocks)``, or a power iteration on the scaled stack when it is
+cheaper to be exact than safe (see ``solve``).
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import torch.fx as fx
+from torch import Tensor
+
+from regspec.compiler.catalogue import ATOMS, SETS
+from regspec.compiler.evaluate import evaluate
+from regspec.compiler.ir import IR
+from regspec.compiler.passes.split import OperatorTerm, Split, Term
+from regspec.diagnostics import Diagnostic, RegspecError
+
+__all__ = ["FORMS", "LoweredOperator", "lower_operators", "build_block", "Block", "describe"]
+
+
+# ------------------------------------------------------------------------------------------------
+# operator forms: f(X) = g(D X) for atoms without a closed-form prox
+# ------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Form:
+    """``atom(X) = g(D X)``: ``pre`` computes D X in torch (linear), ``kernel``/``hyper`` give g's
+    prox, ``text`` says what D is (for explain)."""
+
+    pre: Callable[[Tensor], Tensor]
+    kernel: str
+    hyper: dict[str, Any]
+    text: str
+
+
+def _weights(value: Any, count: int, like_dtype: torch.dtype, device: torch.device) -> Tensor:
+    if value is None:
+        return torch.ones(count, dtype=like_dtype, device=device)
+    w = torch.as_tensor(np.asarray(value, dtype=float), dtype=like_dtype, device=device)
+    return w.expand(count).clone() if w.dim() == 0 else w.reshape(count)
+
+
+def _form_sum_of_norms(kw: dict[str, Any], shape: tuple[int, ...], dtype: torch.dtype,
+                       device: torch.device) -> Form:
+    """sum_p w_p ||X[i_p] - X[j_p]||: D X = X[I] - X[J] (the pair incidence B applied to the rows),
+    g = row-group l2 with weights w (l1 with weights w for a vector X)."""
+    pairs = np.asarray(kw["pairs"], dtype=np.int64).reshape(-1, 2)
+    i = torch.as_tensor(pairs[:, 0], device=device)
+    j = torch.as_tensor(pairs[:, 1], device=device)
+    w = _weights(kw.get("w"), len(pairs), dtype, device)
+
+    def pre(x: Tensor) -> Tensor:
+        return x.index_select(0, i) - x.index_select(0, j)
+
+    if len(shape) == 1:
+        return Form(pre, "l1", {"weight": w}, f"B x, B the {len(pairs)} x {shape[0]} pair incidence")
+    return Form(pre, "group_l2", {"groups": "rows", "weights": w},
+                f"B X, B the {len(pairs)} x {shape[0]} pair incidence (rows of X)")
+
+
+def _form_tv(kw: dict[str, Any], shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> Form:
+    """1-D: D x = x[1:] - x[:-1], g = weighted l1. 2-D iso (CVXPY's tv): per pixel of the
+    (m-1) x (n-1) grid the pair (dx, dy) = (U[1:, :-1] - U[:-1, :-1], U[:-1, 1:] - U[:-1, :-1]),
+    g = row-group l2 (one group per pixel) with weights w[:-1, :-1]. 2-D aniso: all vertical and
+    horizontal forward differences, g = weighted l1 with weights w[:-1, :] and w[:, :-1]."""
+    w = kw.get("w")
+    if len(shape) == 1:
+        n = shape[0]
+        weight = _weights(w, n - 1, dtype, device)
+        return Form(lambda x: x[1:] - x[:-1], "l1", {"weight": weight}, f"forward differences ({n - 1} x {n})")
+    m, n = shape
+    wt = torch.ones(shape, dtype=dtype, device=device) if w is None else \
+        torch.as_tensor(np.asarray(w, dtype=float), dtype=dtype, device=device).expand(shape)
+    if kw.get("mode", "iso") == "iso":
+        def pre_iso(u: Tensor) -> Tensor:
+            dx = u[1:, :-1] - u[:-1, :-1]
+            dy = u[:-1, 1:] - u[:-1, :-1]
+            return torch.stack([dx.reshape(-1), dy.reshape(-1)], dim=1)
+
+        return Form(pre_iso, "group_l2", {"groups": "rows", "weights": wt[:-1, :-1].reshape(-1).clone()},
+                    f"image gradient on the {m - 1} x {n - 1} grid (isotropic)")
+
+    def pre_aniso(u: Tensor) -> Tensor:
+        return torch.cat([(u[1:, :] - u[:-1, :]).reshape(-1), (u[:, 1:] - u[:, :-1]).reshape(-1)])
+
+    weight = torch.cat([wt[:-1, :].reshape(-1), wt[:, :-1].reshape(-1)])
+    return Form(pre_aniso, "l1", {"weight": weight}, f"vertical and horizontal differences of the {m} x {n} image")
+
+
+FORMS: dict[str, Callable[[dict[str, Any], tuple[int, ...], torch.dtype, torch.device], Form]] = {
+    "sum_of_norms": _form_sum_of_norms,
+    "tv": _form_tv,
+}
+
+
+# ------------------------------------------------------------------------------------------------
+# lowering: one fx GraphModule per affine expression
+# ------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class LoweredOperator:
+    """One dual block, lowered: ``expr`` maps the variables ``var_names`` (positional inputs, in
+    program order) to the affine expression ``A(x)``; the block is ``f(D(A(x)))``."""
+
+    op: OperatorTerm
+    expr: fx.GraphModule
+    var_names: list[str]
+    shape: tuple[int, ...]
+    kind: str                       # prox | equality | nonpos | set
+    kernel: str | None              # prox kernel of h (prox kind, no form) or projection kernel (set)
+    negated: bool = False           # the kernel is the prox of -atom (weights w <= 0)
+    form: str | None = None
+    text: str = ""                  # what K and f are, for explain
+
+    @property
+    def source(self) -> int:
+        return self.op.source
+
+
+def _emitter_class():
+    from regspec.backends.torch.lower import _GraphEmitter
+
+    class AffineEmitter(_GraphEmitter):
+        """Emits an expression with the variables as graph inputs (placeholders), so that the
+        resulting GraphModule is a plain function of them: ``expr(var_P, var_Q) -> Tensor``."""
+
+        def __init__(self, root, ir, dtype, device, var_names: list[str]):
+            super().__init__(root, ir, dtype, device)
+            self.inputs = {name: self.graph.placeholder(f"var_{name}") for name in var_names}
+
+        def emit(self, node: int) -> Any:
+            d = self.ir[node]
+            if d["kind"] == "var":
+                return self.inputs[d["name"]]
+            return super().emit(node)
+
+    return AffineEmitter
+
+
+def _vars_of(ir: IR, nodes: list[int], order: list[str]) -> list[str]:
+    names = set()
+    for n in nodes:
+        for a in ir.ancestors(n) | {n}:
+            if ir[a]["kind"] == "var":
+                names.add(ir[a]["name"])
+    return [v for v in order if v in names]
+
+
+def _fail(ir: IR, node: int, message: str) -> RegspecError:
+    return RegspecError([Diagnostic(message, ir[node]["span"], notes=["use --backend cvxpy"])])
+
+
+def lower_operators(ir: IR, split: Split, root: torch.nn.Module, dtype: torch.dtype, device: torch.device,
+                    var_order: list[str]) -> list[LoweredOperator]:
+    """Emit one GraphModule per operator term (the affine expression it composes with)."""
+    from regspec.backends.torch.prox import KERNELS
+
+    Emitter = _emitter_class()
+    out: list[LoweredOperator] = []
+    for op in split.operators:
+        nodes = [op.expr] if op.expr is not None else list(op.sides)
+        names = _vars_of(ir, nodes, var_order)
+        em = Emitter(root, ir, dtype, device, names)
+        if op.expr is not None:
+            value = em.emit(op.expr)
+            shape = tuple(ir[op.expr]["shape"])
+        else:
+            lhs, rhs = op.sides
+            value = em.graph.call_function(torch.sub, (em.emit(lhs), em.emit(rhs)))
+            shape = tuple(np.broadcast_shapes(tuple(ir[lhs]["shape"]), tuple(ir[rhs]["shape"])))
+        if not isinstance(value, fx.Node):  # pragma: no cover - the split routes constants elsewhere
+            raise _fail(ir, op.source, "an operator term does not depend on a variable")
+        em.graph.output(value)
+        gm = fx.GraphModule(root, em.graph, class_name="AffineExpr")
+        kernel = op.kernel
+        negated = False
+        text = ""
+        if op.kind == "prox":
+            atom = ATOMS[ir[op.source]["atom"]]
+            negated = bool(atom.prox is not None and getattr(atom.prox, "negated", False) and op.form is None)
+            arg_text = ir.text(op.expr)
+            if op.form is not None:
+                if op.form not in FORMS:
+                    raise _fail(ir, op.source, f"the torch backend has no operator form for {op.form}")
+                text = f"{atom.name}({arg_text}) = g(D ({arg_text})), g prox by Moreau"
+            else:
+                text = f"{atom.name}({arg_text}): K = the linear part of `{arg_text}`, f* prox by Moreau ({kernel})"
+        elif op.kind == "set":
+            text = f"`{ir.text(op.expr)}` in {ir[op.set_node]['set']}: projection ({kernel}) by Moreau"
+        elif op.kind == "equality":
+            text = f"`{ir.text(op.source)}`: K x + c = lhs - rhs, f = indicator of {{0}}"
+        else:
+            text = f"`{ir.text(op.source)}`: K x + c = lhs - rhs, f = indicator of (-inf, 0]"
+        for name in [kernel] if kernel else []:
+            if name not in KERNELS:
+                raise _fail(ir, op.source, f"the torch backend has no kernel `{name}` for `{ir.text(op.source)}`")
+        out.append(LoweredOperator(op, gm, names, shape, op.kind, kernel, negated, op.form, text))
+    return out
+
+
+def describe(ir: IR, split: Split) -> list[str]:
+    """The PDHG split in words (no torch needed): used by ``regspec explain``."""
+    lines = []
+    for op in split.operators:
+        if op.kind == "prox":
+            atom = ir[op.source]["atom"]
+            what = f"{atom}({ir.text(op.expr)})"
+            how = (f"operator form: {op.form}" if op.form else f"conjugate prox of {op.kernel} by Moreau")
+            lines.append(f"  dual block: {what}: K = linear part of `{ir.text(op.expr)}`"
+                         + (" composed with the form's D" if op.form else "") + f"; {how}")
+        elif op.kind == "set":
+            lines.append(f"  dual block: `{ir.text(op.expr)}` in {ir[op.set_node]['set']}: "
+                         f"K = linear part; conjugate prox = Moreau of the projection ({op.kernel})")
+        elif op.kind == "equality":
+            lines.append(f"  dual block: `{ir.text(op.source)}`: K x + c = lhs - rhs; f = indicator of {{0}}, "
+                         "prox of f*: y + sigma c")
+        else:
+            lines.append(f"  dual block: `{ir.text(op.source)}`: K x + c = lhs - rhs; f = indicator of z <= 0, "
+                         "prox of f*: max(y + sigma c, 0)")
+    return lines
+
+
+# ------------------------------------------------------------------------------------------------
+# per-solve blocks: offsets, adjoints, conjugate proxes (parameters may have changed)
+# ------------------------------------------------------------------------------------------------
+
+
+def _hyper_tensors(hyper: dict[str, Any], dtype: torch.dtype, device: torch.device) -> dict[str, Any]:
+    from regspec.backends.torch.lower import _as_tensor
+
+    out = {}
+    for k, v in hyper.items():
+        if isinstance(v, np.ndarray):
+            out[k] = _as_tensor(v, dtype, device)
+        elif isinstance(v, Tensor):
+            out[k] = v.to(device=device, dtype=dtype if v.is_floating_point() else v.dtype)
+        else:
+            out[k] = v
+    return out
+
+
+def _atom_kw(ir: IR, node: int, params: dict[str, np.ndarray]) -> dict[str, Any]:
+    d = ir[node]
+    kw = dict(d.get("static", {}))
+    for k, v in d.get("tensor_kwargs", {}).items():
+        kw[k] = np.asarray(evaluate(ir, v, params))
+    return kw
+
+
+def term_weight_of(ir: IR, term: Term | None, params: dict[str, np.ndarray]) -> float:
+    """sign * prod(scale) of a term at the given parameter values."""
+    if term is None:
+        return 1.0
+    w = term.sign
+    for n, e in term.scale:
+        v = float(np.asarray(evaluate(ir, n, params)))
+        w = w * v if e > 0 else w / v
+    return float(w)
+
+
+@dataclass
+class Block:
+    """One dual block ready for ``solvers.pdhg``: ``apply``/``adjoint`` of K (scaled by ``scale``),
+    ``conj`` = prox of the (rescaled) conjugate, ``offset`` c, and what to report."""
+
+    lowered: LoweredOperator
+    apply: Callable[[list[Tensor]], Tensor]
+    adjoint: Callable[[Tensor], list[Tensor | None]]
+    conj: Callable[[Tensor, float], Tensor]
+    offset: Tensor
+    kind: str
+    scale: float = 1.0
+    norm: float | None = None       # ||K|| before scaling
+    prox_f: Callable[[Tensor, float], Tensor] | None = None   # for constraint violations
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+def build_block(ir: IR, lowered: LoweredOperator, xs_like: list[Tensor], var_index: dict[str, int],
+                params: dict[str, np.ndarray]) -> Block:
+    """K, K^T (autograd), c and the conjugate prox of one block at the current parameter values."""
+    from regspec.backends.torch.prox import get_kernel
+    from regspec.backends.torch.solvers import conj_prox_from_prox
+
+    like = xs_like[0]
+    dtype, device = like.dtype, like.device
+    idx = [var_index[n] for n in lowered.var_names]
+    op = lowered.op
+    pre: Callable[[Tensor], Tensor] | None = None
+    kernel_name = lowered.kernel
+    hyper: dict[str, Any] = {}
+    weight = 1.0
+    if lowered.kind == "prox":
+        node = op.source
+        atom = ATOMS[ir[node]["atom"]]
+        kw = _atom_kw(ir, node, params)
+        arg_shape = tuple(ir[op.expr]["shape"])
+        if lowered.form is not None:
+            form = FORMS[lowered.form](kw, arg_shape, dtype, device)
+            pre, kernel_name, hyper = form.pre, form.kernel, form.hyper
+        else:
+            if hasattr(atom, "prox_hyper"):
+                hyper = atom.prox_hyper(kw, [arg_shape])
+            else:
+                hyper = {k: kw[n] for k, n in atom.prox.hyper if kw.get(n) is not None}
+        weight = term_weight_of(ir, op.term, params)
+        if lowered.negated:
+            weight = -weight
+    elif lowered.kind == "set":
+        s = ir[op.set_node]
+        hyper = SETS[s["set"]].kernel_hyper(s["static"])
+    hyper = _hyper_tensors(hyper, dtype, device)
+    expr = lowered.expr
+
+    def full(*xs: Tensor) -> Tensor:
+        v = expr(*xs)
+        return pre(v) if pre is not None else v
+
+    zeros = [torch.zeros_like(xs_like[i]) for i in idx]
+    with torch.no_grad():
+        c = full(*zeros).detach()
+        if c.dim() == 0 or c.dtype != dtype:
+            c = c.to(dtype).reshape(c.shape)
+    _, vjp_fn = torch.func.vjp(full, *zeros)
+    linear, adjoint_parts, traced = _trace_linear(full, vjp_fn, zeros, c)
+    nvars = len(xs_like)
+
+    def apply(xs: list[Tensor]) -> Tensor:
+        return linear(*[xs[i] for i in idx])
+
+    def adjoint(y: Tensor) -> list[Tensor | None]:
+        parts = adjoint_parts(y)
+        out: list[Tensor | None] = [None] * nvars
+        for i, p in zip(idx, parts):
+            out[i] = p
+        return out
+
+    prox_f: Callable[[Tensor, float], Tensor] | None = None
+    if lowered.kind == "equality":
+        def prox_f(v: Tensor, t: float) -> Tensor:  # f(z) = indicator{z + c = 0}
+            return -c.expand_as(v) if c.shape != v.shape else -c
+
+        def conj(y: Tensor, sigma: float) -> Tensor:
+            return y + sigma * c
+    elif lowered.kind == "nonpos":
+        def prox_f(v: Tensor, t: float) -> Tensor:  # f(z) = indicator{z + c <= 0}
+            return torch.clamp_max(v + c, 0.0) - c
+
+        def conj(y: Tensor, sigma: float) -> Tensor:
+            return torch.clamp_min(y + sigma * c, 0.0)
+    else:
+        fn = get_kernel(kernel_name).fn
+        w = float(weight)
+
+        def prox_f(v: Tensor, t: float) -> Tensor:  # f(z) = w h(z + c)
+            return fn(v + c, t * w, **hyper) - c
+
+        conj = conj_prox_from_prox(prox_f)
+
+    return Block(lowered, apply, adjoint, conj, c, lowered.kind, prox_f=prox_f,
+                 info={"weight": weight, "kernel": kernel_name, "traced": traced})
+
+
+def _trace_linear(full: Callable[..., Tensor], vjp_fn: Callable, zeros: list[Tensor], c: Tensor):
+    """K x = full(x) - c and K^T y = vjp(y) as straight-line aten graphs (``make_fx``, dead code
+    removed): the adjoint graph is autograd's backward of the linear part only, without the
+    autograd engine's per-call overhead. Falls back to the closures if tracing fails."""
+    def linear(*xs: Tensor) -> Tensor:
+        return full(*xs) - c
+
+    def adjoint(y: Tensor) -> tuple[Tensor, ...]:
+        return tuple(vjp_fn(y))
+
+    try:
+        from torch.fx.experimental.proxy_tensor import make_fx
+
+        lin_gm = make_fx(linear)(*zeros)
+        adj_gm = make_fx(adjoint)(torch.zeros_like(c))
+        for gm in (lin_gm, adj_gm):
+            gm.graph.eliminate_dead_code()
+            gm.recompile()
+        return lin_gm, adj_gm, True
+    except Exception:  # noqa: BLE001 - any tracing failure keeps the (slower) exact closures
+        return linear, adjoint, False
+
+
+def scaled(block: Block, scale: float) -> tuple[Callable, Callable, Callable]:
+    """(apply, adjoint, conj) of the same term written as f(z / a) with K -> a K (a = ``scale``):
+    prox_{sigma (f(./a))*}(y) = prox_{sigma a^2 f*}(a y) / a."""
+    a = float(scale)
+    if a == 1.0:
+        return block.apply, block.adjoint, block.conj
+    apply, adjoint, conj = block.apply, block.adjoint, block.conj
+
+    def apply_s(xs: list[Tensor]) -> Tensor:
+        return apply(xs).mul_(a)
+
+    def adjoint_s(y: Tensor) -> list[Tensor | None]:
+        return adjoint(y * a)
+
+    def conj_s(y: Tensor, sigma: float) -> Tensor:
+        return conj(y * a, sigma * a * a).div_(a)
+
+    return apply_s, adjoint_s, conj_s
+
+
+def violation(block: Block, xs: list[Tensor]) -> float:
+    """For a constraint block, ||K x - prox_f(K x)|| / max(1, ||c||): the relative distance of
+    ``lhs - rhs`` to its target set (0 on feasible points)."""
+    with torch.no_grad():
+        kx = block.apply(xs)
+        proj = block.prox_f(kx, 1.0)
+        num = float(torch.linalg.vector_norm(kx - proj))
+        den = max(1.0, float(torch.linalg.vector_norm(block.offset)))
+    return num / den
+
+
+def now() -> float:
+    return time.perf_counter()
+
+
+def sqrt_sum_squares(values: list[float]) -> float:
+    return math.sqrt(sum(v * v for v in values))
