@@ -101,9 +101,10 @@ def solve(spec: Spec | str | Path, *, problem: str | None = None, backend: str =
         from regspec.backends.torch import lower as torch_lower
         from regspec.backends.torch import solve as torch_solve
 
-        if solver not in (None, "fista", "FISTA"):
-            raise error(f"the torch backend's solver is chosen from the spec (FISTA); `--solver {solver}` "
-                        "applies to the cvxpy backend")
+        algorithm = ir.meta["split"].algorithm
+        if solver is not None and solver.lower() != algorithm:
+            raise error(f"the torch backend's solver is chosen from the spec ({algorithm.upper()} here); "
+                        f"`--solver {solver}` applies to the cvxpy backend")
         if dtype not in torch_solve.DTYPES:
             raise error(f"unknown dtype `{dtype}`; choose float64 or float32")
         program = torch_lower.lower(ir, dtype=torch_solve.DTYPES[dtype], device=_device(device))
