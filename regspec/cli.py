@@ -242,6 +242,10 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("spec", metavar="SPEC")
     e.add_argument("--problem")
     e.set_defaults(func=cmd_explain)
+
+    from regspec.train_cli import add_train_commands  # plan, compile, train
+
+    add_train_commands(sub)
     return p
 
 

@@ -1,0 +1,66 @@
+"""The training subcommands of the `regspec` command line: ``plan``, ``compile``, ``train``.
+
+    regspec plan SPEC [--train NAME]                  what each statement matched and how it lowers
+    regspec compile SPEC [--train NAME] -o trainer.py  a standalone trainer (python trainer.py --help)
+    regspec train SPEC [--train NAME] --out DIR ...    compile into DIR/trainer.py and run it
+"""
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    from regspec.train_api import plan_text
+
+    print(plan_text(args.spec, args.train))
+    return 0
+
+
+def cmd_compile(args: argparse.Namespace) -> int:
+    from regspec.train_api import compile_trainer
+
+    compile_trainer(args.spec, args.train, args.output, epochs=args.epochs)
+    print(f"wrote {args.output}; run it with: python {args.output} --out DIR [--epochs N] [--resume]")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from regspec.train_api import train
+
+    argv: list[str] = []
+    if args.stop_after is not None:
+        argv += ["--stop-after", str(args.stop_after)]
+    if args.seed is not None:
+        argv += ["--seed", str(args.seed)]
+    train(args.spec, args.train, out=args.out, epochs=args.epochs, resume=args.resume, device=args.device,
+          dtype=args.dtype, quiet=args.quiet, argv=argv)
+    return 0
+
+
+def add_train_commands(sub: Any) -> None:
+    """Register ``plan``, ``compile`` and ``train`` on the CLI's subparsers."""
+    p = sub.add_parser("plan", help="show how a train block binds to its model and how each term is lowered")
+    p.add_argument("spec", metavar="SPEC")
+    p.add_argument("--train", help="train block name (default: the first)")
+    p.set_defaults(func=cmd_plan)
+
+    c = sub.add_parser("compile", help="write a standalone trainer for a train block")
+    c.add_argument("spec", metavar="SPEC")
+    c.add_argument("--train", help="train block name (default: the first)")
+    c.add_argument("-o", "--output", default="trainer.py", help="trainer file to write (default: trainer.py)")
+    c.add_argument("--epochs", type=int, help="default epochs of the trainer (spec: `epochs`)")
+    c.set_defaults(func=cmd_compile)
+
+    t = sub.add_parser("train", help="compile a train block and run it")
+    t.add_argument("spec", metavar="SPEC")
+    t.add_argument("--train", help="train block name (default: the first)")
+    t.add_argument("--out", default="runs/train", help="output folder (metrics.jsonl, summary.json, checkpoint.pt)")
+    t.add_argument("--epochs", type=int, help="total epochs (spec: `epochs`)")
+    t.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    t.add_argument("--device", help="auto, cpu, cuda or cuda:N (spec: `device`)")
+    t.add_argument("--dtype", default="float32", choices=["float32", "float64"])
+    t.add_argument("--seed", type=int, help="seed (spec: `seed`)")
+    t.add_argument("--stop-after", type=int, metavar="K", help="stop after K epochs (resume later)")
+    t.add_argument("--quiet", action="store_true")
+    t.set_defaults(func=cmd_train)
