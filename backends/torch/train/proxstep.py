@@ -310,14 +310,15 @@ class ProxEngine:
 
     def finalize(self) -> None:
         """Apply each constraint once more (if its window is open), so the final model satisfies it."""
-        # the window is judged at the start of the last step taken (the end of training)
-        step, t = self._last if self._last is not None else (self.clock.step, self.clock.t)
+        # the window is judged at the start of the last step taken; scheduled radii take their
+        # value at the end of training (the time the final model is reported at)
+        step, t_last = self._last if self._last is not None else (self.clock.step, self.clock.t)
         with torch.no_grad():
             for b in self.buckets:
                 if KERNELS[b.kernel].kind != "projection":
                     continue
-                if b.when is None or b.when.open_at_end(step, t):
-                    self.apply_bucket(b, t)
+                if b.when is None or b.when.open_at_end(step, t_last):
+                    self.apply_bucket(b, self.clock.t)
 
     def apply_loop(self) -> None:
         """Reference: the same update, one kernel call per tensor (tests and the benchmark)."""
