@@ -349,6 +349,11 @@ class _Values:
                 return MATH[e.func.id](*args)
             except (ValueError, TypeError) as exc:
                 raise error(f"{e.func.id}(...) failed in {what}: {exc}", e.span) from None
+        if isinstance(e, ast.Call) and isinstance(e.func, ast.Name):
+            name = e.func.id
+            raise error(f"unknown function `{name}` in {what}", e.func.span,
+                        did_you_mean(name, [*MATH, *SCHEDULE_NAMES]) +
+                        ["schedules: " + ", ".join(SCHEDULE_NAMES) + "; functions: " + ", ".join(MATH)])
         raise error(f"{what} must be a constant (number, string, list or `let` name), got `{span_text(e.span)}`",
                     e.span)
 
