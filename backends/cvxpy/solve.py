@@ -11,6 +11,7 @@ When SCS is chosen automatically and no options are given, it runs at eps_abs = 
 from __future__ import annotations
 
 import time
+import warnings
 from typing import Any
 
 import cvxpy as cp
@@ -93,7 +94,10 @@ def solve(program: CvxpyProgram, *, solver: str | None = None, solver_opts: dict
     t0 = time.perf_counter()
     info: dict[str, Any] = {}
     try:
-        program.problem.solve(solver=name, warm_start=warm_start, **opts)
+        with warnings.catch_warnings():
+            # "Solution may be inaccurate": the status (optimal_inaccurate) already says so
+            warnings.filterwarnings("ignore", message="Solution may be inaccurate", category=UserWarning)
+            program.problem.solve(solver=name, warm_start=warm_start, **opts)
         status = program.problem.status
     except cp.error.SolverError as e:
         status = "solver_error"

@@ -99,11 +99,19 @@ def analyse_curvature(ir: IR) -> IR:
                 rhs = ir[d["args"][1]]
                 if op == "==":
                     ok = lhs["curvature"].is_affine and rhs["curvature"].is_affine
-                    why = "both sides of `==` must be affine"
+                    bad = d["args"][0] if not lhs["curvature"].is_affine else d["args"][1]
+                    why = (f"both sides of `==` must be affine, but `{ir.text(bad)}` is "
+                           f"{ir[bad]['curvature'].value}")
                 else:
-                    small, big = (lhs, rhs) if op == "<=" else (rhs, lhs)
+                    small_n, big_n = (d["args"][0], d["args"][1]) if op == "<=" else (d["args"][1], d["args"][0])
+                    small, big = ir[small_n], ir[big_n]
                     ok = small["curvature"].is_convex and big["curvature"].is_concave
-                    why = "`convex <= concave` is the DCP form of an inequality"
+                    if not small["curvature"].is_convex:
+                        why = (f"the smaller side `{ir.text(small_n)}` of `{op}` is {small['curvature'].value}; "
+                               "DCP inequalities read convex <= concave")
+                    else:
+                        why = (f"the larger side `{ir.text(big_n)}` of `{op}` is {big['curvature'].value}; "
+                               "DCP inequalities read convex <= concave")
             d["dcp_ok"] = ok
             if not ok:
                 inner = _first_reason(ir, d["args"][0]) if op != "in" else None

@@ -1,0 +1,104 @@
+"""The CVXPY backend's solver policy, option pass-through, and non-optimal statuses."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import regspec
+from regspec.diagnostics import RegspecError
+
+from conftest import SPECS
+
+INFEASIBLE = "problem infeasible {\n  var x[2] >= 0\n  minimize sum(x)\n  subject to sum(x) <= -1\n}\n"
+UNBOUNDED = "problem unbounded {\n  var x[2]\n  minimize sum(x)\n  subject to x <= 1\n}\n"
+
+
+def program_of(text_or_path):
+    from regspec.backends.cvxpy.lower import lower
+
+    spec = regspec.load(text_or_path)
+    return lower(spec.compiled().ir)
+
+
+@pytest.mark.parametrize("name,solver", [
+    ("lasso", "CLARABEL"), ("group_lasso", "CLARABEL"), ("class_ot", "CLARABEL"), ("tv_denoise_2d", "CLARABEL"),
+    ("metric_nearness", "CLARABEL"),                      # LP, QP, SOCP: interior point
+    ("sparse_logistic", "SCS"),                           # exponential cones
+    ("d_optimal_design", "SCS"), ("maxcut_sdp", "SCS"),   # PSD cones (and exp for log_det)
+    ("matrix_completion", "SCS"), ("robust_pca", "SCS"), ("nuclear_regression", "SCS"), ("ggm_totpos", "SCS"),
+])
+def test_default_solver_policy(name, solver):
+    from regspec.backends.cvxpy.solve import choose_solver
+
+    assert choose_solver(program_of(SPECS / f"{name}.reg"), None) == solver
+
+
+def test_large_problems_go_to_scs():
+    from regspec.backends.cvxpy.solve import LARGE_NNZ, choose_solver, problem_features
+
+    program = program_of("problem big {\n  data A = randn(1001, 1000, seed = 0)\n  data b = randn(1001, seed = 1)\n"
+                         "  var x[1000]\n  minimize sum_squares(A @ x - b)\n}\n")
+    assert problem_features(program.problem)["nnz"] > LARGE_NNZ
+    assert choose_solver(program, None) == "SCS"
+
+
+def test_requested_solver_overrides_and_unknown_solver_is_an_error():
+    from regspec.backends.cvxpy.solve import choose_solver
+
+    program = program_of(SPECS / "lasso.reg")
+    assert choose_solver(program, "scs") == "SCS"
+    with pytest.raises(RegspecError, match="not installed; installed: .*CLARABEL"):
+        choose_solver(program, "no_such_solver")
+
+
+def test_solver_options_pass_through():
+    r = regspec.solve(SPECS / "d_optimal_design.reg", solver_opts={"max_iters": 5})
+    assert r.solver == "SCS" and r.iterations == 5
+    assert r.status == "optimal_inaccurate"
+    assert r.info["solver_opts"] == {"max_iters": 5}
+    r = regspec.solve(SPECS / "d_optimal_design.reg")  # automatic SCS runs at 1e-6
+    assert r.info["solver_opts"]["eps_abs"] == 1e-6 and r.status == "optimal"
+    with pytest.raises(RegspecError, match="rejected its options"):
+        regspec.solve(SPECS / "lasso.reg", solver_opts={"not_an_option": 1})
+
+
+@pytest.mark.parametrize("text,status", [(INFEASIBLE, "infeasible"), (UNBOUNDED, "unbounded")])
+@pytest.mark.parametrize("solver", ["CLARABEL", "SCS"])
+def test_non_optimal_status_is_reported(text, status, solver):
+    r = regspec.solve(regspec.load(text), solver=solver)
+    assert r.status == status
+    assert not r.ok and r.objective is None and r.variables == {}
+    assert r.info["message"]
+
+
+@pytest.mark.parametrize("text,status", [(INFEASIBLE, "infeasible"), (UNBOUNDED, "unbounded")])
+def test_cli_exit_code_3_for_non_optimal(tmp_path, text, status):
+    path = tmp_path / "p.reg"
+    path.write_text(text)
+    out = subprocess.run([sys.executable, "-m", "regspec.cli", "solve", str(path)], capture_output=True, text=True)
+    assert out.returncode == 3, out.stderr
+    assert out.stdout.splitlines()[0].startswith(f"problem {text.split()[1]}: {status} (cvxpy")
+    out = subprocess.run([sys.executable, "-m", "regspec.cli", "solve", str(path), "--json", "--solver", "SCS",
+                          "--solver-opt", "eps_abs=1e-7"], capture_output=True, text=True)
+    assert out.returncode == 3
+    data = json.loads(out.stdout)
+    assert data["status"] == status and data["objective"] is None and data["solver"] == "SCS"
+    assert data["info"]["solver_opts"] == {"eps_abs": 1e-7}
+
+
+def test_psd_domain_makes_a_symmetric_variable():
+    program = program_of(SPECS / "maxcut_sdp.reg")
+    X = program.variables["X"]
+    assert X.is_symmetric() and X.attributes["PSD"]
+    r = regspec.solve(SPECS / "maxcut_sdp.reg")
+    assert np.linalg.eigvalsh(r.variables["X"]).min() >= -1e-6
+
+
+def test_parameters_stay_symbolic_dpp():
+    program = program_of(SPECS / "class_ot.reg")
+    assert program.problem.is_dpp()
+    assert set(program.params) == {"rho"}
