@@ -50,6 +50,7 @@ class ProxStep:
     hyper: dict[str, Any]
     source: int                    # IR node (for explain and errors)
     kind: str                      # prox | projection
+    pre: "ProxStep | None" = None  # a projection applied first: prox_{f + i_C} = prox_f o proj_C
 
 
 @dataclass
@@ -226,8 +227,8 @@ def lower(ir: IR, *, dtype: torch.dtype = torch.float64, device: str | torch.dev
     for p in (split.g_projections if pdhg else split.projections):
         s = ir[p.set_node]
         _check_kernel(ir, p.kernel, p.source, f"the set {s['set']}")
-        hyper = {k: (_as_tensor(v, dtype, device) if isinstance(v, np.ndarray) else v)
-                 for k, v in SETS[s["set"]].kernel_hyper(s["static"]).items()}
+        raw = SETS[s["set"]].kernel_hyper(s["static"]) if p.hyper is None else p.hyper
+        hyper = {k: (_as_tensor(v, dtype, device) if isinstance(v, np.ndarray) else v) for k, v in raw.items()}
         steps.append(ProxStep(ir[p.var]["name"], p.kernel, None, hyper, p.source, "projection"))
     steps = _combine(steps)
     operators = []
@@ -251,7 +252,10 @@ def _combine(steps: list[ProxStep]) -> list[ProxStep]:
             prox = next(s for s in group if s.kind == "prox")
             proj = next(s for s in group if s.kind == "projection")
             joint = COMBINED[(prox.kernel, proj.kernel)]
-            out.append(ProxStep(var, joint, prox.weight_node, prox.hyper, prox.source, "prox"))
+            if isinstance(joint, tuple):  # ("after", projection): prox of f after the projection
+                out.append(ProxStep(var, prox.kernel, prox.weight_node, prox.hyper, prox.source, "prox", pre=proj))
+            else:
+                out.append(ProxStep(var, joint, prox.weight_node, prox.hyper, prox.source, "prox"))
         else:
             out.extend(group)
     return out

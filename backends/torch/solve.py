@@ -14,6 +14,7 @@ from torch.func import functional_call
 from regspec.backends.torch.lower import TorchProgram, term_weight
 from regspec.backends.torch.prox import get_kernel
 from regspec.backends.torch.solvers import fista
+from regspec.diagnostics import Diagnostic, RegspecError
 from regspec.result import Result
 
 DTYPES = {"float64": torch.float64, "float32": torch.float32}
@@ -45,12 +46,14 @@ def make_prox(program: TorchProgram, params: dict[str, np.ndarray]):
     for s in program.steps:
         kernel = get_kernel(s.kernel)
         weight = term_weight(program, s, params)
-        bound.append((index[s.var], kernel.fn, weight, s.hyper))
+        pre = (get_kernel(s.pre.kernel).fn, s.pre.hyper) if s.pre is not None else None
+        bound.append((index[s.var], kernel.fn, weight, s.hyper, pre))
 
     def prox(vs: list[torch.Tensor], t: float) -> list[torch.Tensor]:
         out = list(vs)
-        for i, fn, weight, hyper in bound:
-            out[i] = fn(out[i], t * weight, **hyper)
+        for i, fn, weight, hyper, pre in bound:
+            v = out[i] if pre is None else pre[0](out[i], t, **pre[1])
+            out[i] = fn(v, t * weight, **hyper)
         return out
 
     return prox
@@ -63,6 +66,51 @@ FISTA_TOL = 1e-9
 PDHG_TOL = 1e-8
 
 
+def start_point(program: TorchProgram, prox) -> list[torch.Tensor]:
+    """The variables' current values (zeros unless initialized) mapped through the prox of the
+    nonsmooth pieces with step 1: a start inside every set (the uniform point of a simplex, a
+    positive definite matrix for -log det), so that smooth terms with a domain are finite there."""
+    x0 = [v.detach().clone() for v in program.variables()]
+    if prox is None:
+        return x0
+    with torch.no_grad():
+        return [x.detach().clone() for x in prox(x0, 1.0)]
+
+
+def traced_gradient(smooth_fn, x0: list[torch.Tensor]):
+    """grad s as one straight-line aten graph (``make_fx`` of ``torch.func.grad``, dead code
+    removed): PDHG needs only the gradient, and the traced graph skips the autograd engine and
+    functional_call's per-call overhead. Data and parameter values are baked in, so it is traced
+    per solve. None if tracing fails (the caller keeps autograd)."""
+    from torch.fx.experimental.proxy_tensor import make_fx
+
+    n = len(x0)
+
+    def grad(*xs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return torch.func.grad(lambda *ys: smooth_fn(list(ys)), argnums=tuple(range(n)))(*xs)
+
+    try:
+        gm = make_fx(grad)(*[x.detach() for x in x0])
+        gm.graph.eliminate_dead_code()
+        gm.recompile()
+        with torch.no_grad():
+            check = gm(*x0)
+    except Exception:  # noqa: BLE001 - any tracing failure keeps autograd
+        return None
+    if len(check) != n:
+        return None
+    return lambda xs: list(gm(*xs))
+
+
+def _not_finite(program: TorchProgram, e: Exception) -> RegspecError:
+    ir = program.ir
+    obj = ir.objective()
+    return RegspecError([Diagnostic(
+        f"the torch backend cannot start: the smooth part of the objective is not finite at the start point "
+        f"({e}); a term's domain excludes it", ir[ir[obj]["args"][0]]["span"],
+        notes=["give the variable a domain that keeps the term finite (e.g. `in simplex`), or use --backend cvxpy"])])
+
+
 def solve(program: TorchProgram, *, params: dict[str, np.ndarray] | None = None, tol: float | None = None,
           max_iter: int = 100000) -> Result:
     """Solve with the algorithm the split chose; ``tol`` defaults to ``FISTA_TOL`` / ``PDHG_TOL``."""
@@ -73,7 +121,8 @@ def solve(program: TorchProgram, *, params: dict[str, np.ndarray] | None = None,
     with torch.no_grad():
         program.set_params(params)
     variables = program.variables()
-    x0 = [v.detach().clone() for v in variables]
+    prox = make_prox(program, params)
+    x0 = start_point(program, prox)
 
     names = [f"var_{n}" for n in program.var_names]
 
@@ -86,7 +135,10 @@ def solve(program: TorchProgram, *, params: dict[str, np.ndarray] | None = None,
     t0 = time.perf_counter()
     largest = max([x.numel() for x in x0] + [b.numel() for b in program.module.buffers()], default=0)
     with _threads_for(program, largest):
-        res = fista(smooth, make_prox(program, params), x0, tol=tol, max_iter=max_iter, objective=objective)
+        try:
+            res = fista(smooth, prox, x0, tol=tol, max_iter=max_iter, objective=objective)
+        except FloatingPointError as e:
+            raise _not_finite(program, e) from None
     if program.device.type == "cuda":
         torch.cuda.synchronize()
     seconds = time.perf_counter() - t0
@@ -123,7 +175,8 @@ def solve_pdhg(program: TorchProgram, *, params: dict[str, np.ndarray] | None = 
     with torch.no_grad():
         program.set_params(params)
     variables = program.variables()
-    x0 = [v.detach().clone() for v in variables]
+    prox_g = make_prox(program, params) if program.steps else None
+    x0 = start_point(program, prox_g)
     names = [f"var_{n}" for n in program.var_names]
     index = {n: i for i, n in enumerate(program.var_names)}
 
@@ -131,53 +184,59 @@ def solve_pdhg(program: TorchProgram, *, params: dict[str, np.ndarray] | None = 
     blocks = [build_block(program.ir, lo, x0, index, params) for lo in program.operators]
     largest = max([x.numel() for x in x0] + [b.offset.numel() for b in blocks] +
                   [t.numel() for t in program.module.buffers()], default=0)
-    with _threads_for(program, largest):
-        ops, conjs, norms = [], [], []
-        for b in blocks:
-            n = 1.01 * estimate_operator_norm([LinearOperator(b.apply, b.adjoint, None)], x0)
-            b.norm = n
-            b.scale = 1.0 / n if n > 0 else 1.0
-            apply, adjoint, conj = scaled(b, b.scale)
-            ops.append(LinearOperator(apply, adjoint, None))
-            conjs.append(conj)
-            norms.append(n)
-        norm_K = 1.01 * estimate_operator_norm(ops, x0) if ops else 0.0
+    try:
+        with _threads_for(program, largest):
+            ops, conjs, norms = [], [], []
+            for b in blocks:
+                n = 1.01 * estimate_operator_norm([LinearOperator(b.apply, b.adjoint, None)], x0)
+                b.norm = n
+                b.scale = 1.0 / n if n > 0 else 1.0
+                apply, adjoint, conj = scaled(b, b.scale)
+                ops.append(LinearOperator(apply, adjoint, None))
+                conjs.append(conj)
+                norms.append(n)
+            norm_K = 1.01 * estimate_operator_norm(ops, x0) if ops else 0.0
 
-        smooth_fn = smooth_grad = None
-        lipschitz = 0.0
-        if program.split.smooth:
-            def smooth_fn(xs: list[torch.Tensor]) -> torch.Tensor:
-                return functional_call(program.smooth, dict(zip(names, xs)), ())
+            smooth_fn = smooth_grad = None
+            lipschitz = 0.0
+            if program.split.smooth:
+                def smooth_fn(xs: list[torch.Tensor]) -> torch.Tensor:
+                    return functional_call(program.smooth, dict(zip(names, xs)), ())
 
-            lipschitz = 1.01 * estimate_lipschitz(smooth_fn, x0)
-            if lipschitz == 0.0:
-                # a linear smooth part: its gradient is a constant, computed once
-                with torch.enable_grad():
-                    leaves = [x.detach().requires_grad_(True) for x in x0]
-                    value = smooth_fn(leaves)
-                    grads = torch.autograd.grad(value, leaves, allow_unused=True) if value.requires_grad else \
-                        [None] * len(leaves)
-                g0 = [g.detach() if g is not None else torch.zeros_like(x) for g, x in zip(grads, x0)]
+                lipschitz = 1.01 * estimate_lipschitz(smooth_fn, x0)
+                if lipschitz == 0.0:
+                    # a linear smooth part: its gradient is a constant, computed once
+                    with torch.enable_grad():
+                        leaves = [x.detach().requires_grad_(True) for x in x0]
+                        value = smooth_fn(leaves)
+                        grads = torch.autograd.grad(value, leaves, allow_unused=True) if value.requires_grad else \
+                            [None] * len(leaves)
+                    g0 = [g.detach() if g is not None else torch.zeros_like(x) for g, x in zip(grads, x0)]
 
-                def smooth_grad(xs: list[torch.Tensor]) -> list[torch.Tensor]:
-                    return g0
+                    def smooth_grad(xs: list[torch.Tensor]) -> list[torch.Tensor]:
+                        return g0
 
-                smooth_fn = None
-        prox_g = make_prox(program, params) if program.steps else None
+                    smooth_fn = None
+                else:
+                    smooth_grad = traced_gradient(smooth_fn, x0)
+                    if smooth_grad is not None:
+                        smooth_fn = None
 
-        def objective(xs: list[torch.Tensor]) -> torch.Tensor:
-            return functional_call(program.objective, dict(zip(names, xs)), ())
+            def objective(xs: list[torch.Tensor]) -> torch.Tensor:
+                return functional_call(program.objective, dict(zip(names, xs)), ())
 
-        setup = time.perf_counter() - t0
-        if check_every is None:
-            check_every = (64 if program.device.type == "cuda" else 32) if restart else 10
-        if restart:
-            res = restarted_pdhg(prox_g, ops, conjs, x0, smooth=smooth_fn, smooth_grad=smooth_grad,
-                                 lipschitz=lipschitz, norm_K=norm_K, tol=tol, max_iter=max_iter,
-                                 check_every=check_every, time_limit=time_limit)
-        else:
-            res = pdhg(prox_g, ops, conjs, x0, smooth=smooth_fn, smooth_grad=smooth_grad, lipschitz=lipschitz,
-                       norm_K=norm_K, tol=tol, max_iter=max_iter, check_every=check_every)
+            setup = time.perf_counter() - t0
+            if check_every is None:
+                check_every = (64 if program.device.type == "cuda" else 32) if restart else 10
+            if restart:
+                res = restarted_pdhg(prox_g, ops, conjs, x0, smooth=smooth_fn, smooth_grad=smooth_grad,
+                                     lipschitz=lipschitz, norm_K=norm_K, tol=tol, max_iter=max_iter,
+                                     check_every=check_every, time_limit=time_limit)
+            else:
+                res = pdhg(prox_g, ops, conjs, x0, smooth=smooth_fn, smooth_grad=smooth_grad, lipschitz=lipschitz,
+                           norm_K=norm_K, tol=tol, max_iter=max_iter, check_every=check_every)
+    except FloatingPointError as e:
+        raise _not_finite(program, e) from None
     if program.device.type == "cuda":
         torch.cuda.synchronize()
     seconds = time.perf_counter() - t0

@@ -57,6 +57,7 @@ class Projection:
     set_node: int
     source: int               # the var (domain) or the constraint node it came from
     kernel: str | None
+    hyper: dict | None = None  # kernel keywords when not the set's own (a decomposed set)
 
 
 @dataclass
@@ -107,8 +108,31 @@ class Split:
         return [t for t in self.terms if t.role == "prox"]
 
 
-# Pairs (prox kernel, set) with one closed-form prox of the sum.
-COMBINED = {("l1", "nonneg"): "l1_nonneg"}
+# Pairs (prox kernel, projection kernel) with a closed-form prox of the sum. A string is the joint
+# kernel; ("after", proj) means prox_{f + i_C} = prox_f o proj_C, which holds for these pairs:
+# for f a (group) norm invariant under sign flips and C the nonnegative orthant, minimizing
+# f(x) + 1/2||x - v||^2 over x >= 0 equals minimizing f(x) + 1/2||x - v_+||^2 + <x, v_->, whose
+# unconstrained minimizer (a shrinkage of v_+) is >= 0 and orthogonal to v_-; for the nuclear
+# norm on the PSD cone, SVT of the PSD projection is the eigenvalue shrinkage. -log det already
+# keeps its prox positive definite, so the PSD projection is redundant.
+COMBINED: dict[tuple[str, str], str | tuple[str, str]] = {
+    ("l1", "nonneg"): "l1_nonneg",
+    ("group_l2", "nonneg"): ("after", "nonneg"),
+    ("l2", "nonneg"): ("after", "nonneg"),
+    ("nuclear", "psd"): ("after", "psd"),
+    ("neg_log_det", "psd"): "neg_log_det",
+}
+
+# Atoms whose gradient is not globally Lipschitz (a barrier at the boundary of their domain):
+# PDHG with a smooth part needs a global Lipschitz constant, so when the problem goes to PDHG and
+# such an atom has a prox it is taken through its prox (on a variable) or as a dual block (on an
+# affine expression) instead of the smooth part. FISTA keeps them smooth (backtracking copes).
+BARRIER_ATOMS = ("log_det", "log", "entropy", "kl_div")
+
+# Sets whose projection is iterative but which split into a cheap projection and linear
+# equalities: under PDHG a variable in transport(a, b) gets P >= 0 in g and one dual block for
+# the marginals [P 1; P^T 1] = [a; b].
+DECOMPOSED_SETS = {"transport": ("nonneg", "transport_marginals")}
 
 # Atoms that are a prox-able function g of a fixed linear map D of their argument, f(x) = g(D x),
 # with no closed-form prox of their own when D is not orthogonal: the torch backend lowers
@@ -174,13 +198,16 @@ def _is_affine_expr(ir: IR, node: int) -> bool:
     return ir[node]["curvature"] is Curvature.AFFINE
 
 
-def _classify(ir: IR, t: Term) -> OperatorTerm | None:
-    """Role of one term; returns its operator block when it is an operator term."""
+def _classify(ir: IR, t: Term, barrier_as_prox: bool = False) -> OperatorTerm | None:
+    """Role of one term; returns its operator block when it is an operator term.
+    ``barrier_as_prox``: take the ``BARRIER_ATOMS`` that have a prox through it (PDHG)."""
     core = ir[t.core]
     if core["curvature"] is Curvature.CONSTANT:
         t.role, t.why = "constant", "does not depend on a variable"
         return None
-    if is_smooth(ir, t.core):
+    barrier = (barrier_as_prox and core.get("atom") in BARRIER_ATOMS and ATOMS[core["atom"]].prox is not None
+               and all(is_smooth(ir, a) for a in core.get("args", [])))
+    if is_smooth(ir, t.core) and not barrier:
         t.role, t.why = "smooth", "differentiable: joins the smooth part (autograd)"
         return None
     name = core.get("atom", "")
@@ -286,16 +313,31 @@ def split_terms(ir: IR) -> IR:
     for r in ir.nodes_of("regularize"):
         _flatten(ir, ir[r]["args"][0], 1.0, [], terms)
 
+    split = _split(ir, terms, barrier_as_prox=False)
+    if split.algorithm == "pdhg" and any(ir[t.core].get("atom") in BARRIER_ATOMS for t in split.smooth):
+        # PDHG needs a global Lipschitz constant of the smooth part: redo with barriers as proxes
+        for t in terms:
+            t.role, t.var, t.kernel, t.why = "", None, None, ""
+        split = _split(ir, terms, barrier_as_prox=True)
+    ir.meta["split"] = split
+    for t in terms:
+        ir[t.core]["role"] = t.role
+    return ir
+
+
+def _split(ir: IR, terms: list[Term], barrier_as_prox: bool) -> Split:
     reasons: list[tuple[str, int]] = []
     refusals: list[tuple[str, int]] = []
     operators: list[OperatorTerm] = []
     for t in terms:
-        op = _classify(ir, t)
+        op = _classify(ir, t, barrier_as_prox)
         if op is not None:
             operators.append(op)
             reasons.append((t.why, t.core))
         elif t.role == "refused":
             refusals.append((t.why, t.core))
+        elif t.role == "prox" and barrier_as_prox and ir[t.core]["atom"] in BARRIER_ATOMS:
+            t.why += " (a barrier: through its prox, not the smooth part, since PDHG needs a global L)"
 
     projections: list[Projection] = []
     operator_constraints: list[int] = []
@@ -326,8 +368,20 @@ def split_terms(ir: IR) -> IR:
     g_prox: list[Term] = []
     g_proj: list[Projection] = []
     for v, items in by_var.items():
-        kinds = tuple(sorted(((i.kernel if isinstance(i, Term) else ir[i.set_node]["set"]) for i in items),
-                             key=lambda k: k != "l1"))
+        if len(items) > 1:
+            # an iteratively projected set splits into a cheap projection plus a dual block
+            for k, i in enumerate(items):
+                if isinstance(i, Projection) and ir[i.set_node]["set"] in DECOMPOSED_SETS:
+                    proj_kernel, form = DECOMPOSED_SETS[ir[i.set_node]["set"]]
+                    items[k] = Projection(v, i.set_node, i.source, proj_kernel, hyper={})
+                    operators.append(OperatorTerm(
+                        "equality", i.source, expr=v, form=form, set_node=i.set_node, identity=True,
+                        why=f"`{ir[v]['name']}` in {ir[i.set_node]['set']}: {proj_kernel} projection in g and "
+                            f"the linear equalities ({form}) as a dual block"))
+                    reasons.append((f"`{ir[v]['name']}` in {ir[i.set_node]['set']} has no cheap exact projection "
+                                    "together with other pieces", i.source))
+        kinds = tuple((i.kernel if isinstance(i, Term) else i.kernel) or "?" for i in
+                      sorted(items, key=lambda i: isinstance(i, Projection)))
         if len(items) <= 1 or (len(items) == 2 and kinds in COMBINED):
             g_prox += [i for i in items if isinstance(i, Term)]
             g_proj += [i for i in items if isinstance(i, Projection)]
@@ -365,9 +419,5 @@ def split_terms(ir: IR) -> IR:
         why = (("Condat-Vu" if has_smooth else "Chambolle-Pock") + " PDHG: " +
                "; ".join(w for w, _ in reasons) +
                ". Steps from ||K|| (power iteration)" + (" and L of the smooth part" if has_smooth else ""))
-    ir.meta["split"] = Split(terms, projections, operator_constraints, algorithm, reasons, operators,
-                             g_proj if algorithm == "pdhg" else [], g_prox if algorithm == "pdhg" else [],
-                             refusals, why)
-    for t in terms:
-        ir[t.core]["role"] = t.role
-    return ir
+    return Split(terms, projections, operator_constraints, algorithm, reasons, operators,
+                 g_proj if algorithm == "pdhg" else [], g_prox if algorithm == "pdhg" else [], refusals, why)
