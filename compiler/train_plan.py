@@ -477,9 +477,10 @@ def _is_term_call(e: ast.Expr) -> bool:
 
 # ------------------------------------------------------------------ the planner
 class _Planner:
-    def __init__(self, spec: ast.Spec, block: ast.TrainBlock):
+    def __init__(self, spec: ast.Spec, block: ast.TrainBlock, attach_only: bool = False):
         self.spec = spec
         self.block = block
+        self.attach_only = attach_only
         self.values = _Values({})
         for let in spec.lets:
             self.values.lets[let.name] = self.values.value(let.value, f"`let {let.name}`")
@@ -503,14 +504,16 @@ class _Planner:
                     raise error(f"`{s.key}` is set twice", s.span, [f"first set at line {settings[s.key].span.line}"])
                 settings[s.key] = s
         for key in ("model", "data"):
-            if key not in single:
+            if key not in single and not self.attach_only:
                 raise error(f"train block `{b.name}` has no `{key}` statement", b.name_span,
                             [{"model": 'e.g. `model mlp(in = 64, hidden = [64], out = 10)` or `model "pkg.mod:Net"()`',
                               "data": "e.g. `data digits(split = 0.8)`"}[key]])
         plan = TrainPlan(
             name=b.name, path=self.spec.source.path,
-            model=self.call(single["model"].model, "model"),  # type: ignore[attr-defined]
-            data=self.call(single["data"].source, "data"),  # type: ignore[attr-defined]
+            model=(self.call(single["model"].model, "model") if "model" in single  # type: ignore[attr-defined]
+                   else CallPlan("(attached model)", "attached")),
+            data=(self.call(single["data"].source, "data") if "data" in single  # type: ignore[attr-defined]
+                  else CallPlan("(user data)", "attached")),
             loss="auto", loss_text="auto (cross_entropy for classification, mse for regression)",
             optimizer=CallPlan("adamw", "builtin", [], {"lr": 1e-3}, None, "adamw(lr = 1e-3) (default)"),
             span=b.span,
@@ -890,9 +893,13 @@ def select_train(spec: ast.Spec, name: str | None) -> ast.TrainBlock:
                 [f"train blocks: {', '.join(t.name for t in trains) or 'none'}"])
 
 
-def plan_train(spec: ast.Spec, name: str | None = None) -> TrainPlan:
-    """Resolve one train block (the first by default) into a ``TrainPlan``; errors are located."""
-    return _Planner(spec, select_train(spec, name)).run()
+def plan_train(spec: ast.Spec, name: str | None = None, *, attach_only: bool = False) -> TrainPlan:
+    """Resolve one train block (the first by default) into a ``TrainPlan``; errors are located.
+
+    ``attach_only``: the block will be attached to a user's model and loop, so it may omit
+    ``model`` and ``data``.
+    """
+    return _Planner(spec, select_train(spec, name), attach_only).run()
 
 
 PlanFn = Callable[[ast.Spec, "str | None"], TrainPlan]

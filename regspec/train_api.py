@@ -29,11 +29,11 @@ def _spec(spec: Any):
     return spec if isinstance(spec, Spec) else load(spec)
 
 
-def plan(spec: Any, train: str | None = None):
+def plan(spec: Any, train: str | None = None, *, attach_only: bool = False):
     """The ``TrainPlan`` of a train block (pure Python; no model is built)."""
     from regspec.compiler.train_plan import plan_train
 
-    return plan_train(_spec(spec).ast, train)
+    return plan_train(_spec(spec).ast, train, attach_only=attach_only)
 
 
 def plan_text(spec: Any, train: str | None = None) -> str:
@@ -53,13 +53,14 @@ def attach(spec: Any, model: Any, optimizer: Any = None, *, train: str | None = 
     target)`` (the spec's task loss plus the in-graph penalties), ``.after_step()`` (the fused
     proximal steps and projections; call it right after ``optimizer.step()``) and
     ``.start_epoch(e)`` (schedules and ``from``/``until epoch`` gates read it; with
-    ``steps_per_epoch`` they also advance within an epoch). The spec's ``model``, ``data`` and
-    ``optimizer`` statements are not used, except that ``optimizer(prox_metric = ...)`` is honoured.
+    ``steps_per_epoch`` they also advance within an epoch). The block may omit ``model`` and
+    ``data``; its ``model``, ``data`` and ``optimizer`` statements are not used, except that
+    ``optimizer(prox_metric = ...)`` is honoured.
     """
     from regspec.backends.torch.train.bind import bind_plan
     from regspec.backends.torch.train.regularizer import Regularizer
 
-    p = plan(spec, train)
+    p = plan(spec, train, attach_only=True)
     binding = bind_plan(p, model, optimizer if optimizer is not None else p.optimizer.name,
                         total_epochs=epochs if epochs is not None else p.total_epochs,
                         steps_per_epoch=steps_per_epoch)

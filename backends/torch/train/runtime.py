@@ -12,6 +12,7 @@ A trainer's files in ``--out DIR``:
   zero-row and zero-column fractions (group sparsity), rank, spectral norm; per term: its
   lowering, initial and final value, and for constraints the distance to the set; activation
   sparsity of tapped activations on the validation set;
+* ``model.pt``: the final weights (a state dict, after the final projections);
 * ``checkpoint.pt``: written after every epoch to a temporary file, then ``os.replace``-d (a
   crash never leaves a half-written checkpoint); ``--resume`` restores model, optimizer,
   regularizer clock, anchors and RNG states and continues with the next epoch. The data order
@@ -525,12 +526,16 @@ class Run:
 
     # ---- end
     def finish(self, reg: Regularizer, initial: dict[str, float], x_val: torch.Tensor | None = None) -> dict[str, Any]:
-        """Write ``summary.json`` (rank 0) and, under torchrun, ``params_rank{r}.pt`` (every rank)."""
+        """Write ``summary.json`` and ``model.pt`` (the final weights, after the final projections;
+        rank 0) and, under torchrun, ``params_rank{r}.pt`` (every rank)."""
         metrics = {k: v for k, v in (self.history[-1] if self.history else {}).items()
                    if not k.startswith(("reg/", "weight/"))}
         summary = summarize(reg, metrics, initial, x_val)
         if self.dist.main:
             self.summary_path.write_text(json.dumps(summary, indent=2) + "\n")
+            tmp = self.out / f".model.pt.{os.getpid()}.tmp"
+            torch.save({k: v.detach().cpu() for k, v in reg.module.state_dict().items()}, tmp)
+            os.replace(tmp, self.out / "model.pt")
         if self.dist.active:
             params = {k: v.detach().cpu() for k, v in reg.module.state_dict().items()}
             torch.save(params, self.out / f"params_rank{self.dist.rank}.pt")
