@@ -72,11 +72,11 @@ def _summary_problem(spec, name: str) -> list[str]:
     backends = []
     if not errs:
         backends.append("cvxpy")
-    if split.algorithm == "fista":
-        backends.append("torch (FISTA)")
+    if split.algorithm != "none":
+        backends.append(f"torch ({split.algorithm.upper()})")
     lines.append(f"  backends: {', '.join(backends) if backends else 'none'}")
-    for why, node in split.reasons:
-        lines.append(f"    torch: {why}")
+    for why, node in (split.refusals if split.algorithm == "none" else split.reasons):
+        lines.append(f"    torch: {'refused: ' if split.algorithm == 'none' else 'PDHG: '}{why}")
     for msg, node in errs:
         lines.append(f"    cvxpy: {msg}")
     return lines
@@ -199,16 +199,27 @@ def cmd_explain(args: argparse.Namespace) -> int:
             d = ir[n]
             if d["kind"] == "call" and "value" not in d:
                 print(f"  %{n} {d['atom']:<12} -> {ATOMS[d['atom']].doc}")
-        print(f"torch: algorithm {split.algorithm}" + ("" if split.algorithm == "fista" else " (not available yet)"))
-        for t in split.terms:
-            scale = " * ".join(ir.text(s) + ("" if e > 0 else "^-1") for s, e in t.scale)
-            sign = "-" if t.sign < 0 else "+"
-            print(f"  {sign} {scale + ' * ' if scale else ''}{ir.text(t.core)}: {t.role}: {t.why}")
-        for p in split.projections:
-            print(f"  {ir[p.var]['name']} in {ir[p.set_node]['set']}: projection ({p.kernel})")
-        for why, _ in split.reasons:
-            print(f"  refused: {why}")
+        from regspec.compiler.passes.split import explain_lines
+
+        print("\n".join(explain_lines(ir, split)))
     return EXIT_OK
+
+
+# ---------------------------------------------------------------- crosscheck
+def cmd_crosscheck(args: argparse.Namespace) -> int:
+    """Solve each problem with both backends, print the comparison table; exit 1 on disagreement."""
+    from regspec import crosscheck as cc
+
+    checks = cc.crosscheck(args.specs or None, rtol=args.rtol, tol=args.tol, max_iter=args.max_iter,
+                           dtype=args.dtype, device=args.device)
+    if args.json:
+        print(json.dumps([{"spec": ch.spec, "problem": ch.problem, "verdict": ch.verdict, "reason": ch.reason,
+                           "gap": ch.gap, "rtol": ch.rtol, "var_diff": ch.var_diff, "seconds": ch.seconds,
+                           "cvxpy": ch.cvxpy.to_json() if ch.cvxpy else None,
+                           "torch": ch.torch.to_json() if ch.torch else None} for ch in checks]))
+    else:
+        print(cc.table(checks))
+    return EXIT_OK if all(ch.ok for ch in checks) else EXIT_SPEC
 
 
 # ---------------------------------------------------------------- main
@@ -242,6 +253,16 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("spec", metavar="SPEC")
     e.add_argument("--problem")
     e.set_defaults(func=cmd_explain)
+
+    x = sub.add_parser("crosscheck", help="solve problems with both backends and compare (exit 1 on disagreement)")
+    x.add_argument("specs", nargs="*", metavar="SPEC", help="default: every spec in specs/")
+    x.add_argument("--rtol", type=float, help="objective agreement threshold (default 1e-5 in float64)")
+    x.add_argument("--tol", type=float, help="torch backend: stopping tolerance")
+    x.add_argument("--max-iter", type=int, help="torch backend: iteration budget")
+    x.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    x.add_argument("--dtype", default="float64", choices=["float64", "float32"])
+    x.add_argument("--json", action="store_true", help="print a JSON list")
+    x.set_defaults(func=cmd_crosscheck)
 
     from regspec.train_cli import add_train_commands  # plan, compile, train
 

@@ -421,3 +421,46 @@ def _split(ir: IR, terms: list[Term], barrier_as_prox: bool) -> Split:
                ". Steps from ||K|| (power iteration)" + (" and L of the smooth part" if has_smooth else ""))
     return Split(terms, projections, operator_constraints, algorithm, reasons, operators,
                  g_proj if algorithm == "pdhg" else [], g_prox if algorithm == "pdhg" else [], refusals, why)
+
+
+def explain_lines(ir: IR, split: Split) -> list[str]:
+    """How the torch backend lowers the problem, in words (``regspec explain``): the algorithm and
+    why, each term's role, the pieces of g, the dual blocks of PDHG, and the step-size rule."""
+    lines = [f"torch: algorithm {split.algorithm}: {split.why_algorithm}"]
+    for t in split.terms:
+        scale = " * ".join(ir.text(s) + ("" if e > 0 else "^-1") for s, e in t.scale)
+        sign = "-" if t.sign < 0 else "+"
+        lines.append(f"  {sign} {scale + ' * ' if scale else ''}{ir.text(t.core)}: {t.role}: {t.why}")
+    projections = split.g_projections if split.algorithm == "pdhg" else split.projections
+    for p in projections:
+        lines.append(f"  {ir[p.var]['name']} in {ir[p.set_node]['set']}: projection ({p.kernel})")
+    if split.algorithm == "pdhg":
+        smooth = [ir.text(t.core) for t in split.smooth]
+        lines.append("  smooth part s: " + (" + ".join(smooth) if smooth else "none") +
+                     (" (autograd; Condat-Vu forward step)" if smooth else ""))
+        g = [f"{ir.text(t.core)} ({t.kernel})" for t in split.g_prox] + \
+            [f"{ir[p.var]['name']} in {ir[p.set_node]['set']} ({p.kernel})" for p in split.g_projections]
+        lines.append("  g (prox per variable): " + (", ".join(g) if g else "none"))
+        for op in split.operators:
+            if op.kind == "prox":
+                f = f"{ir[op.source]['atom']} ({'operator form: ' + op.form if op.form else op.kernel})"
+                k = f"the linear part of `{ir.text(op.expr)}`" + (" composed with the form's D" if op.form else "")
+            elif op.kind == "set":
+                f = f"indicator of {ir[op.set_node]['set']} (projection {op.kernel})"
+                k = f"the linear part of `{ir.text(op.expr)}`"
+            elif op.kind == "equality" and op.form is not None:
+                f = "indicator of the target values"
+                k = f"{op.form} of `{ir[op.expr]['name']}`"
+            else:
+                f = "indicator of {0}" if op.kind == "equality" else "indicator of z <= 0"
+                k = f"the linear part of lhs - rhs of `{ir.text(op.source)}`"
+            lines.append(f"  dual block: K = {k}; f = {f}; prox of f* by Moreau")
+        lines.append("  steps: each block scaled to unit norm (power iteration), ||K|| of the stack by power "
+                     "iteration, L of s by Hessian power iteration; tau (L/2 + sigma ||K||^2) < 1; restarted "
+                     "averaged PDHG, stop when primal and dual residuals are <= tol (relative)")
+    elif split.algorithm == "fista":
+        lines.append("  steps: FISTA with backtracking on the smooth part, restarts; stop when the "
+                     "prox-gradient residual ||x - prox(x - t grad)||/t <= tol max(1, ||grad||)")
+    for why, _ in split.refusals:
+        lines.append(f"  refused: {why}")
+    return lines
