@@ -87,10 +87,9 @@ def lower(ir: IR) -> CvxpyProgram:
             else:
                 constraints.append(lhs >= val[d["args"][1]])
     sense, expr = objective
-    if sense == "minimize":
-        problem = cp.Problem(cp.Minimize(expr + sum(regularizers)), constraints)
-    else:
-        problem = cp.Problem(cp.Maximize(expr - sum(regularizers)), constraints)
+    for r in regularizers:  # `regularize` adds to a minimized objective, subtracts from a maximized one
+        expr = expr + r if sense == "minimize" else expr - r
+    problem = cp.Problem(cp.Minimize(expr) if sense == "minimize" else cp.Maximize(expr), constraints)
     return CvxpyProgram(problem, variables, params, ir)
 
 

@@ -3,6 +3,8 @@ the rules fail, ``dcp_error = (message, node)`` pointing at the innermost offend
 backend turns that into a located error; ``check`` and ``explain`` report it."""
 from __future__ import annotations
 
+from typing import Sequence
+
 from regspec.compiler.catalogue import ATOMS, SETS, Curvature, Sign
 from regspec.compiler.ir import IR
 
@@ -26,9 +28,26 @@ def _domain_sign(ir: IR, node: int) -> Sign:
     return Sign.UNKNOWN
 
 
+class _Texts(Sequence[str]):
+    """The source texts of a call's arguments, rendered only if a DCP rule fails and says why."""
+
+    def __init__(self, ir: IR, args: list[int]):
+        self.ir, self.args = ir, args
+
+    def __len__(self) -> int:
+        return len(self.args)
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self.ir.text(a) for a in self.args[i]]
+        return self.ir.text(self.args[i])
+
+
 def _first_reason(ir: IR, root: int) -> int | None:
+    """The innermost (first in topological order) node under ``root`` that breaks a DCP rule."""
+    under = ir.ancestors(root) | {root}
     for n in ir.topological():
-        if (n in ir.ancestors(root) or n == root) and ir[n].get("dcp_reason"):
+        if n in under and ir[n].get("dcp_reason"):
             return n
     return None
 
@@ -59,7 +78,7 @@ def analyse_curvature(ir: IR) -> IR:
             curvs = [ir[a]["curvature"] for a in args]
             signs = [ir[a]["sign"] for a in args]
             kw = d.get("static", {})
-            curv, reason = atom.dcp(curvs, signs, kw, [ir.text(a) for a in args])
+            curv, reason = atom.dcp(curvs, signs, kw, _Texts(ir, args))
             if curv is Curvature.UNKNOWN and any(ir[a]["curvature"] is Curvature.UNKNOWN for a in args):
                 reason = None  # the reason lives on the argument that failed first
             d["curvature"] = curv
