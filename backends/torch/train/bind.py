@@ -187,6 +187,8 @@ def bind_plan(plan: TrainPlan, model: nn.Module, optimizer: Any = None, *, total
             elif term.target.kind == "act":
                 kw["acts"] = names
                 act_names += [n for n in names if n not in act_names]
+                if term.name == "l1" and _nonneg_outputs(model, names):
+                    kw["hyper"]["nonneg"] = True  # ReLU outputs: |a| = a, a cheaper exact form
             else:
                 kw["output"] = True
             tb.penalty = Penalty(term.name if term.name != "weight_decay" else "l2sq", **kw)
@@ -204,6 +206,15 @@ def bind_plan(plan: TrainPlan, model: nn.Module, optimizer: Any = None, *, total
         tapped: TappedModel = insert_taps(model, act_names, prefer=prefer_taps)
         module, tap_path, tap_reason = tapped, tapped.tap_path, tapped.tap_reason
     return Binding(plan, model, module, graph, tap_path, tap_reason, rewrites, terms)
+
+
+#: activation modules whose outputs are >= 0 by construction
+_NONNEG = ("ReLU", "ReLU6", "FATReLU", "Sigmoid", "Softplus")
+
+
+def _nonneg_outputs(model: nn.Module, names: list[str]) -> bool:
+    mods = dict(model.named_modules())
+    return all(type(mods[n]).__name__ in _NONNEG for n in names if n in mods)
 
 
 def _notes(model: nn.Module, term: TermPlan, names: list[str]) -> list[str]:

@@ -292,10 +292,12 @@ class ProxEngine:
         if b.kernel == "anchor_l2":
             hyper["anchor"] = [self.anchors[n].reshape(x.shape) for n, x in zip(b.names, xs)]
         dinv = self._inverse_metric(b.params) if b.metric == "adaptive" else None
-        if dinv is None:
+        if dinv is not None:
+            _adaptive_prox(b.kernel, xs, steps, dinv, hyper)
+        elif b.kernel == "group_l2" and _row_groups_in_place(xs, steps, hyper):
+            pass
+        else:
             apply_prox_group(b.kernel, xs, steps, **hyper)
-            return
-        _adaptive_prox(b.kernel, xs, steps, dinv, hyper)
 
     def after_step(self) -> None:
         """Run after ``optimizer.step()``: apply the active buckets, then advance the clock."""
@@ -367,6 +369,28 @@ class ProxEngine:
         if self._hook is not None:
             self._hook.remove()
             self._hook = None
+
+
+def _row_groups_in_place(xs: list[torch.Tensor], steps: list[float], hyper: dict[str, Any]) -> bool:
+    """Block soft-threshold of the rows (or columns) of W = x.reshape(C_out, -1), in place:
+    x_g <- x_g * max(||x_g|| - tau sqrt(|g|), 0) / ||x_g|| (the group_l2 kernel's math with its
+    default weights; a zero group stays exactly zero). Five ops per tensor and no temporaries the
+    size of x, where the generic kernel builds a shrunk copy; False when it does not apply."""
+    groups = hyper.get("groups", "rows")
+    if groups not in ("rows", "channels", "cols") or hyper.get("weights") is not None or len(hyper) > 1:
+        return False
+    if not all(x.is_contiguous() and x.dim() >= 1 for x in xs):
+        return False
+    dim = 0 if groups == "cols" else 1
+    for x, step in zip(xs, steps):
+        if step == 0.0:
+            continue
+        w = x.view(x.shape[0], -1)
+        threshold = step * math.sqrt(w.shape[dim])
+        # (1 - t/||x_g||)_+: a zero group gives 1 - inf -> 0, so it stays exactly zero
+        factor = torch.linalg.vector_norm(w, dim=dim, keepdim=True).reciprocal_().mul_(-threshold).add_(1.0)
+        w.mul_(factor.clamp_min_(0.0))
+    return True
 
 
 def _adaptive_prox(kernel: str, xs: list[torch.Tensor], steps: list[float], dinv: list[torch.Tensor],

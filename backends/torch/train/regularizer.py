@@ -106,10 +106,26 @@ def set_distance(kernel: str, x: torch.Tensor, hyper: dict[str, Any], matrix: bo
         return float(torch.linalg.vector_norm(w - get_kernel(kernel).fn(w, 1.0, **hyper)))
 
 
+class _L1Sum(torch.autograd.Function):
+    """sum |a| with one reduction forward and sign(a)*g backward (no |a| temporary kept)."""
+
+    @staticmethod
+    def forward(ctx: Any, a: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        ctx.save_for_backward(a)
+        return torch.linalg.vector_norm(a, 1)
+
+    @staticmethod
+    def backward(ctx: Any, g: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        (a,) = ctx.saved_tensors
+        return torch.sign(a).mul_(g)
+
+
 def _act_value(kind: str, a: torch.Tensor) -> torch.Tensor:
-    flat = a.reshape(1, -1) if a.dim() <= 1 else a.reshape(a.shape[0], -1)
+    """Per-sample value averaged over the batch (dim 0)."""
     if kind == "l1":
-        return flat.abs().sum(dim=1).mean()
+        # (1/B) sum_i ||a_i||_1 = ||a||_1 / B
+        return _L1Sum.apply(a) / (a.shape[0] if a.dim() > 1 else 1)
+    flat = a.reshape(1, -1) if a.dim() <= 1 else a.reshape(a.shape[0], -1)
     if kind == "l2sq":
         return 0.5 * flat.pow(2).sum(dim=1).mean()
     if kind == "sum_squares":
@@ -174,8 +190,9 @@ class Regularizer:
         if any(p.kind == "jacobian_fro" for p in self.penalties):
             # the Jacobian penalty differentiates the output w.r.t. the input: keep the input
             module.register_forward_pre_hook(self._keep_input)
-        self._sums: dict[str, torch.Tensor] = {}
-        self._counts: dict[str, int] = {}
+        self._seen: dict[str, list[tuple[torch.Tensor, float]]] = {}
+        # the Jacobian term runs an extra forward (which refreshes the taps): evaluate it last
+        self._order = sorted(range(len(self.penalties)), key=lambda k: self.penalties[k].kind == "jacobian_fro")
 
     # ---- time
     @property
@@ -185,7 +202,7 @@ class Regularizer:
     def start_epoch(self, epoch: int) -> None:
         """Call at the start of each epoch (0-based); schedules and gates read the clock."""
         self.clock.start_epoch(epoch)
-        self._sums, self._counts = {}, {}
+        self._seen = {}
 
     # ---- loss
     def _keep_input(self, _module: nn.Module, args: tuple) -> None:
@@ -199,50 +216,57 @@ class Regularizer:
         wanted = set(names)
         return [v for k, v in taps.items() if k.split("#", 1)[0] in wanted]
 
-    def _penalty_value(self, i: int, p: Penalty, output: torch.Tensor | None) -> torch.Tensor | None:
+    def _penalty_value(self, i: int, p: Penalty, output: torch.Tensor | None) -> tuple[torch.Tensor, float] | None:
+        """(raw, scale) with g = raw * scale: a Python-number scale folds into the weight, so the
+        term costs one multiply (activation l1 of ReLU taps: raw = sum of the taps, scale = 1/B)."""
         if p.params:
             if p.kind == "anchor_l2":
-                return sum(param_value("anchor_l2", x, anchor=self.anchors[n])
-                           for n, x in zip(p.params, self._params[i]))  # type: ignore[return-value]
+                return sum(param_value("anchor_l2", x, anchor=self.anchors[n])  # type: ignore[return-value]
+                           for n, x in zip(p.params, self._params[i])), 1.0
             if p.kind == "orthogonality":
-                return P.orthogonality(self._params[i], mode=p.hyper.get("mode", "full"), groups=p.hyper.get("groups"))
-            return sum(param_value(p.kind, x, p.hyper) for x in self._params[i])  # type: ignore[return-value]
+                return P.orthogonality(self._params[i], mode=p.hyper.get("mode", "full"),
+                                       groups=p.hyper.get("groups")), 1.0
+            return sum(param_value(p.kind, x, p.hyper) for x in self._params[i]), 1.0  # type: ignore[return-value]
         if p.kind == "jacobian_fro":
             if self._input is None:
                 return None
             if self._generator is None or self._generator.device != self._input.device:
                 self._generator = torch.Generator(device=self._input.device).manual_seed(self._seed)
-            return 0.5 * P.jacobian_fro(self._forward_plain, self._input, int(p.hyper.get("n_proj", 1)),
-                                        generator=self._generator)
+            return P.jacobian_fro(self._forward_plain, self._input, int(p.hyper.get("n_proj", 1)),
+                                  generator=self._generator), 0.5
         tensors = [output] if p.output else self._taps(p.acts)
         if not tensors or tensors[0] is None:
             return None
-        return sum(_act_value(p.kind, a) for a in tensors)  # type: ignore[return-value]
+        if p.kind == "l1" and p.hyper.get("nonneg", False) and all(a.dim() > 1 for a in tensors):
+            # ReLU outputs: (1/B) sum_i ||a_i||_1 = sum(a) / B; one reduction per tap
+            raw = tensors[0].sum()
+            for a in tensors[1:]:
+                raw = raw + a.sum()
+            return raw, 1.0 / tensors[0].shape[0]
+        return sum(_act_value(p.kind, a) for a in tensors), 1.0  # type: ignore[return-value]
 
     def _forward_plain(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.module(x)
-        return out
+        return self.module(x)
 
     def penalty(self, output: torch.Tensor | None = None) -> torch.Tensor:
         """Σ_k w_k(t) · g_k over the loss-side penalties (0 if there are none)."""
         t = self.clock.t
-        total: torch.Tensor | float = 0.0
-        # the Jacobian term runs an extra forward (which refreshes the taps): evaluate it last
-        order = sorted(range(len(self.penalties)), key=lambda k: self.penalties[k].kind == "jacobian_fro")
-        for i in order:
+        total: torch.Tensor | None = None
+        for i in self._order:
             p = self.penalties[i]
             w = evaluate_scalar(p.weight, t)
             if w == 0.0 and p.kind == "jacobian_fro":
                 continue  # an extra forward and double backward for nothing
-            v = self._penalty_value(i, p, output)
-            if v is None:
+            got = self._penalty_value(i, p, output)
+            if got is None:
                 continue
-            label = p.label or p.kind
-            self._sums[label] = self._sums.get(label, 0.0) + v.detach()
-            self._counts[label] = self._counts.get(label, 0) + 1
+            raw, scale = got
+            # kept for the epoch's report (summed once, in values())
+            self._seen.setdefault(p.label or p.kind, []).append((raw.detach(), scale))
             if w != 0.0:
-                total = total + w * v
-        if isinstance(total, float):
+                term = raw * (w * scale)
+                total = term if total is None else total + term
+        if total is None:
             ref = output if output is not None else next(iter(self.module.parameters()))
             return torch.zeros((), device=ref.device, dtype=ref.dtype)
         return total
@@ -272,11 +296,13 @@ class Regularizer:
         out: dict[str, float] = {}
         for i, p in enumerate(self.penalties):
             label = p.label or p.kind
-            if label in self._sums:
-                out[label] = float(self._sums[label]) / self._counts[label]
+            if self._seen.get(label):
+                seen = self._seen[label]
+                out[label] = float(sum(float(r) * s for r, s in seen)) / len(seen)
             elif p.params:
                 with torch.no_grad():
-                    out[label] = float(self._penalty_value(i, p, None))  # type: ignore[arg-type]
+                    raw, scale = self._penalty_value(i, p, None)  # type: ignore[misc]
+                    out[label] = float(raw) * scale
         named = dict(self.module.named_parameters())
         t = self.clock.t
         for g in self.engine.groups:
