@@ -77,6 +77,59 @@ def start_point(program: TorchProgram, prox) -> list[torch.Tensor]:
         return [x.detach().clone() for x in prox(x0, 1.0)]
 
 
+class FusedSmooth:
+    """Value and gradient of the smooth part from traced aten graphs (``make_fx``): ``grad``
+    runs one graph returning (value, gradient), so the forward pass is shared (for a least-squares
+    term: one pass for X w and one for X^T r instead of autograd's forward, backward and a second
+    forward for the value); ``value`` returns that value when asked at the very tensors the last
+    gradient was computed at (FISTA asks for both at each new point) and otherwise runs a traced
+    forward graph. Data and parameters are baked in: traced per solve."""
+
+    def __init__(self, value_gm, grad_gm):
+        self._value_gm = value_gm
+        self._grad_gm = grad_gm
+        self._last: tuple[list[torch.Tensor], torch.Tensor] | None = None
+
+    @classmethod
+    def trace(cls, smooth_fn, x0: list[torch.Tensor]) -> "FusedSmooth | None":
+        from torch.fx.experimental.proxy_tensor import make_fx
+
+        n = len(x0)
+
+        def value(*xs: torch.Tensor) -> torch.Tensor:
+            return smooth_fn(list(xs))
+
+        def value_and_grad(*xs: torch.Tensor):
+            g, v = torch.func.grad_and_value(value, argnums=tuple(range(n)))(*xs)
+            return (v, *g)
+
+        try:
+            xs = [x.detach() for x in x0]
+            v_gm = make_fx(value)(*xs)
+            g_gm = make_fx(value_and_grad)(*xs)
+            for gm in (v_gm, g_gm):
+                gm.graph.eliminate_dead_code()
+                gm.recompile()
+            with torch.no_grad():
+                out = g_gm(*xs)
+            if len(out) != n + 1 or out[0].numel() != 1:
+                return None
+        except Exception:  # noqa: BLE001 - any tracing failure keeps autograd
+            return None
+        return cls(v_gm, g_gm)
+
+    def grad(self, xs: list[torch.Tensor]) -> list[torch.Tensor]:
+        out = self._grad_gm(*xs)
+        self._last = (list(xs), out[0])
+        return list(out[1:])
+
+    def value(self, xs: list[torch.Tensor]) -> torch.Tensor:
+        last = self._last
+        if last is not None and len(last[0]) == len(xs) and all(a is b for a, b in zip(last[0], xs)):
+            return last[1]
+        return self._value_gm(*xs)
+
+
 def traced_gradient(smooth_fn, x0: list[torch.Tensor]):
     """grad s as one straight-line aten graph (``make_fx`` of ``torch.func.grad``, dead code
     removed): PDHG needs only the gradient, and the traced graph skips the autograd engine and
@@ -135,8 +188,10 @@ def solve(program: TorchProgram, *, params: dict[str, np.ndarray] | None = None,
     t0 = time.perf_counter()
     largest = max([x.numel() for x in x0] + [b.numel() for b in program.module.buffers()], default=0)
     with _threads_for(program, largest):
+        fused = FusedSmooth.trace(smooth, x0)
+        value, grad = (fused.value, fused.grad) if fused is not None else (smooth, None)
         try:
-            res = fista(smooth, prox, x0, tol=tol, max_iter=max_iter, objective=objective)
+            res = fista(value, prox, x0, tol=tol, max_iter=max_iter, objective=objective, grad=grad)
         except FloatingPointError as e:
             raise _not_finite(program, e) from None
     if program.device.type == "cuda":
