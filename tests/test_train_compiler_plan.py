@@ -247,3 +247,30 @@ def test_plan_cli(capsys, root):
     assert "fused calls after optimizer.step()" in out and "group_l2" in out
     assert main(["plan", str(root / "specs" / "train_lasso.reg"), "--train", "nope"]) == 1
     assert "no train block named `nope`" in capsys.readouterr().err
+
+
+def test_vocabulary_matches_the_kernel_registry_and_the_catalogue():
+    from regspec.backends.torch.prox import KERNELS
+    from regspec.compiler.catalogue import ATOMS, SETS as CATALOGUE_SETS
+    from regspec.compiler.train_plan import SETS, TERM_ALIASES, TERMS
+
+    for name, entry in TERMS.items():
+        if entry.kernel is not None:
+            assert KERNELS[entry.kernel].kind == "prox", name
+        if entry.atom is not None and entry.atom in ATOMS and ATOMS[entry.atom].prox is not None:
+            # the same term means the same prox on both sides
+            assert ATOMS[entry.atom].prox.kernel == entry.kernel, name
+    for alias, target in TERM_ALIASES.items():
+        assert target in TERMS, alias
+    for name, entry in SETS.items():
+        kernel = KERNELS[entry.kernel]
+        assert kernel.kind == "projection", name
+        assert set(entry.args) | set(entry.fixed) <= set(kernel.hyper), name
+        if name in CATALOGUE_SETS and CATALOGUE_SETS[name].projection is not None:
+            assert CATALOGUE_SETS[name].projection == entry.kernel, name
+
+
+def test_steps_setting_stops_mid_epoch(tmp_path):
+    spec = regspec.load(BASE.format(body='  regularize l1(param("head.weight")) * 1e-4').replace("epochs 4", "steps 5"))
+    summary = regspec.train(spec, out=tmp_path / "run", quiet=True)
+    assert summary["steps"] == 5 and summary["epochs"] == 1
