@@ -126,7 +126,6 @@ def run_sweep(spec: Any, sweep: SweepSpec, *, problem: str | None = None, params
     from regspec.backends.cvxpy import lower as cvx_lower
     from regspec.backends.cvxpy import solve as cvx_solve
     from regspec.compiler.evaluate import validate_params
-    from regspec.compiler.passes.curvature import dcp_errors
 
     spec = _as_spec(spec)
     t0 = time.perf_counter()
@@ -137,10 +136,9 @@ def run_sweep(spec: Any, sweep: SweepSpec, *, problem: str | None = None, params
         declared = list(ir.params())
         raise error(f"--sweep: problem `{ir.block_name}` has no parameter `{sweep.param}`",
                     notes=did_you_mean(sweep.param, declared) + [f"parameters: {', '.join(declared) or 'none'}"])
-    if dcp_errors(ir):
-        cvx_lower.check_dcp(ir)  # raises the located DCP errors
     fixed = validate_params(ir, params, "--set")
     per_point = [validate_params(ir, {sweep.param: v}, "--sweep")[sweep.param] for v in sweep.values]
+    # lowering raises the located DCP errors of a nonconvex spec; it is cached on the spec
     program = _cached(spec, f"cvxpy:{ir.block_name}", lambda: cvx_lower.lower(ir))
     compile_s = time.perf_counter() - t0
     name = cvx_solve.choose_solver(program, solver)

@@ -106,3 +106,12 @@ def test_cli_sweep(tmp_path):
     out = subprocess.run([sys.executable, "-m", "regspec.cli", "solve", str(SPECS / "lasso.reg"), "--sweep",
                           "lam=[1]", "--set", "lam=2"], capture_output=True, text=True)
     assert out.returncode == 2 and "both swept and fixed" in out.stderr
+
+
+def test_sweep_of_a_nonconvex_spec_is_a_located_dcp_error():
+    spec = regspec.load("problem p {\n  param lam = 1 >= 0\n  var x[3]\n  minimize lam * norm1(log(x))\n}\n")
+    with pytest.raises(RegspecError) as info:
+        run_sweep(spec, parse_sweep("lam=[1, 2]"))
+    d = info.value.first
+    assert (d.span.line, d.span.column) == (4, 18)
+    assert "norm1 is convex, but its argument `log(x)` is concave" in d.message
