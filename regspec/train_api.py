@@ -77,7 +77,8 @@ def compile_trainer(spec: Any, train: str | None = None, out: str | Path | None 
 
     s = _spec(spec)
     asm = assemble(plan(s, train), epochs=epochs)
-    source = generate_trainer(asm, s.ast.source.text, fingerprint(s.ast.source.text))
+    source = generate_trainer(asm, s.ast.source.text, fingerprint(s.ast.source.text),
+                              Path(out).name if out is not None else "trainer.py")
     if out is not None:
         path = Path(out)
         try:

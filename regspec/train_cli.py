@@ -33,6 +33,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         argv += ["--stop-after", str(args.stop_after)]
     if args.seed is not None:
         argv += ["--seed", str(args.seed)]
+    if args.checkpoint_every is not None:
+        argv += ["--checkpoint-every", str(args.checkpoint_every)]
     train(args.spec, args.train, out=args.out, epochs=args.epochs, resume=args.resume, device=args.device,
           dtype=args.dtype, quiet=args.quiet, argv=argv)
     return 0
@@ -62,5 +64,6 @@ def add_train_commands(sub: Any) -> None:
     t.add_argument("--dtype", default="float32", choices=["float32", "float64"])
     t.add_argument("--seed", type=int, help="seed (spec: `seed`)")
     t.add_argument("--stop-after", type=int, metavar="K", help="stop after K epochs (resume later)")
+    t.add_argument("--checkpoint-every", type=int, metavar="N", help="write the checkpoint every N epochs")
     t.add_argument("--quiet", action="store_true")
     t.set_defaults(func=cmd_train)
