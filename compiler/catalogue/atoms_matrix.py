@@ -9,9 +9,8 @@ from __future__ import annotations
 
 from math import prod
 
-from regspec.compiler.catalogue.atoms import _Product, broadcast, fmt, reduce_shape
-from regspec.compiler.catalogue.base import (Atom, Curvature, Elementwise, Mono, Prox, ScalarAtom, ShapeError,
-                                             Sign)
+from regspec.compiler.catalogue.atoms import _Product, fmt, reduce_shape
+from regspec.compiler.catalogue.base import Atom, Curvature, Mono, Prox, ScalarAtom, ShapeError, Sign
 
 
 def _matrix(shape, name: str, square: bool = False) -> tuple[int, int]:
@@ -39,8 +38,8 @@ def _np_sym(x):
 
 class NuclearNorm(ScalarAtom):
     name = "nuclear_norm"
-    curvature = Curvature.CONVEX
     doc = "sum of singular values ||X||_*"
+    curvature = Curvature.CONVEX
     prox = Prox("nuclear")
 
     def shape(self, shapes, kw):
@@ -65,8 +64,8 @@ class NuclearNorm(ScalarAtom):
 
 class SpectralNorm(ScalarAtom):
     name = "spectral_norm"
-    curvature = Curvature.CONVEX
     doc = "largest singular value sigma_max(X)"
+    curvature = Curvature.CONVEX
     prox = Prox("spectral_norm")
 
     def shape(self, shapes, kw):
@@ -91,8 +90,8 @@ class SpectralNorm(ScalarAtom):
 
 class LambdaMax(ScalarAtom):
     name = "lambda_max"
-    curvature = Curvature.CONVEX
     doc = "largest eigenvalue of the symmetric matrix (X + X^T)/2 (convex)"
+    curvature = Curvature.CONVEX
 
     def shape(self, shapes, kw):
         _matrix(shapes[0], self.name, square=True)
@@ -380,7 +379,7 @@ class HStack(Atom):
         return getattr(np, self._numpy_fn)(args)
 
     @staticmethod
-    def _promote(args, ndim):
+    def _promote(args):
         """CVXPY's stacks want one rank: scalars become length-1 vectors (NumPy's atleast_1d)."""
         import cvxpy as cp
 
@@ -390,7 +389,7 @@ class HStack(Atom):
         import cvxpy as cp
 
         return cp.hstack(self._promote([cp.Constant(a) if not isinstance(a, cp.Expression) else a
-                                        for a in args], 1))
+                                        for a in args]))
 
     def torch(self, args, kw):
         import torch
@@ -408,7 +407,7 @@ class VStack(HStack):
     def cvxpy(self, args, kw):
         import cvxpy as cp
 
-        exprs = self._promote([cp.Constant(a) if not isinstance(a, cp.Expression) else a for a in args], 1)
+        exprs = self._promote([cp.Constant(a) if not isinstance(a, cp.Expression) else a for a in args])
         exprs = [cp.reshape(e, (1, e.shape[0]), order="C") if len(e.shape) == 1 else e for e in exprs]
         return cp.vstack(exprs)
 

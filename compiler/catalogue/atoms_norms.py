@@ -2,11 +2,8 @@
 fusion, class group lasso and total variation (CATALOGUE §1a, §1b)."""
 from __future__ import annotations
 
-from math import prod
-
 from regspec.compiler.catalogue.atoms import fmt
-from regspec.compiler.catalogue.base import (Curvature, Mono, Prox, ScalarAtom, ShapeError, Sign,
-                                             norm_of_abs_mono)
+from regspec.compiler.catalogue.base import Curvature, Prox, ScalarAtom, ShapeError, Sign, norm_of_abs_mono
 from regspec.compiler.catalogue.groups import (as_int_array, check_pairs, entry_labels, group_sizes, incidence,
                                                torch_entry_labels)
 
@@ -30,8 +27,8 @@ def _cvx_weighted_sum(norms, w, default):
 
 class NormInf(ScalarAtom):
     name = "norm_inf"
-    curvature = Curvature.CONVEX
     doc = "max_i |x_i| over all entries"
+    curvature = Curvature.CONVEX
     prox = Prox("linf")
 
     def monotonicity(self, i, signs, kw):
@@ -54,8 +51,8 @@ class NormInf(ScalarAtom):
 
 class Huber(ScalarAtom):
     name = "huber"
-    curvature = Curvature.CONVEX
     doc = "sum_i huber(x_i, M): x^2 for |x| <= M, else 2M|x| - M^2 (M > 0, default 1)"
+    curvature = Curvature.CONVEX
     static = {"M": 1.0}
     positional_kw = ("M",)
     smooth = True
@@ -160,8 +157,8 @@ class QuadForm(ScalarAtom):
 
 class ElasticNet(ScalarAtom):
     name = "elastic_net"
-    curvature = Curvature.CONVEX
     doc = "a ||x||_1 + (b/2) ||x||_2^2 (a, b >= 0)"
+    curvature = Curvature.CONVEX
     static = {"a": 1.0, "b": 1.0}
     prox = Prox("elastic_net", (("lam_l1", "a"), ("lam_l2", "b")))
 
@@ -192,9 +189,9 @@ class ElasticNet(ScalarAtom):
 
 class GroupNorm(ScalarAtom):
     name = "group_norm"
-    curvature = Curvature.CONVEX
     doc = ("sum_g w_g ||x_g||_2 over disjoint groups: groups = rows | cols | labels (per entry, or per "
            "row of a matrix); weights w default to sqrt(|g|)")
+    curvature = Curvature.CONVEX
     static = {"groups": None}
     tensor_kwargs = ("w",)
     positional_kw = ("groups", "w")
@@ -277,8 +274,8 @@ class GroupL2(GroupNorm):
 
 class Norm21(ScalarAtom):
     name = "norm_21"
-    curvature = Curvature.CONVEX
     doc = "sum_i ||X[i, :]||_2 (axis = 1, rows; axis = 0 sums column norms)"
+    curvature = Curvature.CONVEX
     static = {"axis": 1}
     prox = Prox("group_l2")
 
@@ -317,13 +314,12 @@ class Norm21(ScalarAtom):
 
 class SumOfNorms(ScalarAtom):
     name = "sum_of_norms"
-    curvature = Curvature.CONVEX
     doc = ("sum_(i,j) w_ij ||X[i, :] - X[j, :]||_2 over row pairs (P x 2 integer array, e.g. "
            "pairs = same(labels)); for a vector, sum w_ij |x_i - x_j|")
+    curvature = Curvature.CONVEX
     static = {"pairs": None}
     tensor_kwargs = ("w",)
     positional_kw = ("pairs", "w")
-    lacks = {}
 
     def shape(self, shapes, kw):
         x = tuple(shapes[0])
@@ -367,8 +363,8 @@ class SumOfNorms(ScalarAtom):
 
 class ClassGroupL2(ScalarAtom):
     name = "class_group_l2"
-    curvature = Curvature.CONVEX
     doc = "sum_j sum_c ||T[I_c, j]||_2: the group lasso of each class's block of each column (labels per row)"
+    curvature = Curvature.CONVEX
     static = {"labels": None}
     positional_kw = ("labels",)
     prox = Prox("group_l2", (("groups", "labels"),))
@@ -432,10 +428,10 @@ class ClassGroupL2(ScalarAtom):
 
 class TV(ScalarAtom):
     name = "tv"
-    curvature = Curvature.CONVEX
     doc = ("total variation. 1-D: sum_i w_i |x_{i+1} - x_i| (w: n-1 weights). 2-D: mode = \"iso\" "
            "(default, CVXPY's tv: sum over the (m-1) x (n-1) grid of ||(dx, dy)||_2) or \"aniso\" "
            "(sum |dx| + sum |dy| over all forward differences); 2-D weights are per pixel (m x n)")
+    curvature = Curvature.CONVEX
     static = {"mode": "iso"}
     tensor_kwargs = ("w",)
     positional_kw = ("w",)
