@@ -2,11 +2,13 @@
 
 1. step ratio: one training step (forward, loss, backward, optimizer.step) of the spec's model
    with every regularizer attached (rewritten and tapped fx graph, in-graph penalties, fused prox
-   steps and gated projections after the step) vs the same plain step on the same model.
+   steps and gated projections after the step) vs the same plain step on the same model
+   (flush-denormal on, as in generated trainers).
    Target for the CNN on digits (specs/train_group_channels.reg): <= 1.15x.
 2. prox step: ``ProxEngine.after_step()`` (one fused call per bucket) vs ``apply_loop()`` (one
-   kernel call per tensor), on the spec's groups and on a 24-layer MLP with l1, group and
-   weight-decay terms on every layer (where fusion matters: many small tensors).
+   kernel call per tensor), on the spec's groups and on 24-layer MLPs (width 32 and 128) with
+   l1, group, weight-decay and box terms on every layer. On CPU fusion saves dispatch overhead,
+   so it matters most for many small tensors; on CUDA it also saves kernel launches.
 
     python bench/bench_train_step.py [--spec specs/train_group_channels.reg] [--steps 200] [--threads 1] [--json]
 
@@ -142,19 +144,20 @@ def main() -> None:
     torch.set_flush_denormal(True)  # as the generated trainers do (subnormals are slow on CPUs)
     res = {"threads": args.threads, "torch": torch.__version__,
            "step": step_ratio(args.spec, args.steps, args.repeats),
-           "many_tensors": many_tensors(args.steps, args.repeats)}
+           "many_tensors": [many_tensors(args.steps, args.repeats, width=w) for w in (32, 128)]}
     if args.json:
         print(json.dumps(res, indent=2))
         return
-    s, m = res["step"], res["many_tensors"]
+    s = res["step"]
     print(f"torch {res['torch']}, {args.threads} thread(s), CPU, {'wall' if args.wall else 'thread CPU'} time")
     print(f"training step, {s['model']} on {Path(s['spec']).name} (batch {s['batch']}):")
     print(f"  plain {s['plain_ms']:.3f} ms   regularized {s['regularized_ms']:.3f} ms   ratio {s['ratio']:.3f}x"
           f" (median of paired blocks; of the fastest blocks: {s['ratio_of_min']:.3f}x)   target <= 1.15x")
     print(f"  prox step ({s['tensors']} tensors, {s['buckets']} fused calls): fused {s['prox_fused_ms']:.3f} ms"
           f"   per-tensor loop {s['prox_loop_ms']:.3f} ms")
-    print(f"prox step, {m['layers']}-layer MLP (width {m['width']}, {m['tensors']} tensors, 4 terms):")
-    print(f"  fused {m['fused_ms']:.3f} ms   per-tensor loop {m['loop_ms']:.3f} ms   speedup {m['speedup']:.2f}x")
+    for m in res["many_tensors"]:
+        print(f"prox step, {m['layers']}-layer MLP (width {m['width']}, {m['tensors']} tensors, 4 terms):")
+        print(f"  fused {m['fused_ms']:.3f} ms   per-tensor loop {m['loop_ms']:.3f} ms   speedup {m['speedup']:.2f}x")
 
 
 if __name__ == "__main__":
