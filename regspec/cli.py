@@ -164,6 +164,8 @@ def _print_result(result) -> None:
           + (f", {result.iterations} iterations" if result.iterations is not None else "") + ")")
     if not result.ok and result.info.get("message"):
         print(f"  {result.info['message']}")
+    if result.info.get("fallback"):
+        print(f"  {result.info['fallback']}")
     if result.objective is not None:
         print(f"objective: {result.objective:.10g}")
     for name, value in result.variables.items():

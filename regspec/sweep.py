@@ -47,6 +47,7 @@ class SweepPoint:
     variables: dict[str, np.ndarray]
     iterations: int | None
     seconds: float
+    solver: str = ""
 
 
 @dataclass
@@ -80,7 +81,7 @@ class SweepResult:
             "solver": self.solver,
             "values": [p.value for p in self.points],
             "points": [{"value": p.value, "status": p.status, "objective": num(p.objective),
-                        "iterations": p.iterations, "seconds": round(p.seconds, 6),
+                        "solver": p.solver, "iterations": p.iterations, "seconds": round(p.seconds, 6),
                         "variables": {k: np.asarray(v).tolist() for k, v in p.variables.items()}}
                        for p in self.points],
             "times": {k: round(float(v), 6) for k, v in self.times.items()},
@@ -146,7 +147,8 @@ def run_sweep(spec: Any, sweep: SweepSpec, *, problem: str | None = None, params
     for value, arr in zip(sweep.values, per_point):
         r = cvx_solve.solve(program, solver=solver, solver_opts=solver_opts,
                             params={**fixed, sweep.param: arr}, warm_start=True)
-        result.points.append(SweepPoint(value, r.status, r.objective, r.variables, r.iterations, r.times["solve"]))
+        result.points.append(SweepPoint(value, r.status, r.objective, r.variables, r.iterations, r.times["solve"],
+                                        r.solver))
     result.times = {"parse": spec.parse_seconds, "compile": compile_s,
                     "solve": sum(p.seconds for p in result.points), "total": time.perf_counter() - t0}
     return result

@@ -102,3 +102,22 @@ def test_parameters_stay_symbolic_dpp():
     program = program_of(SPECS / "class_ot.reg")
     assert program.problem.is_dpp()
     assert set(program.params) == {"rho"}
+
+
+def test_automatic_scs_falls_back_to_clarabel(monkeypatch):
+    """An automatic SCS run that stops short of optimal (here: an iteration budget of 5) is re-solved
+    by Clarabel; a requested SCS, or one with options, is left as it ended."""
+    from regspec.backends.cvxpy import solve as cvx_solve
+
+    monkeypatch.setitem(cvx_solve.SCS_DEFAULTS, "max_iters", 5)
+    r = regspec.solve(SPECS / "d_optimal_design.reg")
+    assert r.status == "optimal" and r.solver == "CLARABEL"
+    assert r.info["fallback"] == "SCS stopped at `optimal_inaccurate` after 5 iterations; re-solved with CLARABEL"
+    assert r.objective == pytest.approx(3.1125686, abs=1e-6)
+    r = regspec.solve(SPECS / "d_optimal_design.reg", solver="SCS", solver_opts={"max_iters": 5})
+    assert r.status == "optimal_inaccurate" and "fallback" not in r.info
+    # SCS's infeasibility certificate stands: no fallback
+    monkeypatch.undo()
+    r = regspec.solve(regspec.load(INFEASIBLE.replace("x[2] >= 0", "x[2, 2] in psd").replace("sum(x) <= -1",
+                                                                                              "trace(x) <= -1")))
+    assert r.status == "infeasible" and r.solver == "SCS" and "fallback" not in r.info

@@ -6,7 +6,10 @@ sets) or exponential cones (log, exp, entropy, logistic, log_sum_exp, kl_div), a
 problems (more than ``LARGE_NNZ`` nonzero data entries), where a first-order conic method scales
 better. ``--solver`` overrides the choice and ``--solver-opt NAME=VALUE`` passes options through.
 When SCS is chosen automatically and no options are given, it runs at eps_abs = eps_rel = 1e-6
-(its default 1e-4 is too loose to compare objectives beyond three or four digits).
+(its default 1e-4 is too loose to compare objectives beyond three or four digits) for at most
+20000 iterations; if it stops short of "optimal" on a problem that is not large, Clarabel re-solves
+it (first-order methods stall on some badly scaled exponential-cone mixes that an interior-point
+method solves in a few iterations) and ``info["fallback"]`` says so.
 """
 from __future__ import annotations
 
@@ -22,7 +25,9 @@ from regspec.diagnostics import error
 from regspec.result import Result
 
 LARGE_NNZ = 1_000_000
-SCS_DEFAULTS = {"eps_abs": 1e-6, "eps_rel": 1e-6, "max_iters": 100_000}
+SCS_DEFAULTS = {"eps_abs": 1e-6, "eps_rel": 1e-6, "max_iters": 20_000}
+# statuses of an automatic SCS run that Clarabel retries (SCS's infeasible/unbounded certificates stand)
+_FALL_BACK_FROM = ("optimal_inaccurate", "infeasible_inaccurate", "unbounded_inaccurate", "user_limit", "solver_error")
 
 # CVXPY atoms whose canonical form needs a PSD cone or an exponential cone.
 _PSD_ATOMS = {"lambda_max", "lambda_sum_largest", "log_det", "normNuc", "sigma_max", "matrix_frac", "tr_inv",
@@ -85,6 +90,26 @@ def solver_options(name: str, requested: str | None, solver_opts: dict[str, Any]
     return {}
 
 
+def _run(program: CvxpyProgram, name: str, opts: dict[str, Any], warm_start: bool, info: dict[str, Any]) -> str:
+    """One call of CVXPY's solve; returns the status (``solver_error`` with a message on failure)."""
+    try:
+        with warnings.catch_warnings():
+            # "Solution may be inaccurate": the status (optimal_inaccurate) already says so
+            warnings.filterwarnings("ignore", message="Solution may be inaccurate", category=UserWarning)
+            program.problem.solve(solver=name, warm_start=warm_start, **opts)
+        return program.problem.status
+    except cp.error.SolverError as e:
+        info["message"] = str(e)
+        return "solver_error"
+    except (TypeError, ValueError) as e:  # an unknown or ill-typed --solver-opt
+        raise error(f"the solver {name} rejected its options {opts}: {e}") from None
+
+
+def _iterations(program: CvxpyProgram) -> int | None:
+    stats = program.problem.solver_stats
+    return getattr(stats, "num_iters", None) if stats is not None else None
+
+
 def solve(program: CvxpyProgram, *, solver: str | None = None, solver_opts: dict[str, Any] | None = None,
           params: dict[str, Any] | None = None, warm_start: bool = True) -> Result:
     if params:
@@ -93,17 +118,13 @@ def solve(program: CvxpyProgram, *, solver: str | None = None, solver_opts: dict
     opts = solver_options(name, solver, solver_opts)
     t0 = time.perf_counter()
     info: dict[str, Any] = {}
-    try:
-        with warnings.catch_warnings():
-            # "Solution may be inaccurate": the status (optimal_inaccurate) already says so
-            warnings.filterwarnings("ignore", message="Solution may be inaccurate", category=UserWarning)
-            program.problem.solve(solver=name, warm_start=warm_start, **opts)
-        status = program.problem.status
-    except cp.error.SolverError as e:
-        status = "solver_error"
-        info["message"] = str(e)
-    except (TypeError, ValueError) as e:  # an unknown or ill-typed --solver-opt
-        raise error(f"the solver {name} rejected its options {opts}: {e}") from None
+    status = _run(program, name, opts, warm_start, info)
+    if (status in _FALL_BACK_FROM and name == "SCS" and not solver and not solver_opts
+            and "CLARABEL" in installed_solvers() and problem_features(program.problem)["nnz"] <= LARGE_NNZ):
+        info["fallback"] = f"SCS stopped at `{status}` after {_iterations(program)} iterations; re-solved with CLARABEL"
+        name, opts = "CLARABEL", {}
+        info.pop("message", None)
+        status = _run(program, name, opts, warm_start, info)
     seconds = time.perf_counter() - t0
     stats = program.problem.solver_stats if status != "solver_error" else None
     ok = status in ("optimal", "optimal_inaccurate")
