@@ -289,6 +289,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_SPEC
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # output piped into `head` and closed early: not an error of ours
+        sys.stderr = open(os.devnull, "w")
+        return EXIT_OK
     except Exception as e:  # a bug in regspec, not in the spec: say so plainly, keep the trace opt-in
         if os.environ.get("REGSPEC_DEBUG"):
             raise
