@@ -73,6 +73,9 @@ class Form:
     kernel: str
     hyper: dict[str, Any]
     text: str
+    adjoint: Callable[[Tensor], Tensor] | None = None   # D^T when written by hand (else autograd)
+    norm: float | None = None                           # an upper bound on ||D|| when known
+    axpy: Callable[[Tensor, Tensor, float, Tensor | None], Tensor] | None = None  # (y, x, alpha, out) -> y + alpha D x
 
 
 def _weights(value: Any, count: int, like_dtype: torch.dtype, device: torch.device) -> Tensor:
@@ -87,17 +90,74 @@ def _form_sum_of_norms(kw: dict[str, Any], shape: tuple[int, ...], dtype: torch.
     """sum_p w_p ||X[i_p] - X[j_p]||: D X = X[I] - X[J] (the pair incidence B applied to the rows),
     g = row-group l2 with weights w (l1 with weights w for a vector X)."""
     pairs = np.asarray(kw["pairs"], dtype=np.int64).reshape(-1, 2)
-    i = torch.as_tensor(pairs[:, 0], device=device)
-    j = torch.as_tensor(pairs[:, 1], device=device)
     w = _weights(kw.get("w"), len(pairs), dtype, device)
-
-    def pre(x: Tensor) -> Tensor:
-        return x.index_select(0, i) - x.index_select(0, j)
-
+    # B and B^T as sparse CSR matrices (2 nonzeros per row of B): one sparse-dense product each
+    # way, much cheaper than gathers and scatter-adds (index_add), which also scale badly with
+    # threads on a loaded CPU.
+    B, Bt = _incidence(pairs, shape[0], dtype, device)
+    norm = _incidence_norm(pairs, shape[0])
     if len(shape) == 1:
-        return Form(pre, "l1", {"weight": w}, f"B x, B the {len(pairs)} x {shape[0]} pair incidence")
-    return Form(pre, "group_l2", {"groups": "rows", "weights": w},
-                f"B X, B the {len(pairs)} x {shape[0]} pair incidence (rows of X)")
+        return Form(lambda x: (B @ x.unsqueeze(1)).squeeze(1), "l1", {"weight": w},
+                    f"B x, B the {len(pairs)} x {shape[0]} pair incidence",
+                    adjoint=lambda y: (Bt @ y.unsqueeze(1)).squeeze(1), norm=norm)
+    return Form(lambda x: B @ x, "group_l2", {"groups": "rows", "weights": w},
+                f"B X, B the {len(pairs)} x {shape[0]} pair incidence (rows of X)", adjoint=lambda y: Bt @ y,
+                norm=norm, axpy=_sparse_axpy(B))
+
+
+def _sparse_axpy(B: Tensor) -> Callable[[Tensor, Tensor, float, Tensor | None], Tensor]:
+    """(y, x, alpha, out) -> y + alpha B x, into out if given: a sparse product written into the
+    buffer (addmm with beta = 0, which ignores the buffer's contents) and one in-place add of y
+    (measured: faster than addmm with beta = 1, which makes an extra pass)."""
+    def axpy(y: Tensor, x: Tensor, alpha: float, out: Tensor | None) -> Tensor:
+        buf = torch.empty_like(y) if out is None else out
+        torch.addmm(buf, B, x, beta=0.0, alpha=alpha, out=buf)
+        return buf.add_(y)
+
+    return axpy
+
+
+def _incidence_norm(pairs: np.ndarray, rows: int) -> float:
+    """||B|| = sqrt(lambda_max(B^T B)), B^T B the graph Laplacian of the pairs (rows x rows; B acts
+    on the rows of X, so ||B (x) I|| = ||B||), by Lanczos (ARPACK) to 1e-10, padded by 1e-6
+    relative; the Gershgorin bound 2 max degree if ARPACK does not converge."""
+    import scipy.sparse as sp
+    from scipy.sparse.linalg import ArpackNoConvergence, eigsh
+
+    if len(pairs) == 0:
+        return 0.0
+    deg = np.bincount(pairs.reshape(-1), minlength=rows).astype(float)
+    bound = math.sqrt(2.0 * deg.max())
+    count = len(pairs)
+    B = sp.csr_matrix((np.r_[np.ones(count), -np.ones(count)], (np.r_[np.arange(count), np.arange(count)],
+                                                                  np.r_[pairs[:, 0], pairs[:, 1]])),
+                      shape=(count, rows))
+    L = (B.T @ B).tocsr()
+    try:
+        if rows <= 64:
+            lam = float(np.linalg.eigvalsh(L.toarray())[-1])
+        else:
+            lam = float(eigsh(L, k=1, which="LA", tol=1e-10, return_eigenvectors=False)[0])
+    except (ArpackNoConvergence, ValueError):
+        return bound
+    return min(bound, math.sqrt(max(lam, 0.0)) * (1.0 + 1e-6))
+
+
+def _incidence(pairs: np.ndarray, rows: int, dtype: torch.dtype, device: torch.device) -> tuple[Tensor, Tensor]:
+    """The pair incidence B (P x rows, (B X)_p = X_i - X_j) and B^T, as sparse CSR tensors."""
+    import warnings
+
+    count = len(pairs)
+    r = np.concatenate([np.arange(count), np.arange(count)])
+    cidx = np.concatenate([pairs[:, 0], pairs[:, 1]])
+    vals = np.concatenate([np.ones(count), -np.ones(count)])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "sparse CSR support is in beta"
+        coo = torch.sparse_coo_tensor(torch.as_tensor(np.stack([r, cidx])), torch.as_tensor(vals, dtype=dtype),
+                                      (count, rows), device=device).coalesce()
+        B = coo.to_sparse_csr()
+        Bt = coo.t().coalesce().to_sparse_csr()
+    return B, Bt
 
 
 def _form_tv(kw: dict[str, Any], shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> Form:
@@ -109,7 +169,8 @@ def _form_tv(kw: dict[str, Any], shape: tuple[int, ...], dtype: torch.dtype, dev
     if len(shape) == 1:
         n = shape[0]
         weight = _weights(w, n - 1, dtype, device)
-        return Form(lambda x: x[1:] - x[:-1], "l1", {"weight": weight}, f"forward differences ({n - 1} x {n})")
+        return Form(lambda x: x[1:] - x[:-1], "l1", {"weight": weight}, f"forward differences ({n - 1} x {n})",
+                    norm=2.0)  # ||D||^2 <= 4 (Gershgorin on D^T D)
     m, n = shape
     wt = torch.ones(shape, dtype=dtype, device=device) if w is None else \
         torch.as_tensor(np.asarray(w, dtype=float), dtype=dtype, device=device).expand(shape)
@@ -120,13 +181,14 @@ def _form_tv(kw: dict[str, Any], shape: tuple[int, ...], dtype: torch.dtype, dev
             return torch.stack([dx.reshape(-1), dy.reshape(-1)], dim=1)
 
         return Form(pre_iso, "group_l2", {"groups": "rows", "weights": wt[:-1, :-1].reshape(-1).clone()},
-                    f"image gradient on the {m - 1} x {n - 1} grid (isotropic)")
+                    f"image gradient on the {m - 1} x {n - 1} grid (isotropic)", norm=math.sqrt(8.0))
 
     def pre_aniso(u: Tensor) -> Tensor:
         return torch.cat([(u[1:, :] - u[:-1, :]).reshape(-1), (u[:, 1:] - u[:, :-1]).reshape(-1)])
 
     weight = torch.cat([wt[:-1, :].reshape(-1), wt[:, :-1].reshape(-1)])
-    return Form(pre_aniso, "l1", {"weight": weight}, f"vertical and horizontal differences of the {m} x {n} image")
+    return Form(pre_aniso, "l1", {"weight": weight}, f"vertical and horizontal differences of the {m} x {n} image",
+                norm=math.sqrt(8.0))  # ||grad||^2 <= 8 on a 2-D grid
 
 
 FORMS: dict[str, Callable[[dict[str, Any], tuple[int, ...], torch.dtype, torch.device], Form]] = {
@@ -138,16 +200,19 @@ FORMS: dict[str, Callable[[dict[str, Any], tuple[int, ...], torch.dtype, torch.d
 def _transport_marginals(static: dict[str, Any], shape: tuple[int, ...], dtype: torch.dtype,
                          device: torch.device) -> tuple[Callable[[Tensor], Tensor], Tensor]:
     """transport(a, b) less its P >= 0 part: D P = [P 1; P^T 1] = [a; b] (one dual block; the
-    system has one redundant equation when sum a = sum b, which PDHG does not mind)."""
+    system has one redundant equation when sum a = sum b, which PDHG does not mind). Returns
+    (D, target, D^T), D^T [u; v] = u 1^T + 1 v^T."""
     m, n = shape
     a = torch.as_tensor(np.broadcast_to(np.asarray(static["a"], dtype=float), (m,)).copy(), dtype=dtype, device=device)
     b = torch.as_tensor(np.broadcast_to(np.asarray(static["b"], dtype=float), (n,)).copy(), dtype=dtype, device=device)
-    return (lambda P: torch.cat([P.sum(dim=1), P.sum(dim=0)])), torch.cat([a, b])
+    # ||D||^2 = m + n, attained at P = 1 1^T
+    return (lambda P: torch.cat([P.sum(dim=1), P.sum(dim=0)])), torch.cat([a, b]), \
+        (lambda y: y[:m].unsqueeze(1) + y[m:].unsqueeze(0)), math.sqrt(m + n)
 
 
 # Sets split into a projection in g and linear equalities D x = t (split.DECOMPOSED_SETS): the
 # builder returns (D, t) from the set's static keywords and the variable's shape.
-SET_FORMS: dict[str, Callable[..., tuple[Callable[[Tensor], Tensor], Tensor]]] = {
+SET_FORMS: dict[str, Callable[..., tuple[Callable[[Tensor], Tensor], Tensor, Callable[[Tensor], Tensor]]]] = {
     "transport_marginals": _transport_marginals,
 }
 
@@ -337,7 +402,7 @@ class Block:
     offset: Tensor
     kind: str
     scale: float = 1.0
-    norm: float | None = None       # ||K|| before scaling
+    norm: float | None = None       # ||K|| before scaling (an upper bound), when known in closed form
     prox_f: Callable[[Tensor, float], Tensor] | None = None   # for constraint violations
     info: dict[str, Any] = field(default_factory=dict)
 
@@ -353,6 +418,9 @@ def build_block(ir: IR, lowered: LoweredOperator, xs_like: list[Tensor], var_ind
     idx = [var_index[n] for n in lowered.var_names]
     op = lowered.op
     pre: Callable[[Tensor], Tensor] | None = None
+    pre_adjoint: Callable[[Tensor], Tensor] | None = None
+    pre_norm: float | None = None
+    pre_axpy: Callable[[Tensor, Tensor, float, Tensor | None], Tensor] | None = None
     kernel_name = lowered.kernel
     hyper: dict[str, Any] = {}
     weight = 1.0
@@ -363,7 +431,8 @@ def build_block(ir: IR, lowered: LoweredOperator, xs_like: list[Tensor], var_ind
         arg_shape = tuple(ir[op.expr]["shape"])
         if lowered.form is not None:
             form = FORMS[lowered.form](kw, arg_shape, dtype, device)
-            pre, kernel_name, hyper = form.pre, form.kernel, form.hyper
+            pre, pre_adjoint, kernel_name, hyper = form.pre, form.adjoint, form.kernel, form.hyper
+            pre_norm, pre_axpy = form.norm, form.axpy
         else:
             if hasattr(atom, "prox_hyper"):
                 hyper = atom.prox_hyper(kw, [arg_shape])
@@ -377,29 +446,44 @@ def build_block(ir: IR, lowered: LoweredOperator, xs_like: list[Tensor], var_ind
         hyper = SETS[s["set"]].kernel_hyper(s["static"])
     target: Tensor | None = None
     if lowered.kind == "equality" and lowered.form is not None:
-        pre, target = SET_FORMS[lowered.form](ir[op.set_node]["static"], tuple(ir[op.expr]["shape"]), dtype, device)
+        pre, target, pre_adjoint, pre_norm = SET_FORMS[lowered.form](ir[op.set_node]["static"],
+                                                                     tuple(ir[op.expr]["shape"]), dtype, device)
     hyper = _hyper_tensors(hyper, dtype, device)
+
+    # K x + c = D(A(x)) - target: A the affine expression (its GraphModule), D the form's map.
+    # Linear part of A by subtracting A(0), its adjoint by autograd (both traced); D^T by hand or
+    # by autograd. A bare variable needs neither.
     expr = lowered.expr
-
-    def full(*xs: Tensor) -> Tensor:
-        v = expr(*xs)
-        v = pre(v) if pre is not None else v
-        return v - target if target is not None else v
-
     zeros = [torch.zeros_like(xs_like[i]) for i in idx]
+    traced = True
     with torch.no_grad():
-        c = full(*zeros).detach()
-        if c.dim() == 0 or c.dtype != dtype:
-            c = c.to(dtype).reshape(c.shape)
-    _, vjp_fn = torch.func.vjp(full, *zeros)
-    linear, adjoint_parts, traced = _trace_linear(full, vjp_fn, zeros, c)
+        a0 = expr(*zeros).detach()
+    if op.identity and len(idx) == 1:
+        lin_a: Callable[..., Tensor] = lambda x: x  # noqa: E731 - the identity map
+        adj_a: Callable[[Tensor], tuple[Tensor, ...]] = lambda y: (y,)  # noqa: E731
+    else:
+        _, vjp_a = torch.func.vjp(expr, *zeros)
+        lin_a, adj_a, traced = _trace_linear(expr, vjp_a, zeros, a0)
+    if pre is not None and pre_adjoint is None:
+        z0 = torch.zeros_like(a0)
+        _, vjp_d = torch.func.vjp(pre, z0)
+        d0 = pre(z0).detach()
+        pre_lin, pre_adj_parts, traced_d = _trace_linear(pre, vjp_d, [z0], d0)
+        traced = traced and traced_d
+        pre, pre_adjoint = pre_lin, (lambda y, f=pre_adj_parts: f(y)[0])
+    with torch.no_grad():
+        c = pre(a0) if pre is not None else a0
+        if target is not None:
+            c = c - target
+        c = c.to(dtype)
     nvars = len(xs_like)
 
     def apply(xs: list[Tensor]) -> Tensor:
-        return linear(*[xs[i] for i in idx])
+        v = lin_a(*[xs[i] for i in idx])
+        return pre(v) if pre is not None else v
 
     def adjoint(y: Tensor) -> list[Tensor | None]:
-        parts = adjoint_parts(y)
+        parts = adj_a(pre_adjoint(y) if pre_adjoint is not None else y)
         out: list[Tensor | None] = [None] * nvars
         for i, p in zip(idx, parts):
             out[i] = p
@@ -427,8 +511,14 @@ def build_block(ir: IR, lowered: LoweredOperator, xs_like: list[Tensor], var_ind
 
         conj = _dual_ball(kernel_name, hyper, w, c) or conj_prox_from_prox(prox_f)
 
-    return Block(lowered, apply, adjoint, conj, c, lowered.kind, prox_f=prox_f,
-                 info={"weight": weight, "kernel": kernel_name, "traced": traced})
+    primal_numel = sum(xs_like[i].numel() for i in idx)
+    # ||K|| is known without power iteration when K is a bare variable (norm 1) or a form of one
+    known = (pre_norm if pre is not None else 1.0) if (op.identity and len(idx) == 1) else None
+    return Block(lowered, apply, adjoint, conj, c, lowered.kind, norm=known, prox_f=prox_f,
+                 info={"weight": weight, "kernel": kernel_name, "traced": traced, "hyper": hyper,
+                       "primal_numel": primal_numel, "idx": idx,
+                       # y + alpha K x in one pass: a bare variable through a form that has it
+                       "axpy": pre_axpy if (op.identity and len(idx) == 1 and pre_axpy is not None) else None})
 
 
 def _trace_linear(full: Callable[..., Tensor], vjp_fn: Callable, zeros: list[Tensor], c: Tensor):
@@ -457,16 +547,20 @@ def _trace_linear(full: Callable[..., Tensor], vjp_fn: Callable, zeros: list[Ten
 def _dual_ball(kernel: str | None, hyper: dict[str, Any], w: float, c: Tensor):
     """prox_{sigma f*} for f(z) = w h(z + c) with h a norm whose dual ball is a cheap box or
     product of l2 balls: prox_{sigma f*}(y) = proj_{w B*}(y + sigma c) (f* = indicator of the
-    scaled dual ball minus <c, .>). The same map as Moreau's identity, in fewer passes; None for
-    other kernels (Moreau then applies)."""
+    scaled dual ball minus <c, .>). The same map as Moreau's identity, in fewer passes and in
+    place on y (the PDHG loops pass a temporary); None for other kernels (Moreau then applies)."""
+    zero_c = not bool(torch.any(c != 0))
     if kernel == "l1" and set(hyper) <= {"weight", "lam"}:
         radius = w * hyper.get("lam", 1.0)
         if hyper.get("weight") is not None:
             radius = hyper["weight"] * radius
+        lo = -radius if isinstance(radius, Tensor) else None
 
-        def conj_l1(y: Tensor, sigma: float) -> Tensor:
-            v = y + sigma * c
-            return torch.clamp(v, -radius, radius) if isinstance(radius, Tensor) else v.clamp_(-radius, radius)
+        def conj_l1(y: Tensor, sigma: float) -> Tensor:  # in place on y (a temporary)
+            v = y if zero_c else y.add_(c, alpha=sigma)
+            if lo is not None:
+                return torch.clamp(v, min=lo, max=radius, out=v)
+            return v.clamp_(-radius, radius)
 
         return conj_l1
     if kernel == "group_l2" and hyper.get("groups") == "rows" and set(hyper) <= {"groups", "weights", "lam"} \
@@ -479,33 +573,70 @@ def _dual_ball(kernel: str | None, hyper: dict[str, Any], w: float, c: Tensor):
             weights = torch.full((rows,), math.sqrt(width), dtype=c.dtype, device=c.device)
         radius = (w * lam * weights).reshape(rows, *([1] * (c.dim() - 1)))
 
-        def conj_rows(y: Tensor, sigma: float) -> Tensor:
-            v = y + sigma * c
+        def conj_rows(y: Tensor, sigma: float) -> Tensor:  # in place on y (a temporary)
+            v = y if zero_c else y.add_(c, alpha=sigma)
             norms = torch.linalg.vector_norm(v.reshape(rows, -1), dim=1).reshape(radius.shape)
-            return v * (radius / torch.maximum(norms, radius)).nan_to_num_(1.0)
+            return v.mul_((radius / torch.maximum(norms, radius)).nan_to_num_(1.0))
 
         return conj_rows
     return None
 
 
-def scaled(block: Block, scale: float) -> tuple[Callable, Callable, Callable]:
-    """(apply, adjoint, conj) of the same term written as f(z / a) with K -> a K (a = ``scale``):
-    prox_{sigma (f(./a))*}(y) = prox_{sigma a^2 f*}(a y) / a."""
+def scaled(block: Block, scale: float) -> tuple[Callable, Callable, Callable, Callable | None]:
+    """(apply, adjoint, conj, axpy) of the same term written as f(z / a) with K -> a K
+    (a = ``scale``); ``axpy(y, x, alpha, out)`` = y + alpha a K x in one pass when the block can.
+
+    The scale goes where it costs least: on the primal side of K (K(a x) = a K x, and a K^T y),
+    whose tensors are smaller than the dual ones for fusion and difference operators. The
+    conjugate prox of f(. / a): for the indicators and for norms (positively homogeneous h,
+    f(z) = w h(z + c)), f(z / a) has the same form with c -> a c and w -> w / a, so the fast
+    paths apply unchanged; otherwise prox_{sigma (f(./a))*}(y) = prox_{sigma a^2 f*}(a y) / a."""
     a = float(scale)
+    form_axpy = block.info.get("axpy")
+    idx = block.info["idx"]
+    if form_axpy is not None:
+        i0 = idx[0]
+
+        def apply_axpy(y: Tensor, xs: list[Tensor], alpha: float, out: Tensor | None) -> Tensor:
+            return form_axpy(y, xs[i0], alpha * a, out)  # y + alpha (a K) x
+    else:
+        apply_axpy = None
     if a == 1.0:
-        return block.apply, block.adjoint, block.conj
+        return block.apply, block.adjoint, block.conj, apply_axpy
     apply, adjoint, conj = block.apply, block.adjoint, block.conj
 
     def apply_s(xs: list[Tensor]) -> Tensor:
-        return apply(xs).mul_(a)
+        ys = list(xs)
+        for i in idx:
+            ys[i] = xs[i] * a  # out of place: an identity block returns its input
+        return apply(ys)
 
     def adjoint_s(y: Tensor) -> list[Tensor | None]:
-        return adjoint(y * a)
+        return [None if p is None else p * a for p in adjoint(y)]
 
-    def conj_s(y: Tensor, sigma: float) -> Tensor:
-        return conj(y * a, sigma * a * a).div_(a)
+    c = block.offset
+    kind = block.kind
+    if kind == "equality":
+        ac = a * c
 
-    return apply_s, adjoint_s, conj_s
+        def conj_s(y: Tensor, sigma: float) -> Tensor:  # in place on y (a temporary)
+            return y.add_(ac, alpha=sigma)
+    elif kind == "nonpos":
+        ac = a * c
+
+        def conj_s(y: Tensor, sigma: float) -> Tensor:
+            return y.add_(ac, alpha=sigma).clamp_min_(0.0)
+    else:
+        fast = None
+        if kind == "prox":
+            fast = _dual_ball(block.info["kernel"], block.info["hyper"], block.info["weight"] / a, a * c)
+        if fast is not None:
+            conj_s = fast
+        else:
+            def conj_s(y: Tensor, sigma: float) -> Tensor:
+                return conj(y * a, sigma * a * a) / a
+
+    return apply_s, adjoint_s, conj_s, apply_axpy
 
 
 def violation(block: Block, xs: list[Tensor]) -> float:

@@ -70,17 +70,29 @@ def restarted_pdhg(
     check_every: int = 32,
     restart: bool = True,
     time_limit: float | None = None,
+    axpy: Sequence[Callable[[Tensor, list[Tensor], float, Tensor | None], Tensor] | None] | None = None,
 ) -> SolverResult:
     """Restarted averaged PDHG; see the module docstring for the math, restarts and certificate.
 
     ``norm_K`` must bound the stacked operator norm; ``lipschitz`` the Lipschitz constant of
-    ``grad s`` (0 without s). ``time_limit`` (seconds) stops with ``"user_limit"``. Returns a
-    ``SolverResult`` whose ``x``, ``y`` are the certified point, ``residuals`` its ``primal``,
-    ``dual``, ``primal_rel``, ``dual_rel``, and ``info`` the steps, weight and restart counts.
+    ``grad s`` (0 without s). ``time_limit`` (seconds) stops with ``"user_limit"``.
+
+    Memory traffic. On fusion problems the dual tensors are much larger than the primal ones, so
+    the loop touches them as few times as it can: the extrapolated point is formed as
+    ``y + sigma K (2 x+ - x)``, one application of K to a (small) primal difference instead of
+    carrying ``K x`` (``axpy[k](y, d, alpha, out)``, when given, writes ``y + alpha K_k d`` in one
+    pass, e.g. a sparse ``addmm``); it is written into the buffer of the dual iterate of two
+    iterations ago (allocating a large tensor costs more than a pass over it: fresh pages), and
+    the conjugate proxes may work in place on it (they receive a temporary). ``K x`` is
+    computed at the checks only, for the residuals. Iterates kept beyond one iteration (restart
+    point, best point) are copies. Returns a ``SolverResult`` whose ``x``, ``y`` are the
+    certified point, ``residuals`` its ``primal``, ``dual``, ``primal_rel``, ``dual_rel``, and
+    ``info`` the steps, weight and restart counts.
     """
     t_start = time.perf_counter()
     ops = list(operators)
     conjs = list(prox_fconj)
+    axpys = list(axpy) if axpy is not None else [None] * len(ops)
     like = x0[0]
     eps = torch.finfo(like.dtype).eps
     tol_eff = max(float(tol), 50.0 * eps)
@@ -99,27 +111,44 @@ def restarted_pdhg(
     def apply_all(xs: list[Tensor]) -> list[Tensor]:
         return [o.apply(xs) for o in ops]
 
-    def step(x, y, Kx, KTy, gs):
+    def step(x, y, KTy, gs, spare_y=None):
+        """One iteration from (x, y); KTy = K^T y and gs = grad s(x) are carried."""
         v = torch._foreach_add(x, KTy, alpha=-tau)
         if gs is not None:
             torch._foreach_add_(v, gs, alpha=-tau)
         x_new = list(prox(v, tau))
-        Kx_new = apply_all(x_new)
-        y_new = [pf(yk + (2.0 * sigma) * kxn - sigma * kx, sigma) for yk, kxn, kx, pf in zip(y, Kx_new, Kx, conjs)]
+        d = torch._foreach_mul(x_new, 2.0)
+        torch._foreach_sub_(d, x)  # 2 x+ - x: K is linear, so K(2x+ - x) = 2 K x+ - K x
+        y_new = []
+        for k, (yk, o, ax, pf) in enumerate(zip(y, ops, axpys, conjs)):
+            buf = spare_y[k] if spare_y is not None else None
+            if ax is not None:
+                wk = ax(yk, d, sigma, buf)
+            elif buf is not None:
+                wk = torch.add(yk, o.apply(d), alpha=sigma, out=buf)
+            else:
+                wk = torch.add(yk, o.apply(d), alpha=sigma)
+            y_new.append(pf(wk, sigma))
         KTy_new = _adjoint_sum(ops, y_new, x_new)
-        return x_new, y_new, Kx_new, KTy_new, grad(x_new)
+        return x_new, y_new, KTy_new, grad(x_new)
+
+    def copy(ts: list[Tensor]) -> list[Tensor]:
+        return [t.clone() for t in ts]
 
     def kkt(res: dict[str, float]) -> float:
         return max(res["primal_rel"], res["dual_rel"])
 
+    def certify(x, x_new, y, y_new, KTy, KTy_new, gs, gs_new) -> dict[str, float]:
+        return _pdhg_residuals(x, x_new, y, y_new, apply_all(x), apply_all(x_new), KTy, KTy_new, gs, gs_new,
+                               tau, sigma)
+
     x = [t.detach().clone() for t in x0]
-    Kx = apply_all(x)
-    y = [torch.zeros_like(k) for k in Kx]
+    y = [torch.zeros_like(k) for k in apply_all(x)]
     KTy = _adjoint_sum(ops, y, x)
     gs = grad(x)
 
     # restart bookkeeping: the restart point, its kkt, and sums for the average since then
-    x_r, y_r = x, y
+    x_r, y_r = copy(x), copy(y)
     kkt_r = math.inf
     kkt_prev_cand = math.inf
     n_since = 0
@@ -127,46 +156,46 @@ def restarted_pdhg(
     restarts = 0
     status = USER_LIMIT
     best: tuple[float, list[Tensor], list[Tensor], dict[str, float]] = (math.inf, x, y, {})
+    cand: tuple = (math.inf, x, y, {}, KTy, gs)
     n = 0
     extra = 0
+    spare_y: list[Tensor | None] | None = None
     while n < max_iter:
         n += 1
         n_since += 1
-        x_new, y_new, Kx_new, KTy_new, gs_new = step(x, y, Kx, KTy, gs)
+        x_new, y_new, KTy_new, gs_new = step(x, y, KTy, gs, spare_y)
         if restart:
+            # running sums of x and y since the restart (K xbar and K^T ybar are computed at checks)
             if sums is None:
-                sums = [[t.clone() for t in x_new], [t.clone() for t in y_new], [t.clone() for t in Kx_new],
-                        [t.clone() for t in KTy_new]]
+                sums = [copy(x_new), copy(y_new)]
             else:
-                for acc, new in zip(sums, (x_new, y_new, Kx_new, KTy_new)):
-                    torch._foreach_add_(acc, new)
+                torch._foreach_add_(sums[0], x_new)
+                torch._foreach_add_(sums[1], y_new)
         if n % check_every == 0 or n == max_iter:
-            res = _pdhg_residuals(x, x_new, y, y_new, Kx, Kx_new, KTy, KTy_new, gs, gs_new, tau, sigma)
+            res = certify(x, x_new, y, y_new, KTy, KTy_new, gs, gs_new)
             if not all(math.isfinite(v) for v in res.values()):
                 status = SOLVER_ERROR
                 x, y = x_new, y_new
                 break
-            k_cur = kkt(res)
-            cand = (k_cur, x_new, y_new, res, Kx_new, KTy_new, gs_new)
+            cand = (kkt(res), x_new, y_new, res, KTy_new, gs_new)
             if restart and sums is not None and n_since > 1:
                 # T(zbar): one extra iteration from the average since the last restart
                 inv = 1.0 / n_since
                 xb = [t * inv for t in sums[0]]
                 yb = [t * inv for t in sums[1]]
-                Kxb = [t * inv for t in sums[2]]
-                KTyb = [t * inv for t in sums[3]]
+                KTyb = _adjoint_sum(ops, yb, xb)
                 gb = grad(xb)
-                xb2, yb2, Kxb2, KTyb2, gb2 = step(xb, yb, Kxb, KTyb, gb)
+                xb2, yb2, KTyb2, gb2 = step(xb, yb, KTyb, gb)
                 extra += 1
-                res_b = _pdhg_residuals(xb, xb2, yb, yb2, Kxb, Kxb2, KTyb, KTyb2, gb, gb2, tau, sigma)
+                res_b = certify(xb, xb2, yb, yb2, KTyb, KTyb2, gb, gb2)
                 k_avg = kkt(res_b)
-                if math.isfinite(k_avg) and k_avg < k_cur:
-                    cand = (k_avg, xb2, yb2, res_b, Kxb2, KTyb2, gb2)
-            if cand[0] < best[0]:
-                best = (cand[0], cand[1], cand[2], cand[3])
+                if math.isfinite(k_avg) and k_avg < cand[0]:
+                    cand = (k_avg, xb2, yb2, res_b, KTyb2, gb2)
             if cand[0] <= tol_eff:
                 status = OPTIMAL
                 break
+            if cand[0] < best[0]:
+                best = (cand[0], copy(cand[1]), copy(cand[2]), cand[3])
             if time_limit is not None and time.perf_counter() - t_start > time_limit:
                 break
             if restart:
@@ -175,19 +204,22 @@ def restarted_pdhg(
                       or n_since >= 0.36 * n)
                 kkt_prev_cand = k_c
                 if do:
-                    _, xc, yc, _, Kxc, KTyc, gc = cand
+                    _, xc, yc, _, KTyc, gc = cand
                     dx = _norm_lists(xc, x_r)
                     dy = _norm_lists(yc, y_r)
                     if dx > 1e-10 and dy > 1e-10 and math.isfinite(dx) and math.isfinite(dy):
                         w = math.exp(0.5 * math.log(dy / dx) + 0.5 * math.log(w))
                         tau, sigma = pdhg_step_sizes(nK, Ls, w)
-                    x_new, y_new, Kx_new, KTy_new, gs_new = xc, yc, Kxc, KTyc, gc
-                    x_r, y_r, kkt_r = xc, yc, k_c
+                    x_new, y_new, KTy_new, gs_new = xc, yc, KTyc, gc
+                    x_r, y_r, kkt_r = copy(xc), copy(yc), k_c
                     kkt_prev_cand = math.inf
                     n_since = 0
                     sums = None
                     restarts += 1
-        x, y, Kx, KTy, gs = x_new, y_new, Kx_new, KTy_new, gs_new
+        # the previous dual iterate is free now: its buffers serve the next iteration's
+        # extrapolated point (never aliased by y_new or by the kept copies)
+        spare_y = [t if all(t is not z for z in y_new) else None for t in y]
+        x, y, KTy, gs = x_new, y_new, KTy_new, gs_new
 
     if status == OPTIMAL:
         _, x_out, y_out, res_out = cand[0], cand[1], cand[2], cand[3]
