@@ -46,6 +46,7 @@ problem adj {
   var z[5]
   minimize norm1(A @ z - 1) + norm2(X[R <= 0.5] - 2) + norm_inf(sum(X, axis = 0) + z)
            + norm1(A @ X.T) + tv(X[:, 0] - z[0]) + sum_of_norms(X, pairs = [[0, 1], [2, 5], [1, 4]])
+           + group_norm(X.T - 0.5, groups = rows)
   subject to {
     X[0:3, :] == 0.5 * X[3:6, :]
     sum(z) <= 1
@@ -64,7 +65,7 @@ def test_operators_have_exact_adjoints():
     ir = spec.compiled().ir
     assert ir.meta["split"].algorithm == "pdhg"
     program = tl.lower(ir)
-    assert len(program.operators) == 8
+    assert len(program.operators) == 9
     xs = [torch.zeros(6, 5, dtype=torch.float64), torch.zeros(5, dtype=torch.float64)]
     index = {n: i for i, n in enumerate(program.var_names)}
     gen = torch.Generator().manual_seed(0)

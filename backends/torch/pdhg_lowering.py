@@ -16,32 +16,34 @@ block per operator term (``OperatorTerm`` of the split):
 - ``lhs <= rhs``: ``f`` = indicator of the nonpositive orthant of ``lhs - rhs``;
 - ``A(x) in SET``: ``f`` = indicator of the set, whose prox is the set's projection kernel.
 
-Affine extraction. The affine expression is emitted into its own fx GraphModule whose inputs are
-the variables it reads (placeholders ``var_NAME``; data, constants and parameters are buffers of
-the program module). Its value at zero is the offset ``c``; ``apply(x) = expr(x) - c`` is the linear
-part ``K x``, and the adjoint ``K^T y`` is the vector-Jacobian product of the linear apply,
-computed by ``torch.func.vjp`` once at ``x = 0`` and reused (K is linear, so its vjp does not
-depend on the point). Every affine atom of the catalogue therefore works without a hand-written
-adjoint.
+Affine extraction. The affine expression A(x) is emitted into its own fx GraphModule whose
+inputs are the variables it reads (placeholders ``var_NAME``; data, constants and parameters are
+buffers of the program module). Its value at zero is the offset; ``A(x) - A(0)`` is the linear
+part, and its adjoint is the vector-Jacobian product of that linear map, computed by
+``torch.func.vjp`` once at ``x = 0`` (the map is linear, so its vjp does not depend on the
+point). Both are then traced by ``make_fx`` into straight-line aten graphs (dead code removed),
+so an iteration pays neither the autograd engine nor module-call overhead. Every affine atom of
+the catalogue works without a hand-written adjoint; forms may supply D^T, ||D|| and a one-pass
+``y + alpha D x`` (the sparse pair incidence does). A bare variable needs no graph at all.
 
 Conjugate proxes. With ``f(z) = w h(z + c)``: ``prox_{t f}(v) = prox_{t w h}(v + c) - c`` (a kernel
 call), and ``prox_{sigma f*}(y) = y - sigma prox_{f / sigma}(y / sigma)`` (Moreau's identity,
-``solvers.conj_prox_from_prox``). Equalities use ``prox_{sigma f*}(y) = y + sigma c``
-(``solvers.equality_conj_prox`` with ``b = -c``); ``lhs <= rhs`` gives ``max(y + sigma c, 0)``.
+``solvers.conj_prox_from_prox``). For l1 and row-group l2 (the TV and fusion norms) the same map
+is the projection of ``y + sigma c`` onto the scaled dual ball (a clamp, a row rescaling), done in
+place. Equalities: ``prox_{sigma f*}(y) = y + sigma c``; ``lhs <= rhs``: ``max(y + sigma c, 0)``.
 
-Scaling. Each block is normalized to unit operator norm before PDHG runs: ``K_k -> K_k / n_k``
-and ``f_k -> f_k(n_k .)``, the same problem (the prox of the rescaled conjugate is
-``prox_{sigma f*(a .)}(y) = prox_{sigma a^2 f*}(a y) / a`` with ``a = 1/n_k``). Blocks of very
-different norms (row sums with norm sqrt(m), pair differences with norm sqrt(class size)) then get
-comparable dual steps, a block-diagonal form of Pock and Chambolle's preconditioning. ``n_k`` is
-estimated by power iteration (inflated by 1%); the stacked norm for the step condition is
-``sqrt(sum_k ||K_k / n_k||^2) <= sqrt(#blocks)``, or a power iteration on the scaled stack when it is
-cheaper to be exact than safe (see ``solve``).
+Scaling. Each block is normalized to unit operator norm before PDHG runs: ``K_k -> a K_k`` and
+``f_k -> f_k(. / a)`` with ``a = 1 / ||K_k||``, the same problem. Blocks of very different norms
+(row sums with norm sqrt(m), pair differences with norm sqrt(class size)) then get comparable
+dual steps, a block-diagonal form of Pock and Chambolle's preconditioning. ``||K_k||`` is exact
+where known in closed form (a bare variable: 1; pair incidence: Lanczos on the pair graph's
+Laplacian; 1-D differences: 2; 2-D gradient: sqrt(8); transport marginals: sqrt(m + n)), else
+power iteration inflated by 1%. The scale is applied on the primal side (cheaper on fusion
+problems) and, for norms and indicators, folded into c and w.
 """
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -56,7 +58,8 @@ from regspec.compiler.ir import IR
 from regspec.compiler.passes.split import OperatorTerm, Split, Term
 from regspec.diagnostics import Diagnostic, RegspecError
 
-__all__ = ["FORMS", "LoweredOperator", "lower_operators", "build_block", "Block", "describe"]
+__all__ = ["FORMS", "SET_FORMS", "LoweredOperator", "lower_operators", "build_block", "Block", "scaled",
+           "violation"]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -325,31 +328,6 @@ def lower_operators(ir: IR, split: Split, root: torch.nn.Module, dtype: torch.dt
                 raise _fail(ir, op.source, f"the torch backend has no kernel `{name}` for `{ir.text(op.source)}`")
         out.append(LoweredOperator(op, gm, names, shape, op.kind, kernel, negated, op.form, text))
     return out
-
-
-def describe(ir: IR, split: Split) -> list[str]:
-    """The PDHG split in words (no torch needed): used by ``regspec explain``."""
-    lines = []
-    for op in split.operators:
-        if op.kind == "prox":
-            atom = ir[op.source]["atom"]
-            what = f"{atom}({ir.text(op.expr)})"
-            how = (f"operator form: {op.form}" if op.form else f"conjugate prox of {op.kernel} by Moreau")
-            lines.append(f"  dual block: {what}: K = linear part of `{ir.text(op.expr)}`"
-                         + (" composed with the form's D" if op.form else "") + f"; {how}")
-        elif op.kind == "set":
-            lines.append(f"  dual block: `{ir.text(op.expr)}` in {ir[op.set_node]['set']}: "
-                         f"K = linear part; conjugate prox = Moreau of the projection ({op.kernel})")
-        elif op.kind == "equality" and op.form is not None:
-            lines.append(f"  dual block: `{ir[op.expr]['name']}` in {ir[op.set_node]['set']}: K = {op.form}; "
-                         "f = indicator of the target, prox of f*: y + sigma c")
-        elif op.kind == "equality":
-            lines.append(f"  dual block: `{ir.text(op.source)}`: K x + c = lhs - rhs; f = indicator of {{0}}, "
-                         "prox of f*: y + sigma c")
-        else:
-            lines.append(f"  dual block: `{ir.text(op.source)}`: K x + c = lhs - rhs; f = indicator of z <= 0, "
-                         "prox of f*: max(y + sigma c, 0)")
-    return lines
 
 
 # ------------------------------------------------------------------------------------------------
@@ -648,11 +626,3 @@ def violation(block: Block, xs: list[Tensor]) -> float:
         num = float(torch.linalg.vector_norm(kx - proj))
         den = max(1.0, float(torch.linalg.vector_norm(block.offset)))
     return num / den
-
-
-def now() -> float:
-    return time.perf_counter()
-
-
-def sqrt_sum_squares(values: list[float]) -> float:
-    return math.sqrt(sum(v * v for v in values))

@@ -71,6 +71,7 @@ def restarted_pdhg(
     restart: bool = True,
     time_limit: float | None = None,
     axpy: Sequence[Callable[[Tensor, list[Tensor], float, Tensor | None], Tensor] | None] | None = None,
+    average: bool = True,
 ) -> SolverResult:
     """Restarted averaged PDHG; see the module docstring for the math, restarts and certificate.
 
@@ -164,7 +165,7 @@ def restarted_pdhg(
         n += 1
         n_since += 1
         x_new, y_new, KTy_new, gs_new = step(x, y, KTy, gs, spare_y)
-        if restart:
+        if restart and average:
             # running sums of x and y since the restart (K xbar and K^T ybar are computed at checks)
             if sums is None:
                 sums = [copy(x_new), copy(y_new)]
