@@ -257,3 +257,25 @@ def test_cuda_matches_cpu():
     gpu = regspec.solve(SPECS / "class_ot.reg", backend="torch", device="cuda")
     assert gpu.status == "optimal" and gpu.info["device"].startswith("cuda")
     assert rel(cpu.objective, gpu.objective) <= 1e-6
+
+
+def test_parameter_weights_of_a_prox_follow_set_values():
+    """A prox weight given as a parameter (norm1(x, w = wt)) takes the value passed at solve time,
+    on the FISTA path (g steps) and on the PDHG path (a dual block)."""
+    text = """
+    problem wp {
+      data y = randn(6, seed = 0)
+      data A = randn(5, 6, seed = 1)
+      param wt[6] = 1 >= 0
+      var x[6]
+      minimize 0.5 * sum_squares(x - y) + norm1(x, w = wt) + OTHER
+    }
+    """
+    w = [0.0, 0.5, 1.0, 2.0, 0.1, 0.3]
+    for other in ("0", "0.1 * norm1(A @ x - 1)"):
+        spec = regspec.load(text.replace("OTHER", other))
+        t = regspec.solve(spec, backend="torch", params={"wt": w})
+        c = regspec.solve(spec, backend="cvxpy", params={"wt": w})
+        assert t.solver == ("FISTA" if other == "0" else "PDHG")
+        assert rel(t.objective, c.objective) <= 1e-7
+        assert np.abs(t.variables["x"] - c.variables["x"]).max() <= 1e-6

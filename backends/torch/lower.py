@@ -160,13 +160,14 @@ def refuse(ir: IR, split: Split) -> RegspecError:
     return RegspecError(diags)
 
 
-def _kernel_hyper(ir: IR, core: dict[str, Any], dtype: torch.dtype, device: torch.device) -> dict[str, Any]:
-    """Kernel keywords of a prox term from the atom's evaluated keywords (``Atom.prox_hyper``)."""
+def _kernel_hyper(ir: IR, core: dict[str, Any], dtype: torch.dtype, device: torch.device,
+                  params: dict[str, np.ndarray] | None = None) -> dict[str, Any]:
+    """Kernel keywords of a prox term from the atom's evaluated keywords (``Atom.prox_hyper``);
+    tensor keywords are evaluated at ``params`` (a weight may be a parameter)."""
     atom = ATOMS[core["atom"]]
     kw = dict(core.get("static", {}))
     for k, v in core.get("tensor_kwargs", {}).items():
-        if "value" in ir[v]:
-            kw[k] = ir[v]["value"]
+        kw[k] = np.asarray(evaluate(ir, v, params or {}))
     if hasattr(atom, "prox_hyper"):
         shapes = [tuple(ir[a]["shape"]) for a in core["args"]]
         hyper = atom.prox_hyper(kw, shapes)
@@ -259,6 +260,18 @@ def _combine(steps: list[ProxStep]) -> list[ProxStep]:
         else:
             out.extend(group)
     return out
+
+
+def step_hyper(program: TorchProgram, step: ProxStep, params: dict[str, np.ndarray]) -> dict[str, Any]:
+    """The kernel keywords of a prox step at the given parameter values: recomputed when a tensor
+    keyword of its atom depends on a parameter (``--set`` changes it), else the lowered ones."""
+    ir = program.ir
+    if step.kind != "prox" or step.weight_node is None:
+        return step.hyper
+    core = ir[step.source]
+    if not any(ir.depends_on_kind(v, "param") for v in core.get("tensor_kwargs", {}).values()):
+        return step.hyper
+    return _kernel_hyper(ir, core, program.dtype, program.device, params)
 
 
 def term_weight(program: TorchProgram, step: ProxStep, params: dict[str, np.ndarray]) -> float:

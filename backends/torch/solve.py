@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torch.func import functional_call
 
-from regspec.backends.torch.lower import TorchProgram, term_weight
+from regspec.backends.torch.lower import TorchProgram, step_hyper, term_weight
 from regspec.backends.torch.prox import get_kernel
 from regspec.backends.torch.solvers import fista
 from regspec.diagnostics import Diagnostic, RegspecError
@@ -48,7 +48,7 @@ def make_prox(program: TorchProgram, params: dict[str, np.ndarray]):
         kernel = get_kernel(s.kernel)
         weight = term_weight(program, s, params)
         pre = (get_kernel(s.pre.kernel).fn, s.pre.hyper) if s.pre is not None else None
-        bound.append((index[s.var], kernel.fn, weight, s.hyper, pre))
+        bound.append((index[s.var], kernel.fn, weight, step_hyper(program, s, params), pre))
 
     def prox(vs: list[torch.Tensor], t: float) -> list[torch.Tensor]:
         out = list(vs)
