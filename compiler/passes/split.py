@@ -418,7 +418,7 @@ def _split(ir: IR, terms: list[Term], barrier_as_prox: bool) -> Split:
         has_smooth = any(t.role == "smooth" for t in terms)
         why = (("Condat-Vu" if has_smooth else "Chambolle-Pock") + " PDHG: " +
                "; ".join(w for w, _ in reasons) +
-               ". Steps from ||K|| (power iteration)" + (" and L of the smooth part" if has_smooth else ""))
+               ". Steps from ||K|| (closed forms, Lanczos)" + (" and L of the smooth part" if has_smooth else ""))
     return Split(terms, projections, operator_constraints, algorithm, reasons, operators,
                  g_proj if algorithm == "pdhg" else [], g_prox if algorithm == "pdhg" else [], refusals, why)
 
@@ -439,8 +439,17 @@ def explain_lines(ir: IR, split: Split) -> list[str]:
         lines.append("  smooth part s: " + (" + ".join(smooth) if smooth else "none") +
                      (" (autograd; Condat-Vu forward step)" if smooth else ""))
         g = [f"{ir.text(t.core)} ({t.kernel})" for t in split.g_prox] + \
-            [f"{ir[p.var]['name']} in {ir[p.set_node]['set']} ({p.kernel})" for p in split.g_projections]
-        lines.append("  g (prox per variable): " + (", ".join(g) if g else "none"))
+            [f"{ir[p.var]['name']} in {ir[p.set_node]['set']} ({p.kernel}" +
+             (" part)" if p.hyper is not None else ")") for p in split.g_projections]
+        joint = []
+        for t in split.g_prox:
+            for p in split.g_projections:
+                rule = COMBINED.get((t.kernel, p.kernel)) if p.var == t.var else None
+                if rule is not None:
+                    how = rule if isinstance(rule, str) else f"{t.kernel} after the {p.kernel} projection"
+                    joint.append(f"`{ir[t.var]['name']}`: {how}")
+        lines.append("  g (prox per variable): " + (", ".join(g) if g else "none") +
+                     (f"; joint prox {', '.join(joint)}" if joint else ""))
         for op in split.operators:
             if op.kind == "prox":
                 f = f"{ir[op.source]['atom']} ({'operator form: ' + op.form if op.form else op.kernel})"
@@ -455,9 +464,10 @@ def explain_lines(ir: IR, split: Split) -> list[str]:
                 f = "indicator of {0}" if op.kind == "equality" else "indicator of z <= 0"
                 k = f"the linear part of lhs - rhs of `{ir.text(op.source)}`"
             lines.append(f"  dual block: K = {k}; f = {f}; prox of f* by Moreau")
-        lines.append("  steps: each block scaled to unit norm (power iteration), ||K|| of the stack by power "
-                     "iteration, L of s by Hessian power iteration; tau (L/2 + sigma ||K||^2) < 1; restarted "
-                     "averaged PDHG, stop when primal and dual residuals are <= tol (relative)")
+        lines.append("  steps: each block scaled to unit norm (closed form where known, else Lanczos), ||K|| of the "
+                     "stack by Lanczos (at most sqrt(#blocks)), L of s by Hessian power iteration; "
+                     "tau (L/2 + sigma ||K||^2) < 1; restarted averaged PDHG, stop when the primal and dual "
+                     "residuals are <= tol (relative)")
     elif split.algorithm == "fista":
         lines.append("  steps: FISTA with backtracking on the smooth part, restarts; stop when the "
                      "prox-gradient residual ||x - prox(x - t grad)||/t <= tol max(1, ||grad||)")
