@@ -15,6 +15,7 @@ from torch.func import functional_call
 from regspec.backends.torch.lower import TorchProgram, step_hyper, term_weight
 from regspec.backends.torch.prox import get_kernel
 from regspec.backends.torch.solvers import fista
+from regspec.backends.torch.tracing import FusedSmooth
 from regspec.diagnostics import Diagnostic, RegspecError
 from regspec.result import Result
 
@@ -78,59 +79,6 @@ def start_point(program: TorchProgram, prox) -> list[torch.Tensor]:
         return [x.detach().clone() for x in prox(x0, 1.0)]
 
 
-class FusedSmooth:
-    """Value and gradient of the smooth part from traced aten graphs (``make_fx``): ``grad``
-    runs one graph returning (value, gradient), so the forward pass is shared (for a least-squares
-    term: one pass for X w and one for X^T r instead of autograd's forward, backward and a second
-    forward for the value); ``value`` returns that value when asked at the very tensors the last
-    gradient was computed at (FISTA asks for both at each new point) and otherwise runs a traced
-    forward graph. Data and parameters are baked in: traced per solve."""
-
-    def __init__(self, value_gm, grad_gm):
-        self._value_gm = value_gm
-        self._grad_gm = grad_gm
-        self._last: tuple[list[torch.Tensor], torch.Tensor] | None = None
-
-    @classmethod
-    def trace(cls, smooth_fn, x0: list[torch.Tensor]) -> "FusedSmooth | None":
-        from torch.fx.experimental.proxy_tensor import make_fx
-
-        n = len(x0)
-
-        def value(*xs: torch.Tensor) -> torch.Tensor:
-            return smooth_fn(list(xs))
-
-        def value_and_grad(*xs: torch.Tensor):
-            g, v = torch.func.grad_and_value(value, argnums=tuple(range(n)))(*xs)
-            return (v, *g)
-
-        try:
-            xs = [x.detach() for x in x0]
-            v_gm = make_fx(value)(*xs)
-            g_gm = make_fx(value_and_grad)(*xs)
-            for gm in (v_gm, g_gm):
-                gm.graph.eliminate_dead_code()
-                gm.recompile()
-            with torch.no_grad():
-                out = g_gm(*xs)
-            if len(out) != n + 1 or out[0].numel() != 1:
-                return None
-        except Exception:  # noqa: BLE001 - any tracing failure keeps autograd
-            return None
-        return cls(v_gm, g_gm)
-
-    def grad(self, xs: list[torch.Tensor]) -> list[torch.Tensor]:
-        out = self._grad_gm(*xs)
-        self._last = (list(xs), out[0])
-        return list(out[1:])
-
-    def value(self, xs: list[torch.Tensor]) -> torch.Tensor:
-        last = self._last
-        if last is not None and len(last[0]) == len(xs) and all(a is b for a, b in zip(last[0], xs)):
-            return last[1]
-        return self._value_gm(*xs)
-
-
 @torch.no_grad()
 def stack_norm(ops: list, x0: list[torch.Tensor], *, bound: float, exact: bool = False,
                maxiter: int = 300) -> tuple[float, str]:
@@ -175,31 +123,6 @@ def stack_norm(ops: list, x0: list[torch.Tensor], *, bound: float, exact: bool =
     return min(bound, 1.01 * math.sqrt(max(lam, 0.0))), "Lanczos"
 
 
-def traced_gradient(smooth_fn, x0: list[torch.Tensor]):
-    """grad s as one straight-line aten graph (``make_fx`` of ``torch.func.grad``, dead code
-    removed): PDHG needs only the gradient, and the traced graph skips the autograd engine and
-    functional_call's per-call overhead. Data and parameter values are baked in, so it is traced
-    per solve. None if tracing fails (the caller keeps autograd)."""
-    from torch.fx.experimental.proxy_tensor import make_fx
-
-    n = len(x0)
-
-    def grad(*xs: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        return torch.func.grad(lambda *ys: smooth_fn(list(ys)), argnums=tuple(range(n)))(*xs)
-
-    try:
-        gm = make_fx(grad)(*[x.detach() for x in x0])
-        gm.graph.eliminate_dead_code()
-        gm.recompile()
-        with torch.no_grad():
-            check = gm(*x0)
-    except Exception:  # noqa: BLE001 - any tracing failure keeps autograd
-        return None
-    if len(check) != n:
-        return None
-    return lambda xs: list(gm(*xs))
-
-
 def _not_finite(program: TorchProgram, e: Exception) -> RegspecError:
     ir = program.ir
     obj = ir.objective()
@@ -233,7 +156,7 @@ def solve(program: TorchProgram, *, params: dict[str, np.ndarray] | None = None,
     t0 = time.perf_counter()
     largest = max([x.numel() for x in x0] + [b.numel() for b in program.module.buffers()], default=0)
     with _threads_for(program, largest):
-        fused = FusedSmooth.trace(smooth, x0)
+        fused = FusedSmooth.trace(program.smooth, names, x0)
         value, grad = (fused.value, fused.grad) if fused is not None else (smooth, None)
         try:
             res = fista(value, prox, x0, tol=tol, max_iter=max_iter, objective=objective, grad=grad)
@@ -329,9 +252,9 @@ def solve_pdhg(program: TorchProgram, *, params: dict[str, np.ndarray] | None = 
 
                     smooth_fn = None
                 else:
-                    smooth_grad = traced_gradient(smooth_fn, x0)
-                    if smooth_grad is not None:
-                        smooth_fn = None
+                    fused = FusedSmooth.trace(program.smooth, names, x0)
+                    if fused is not None:
+                        smooth_grad, smooth_fn = fused.grad, None
 
             def objective(xs: list[torch.Tensor]) -> torch.Tensor:
                 return functional_call(program.objective, dict(zip(names, xs)), ())
