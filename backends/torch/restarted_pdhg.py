@@ -39,7 +39,8 @@ import torch
 from torch import Tensor
 
 from regspec.backends.torch.solvers import (OPTIMAL, SOLVER_ERROR, USER_LIMIT, LinearOperator, SolverResult,
-                                            _adjoint_sum, _pdhg_residuals, _Smooth, _sqnorm,
+                                            _adjoint_sum, _pdhg_primal_terms, _pdhg_residuals_from, _Smooth,
+                                            _sqnorm, _sqnorm1,
                                             check_pdhg_steps, pdhg_step_sizes)
 
 __all__ = ["restarted_pdhg"]
@@ -51,6 +52,29 @@ RULE = ("stop when a certified point T(z) (z = the current iterate or the averag
 
 def _norm_lists(a: Sequence[Tensor], b: Sequence[Tensor]) -> float:
     return math.sqrt(max(float(_sqnorm([ai - bi for ai, bi in zip(a, b)])), 0.0)) if a else 0.0
+
+
+class _DualWork:
+    """Named dual-shaped work tensors, allocated once per solve: on fusion problems a dual tensor
+    is the size of the whole problem, and a fresh one costs more than a pass over it (new pages
+    are faulted in and zeroed), so the checks, the running average, the restart point and the
+    best point live in these and are overwritten in place."""
+
+    def __init__(self, like: list[Tensor]):
+        self._like = like
+        self._bufs: dict[str, list[Tensor]] = {}
+
+    def __getitem__(self, name: str) -> list[Tensor]:
+        if name not in self._bufs:
+            self._bufs[name] = [torch.empty_like(t) for t in self._like]
+        return self._bufs[name]
+
+
+def _copy_into(dst: list[Tensor], src: list[Tensor]) -> list[Tensor]:
+    for d, s_ in zip(dst, src):
+        if d is not s_:
+            d.copy_(s_)
+    return dst
 
 
 @torch.no_grad()
@@ -139,17 +163,48 @@ def restarted_pdhg(
     def kkt(res: dict[str, float]) -> float:
         return max(res["primal_rel"], res["dual_rel"])
 
+    def k_into(k: int, xs: list[Tensor], out: Tensor, alpha: float = 1.0, y: Tensor | None = None) -> Tensor:
+        """y + alpha K_k xs, written into ``out`` when the block has a one-pass form."""
+        if axpys[k] is not None:
+            return axpys[k](y, xs, alpha, out)
+        kx = ops[k].apply(xs)  # may be an input (an identity block): never written to
+        if y is None:
+            return kx if alpha == 1.0 else kx * alpha
+        return torch.add(y, kx, alpha=alpha)
+
     def certify(x, x_new, y, y_new, KTy, KTy_new, gs, gs_new) -> dict[str, float]:
-        return _pdhg_residuals(x, x_new, y, y_new, apply_all(x), apply_all(x_new), KTy, KTy_new, gs, gs_new,
-                               tau, sigma)
+        """solvers.pdhg's residuals of the step z -> T(z); the dual ones without K x or K x+
+        kept around: sigma d = (y - y+) + sigma K(x+ - x) (the difference taken first, exactly
+        where y+ is close to y), then K x+, and ||v+||^2 = ||d||^2 + ||K x+||^2 + 2 <d, K x+>."""
+        primal = _pdhg_primal_terms(x, x_new, KTy, KTy_new, gs, gs_new, tau)
+        r1, r2 = work["res1"], work["res2"]
+        dx = torch._foreach_sub(x_new, x)
+        dd = kk = dk = torch.zeros_like(primal[0])
+        for k, (yk, ynk) in enumerate(zip(y, y_new)):
+            diff = torch.sub(yk, ynk, out=r1[k])
+            sd = k_into(k, dx, r2[k], sigma, diff)  # sigma d_k
+            kxn = k_into(k, x_new, r1[k])  # K x+ (r1 is free again)
+            dd = dd + _sqnorm1(sd)
+            kk = kk + _sqnorm1(kxn)
+            dk = dk + torch.vdot(sd.reshape(-1), kxn.reshape(-1))
+        dd = dd / (sigma * sigma)
+        vv = dd + kk + (2.0 / sigma) * dk
+        return _pdhg_residuals_from(primal, [dd, kk, vv])
+
+    def dual_distance(a: list[Tensor], b: list[Tensor]) -> float:
+        r1 = work["res1"]
+        total = sum((_sqnorm1(torch.sub(ak, bk, out=r1[k])) for k, (ak, bk) in enumerate(zip(a, b))),
+                    torch.zeros((), dtype=like.dtype, device=like.device))
+        return math.sqrt(max(float(total), 0.0))
 
     x = [t.detach().clone() for t in x0]
     y = [torch.zeros_like(k) for k in apply_all(x)]
     KTy = _adjoint_sum(ops, y, x)
     gs = grad(x)
+    work = _DualWork(y)
 
     # restart bookkeeping: the restart point, its kkt, and sums for the average since then
-    x_r, y_r = copy(x), copy(y)
+    x_r, y_r = copy(x), _copy_into(work["restart_y"], y) if restart else y
     kkt_r = math.inf
     kkt_prev_cand = math.inf
     n_since = 0
@@ -168,7 +223,7 @@ def restarted_pdhg(
         if restart and average:
             # running sums of x and y since the restart (K xbar and K^T ybar are computed at checks)
             if sums is None:
-                sums = [copy(x_new), copy(y_new)]
+                sums = [copy(x_new), _copy_into(work["sum_y"], y_new)]
             else:
                 torch._foreach_add_(sums[0], x_new)
                 torch._foreach_add_(sums[1], y_new)
@@ -183,10 +238,10 @@ def restarted_pdhg(
                 # T(zbar): one extra iteration from the average since the last restart
                 inv = 1.0 / n_since
                 xb = [t * inv for t in sums[0]]
-                yb = [t * inv for t in sums[1]]
+                yb = [torch.mul(t, inv, out=o) for t, o in zip(sums[1], work["avg_y"])]
                 KTyb = _adjoint_sum(ops, yb, xb)
                 gb = grad(xb)
-                xb2, yb2, KTyb2, gb2 = step(xb, yb, KTyb, gb)
+                xb2, yb2, KTyb2, gb2 = step(xb, yb, KTyb, gb, work["avg_y2"])
                 extra += 1
                 res_b = certify(xb, xb2, yb, yb2, KTyb, KTyb2, gb, gb2)
                 k_avg = kkt(res_b)
@@ -196,7 +251,7 @@ def restarted_pdhg(
                 status = OPTIMAL
                 break
             if cand[0] < best[0]:
-                best = (cand[0], copy(cand[1]), copy(cand[2]), cand[3])
+                best = (cand[0], copy(cand[1]), _copy_into(work["best_y"], cand[2]), cand[3])
             if time_limit is not None and time.perf_counter() - t_start > time_limit:
                 break
             if restart:
@@ -207,12 +262,14 @@ def restarted_pdhg(
                 if do:
                     _, xc, yc, _, KTyc, gc = cand
                     dx = _norm_lists(xc, x_r)
-                    dy = _norm_lists(yc, y_r)
+                    dy = dual_distance(yc, y_r)
                     if dx > 1e-10 and dy > 1e-10 and math.isfinite(dx) and math.isfinite(dy):
                         w = math.exp(0.5 * math.log(dy / dx) + 0.5 * math.log(w))
                         tau, sigma = pdhg_step_sizes(nK, Ls, w)
-                    x_new, y_new, KTy_new, gs_new = xc, yc, KTyc, gc
-                    x_r, y_r, kkt_r = copy(xc), copy(yc), k_c
+                    # the average's dual lives in a work buffer the next check overwrites: the
+                    # current iterate's buffers (given up for the candidate) take it
+                    x_new, y_new, KTy_new, gs_new = xc, _copy_into(y_new, yc), KTyc, gc
+                    x_r, y_r, kkt_r = copy(xc), _copy_into(y_r, yc), k_c
                     kkt_prev_cand = math.inf
                     n_since = 0
                     sums = None

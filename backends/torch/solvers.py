@@ -895,8 +895,9 @@ def pdhg(
                         history=history, algorithm="pdhg" if sm is None else "condat-vu", y=y, info=info)
 
 
-def _pdhg_residuals(x, x_new, y, y_new, Kx, Kx_new, KTy, KTy_new, gs, gs_new, tau, sigma) -> dict[str, float]:
-    # u+ = (x - x+)/tau - grad s(x) - K^T y  (in dg(x+)); p = u+ + grad s(x+) + K^T y+
+def _pdhg_primal_terms(x, x_new, KTy, KTy_new, gs, gs_new, tau) -> list[Tensor]:
+    """Squared norms [p, K^T y+, u+, grad s(x+)] of the primal fixed-point residual of the step
+    x -> x+: u+ = (x - x+)/tau - grad s(x) - K^T y (in dg(x+)), p = u+ + grad s(x+) + K^T y+."""
     u = torch._foreach_sub(x, x_new)
     torch._foreach_mul_(u, 1.0 / tau)
     torch._foreach_sub_(u, KTy)
@@ -907,25 +908,32 @@ def _pdhg_residuals(x, x_new, y, y_new, Kx, Kx_new, KTy, KTy_new, gs, gs_new, ta
         torch._foreach_add_(p, gs_new)
     terms = [_sqnorm(p), _sqnorm(KTy_new), _sqnorm(u)]
     terms.append(_sqnorm(gs_new) if gs_new is not None else torch.zeros_like(terms[0]))
-    # v+ = (y - y+)/sigma + 2 K x+ - K x  (in df*(y+)); d = v+ - K x+
-    zero = torch.zeros_like(terms[0])
-    dd = zero
-    kk = zero
-    vv = zero
-    for yk, ynk, kx, kxn in zip(y, y_new, Kx, Kx_new):
-        vk = (yk - ynk).div_(sigma).add_(kxn, alpha=2.0).sub_(kx)
-        dk = vk - kxn
-        dd = dd + _sqnorm1(dk)
-        kk = kk + _sqnorm1(kxn)
-        vv = vv + _sqnorm1(vk)
-    terms += [dd, kk, vv]
-    pn, kty, un, gn, dn, kxn_, vn = [math.sqrt(max(t_, 0.0)) for t_ in torch.stack(terms).tolist()]
+    return terms
+
+
+def _pdhg_residuals_from(primal: list[Tensor], dual: list[Tensor]) -> dict[str, float]:
+    """The residual dictionary from ``_pdhg_primal_terms`` and the dual squared norms
+    [d, K x+, v+] (d = v+ - K x+, v+ = (y - y+)/sigma + 2 K x+ - K x, in df*(y+))."""
+    pn, kty, un, gn, dn, kxn_, vn = [math.sqrt(max(t_, 0.0)) for t_ in torch.stack(primal + dual).tolist()]
     return {
         "primal": pn,
         "dual": dn,
         "primal_rel": pn / max(1.0, kty, gn, un),
         "dual_rel": dn / max(1.0, kxn_, vn),
     }
+
+
+def _pdhg_residuals(x, x_new, y, y_new, Kx, Kx_new, KTy, KTy_new, gs, gs_new, tau, sigma) -> dict[str, float]:
+    primal = _pdhg_primal_terms(x, x_new, KTy, KTy_new, gs, gs_new, tau)
+    zero = torch.zeros_like(primal[0])
+    dd = kk = vv = zero
+    for yk, ynk, kx, kxn in zip(y, y_new, Kx, Kx_new):
+        vk = (yk - ynk).div_(sigma).add_(kxn, alpha=2.0).sub_(kx)
+        dk = vk - kxn
+        dd = dd + _sqnorm1(dk)
+        kk = kk + _sqnorm1(kxn)
+        vv = vv + _sqnorm1(vk)
+    return _pdhg_residuals_from(primal, [dd, kk, vv])
 
 
 def _pdhg_gap(objective, conj_g, conj_f, x, y, KTy) -> dict[str, float]:
