@@ -40,11 +40,18 @@ def _trace_pair(value: Callable, xs: list[torch.Tensor], mode: str) -> tuple[fx.
         g, v = torch.func.grad_and_value(value, argnums=tuple(range(n_var)))(*args)
         return (v, *g)
 
-    pair = (make_fx(value, tracing_mode=mode)(*xs), make_fx(value_and_grad, tracing_mode=mode)(*xs))
-    for gm in pair:
-        gm.graph.eliminate_dead_code()
-        gm.recompile()
-    return pair
+    grad_gm = make_fx(value_and_grad, tracing_mode=mode)(*xs)
+    grad_gm.graph.eliminate_dead_code()
+    grad_gm.recompile()
+    # the value graph is the joint graph with only its first output: dead-code elimination drops
+    # the backward part (one trace instead of two; tracing dominates a first small solve)
+    graph = fx.Graph()
+    outputs = graph.graph_copy(grad_gm.graph, {})
+    graph.output(outputs[0])
+    value_gm = fx.GraphModule(grad_gm, graph)
+    value_gm.graph.eliminate_dead_code()
+    value_gm.recompile()
+    return value_gm, grad_gm
 
 
 class FusedSmooth:
