@@ -26,7 +26,6 @@ asserted; the ratios printed are from this one run.
 from __future__ import annotations
 
 import argparse
-import multiprocessing as mp
 import os
 import platform
 import sys
@@ -35,6 +34,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from _budget import run_with_budget  # bench/ is the script's directory
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -110,20 +111,7 @@ def _cvxpy_child(path: str, rho: float, solver: str, opts: dict, queue) -> None:
 
 
 def run_cvxpy(path: str, rho: float, solver: str, opts: dict, budget: float) -> dict:
-    ctx = mp.get_context("fork")
-    queue = ctx.Queue()
-    proc = ctx.Process(target=_cvxpy_child, args=(path, rho, solver, opts, queue))
-    t0 = time.perf_counter()
-    proc.start()
-    try:
-        out = queue.get(timeout=budget)
-    except Exception:  # queue.Empty
-        out = {"status": f"exceeded the {budget:.0f} s budget (abandoned after {time.perf_counter() - t0:.0f} s)"}
-    proc.join(timeout=5)
-    if proc.is_alive():
-        proc.kill()
-        proc.join()
-    return out
+    return run_with_budget(_cvxpy_child, (path, rho, solver, opts), budget)
 
 
 def main() -> None:

@@ -21,7 +21,6 @@ prints what it measured, and the ratios.
 from __future__ import annotations
 
 import argparse
-import multiprocessing as mp
 import os
 import platform
 import sys
@@ -30,6 +29,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from _budget import run_with_budget  # bench/ is the script's directory
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -72,19 +73,7 @@ def _cvxpy_child(path: str, alpha: float, solver: str, opts: dict, queue) -> Non
 
 
 def run_cvxpy(path: str, alpha: float, solver: str, opts: dict, budget: float) -> dict:
-    ctx = mp.get_context("fork")
-    queue = ctx.Queue()
-    proc = ctx.Process(target=_cvxpy_child, args=(path, alpha, solver, opts, queue))
-    proc.start()
-    try:
-        out = queue.get(timeout=budget)
-    except Exception:  # queue.Empty: over budget
-        out = {"status": f"exceeded the {budget:.0f} s budget"}
-    proc.join(timeout=5)
-    if proc.is_alive():
-        proc.kill()
-        proc.join()
-    return out
+    return run_with_budget(_cvxpy_child, (path, alpha, solver, opts), budget)
 
 
 def timed(fn, repeat: int) -> tuple[float, object]:
