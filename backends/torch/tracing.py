@@ -31,10 +31,11 @@ def _signature(t: torch.Tensor) -> tuple:
     return tuple(t.shape), t.dtype, t.device.type, t.device.index
 
 
-def _trace_pair(value: Callable, xs: list[torch.Tensor], mode: str) -> tuple[fx.GraphModule, fx.GraphModule]:
+def _trace_pair(value: Callable, xs: list[torch.Tensor], n_var: int, mode: str
+                ) -> tuple[fx.GraphModule, fx.GraphModule]:
+    """(value graph, value-and-gradient graph) of ``value(*xs)``, the gradient with respect to
+    the first ``n_var`` inputs (the variables; the rest are data)."""
     from torch.fx.experimental.proxy_tensor import make_fx
-
-    n_var = len(xs)
 
     def value_and_grad(*args: torch.Tensor):
         g, v = torch.func.grad_and_value(value, argnums=tuple(range(n_var)))(*args)
@@ -62,11 +63,10 @@ class FusedSmooth:
     computed at (FISTA asks for both at each new point) and otherwise runs the traced forward."""
 
     def __init__(self, value_gm: fx.GraphModule, grad_gm: fx.GraphModule, extra: list[torch.Tensor],
-                 n_var: int, cached: bool):
+                 cached: bool):
         self._value_gm = value_gm
         self._grad_gm = grad_gm
         self._extra = extra  # the buffers' current tensors, appended to the variables
-        self._n = n_var
         self.cached = cached  # True when the graphs came from the cache (no trace this solve)
         self._last: tuple[list[torch.Tensor], torch.Tensor] | None = None
 
@@ -74,8 +74,7 @@ class FusedSmooth:
     def trace(cls, module: fx.GraphModule, var_names: list[str], x0: list[torch.Tensor]) -> "FusedSmooth | None":
         """Graphs for ``module`` (the smooth part, variables substituted by ``var_names``) at
         ``x0``'s shapes; None when it cannot be traced (the caller keeps autograd)."""
-        buffers = dict(module.named_buffers())
-        buffers = {k: v for k, v in buffers.items() if k not in var_names}
+        buffers = dict(module.named_buffers())  # data and parameters (variables are nn.Parameters)
         buf_names = list(buffers)
         extra = [b.detach() for b in buffers.values()]
         n = len(x0)
@@ -87,34 +86,38 @@ class FusedSmooth:
             subs.update(zip(buf_names, args[n:]))
             return functional_call(module, subs, ())
 
-        hit = key in _CACHE
-        pair = _CACHE.get(key)
-        STATS["hits" if hit else "misses"] += 1
-        if not hit:
+        if key in _CACHE:
+            STATS["hits"] += 1
+            _CACHE.move_to_end(key)
+            pair = _CACHE[key]
+            if pair is not None:  # checked when it was traced
+                return cls(pair[0], pair[1], extra, cached=True)
+        else:
+            STATS["misses"] += 1
             try:
-                pair = _trace_pair(value_of_inputs, xs + extra, "fake")
+                pair = _trace_pair(value_of_inputs, xs + extra, n, "fake")
+                fused = cls._checked(cls(pair[0], pair[1], extra, cached=False), xs, n)
             except Exception:  # noqa: BLE001 - data-dependent control flow, unsupported op: not cacheable
-                pair = None
-            _CACHE[key] = pair
+                fused = None
+            _CACHE[key] = None if fused is None else pair
             while len(_CACHE) > CACHE_SIZE:
                 _CACHE.popitem(last=False)
-        else:
-            _CACHE.move_to_end(key)
-        if pair is not None:
-            fused = cls(pair[0], pair[1], extra, n, cached=hit)
-        else:
-            # values baked in: traced on the real tensors, per solve
-            STATS["baked"] += 1
-            try:
-                v_gm, g_gm = _trace_pair(lambda *ys: functional_call(module, dict(zip(var_names, ys)), ()), xs, "real")
-            except Exception:  # noqa: BLE001 - any tracing failure keeps autograd
-                return None
-            fused = cls(v_gm, g_gm, [], n, cached=False)
+            if fused is not None:
+                return fused
+        # values baked in: traced on the real tensors, per solve
+        STATS["baked"] += 1
         try:
-            with torch.no_grad():
-                out = fused._grad_gm(*xs, *fused._extra)
-        except Exception:  # noqa: BLE001
+            v_gm, g_gm = _trace_pair(lambda *ys: functional_call(module, dict(zip(var_names, ys)), ()), xs, n,
+                                    "real")
+            return cls._checked(cls(v_gm, g_gm, [], cached=False), xs, n)
+        except Exception:  # noqa: BLE001 - any tracing failure keeps autograd
             return None
+
+    @staticmethod
+    def _checked(fused: "FusedSmooth", xs: list[torch.Tensor], n: int) -> "FusedSmooth | None":
+        """``fused`` if its gradient graph runs on the real tensors and returns (scalar, n gradients)."""
+        with torch.no_grad():
+            out = fused._grad_gm(*xs, *fused._extra)
         if len(out) != n + 1 or out[0].numel() != 1:
             return None
         return fused
