@@ -78,7 +78,8 @@ class Form:
     text: str
     adjoint: Callable[[Tensor], Tensor] | None = None   # D^T when written by hand (else autograd)
     norm: float | None = None                           # an upper bound on ||D|| when known
-    axpy: Callable[[Tensor, Tensor, float, Tensor | None], Tensor] | None = None  # (y, x, alpha, out) -> y + alpha D x
+    # (y, x, alpha, out) -> y + alpha D x (alpha D x when y is None), into out when given
+    axpy: Callable[[Tensor | None, Tensor, float, Tensor | None], Tensor] | None = None
 
 
 def _weights(value: Any, count: int, like_dtype: torch.dtype, device: torch.device) -> Tensor:
@@ -108,7 +109,7 @@ def _form_sum_of_norms(kw: dict[str, Any], shape: tuple[int, ...], dtype: torch.
                 norm=norm, axpy=_sparse_axpy(B))
 
 
-def _sparse_axpy(B: Tensor) -> Callable[[Tensor, Tensor, float, Tensor | None], Tensor]:
+def _sparse_axpy(B: Tensor) -> Callable[[Tensor | None, Tensor, float, Tensor | None], Tensor]:
     """(y, x, alpha, out) -> y + alpha B x (alpha B x when y is None), into out if given: a sparse
     product written into the buffer (addmm with beta = 0, which ignores the buffer's contents) and
     one in-place add of y (measured: faster than addmm with beta = 1, which makes an extra pass)."""
@@ -399,7 +400,7 @@ def build_block(ir: IR, lowered: LoweredOperator, xs_like: list[Tensor], var_ind
     pre: Callable[[Tensor], Tensor] | None = None
     pre_adjoint: Callable[[Tensor], Tensor] | None = None
     pre_norm: float | None = None
-    pre_axpy: Callable[[Tensor, Tensor, float, Tensor | None], Tensor] | None = None
+    pre_axpy: Callable[[Tensor | None, Tensor, float, Tensor | None], Tensor] | None = None
     kernel_name = lowered.kernel
     hyper: dict[str, Any] = {}
     weight = 1.0

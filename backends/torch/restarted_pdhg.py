@@ -109,10 +109,13 @@ def restarted_pdhg(
     pass, e.g. a sparse ``addmm``); it is written into the buffer of the dual iterate of two
     iterations ago (allocating a large tensor costs more than a pass over it: fresh pages), and
     the conjugate proxes may work in place on it (they receive a temporary). ``K x`` is
-    computed at the checks only, for the residuals. Iterates kept beyond one iteration (restart
-    point, best point) are copies. Returns a ``SolverResult`` whose ``x``, ``y`` are the
-    certified point, ``residuals`` its ``primal``, ``dual``, ``primal_rel``, ``dual_rel``, and
-    ``info`` the steps, weight and restart counts.
+    not kept at all (the checks form K(x+ - x) and K x+ in work buffers). Dual tensors kept beyond
+    one iteration (running sum, average, restart point, best point) live in work buffers
+    allocated once per solve (``_DualWork``) and are overwritten in place.
+
+    Returns a ``SolverResult`` whose ``x``, ``y`` are the certified point, ``residuals`` its
+    ``primal``, ``dual``, ``primal_rel``, ``dual_rel``, and ``info`` the steps, weight and restart
+    counts.
     """
     t_start = time.perf_counter()
     ops = list(operators)

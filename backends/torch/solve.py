@@ -180,9 +180,11 @@ def solve_pdhg(program: TorchProgram, *, params: dict[str, np.ndarray] | None = 
                max_iter: int = 100000, check_every: int | None = None, restart: bool = True,
                time_limit: float | None = None, stack_bound: bool = True, average: bool = True) -> Result:
     """PDHG on ``s(x) + g(x) + sum_k f_k(K_k x + c_k)``: blocks from ``pdhg_lowering``, each
-    normalized to unit norm (``||K_k||`` by power iteration, inflated 1%); ``||K||`` of the stack by
-    power iteration; ``L`` of the smooth part by Hessian power iteration at the start point (exact
-    for quadratics; a linear s has a constant gradient, computed once). Steps
+    normalized to unit norm (``||K_k||`` in closed form where the block knows it, else by Lanczos
+    with power iteration as fallback, inflated 1%); ``||K||`` of the stack by ``stack_norm``
+    (Lanczos, capped by the sqrt(#blocks) bound); ``L`` of the smooth part by Hessian power
+    iteration at the start point (exact for quadratics; a linear s has a constant gradient,
+    computed once). Steps
     ``tau (L/2 + sigma ||K||^2) < 1`` (``solvers.pdhg_step_sizes``), primal weight adapted.
 
     Stops when the relative primal and dual residuals are ``<= tol`` (``solvers.pdhg``'s rule).
@@ -216,7 +218,7 @@ def solve_pdhg(program: TorchProgram, *, params: dict[str, np.ndarray] | None = 
                 n = b.norm
                 if n is None:
                     single = [LinearOperator(b.apply, b.adjoint, None)]
-                    n, how = stack_norm(single, x0, bound=math.inf)
+                    n, _ = stack_norm(single, x0, bound=math.inf)
                     if not math.isfinite(n):  # Lanczos failed: power iteration (solvers), +1%
                         n = 1.01 * estimate_operator_norm(single, x0)
                 b.norm = n
