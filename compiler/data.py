@@ -85,8 +85,9 @@ def dataset(ctx: SourceContext, name: str, standardize: bool = False, center: bo
     """scikit-learn's bundled sets as (X, y). ``standardize`` z-scores the columns of X;
     ``center`` centres X's columns and y (regression); ``labels = "pm1"`` maps binary labels to
     -1/+1; ``rows = N`` keeps the first N rows."""
-    import sklearn.datasets as skd
+    from regspec.extras import require
 
+    skd = require("sklearn.datasets", f"dataset(\"{name}\")", ctx.span)
     if name not in _DATASETS:
         raise ctx.fail(f"unknown data set `{name}`", did_you_mean(name, _DATASETS) +
                        [f"bundled data sets: {', '.join(_DATASETS)}"])

@@ -225,8 +225,15 @@ def cmd_crosscheck(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------- main
+def _version() -> str:
+    from regspec import __version__
+
+    return __version__
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="regspec", description="Compile and run .reg optimization specs.")
+    p.add_argument("--version", action="version", version=f"regspec {_version()}")
     sub = p.add_subparsers(dest="command", required=True)
 
     c = sub.add_parser("check", help="parse and analyse specs; print a summary")

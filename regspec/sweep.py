@@ -179,8 +179,9 @@ def plot(result: SweepResult, out_dir: Path) -> Path:
     """One panel per variable: its entries against the parameter (norms for big variables)."""
     import io
 
-    import matplotlib
+    from regspec.extras import require
 
+    matplotlib = require("matplotlib", "the sweep plot (path.png)")
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
