@@ -3,11 +3,40 @@
 ``regspec.load(path_or_text)`` parses a `.reg` spec; ``regspec.solve(spec, ...)`` compiles one
 problem block to CVXPY or to torch and solves it. Every error from bad input is a
 ``regspec.RegspecError`` carrying located diagnostics.
+
+The public names are imported on first use (PEP 562), so ``import regspec`` and the command
+line's front end (``regspec check``) do not pay for numpy, lark, torch or CVXPY until a name that
+needs them is touched.
 """
-from regspec.api import Spec, choose_backend, load, solve
-from regspec.diagnostics import RegspecError
-from regspec.result import Result
-from regspec.train_api import attach, compile_trainer, train
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # for type checkers and IDEs; at run time the names resolve lazily below
+    from regspec.api import Spec, choose_backend, load, solve
+    from regspec.diagnostics import RegspecError
+    from regspec.result import Result
+    from regspec.train_api import attach, compile_trainer, train
+
+_EXPORTS = {
+    "Spec": "regspec.api", "load": "regspec.api", "solve": "regspec.api", "choose_backend": "regspec.api",
+    "RegspecError": "regspec.diagnostics", "Result": "regspec.result",
+    "attach": "regspec.train_api", "compile_trainer": "regspec.train_api", "train": "regspec.train_api",
+}
 
 __all__ = ["Spec", "load", "solve", "choose_backend", "RegspecError", "Result", "attach", "compile_trainer", "train"]
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'regspec' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
