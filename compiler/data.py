@@ -76,7 +76,83 @@ def csv(ctx: SourceContext, file: str, delimiter: str = ",", skip_header: int = 
     return (arr,)
 
 
-_DATASETS = ("diabetes", "breast_cancer", "digits")
+# scikit-learn's bundled sets, read from the files inside its package without importing it
+# (importing sklearn costs 1-4 s through scipy.stats; `regspec check` must stay well under that)
+_DATASETS = ("diabetes", "breast_cancer", "digits", "iris", "wine")
+
+
+def _sklearn_data_dir(ctx: SourceContext, name: str) -> Path:
+    """sklearn/datasets/data inside the installed package, located without importing it."""
+    import importlib.util
+
+    from regspec.extras import EXTRAS
+
+    dist, extra = EXTRAS["sklearn"]
+    spec = importlib.util.find_spec("sklearn")
+    if spec is None or not spec.submodule_search_locations:
+        raise ctx.fail(f"dataset(\"{name}\") reads the data bundled with {dist}, which is not installed",
+                       [f"install it with: pip install 'regspec[{extra}]' (or pip install {dist})"])
+    folder = Path(next(iter(spec.submodule_search_locations))) / "datasets" / "data"
+    if not folder.is_dir():
+        raise ctx.fail(f"{dist}'s bundled data folder is missing: {folder}",
+                       [f"reinstall it: pip install --force-reinstall {dist}"])
+    return folder
+
+
+def _sklearn_scale(X: np.ndarray) -> np.ndarray:
+    """Columns to mean 0, standard deviation 1, in place, with the steps and float operations of
+    ``sklearn.preprocessing.scale`` (so the result is bitwise the same): nan-aware mean and std,
+    near-constant columns (std < 10 eps) left unscaled, the mean removed again when rounding
+    left it visibly nonzero."""
+    mean = np.nanmean(X, axis=0)
+    std = np.nanstd(X, axis=0)
+    X -= mean
+    mean_1 = np.nanmean(X, axis=0)
+    if not np.allclose(mean_1, 0):
+        X -= mean_1
+    std[std < 10 * np.finfo(std.dtype).eps] = 1.0
+    X /= std
+    mean_2 = np.nanmean(X, axis=0)
+    if not np.allclose(mean_2, 0):
+        X -= mean_2
+    return X
+
+
+def _labelled_csv(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's small-set format: a header `n_samples,n_features,class names...`, then rows
+    of features with the integer class last."""
+    with path.open(encoding="utf-8") as f:
+        n_samples, n_features = (int(v) for v in f.readline().split(",")[:2])
+        table = np.loadtxt(f, delimiter=",", dtype=np.float64, ndmin=2)
+    if table.shape != (n_samples, n_features + 1):
+        raise ValueError(f"expected {n_samples} rows of {n_features + 1} columns, found {table.shape}")
+    return np.ascontiguousarray(table[:, :-1]), table[:, -1].astype(int)
+
+
+def _bundled(ctx: SourceContext, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """(X, y) exactly as ``sklearn.datasets.load_<name>(return_X_y=True)`` returns them (diabetes
+    with its default ``scaled=True``: centred columns of unit norm)."""
+    import gzip
+
+    folder = _sklearn_data_dir(ctx, name)
+    try:
+        if name == "diabetes":
+            with gzip.open(folder / "diabetes_data_raw.csv.gz", "rt") as f:
+                X = np.loadtxt(f)
+            with gzip.open(folder / "diabetes_target.csv.gz", "rt") as f:
+                y = np.loadtxt(f)
+            X = _sklearn_scale(X)
+            X /= X.shape[0] ** 0.5
+            return X, y
+        if name == "digits":
+            with gzip.open(folder / "digits.csv.gz", "rt") as f:
+                table = np.loadtxt(f, delimiter=",")
+            return table[:, :-1], table[:, -1].astype(int)
+        file = {"breast_cancer": "breast_cancer.csv", "iris": "iris.csv", "wine": "wine_data.csv"}[name]
+        return _labelled_csv(folder / file)
+    except (OSError, ValueError, EOFError) as e:
+        raise ctx.fail(f"cannot read the bundled `{name}` data in {folder}: {e}",
+                       ["reinstall scikit-learn: pip install --force-reinstall scikit-learn"]) from None
 
 
 @source
@@ -85,13 +161,10 @@ def dataset(ctx: SourceContext, name: str, standardize: bool = False, center: bo
     """scikit-learn's bundled sets as (X, y). ``standardize`` z-scores the columns of X;
     ``center`` centres X's columns and y (regression); ``labels = "pm1"`` maps binary labels to
     -1/+1; ``rows = N`` keeps the first N rows."""
-    from regspec.extras import require
-
-    skd = require("sklearn.datasets", f"dataset(\"{name}\")", ctx.span)
     if name not in _DATASETS:
         raise ctx.fail(f"unknown data set `{name}`", did_you_mean(name, _DATASETS) +
                        [f"bundled data sets: {', '.join(_DATASETS)}"])
-    X, y = getattr(skd, f"load_{name}")(return_X_y=True)
+    X, y = _bundled(ctx, name)
     X = np.asarray(X, dtype=float)
     y = np.asarray(y, dtype=float)
     if rows is not None:
