@@ -224,6 +224,44 @@ def cmd_crosscheck(args: argparse.Namespace) -> int:
     return EXIT_OK if all(ch.ok for ch in checks) else EXIT_SPEC
 
 
+# ---------------------------------------------------------------- fmt
+def _spec_files(items: Sequence[str]) -> list[str]:
+    """Files as given; a folder stands for the `.reg` files under it."""
+    from pathlib import Path
+
+    out: list[str] = []
+    for item in items:
+        p = Path(item)
+        out += sorted(str(f) for f in p.rglob("*.reg")) if p.is_dir() else [item]
+    return out
+
+
+def cmd_fmt(args: argparse.Namespace) -> int:
+    """Rewrite specs in their canonical layout (atomically); ``--check`` only reports (diff, exit 1)."""
+    from regspec import fmt
+
+    if args.files == ["-"]:
+        sys.stdout.write(fmt.format_text(sys.stdin.read(), "<stdin>"))
+        return EXIT_OK
+    status = EXIT_OK
+    for path in _spec_files(args.files):
+        try:
+            old, new = fmt.format_file(path)
+        except RegspecError as e:
+            print(str(e), file=sys.stderr)
+            status = EXIT_SPEC
+            continue
+        if old == new:
+            continue
+        if args.check:
+            sys.stdout.write(fmt.diff(path, old, new))
+            status = EXIT_SPEC
+        else:
+            fmt.write_atomic(path, new)
+            print(f"reformatted {path}", file=sys.stderr)
+    return status
+
+
 # ---------------------------------------------------------------- main
 def _version() -> str:
     from regspec import __version__
@@ -272,6 +310,12 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--dtype", default="float64", choices=["float64", "float32"])
     x.add_argument("--json", action="store_true", help="print a JSON list")
     x.set_defaults(func=cmd_crosscheck)
+
+    f = sub.add_parser("fmt", help="rewrite specs in the canonical layout (comments kept)")
+    f.add_argument("files", nargs="+", metavar="FILE", help="spec files or folders of them; `-`: stdin to stdout")
+    f.add_argument("--check", action="store_true", help="change nothing; print the diff and exit 1 if a file "
+                                                        "is not in canonical layout")
+    f.set_defaults(func=cmd_fmt)
 
     from regspec.train_cli import add_train_commands  # plan, compile, train
 
