@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from regspec import ast
-from regspec.diagnostics import RegspecError, Span, did_you_mean, error
+from regspec.diagnostics import Diagnostic, RegspecError, Span, did_you_mean, error
 
 __all__ = [
     "TermEntry", "SetEntry", "TERMS", "TERM_ALIASES", "SETS", "SCHEDULE_NAMES",
@@ -293,6 +293,8 @@ class TrainPlan:
     rewrites: list[RewritePlan] = field(default_factory=list)
     terms: list[TermPlan] = field(default_factory=list)
     span: Span | None = field(default=None, repr=False, compare=False)
+    loss_span: Span | None = field(default=None, repr=False, compare=False)
+    warnings: list[Diagnostic] = field(default_factory=list, repr=False, compare=False)
 
     @property
     def base_dir(self) -> Path:
@@ -522,6 +524,7 @@ class _Planner:
             node = single["loss"].loss  # type: ignore[attr-defined]
             plan.loss = self.loss(node)
             plan.loss_text = span_text(node.span)
+            plan.loss_span = node.span
         if "optimizer" in single:
             opt = self.call(single["optimizer"].optimizer, "optimizer")  # type: ignore[attr-defined]
             metric = opt.kwargs.pop("prox_metric", "auto")

@@ -4,6 +4,7 @@ spells it out as a trainer, ``regspec.attach`` uses the binding part on a user's
 """
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -11,7 +12,7 @@ import torch
 from torch import nn
 
 from regspec.compiler.train_plan import CallPlan, TrainPlan
-from regspec.diagnostics import error
+from regspec.diagnostics import Diagnostic, error
 
 from .bind import Binding, bind_plan
 from .data import DataBundle, build_data
@@ -32,6 +33,12 @@ class Assembled:
     epochs: int
     loss: Any                       # the resolved loss (name or tree)
     notes: list[str] = field(default_factory=list)
+    probe: Any = None               # probe.ProbeResult: one real batch through the bound model
+    warnings: list[Diagnostic] = field(default_factory=list)
+
+    @property
+    def act_shapes(self) -> dict[str, tuple[int, ...]]:
+        return self.probe.act_shapes if self.probe is not None else {}
 
 
 def make_data(plan: TrainPlan, *, batch: int | str | None = None, seed: int | None = None) -> DataBundle:
@@ -92,8 +99,13 @@ def resolve_loss(plan: TrainPlan, data: DataBundle) -> Any:
     return "mse" if data.task == "regression" else "cross_entropy"
 
 
-def assemble(plan: TrainPlan, *, epochs: int | None = None, optimizer: Any = None) -> Assembled:
-    """Data, seeded model, rewrites and bindings for ``plan`` (on CPU, float32)."""
+def assemble(plan: TrainPlan, *, epochs: int | None = None, optimizer: Any = None,
+             report: bool = True) -> Assembled:
+    """Data, seeded model, rewrites and bindings for ``plan`` (on CPU, float32), checked by running
+    one real batch through the bound model (``probe``). Warnings (plan's and the probe's) are in
+    ``.warnings`` and, with ``report``, printed to stderr once."""
+    from .probe import probe_model
+
     data = make_data(plan)
     spe = steps_per_epoch(data, plan)
     total = int(epochs if epochs is not None else plan.total_epochs)
@@ -104,4 +116,11 @@ def assemble(plan: TrainPlan, *, epochs: int | None = None, optimizer: Any = Non
     model: nn.Module = build_model(plan.model.name, span=plan.model.span, **kwargs)
     binding = bind_plan(plan, model, optimizer if optimizer is not None else plan.optimizer.name,
                         total_epochs=total, steps_per_epoch=spe)
-    return Assembled(plan, data, kwargs, filled, binding, spe, total, resolve_loss(plan, data))
+    loss = resolve_loss(plan, data)
+    asm = Assembled(plan, data, kwargs, filled, binding, spe, total, loss)
+    asm.probe = probe_model(plan, data, binding, loss)
+    asm.warnings = [*plan.warnings, *asm.probe.warnings]
+    if report:
+        for w in asm.warnings:
+            print(w.render(), file=sys.stderr)
+    return asm

@@ -18,24 +18,6 @@ def _shape(s: Any) -> str:
     return "[" + ", ".join(str(int(d)) for d in s) + "]"
 
 
-def _act_shapes(asm: Assembled) -> dict[str, tuple[int, ...]]:
-    module = asm.binding.module
-    if not hasattr(module, "taps"):
-        return {}
-    x = asm.data.tensors.get("x_train")
-    if x is None:
-        try:
-            x = next(iter(asm.data.val))[0]
-        except Exception:  # noqa: BLE001 - shapes are a nicety
-            return {}
-    was = module.training
-    module.eval()
-    with torch.no_grad():
-        module(x[:2].float())
-    module.train(was)
-    return {k: tuple(v.shape[1:]) for k, v in module.taps.items()}
-
-
 def _schedule_line(term: TermPlan, weight: Any, epochs: int) -> str | None:
     if not isinstance(term.weight, ScheduleRef):
         return None
@@ -73,7 +55,7 @@ def describe(asm: Assembled) -> str:
         where = ", ".join(rb.modules) if rb.modules else "none"
         out.append(f"           replaced {rb.count}: modules {where}" +
                    ("; functional calls rewritten in the fx graph" if rb.graph else ""))
-    act_shapes = _act_shapes(asm) if b.tap_path else {}
+    act_shapes = asm.act_shapes  # from the probe: one real batch of the data
     engine = ProxEngine(b.module, None, b.prox_groups)
     buckets = engine.describe()
     for tb in b.terms:
