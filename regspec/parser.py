@@ -74,23 +74,12 @@ def _lark_cache_file(grammar: str) -> Path | None:
 
 def _build_lark(grammar: str) -> lark.Lark:
     """The parser, its tables loaded from the cache file when one is there (~15 ms instead of
-    ~200 ms to build them). A missing file is written under a temporary name and renamed into
-    place, so a concurrent run never reads half a file; a folder that is not writable (lark logs
-    nothing above its CRITICAL level) or a damaged file falls back to building, silently."""
-    import os
-
+    ~100-300 ms to build them), else built and saved there. lark checks the file's own hash of
+    the grammar and options before using it; a damaged or half-written file (a concurrent first
+    run) is rebuilt, and a folder that is not writable only costs the build (lark logs nothing
+    below CRITICAL). The file name must be the one lark is given: its hash includes it."""
     cache = _lark_cache_file(grammar)
-    if cache is None:
-        return lark.Lark(grammar, postlex=NewlinePostLexer(), **_LARK_OPTIONS)
-    if cache.exists():
-        return lark.Lark(grammar, postlex=NewlinePostLexer(), cache=str(cache), **_LARK_OPTIONS)
-    partial = cache.with_name(f"{cache.name}.{os.getpid()}.partial")
-    parser = lark.Lark(grammar, postlex=NewlinePostLexer(), cache=str(partial), **_LARK_OPTIONS)
-    try:
-        os.replace(partial, cache)
-    except OSError:
-        pass
-    return parser
+    return lark.Lark(grammar, postlex=NewlinePostLexer(), cache=str(cache) if cache else False, **_LARK_OPTIONS)
 
 
 @functools.lru_cache(maxsize=1)
