@@ -1,4 +1,4 @@
-"""The optimization graph: a networkx DiGraph of one block's expression DAG.
+"""The optimization graph: a DiGraph (``compiler.digraph``, networkx's API) of one block's expression DAG.
 
 Nodes are integers with attributes; ``kind`` is one of
 
@@ -18,8 +18,7 @@ from __future__ import annotations
 import copy
 from typing import Any, Iterable, Iterator
 
-import networkx as nx
-
+from regspec.compiler.digraph import DiGraph, ancestors, lexicographical_topological_sort
 from regspec.diagnostics import Span
 
 DECL_KINDS = ("data", "param", "var")
@@ -28,7 +27,7 @@ ROOT_KINDS = ("objective", "constraint", "regularize")
 
 class IR:
     def __init__(self, block_name: str, block_kind: str = "problem"):
-        self.graph = nx.DiGraph()
+        self.graph = DiGraph()
         self.block_name = block_name
         self.block_kind = block_kind
         self.scope: dict[str, int] = {}       # declared and let names -> node
@@ -84,10 +83,10 @@ class IR:
         return [n for n, d in self.graph.nodes(data=True) if d["kind"] in kinds]
 
     def topological(self) -> list[int]:
-        return list(nx.lexicographical_topological_sort(self.graph))
+        return list(lexicographical_topological_sort(self.graph))
 
     def ancestors(self, node: int) -> set[int]:
-        return nx.ancestors(self.graph, node)
+        return ancestors(self.graph, node)
 
     def depends_on_kind(self, node: int, kind: str) -> bool:
         return any(self[a]["kind"] == kind for a in self.ancestors(node) | {node})
