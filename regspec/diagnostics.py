@@ -6,6 +6,7 @@ Errors are values (``Diagnostic``) that carry a ``Span``; they are rendered once
 from __future__ import annotations
 
 import difflib
+import functools
 from dataclasses import dataclass, field
 from typing import Iterable, Sequence
 
@@ -17,8 +18,14 @@ class Source:
     path: str
     text: str
 
+    @functools.cached_property
+    def lines(self) -> list[str]:
+        """The lines, split on ``\\n`` only (as the lexer counts them: U+2028, form feeds and
+        other Unicode line breaks stay inside their line), without a trailing ``\\r``."""
+        return [ln[:-1] if ln.endswith("\r") else ln for ln in self.text.split("\n")]
+
     def line(self, lineno: int) -> str:
-        lines = self.text.splitlines()
+        lines = self.lines
         return lines[lineno - 1] if 1 <= lineno <= len(lines) else ""
 
 

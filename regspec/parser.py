@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import Iterator
 
 import lark
-from lark import Token, Transformer, v_args
+from lark import Token, Tree, v_args
+from lark.visitors import Transformer_NonRecursive
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken, VisitError
 
 from regspec import ast
@@ -20,12 +21,35 @@ from regspec.diagnostics import Diagnostic, RegspecError, Source, Span
 _CONTINUE_AFTER = {"ADDOP", "MULOP", "POWOP", "CMP", "ARROW", "COMMA", "EQUAL", "LPAR", "LSQB", "MINUS"}
 
 
+_IDENT_CHAR = re.compile(r"[A-Za-z0-9_]")
+_KEYWORD = re.compile(r"[A-Za-z_]+")
+
+
+class GluedKeyword(Exception):
+    """A keyword immediately followed by a name character (`letn = 3`, `minimizesum(x)`): the
+    contextual lexer would otherwise split it where only the keyword may come."""
+
+    def __init__(self, token: Token, word: str):
+        super().__init__(str(token))
+        self.token, self.word = token, word
+
+
+def _refuse_glued_keyword(text: str, tok: Token) -> None:
+    if tok.type == "NAME" or not _KEYWORD.fullmatch(str(tok)):
+        return
+    end = tok.end_pos
+    if end < len(text) and _IDENT_CHAR.match(text, end):
+        word = re.match(r"[A-Za-z0-9_]*", text[tok.start_pos:]).group(0)
+        raise GluedKeyword(tok, word)
+
+
 class NewlinePostLexer:
     """Drops newlines that do not end a statement. It never buffers a token: lark's contextual
     lexer picks the next token's terminals from the parser state, which must stay in step."""
 
     always_accept = ("_NL",)
     _LEADING_OP = re.compile(r"(?:[ \t]*(?:#[^\n]*)?\r?\n)*[ \t]*(\*\*|->|[+*/@])")
+    _BLANK_RUN = re.compile(r"(?:[ \t]*(?:#[^\n]*)?\r?\n)*")
 
     def __init__(self) -> None:
         self.text = ""
@@ -33,13 +57,21 @@ class NewlinePostLexer:
     def process(self, stream: Iterator[Token]) -> Iterator[Token]:
         depth = 0
         prev: Token | None = None
+        lookahead_end, continues = -1, False  # the last leading-operator scan: where it ended, its answer
         for tok in stream:
+            _refuse_glued_keyword(self.text, tok)
             if tok.type == "_NL":
                 if depth > 0 or (prev is not None and prev.type in _CONTINUE_AFTER):
                     continue
-                if self._LEADING_OP.match(self.text, tok.end_pos):
-                    continue
                 if prev is not None and prev.type == "_NL":
+                    continue
+                # every newline of a run of blank or comment lines has the same answer: scan the
+                # run once, so a file of many blank lines is checked in linear time
+                if tok.end_pos > lookahead_end:
+                    m = self._LEADING_OP.match(self.text, tok.end_pos)
+                    continues = m is not None
+                    lookahead_end = m.end() if m else self._BLANK_RUN.match(self.text, tok.end_pos).end()
+                if continues:
                     continue
             elif tok.type in ("LPAR", "LSQB"):
                 depth += 1
@@ -95,12 +127,73 @@ def _tok_span(src: Source, tok: Token) -> Span:
     return Span(src, tok.line, tok.column, tok.end_line or tok.line, tok.end_column or tok.column + len(tok))
 
 
-def _number(text: str) -> tuple[float, bool]:
-    is_int = text.isdigit()
-    return (int(text) if is_int else float(text)), is_int
+_INT_LIMIT = 2 ** 63 - 1  # integer literals are 64-bit: shapes, seeds, counts
+_ESCAPES = {'"': '"', "\\": "\\", "/": "/", "n": "\n", "t": "\t", "r": "\r", "b": "\b", "f": "\f"}
+MAX_NESTING = 100  # expression levels; deeper specs are refused before any recursive pass runs
+_NESTING_RULES = frozenset({"binop", "neg", "call", "index", "attr", "list", "compare", "arrow", "slice"})
 
 
-class _ToAst(Transformer):
+def _number(text: str, span: Span) -> tuple[int | float, bool]:
+    """The value of a NUMBER token: a 64-bit integer or a finite float, else a located error."""
+    if text.isdigit():
+        if len(text) > 19 or int(text) > _INT_LIMIT:
+            shown = text if len(text) <= 24 else f"{text[:12]}...{text[-6:]} ({len(text)} digits)"
+            raise RegspecError(Diagnostic(f"integer literal {shown} is too large: integers must fit in 64 bits "
+                                          f"(at most {_INT_LIMIT})", span,
+                                          notes=["write a real number in exponent form, e.g. 1e30"]))
+        return int(text), True
+    value = float(text)
+    if value == float("inf"):
+        raise RegspecError(Diagnostic(f"number literal {text} is too large: it overflows a 64-bit float "
+                                      "(largest 1.8e308)", span))
+    return value, False
+
+
+def _unescape(raw: str, src: Source, line: int, column: int) -> str:
+    """Decode the escapes of a string literal's body (JSON's set: \\" \\\\ \\/ \\n \\t \\r \\b \\f
+    \\uXXXX); ``column`` is where the body starts, for a located error on a bad escape."""
+    out, i = [], 0
+    while i < len(raw):
+        ch = raw[i]
+        if ch != "\\":
+            out.append(ch)
+            i += 1
+            continue
+        nxt = raw[i + 1: i + 2]
+        if nxt in _ESCAPES:
+            out.append(_ESCAPES[nxt])
+            i += 2
+        elif nxt == "u" and re.fullmatch(r"[0-9A-Fa-f]{4}", raw[i + 2: i + 6]):
+            out.append(chr(int(raw[i + 2: i + 6], 16)))
+            i += 6
+        else:
+            bad = raw[i: i + (6 if nxt == "u" else 2)]
+            raise RegspecError(Diagnostic(
+                f"invalid escape `{bad}` in a string", Span(src, line, column + i, line, column + i + len(bad)),
+                notes=['valid escapes: \\" \\\\ \\/ \\n \\t \\r \\b \\f \\uXXXX; '
+                       "to write a backslash, double it"]))
+    return "".join(out)
+
+
+def _check_nesting(src: Source, tree: Tree) -> None:
+    """Refuse expressions nested more than ``MAX_NESTING`` levels (unary minus, operator chains,
+    calls, lists, ...) with a located error, before the recursive passes could exhaust the stack.
+    Iterative, so the check itself has no depth limit."""
+    stack: list[tuple[Tree, int]] = [(tree, 0)]
+    while stack:
+        node, depth = stack.pop()
+        if node.data in _NESTING_RULES:
+            depth += 1
+            if depth > MAX_NESTING:
+                raise RegspecError(Diagnostic(
+                    f"expression nested too deeply: more than {MAX_NESTING} levels", _span(src, node.meta),
+                    notes=["each unary minus, call, list, index and each term of a chain of operators adds a "
+                           "level; sum a list or an array, e.g. sum(x) or sum([a, b, c]), rather than chaining "
+                           "many `+`"]))
+        stack.extend((c, depth) for c in node.children if isinstance(c, Tree))
+
+
+class _ToAst(Transformer_NonRecursive):
     def __init__(self, src: Source):
         super().__init__()
         self.src = src
@@ -111,13 +204,14 @@ class _ToAst(Transformer):
     # ---- expressions
     @v_args(meta=True)
     def number(self, meta, c):
-        value, is_int = _number(str(c[0]))
+        value, is_int = _number(str(c[0]), self.sp(meta))
         return ast.Num(value, is_int, span=self.sp(meta))
 
     @v_args(meta=True)
     def string(self, meta, c):
         raw = str(c[0])[1:-1]
-        return ast.Str(raw.encode().decode("unicode_escape") if "\\" in raw else raw, span=self.sp(meta))
+        value = _unescape(raw, self.src, c[0].line, c[0].column + 1) if "\\" in raw else raw
+        return ast.Str(value, span=self.sp(meta))
 
     @v_args(meta=True)
     def name(self, meta, c):
@@ -165,7 +259,7 @@ class _ToAst(Transformer):
 
     @v_args(meta=True)
     def range(self, meta, c):
-        lo, hi = (ast.Num(*_number(str(t)), span=_tok_span(self.src, t)) for t in c)
+        lo, hi = (ast.Num(*_number(str(t), _tok_span(self.src, t)), span=_tok_span(self.src, t)) for t in c)
         return ast.Range(lo, hi, span=self.sp(meta))
 
     @v_args(meta=True)
@@ -361,7 +455,7 @@ def _syntax_error(src: Source, e: UnexpectedInput) -> RegspecError:
         ch = src.line(line)[col - 1: col] or "?"
         return RegspecError(Diagnostic(f"unexpected character `{ch}`", Span(src, line, col, line, col + 1)))
     if isinstance(e, UnexpectedEOF) or (isinstance(e, UnexpectedToken) and e.token.type == "$END"):
-        lines = src.text.rstrip("\n").splitlines() or [""]
+        lines = src.text.rstrip("\n").split("\n")
         line, col = len(lines), len(lines[-1]) + 1
         msg = "unexpected end of file"
         notes = []
@@ -380,7 +474,7 @@ def _syntax_error(src: Source, e: UnexpectedInput) -> RegspecError:
 
 def _unclosed_brace(text: str) -> tuple[int, int] | None:
     stack = []
-    for lineno, line in enumerate(text.splitlines(), 1):
+    for lineno, line in enumerate(text.split("\n"), 1):
         code = line.split("#", 1)[0]
         for col, ch in enumerate(code, 1):
             if ch == "{":
@@ -391,7 +485,10 @@ def _unclosed_brace(text: str) -> tuple[int, int] | None:
 
 
 def parse(text: str, path: str = "<string>") -> ast.Spec:
-    """Parse `.reg` text; raise ``RegspecError`` with a located diagnostic on bad syntax."""
+    """Parse `.reg` text; raise ``RegspecError`` with a located diagnostic on bad syntax.
+    A leading UTF-8 byte-order mark is ignored, as editors on Windows write one."""
+    if text.startswith("\ufeff"):
+        text = text[1:]
     src = Source(path, text)
     try:
         parser = _lark()
@@ -400,6 +497,12 @@ def parse(text: str, path: str = "<string>") -> ast.Spec:
         tree = parser.parse(body)
     except UnexpectedInput as e:
         raise _syntax_error(src, e) from None
+    except GluedKeyword as e:
+        tok = e.token
+        raise RegspecError(Diagnostic(
+            f"`{e.word}` is not a keyword or name here: write a space after `{tok}`",
+            Span(src, tok.line, tok.column, tok.line, tok.column + len(e.word)))) from None
+    _check_nesting(src, tree)
     try:
         return _ToAst(src).transform(tree)
     except VisitError as e:
@@ -408,12 +511,28 @@ def parse(text: str, path: str = "<string>") -> ast.Spec:
         raise
 
 
+def _decode(p: Path, data: bytes) -> str:
+    """The text of a spec file; bytes that are not UTF-8 are a located error (line and column
+    from the byte offset), shown against the text decoded with replacement characters."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        line_start = data.rfind(b"\n", 0, e.start) + 1
+        column = len(data[line_start:e.start].decode("utf-8", errors="replace")) + 1
+        src = Source(str(p), data.decode("utf-8", errors="replace"))
+        bad = data[e.start:e.end].hex(" ")
+        raise RegspecError(Diagnostic(f"the spec file is not valid UTF-8: byte{'s' if e.end - e.start > 1 else ''} "
+                                      f"{bad} cannot be decoded", Span(src, line, column, line, column + 1),
+                                      notes=["save the file as UTF-8"])) from None
+
+
 def parse_file(path: str | Path) -> ast.Spec:
     p = Path(path)
     try:
-        text = p.read_text()
+        data = p.read_bytes()
     except FileNotFoundError:
         raise RegspecError(Diagnostic(f"no such spec file: {p}")) from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise RegspecError(Diagnostic(f"cannot read spec file {p}: {e}")) from None
-    return parse(text, str(path))
+    except OSError as e:
+        raise RegspecError(Diagnostic(f"cannot read spec file {p}: {e.strerror or e}")) from None
+    return parse(_decode(p, data), str(path))

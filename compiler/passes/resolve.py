@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from regspec.compiler.catalogue import ATOMS, SETS, SYMBOLS
 from regspec.compiler.data import SOURCES
+from regspec.compiler.digraph import NoCycle, find_cycle
 from regspec.compiler.ir import IR
 from regspec.diagnostics import did_you_mean, error
 
@@ -35,14 +36,52 @@ def _move_positional_keywords(ir: IR, node: int, atom) -> None:
     ir.set_kwargs(node, kwargs)
 
 
+def _bound_target(ir: IR, node: int, name: str, resolved: dict[int, tuple[int, str]]) -> int:
+    """The node ``name`` stands for, following lets that alias other names (``let b = a``) through
+    the refs already resolved; a name that comes back to itself is a declaration cycle."""
+    target = ir.scope[name]
+    seen, chain = {node}, [name]
+    while target in resolved or target == node:
+        if target in seen:
+            what = (f"`{name}` is defined in terms of itself" if len(set(chain)) == 1 else
+                    "names are defined in terms of each other: " + " -> ".join(f"`{n}`" for n in chain + [name]))
+            raise error(what, ir[node]["span"],
+                        ["a `let` or a declaration may use only names that do not depend on it"])
+        seen.add(target)
+        target, alias = resolved[target]
+        chain.append(alias)
+    return target
+
+
+def _declaration_cycle(ir: IR) -> None:
+    """Refs that close a loop (``let L = L + 1``; a parameter shaped by a variable shaped by that
+    parameter) leave a cycle in the graph: name the declarations on it, at the first of them."""
+    try:
+        cycle = find_cycle(ir.graph)
+    except NoCycle:
+        return
+    on_cycle = [u for u, _ in cycle]
+    named = [(n, ir[n].get("name") or (ir[n].get("let_names") or [None])[0]) for n in on_cycle]
+    named = [(n, nm) for n, nm in named if nm is not None]
+    names = [nm for _, nm in named]
+    first = min(named, key=lambda p: (ir[p[0]].get("decl_span") or ir[p[0]]["span"]).line) if named else None
+    span = (ir[first[0]].get("decl_span") or ir[first[0]]["span"]) if first else ir[on_cycle[0]]["span"]
+    if len(set(names)) <= 1:
+        what = f"`{names[0]}` is defined in terms of itself" if names else "an expression depends on itself"
+    else:
+        what = "declarations depend on each other in a cycle: " + " -> ".join(f"`{n}`" for n in names + names[:1])
+    raise error(what, span, ["a `let` or a declaration may use only names that do not depend on it"])
+
+
 def resolve_names(ir: IR) -> IR:
     known = set(ir.scope)
+    resolved: dict[int, tuple[int, str]] = {}  # ref node -> (its target, its name): lets may alias names
     for node in list(ir.topological()):
         d = ir[node]
         if d["kind"] == "ref":
             name = d["name"]
             if name in ir.scope:
-                target = ir.scope[name]
+                target = _bound_target(ir, node, name, resolved)
             elif name in SYMBOLS:
                 d.update(kind="const", value=name)
                 continue
@@ -63,6 +102,7 @@ def resolve_names(ir: IR) -> IR:
                     if cd.get(key) == node:
                         cd[key] = target
             ir.graph.remove_node(node)
+            resolved[node] = (target, name)
         elif d["kind"] == "call":
             atom = ATOMS.get(d["atom"])
             span = d.get("func_span") or d["span"]
@@ -100,4 +140,23 @@ def resolve_names(ir: IR) -> IR:
                 raise error(f"{entry.name} takes at most {len(entry.positional)} positional arguments "
                             f"({', '.join(entry.positional) or 'none'})", d["span"])
             _check_keywords(ir, node, set(entry.static), f"set {entry.name}")
+    _declaration_cycle(ir)
+    _check_depth(ir)
     return ir
+
+
+def _check_depth(ir: IR) -> None:
+    """Expressions built through lets (``let a2 = a1 + x``, ...) may nest deeper than any one
+    line: refuse more than the parser's ``MAX_NESTING`` levels here too, before the recursive
+    passes and lowerings run. Counted in one topological sweep."""
+    from regspec.parser import MAX_NESTING
+
+    depth: dict[int, int] = {}
+    for node in ir.topological():
+        d = ir[node]
+        below = max((depth[a] for a in ir.graph.predecessors(node)), default=0)
+        depth[node] = below + (d["kind"] in ("call", "list"))
+        if depth[node] > MAX_NESTING:
+            raise error(f"expression nested too deeply through `let`: more than {MAX_NESTING} levels", d["span"],
+                        ["each call, operator and list inside the lets it uses adds a level; sum a list or an "
+                         "array, e.g. sum(x) or sum([a, b, c]), rather than chaining many `+`"])
