@@ -87,6 +87,8 @@ def _summary_problem(spec, name: str) -> list[str]:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
+    if getattr(args, "json", False):
+        return cmd_check_json(args)
     import regspec
 
     status = EXIT_OK
@@ -188,6 +190,8 @@ def _print_result(result) -> None:
 
 # ---------------------------------------------------------------- explain
 def cmd_explain(args: argparse.Namespace) -> int:
+    if getattr(args, "json", False):
+        return cmd_explain_json(args)
     import regspec
     from regspec.compiler.catalogue import ATOMS
     from regspec.compiler.passes.curvature import dcp_errors
@@ -232,6 +236,21 @@ def cmd_crosscheck(args: argparse.Namespace) -> int:
     else:
         print(cc.table(checks))
     return EXIT_OK if all(ch.ok for ch in checks) else EXIT_SPEC
+
+
+# ---------------------------------------------------------------- --json of check / explain (plan: train_cli)
+def cmd_check_json(args: argparse.Namespace) -> int:
+    from regspec.json_out import check_json, emit
+
+    doc = emit(lambda: check_json(list(args.specs)))
+    return EXIT_OK if doc["ok"] else EXIT_SPEC
+
+
+def cmd_explain_json(args: argparse.Namespace) -> int:
+    from regspec.json_out import emit, explain_json
+
+    emit(lambda: explain_json(args.spec, args.problem))
+    return EXIT_OK
 
 
 # ---------------------------------------------------------------- fmt
@@ -306,6 +325,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     c = sub.add_parser("check", help="parse and analyse specs; print a summary")
     c.add_argument("specs", nargs="+", metavar="SPEC")
+    c.add_argument("--json", action="store_true", help="print one JSON document (errors included) on stdout")
     c.set_defaults(func=cmd_check)
 
     s = sub.add_parser("solve", help="solve a problem block")
@@ -329,6 +349,7 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("explain", help="print the IR after each pass and how each term is lowered")
     e.add_argument("spec", metavar="SPEC")
     e.add_argument("--problem")
+    e.add_argument("--json", action="store_true", help="print one JSON document on stdout")
     e.set_defaults(func=cmd_explain)
 
     x = sub.add_parser("crosscheck", help="solve problems with both backends and compare (exit 1 on disagreement)")

@@ -12,6 +12,11 @@ from typing import Any
 
 def cmd_plan(args: argparse.Namespace) -> int:
     from regspec.train_api import plan_text
+    if getattr(args, "json", False):
+        from regspec.json_out import emit, plan_json
+
+        emit(lambda: plan_json(args.spec, args.train))
+        return 0
 
     print(plan_text(args.spec, args.train))
     return 0
@@ -46,6 +51,7 @@ def add_train_commands(sub: Any) -> None:
     p.add_argument("spec", metavar="SPEC")
     p.add_argument("--train", help="train block name (default: the first)")
     p.set_defaults(func=cmd_plan)
+    p.add_argument("--json", action="store_true", help="print one JSON document on stdout")
 
     c = sub.add_parser("compile", help="write a standalone trainer for a train block")
     c.add_argument("spec", metavar="SPEC")
@@ -57,7 +63,8 @@ def add_train_commands(sub: Any) -> None:
     t = sub.add_parser("train", help="compile a train block and run it")
     t.add_argument("spec", metavar="SPEC")
     t.add_argument("--train", help="train block name (default: the first)")
-    t.add_argument("--out", default="runs/train", help="output folder (metrics.jsonl, summary.json, checkpoint.pt)")
+    t.add_argument("--out", help="output folder (metrics.jsonl, summary.json, checkpoint.pt, model.pt, model.json); "
+                   "default: runs/<train block name>")
     t.add_argument("--epochs", type=int, help="total epochs (spec: `epochs`)")
     t.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
     t.add_argument("--device", help="auto, cpu, cuda or cuda:N (spec: `device`)")
