@@ -63,8 +63,7 @@ def add_train_commands(sub: Any) -> None:
     t = sub.add_parser("train", help="compile a train block and run it")
     t.add_argument("spec", metavar="SPEC")
     t.add_argument("--train", help="train block name (default: the first)")
-    t.add_argument("--out", help="output folder (metrics.jsonl, summary.json, checkpoint.pt, model.pt, model.json); "
-                   "default: runs/<train block name>")
+    t.add_argument("--out", default="runs/train", help="output folder (metrics.jsonl, summary.json, checkpoint.pt)")
     t.add_argument("--epochs", type=int, help="total epochs (spec: `epochs`)")
     t.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
     t.add_argument("--device", help="auto, cpu, cuda or cuda:N (spec: `device`)")
