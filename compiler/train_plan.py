@@ -133,6 +133,34 @@ SETS: dict[str, SetEntry] = {e.name: e for e in [
     SetEntry("stiefel", "W W^T = I (or W^T W = I)", "stiefel", matrix=True, convex=False),
 ]}
 
+# Names of the training building blocks, declared here without torch so that `regspec check` can
+# validate a train block; the torch modules bind each name to its implementation and check at
+# import that they implement exactly these names (``same_names``).
+#: built-in models (backends/torch/train/models.py MODELS)
+MODEL_NAMES = ("linear", "mlp", "cnn", "transformer")
+#: built-in training data sets (backends/torch/train/data.py DATASETS)
+DATASET_NAMES = ("digits", "breast_cancer", "diabetes", "synthetic")
+#: optimizers by name (backends/torch/train/optim.py OPTIMIZERS)
+OPTIMIZER_NAMES = ("sgd", "adam", "adamw")
+#: named losses and the functions of loss expressions (backends/torch/train/losses.py)
+LOSS_NAMES = ("cross_entropy", "mse", "mae", "huber", "bce_with_logits")
+LOSS_FUNCTIONS = ("add", "sub", "mul", "div", "pow", "neg", "mean", "sum", "abs", "square", "exp", "log",
+                  "sqrt", "log_softmax", "softmax")
+#: activations (rewrite targets, `act =` of built-in models) and their keyword options with
+#: defaults (backends/torch/train/models.py ACTIVATIONS)
+ACTIVATION_OPTIONS: dict[str, dict[str, Any]] = {
+    "relu": {}, "gelu": {"approximate": "none"}, "tanh": {}, "silu": {}, "sigmoid": {}, "identity": {},
+    "fatrelu": {"threshold": 0.0},
+}
+
+
+def same_names(implemented: Any, declared: Any, what: str) -> None:
+    """Fail at import when an implementation table and its declared names drift apart."""
+    if set(implemented) != set(declared):
+        raise RuntimeError(f"regspec: the {what} implemented ({', '.join(sorted(implemented))}) differ from the "
+                           f"names declared in compiler/train_plan.py ({', '.join(sorted(declared))})")
+
+
 SCHEDULE_NAMES = ("constant", "linear", "cosine", "cubic", "exp", "sine_stages", "step", "window", "warmup")
 GROUPINGS = ("rows", "cols", "channels", "all")
 SETTINGS = ("epochs", "steps", "batch", "seed", "device")
@@ -140,6 +168,8 @@ DEVICES = ("auto", "cpu", "cuda")
 # data sources of `problem` blocks (compiler/data.py): a train block may use them, whole, so that a
 # training run and a problem see the same arrays
 PROBLEM_SOURCES = ("dataset", "load", "csv", "randn", "rand", "randint", "sparse_randn")
+#: seeds feed numpy's and scikit-learn's generators, which take 32-bit seeds
+MAX_SEED = 2**32 - 1
 MATH = {"sqrt": math.sqrt, "exp": math.exp, "log": math.log, "abs": abs, "min": min, "max": max}
 
 
@@ -148,7 +178,9 @@ def span_text(span: Span | None) -> str:
     """The source text a span covers (single spaces for line breaks)."""
     if span is None or span.source is None:
         return ""
-    lines = span.source.text.splitlines()
+    # lines as the parser counts them: only "\n" ends one (str.splitlines also splits at form
+    # feeds and U+2028, which a comment may hold)
+    lines = [ln.rstrip("\r") for ln in span.source.text.split("\n")]
     if span.line == span.end_line:
         return lines[span.line - 1][span.column - 1: span.end_column - 1] if span.line <= len(lines) else ""
     parts = [lines[span.line - 1][span.column - 1:]]
@@ -367,14 +399,30 @@ class _Values:
     def number(self, e: ast.Expr, what: str) -> float:
         v = self.value(e, what)
         self._number(v, e, what)
-        return float(v)
+        try:
+            return float(v)
+        except OverflowError:  # an integer literal beyond the float range
+            raise error(f"{what} is too large: {span_text(e.span)}", e.span) from None
 
-    def integer(self, e: ast.Expr, what: str, minimum: int | None = None) -> int:
+    def finite(self, e: ast.Expr, what: str, minimum: float | None = None) -> float:
+        """A finite number (``1e999`` is inf, ``0 * 1e999`` NaN: neither is a setting)."""
         v = self.number(e, what)
+        if not math.isfinite(v):
+            raise error(f"{what} must be a finite number, got {v:g}", e.span)
+        if minimum is not None and v < minimum:
+            raise error(f"{what} must be at least {minimum:g}, got {v:g}", e.span)
+        return v
+
+    def integer(self, e: ast.Expr, what: str, minimum: int | None = None, maximum: int | None = None) -> int:
+        v = self.number(e, what)
+        if not math.isfinite(v):
+            raise error(f"{what} must be a finite integer, got {v:g}", e.span)
         if v != int(v):
             raise error(f"{what} must be an integer, got {v:g}", e.span)
         if minimum is not None and v < minimum:
             raise error(f"{what} must be at least {minimum}, got {int(v)}", e.span)
+        if maximum is not None and v > maximum:
+            raise error(f"{what} must be at most {maximum}, got {int(v)}", e.span)
         return int(v)
 
     def word(self, e: ast.Expr, what: str) -> str:
@@ -386,13 +434,19 @@ class _Values:
             raise error(f"{what} must be a name or a string, got `{span_text(e.span)}`", e.span)
         return v
 
+    def _finite_value(self, e: ast.Expr, what: str) -> Any:
+        v = self.value(e, what)
+        if isinstance(v, float) and not math.isfinite(v):
+            raise error(f"{what} must be a finite number, got {v:g}", e.span)
+        return v
+
     # ---- schedulable scalars
     def scalar(self, e: ast.Expr, what: str) -> Any:
         """A number or a schedule (``cosine(1e-3 -> 0)``, ``0.1 * linear(0 -> 1, epochs 0..5)``)."""
         factors = _factors(e)
         scheds = [(f, inv) for f, inv in factors if _is_schedule(f)]
         if not scheds:
-            return self.number(e, what)
+            return self.finite(e, what)
         if len(scheds) > 1:
             raise error(f"{what}: at most one schedule per product", scheds[1][0].span)
         sched_node, inverted = scheds[0]
@@ -402,7 +456,7 @@ class _Values:
         for f, inv in factors:
             if f is sched_node:
                 continue
-            v = self.number(f, what)
+            v = self.finite(f, what)
             scale = scale / v if inv else scale * v
         ref = self.schedule(sched_node, what)
         ref.scale *= scale
@@ -415,25 +469,25 @@ class _Values:
         unit = "epochs"
         for a in e.args:
             if isinstance(a, ast.Arrow):
-                args += [self.number(a.start, what), self.number(a.end, what)]
+                args += [self.finite(a.start, what), self.finite(a.end, what)]
             else:
-                args.append(self.value(a, what))
+                args.append(self._finite_value(a, what))
         for k in e.kwargs:
             if isinstance(k.value, ast.Range):
                 if k.name not in ("epochs", "steps", "epoch", "step"):
                     raise error(f"`{k.name} A..B`: the range unit is `epochs` or `steps`", k.span)
                 unit = "steps" if k.name.startswith("step") else "epochs"
-                kwargs["start"] = self.number(k.value.lo, what)
-                kwargs["end"] = self.number(k.value.hi, what)
+                kwargs["start"] = self.finite(k.value.lo, what)
+                kwargs["end"] = self.finite(k.value.hi, what)
             elif isinstance(k.value, ast.Arrow):
                 raise error(f"`{k.name} = a -> b`: write the endpoints positionally, `{name}(a -> b, ...)`", k.span)
             elif k.name == "from":
-                kwargs["from_"] = self.number(k.value, what)
+                kwargs["from_"] = self.finite(k.value, what)
             elif k.name == "then" and isinstance(k.value, ast.Call) and _is_schedule(k.value):
                 inner = self.schedule(k.value, what)
                 kwargs["then"] = inner
             else:
-                kwargs[k.name] = self.value(k.value, what)
+                kwargs[k.name] = self._finite_value(k.value, what)
         ref = ScheduleRef(name, tuple(args), kwargs, 1.0, unit, e.span)
         _check_schedule(ref, e)
         return ref
@@ -545,6 +599,8 @@ class _Planner:
     def call(self, e: ast.Expr, what: str) -> CallPlan:
         text = span_text(e.span)
         if isinstance(e, ast.Name):
+            if not (what == "data" and e.id in PROBLEM_SOURCES):
+                _check_builtin_name(e.id, what, e.span)
             return CallPlan(e.id, "builtin", [], {}, e.span, text)
         if isinstance(e, ast.Str):
             return CallPlan(e.value, "user", [], {}, e.span, text)
@@ -558,6 +614,8 @@ class _Planner:
             raise error(f"`{what}` expects a name or an import path string", e.func.span)
         if kind == "builtin" and what == "data" and name in PROBLEM_SOURCES:
             kind = "source"
+        if kind == "builtin":
+            _check_builtin_name(name, what, e.func.span)
         args = [self.value_or_schedule(a, f"the {what} arguments") for a in e.args]
         if args and kind != "source":
             raise error(f"`{what}` arguments are keywords (`name = value`)", e.args[0].span)
@@ -568,6 +626,8 @@ class _Planner:
                 kwargs[k.name] = self.values.scalar(k.value, f"the optimizer's `{k.name}`")
             else:
                 kwargs[k.name] = self.value_or_schedule(k.value, f"the {what} argument `{k.name}`")
+            if what == "optimizer":
+                _check_optimizer_value(k.name, kwargs[k.name], k.value)
         return CallPlan(name, kind, args, kwargs, e.span, text)
 
     def value_or_schedule(self, e: ast.Expr, what: str) -> Any:
@@ -578,8 +638,7 @@ class _Planner:
 
     def loss(self, e: ast.Expr) -> Any:
         """A loss name, or an expression over ``output`` and ``target`` as a nested tuple tree."""
-        from regspec.backends.torch.train.losses import LOSS_OPS, LOSSES
-
+        LOSSES, LOSS_OPS = LOSS_NAMES, LOSS_FUNCTIONS  # noqa: N806 - the names, torch-free
         ops = {"+": "add", "-": "sub", "*": "mul", "/": "div", "**": "pow"}
 
         def tree(x: ast.Expr) -> Any:
@@ -631,7 +690,7 @@ class _Planner:
                 else:
                     plan.batch = self.values.integer(s.value, what, 1)
             elif key == "seed":
-                plan.seed = self.values.integer(s.value, what, 0)
+                plan.seed = self.values.integer(s.value, what, 0, MAX_SEED)
             elif key == "device":
                 dev = self.values.word(s.value, what)
                 if dev not in DEVICES and not dev.startswith("cuda:"):
@@ -640,8 +699,6 @@ class _Planner:
                 plan.device = dev
 
     def rewrite(self, s: ast.Rewrite) -> RewritePlan:
-        from regspec.backends.torch.train.models import ACTIVATIONS
-
         src = self.values.word(s.src, "the rewrite source") if not isinstance(s.src, ast.Call) else None
         if src is None:
             raise error("the rewrite source is a module class or activation name, e.g. `GELU`", s.src.span)
@@ -650,14 +707,23 @@ class _Planner:
             dst = s.dst.func.id
             if s.dst.args:
                 raise error("rewrite target arguments are keywords, e.g. `fatrelu(threshold = 0.1)`", s.dst.args[0].span)
-            kwargs = {k.name: self.values.value(k.value, f"the rewrite argument `{k.name}`") for k in s.dst.kwargs}
             dst_span = s.dst.func.span
         else:
             dst = self.values.word(s.dst, "the rewrite target")
             dst_span = s.dst.span
-        if dst.lower() not in ACTIVATIONS:
+        if dst.lower() not in ACTIVATION_OPTIONS:
             raise error(f"unknown rewrite target `{dst}`", dst_span,
-                        did_you_mean(dst.lower(), ACTIVATIONS) + ["targets: " + ", ".join(ACTIVATIONS)])
+                        did_you_mean(dst.lower(), ACTIVATION_OPTIONS) + ["targets: " + ", ".join(ACTIVATION_OPTIONS)])
+        options = ACTIVATION_OPTIONS[dst.lower()]
+        for k in s.dst.kwargs if isinstance(s.dst, ast.Call) else []:
+            if k.name not in options:
+                raise error(f"rewrite target `{dst}` has no option `{k.name}`", k.span,
+                            did_you_mean(k.name, options) + [f"options of {dst}: {', '.join(options) or 'none'}"])
+            v = self.values._finite_value(k.value, f"the rewrite argument `{k.name}`")
+            if type(v) is not type(options[k.name]) and not (isinstance(v, int) and isinstance(options[k.name], float)):
+                raise error(f"the rewrite argument `{k.name}` must be a {type(options[k.name]).__name__}, got {v!r}",
+                            k.value.span)
+            kwargs[k.name] = v
         return RewritePlan(src, dst, kwargs, s.span, span_text(s.span))
 
     # ---- selectors
@@ -768,7 +834,7 @@ class _Planner:
             return m
         if key in ("groups", "n_proj"):
             return self.values.integer(e, f"`{key}`", 1)
-        return self.values.number(e, f"`{key}`")
+        return self.values.finite(e, f"`{key}`")
 
     def lowering(self, entry: TermEntry, target: Selector, via: str | None, s: ast.Regularize) -> tuple[str, str]:
         if target.kind != "param":
@@ -852,15 +918,50 @@ class _Planner:
                 g.every = self.values.integer(gt.value, "`every`", 1)
                 g.every_unit = unit
             elif gt.kind == "from":
-                g.start = self.values.number(gt.value, "`from`")
+                g.start = self.values.finite(gt.value, "`from`", 0)
                 g.start_unit = "step" if unit == "steps" else "epoch"
             else:
-                g.stop = self.values.number(gt.value, "`until`")
+                g.stop = self.values.finite(gt.value, "`until`", 0)
                 g.stop_unit = "step" if unit == "steps" else "epoch"
         if g.start is not None and g.stop is not None and g.start_unit == g.stop_unit and g.stop <= g.start:
             raise error(f"`until {g.stop_unit} {g.stop:g}` is not after `from {g.start_unit} {g.start:g}`: "
                         "the projection would never run", gates[-1].span)
         return g
+
+
+#: optimizer hyperparameters with a domain: (lowest, lowest allowed?, highest, highest allowed?)
+_OPTIMIZER_DOMAINS = {"lr": (0.0, False, None, False), "weight_decay": (0.0, True, None, False),
+                      "momentum": (0.0, True, 1.0, True), "dampening": (0.0, True, 1.0, True),
+                      "eps": (0.0, False, None, False), "betas": (0.0, True, 1.0, False)}
+
+
+_BUILTIN_NAMES = {"model": MODEL_NAMES, "data": (*DATASET_NAMES, *PROBLEM_SOURCES), "optimizer": OPTIMIZER_NAMES}
+_USER_FORM = {"model": '"pkg.module:Class"', "data": '"pkg.module:make_loaders"', "optimizer": '"pkg.module:Class"'}
+
+
+def _check_builtin_name(name: str, what: str, span: Span) -> None:
+    known = _BUILTIN_NAMES[what]
+    if name.lower() not in known:
+        raise error(f"unknown {'data set' if what == 'data' else what} `{name}`", span,
+                    did_you_mean(name, known) + [f"built-in: {', '.join(known)}; your own: {_USER_FORM[what]}"])
+
+
+def _check_optimizer_value(key: str, value: Any, node: ast.Expr) -> None:
+    """Numbers handed to torch.optim must be finite and, for the usual hyperparameters, inside
+    their domain (``lr = -1`` is refused here, located, instead of inside the trainer)."""
+    items = value if isinstance(value, list) else [value]
+    for v in items:
+        if isinstance(v, ScheduleRef) or isinstance(v, bool) or not isinstance(v, (int, float)):
+            continue
+        if not math.isfinite(v):
+            raise error(f"the optimizer's `{key}` must be a finite number, got {v:g}", node.span)
+        if key not in _OPTIMIZER_DOMAINS:
+            continue
+        lo, lo_ok, hi, hi_ok = _OPTIMIZER_DOMAINS[key]
+        if v < lo or (v == lo and not lo_ok) or (hi is not None and (v > hi or (v == hi and not hi_ok))):
+            lo_s = f"{'>=' if lo_ok else '>'} {lo:g}"
+            hi_s = "" if hi is None else f" and {'<=' if hi_ok else '<'} {hi:g}"
+            raise error(f"the optimizer's `{key}` must be {lo_s}{hi_s}, got {v:g}", node.span)
 
 
 def _rebuild(factors: list[tuple[ast.Expr, bool]], span: Span) -> ast.Expr:
@@ -903,6 +1004,22 @@ def plan_train(spec: ast.Spec, name: str | None = None, *, attach_only: bool = F
     ``model`` and ``data``.
     """
     return _Planner(spec, select_train(spec, name), attach_only).run()
+
+
+def check_train(spec: ast.Spec, name: str) -> str:
+    """What `regspec check` says about a train block, after validating every name and option of it
+    (the same planner `regspec plan` uses, without binding a model: no torch). A block without
+    ``model``/``data`` is valid: it may be attached to a user's model and loop."""
+    plan = plan_train(spec, name, attach_only=True)
+    n_prox = sum(t.lowering == "prox" for t in plan.terms)
+    n_proj = sum(t.lowering == "projection" for t in plan.terms)
+    n_loss = len(plan.terms) - n_prox - n_proj
+    parts = [f"{len(plan.terms)} term(s): {n_loss} in the loss, {n_prox} prox, {n_proj} projection(s)"]
+    if plan.rewrites:
+        parts.append(f"{len(plan.rewrites)} rewrite(s)")
+    for w in plan.warnings:
+        parts.append(f"warning at line {w.span.line if w.span else '?'}: {w.message}")
+    return f"train {plan.name}: " + "; ".join(parts)
 
 
 PlanFn = Callable[[ast.Spec, "str | None"], TrainPlan]

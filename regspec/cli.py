@@ -95,8 +95,10 @@ def cmd_check(args: argparse.Namespace) -> int:
             lines = [f"{path}: {len(spec.ast.blocks)} block(s)"]
             for name in spec.problems:
                 lines += _summary_problem(spec, name)
+            from regspec.compiler.train_plan import check_train  # validates names and options, no torch
+
             for b in spec.ast.trains:
-                lines.append(f"train {b.name}: {len(b.body)} statements")
+                lines.append(check_train(spec.ast, b.name))
             lines.append(f"ok ({time.perf_counter() - t0:.3f} s)")
             print("\n".join(lines))
         except RegspecError as e:

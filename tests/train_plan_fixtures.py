@@ -85,3 +85,15 @@ class GPTLikeMLP(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.act(self.c_fc(x.flatten(1))))
+
+
+class AnyKeywords(nn.Module):
+    """Accepts any keyword arguments (so hostile keyword names reach the trainer generator)."""
+
+    def __init__(self, **options: object):
+        super().__init__()
+        self.options = options
+        self.head = nn.Linear(64, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(x.flatten(1))

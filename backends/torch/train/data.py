@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, RandomSampler, Sampler, TensorDataset
 
+from regspec.compiler.train_plan import DATASET_NAMES, same_names
 from regspec.diagnostics import RegspecError, Span, did_you_mean, error
 
 from ._util import accepts_var_kwargs, check_kwargs, signature_params
@@ -170,6 +171,7 @@ DATASETS: dict[str, Callable[..., tuple[np.ndarray, np.ndarray, str, tuple[int, 
     "diabetes": _sk_diabetes,
     "synthetic": _synthetic,
 }
+same_names(DATASETS, DATASET_NAMES, "built-in data sets")
 
 
 def _split(y: np.ndarray, split: float, seed: int, stratify: bool) -> tuple[np.ndarray, np.ndarray]:
@@ -190,6 +192,18 @@ def _standardize(train: np.ndarray, *others: np.ndarray) -> tuple[np.ndarray, np
     return mu.astype(np.float32), sd.astype(np.float32), [((a - mu) / sd).astype(np.float32) for a in (train, *others)]
 
 
+def _check_split(split: Any, n: int, span: Span | None) -> None:
+    """The training fraction must be a number in (0, 1) leaving a row on each side."""
+    if isinstance(split, bool) or not isinstance(split, (int, float)) or not math.isfinite(split):
+        raise error(f"`split` is the training fraction, a number in (0, 1), got {split!r}", span)
+    if not 0.0 < split < 1.0:
+        raise error(f"`split` is the training fraction and must lie in (0, 1), got {split}", span)
+    n_train = math.floor(split * n)
+    if n_train < 1 or n - n_train < 1:
+        raise error(f"`split = {split:g}` leaves {n_train} training and {n - n_train} validation rows of {n}", span,
+                    ["each side needs at least one row"])
+
+
 def _builtin(
     name: str, split: float, batch: int, seed: int, span: Span | None, kw: dict[str, Any]
 ) -> DataBundle:
@@ -207,9 +221,11 @@ def _builtin(
     else:
         check_kwargs(fn, kw, f"data set `{name}`", span)
         x, y, task, shape = fn(**kw)
-    if not (0.0 < float(split) < 1.0):
-        raise error(f"`split` is the training fraction and must lie in (0, 1), got {split}", span)
-    tr, va = _split(y, float(split), seed, stratify=(task == "classification"))
+    _check_split(split, len(y), span)
+    try:
+        tr, va = _split(y, float(split), seed, stratify=(task == "classification"))
+    except ValueError as exc:  # e.g. fewer training rows than classes for a stratified split
+        raise error(f"`split = {split}` cannot split {len(y)} rows: {exc}", span) from None
     stats: dict[str, torch.Tensor] = {}
     xtr, xva = x[tr], x[va]
     if standardize:

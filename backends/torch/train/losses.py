@@ -26,6 +26,7 @@ from typing import Any, Callable, Union
 import torch
 import torch.nn.functional as F
 
+from regspec.compiler.train_plan import LOSS_FUNCTIONS, LOSS_NAMES, same_names
 from regspec.diagnostics import RegspecError, Span, did_you_mean, error
 
 __all__ = ["LOSSES", "LOSS_OPS", "build_loss", "cross_entropy", "mse", "mae", "huber",
@@ -96,6 +97,8 @@ LOSS_OPS: dict[str, Callable[..., Any]] = {
     "log_softmax": lambda a: F.log_softmax(a, dim=-1),
     "softmax": lambda a: F.softmax(a, dim=-1),
 }
+same_names(LOSSES, LOSS_NAMES, "named losses")
+same_names(LOSS_OPS, LOSS_FUNCTIONS, "loss functions")
 
 Tree = Union[str, int, float, tuple]
 

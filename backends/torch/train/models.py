@@ -41,6 +41,7 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import nn
 
+from regspec.compiler.train_plan import ACTIVATION_OPTIONS, MODEL_NAMES, same_names
 from regspec.diagnostics import RegspecError, Span, did_you_mean, error
 
 from ._util import check_kwargs
@@ -85,6 +86,7 @@ ACTIVATIONS: dict[str, Callable[..., nn.Module]] = {
     "identity": nn.Identity,
     "fatrelu": FATReLU,
 }
+same_names(ACTIVATIONS, ACTIVATION_OPTIONS, "activations")
 
 
 def make_activation(name: str, span: Span | None = None, **kwargs: Any) -> nn.Module:
@@ -272,6 +274,7 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
     "cnn": CNN,
     "transformer": Transformer,
 }
+same_names(MODELS, MODEL_NAMES, "built-in models")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -332,6 +335,28 @@ def _normalize_in(kwargs: dict[str, Any], span: Span | None) -> dict[str, Any]:
     return kwargs
 
 
+#: arguments of built-in models that are sizes (positive integers, or lists of them)
+_SIZES = ("in_features", "out", "hidden", "in_channels", "image", "channels", "kernel", "d_model", "heads",
+          "layers", "seq_len", "ff", "vocab")
+
+
+def _check_sizes(key: str, kwargs: dict[str, Any], span: Span | None) -> None:
+    """Sizes must be positive integers (``hidden = [-1]`` is refused here, located, instead of inside
+    torch); ``dropout`` a probability."""
+    for k in _SIZES:
+        if k not in kwargs or kwargs[k] is None:
+            continue
+        v = kwargs[k]
+        items = v if isinstance(v, (list, tuple)) and k in ("hidden", "channels") else [v]
+        if not items or any(isinstance(i, bool) or not isinstance(i, int) or i < 1 for i in items):
+            shown = "`in`" if k == "in_features" else f"`{k}`"
+            raise error(f"model `{key}`: {shown} must be " + ("a list of positive integers" if len(items) != 1 or
+                        isinstance(v, list) else "a positive integer") + f", got {v!r}", span)
+    d = kwargs.get("dropout", 0.0)
+    if isinstance(d, bool) or not isinstance(d, (int, float)) or not 0.0 <= d < 1.0:
+        raise error(f"model `{key}`: `dropout` is a probability in [0, 1), got {d!r}", span)
+
+
 def build_model(name: str, /, *, span: Span | None = None, **kwargs: Any) -> nn.Module:
     """Build a built-in model (``linear``, ``mlp``, ``cnn``, ``transformer``) or a user model
     ``"pkg.mod:Class"`` with keyword arguments.
@@ -369,6 +394,7 @@ def build_model(name: str, /, *, span: Span | None = None, **kwargs: Any) -> nn.
         d = exc.first
         notes = [n.replace("`in_features`", "`in` (or `in_features`)") for n in d.notes]
         raise error(d.message, d.span, notes) from None
+    _check_sizes(key, kwargs, span)
     if "act" in kwargs:
         make_activation(kwargs["act"], span)  # validates the name with a located error
     try:
@@ -377,5 +403,5 @@ def build_model(name: str, /, *, span: Span | None = None, **kwargs: Any) -> nn.
         if span is not None and exc.first.span is None:
             raise error(exc.first.message, span, exc.first.notes) from None
         raise
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, RuntimeError) as exc:
         raise error(f"model `{key}` rejected its arguments: {exc}", span) from None

@@ -12,6 +12,7 @@ from typing import Any, Iterable
 
 import torch
 
+from regspec.compiler.train_plan import OPTIMIZER_NAMES, same_names
 from regspec.diagnostics import RegspecError, Span, did_you_mean, error
 
 from ._util import check_kwargs
@@ -23,6 +24,7 @@ OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {
     "adam": torch.optim.Adam,
     "adamw": torch.optim.AdamW,
 }
+same_names(OPTIMIZERS, OPTIMIZER_NAMES, "optimizers")
 
 
 def build_optimizer(
