@@ -11,8 +11,12 @@ import time
 from typing import Any, Callable, Sequence
 
 from regspec.diagnostics import RegspecError
+from regspec.result import json_safe
 
 EXIT_OK, EXIT_SPEC, EXIT_USAGE, EXIT_SOLVE, EXIT_INTERNAL = 0, 1, 2, 3, 70
+# statuses whose stopping rule was met in full: `optimal`, and `stationary` for a problem not proved
+# convex (the most a first-order method certifies there); anything else exits EXIT_SOLVE
+CERTIFIED = ("optimal", "stationary")
 
 
 class UsageError(Exception):
@@ -122,10 +126,10 @@ def cmd_solve(args: argparse.Namespace) -> int:
                            solver_opts=solver_opts, tol=args.tol, max_iter=args.max_iter, device=args.device,
                            dtype=args.dtype)
     if args.json:
-        print(json.dumps(result.to_json()))
+        print(json.dumps(result.to_json(), allow_nan=False))
     else:
         _print_result(result)
-    return EXIT_OK if result.status == "optimal" else EXIT_SOLVE
+    return EXIT_OK if result.status in CERTIFIED else EXIT_SOLVE
 
 
 def _solve_sweep(args: argparse.Namespace, spec, params: dict[str, Any], solver_opts: dict[str, Any]) -> int:
@@ -148,7 +152,7 @@ def _solve_sweep(args: argparse.Namespace, spec, params: dict[str, Any], solver_
     json_path = sw.write_json(result, out)
     png_path = sw.plot(result, out)
     if args.json:
-        print(json.dumps(result.to_json()))
+        print(json.dumps(json_safe(result.to_json()), allow_nan=False))
     else:
         print(f"problem {result.problem}: sweep over {plan.param} ({len(result.points)} points, "
               f"{result.backend}, {result.solver})")
@@ -166,10 +170,13 @@ def _print_result(result) -> None:
 
     print(f"problem {result.problem}: {result.status} ({result.backend}, {result.solver}"
           + (f", {result.iterations} iterations" if result.iterations is not None else "") + ")")
+    if result.local:
+        print(f"  local: {result.info.get('local', 'a stationary point of a problem not proved convex')}")
     if not result.ok and result.info.get("message"):
         print(f"  {result.info['message']}")
-    if result.info.get("fallback"):
-        print(f"  {result.info['fallback']}")
+    for key in ("inaccurate", "fallback"):
+        if result.info.get(key):
+            print(f"  {result.info[key]}")
     if result.objective is not None:
         print(f"objective: {result.objective:.10g}")
     for name, value in result.variables.items():
@@ -221,10 +228,11 @@ def cmd_crosscheck(args: argparse.Namespace) -> int:
     checks = cc.crosscheck(args.specs or None, rtol=args.rtol, tol=args.tol, max_iter=args.max_iter,
                            dtype=args.dtype, device=args.device)
     if args.json:
-        print(json.dumps([{"spec": ch.spec, "problem": ch.problem, "verdict": ch.verdict, "reason": ch.reason,
+        print(json.dumps(json_safe([{"spec": ch.spec, "problem": ch.problem, "verdict": ch.verdict, "reason": ch.reason,
                            "gap": ch.gap, "rtol": ch.rtol, "var_diff": ch.var_diff, "seconds": ch.seconds,
                            "cvxpy": ch.cvxpy.to_json() if ch.cvxpy else None,
-                           "torch": ch.torch.to_json() if ch.torch else None} for ch in checks]))
+                           "torch": ch.torch.to_json() if ch.torch else None} for ch in checks]),
+                         allow_nan=False))
     else:
         print(cc.table(checks))
     return EXIT_OK if all(ch.ok for ch in checks) else EXIT_SPEC

@@ -11,7 +11,6 @@ previous solution. Heavy imports (cvxpy, matplotlib) happen inside the functions
 from __future__ import annotations
 
 import json
-import math
 import os
 import re
 import tempfile
@@ -66,13 +65,9 @@ class SweepResult:
         return all(p.status == "optimal" for p in self.points)
 
     def to_json(self) -> dict[str, Any]:
-        def num(x: Any) -> Any:
-            if x is None:
-                return None
-            x = float(x)
-            return x if math.isfinite(x) else str(x)
+        from regspec.result import json_number as num, json_safe
 
-        return {
+        return json_safe({
             "problem": self.problem,
             "spec": self.spec_path,
             "parameter": self.param,
@@ -85,7 +80,7 @@ class SweepResult:
                         "variables": {k: np.asarray(v).tolist() for k, v in p.variables.items()}}
                        for p in self.points],
             "times": {k: round(float(v), 6) for k, v in self.times.items()},
-        }
+        })
 
 
 def parse_sweep(text: str) -> SweepSpec:
@@ -171,7 +166,7 @@ def _atomic_write(path: Path, data: bytes) -> None:
 
 def write_json(result: SweepResult, out_dir: Path) -> Path:
     path = Path(out_dir) / "path.json"
-    _atomic_write(path, (json.dumps(result.to_json(), indent=1) + "\n").encode())
+    _atomic_write(path, (json.dumps(result.to_json(), indent=1, allow_nan=False) + "\n").encode())
     return path
 
 

@@ -13,6 +13,7 @@ method solves in a few iterations) and ``info["fallback"]`` says so.
 """
 from __future__ import annotations
 
+import math
 import time
 import warnings
 from typing import Any
@@ -110,36 +111,147 @@ def _iterations(program: CvxpyProgram) -> int | None:
     return getattr(stats, "num_iters", None) if stats is not None else None
 
 
-def solve(program: CvxpyProgram, *, solver: str | None = None, solver_opts: dict[str, Any] | None = None,
-          params: dict[str, Any] | None = None, warm_start: bool = True) -> Result:
-    if params:
-        set_params(program, params)
+# A returned point is checked against the solver's own accuracy: a constraint violated by more than
+# this many times the solver's feasibility tolerance (eps_abs + eps_rel * scale) is not within it.
+FEAS_MARGIN = 100.0
+# the default feasibility tolerances (absolute, relative) of the solvers we choose; others: 1e-6
+_FEAS_TOL = {"SCS": ("eps_abs", 1e-4, "eps_rel", 1e-4), "CLARABEL": ("tol_feas", 1e-8, "tol_feas", 1e-8)}
+SOLVED = ("optimal", "optimal_inaccurate")
+
+
+def feasibility_tolerance(name: str, opts: dict[str, Any]) -> tuple[float, float]:
+    """(absolute, relative) feasibility tolerance the solver ran at."""
+    if name not in _FEAS_TOL:
+        return 1e-6, 1e-6
+    abs_key, abs_default, rel_key, rel_default = _FEAS_TOL[name]
+    return float(opts.get(abs_key, abs_default)), float(opts.get(rel_key, rel_default))
+
+
+def _out_of_domain(expr: Any) -> str:
+    """The innermost atom of ``expr`` whose value is not finite while its arguments are: the term
+    evaluated outside its domain, with its argument's smallest entry."""
+    for arg in getattr(expr, "args", []):
+        value = getattr(arg, "value", None)
+        if value is not None and not np.all(np.isfinite(np.asarray(value, dtype=float))):
+            return _out_of_domain(arg)
+    args = [np.asarray(a.value, dtype=float) for a in getattr(expr, "args", []) if a.value is not None]
+    low = min((float(a.min()) for a in args if a.size), default=None)
+    where = f"; its argument's smallest entry is {low:.3g}" if low is not None else ""
+    value = np.asarray(expr.value, dtype=float)
+    bad = value[~np.isfinite(value)]
+    what = f"{bad.flat[0]}" if value.size == 1 else f"{bad.flat[0]} at {bad.size} of {value.size} entries"
+    return f"`{type(expr).__name__}` is {what} (outside its domain{where})"
+
+
+def check_point(program: CvxpyProgram, name: str, opts: dict[str, Any]) -> tuple[list[str], float]:
+    """What is wrong with a solved status's point (empty when nothing), and its largest constraint
+    violation. The point must be finite, the objective finite there (every atom inside its
+    domain: an interior-point method's iterates are, a first-order method's may be off by its
+    tolerance), and the constraints satisfied within the solver's tolerance."""
+    problems: list[str] = []
+    for var_name, var in program.variables.items():
+        if var.value is not None and not np.all(np.isfinite(var.value)):
+            problems.append(f"the variable `{var_name}` has non-finite entries")
+    if problems:
+        return problems, math.inf
+    solver_value = getattr(program.problem.solution, "opt_val", None)
+    if solver_value is None or not math.isfinite(float(solver_value)):
+        problems.append(f"the solver's objective is {solver_value}")
+    value = program.problem.value
+    if value is None or not math.isfinite(float(value)):
+        problems.append(f"the objective at the returned point is {value}: "
+                        f"{_out_of_domain(program.problem.objective.args[0])}")
+    worst, scale = 0.0, 1.0
+    for c in program.problem.constraints:
+        v = c.violation()
+        if v is None:
+            continue
+        worst = max(worst, float(np.max(v)) if np.size(v) else 0.0)
+        scale = max([scale] + [float(np.max(np.abs(a.value))) for a in c.args
+                               if a.value is not None and np.size(a.value)])
+    eps_abs, eps_rel = feasibility_tolerance(name, opts)
+    if not math.isfinite(worst) or worst > FEAS_MARGIN * (eps_abs + eps_rel * scale):
+        problems.append(f"a constraint is violated by {worst:.3g} at the returned point, beyond {name}'s "
+                        f"tolerance ({eps_abs:g} + {eps_rel:g} x {scale:.3g})")
+    return problems, worst
+
+
+def _exact_solver_applies(program: CvxpyProgram, name: str, solver: str | None,
+                          solver_opts: dict[str, Any] | None) -> bool:
+    """An automatic SCS choice may be re-solved by Clarabel (the interior-point method: iterates
+    strictly inside the cones) when the problem is not large."""
+    return (name == "SCS" and not solver and not solver_opts and "CLARABEL" in installed_solvers()
+            and problem_features(program.problem)["nnz"] <= LARGE_NNZ)
+
+
+def _solve_checked(program: CvxpyProgram, solver: str | None, solver_opts: dict[str, Any] | None,
+                   warm_start: bool, info: dict[str, Any]) -> tuple[str, str, dict[str, Any], list[str], float]:
+    """Run the chosen solver; re-solve with Clarabel when an automatic SCS run stopped short of
+    optimal or returned a point that fails ``check_point``. Returns (status, solver, options,
+    problems of the final point, its largest violation)."""
     name = choose_solver(program, solver)
     opts = solver_options(name, solver, solver_opts)
-    t0 = time.perf_counter()
-    info: dict[str, Any] = {}
     status = _run(program, name, opts, warm_start, info)
-    if (status in _FALL_BACK_FROM and name == "SCS" and not solver and not solver_opts
-            and "CLARABEL" in installed_solvers() and problem_features(program.problem)["nnz"] <= LARGE_NNZ):
-        info["fallback"] = f"SCS stopped at `{status}` after {_iterations(program)} iterations; re-solved with CLARABEL"
+    problems, worst = check_point(program, name, opts) if status in SOLVED else ([], math.nan)
+    if (status in _FALL_BACK_FROM or problems) and _exact_solver_applies(program, name, solver, solver_opts):
+        why = (f"SCS stopped at `{status}` after {_iterations(program)} iterations" if status in _FALL_BACK_FROM
+               else f"SCS returned `{status}`, but {problems[0]}")
+        info["fallback"] = f"{why}; re-solved with CLARABEL"
         name, opts = "CLARABEL", {}
         info.pop("message", None)
         status = _run(program, name, opts, warm_start, info)
+        problems, worst = check_point(program, name, opts) if status in SOLVED else ([], math.nan)
+    return status, name, opts, problems, worst
+
+
+def _reported_objective(program: CvxpyProgram, status: str, name: str, problems: list[str],
+                        info: dict[str, Any]) -> tuple[str, float | None]:
+    """(status, objective) of a solved run: the objective at the returned point when the point
+    passed ``check_point``; else ``optimal_inaccurate`` with the reason, and the solver's own
+    objective value (finite) or no result at all."""
+    if not problems:
+        return status, float(program.problem.value)
+    solver_value = getattr(program.problem.solution, "opt_val", None)
+    hint = "" if name == "CLARABEL" else "; `--solver CLARABEL` (interior point) may solve it exactly"
+    if solver_value is None or not math.isfinite(float(solver_value)):
+        info["message"] = f"{name} returned `{status}`, but {'; '.join(problems)}: no finite result{hint}"
+        return "solver_error", None
+    info["inaccurate"] = (f"{name} returned `{status}`, but {'; '.join(problems)}; the objective reported is "
+                          f"the solver's{hint}")
+    return "optimal_inaccurate", float(solver_value)
+
+
+def solve(program: CvxpyProgram, *, solver: str | None = None, solver_opts: dict[str, Any] | None = None,
+          params: dict[str, Any] | None = None, warm_start: bool = True) -> Result:
+    """Solve and check the answer (``check_point``): an automatic SCS run whose point fails the
+    checks is re-solved by Clarabel; a chosen solver's failing point is ``optimal_inaccurate``
+    with the reason in ``info["inaccurate"]``."""
+    if params:
+        set_params(program, params)
+    t0 = time.perf_counter()
+    info: dict[str, Any] = {}
+    status, name, opts, problems, worst = _solve_checked(program, solver, solver_opts, warm_start, info)
     seconds = time.perf_counter() - t0
     stats = program.problem.solver_stats if status != "solver_error" else None
-    ok = status in ("optimal", "optimal_inaccurate")
-    values = {k: np.asarray(v.value) for k, v in program.variables.items()} if ok else {}
+    objective = None
+    values: dict[str, np.ndarray] = {}
+    residuals: dict[str, float] = {}
+    if status in SOLVED:
+        status, objective = _reported_objective(program, status, name, problems, info)
+        if status in SOLVED:
+            values = {k: np.asarray(v.value) for k, v in program.variables.items()}
+            residuals["infeasibility"] = worst
     iters = getattr(stats, "num_iters", None) if stats is not None else None
     if opts:
         info["solver_opts"] = opts
-    if not ok and status != "solver_error":
+    if status not in SOLVED and status != "solver_error":
         # infeasible / unbounded: CVXPY's value is +-inf; report the status, not a number
         info["message"] = {"infeasible": "the constraints have no common point",
                            "unbounded": "the objective is unbounded over the constraints",
                            "infeasible_inaccurate": "probably infeasible (solver accuracy reached)",
                            "unbounded_inaccurate": "probably unbounded (solver accuracy reached)"}.get(status, status)
-    return Result(status=status, objective=float(program.problem.value) if ok else None, variables=values,
-                  backend="cvxpy", solver=name, iterations=iters,
+    return Result(status=status, objective=objective, variables=values,
+                  backend="cvxpy", solver=name, iterations=iters, residuals=residuals,
                   times={"solve": seconds,
                          "solver": float(getattr(stats, "solve_time", None) or 0.0) if stats else 0.0},
                   info=info)

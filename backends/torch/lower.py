@@ -3,6 +3,7 @@ the smooth part of the objective and the full objective. The nonsmooth parts bec
 projection steps (``ProxStep``) bound to their variables, the same kernels training uses."""
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,6 +30,46 @@ def scaled(x: torch.Tensor, sign: float, *factors: Any) -> torch.Tensor:
     for value, exponent in zip(factors[::2], factors[1::2]):
         out = out * value if exponent > 0 else out / value
     return out
+
+
+def fx_literal(value: Any) -> Any:
+    """``value`` as an argument fx can print into generated code: NumPy scalars of every kind become
+    Python ``bool``/``int``/``float`` (``np.float64`` subclasses ``float`` and would print as
+    ``np.float64(...)``, a name the generated module does not have), recursively through tuples,
+    lists and dicts; fx nodes, tensors and other values pass through."""
+    if isinstance(value, fx.Node):
+        return value
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        return value
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, float):
+        return float(value)
+    if isinstance(value, tuple):
+        return tuple(fx_literal(v) for v in value)
+    if isinstance(value, list):
+        return [fx_literal(v) for v in value]
+    if isinstance(value, dict):
+        return {k: fx_literal(v) for k, v in value.items()}
+    return value
+
+
+def quiet_errors(gm: fx.GraphModule) -> fx.GraphModule:
+    """Calls of ``gm`` raise their errors without fx printing the generated source and a traceback
+    to stderr (fx does that for any error raised in generated code); the CLI reports the error
+    itself, and shows tracebacks only under ``REGSPEC_DEBUG``. Each GraphModule has its own class,
+    so this touches ``gm`` alone."""
+    if os.environ.get("REGSPEC_DEBUG"):
+        return gm
+    cls = type(gm)
+
+    def plain_call(self: fx.GraphModule, obj: fx.GraphModule, *args: Any, **kwargs: Any) -> Any:
+        return torch.nn.Module.__call__(obj, *args, **kwargs)
+
+    cls._wrapped_call = plain_call
+    return gm
 
 
 def _as_tensor(value: Any, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
@@ -89,11 +130,13 @@ class _GraphEmitter:
         self.graph = fx.Graph()
         self.memo: dict[int, Any] = {}
 
+    def call(self, fn: Any, args: tuple, kwargs: dict[str, Any] | None = None) -> fx.Node:
+        """``graph.call_function`` with every literal argument made printable (``fx_literal``)."""
+        return self.graph.call_function(fn, fx_literal(tuple(args)), fx_literal(dict(kwargs or {})))
+
     def constant(self, key: str, value: Any) -> Any:
-        if isinstance(value, (int, float, bool, str)) or value is None:
-            return value
-        if isinstance(value, np.generic):
-            return value.item()
+        if isinstance(value, (int, float, bool, str, np.generic)) or value is None:
+            return fx_literal(value)
         name = f"const_{key}"
         if not hasattr(self.root, name):
             self.root.register_buffer(name, _as_tensor(value, self.dtype, self.device))
@@ -104,9 +147,7 @@ class _GraphEmitter:
             return tuple(self.static(f"{key}_{i}", v) for i, v in enumerate(value))
         if isinstance(value, np.ndarray):
             return self.constant(key, value)
-        if isinstance(value, np.generic):
-            return value.item()
-        return value
+        return fx_literal(value)
 
     def emit(self, node: int) -> Any:
         if node in self.memo:
@@ -123,7 +164,7 @@ class _GraphEmitter:
             args = tuple(self.emit(a) for a in d["args"])
             kw = {k: self.static(f"{node}_{k}", v) for k, v in d.get("static", {}).items()}
             kw.update({k: self.emit(v) for k, v in d.get("tensor_kwargs", {}).items()})
-            out = self.graph.call_function(atom_call, (d["atom"], *args), kw)
+            out = self.call(atom_call, (d["atom"], *args), kw)
         else:
             raise ValueError(f"cannot lower {self.ir.label(node)} to torch")
         self.memo[node] = out
@@ -133,14 +174,13 @@ class _GraphEmitter:
         factors: list[Any] = []
         for n, e in t.scale:
             factors += [self.emit(n), e]
-        return self.graph.call_function(scaled, (self.emit(t.core), t.sign, *factors))
+        return self.call(scaled, (self.emit(t.core), t.sign, *factors))
 
     def finish(self, value: Any) -> fx.GraphModule:
         if not isinstance(value, fx.Node):
-            value = self.graph.call_function(torch.as_tensor, (value,), {"dtype": self.dtype})
+            value = self.call(torch.as_tensor, (value,), {"dtype": self.dtype})
         self.graph.output(value)
-        gm = fx.GraphModule(self.root, self.graph, class_name="SmoothObjective")
-        return gm
+        return quiet_errors(fx.GraphModule(self.root, self.graph, class_name="SmoothObjective"))
 
 
 def _sum_nodes(em: _GraphEmitter, values: list[Any]) -> Any:
@@ -148,7 +188,7 @@ def _sum_nodes(em: _GraphEmitter, values: list[Any]) -> Any:
         return 0.0
     out = values[0]
     for v in values[1:]:
-        out = em.graph.call_function(torch.add, (out, v))
+        out = em.call(torch.add, (out, v))
     return out
 
 
@@ -216,7 +256,7 @@ def lower(ir: IR, *, dtype: torch.dtype = torch.float64, device: str | torch.dev
     regs = [obj_em.emit(ir[r]["args"][0]) for r in ir.nodes_of("regularize")]
     total = root_expr
     for r in regs:
-        total = obj_em.graph.call_function(torch.add if sense == "minimize" else torch.sub, (total, r))
+        total = obj_em.call(torch.add if sense == "minimize" else torch.sub, (total, r))
     objective = obj_em.finish(total)
 
     pdhg = split.algorithm == "pdhg"
@@ -237,6 +277,8 @@ def lower(ir: IR, *, dtype: torch.dtype = torch.float64, device: str | torch.dev
         from regspec.backends.torch.pdhg_lowering import lower_operators
 
         operators = lower_operators(ir, split, root, dtype, device, var_names)
+        for lowered in operators:
+            quiet_errors(lowered.expr)
     return TorchProgram(ir, root, smooth, objective, steps, split, dtype, device, var_names, operators)
 
 

@@ -170,10 +170,11 @@ def solve(program: TorchProgram, *, params: dict[str, np.ndarray] | None = None,
             v.copy_(x)
         obj = float(program.objective())
     values = {name: x.detach().cpu().numpy() for name, x in zip(program.var_names, res.x)}
-    return Result(status=res.status, objective=obj, variables=values, backend="torch", solver="FISTA",
-                  iterations=res.iterations, times={"solve": seconds}, residuals=dict(res.residuals),
-                  info={"device": str(program.device), "dtype": str(program.dtype).replace("torch.", ""),
-                        "rule": res.info.get("rule", "")})
+    return with_curvature(program, Result(
+        status=res.status, objective=obj, variables=values, backend="torch", solver="FISTA",
+        iterations=res.iterations, times={"solve": seconds}, residuals=dict(res.residuals),
+        info={"device": str(program.device), "dtype": str(program.dtype).replace("torch.", ""),
+              "rule": res.info.get("rule", "")}))
 
 
 def solve_pdhg(program: TorchProgram, *, params: dict[str, np.ndarray] | None = None, tol: float = PDHG_TOL,
@@ -290,5 +291,18 @@ def solve_pdhg(program: TorchProgram, *, params: dict[str, np.ndarray] | None = 
             "norm_K": norm_K, "norm_K_from": norm_how, "block_norms": norms, "lipschitz": lipschitz,
             "primal_weight": res.info.get("primal_weight"), "restarts": res.info.get("restarts"),
             "setup_s": setup}
-    return Result(status=res.status, objective=obj, variables=values, backend="torch", solver="PDHG",
-                  iterations=res.iterations, times={"solve": seconds}, residuals=residuals, info=info)
+    return with_curvature(program, Result(status=res.status, objective=obj, variables=values, backend="torch",
+                                          solver="PDHG", iterations=res.iterations, times={"solve": seconds},
+                                          residuals=residuals, info=info))
+
+
+def with_curvature(program: TorchProgram, result: Result) -> Result:
+    """A problem whose convexity the curvature pass does not prove (a DCP rule fails: a nonconvex
+    set, a concave term minimized, ...) has first-order stopping rules that certify a stationary
+    point only: the result is marked ``local`` and ``optimal`` becomes ``stationary``."""
+    from regspec.compiler.passes.curvature import dcp_errors
+
+    errors = dcp_errors(program.ir)
+    if errors:
+        result.mark_local(errors[0][0])
+    return result
