@@ -277,7 +277,9 @@ def _vars_of(ir: IR, nodes: list[int], order: list[str]) -> list[str]:
 
 
 def _fail(ir: IR, node: int, message: str) -> RegspecError:
-    return RegspecError([Diagnostic(message, ir[node]["span"], notes=["use --backend cvxpy"])])
+    from regspec.hints import refusal_hint
+
+    return RegspecError([Diagnostic(message, ir[node]["span"], notes=[refusal_hint(ir, "torch", message)])])
 
 
 def lower_operators(ir: IR, split: Split, root: torch.nn.Module, dtype: torch.dtype, device: torch.device,
