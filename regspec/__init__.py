@@ -17,15 +17,17 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time the names resolve l
     from regspec.api import Spec, choose_backend, load, solve
     from regspec.diagnostics import RegspecError
     from regspec.result import Result
-    from regspec.train_api import attach, compile_trainer, train
+    from regspec.train_api import attach, compile_trainer, load_trained, train
 
 _EXPORTS = {
     "Spec": "regspec.api", "load": "regspec.api", "solve": "regspec.api", "choose_backend": "regspec.api",
     "RegspecError": "regspec.diagnostics", "Result": "regspec.result",
     "attach": "regspec.train_api", "compile_trainer": "regspec.train_api", "train": "regspec.train_api",
+    "load_trained": "regspec.train_api",
 }
 
-__all__ = ["Spec", "load", "solve", "choose_backend", "RegspecError", "Result", "attach", "compile_trainer", "train"]
+__all__ = ["Spec", "load", "solve", "choose_backend", "RegspecError", "Result", "attach", "compile_trainer", "train",
+           "load_trained"]
 __version__ = "0.1.0"
 
 

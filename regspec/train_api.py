@@ -2,14 +2,17 @@
 
 ``attach`` keeps the user's own loop::
 
-    reg = regspec.attach("specs/train_prosparse.reg", model, optimizer)
-    for x, y in loader:
-        loss = reg.loss(reg.module(x), y)      # task loss + in-graph penalties
-        optimizer.zero_grad(); loss.backward(); optimizer.step()
-        reg.after_step()                       # fused prox steps and projections
+    reg = regspec.attach("specs/train_prosparse.reg", model, optimizer, loader=loader)
+    for epoch in range(epochs):
+        for x, y in loader:
+            loss = reg.loss(reg.module(x), y)  # task loss + in-graph penalties
+            optimizer.zero_grad(); loss.backward()
+            optimizer.step()                   # + prox steps, projections, clock (optimizer hooks)
+    reg.finalize()                             # constraints hold for the final weights
 
 ``compile_trainer`` writes a standalone trainer (``regspec compile``); ``train`` compiles into the
-output folder and runs it in this process (``regspec train``). torch is imported lazily.
+output folder and runs it in this process (``regspec train``); ``load_trained`` rebuilds a run's
+trained network. torch is imported lazily.
 """
 from __future__ import annotations
 
@@ -20,7 +23,7 @@ from typing import Any, Sequence
 
 from regspec.diagnostics import error
 
-__all__ = ["plan", "plan_text", "attach", "compile_trainer", "train"]
+__all__ = ["plan", "plan_text", "attach", "compile_trainer", "train", "load_trained"]
 
 
 def _spec(spec: Any):
@@ -45,27 +48,74 @@ def plan_text(spec: Any, train: str | None = None) -> str:
 
 
 def attach(spec: Any, model: Any, optimizer: Any = None, *, train: str | None = None,
-           steps_per_epoch: int | None = None, epochs: int | None = None):
+           steps_per_epoch: int | None = None, epochs: int | None = None, loader: Any = None):
     """Attach a train block's rewrites and regularizers to your model and optimizer.
 
     Returns a ``Regularizer`` with ``.module`` (the rewritten, tapped model: call it instead of
-    ``model``; it shares the model's parameters, so ``optimizer`` stays valid), ``.loss(output,
-    target)`` (the spec's task loss plus the in-graph penalties), ``.after_step()`` (the fused
-    proximal steps and projections; call it right after ``optimizer.step()``) and
-    ``.start_epoch(e)`` (schedules and ``from``/``until epoch`` gates read it; with
-    ``steps_per_epoch`` they also advance within an epoch). The block may omit ``model`` and
-    ``data``; its ``model``, ``data`` and ``optimizer`` statements are not used, except that
+    ``model``; it shares the model's parameters, so ``optimizer`` stays valid) and ``.loss(output,
+    target)`` (the spec's task loss plus the in-graph penalties). With an ``optimizer``, hooks on
+    it (``register_step_post_hook``) run the fused prox steps and projections, the finite check,
+    the step clock and the schedules inside every ``optimizer.step()``; ``.after_step()`` is then
+    a no-op kept for loops that call it (without an optimizer, call it after each step).
+    ``.finalize()`` applies the constraints once more after the last step.
+
+    ``steps_per_epoch`` is taken from ``loader`` (``len(loader)``: a DataLoader's batches) when
+    not given; a spec whose weights or hyperparameters are scheduled over epochs, or whose gates
+    count epochs, needs it (a clear error otherwise). ``.start_epoch(e)`` is optional then (it
+    realigns the clock when an epoch is cut short). The block may omit ``model`` and ``data``;
+    its ``model``, ``data`` and ``optimizer`` statements are not used, except that
     ``optimizer(prox_metric = ...)`` is honoured.
     """
     from regspec.backends.torch.train.bind import bind_plan
     from regspec.backends.torch.train.regularizer import Regularizer
 
     p = plan(spec, train, attach_only=True)
+    steps_per_epoch = _steps_per_epoch(steps_per_epoch, loader)
+    if steps_per_epoch is None:
+        needs = _needs_epoch_clock(p)
+        if needs is not None:
+            term, why = needs
+            raise error(f"attach: `{term.text}` {why}, so the steps per epoch are needed to advance it "
+                        "within your loop", term.span,
+                        ["pass loader=your_dataloader (its len() is the steps per epoch) or steps_per_epoch=N"])
     binding = bind_plan(p, model, optimizer if optimizer is not None else p.optimizer.name,
                         total_epochs=epochs if epochs is not None else p.total_epochs,
                         steps_per_epoch=steps_per_epoch)
     return Regularizer(binding.module, optimizer, loss=p.loss, penalties=binding.penalties,
                        prox_groups=binding.prox_groups, steps_per_epoch=steps_per_epoch, seed=p.seed)
+
+
+def _steps_per_epoch(given: int | None, loader: Any) -> int | None:
+    if given is not None:
+        if isinstance(given, bool) or not isinstance(given, int) or given < 1:
+            raise error(f"attach: steps_per_epoch must be a positive integer, got {given!r}")
+        return given
+    if loader is None:
+        return None
+    try:
+        n = len(loader)
+    except TypeError:
+        raise error(f"attach: cannot infer the steps per epoch from loader={type(loader).__name__} (it has no "
+                    "len(), e.g. an IterableDataset)", notes=["pass steps_per_epoch=N"]) from None
+    if n < 1:
+        raise error("attach: the loader is empty (len() == 0)")
+    return int(n)
+
+
+def _needs_epoch_clock(p: Any) -> tuple[Any, str] | None:
+    """The first term whose schedule or gate is measured in epochs, and why (else None)."""
+    from regspec.compiler.train_plan import ScheduleRef
+
+    for term in p.terms:
+        values = [term.weight, *term.options.values()]
+        if any(isinstance(v, ScheduleRef) for v in values):
+            return term, "is scheduled over the training epochs"
+        gate = term.gate
+        if gate is not None and ((gate.start is not None and gate.start_unit == "epoch")
+                                 or (gate.stop is not None and gate.stop_unit == "epoch")
+                                 or (gate.every is not None and gate.every_unit == "epochs")):
+            return term, f"is gated by epochs ({gate.text()})"
+    return None
 
 
 def compile_trainer(spec: Any, train: str | None = None, out: str | Path | None = None,
@@ -102,21 +152,31 @@ def load_trainer(path: str | Path):
     return module
 
 
-def train(spec: Any, train: str | None = None, *, out: str | Path = "runs/train", epochs: int | None = None,
-          resume: bool = False, device: str | None = None, dtype: str = "float32", quiet: bool = False,
-          argv: Sequence[str] = ()) -> dict[str, Any]:
+def train(spec: Any, train: str | None = None, *, out: str | Path | None = None, epochs: int | None = None,
+          resume: bool = False, overwrite: bool = False, change_epochs: bool = False, device: str | None = None,
+          dtype: str = "float32", quiet: bool = False, argv: Sequence[str] = ()) -> dict[str, Any]:
     """Compile the train block into ``out/trainer.py`` and run it here; returns ``summary.json``'s
-    content (``{}`` when the run stopped early). Bad input raises ``RegspecError``."""
+    content (``{}`` when the run stopped early). ``out`` defaults to ``runs/<train block name>``;
+    a folder holding a run is refused unless ``resume`` or ``overwrite``. Bad input raises
+    ``RegspecError``."""
     import json
 
-    out = Path(out)
-    compile_trainer(spec, train, out / "trainer.py", epochs=epochs)
+    from regspec.backends.torch.train.runtime import claim_output
+
+    s = _spec(spec)
+    out = Path(out) if out is not None else Path("runs") / plan(s, train).name
+    claim_output(out, resume=resume, overwrite=overwrite)   # before trainer.py is (re)written there
+    compile_trainer(s, train, out / "trainer.py", epochs=epochs)
     module = load_trainer(out / "trainer.py")
     args = ["--out", str(out), "--dtype", dtype, *argv]
     if epochs is not None:
         args += ["--epochs", str(epochs)]
     if resume:
         args.append("--resume")
+    if overwrite:
+        args.append("--overwrite")
+    if change_epochs:
+        args.append("--change-epochs")
     if device is not None:
         args += ["--device", device]
     if quiet:
@@ -126,3 +186,11 @@ def train(spec: Any, train: str | None = None, *, out: str | Path = "runs/train"
         raise error(f"the trainer exited with status {code}")
     summary = out / "summary.json"
     return json.loads(summary.read_text()) if summary.exists() else {}
+
+
+def load_trained(run_dir: str | Path, *, map_location: Any = "cpu"):
+    """The trained network of a run folder (``model.json`` + ``model.pt``): the declared model
+    rebuilt, its rewrites applied in order, the weights loaded with ``weights_only=True``."""
+    from regspec.backends.torch.train.runtime import load_trained as _load
+
+    return _load(run_dir, map_location=map_location)

@@ -2,7 +2,8 @@
 
     regspec plan SPEC [--train NAME]                  what each statement matched and how it lowers
     regspec compile SPEC [--train NAME] -o trainer.py  a standalone trainer (python trainer.py --help)
-    regspec train SPEC [--train NAME] --out DIR ...    compile into DIR/trainer.py and run it
+    regspec train SPEC [--train NAME] [--out DIR] ...  compile into DIR/trainer.py and run it
+                                                      (DIR: runs/<train block name> by default)
 """
 from __future__ import annotations
 
@@ -11,12 +12,12 @@ from typing import Any
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    from regspec.train_api import plan_text
     if getattr(args, "json", False):
         from regspec.json_out import emit, plan_json
 
         emit(lambda: plan_json(args.spec, args.train))
         return 0
+    from regspec.train_api import plan_text
 
     print(plan_text(args.spec, args.train))
     return 0
@@ -40,8 +41,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         argv += ["--seed", str(args.seed)]
     if args.checkpoint_every is not None:
         argv += ["--checkpoint-every", str(args.checkpoint_every)]
-    train(args.spec, args.train, out=args.out, epochs=args.epochs, resume=args.resume, device=args.device,
-          dtype=args.dtype, quiet=args.quiet, argv=argv)
+    train(args.spec, args.train, out=args.out, epochs=args.epochs, resume=args.resume, overwrite=args.overwrite,
+          change_epochs=args.change_epochs, device=args.device, dtype=args.dtype, quiet=args.quiet, argv=argv)
     return 0
 
 
@@ -50,8 +51,8 @@ def add_train_commands(sub: Any) -> None:
     p = sub.add_parser("plan", help="show how a train block binds to its model and how each term is lowered")
     p.add_argument("spec", metavar="SPEC")
     p.add_argument("--train", help="train block name (default: the first)")
-    p.set_defaults(func=cmd_plan)
     p.add_argument("--json", action="store_true", help="print one JSON document on stdout")
+    p.set_defaults(func=cmd_plan)
 
     c = sub.add_parser("compile", help="write a standalone trainer for a train block")
     c.add_argument("spec", metavar="SPEC")
@@ -63,9 +64,14 @@ def add_train_commands(sub: Any) -> None:
     t = sub.add_parser("train", help="compile a train block and run it")
     t.add_argument("spec", metavar="SPEC")
     t.add_argument("--train", help="train block name (default: the first)")
-    t.add_argument("--out", default="runs/train", help="output folder (metrics.jsonl, summary.json, checkpoint.pt)")
+    t.add_argument("--out", help="output folder (metrics.jsonl, summary.json, checkpoint.pt, model.pt, model.json); "
+                   "default: runs/<train block name>")
     t.add_argument("--epochs", type=int, help="total epochs (spec: `epochs`)")
-    t.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    mode = t.add_mutually_exclusive_group()
+    mode.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    mode.add_argument("--overwrite", action="store_true", help="replace the run already in OUT")
+    t.add_argument("--change-epochs", action="store_true",
+                   help="with --resume: continue under a new --epochs total (schedules and gates follow it)")
     t.add_argument("--device", help="auto, cpu, cuda or cuda:N (spec: `device`)")
     t.add_argument("--dtype", default="float32", choices=["float32", "float64"])
     t.add_argument("--seed", type=int, help="seed (spec: `seed`)")

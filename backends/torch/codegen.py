@@ -206,6 +206,9 @@ def generate_trainer(asm: Any, spec_text: str, fingerprint: str, filename: str =
     w(f"SEED = {plan.seed}")
     w(f"DEVICE = {plan.device!r}")
     w(f"TASK = {asm.data.task!r}")
+    w("# what rebuilds the trained network: written as OUT/model.json beside model.pt")
+    w("# (regspec.load_trained(OUT) reads both)")
+    w(f"MODEL = {_lit(_model_recipe(asm))}")
     w("")
     if loss_src is not None:
         w("")
@@ -312,7 +315,8 @@ def generate_trainer(asm: Any, spec_text: str, fingerprint: str, filename: str =
     w("")
     w("")
     w("def main(argv: list[str] | None = None) -> int:")
-    w("    args = rt.parse_args(argv, doc=__doc__, epochs=EPOCHS, batch=BATCH, seed=SEED, device=DEVICE)")
+    w("    args = rt.parse_args(argv, doc=__doc__, epochs=EPOCHS, batch=BATCH, seed=SEED, device=DEVICE,")
+    w("                         name=TRAIN)")
     w("    dist = rt.setup_distributed(args.device)      # a process group under torchrun, else one process")
     w("    dtype = rt.DTYPES[args.dtype]")
     w("    # subnormal floats (e.g. momentum of pruned weights decaying towards 1e-38) are ~100x slower on")
@@ -328,10 +332,11 @@ def generate_trainer(asm: Any, spec_text: str, fingerprint: str, filename: str =
     w("    reg = make_regularizer(module, optimizer, epochs, steps_per_epoch, args.seed)")
     if isinstance(lr, ScheduleRef):
         w(f"    lr = {render_scalar(lr, total='epochs')}  # learning-rate schedule, evaluated at t (epochs)")
-    w("    run = rt.Run(args.out, dist, fingerprint=FINGERPRINT, quiet=args.quiet,")
-    w("                 checkpoint_every=args.checkpoint_every)")
+    w("    # refuses to overwrite an existing run without --overwrite; checks --resume against it")
+    w("    run = rt.Run.from_args(args, dist, fingerprint=FINGERPRINT, max_steps=max_steps, model=MODEL,")
+    w("                           spec=SPEC, train=TRAIN)")
     w("    initial = reg.values()")
-    w("    start = run.resume(module, optimizer, reg) if args.resume else run.fresh()")
+    w("    start = run.start(module, optimizer, reg)     # --resume: from OUT/checkpoint.pt, else fresh")
     w("    net = rt.distributed_module(module, dist)     # DistributedDataParallel under torchrun")
     w("    stop = epochs if args.stop_after is None else min(epochs, start + args.stop_after)")
     w("    for epoch in range(start, stop):")
@@ -366,6 +371,13 @@ def generate_trainer(asm: Any, spec_text: str, fingerprint: str, filename: str =
     w('if __name__ == "__main__":')
     w("    sys.exit(rt.guard(main))")
     return "\n".join(lines) + "\n"
+
+
+def _model_recipe(asm: Any) -> dict[str, Any]:
+    """The model call and the rewrites, in order: what rebuilds the trained network."""
+    rewrites = [{"src": rb.rewrite.src, "dst": rb.rewrite.dst, "kwargs": dict(rb.rewrite.dst_kwargs)}
+                for rb in asm.binding.rewrites]
+    return {"name": asm.plan.model.name, "kwargs": dict(asm.model_kwargs), "rewrites": rewrites}
 
 
 def _hyper_src(t: TermPlan) -> str:

@@ -39,6 +39,11 @@ Gates: ``every N steps`` runs after steps N, 2N, ... (1-based count of optimizer
 the step (epoch + i/steps_per_epoch), so an epoch gate switches exactly at an epoch boundary.
 Projections ignore the step size. ``finalize()`` applies every constraint whose window is still
 open once more at the end of training, so the final model satisfies it whatever ``every`` was.
+
+Frozen tensors (``requires_grad = False``: pretrained bases under adapters, frozen layers) are
+never touched: a matched frozen tensor is left out of its group when the engine is built (and
+listed in ``frozen``, which ``regspec plan`` and the summary show), and a tensor frozen later is
+skipped at the step it is found frozen.
 """
 from __future__ import annotations
 
@@ -91,8 +96,14 @@ class Clock:
             self.step = self.epoch * self.steps_per_epoch
 
     def tick(self) -> None:
+        """One optimizer step done; with ``steps_per_epoch`` the epoch rolls over by itself after
+        its last step (t is the same either way), so a loop that never calls ``start_epoch``
+        still moves schedules and epoch gates."""
         self.step += 1
         self.step_in_epoch += 1
+        if self.steps_per_epoch and self.step_in_epoch >= self.steps_per_epoch:
+            self.epoch += 1
+            self.step_in_epoch = 0
 
     def state_dict(self) -> dict[str, int]:
         return {"epoch": self.epoch, "step": self.step, "step_in_epoch": self.step_in_epoch}
@@ -124,6 +135,22 @@ class When:
         if self.until_step is not None and step >= self.until_step:
             return False
         return True
+
+    def opens_within(self, total_steps: int, steps_per_epoch: int) -> bool:
+        """Whether any of the steps 1..total_steps (step s starts at t = (s-1)/steps_per_epoch)
+        is active: the same rule as ``active``, solved for the first and last open step."""
+        lo, hi = 1, int(total_steps)
+        if self.from_step is not None:
+            lo = max(lo, int(self.from_step))
+        if self.until_step is not None:
+            hi = min(hi, int(self.until_step) - 1)
+        if self.from_epoch is not None:
+            lo = max(lo, math.ceil((self.from_epoch - _EPS) * steps_per_epoch) + 1)
+        if self.until_epoch is not None:
+            hi = min(hi, math.ceil((self.until_epoch - _EPS) * steps_per_epoch))
+        if self.every is not None and self.every > 0:
+            lo = -(-lo // self.every) * self.every
+        return lo <= hi
 
     def open_at_end(self, step: int, t: float) -> bool:
         """Whether the window (ignoring ``every``) contains the end of training."""
@@ -197,6 +224,8 @@ class ProxEngine:
         self.clock = clock or Clock()
         named = dict(model.named_parameters())
         self.anchors: dict[str, torch.Tensor] = {}
+        #: (group label, parameter name) of matched tensors left alone because they are frozen
+        self.frozen: list[tuple[str, str]] = []
         buckets: dict[tuple, _Bucket] = {}
         for g in self.groups:
             get_kernel(g.kernel)
@@ -204,11 +233,15 @@ class ProxEngine:
             if missing:
                 raise error(f"prox group `{g.label or g.kernel}`: the model has no parameter `{missing[0]}`", None,
                             did_you_mean(missing[0], named))
+            self.frozen += [(g.label or g.kernel, n) for n in g.params if not named[n].requires_grad]
+            live = [n for n in g.params if named[n].requires_grad]
+            if not live:
+                continue
             static = {k: v for k, v in g.hyper.items() if k != "anchor"}
             key = (g.kernel, tuple(sorted((k, _key_of(v)) for k, v in static.items())), g.metric, repr(g.when),
                    g.matrix)
             b = buckets.setdefault(key, _Bucket(g.kernel, static, g.metric, g.when, g.matrix))
-            for n in g.params:
+            for n in live:
                 b.names.append(n)
                 b.params.append(named[n])
                 b.weights.append(g.weight)
@@ -280,8 +313,16 @@ class ProxEngine:
                 hyper[k] = int(round(hyper[k]))
         return hyper
 
-    def apply_bucket(self, b: _Bucket, t: float) -> None:
-        """One fused call for the bucket at time t."""
+    def apply_bucket(self, b: _Bucket, t: float) -> _Bucket | None:
+        """One fused call for the bucket at time t; returns what it touched (None: nothing,
+        every tensor of the bucket has been frozen since the engine was built)."""
+        b = _unfrozen(b)
+        if b is None:
+            return None
+        self._apply(b, t)
+        return b
+
+    def _apply(self, b: _Bucket, t: float) -> None:
         xs = self._tensors(b)
         hyper = self._hyper_at(b, t)
         kernel = KERNELS[b.kernel]
@@ -299,28 +340,42 @@ class ProxEngine:
         else:
             apply_prox_group(b.kernel, xs, steps, **hyper)
 
-    def after_step(self) -> None:
-        """Run after ``optimizer.step()``: apply the active buckets, then advance the clock."""
+    def after_step(self) -> list[_Bucket]:
+        """Run after ``optimizer.step()``: apply the active buckets, then advance the clock.
+        Returns the buckets applied (their tensors are the ones touched, for finite checks)."""
         t = self.clock.t
         step = self.clock.step + 1
+        applied = []
         with torch.no_grad():
             for b in self.buckets:
                 if b.when is None or b.when.active(step, t):
-                    self.apply_bucket(b, t)
+                    done = self.apply_bucket(b, t)
+                    if done is not None:
+                        applied.append(done)
         self._last = (step, t)
         self.clock.tick()
+        return applied
 
-    def finalize(self) -> None:
-        """Apply each constraint once more (if its window is open), so the final model satisfies it."""
+    def touched(self, b: _Bucket) -> list[torch.Tensor]:
+        """The tensors a bucket writes (for finite checks)."""
+        return [p.data for p in b.params]
+
+    def finalize(self) -> list[_Bucket]:
+        """Apply each constraint once more (if its window is open), so the final model satisfies it.
+        Returns the buckets applied."""
         # the window is judged at the start of the last step taken; scheduled radii take their
         # value at the end of training (the time the final model is reported at)
         step, t_last = self._last if self._last is not None else (self.clock.step, self.clock.t)
+        applied = []
         with torch.no_grad():
             for b in self.buckets:
                 if KERNELS[b.kernel].kind != "projection":
                     continue
                 if b.when is None or b.when.open_at_end(step, t_last):
-                    self.apply_bucket(b, self.clock.t)
+                    done = self.apply_bucket(b, self.clock.t)
+                    if done is not None:
+                        applied.append(done)
+        return applied
 
     def apply_loop(self) -> None:
         """Reference: the same update, one kernel call per tensor (tests and the benchmark)."""
@@ -350,7 +405,8 @@ class ProxEngine:
         for b in self.buckets:
             out.append({"kernel": b.kernel, "kind": KERNELS[b.kernel].kind, "hyper": dict(b.hyper),
                         "metric": b.metric, "when": b.when, "params": list(b.names),
-                        "structure": KERNELS[b.kernel].structure, "matrix": b.matrix})
+                        "structure": KERNELS[b.kernel].structure, "matrix": b.matrix,
+                        "labels": sorted(set(b.labels))})
         return out
 
     def state_dict(self) -> dict[str, Any]:
@@ -369,6 +425,17 @@ class ProxEngine:
         if self._hook is not None:
             self._hook.remove()
             self._hook = None
+
+
+def _unfrozen(b: _Bucket) -> _Bucket | None:
+    """The bucket without tensors frozen since it was built (itself when none are)."""
+    if all(p.requires_grad for p in b.params):
+        return b
+    keep = [i for i, p in enumerate(b.params) if p.requires_grad]
+    if not keep:
+        return None
+    return _Bucket(b.kernel, b.hyper, b.metric, b.when, b.matrix, [b.names[i] for i in keep],
+                   [b.params[i] for i in keep], [b.weights[i] for i in keep], [b.labels[i] for i in keep])
 
 
 def _row_groups_in_place(xs: list[torch.Tensor], steps: list[float], hyper: dict[str, Any]) -> bool:

@@ -9,6 +9,15 @@
 * ``.start_epoch(e)`` moves the clock (schedules and gates use it), ``.values()`` reports each
   regularizer's current value, ``.state_dict()`` holds what a resumed run needs.
 
+With an optimizer, the step work runs by itself: a post-step hook on the optimizer
+(``register_step_post_hook``) applies the prox steps, checks finiteness and advances the clock
+inside ``optimizer.step()``. ``after_step()`` stays valid and is idempotent: after the hook has
+handled a step it does nothing, so a loop that also calls it applies nothing twice.
+
+Every step, the loss (when computed by ``.loss``) and the tensors a prox or projection wrote are
+checked for NaN/inf with one fused reduction and one device sync; the first bad step raises
+``finite.NonFiniteError`` naming the step, the term that produced the value and the tensors.
+
 Penalty values (g; the weight w(t) multiplies them):
 
     on parameters θ_1..θ_k (summed over tensors)      on activations / output a (B samples)
@@ -34,6 +43,7 @@ from torch import nn
 from regspec.diagnostics import did_you_mean, error
 
 from . import penalties as P
+from .finite import NonFiniteError, describe_tensors, finite_flag, nonfinite_tensors
 from .losses import build_loss
 from .proxstep import Clock, ProxEngine, ProxGroup, evaluate_scalar
 
@@ -162,7 +172,8 @@ class Regularizer:
 
     def __init__(self, module: nn.Module, optimizer: torch.optim.Optimizer | None = None, *,
                  loss: Any = None, penalties: Sequence[Penalty] = (), prox_groups: Sequence[ProxGroup] = (),
-                 steps_per_epoch: int | None = None, seed: int = 0):
+                 steps_per_epoch: int | None = None, seed: int = 0, hooks: bool = True,
+                 check_finite: bool = True):
         self.module = module
         self.optimizer = optimizer
         self.clock = Clock(steps_per_epoch)
@@ -190,19 +201,39 @@ class Regularizer:
         if any(p.kind == "jacobian_fro" for p in self.penalties):
             # the Jacobian penalty differentiates the output w.r.t. the input: keep the input
             module.register_forward_pre_hook(self._keep_input)
-        self._seen: dict[str, list[tuple[torch.Tensor, float]]] = {}
+        # running (sum of g, count) per loss-side term over the current epoch, kept on the device
+        self._seen: dict[str, list[Any]] = {}
+        self._seen_epoch = 0
         # the Jacobian term runs an extra forward (which refreshes the taps): evaluate it last
         self._order = sorted(range(len(self.penalties)), key=lambda k: self.penalties[k].kind == "jacobian_fro")
+        self.check_finite = bool(check_finite)
+        #: callables giving extra lines for a non-finite error (the run folder names its checkpoint)
+        self.nonfinite_notes: list[Callable[[], str]] = []
+        self._last: dict[str, Any] | None = None   # the last .loss() call's parts (for the finite check)
+        self._last_terms: list[tuple[str, torch.Tensor]] = []
+        self._pending = False                        # an optimizer step ran; its prox work has not yet
+        self._hooks: list[Any] = []
+        if optimizer is not None and hooks and hasattr(optimizer, "register_step_post_hook"):
+            self._hooks = [optimizer.register_step_pre_hook(self._mark_pending),
+                           optimizer.register_step_post_hook(self._step_hook)]
 
     # ---- time
     @property
     def t(self) -> float:
         return self.clock.t
 
+    @property
+    def hooked(self) -> bool:
+        """Whether the optimizer's step hooks run the prox steps and the clock."""
+        return bool(self._hooks)
+
     def start_epoch(self, epoch: int) -> None:
-        """Call at the start of each epoch (0-based); schedules and gates read the clock."""
+        """Set the epoch (0-based); schedules and gates read the clock. Optional when the clock
+        knows ``steps_per_epoch`` (it then rolls over by itself); calling it realigns the clock
+        with a loop whose epochs are shorter (a ``break``, a dropped last batch)."""
         self.clock.start_epoch(epoch)
         self._seen = {}
+        self._seen_epoch = self.clock.epoch
 
     # ---- loss
     def _keep_input(self, _module: nn.Module, args: tuple) -> None:
@@ -251,6 +282,9 @@ class Regularizer:
     def penalty(self, output: torch.Tensor | None = None) -> torch.Tensor:
         """Σ_k w_k(t) · g_k over the loss-side penalties (0 if there are none)."""
         t = self.clock.t
+        if self.clock.epoch != self._seen_epoch:     # the clock rolled over: a new epoch's report
+            self._seen, self._seen_epoch = {}, self.clock.epoch
+        terms: list[tuple[str, torch.Tensor]] = []
         total: torch.Tensor | None = None
         for i in self._order:
             p = self.penalties[i]
@@ -261,11 +295,15 @@ class Regularizer:
             if got is None:
                 continue
             raw, scale = got
-            # kept for the epoch's report (summed once, in values())
-            self._seen.setdefault(p.label or p.kind, []).append((raw.detach(), scale))
+            # kept for the epoch's report: a running sum on the device (read once, in values())
+            acc = self._seen.setdefault(p.label or p.kind, [0.0, 0])
+            acc[0] = acc[0] + raw.detach() * scale
+            acc[1] += 1
             if w != 0.0:
                 term = raw * (w * scale)
+                terms.append((p.label or p.kind, term.detach()))
                 total = term if total is None else total + term
+        self._last_terms = terms
         if total is None:
             ref = output if output is not None else next(iter(self.module.parameters()))
             return torch.zeros((), device=ref.device, dtype=ref.dtype)
@@ -278,16 +316,130 @@ class Regularizer:
         if self.task_loss is None:
             raise error("this regularizer has no task loss; give `loss` (or use .penalty())")
         pen = self.penalty(output)
-        return self.task_loss(output, target) + pen
+        task = self.task_loss(output, target)
+        loss = task + pen
+        if self.check_finite:
+            # references only (no sync): the finite check after the step reads them
+            self._last = {"loss": loss.detach(), "task": task.detach(), "terms": self._last_terms,
+                          "output": output.detach() if isinstance(output, torch.Tensor) else None,
+                          "target": target}
+        return loss
 
     # ---- after the optimizer step
+    def _mark_pending(self, optimizer: Any, args: Any, kwargs: Any) -> None:
+        self._pending = True
+
+    def _step_hook(self, optimizer: Any, args: Any, kwargs: Any) -> None:
+        self._run_step()
+
     def after_step(self) -> None:
-        """The fused proximal steps and projections; call right after ``optimizer.step()``."""
-        self.engine.after_step()
+        """The fused proximal steps and projections, the finite check and the clock tick.
+        Runs by itself inside ``optimizer.step()`` when the optimizer's hooks are registered
+        (then this call is a no-op); else call it right after ``optimizer.step()``."""
+        if self._hooks and not self._pending:
+            return
+        self._run_step()
+
+    def _run_step(self) -> None:
+        self._pending = False
+        step, epoch = self.clock.step + 1, self.clock.epoch      # before the clock ticks
+        last, self._last = self._last, None
+        loss_flag = finite_flag([last["loss"]]) if (self.check_finite and last is not None) else None
+        try:
+            applied = self.engine.after_step()
+        except Exception as exc:  # noqa: BLE001 - a kernel failing on NaN input is reported as such
+            if self.check_finite:
+                self._diagnose(step, epoch, last, [], failure=exc)
+            raise
+        if not self.check_finite:
+            return
+        flags = [f for f in [loss_flag, *(finite_flag(self.engine.touched(b)) for b in applied)] if f is not None]
+        if flags and not bool(torch.stack(flags).all()):       # the one sync per step
+            self._diagnose(step, epoch, last, applied)
 
     def finalize(self) -> None:
         """Apply the constraints once more at the end of training."""
-        self.engine.finalize()
+        applied = self.engine.finalize()
+        if self.check_finite:
+            flags = [f for f in (finite_flag(self.engine.touched(b)) for b in applied) if f is not None]
+            if flags and not bool(torch.stack(flags).all()):
+                self._diagnose(self.clock.step, self.clock.epoch, None, applied, final=True)
+
+    # ---- the slow path of the finite check: say where the bad value came from
+    def _diagnose(self, step: int, epoch: int, last: dict[str, Any] | None, applied: Sequence[Any],
+                  failure: BaseException | None = None, final: bool = False) -> None:
+        """Raise ``NonFiniteError`` naming the step, the term and the tensors (returns only when
+        nothing non-finite is found, e.g. a kernel failed for another reason)."""
+        where = "at the final projections" if final else f"at step {step} (epoch {epoch + 1})"
+        notes = self._lr_notes()
+        if last is not None and not bool(torch.isfinite(last["loss"]).all()):
+            parts = [("the task loss", last["task"]), *last["terms"]]
+            bad = [f"{name} = {_show(v)}" for name, v in parts if not bool(torch.isfinite(v).all())]
+            term = bad[0].split(" = ")[0] if bad else "the sum of the loss terms"
+            target = last.get("target")
+            if isinstance(target, torch.Tensor) and target.is_floating_point() and not bool(torch.isfinite(target).all()):
+                term = "the data"
+                bad.insert(0, "the batch's targets hold NaN/inf")
+            elif last.get("output") is not None and not bool(torch.isfinite(last["output"]).all()):
+                bad.append("the model's output holds NaN/inf (non-finite weights or inputs)")
+            self._raise(f"non-finite loss {where}: {'; '.join(bad) or 'the total overflowed'}", step, term,
+                        notes)
+        named = dict(self.module.named_parameters())
+        buckets = list(applied)
+        if failure is not None:
+            buckets = [b for b in self.engine.buckets]
+        for b in buckets:
+            bad_t = nonfinite_tensors((n, named[n]) for n in b.names)
+            if not bad_t:
+                continue
+            label = ", ".join(sorted(set(b.labels))) or b.kernel
+            kind = "projection" if b.kernel in _projection_kernels() else "prox"
+            grads = nonfinite_tensors((n, named[n].grad) for n in b.names if named[n].grad is not None)
+            opt_state = self._nonfinite_optimizer_state(b.names, named)
+            if grads:
+                term = "the gradient (optimizer step)"
+                why = f"the gradient of {describe_tensors(grads)} is not finite although the loss is"
+            elif opt_state:
+                term = "the optimizer update"
+                why = f"the optimizer state of {describe_tensors(opt_state)} is not finite"
+            elif failure is not None:
+                term = "the optimizer update"
+                why = "the weights entering the prox were not finite"
+            else:
+                term = f"{kind} `{label}`"
+                why = f"the {kind} `{b.kernel}` of `{label}` wrote them from finite weights"
+                notes = [f"check the {kind}'s hyperparameters (a NaN or infinite value, a schedule)"]
+            extra = [f"the kernel failed on them: {type(failure).__name__}: {str(failure).splitlines()[0][:160]}"] \
+                if failure is not None else []
+            self._raise(f"non-finite weights {where}: {describe_tensors(bad_t)}; {why}", step, term,
+                        [*extra, *notes])
+
+    def _nonfinite_optimizer_state(self, names: Sequence[str], named: dict[str, nn.Parameter]) -> list:
+        if self.optimizer is None:
+            return []
+        out = []
+        for n in names:
+            st = self.optimizer.state.get(named[n], {})
+            out += nonfinite_tensors((f"{n}:{k}", v) for k, v in st.items() if isinstance(v, torch.Tensor))
+        return out
+
+    def _lr_notes(self) -> list[str]:
+        notes = []
+        if self.optimizer is not None:
+            lrs = sorted({float(g["lr"]) for g in self.optimizer.param_groups if "lr" in g})
+            if lrs:
+                notes.append(f"the optimizer's learning rate is {', '.join(f'{v:g}' for v in lrs)}; "
+                             "a step too large makes the weights overflow: lower `lr` (or the term's weight)")
+        return notes
+
+    def _raise(self, message: str, step: int, term: str, notes: list[str]) -> None:
+        extra = []
+        for note in self.nonfinite_notes:
+            try:
+                extra.append(note())
+            except Exception:  # noqa: BLE001 - a note must never hide the error itself
+                pass
+        raise NonFiniteError(message, step=step, term=term, notes=[*notes, *extra])
 
     # ---- reporting
     def values(self) -> dict[str, float]:
@@ -296,15 +448,16 @@ class Regularizer:
         out: dict[str, float] = {}
         for i, p in enumerate(self.penalties):
             label = p.label or p.kind
-            if self._seen.get(label):
-                seen = self._seen[label]
-                out[label] = float(sum(float(r) * s for r, s in seen)) / len(seen)
+            if self._seen.get(label) and self._seen[label][1]:
+                acc = self._seen[label]
+                out[label] = float(acc[0]) / acc[1]
             elif p.params:
                 with torch.no_grad():
                     raw, scale = self._penalty_value(i, p, None)  # type: ignore[misc]
                     out[label] = float(raw) * scale
         named = dict(self.module.named_parameters())
         t = self.clock.t
+        frozen = {n for _, n in self.engine.frozen}
         for g in self.engine.groups:
             label = g.label or g.kernel
             with torch.no_grad():
@@ -313,7 +466,8 @@ class Regularizer:
                     for k in ("k", "n", "m"):
                         if hyper.get(k) is not None:
                             hyper[k] = int(round(hyper[k]))
-                    out[label] = sum(set_distance(g.kernel, named[n], hyper, g.matrix) for n in g.params)
+                    out[label] = sum(set_distance(g.kernel, named[n], hyper, g.matrix) for n in g.params
+                                     if n not in frozen)
                 else:
                     kind = "nuclear" if g.kernel == "nuclear" else g.kernel
                     hyper = dict(g.hyper)
@@ -355,4 +509,19 @@ class Regularizer:
             self._generator.set_state(state["generator"])
 
     def close(self) -> None:
+        for h in self._hooks:
+            h.remove()
+        self._hooks = []
         self.engine.close()
+
+
+def _show(v: torch.Tensor) -> str:
+    x = v.detach().reshape(-1)
+    bad = x[~torch.isfinite(x)]
+    return str(float(bad[0])) if bad.numel() else str(float(x[0]))
+
+
+def _projection_kernels() -> set[str]:
+    from regspec.backends.torch.prox import KERNELS
+
+    return {k for k, v in KERNELS.items() if v.kind == "projection"}

@@ -56,6 +56,7 @@ def describe(asm: Assembled) -> str:
         out.append(f"           replaced {rb.count}: modules {where}" +
                    ("; functional calls rewritten in the fx graph" if rb.graph else ""))
     act_shapes = asm.act_shapes  # from the probe: one real batch of the data
+    frozen_params = {n for n, p in b.model.named_parameters() if not p.requires_grad}
     engine = ProxEngine(b.module, None, b.prox_groups)
     buckets = engine.describe()
     for tb in b.terms:
@@ -71,6 +72,9 @@ def describe(asm: Assembled) -> str:
         out.append(f"           matches   {matched}")
         for note in tb.notes:
             out.append(f"                     {note}")
+        line = _frozen_line(tb, frozen_params)
+        if line:
+            out.append(f"           frozen    {line}")
         if t.lowering == "loss":
             out.append(f"           lowered   loss term: w * {t.math}   ({t.why})")
         elif t.lowering == "prox":
@@ -100,6 +104,19 @@ def describe(asm: Assembled) -> str:
             out.append(f"  #{i} {bk['kind']} {bk['kernel']}({hyper}){metric}{gate}: {', '.join(bk['params'])}")
     engine.close()
     return "\n".join(out)
+
+
+def _frozen_line(tb: Any, frozen_params: set[str]) -> str | None:
+    """Which matched tensors are frozen (requires_grad=False) and what that means for the term."""
+    if tb.term.target.kind != "param":
+        return None
+    hit = [n for n in tb.names if n in frozen_params]
+    if not hit:
+        return None
+    what = ("skipped: the prox never touches them" if tb.term.lowering == "prox" else
+            "skipped: the projection never touches them" if tb.term.lowering == "projection" else
+            "constant in the loss: no gradient reaches them")
+    return f"{', '.join(hit)} (requires_grad=False): {what}"
 
 
 def _bucket_of(buckets: list[dict[str, Any]], tb: Any) -> int:

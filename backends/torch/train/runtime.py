@@ -12,12 +12,21 @@ A trainer's files in ``--out DIR``:
   zero-row and zero-column fractions (group sparsity), rank, spectral norm; per term: its
   lowering, initial and final value, and for constraints the distance to the set; activation
   sparsity of tapped activations on the validation set;
-* ``model.pt``: the final weights (a state dict, after the final projections);
+* ``model.pt``: the final weights (a plain state dict, after the final projections) and
+  ``model.json``: what rebuilds the trained network (the model call with its resolved arguments
+  and the rewrites, in order); ``regspec.load_trained(DIR)`` rebuilds it and loads the weights;
 * ``checkpoint.pt``: written after every epoch to a temporary file, then ``os.replace``-d (a
   crash never leaves a half-written checkpoint); ``--resume`` restores model, optimizer,
   regularizer clock, anchors and RNG states and continues with the next epoch. The data order
   of epoch e depends only on (seed, e), so a resumed CPU run ends with the parameters of an
   uninterrupted one.
+
+Safety: a folder that already holds a run is never overwritten without ``--resume`` or
+``--overwrite``; a non-finite loss or weight stops the run at the first bad step (the error names
+the step, the term and the last good checkpoint) and no file with bad weights is written; a
+checkpoint holding NaN/inf is refused; ``--resume`` with another ``--epochs`` than the run was
+started with is refused unless ``--change-epochs`` (the schedules and gates are laid out over the
+total); a gate that never opens within the run is a warning at start, kept in ``summary.json``.
 
 Distributed: under ``torchrun --nproc_per_node=K`` (``WORLD_SIZE > 1``) the trainer joins a
 process group (gloo on CPU, nccl on CUDA), wraps the module in DistributedDataParallel and gives
@@ -46,25 +55,36 @@ from torch import nn
 from regspec.diagnostics import RegspecError, error
 
 from .data import DataBundle, EpochSampler
+from .finite import NonFiniteError, check_tensors_finite
 from .regularizer import Regularizer, set_distance
 
 __all__ = ["DTYPES", "parse_args", "Dist", "setup_distributed", "teardown", "resolve_device",
            "distributed_module", "shard", "to_device", "source_data", "full_batch", "evaluate", "Meter",
-           "Run", "tensor_stats", "summarize", "fingerprint", "guard", "CHECKPOINT_FORMAT"]
+           "Run", "tensor_stats", "summarize", "fingerprint", "guard", "CHECKPOINT_FORMAT", "MODEL_FORMAT",
+           "RUN_FILES", "existing_run", "claim_output", "gate_warnings", "load_trained"]
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 CHECKPOINT_FORMAT = "regspec-trainer/1"
+MODEL_FORMAT = "regspec-model/1"
 FULL_BATCH = 1 << 30
+#: the files that make a folder a run (a fresh run over them needs --overwrite)
+RUN_FILES = ("metrics.jsonl", "checkpoint.pt", "summary.json", "model.pt", "model.json")
 
 
 # ------------------------------------------------------------------ options
 def parse_args(argv: Sequence[str] | None, *, doc: str | None, epochs: int, batch: int | str, seed: int,
-               device: str) -> argparse.Namespace:
-    """The trainer's options; defaults come from the spec."""
+               device: str, name: str = "train") -> argparse.Namespace:
+    """The trainer's options; defaults come from the spec (``name``: the train block, which names
+    the default output folder ``runs/NAME``)."""
     p = argparse.ArgumentParser(description=(doc or "").strip().splitlines()[0] if doc else None)
     p.add_argument("--epochs", type=int, default=epochs, help=f"total epochs (spec: {epochs})")
-    p.add_argument("--out", default="runs/train", help="output folder: metrics.jsonl, summary.json, checkpoint.pt")
-    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    p.add_argument("--out", default=f"runs/{name}",
+                   help=f"output folder: metrics.jsonl, summary.json, checkpoint.pt (default: runs/{name})")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    mode.add_argument("--overwrite", action="store_true", help="replace the run already in OUT")
+    p.add_argument("--change-epochs", action="store_true",
+                   help="with --resume: continue under a new --epochs total (schedules and gates follow it)")
     p.add_argument("--device", default=device, help=f"auto, cpu, cuda or cuda:N (spec: {device})")
     p.add_argument("--seed", type=int, default=seed, help=f"seed of init, split and data order (spec: {seed})")
     p.add_argument("--batch", default=batch, help=f"batch size or `full` (spec: {batch})")
@@ -362,6 +382,7 @@ def summarize(reg: Regularizer, metrics: dict[str, Any], initial: dict[str, floa
                 entry["act_zero_frac"] = act_sparsity(reg.module, x_val, p.acts)
         terms.append(entry)
     t = reg.clock.t
+    frozen = {(lab, n) for lab, n in reg.engine.frozen}
     for g in reg.engine.groups:
         label = g.label or g.kernel
         entry = {"term": label, "lowering": "projection" if g.is_projection else "prox", "kernel": g.kernel,
@@ -369,20 +390,24 @@ def summarize(reg: Regularizer, metrics: dict[str, Any], initial: dict[str, floa
                  "params": list(g.params), "initial": initial.get(label), "final": final.get(label)}
         for n in g.params:
             tensors.setdefault(n, tensor_stats(named[n]))
+        skipped = [n for n in g.params if (label, n) in frozen]
+        if skipped:
+            entry["frozen"] = skipped     # matched but requires_grad=False: never touched
         if g.is_projection:
             hyper = {k: (float(v(t)) if callable(v) else v) for k, v in g.hyper.items()}
             for k in ("k", "n", "m"):
                 if hyper.get(k) is not None:
                     hyper[k] = int(round(hyper[k]))
             entry["set"] = {k: v for k, v in hyper.items() if not isinstance(v, torch.Tensor)}
-            dist = {n: set_distance(g.kernel, named[n], hyper, g.matrix) for n in g.params}
+            dist = {n: set_distance(g.kernel, named[n], hyper, g.matrix) for n in g.params if n not in skipped}
             entry["distance"] = dist
             entry["satisfied"] = all(d <= 1e-5 * (1.0 + float(torch.linalg.vector_norm(named[n].detach())))
                                      for n, d in dist.items())
             if g.kernel == "nm_sparse":
                 entry["nm"] = {n: nm_pattern(named[n], hyper["n"], hyper["m"]) for n in g.params}
         terms.append(entry)
-    return _clean({"metrics": metrics, "tensors": tensors, "terms": terms, "epochs": reg.clock.epoch + 1,
+    epochs = int(metrics["epoch"]) + 1 if isinstance(metrics.get("epoch"), int) else reg.clock.epoch
+    return _clean({"metrics": metrics, "tensors": tensors, "terms": terms, "epochs": epochs,
                    "steps": reg.clock.step})
 
 
@@ -404,30 +429,135 @@ def _set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def existing_run(out: str | Path) -> list[str]:
+    """The run files already in ``out`` (empty when it holds no run)."""
+    folder = Path(out)
+    if not folder.is_dir():
+        return []
+    found = [n for n in RUN_FILES if (folder / n).exists()]
+    return found + sorted(p.name for p in folder.glob("params_rank*.pt"))
+
+
+def claim_output(out: str | Path, *, resume: bool, overwrite: bool) -> None:
+    """Refuse a fresh run in a folder that holds one, unless ``overwrite``; ``resume`` continues
+    it. (A folder with only a trainer.py, or nothing, is free.)"""
+    if resume and overwrite:
+        raise error("--resume and --overwrite exclude each other: continue the run, or replace it")
+    found = existing_run(out)
+    if found and not resume and not overwrite:
+        raise error(f"{out} already holds a run ({', '.join(found)}); refusing to overwrite it",
+                    notes=["continue it with --resume, replace it with --overwrite, or choose another --out"])
+
+
+def _atomic_write(path: Path, write: Callable[[Any], None], binary: bool = True) -> None:
+    """Write through a temporary file in the same folder, fsync, then os.replace."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb" if binary else "w") as fh:
+            write(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def gate_warnings(reg: Regularizer, epochs: int, max_steps: int | None = None) -> list[str]:
+    """One line per gated prox/projection whose gate never opens within ``epochs`` (and
+    ``max_steps``): the term is never applied in this run, not even at the end."""
+    spe = reg.clock.steps_per_epoch
+    if not spe:
+        return []
+    total = epochs * spe if max_steps is None else min(epochs * spe, int(max_steps))
+    out = []
+    for g in reg.engine.groups:
+        if g.when is not None and not g.when.opens_within(total, spe):
+            kind = "constraint" if g.is_projection else "prox term"
+            out.append(f"{g.label or g.kernel}: the gate ({g.when}) never opens in this run ({epochs} epochs, "
+                       f"{total} steps): the {kind} is never applied, not even at the end")
+    return out
+
+
 class Run:
-    """The output folder of a run: metrics, progress, checkpoints and the summary."""
+    """The output folder of a run: metrics, progress, checkpoints and the summary.
+
+    ``epochs`` (the run's total) is stored in checkpoints so that ``--resume`` with another
+    total is refused unless ``change_epochs``; ``overwrite`` allows a fresh run over an existing
+    one; ``model`` (``{"name", "kwargs", "rewrites"}``) is written as ``model.json`` beside
+    ``model.pt`` so that ``load_trained`` can rebuild the trained network."""
 
     def __init__(self, out: str | Path, dist: Dist | None = None, *, fingerprint: str = "", quiet: bool = False,
-                 checkpoint_every: int = 1):
+                 checkpoint_every: int = 1, epochs: int | None = None, max_steps: int | None = None,
+                 resume: bool | None = None, overwrite: bool = False, change_epochs: bool = False,
+                 model: dict[str, Any] | None = None, spec: str | None = None, train: str | None = None):
         self.out = Path(out)
         self.checkpoint_every = int(checkpoint_every)
         self.dist = dist or Dist()
         self.fingerprint = fingerprint
         self.quiet = quiet or not self.dist.main
+        self.epochs, self.max_steps = epochs, max_steps
+        self.resume_requested, self.overwrite, self.change_epochs = resume, bool(overwrite), bool(change_epochs)
+        self.model_recipe, self.spec, self.train = model, spec, train
         self.metrics_path = self.out / "metrics.jsonl"
         self.checkpoint_path = self.out / "checkpoint.pt"
         self.summary_path = self.out / "summary.json"
+        if resume is not None:
+            claim_output(self.out, resume=resume, overwrite=self.overwrite)
         if self.dist.main:
             self.out.mkdir(parents=True, exist_ok=True)
         barrier(self.dist)
         self._t0 = time.perf_counter()
         self.history: list[dict[str, Any]] = []
+        self.warnings: list[str] = []
+        self.saved_epoch: int | None = None      # last epoch whose checkpoint this process wrote or read
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace, dist: Dist | None = None, *, fingerprint: str = "",
+                  max_steps: int | None = None, model: dict[str, Any] | None = None, spec: str | None = None,
+                  train: str | None = None) -> "Run":
+        """A run folder from the trainer's options (``parse_args``)."""
+        return cls(args.out, dist, fingerprint=fingerprint, quiet=args.quiet, checkpoint_every=args.checkpoint_every,
+                   epochs=args.epochs, max_steps=max_steps, resume=args.resume,
+                   overwrite=getattr(args, "overwrite", False), change_epochs=getattr(args, "change_epochs", False),
+                   model=model, spec=spec, train=train)
 
     # ---- start
-    def fresh(self) -> int:
-        if self.dist.main and self.metrics_path.exists():
-            self.metrics_path.unlink()
+    def start(self, module: nn.Module, optimizer: torch.optim.Optimizer, reg: Regularizer) -> int:
+        """Resume (``--resume``) or start fresh; returns the first epoch to train."""
+        if self.resume_requested:
+            return self.resume(module, optimizer, reg)
+        return self.fresh(reg)
+
+    def fresh(self, reg: Regularizer | None = None) -> int:
+        """Start a new run: refuse an existing one unless ``overwrite`` (then its files go)."""
+        claim_output(self.out, resume=False, overwrite=self.overwrite)
+        barrier(self.dist)
+        if self.dist.main:
+            for name in existing_run(self.out):
+                (self.out / name).unlink()
+        if reg is not None:
+            self._watch(reg)
         return 0
+
+    def _watch(self, reg: Regularizer) -> None:
+        """Name the last good checkpoint in non-finite errors; warn about gates that never open."""
+        reg.nonfinite_notes.append(self._checkpoint_note)
+        if self.epochs is not None:
+            for line in gate_warnings(reg, self.epochs, self.max_steps):
+                self.warn(line)
+
+    def warn(self, line: str) -> None:
+        """A warning printed now (even with --quiet) and kept in summary.json."""
+        self.warnings.append(line)
+        if self.dist.main:
+            print(f"warning: {line}", file=sys.stderr, flush=True)
+
+    def _checkpoint_note(self) -> str:
+        if self.saved_epoch is not None:
+            return (f"last good checkpoint: {self.checkpoint_path} (after epoch {self.saved_epoch + 1}); "
+                    "no weights of the failed step were written")
+        return f"no checkpoint of this run exists yet; nothing was written to {self.out}"
 
     def load_checkpoint(self) -> dict[str, Any]:
         """Read and validate the checkpoint; every failure is a RegspecError saying what to do."""
@@ -451,11 +581,37 @@ class Run:
         if self.fingerprint and state.get("fingerprint") not in ("", self.fingerprint):
             raise error(f"cannot resume: {path} was written by a trainer for a different spec",
                         notes=["use a new --out folder, or delete the checkpoint"])
+        for part in ("model", "optimizer", "regularizer"):
+            if isinstance(state[part], dict):
+                check_tensors_finite(state[part], f"cannot resume: {path} ({part} state)",
+                                     notes=["the run that wrote it diverged; start over with --overwrite "
+                                            "(and a smaller learning rate)"])
         return state
+
+    def _start_epoch_of(self, state: dict[str, Any]) -> int:
+        """The first epoch still to train, after checking the run's total against ``epochs``."""
+        start = int(state["epoch"]) + 1
+        total = state.get("epochs")
+        if self.epochs is None:
+            return start
+        if total is not None and int(total) != self.epochs and not self.change_epochs:
+            raise error(f"cannot resume: {self.checkpoint_path} belongs to a run of {int(total)} epochs, "
+                        f"and --epochs is {self.epochs}",
+                        notes=["schedules, epoch gates and the learning-rate schedule are laid out over the "
+                               "run's total epochs; resuming under another total would change them mid-run",
+                               f"resume with --epochs {int(total)}, or pass --change-epochs to continue under "
+                               f"the new total (the epochs already trained keep the old schedules)"])
+        if start > self.epochs:
+            raise error(f"cannot resume: {self.checkpoint_path} is past the end of this run: it holds {start} "
+                        f"trained epochs, --epochs is {self.epochs}",
+                        notes=["a run cannot be shortened after the fact; use its model.pt, or start over "
+                               "with --overwrite"])
+        return start
 
     def resume(self, module: nn.Module, optimizer: torch.optim.Optimizer, reg: Regularizer) -> int:
         """Restore a run from ``checkpoint.pt``; returns the first epoch still to train."""
         state = self.load_checkpoint()
+        start = self._start_epoch_of(state)
         try:
             module.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
@@ -464,13 +620,20 @@ class Run:
             raise error(f"cannot resume: {self.checkpoint_path} does not fit this model "
                         f"({type(exc).__name__}: {str(exc).splitlines()[0][:160]})") from None
         _set_rng_state(state["rng"])
-        start = int(state["epoch"]) + 1
+        self.saved_epoch = start - 1
         self.history = [json.loads(line) for line in state.get("metrics", [])]
         if self.dist.main:
             # keep the metric lines of the epochs the checkpoint covers (later ones are redone)
             lines = [json.dumps(m) for m in self.history if m.get("epoch", 0) < start]
-            self.metrics_path.write_text("".join(line + "\n" for line in lines))
-        if not self.quiet:
+            _atomic_write(self.metrics_path, lambda fh: fh.write("".join(line + "\n" for line in lines)),
+                          binary=False)
+        self._watch(reg)
+        if self.epochs is not None and start >= self.epochs:
+            # a finished run: nothing to train; its summary and model are written again (same values)
+            self.warn(f"nothing to train: {self.checkpoint_path} already holds all {self.epochs} epochs; "
+                      "writing the summary and model again (pass a larger --epochs with --change-epochs "
+                      "to train further)")
+        elif not self.quiet:
             print(f"resumed from {self.checkpoint_path} after epoch {start}", flush=True)
         return start
 
@@ -485,10 +648,18 @@ class Run:
             return iterable
         return tqdm(iterable, total=total, desc=f"epoch {epoch + 1}/{epochs}", leave=False, file=sys.stderr)
 
+    def _check_weights(self, module: nn.Module, what: str) -> None:
+        try:
+            check_tensors_finite(module.state_dict(), what)
+        except NonFiniteError as exc:
+            raise exc.with_note(self._checkpoint_note()) from None
+
     def end_epoch(self, epoch: int, epochs: int, metrics: dict[str, Any], reg: Regularizer, module: nn.Module,
                   optimizer: torch.optim.Optimizer, final: bool = False) -> dict[str, Any]:
         """Log the epoch (metrics.jsonl), print a progress line, and write the checkpoint atomically
-        (every ``checkpoint_every`` epochs, and always when ``final``)."""
+        (every ``checkpoint_every`` epochs, and always when ``final``). Non-finite weights stop the
+        run here, before anything is written."""
+        self._check_weights(module, f"the weights after epoch {epoch + 1}")
         line: dict[str, Any] = {"epoch": epoch, **metrics}
         line.update({f"reg/{k}": v for k, v in reg.values().items()})
         line.update({f"weight/{k}": v for k, v in reg.weights().items()})
@@ -508,40 +679,89 @@ class Run:
 
     def save_checkpoint(self, epoch: int, module: nn.Module, optimizer: torch.optim.Optimizer,
                         reg: Regularizer) -> None:
-        """Write ``checkpoint.pt`` atomically: a temporary file in the same folder, fsync, os.replace."""
+        """Write ``checkpoint.pt`` atomically (a temporary file in the same folder, fsync,
+        os.replace), after checking that the weights and the optimizer state are finite."""
         state = {"format": CHECKPOINT_FORMAT, "fingerprint": self.fingerprint, "epoch": int(epoch),
-                 "model": module.state_dict(), "optimizer": optimizer.state_dict(),
+                 "epochs": self.epochs, "model": module.state_dict(), "optimizer": optimizer.state_dict(),
                  "regularizer": reg.state_dict(), "rng": _rng_state(),
                  "metrics": [json.dumps(m) for m in self.history]}
-        tmp = self.checkpoint_path.with_name(f".{self.checkpoint_path.name}.{os.getpid()}.tmp")
         try:
-            with open(tmp, "wb") as fh:
-                torch.save(state, fh)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, self.checkpoint_path)
-        finally:
-            if tmp.exists():
-                tmp.unlink()
+            check_tensors_finite(state["model"], f"the weights after epoch {epoch + 1}")
+            check_tensors_finite(state["optimizer"], f"the optimizer state after epoch {epoch + 1}")
+        except NonFiniteError as exc:
+            raise exc.with_note(self._checkpoint_note()) from None
+        _atomic_write(self.checkpoint_path, lambda fh: torch.save(state, fh))
+        self.saved_epoch = int(epoch)
 
     # ---- end
     def finish(self, reg: Regularizer, initial: dict[str, float], x_val: torch.Tensor | None = None) -> dict[str, Any]:
-        """Write ``summary.json`` and ``model.pt`` (the final weights, after the final projections;
-        rank 0) and, under torchrun, ``params_rank{r}.pt`` (every rank)."""
+        """Write ``summary.json``, ``model.pt`` (the final weights, after the final projections)
+        and ``model.json`` (rank 0) and, under torchrun, ``params_rank{r}.pt`` (every rank)."""
+        self._check_weights(reg.module, "the final weights")
         metrics = {k: v for k, v in (self.history[-1] if self.history else {}).items()
                    if not k.startswith(("reg/", "weight/"))}
         summary = summarize(reg, metrics, initial, x_val)
+        if self.warnings:
+            summary["warnings"] = list(self.warnings)
+        params = {k: v.detach().cpu() for k, v in reg.module.state_dict().items()}
         if self.dist.main:
-            self.summary_path.write_text(json.dumps(summary, indent=2) + "\n")
-            tmp = self.out / f".model.pt.{os.getpid()}.tmp"
-            torch.save({k: v.detach().cpu() for k, v in reg.module.state_dict().items()}, tmp)
-            os.replace(tmp, self.out / "model.pt")
+            _atomic_write(self.summary_path, lambda fh: fh.write(json.dumps(summary, indent=2) + "\n"), binary=False)
+            _atomic_write(self.out / "model.pt", lambda fh: torch.save(params, fh))
+            if self.model_recipe is not None:
+                meta = {"format": MODEL_FORMAT, "spec": self.spec, "train": self.train,
+                        "fingerprint": self.fingerprint, "dtype": _dtype_name(params), **self.model_recipe}
+                _atomic_write(self.out / "model.json", lambda fh: fh.write(json.dumps(meta, indent=2) + "\n"),
+                              binary=False)
         if self.dist.active:
-            params = {k: v.detach().cpu() for k, v in reg.module.state_dict().items()}
             torch.save(params, self.out / f"params_rank{self.dist.rank}.pt")
         if not self.quiet:
             print(f"wrote {self.summary_path}", flush=True)
         return summary
+
+
+def _dtype_name(params: dict[str, torch.Tensor]) -> str | None:
+    for v in params.values():
+        if v.is_floating_point():
+            return str(v.dtype).removeprefix("torch.")
+    return None
+
+
+def load_trained(run_dir: str | Path, *, map_location: str | torch.device = "cpu") -> nn.Module:
+    """The trained network of a run folder: the model rebuilt from ``model.json`` (the model call
+    with its arguments, then each rewrite in order) with ``model.pt`` loaded (``weights_only``,
+    strict). Its outputs are those of the network the run trained."""
+    from .fx import rewrite_activations
+    from .models import build_model
+
+    folder = Path(run_dir)
+    meta_path, weights_path = folder / "model.json", folder / "model.pt"
+    for path in (meta_path, weights_path):
+        if not path.exists():
+            raise error(f"cannot load the trained model: no {path.name} in {folder}",
+                        notes=["a finished run of `regspec train` (or a generated trainer) writes model.pt and "
+                               "model.json; runs stopped early have only checkpoint.pt"])
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (OSError, ValueError) as exc:
+        raise error(f"cannot load the trained model: {meta_path} is not valid JSON ({exc})") from None
+    if not isinstance(meta, dict) or meta.get("format") != MODEL_FORMAT:
+        raise error(f"cannot load the trained model: {meta_path} is not a regspec model description")
+    try:
+        state = torch.load(weights_path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - an unreadable file is one user-facing error
+        raise error(f"cannot load the trained model: {weights_path} is corrupt ({type(exc).__name__})") from None
+    model = build_model(meta["name"], **meta.get("kwargs", {}))
+    for rw in meta.get("rewrites", []):
+        model, _ = rewrite_activations(model, rw["src"], rw["dst"], **rw.get("kwargs", {}))
+    dtype = meta.get("dtype")
+    if dtype in ("float32", "float64", "float16", "bfloat16"):
+        model = model.to(getattr(torch, dtype))
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        raise error(f"cannot load the trained model: {weights_path} does not fit the model of {meta_path} "
+                    f"({str(exc).splitlines()[0][:200]})") from None
+    return model.eval()
 
 
 def guard(main: Callable[[], int]) -> int:
