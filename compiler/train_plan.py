@@ -742,6 +742,8 @@ class _Planner:
                     raise error(f'{e.func.id}(...) takes a name pattern string, e.g. {e.func.id}("layers.*")',
                                 e.args[0].span)
                 pattern = v
+                if v.startswith("re:"):
+                    check_name_regex(v[3:], e.args[0].span)
             for k in e.kwargs:
                 if k.name != "type":
                     raise error(f"{e.func.id}(...) has no argument `{k.name}`", k.span,
@@ -979,6 +981,211 @@ def _rebuild(factors: list[tuple[ast.Expr, bool]], span: Span) -> ast.Expr:
 def _join(a: Span, b: Span) -> Span:
     first, last = (a, b) if (a.line, a.column) <= (b.line, b.column) else (b, a)
     return Span(first.source, first.line, first.column, last.end_line, last.end_column)
+
+
+# ------------------------------------------------------------------ regex selectors
+#: names longer than this are never matched by a `re:` selector (real parameter names are short)
+MAX_NAME_LENGTH = 1000
+#: unbounded quantifiers allowed in one pattern (k of them in a row cost O(n^k) on a failing name)
+MAX_UNBOUNDED = 3
+_ALPHABET = frozenset(chr(c) for c in range(32, 127))
+_CATEGORIES = {
+    "CATEGORY_DIGIT": frozenset(c for c in _ALPHABET if c.isdigit()),
+    "CATEGORY_WORD": frozenset(c for c in _ALPHABET if c.isalnum() or c == "_"),
+    "CATEGORY_SPACE": frozenset(c for c in _ALPHABET if c.isspace()),
+}
+
+
+def _category(name: str) -> frozenset[str]:
+    if name.startswith("CATEGORY_NOT_"):
+        return _ALPHABET - _CATEGORIES.get("CATEGORY_" + name[len("CATEGORY_NOT_"):], frozenset())
+    return _CATEGORIES.get(name, _ALPHABET)
+
+
+def _chars(items: Any) -> frozenset[str]:
+    """Every character (of printable ASCII) some item of a parsed pattern can consume."""
+    out: set[str] = set()
+    for op, av in items:
+        op = str(op)
+        if op == "LITERAL":
+            out.add(chr(av))
+        elif op in ("NOT_LITERAL", "ANY", "GROUPREF"):
+            return _ALPHABET
+        elif op == "IN":
+            out |= _in_set(av)
+        elif op in ("MAX_REPEAT", "MIN_REPEAT", "POSSESSIVE_REPEAT"):
+            out |= _chars(av[2])
+        elif op == "SUBPATTERN":
+            out |= _chars(av[3])
+        elif op in ("ATOMIC_GROUP",):
+            out |= _chars(av)
+        elif op == "BRANCH":
+            for alt in av[1]:
+                out |= _chars(alt)
+    return frozenset(out)
+
+
+def _in_set(items: Any) -> frozenset[str]:
+    out: set[str] = set()
+    negate = False
+    for op, av in items:
+        op = str(op)
+        if op == "NEGATE":
+            negate = True
+        elif op == "LITERAL":
+            out.add(chr(av))
+        elif op == "RANGE":
+            out |= {chr(c) for c in range(av[0], av[1] + 1) if 32 <= c < 127}
+        elif op == "CATEGORY":
+            out |= _category(str(av))
+        else:
+            return _ALPHABET
+    return frozenset(_ALPHABET - out if negate else out)
+
+
+def _first(seq: list[Any]) -> tuple[frozenset[str], bool]:
+    """(characters a match of ``seq`` can start with, whether ``seq`` always consumes one)."""
+    out: set[str] = set()
+    for item in seq:
+        op, av = str(item[0]), item[1]
+        if op in ("AT", "ASSERT", "ASSERT_NOT"):
+            continue
+        if op in ("MAX_REPEAT", "MIN_REPEAT", "POSSESSIVE_REPEAT"):
+            first, solid = _first(list(av[2]))
+            out |= first
+            if av[0] >= 1 and solid:
+                return frozenset(out), True
+            continue
+        if op == "SUBPATTERN":
+            first, solid = _first(list(av[3]))
+        elif op == "BRANCH":
+            firsts = [_first(list(alt)) for alt in av[1]]
+            first, solid = frozenset().union(*(f for f, _ in firsts)), all(s for _, s in firsts)
+        else:
+            first, solid = _chars([item]), True
+        out |= first
+        if solid:
+            return frozenset(out), True
+    return frozenset(out), False
+
+
+def _unbounded(item: Any) -> bool:
+    op, av = str(item[0]), item[1]
+    return op in ("MAX_REPEAT", "MIN_REPEAT") and av[1] > 64
+
+
+def _variable(item: Any) -> bool:
+    """A repeat whose count can vary (``+``, ``*``, ``?``, ``{1,3}``): a string can be split
+    between it and its neighbours in more than one way."""
+    op, av = str(item[0]), item[1]
+    return op in ("MAX_REPEAT", "MIN_REPEAT") and av[1] > av[0]
+
+
+def _has_unbounded(items: Any) -> bool:
+    """Whether some repeat inside ``items`` has a variable count."""
+    for op, av in items:
+        op = str(op)
+        if _variable((op, av)) or (op in ("MAX_REPEAT", "MIN_REPEAT") and _has_unbounded(av[2])):
+            return True
+        if op == "SUBPATTERN" and _has_unbounded(av[3]):
+            return True
+        if op == "BRANCH" and any(_has_unbounded(alt) for alt in av[1]):
+            return True
+    return False
+
+
+def _regex_hazard(items: Any) -> str | None:
+    """Why ``items`` can backtrack exponentially, or None: an unbounded repeat whose body can
+    split one string into iterations in more than one way (a nested unbounded repeat not fenced
+    by a character it cannot consume, overlapping alternatives, a backreference)."""
+    for op, av in items:
+        op = str(op)
+        if op == "SUBPATTERN":
+            why = _regex_hazard(av[3])
+        elif op == "BRANCH":
+            why = next((w for w in (_regex_hazard(alt) for alt in av[1]) if w), None)
+        elif op == "ATOMIC_GROUP":
+            why = None  # no backtracking into an atomic group
+        elif op in ("MAX_REPEAT", "MIN_REPEAT"):
+            body = list(av[2])
+            why = _repeat_hazard(body) if _variable((op, av)) and av[1] >= 2 else None
+            why = why or _regex_hazard(body)
+        else:
+            why = None
+        if why:
+            return why
+    return None
+
+
+def _flatten(seq: list[Any]) -> list[Any]:
+    """Groups without a quantifier are part of the sequence around them."""
+    out: list[Any] = []
+    for op, av in seq:
+        if str(op) == "SUBPATTERN":
+            out += _flatten(list(av[3]))
+        else:
+            out.append((op, av))
+    return out
+
+
+def _repeat_hazard(body: list[Any]) -> str | None:
+    """Why the body of an unbounded repeat can split a string into iterations in two ways."""
+    body = _flatten(body)
+    for i, (op, av) in enumerate(body):
+        op = str(op)
+        after = body[i + 1:] + body  # what may follow: the rest, then the next iteration
+        if op == "GROUPREF":
+            return "a backreference inside a repeated group"
+        if op == "BRANCH":
+            firsts = []
+            for alt in av[1]:
+                first, solid = _first(list(alt))
+                firsts.append(first if solid else first | _first(after)[0])
+            if any(a & b for j, a in enumerate(firsts) for b in firsts[j + 1:]):
+                return "alternatives that can match the same text inside a repeated group"
+        if _has_unbounded([(op, av)]):
+            fence, solid = _first(after)
+            if not solid or fence & _chars([(op, av)]):
+                return "a repeated group containing another variable-length repeat that nothing separates"
+    return None
+
+
+def check_name_regex(pattern: str, span: Span | None = None) -> Any:
+    """Compile a ``re:`` selector pattern, refusing patterns that can backtrack for minutes on
+    short names (nested or too many unbounded quantifiers); returns the compiled pattern.
+
+    A nested quantifier is accepted when a character the inner repeat cannot consume separates
+    the iterations, e.g. ``(?:\\w+\\.)*weight``; possessive quantifiers and atomic groups never
+    backtrack and are always accepted."""
+    import re
+    import re._parser as sre_parse  # the parser `re` itself uses: the same reading of the pattern
+
+    try:
+        compiled = re.compile(pattern)
+        parsed = list(sre_parse.parse(pattern))
+    except (re.error, RecursionError, OverflowError) as exc:
+        raise error(f"invalid regular expression `{pattern}`: {exc}", span) from None
+    why = _regex_hazard(parsed)
+    if why is None and _count_unbounded(parsed) > MAX_UNBOUNDED:
+        why = f"more than {MAX_UNBOUNDED} unbounded quantifiers (the work grows as a power of the name length)"
+    if why:
+        raise error(f"regular expression `{pattern}` can take exponential time: {why}", span,
+                    ["write a glob (`layers.*.weight`, `**.bias`), or fence repeats with a character they cannot "
+                     "match, e.g. `(?:\\w+\\.)*weight`; possessive `*+` and atomic `(?>...)` forms are accepted"])
+    return compiled
+
+
+def _count_unbounded(items: Any) -> int:
+    n = 0
+    for op, av in items:
+        op = str(op)
+        if op in ("MAX_REPEAT", "MIN_REPEAT"):
+            n += _unbounded((op, av)) + _count_unbounded(av[2])
+        elif op == "SUBPATTERN":
+            n += _count_unbounded(av[3])
+        elif op == "BRANCH":
+            n += max((_count_unbounded(alt) for alt in av[1]), default=0)
+    return n
 
 
 def select_train(spec: ast.Spec, name: str | None) -> ast.TrainBlock:

@@ -231,3 +231,33 @@ def test_bad_training_settings_are_located(tmp_path, capsys, stmt, model, data, 
     assert what in err
     line = 7 if stmt else (3 if model else 4)
     assert f"{p}:{line}:" in err
+
+
+# ---------------------------------------------------------------- item 17: regex selectors are bounded
+@pytest.mark.parametrize("pattern", [r"(\\w+)*x", r"(a+)+b", r"([a-z0-9_]+\\.?)+$", r"(a|aa)*c", r"(.*)*",
+                                     r".*.*.*.*x", r"((ab)*)*c"])
+def test_backtracking_regex_selectors_are_refused(tmp_path, capsys, pattern):
+    p = write(tmp_path, f'train t {{\n  regularize l1(param("re:{pattern}")) * 1e-4\n}}\n')
+    err = cli_error(capsys, ["check", str(p)])  # refused statically, before any name is matched
+    assert f"{p}:2:23: error: regular expression" in err
+
+
+def test_fenced_regex_selectors_still_match():
+    from torch import nn
+
+    from regspec.backends.torch.train.selectors import select_params
+
+    model = nn.Sequential(nn.Linear(3, 3), nn.Sequential(nn.Linear(3, 2)))
+    names = [n for n, _ in select_params(model, r"re:(?:\w+\.)*weight")]
+    assert names == ["0.weight", "1.0.weight"]
+    with pytest.raises(RegspecError, match="exponential"):
+        select_params(model, r"re:(\w+)*x")  # the attach path refuses it too
+
+
+def test_regex_selector_on_long_names_is_bounded():
+    from regspec.compiler.train_plan import check_name_regex
+
+    # accepted patterns are linear on failing names (a refused one took minutes at 24 characters)
+    rx = check_name_regex(r"(?:\w+\.)*weight")
+    assert rx.fullmatch("a" * 24 + "!") is None and rx.fullmatch("a_" * 500 + "!") is None
+    assert rx.fullmatch("a." * 500 + "weight") is not None

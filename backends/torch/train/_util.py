@@ -111,10 +111,9 @@ def glob_to_regex(pattern: str) -> re.Pattern[str]:
 def compile_name_pattern(pattern: str, span: Span | None = None) -> re.Pattern[str]:
     """``re:REGEX`` (full match) or a dotted glob (see ``glob_to_regex``)."""
     if pattern.startswith("re:"):
-        try:
-            return re.compile(pattern[3:])
-        except re.error as exc:
-            raise error(f"invalid regular expression `{pattern[3:]}`: {exc}", span) from None
+        from regspec.compiler.train_plan import check_name_regex  # refuses backtracking hazards
+
+        return check_name_regex(pattern[3:], span)
     return glob_to_regex(pattern)
 
 

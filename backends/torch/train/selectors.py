@@ -7,6 +7,9 @@ Patterns match whole dotted names from ``model.named_parameters()`` / ``model.na
   (``**.weight``: every weight at any depth, ``blocks.**``: everything under ``blocks``), ``?`` one
   character, ``[...]`` a character class;
 - ``re:REGEX``: a Python regular expression that must match the *whole* name (``re.fullmatch``);
+  patterns that can backtrack exponentially (nested variable-length repeats nothing separates,
+  overlapping alternatives in a repeat, backreferences in a repeat, more than 3 unbounded
+  quantifiers) are refused with a located error, and names over 1000 characters never match;
 - ``type=Linear`` (a class name, optionally ``nn.``-prefixed, or a class): the ``weight`` of
   every module whose class or a base class has that name (case-insensitive), so subclasses of
   ``nn.Linear`` count; biases are not selected (add ``param("**.bias")`` for those). With both
@@ -23,6 +26,7 @@ from typing import Iterable
 
 from torch import nn
 
+from regspec.compiler.train_plan import MAX_NAME_LENGTH
 from regspec.diagnostics import Span, did_you_mean, error
 
 from ._util import compile_name_pattern, generalize
@@ -33,7 +37,8 @@ __all__ = ["select_params", "select_modules", "match_names"]
 def match_names(names: Iterable[str], pattern: str, span: Span | None = None) -> list[str]:
     """The names (in order) that ``pattern`` (glob or ``re:``) matches in full."""
     rx = compile_name_pattern(pattern, span)
-    return [n for n in names if rx.fullmatch(n)]
+    # with the static check, a bound on the name length bounds the time of a match
+    return [n for n in names if len(n) <= MAX_NAME_LENGTH and rx.fullmatch(n)]
 
 
 def _closest(pattern: str, names: list[str], n: int = 3) -> list[str]:
@@ -117,7 +122,7 @@ def select_params(
         if not isinstance(w, nn.Parameter):
             continue
         pname = by_param.get(id(w), f"{mname}.weight" if mname else "weight")
-        if rx is not None and not (rx.fullmatch(mname) or rx.fullmatch(pname)):
+        if rx is not None and not any(len(n) <= MAX_NAME_LENGTH and rx.fullmatch(n) for n in (mname, pname)):
             continue
         selected.setdefault(pname, w)
     if not selected:
