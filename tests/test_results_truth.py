@@ -255,3 +255,61 @@ def test_a_stationary_point_of_the_concave_problem_is_a_vertex_kkt_point():
 def test_convex_torch_answers_stay_optimal_and_not_local():
     result = regspec.solve(NUMPY_SCALARS, backend="torch")
     assert result.status == "optimal" and result.local is False and "local" not in result.info
+
+
+# ------------------------------------------------------------------ issue 9 item 12: hints never circle
+NO_BACKEND = """
+problem neither {
+  data c = randn(3, seed = 0)
+  var x[3]
+  minimize -norm1(x - c)
+}
+"""
+
+SUBLEVEL = """
+problem sublevel {
+  data A = randn(8, 4, seed = 0)
+  data y = randn(8, seed = 1)
+  var x[4]
+  minimize sum_squares(A @ x - y)
+  subject to norm1(x) + norm2(x) <= 1
+}
+"""
+
+
+def _refusal(text: str, backend: str) -> str | None:
+    """The notes of ``backend``'s refusal, or None when it solves the problem."""
+    try:
+        regspec.solve(text, backend=backend, max_iter=2000) if backend == "torch" else \
+            regspec.solve(text, backend=backend)
+    except regspec.RegspecError as e:
+        return str(e)
+    return None
+
+
+@pytest.mark.parametrize("text", [NO_BACKEND, CONCAVE, SUBLEVEL])
+def test_a_hint_names_only_a_backend_that_accepts(text):
+    """Following a refusal's hint never leads to another refusal, and `no backend accepts` is said
+    only when every backend refuses."""
+    from regspec.hints import accepting
+
+    refusals = {b: _refusal(text, b) for b in ("cvxpy", "torch")}
+    ir = regspec.load(text).compiled().ir
+    assert [b for b in ("cvxpy", "torch") if refusals[b] is None] == accepting(ir)
+    for backend, message in refusals.items():
+        if message is None:
+            continue
+        other = "torch" if backend == "cvxpy" else "cvxpy"
+        if refusals[other] is None:
+            assert f"--backend {other}" in message
+        else:
+            assert "--backend" not in message and "no backend accepts this problem" in message
+            assert "cvxpy: not convex (DCP)" in message and "torch: " in message
+
+
+def test_no_backend_hint_on_auto_is_located_and_exits_1(tmp_path, capsys):
+    spec = tmp_path / "neither.reg"
+    spec.write_text(NO_BACKEND)
+    code, out, err = run_cli(capsys, "solve", str(spec))
+    assert code == 1 and out == ""
+    assert f"{spec}:5:" in err and "no backend accepts this problem" in err and "Traceback" not in err

@@ -25,10 +25,11 @@ class CvxpyProgram:
 def check_dcp(ir: IR) -> None:
     errors = dcp_errors(ir)
     if errors:
-        diags = []
-        for message, node in errors:
-            diags.append(Diagnostic(f"not convex (DCP), so CVXPY cannot take it: {message}", ir[node]["span"],
-                                    notes=["the torch backend may still solve it locally: --backend torch"]))
+        from regspec.hints import refusal_hint
+
+        diags = [Diagnostic(f"not convex (DCP), so CVXPY cannot take it: {message}", ir[node]["span"])
+                 for message, node in errors]
+        diags[-1].notes.append(refusal_hint(ir, "cvxpy"))
         raise RegspecError(diags)
 
 

@@ -16,6 +16,7 @@ from regspec.compiler.evaluate import evaluate
 from regspec.compiler.ir import IR
 from regspec.compiler.passes.split import Split, Term
 from regspec.diagnostics import Diagnostic, RegspecError
+from regspec.hints import refusal_hint
 
 
 def atom_call(atom: str, *args: Any, **kw: Any) -> Any:
@@ -196,7 +197,7 @@ def refuse(ir: IR, split: Split) -> RegspecError:
     """The located refusal of a spec the torch backend cannot lower (one diagnostic per reason)."""
     diags = [Diagnostic(f"the torch backend cannot lower this: {why}", ir[node]["span"])
              for why, node in split.refusals]
-    diags[-1].notes.append("use --backend cvxpy")
+    diags[-1].notes.append(refusal_hint(ir, "torch"))
     return RegspecError(diags)
 
 
@@ -220,8 +221,8 @@ def _check_kernel(ir: IR, name: str | None, node: int, what: str) -> None:
     from regspec.backends.torch.prox import KERNELS
 
     if name is None or name not in KERNELS:
-        raise RegspecError([Diagnostic(f"the torch backend has no kernel `{name}` for {what}", ir[node]["span"],
-                                       notes=["use --backend cvxpy"])])
+        why = f"the torch backend has no kernel `{name}` for {what}"
+        raise RegspecError([Diagnostic(why, ir[node]["span"], notes=[refusal_hint(ir, "torch", why)])])
 
 
 def lower(ir: IR, *, dtype: torch.dtype = torch.float64, device: str | torch.device = "cpu",

@@ -124,12 +124,15 @@ def stack_norm(ops: list, x0: list[torch.Tensor], *, bound: float, exact: bool =
 
 
 def _not_finite(program: TorchProgram, e: Exception) -> RegspecError:
+    from regspec.hints import refusal_hint
+
     ir = program.ir
     obj = ir.objective()
+    why = "the smooth part of the objective is not finite at the start point"
     return RegspecError([Diagnostic(
-        f"the torch backend cannot start: the smooth part of the objective is not finite at the start point "
-        f"({e}); a term's domain excludes it", ir[ir[obj]["args"][0]]["span"],
-        notes=["give the variable a domain that keeps the term finite (e.g. `in simplex`), or use --backend cvxpy"])])
+        f"the torch backend cannot start: {why} ({e}); a term's domain excludes it", ir[ir[obj]["args"][0]]["span"],
+        notes=["give the variable a domain that keeps the term finite (e.g. `in simplex`)",
+               refusal_hint(ir, "torch", why)])])
 
 
 def solve(program: TorchProgram, *, params: dict[str, np.ndarray] | None = None, tol: float | None = None,
