@@ -174,7 +174,7 @@ def _print_result(result) -> None:
         print(f"  local: {result.info.get('local', 'a stationary point of a problem not proved convex')}")
     if not result.ok and result.info.get("message"):
         print(f"  {result.info['message']}")
-    for key in ("inaccurate", "fallback"):
+    for key in ("inaccurate", "fallback", "unused"):
         if result.info.get(key):
             print(f"  {result.info[key]}")
     if result.objective is not None:

@@ -313,3 +313,13 @@ def test_no_backend_hint_on_auto_is_located_and_exits_1(tmp_path, capsys):
     code, out, err = run_cli(capsys, "solve", str(spec))
     assert code == 1 and out == ""
     assert f"{spec}:5:" in err and "no backend accepts this problem" in err and "Traceback" not in err
+
+
+def test_a_variable_used_nowhere_is_reported_as_zeros_with_a_note():
+    """CVXPY leaves such a variable without a value; the result stays a result (every value is
+    optimal for it) and says so, as the torch backend's start point does."""
+    result = regspec.solve("problem p {\n  data c = randn(3, seed = 0)\n  var x[3]\n  var z[2]\n"
+                           "  minimize sum_squares(x - c)\n}\n", backend="cvxpy")
+    assert result.status == "optimal" and np.array_equal(result.variables["z"], np.zeros(2))
+    assert "`z` appears in neither" in result.info["unused"]
+    assert np.abs(result.variables["x"] - np.random.default_rng(0).standard_normal(3)).max() <= 1e-6

@@ -158,7 +158,9 @@ def check_point(program: CvxpyProgram, name: str, opts: dict[str, Any]) -> tuple
     if solver_value is None or not math.isfinite(float(solver_value)):
         problems.append(f"the solver's objective is {solver_value}")
     value = program.problem.value
-    if value is None or not math.isfinite(float(value)):
+    if value is None:
+        problems.append("the objective has no value at the returned point")
+    elif not math.isfinite(float(value)):
         problems.append(f"the objective at the returned point is {value}: "
                         f"{_out_of_domain(program.problem.objective.args[0])}")
     worst, scale = 0.0, 1.0
@@ -221,6 +223,23 @@ def _reported_objective(program: CvxpyProgram, status: str, name: str, problems:
     return "optimal_inaccurate", float(solver_value)
 
 
+def _values(program: CvxpyProgram, info: dict[str, Any]) -> dict[str, np.ndarray]:
+    """The variables' values. A variable in neither the objective nor a constraint has no value in
+    CVXPY; any value is optimal for it, and it is reported as zeros (the torch backend's start
+    point), with a note."""
+    values, unused = {}, []
+    for name, var in program.variables.items():
+        if var.value is None:
+            unused.append(name)
+            values[name] = np.zeros(var.shape)
+        else:
+            values[name] = np.asarray(var.value)
+    if unused:
+        info["unused"] = (f"{', '.join(f'`{n}`' for n in unused)} appear{'s' if len(unused) == 1 else ''} in "
+                          "neither the objective nor a constraint: any value is optimal; reported as 0")
+    return values
+
+
 def solve(program: CvxpyProgram, *, solver: str | None = None, solver_opts: dict[str, Any] | None = None,
           params: dict[str, Any] | None = None, warm_start: bool = True) -> Result:
     """Solve and check the answer (``check_point``): an automatic SCS run whose point fails the
@@ -239,8 +258,8 @@ def solve(program: CvxpyProgram, *, solver: str | None = None, solver_opts: dict
     if status in SOLVED:
         status, objective = _reported_objective(program, status, name, problems, info)
         if status in SOLVED:
-            values = {k: np.asarray(v.value) for k, v in program.variables.items()}
-            residuals["infeasibility"] = worst
+            values = _values(program, info)
+            residuals["violation"] = worst
     iters = getattr(stats, "num_iters", None) if stats is not None else None
     if opts:
         info["solver_opts"] = opts
