@@ -11,6 +11,7 @@ from regspec.diagnostics import Span, error
 class _Builder:
     def __init__(self, ir: IR):
         self.ir = ir
+        self.file_lets: set[str] = set()  # names of the file-level lets, declared before the block
 
     def expr(self, e: ast.Expr) -> int:
         ir = self.ir
@@ -85,8 +86,11 @@ class _Builder:
     def declare(self, name: str, node: int, span: Span) -> None:
         if name in self.ir.scope:
             prev = self.ir[self.ir.scope[name]].get("decl_span") or self.ir[self.ir.scope[name]].get("span")
-            where = f" (first declared at line {prev.line})" if prev is not None else ""
-            raise error(f"`{name}` is declared twice in this block{where}", span)
+            line = f" at line {prev.line}" if prev is not None else ""
+            if name in self.file_lets:
+                raise error(f"`{name}` is already a file-level `let` (declared{line}); a block cannot declare it "
+                            "again", span, ["rename one of them: a file-level name is shared by every block"])
+            raise error(f"`{name}` is declared twice in this block{f' (first declared{line})' if line else ''}", span)
         self.ir.scope[name] = node
         self.ir[node]["decl_span"] = span
 
@@ -143,6 +147,7 @@ def build_problem(spec: ast.Spec, block: ast.ProblemBlock) -> IR:
     b = _Builder(ir)
     for let in spec.lets:
         b.let(let)
+    b.file_lets = {let.name for let in spec.lets}
     for s in block.body:
         b.stmt(s)
     if ir.objective() is None:

@@ -2,11 +2,13 @@
 generators. Every source returns a tuple of numpy arrays; errors name the file and the declaration."""
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 
+from regspec.compiler.ir import size_error
 from regspec.diagnostics import Span, did_you_mean, error
 
 SOURCES: dict[str, Callable[..., tuple[np.ndarray, ...]]] = {}
@@ -35,12 +37,24 @@ class SourceContext:
         return error(message, self.span, (notes or []) + decl)
 
 
-@source
-def load(ctx: SourceContext, file: str, key: str | None = None) -> tuple[np.ndarray, ...]:
-    """``load("f.npz", "key")``, ``load("f.npz")`` (all arrays, in file order), ``load("f.npy")``."""
+def _data_file(ctx: SourceContext, file: Any, source: str) -> Path:
+    """The path of a data file, which must exist and be a regular file: a device (/dev/zero), a
+    pipe or a folder never ends or never parses, so it is refused before anything is read."""
+    if not isinstance(file, str):
+        raise ctx.fail(f"{source}() takes a file name as a string, got {file!r}")
     path = ctx.path(file)
     if not path.exists():
         raise ctx.fail(f"data file not found: {path}")
+    if not path.is_file():
+        kind = "a folder" if path.is_dir() else "not a regular file (a device, pipe or socket)"
+        raise ctx.fail(f"{path} is {kind}; {source}() reads regular files")
+    return path
+
+
+@source
+def load(ctx: SourceContext, file: str, key: str | None = None) -> tuple[np.ndarray, ...]:
+    """``load("f.npz", "key")``, ``load("f.npz")`` (all arrays, in file order), ``load("f.npy")``."""
+    path = _data_file(ctx, file, "load")
     try:
         if path.suffix == ".npy":
             if key is not None:
@@ -63,9 +77,7 @@ def load(ctx: SourceContext, file: str, key: str | None = None) -> tuple[np.ndar
 def csv(ctx: SourceContext, file: str, delimiter: str = ",", skip_header: int = 0,
         columns: Any = None) -> tuple[np.ndarray, ...]:
     """``csv("f.csv", delimiter = ",", skip_header = 1, columns = [0, 2])`` -> one float array."""
-    path = ctx.path(file)
-    if not path.exists():
-        raise ctx.fail(f"data file not found: {path}")
+    path = _data_file(ctx, file, "csv")
     try:
         arr = np.genfromtxt(path, delimiter=delimiter, skip_header=int(skip_header), dtype=float,
                             usecols=None if columns is None else [int(c) for c in np.atleast_1d(columns)])
@@ -168,7 +180,8 @@ def dataset(ctx: SourceContext, name: str, standardize: bool = False, center: bo
     X = np.asarray(X, dtype=float)
     y = np.asarray(y, dtype=float)
     if rows is not None:
-        X, y = X[: int(rows)], y[: int(rows)]
+        rows = _dims(ctx, (rows,))[0]
+        X, y = X[:rows], y[:rows]
     if standardize:
         sd = X.std(axis=0)
         X = (X - X.mean(axis=0)) / np.where(sd > 0, sd, 1.0)
@@ -187,6 +200,8 @@ def dataset(ctx: SourceContext, name: str, standardize: bool = False, center: bo
 
 
 def _dims(ctx: SourceContext, dims: tuple[Any, ...]) -> tuple[int, ...]:
+    """A shape of nonnegative integers, refused (with its size) before anything is allocated
+    when it has more entries than regspec accepts."""
     out = []
     for d in dims:
         if isinstance(d, float) and d.is_integer():
@@ -196,7 +211,33 @@ def _dims(ctx: SourceContext, dims: tuple[Any, ...]) -> tuple[int, ...]:
         if not isinstance(d, int) or isinstance(d, bool) or d < 0:
             raise ctx.fail(f"dimensions must be nonnegative integers, got {d!r}")
         out.append(d)
+    _size(ctx, out)
     return tuple(out)
+
+
+def _size(ctx: SourceContext, shape: Any) -> None:
+    message = size_error(shape)
+    if message:
+        raise ctx.fail(f"refusing to generate data: {message}")
+
+
+def _seed(ctx: SourceContext, seed: Any) -> int:
+    """A seed for ``numpy.random.default_rng``: an integer in [0, 2**64)."""
+    if isinstance(seed, float) and seed.is_integer():
+        seed = int(seed)
+    if isinstance(seed, np.integer):
+        seed = int(seed)
+    if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 2 ** 64:
+        raise ctx.fail(f"seed must be an integer from 0 to 2**64 - 1, got {seed!r}")
+    return seed
+
+
+def _real(ctx: SourceContext, name: str, value: Any) -> float:
+    """A finite real number argument (``scale``, ``low``, ``high``, ``density``)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) \
+            or not np.isfinite(value):
+        raise ctx.fail(f"{name} must be a finite number, got {value!r}")
+    return float(value)
 
 
 def _shapes(ctx: SourceContext, dims: tuple[Any, ...]) -> list[tuple[int, ...]]:
@@ -214,23 +255,28 @@ def _shapes(ctx: SourceContext, dims: tuple[Any, ...]) -> list[tuple[int, ...]]:
 def randn(ctx: SourceContext, *dims: Any, seed: int = 0, scale: float = 1.0) -> tuple[np.ndarray, ...]:
     """Standard normal entries (times ``scale``) from ``numpy.random.default_rng(seed)``; several
     list shapes give several arrays drawn in order from the one stream."""
-    rng = np.random.default_rng(int(seed))
+    rng = np.random.default_rng(_seed(ctx, seed))
+    scale = _real(ctx, "scale", scale)
     return tuple(rng.standard_normal(shape) * scale for shape in _shapes(ctx, dims))
 
 
 @source
 def rand(ctx: SourceContext, *dims: Any, seed: int = 0, low: float = 0.0, high: float = 1.0) -> tuple[np.ndarray, ...]:
     """Uniform entries on [low, high) from ``default_rng(seed)`` (several list shapes: one stream)."""
-    rng = np.random.default_rng(int(seed))
+    rng = np.random.default_rng(_seed(ctx, seed))
+    low, high = _real(ctx, "low", low), _real(ctx, "high", high)
+    if not np.isfinite(high - low) or high < low:
+        raise ctx.fail(f"rand needs finite low <= high, got low = {low}, high = {high}")
     return tuple(rng.uniform(low, high, shape) for shape in _shapes(ctx, dims))
 
 
 @source
 def randint(ctx: SourceContext, low: int, high: int, *dims: int, seed: int = 0) -> tuple[np.ndarray, ...]:
     """Integers in [low, high) from ``default_rng(seed)``."""
-    if int(high) <= int(low):
+    low, high = _int64(ctx, "low", low), _int64(ctx, "high", high)
+    if high <= low:
         raise ctx.fail(f"randint needs low < high, got low = {low}, high = {high}")
-    return (np.random.default_rng(int(seed)).integers(int(low), int(high), _dims(ctx, dims)),)
+    return (np.random.default_rng(_seed(ctx, seed)).integers(low, high, _dims(ctx, dims)),)
 
 
 @source
@@ -238,11 +284,12 @@ def sparse_randn(ctx: SourceContext, *dims: int, density: float = 0.1, seed: int
                  values: str = "normal") -> tuple[np.ndarray, ...]:
     """Dense array with a ``density`` fraction of nonzero entries, the rest exactly 0. Nonzeros are
     standard normal, or +-1 with ``values = "sign"``; times ``scale``."""
-    if not 0 <= density <= 1:
+    if not 0 <= _real(ctx, "density", density) <= 1:
         raise ctx.fail(f"density must lie in [0, 1], got {density}")
     if values not in ("normal", "sign"):
         raise ctx.fail(f"values must be \"normal\" or \"sign\", got {values!r}")
-    rng = np.random.default_rng(int(seed))
+    rng = np.random.default_rng(_seed(ctx, seed))
+    scale = _real(ctx, "scale", scale)
     shape = _dims(ctx, dims)
     entries = rng.standard_normal(shape)
     if values == "sign":
@@ -265,7 +312,9 @@ def ones(ctx: SourceContext, *dims: int) -> tuple[np.ndarray, ...]:
 @source
 def eye(ctx: SourceContext, n: int) -> tuple[np.ndarray, ...]:
     """The n x n identity."""
-    return (np.eye(_dims(ctx, (n,))[0]),)
+    n = _dims(ctx, (n,))[0]
+    _size(ctx, (n, n))
+    return (np.eye(n),)
 
 
 @source
@@ -285,10 +334,29 @@ def repeat(ctx: SourceContext, values: Any, times: Any) -> tuple[np.ndarray, ...
         raise ctx.fail(f"repeat counts must be nonnegative integers, got {times!r}")
     if counts.ndim and counts.shape != vals.reshape(-1).shape:
         raise ctx.fail(f"repeat needs one count or one count per value: {vals.size} values, {counts.size} counts")
+    _size(ctx, (int(counts.sum()) if counts.ndim else vals.size * int(counts),))
     out = np.repeat(vals.reshape(-1), counts)
     if out.dtype.kind == "f" and out.size and np.all(out == np.round(out)):
         out = out.astype(np.int64)
     return (out,)
+
+
+def _int64(ctx: SourceContext, name: str, value: Any) -> int:
+    if isinstance(value, float) and value.is_integer() and abs(value) < 2 ** 63:
+        value = int(value)
+    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or not -2 ** 63 <= value < 2 ** 63:
+        raise ctx.fail(f"{name} must be a 64-bit integer, got {value!r}")
+    return int(value)
+
+
+def source_keywords(name: str) -> tuple[list[str], int | None]:
+    """A source's keyword names and how many positional arguments it takes (None: any number),
+    read from its signature, so the resolver checks calls against the function itself."""
+    params = list(inspect.signature(SOURCES[name]).parameters.values())[1:]  # after ctx
+    keywords = [p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    if any(p.kind is p.VAR_POSITIONAL for p in params):
+        return keywords, None
+    return keywords, sum(p.kind is p.POSITIONAL_OR_KEYWORD for p in params)
 
 
 def call_source(name: str, ctx: SourceContext, args: list[Any], kwargs: dict[str, Any]) -> tuple[np.ndarray, ...]:
@@ -297,3 +365,7 @@ def call_source(name: str, ctx: SourceContext, args: list[Any], kwargs: dict[str
         return fn(ctx, *args, **kwargs)
     except TypeError as e:
         raise ctx.fail(f"bad arguments to {name}(...): {e}".replace(f"{fn.__name__}()", name)) from None
+    except (ValueError, OverflowError) as e:  # numpy refusing an argument the checks above let through
+        raise ctx.fail(f"bad arguments to {name}(...): {e}") from None
+    except MemoryError:
+        raise ctx.fail(f"{name}(...) needs more memory than this machine has") from None

@@ -30,6 +30,7 @@ def evaluate(ir: IR, node: int, params: dict[str, np.ndarray], _memo: dict[int, 
 
 def validate_params(ir: IR, values: dict[str, Any] | None, origin: str = "params") -> dict[str, np.ndarray]:
     """Check user-supplied parameter values against the declarations (name, shape, domain)."""
+    from regspec.compiler.passes.constants import domain_violation
     from regspec.diagnostics import did_you_mean, error
 
     out: dict[str, np.ndarray] = {}
@@ -49,12 +50,12 @@ def validate_params(ir: IR, values: dict[str, Any] | None, origin: str = "params
             else:
                 raise error(f"{origin}: `{name}` has shape {d['shape']}, the value given has shape {arr.shape}",
                             d["span"])
+        if not np.all(np.isfinite(arr)):
+            raise error(f"{origin}: the value of `{name}` must be finite, got {value!r}", d["span"])
         dom = d.get("domain")
-        if dom is not None and ir[dom]["set"] == "box":
-            lo, hi = ir[dom]["static"].get("lo"), ir[dom]["static"].get("hi")
-            if (lo is not None and np.any(arr < lo)) or (hi is not None and np.any(arr > hi)):
-                raise error(f"{origin}: `{name}` = {value} is outside its declared domain "
-                            f"{'>= ' + str(lo) if lo is not None else ''}{'<= ' + str(hi) if hi is not None else ''}",
-                            ir[dom]["span"])
+        problem = domain_violation(ir, dom, arr) if dom is not None else None
+        if problem:
+            raise error(f"{origin}: `{name}` = {value} is outside its declared domain `{ir.text(dom)}`: {problem}",
+                        ir[dom]["span"])
         out[name] = arr
     return out

@@ -23,6 +23,22 @@ from regspec.diagnostics import Span
 
 DECL_KINDS = ("data", "param", "var")
 ROOT_KINDS = ("objective", "constraint", "regularize")
+# Arrays (variables, parameters, generated data) are refused above this many entries, before
+# anything is allocated: past it the solvers' 32-bit sparse indices overflow (CVXPY's problem
+# data), and a float64 array of this size is already 16 GiB.
+MAX_ELEMENTS = 2 ** 31 - 1
+
+
+def size_error(shape: Iterable[int]) -> str | None:
+    """Why an array of ``shape`` is refused (too many entries, named), or None when it is fine."""
+    shape = tuple(int(n) for n in shape)
+    size = 1
+    for n in shape:
+        size *= n
+    if size <= MAX_ELEMENTS:
+        return None
+    return (f"shape {shape} has {size:,} entries, more than the {MAX_ELEMENTS:,} regspec accepts "
+            f"({size * 8 / 2 ** 30:,.0f} GiB as float64)")
 
 
 class IR:

@@ -13,7 +13,7 @@ from regspec.compiler.passes.curvature import analyse_curvature
 from regspec.compiler.passes.resolve import resolve_names
 from regspec.compiler.passes.shapes import infer_shapes
 from regspec.compiler.passes.split import split_terms
-from regspec.diagnostics import did_you_mean, error
+from regspec.diagnostics import RegspecError, did_you_mean, error
 
 Pass = Callable[[IR], IR]
 
@@ -56,3 +56,25 @@ def compile_problem(spec: ast.Spec, block: ast.ProblemBlock, record: bool = Fals
         if record:
             snaps.append((name, ir.dump()))
     return CompiledProblem(ir, time.perf_counter() - t0, snaps)
+
+
+def no_backend_error(ir: IR) -> RegspecError | None:
+    """The error for a problem that no backend can take (None when one can): CVXPY refuses what
+    breaks the DCP rules, the torch backend what it cannot split; each refusal is a note with
+    its line, the error itself points at the first place CVXPY refuses."""
+    from regspec.compiler.passes.curvature import dcp_errors
+
+    dcp = dcp_errors(ir)
+    split = ir.meta.get("split")
+    if not dcp or split is None or split.algorithm != "none":
+        return None
+
+    def where(node: int) -> str:
+        span = ir[node].get("span") if node in ir.graph else None
+        return f" (line {span.line}, column {span.column})" if span is not None else ""
+
+    notes = [f"cvxpy refuses: {msg}{where(node)}" for msg, node in dcp]
+    notes += [f"torch refuses: {why}{where(node)}" for why, node in split.refusals]
+    span = ir[dcp[0][1]].get("span") if dcp[0][1] in ir.graph else None
+    return error(f"no backend can solve problem `{ir.block_name}`: it is not DCP (for cvxpy) and the torch "
+                 "backend cannot split it", span or ir.meta.get("block_span"), notes)

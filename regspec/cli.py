@@ -90,6 +90,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     if getattr(args, "json", False):
         return cmd_check_json(args)
     import regspec
+    from regspec.compiler.pipeline import no_backend_error
 
     status = EXIT_OK
     for path in args.specs:
@@ -99,6 +100,10 @@ def cmd_check(args: argparse.Namespace) -> int:
             lines = [f"{path}: {len(spec.ast.blocks)} block(s)"]
             for name in spec.problems:
                 lines += _summary_problem(spec, name)
+                refusal = no_backend_error(spec.compiled(name).ir)  # `backends: none` is an error
+                if refusal is not None:
+                    print("\n".join(lines))
+                    raise refusal
             from regspec.compiler.train_plan import check_train  # validates names and options, no torch
 
             for b in spec.ast.trains:

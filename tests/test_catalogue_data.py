@@ -195,7 +195,7 @@ def test_generators_are_seeded_and_streams_are_sequential(tmp_path):
     ("sparse_randn(3, density = 2)", "density must lie in [0, 1]"),
     ("randint(3, 3, 2)", "low < high"),
     ("repeat([0, 1], [1, 2, 3])", "one count per value"),
-    ("randn(3, sd = 2)", "bad arguments to randn"),
+    ("randn(3, sd = 2)", "randn has no keyword `sd`"),
 ])
 def test_generator_argument_errors(tmp_path, source, message):
     err = error_of(tmp_path, f"problem p {{\n  data A = {source}\n  var w[2]\n  minimize sum_squares(w)\n}}\n")

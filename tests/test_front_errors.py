@@ -156,3 +156,128 @@ def test_blank_lines_are_scanned_once_per_run(monkeypatch):
                                 + "  + 1"))
     assert spec.problems[0].name == "p"
     assert len(calls) < 10
+
+
+# ---------------------------------------------------------------- values, data, declarations (items 11, 18)
+X3 = "  var x[3]\n"
+SEMANTIC = [
+    # item 11
+    ("param_default_outside_domain", problem("  param lam = -1 >= 0\n" + X3 + "  minimize norm1(x) * lam"), 2, 3,
+     "the value of parameter `lam` is outside its domain: -1.0 is not >= 0.0"),
+    ("string_operand", problem(X3 + '  minimize norm1(x) + "abc"'), 3, 23,
+     "an operand of `+` must be a number or an array, got the string 'abc'"),
+    ("huge_variable", problem("  var x[100000000000000]\n  minimize norm1(x)"), 2, 3,
+     "variable `x`: shape (100000000000000,) has 100,000,000,000,000 entries"),
+    ("csv_unknown_keyword", problem('  data A = csv("f.csv", header = true)\n' + X3 + "  minimize norm1(x)"), 2, 34,
+     "csv has no keyword `header`"),
+    # item 18
+    ("let_cycle", problem(X3 + "  let L = L + 1\n  minimize norm1(x) + L"), 3, 3, "`L` is defined in terms of itself"),
+    ("let_alias_cycle", problem(X3 + "  let a = b\n  let b = a\n  minimize norm1(x) + a"), 4, 11,
+     "names are defined in terms of each other: `a` -> `b` -> `a`"),
+    ("param_var_shape_cycle", problem("  param p[cols(x)] = 1\n  var x[rows(p)]\n  minimize norm1(x)"), 2, 3,
+     "declarations depend on each other in a cycle: `p` -> `x` -> `p`"),
+    ("block_let_names_file_let", problem("  let a = 3\n" + X3 + "  minimize norm1(x) + a", head="let a = 2\n"), 3, 3,
+     "`a` is already a file-level `let` (declared at line 1)"),
+    ("string_parameter", problem('  param lam = "abc"\n' + X3 + "  minimize norm1(x) * lam"), 2, 15,
+     "the value of parameter `lam` must be a number or an array, got the string 'abc'"),
+    ("string_keyword_number", problem(X3 + '  minimize huber(x, M = "a")'), 3, 25, "`M` of huber must be a number"),
+    ("string_axis", problem(X3 + '  minimize sum(sum(x, axis = "a"))'), 3, 30, "`axis` of sum must be an integer"),
+    ("string_list_operand", problem(X3 + '  minimize norm1(x + ["a", "b", "c"])'), 3, 22, "holds text"),
+    ("string_shape", problem('  var x["a"]\n  minimize norm1(x)'), 2, 9, "must be an integer"),
+    ("negative_seed", problem("  data A = randn(3, seed = -1)\n" + X3 + "  minimize sum_squares(x - A)"), 2, 12,
+     "seed must be an integer from 0 to 2**64 - 1, got -1"),
+    ("fractional_seed", problem("  data A = randn(3, seed = 0.5)\n" + X3 + "  minimize sum_squares(x - A)"), 2, 12,
+     "seed must be an integer"),
+    ("infinite_shape", problem("  var x[1e308 * 10]\n  minimize norm1(x)"), 2, 9, "`1e308 * 10` is not finite: it is inf"),
+    ("negative_shape", problem("  var x[-3]\n  minimize norm1(x)"), 2, 3, "negative dimension"),
+    ("negative_data_shape", problem("  data A = randn(-3)\n" + X3 + "  minimize norm1(x)"), 2, 12,
+     "dimensions must be nonnegative integers, got -3"),
+    ("power_of_empty_constant", problem(X3 + "  minimize norm1(x) + sum(x ** [])"), 3, 32,
+     "the exponent of `**` must be a scalar"),
+    ("mask_of_other_length", problem(X3 + "  minimize norm1(x[[true, false]])"), 3, 18, "boolean index did not match"),
+    ("data_mask_of_other_length", problem("  data A = randn(3)\n" + X3 + "  minimize norm1(x) + sum(A[[true]])"), 4, 27,
+     "boolean index did not match"),
+    ("tv_of_one_entry", problem("  var x[1]\n  minimize tv(x)"), 3, 12, "tv needs at least 2 entries along each axis"),
+    ("nan_from_folding", problem(X3 + "  minimize norm1(x) + log(-1)"), 3, 23, "`log(-1)` is not finite: it is nan"),
+    ("inf_from_folding", problem("  param lam = 1e308 * 10\n" + X3 + "  minimize norm1(x) * lam"), 2, 15,
+     "is not finite: it is inf"),
+    ("nan_data_entries", problem("  data A = randn(3)\n" + X3 + "  minimize norm1(x - log(A))"), 4, 22,
+     "`log(A)` is not finite: 1 of its 3 entries are nan"),
+    ("huge_generated_data", problem("  data A = zeros(100000, 100000)\n" + X3 + "  minimize norm1(x)"), 2, 12,
+     "refusing to generate data: shape (100000, 100000) has 10,000,000,000 entries"),
+    ("huge_identity", problem("  data A = eye(100000)\n" + X3 + "  minimize norm1(x)"), 2, 12, "10,000,000,000 entries"),
+    ("huge_parameter", problem("  param p[100000000000000] = 1\n" + X3 + "  minimize norm1(x) + sum(p)"), 2, 3,
+     "parameter `p`: shape (100000000000000,)"),
+    ("csv_of_a_device", problem('  data A = csv("/dev/zero")\n' + X3 + "  minimize norm1(x)"), 2, 12,
+     "/dev/zero is not a regular file"),
+    ("rand_bounds_overflow", problem("  data A = rand(3, low = 1e308, high = -1e308)\n" + X3 + "  minimize norm1(x - A)"),
+     2, 12, "rand needs finite low <= high"),
+    ("dataset_negative_rows", problem('  data X, y = dataset("diabetes", rows = -5)\n  var w[cols(X)]\n'
+                                      "  minimize sum_squares(X @ w - y)"), 2, 15, "got -5"),
+    ("slice_bound_infinite", problem(X3 + "  minimize norm1(x[0:1e308*10])"), 3, 22, "is not finite"),
+    ("fractional_axis", problem(X3 + "  minimize sum(sum(x, axis = 0.5))"), 3, 30, "`axis` of sum must be an integer"),
+]
+
+
+@pytest.mark.parametrize("text,line,col,fragment", [c[1:] for c in SEMANTIC], ids=[c[0] for c in SEMANTIC])
+def test_semantic_mistakes_are_located(tmp_path, capsys, text, line, col, fragment):
+    rc, _, err, path = check(tmp_path, text, capsys=capsys)
+    assert rc == 1, err
+    assert located(err, path)[:2] == (line, col), err
+    assert fragment in err
+
+
+def test_csv_unknown_keyword_lists_the_valid_ones(tmp_path, capsys):
+    rc, _, err, _ = check(tmp_path, problem('  data A = csv("f.csv", skip_headr = 1)\n' + X3 + "  minimize norm1(x)"),
+                          capsys=capsys)
+    assert rc == 1
+    assert "did you mean `skip_header`?" in err and "its keywords: columns, delimiter, file, skip_header" in err
+
+
+NPY_DATA = [
+    ("complex", np.array([1 + 2j, 3, 4]), "holds complex numbers; regspec works with real numbers"),
+    ("strings", np.array(["a", "b", "c"]), "holds text"),
+    ("non_finite", np.array([1.0, np.inf, np.nan]), "is not finite: 2 of its 3 entries are inf, nan"),
+]
+
+
+@pytest.mark.parametrize("array,fragment", [c[1:] for c in NPY_DATA], ids=[c[0] for c in NPY_DATA])
+def test_npy_data_that_is_not_real_and_finite_is_refused(tmp_path, capsys, array, fragment):
+    np.save(tmp_path / "a.npy", array)
+    rc, _, err, path = check(tmp_path, problem('  data A = load("a.npy")\n' + X3 + "  minimize sum_squares(x - A)"),
+                             capsys=capsys)
+    assert rc == 1
+    assert located(err, path)[:2] == (2, 3)
+    assert "data `A` from load(\"a.npy\")" in err and fragment in err
+
+
+def test_non_finite_csv_cells_are_refused(tmp_path, capsys):
+    (tmp_path / "d.csv").write_text("1,2,3\n4,inf,6\n")
+    rc, _, err, path = check(tmp_path, problem('  data A = csv("d.csv")\n' + X3 + "  minimize sum_squares(x - A[0])"),
+                             capsys=capsys)
+    assert rc == 1 and located(err, path)[:2] == (2, 3) and "1 of its 6 entries are inf" in err
+
+
+def test_set_values_outside_the_domain_or_not_finite_are_refused(tmp_path, capsys):
+    path = tmp_path / "p.reg"
+    path.write_text(problem("  param lam = 1 >= 0\n" + X3 + "  minimize norm1(x) * lam"))
+    for value, fragment in (("-1", "outside its declared domain `>= 0`"), ("nan", "must be finite")):
+        assert main(["solve", str(path), "--set", f"lam={value}"]) == 1
+        assert fragment in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- no backend (item 12, problem side)
+def test_check_refuses_a_problem_no_backend_can_take(tmp_path, capsys):
+    rc, out, err, path = check(tmp_path, problem(X3 + "  minimize -norm1(x) + sum(x)"), capsys=capsys)
+    assert rc == 1
+    assert "backends: none" in out and "ok (" not in out
+    line, col, msg = located(err, path)
+    assert (line, col) == (3, 12) and msg.startswith("no backend can solve problem `p`")
+    assert "note: cvxpy refuses: minimize needs a convex objective" in err
+    assert "note: torch refuses: the nonsmooth term norm1 has a weight that is negative" in err
+
+
+def test_check_accepts_a_nonconvex_problem_the_torch_backend_takes(tmp_path, capsys):
+    rc, out, err, _ = check(tmp_path, problem("  var x[3] in sphere\n  minimize sum_squares(x - 1)"), capsys=capsys)
+    assert rc == 0, err
+    assert "backends: torch" in out

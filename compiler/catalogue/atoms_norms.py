@@ -442,6 +442,9 @@ class TV(ScalarAtom):
         x = tuple(shapes[0])
         if len(x) not in (1, 2):
             raise ShapeError(f"tv needs a vector or a matrix (image), got shape {fmt(x)}", arg=0)
+        if min(x) < 2:  # no neighbours to difference; a 1 x n image is written as a vector
+            raise ShapeError(f"tv needs at least 2 entries along each axis (it sums differences of neighbours), "
+                             f"got shape {fmt(x)}", arg=0)
         if kw["mode"] not in ("iso", "aniso"):
             raise ShapeError(f"tv takes mode = \"iso\" or \"aniso\", got {kw['mode']!r}")
         w = kw.get("w")

@@ -3,6 +3,7 @@ parameters: those stay symbolic), evaluate static keyword arguments, parameter v
 shapes and index keys. Adds ``value`` to constant nodes and ``static`` to calls and sets."""
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +11,7 @@ import numpy as np
 
 from regspec.compiler.catalogue import ATOMS, SETS
 from regspec.compiler.data import SourceContext, call_source
-from regspec.compiler.ir import IR
+from regspec.compiler.ir import IR, size_error
 from regspec.diagnostics import error
 
 
@@ -36,9 +37,74 @@ def _pyval(v: Any) -> Any:
 
 def _int(ir: IR, node: int, what: str) -> int:
     v = _pyval(_const(ir, node, what))
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or float(v) != int(v):
-        raise error(f"{what} must be an integer, got `{ir.text(node)}` = {v!r}", ir[node]["span"])
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or float(v) != int(v):
+        raise error(f"{what} must be an integer, got `{ir.text(node)}` = {_shown(v)}", ir[node]["span"])
     return int(v)
+
+
+def _shown(v: Any) -> str:
+    """A value for a message: short, arrays by shape."""
+    if isinstance(v, np.ndarray) and v.size > 6:
+        return f"an array of shape {v.shape}"
+    text = repr(v.tolist() if isinstance(v, np.ndarray) else v)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _numeric(ir: IR, node: int, value: Any, what: str) -> np.ndarray:
+    """``value`` as a real numeric array, or a located error at ``node``: strings, ragged or
+    mixed lists and complex numbers are refused (never cast), and so are inf and NaN. The one
+    check every literal, folded constant, data array and parameter value passes through."""
+    span = ir[node]["span"]
+    if isinstance(value, str):
+        raise error(f"{what} must be a number or an array, got the string {value!r}", span)
+    try:
+        arr = np.asarray(value)
+    except (ValueError, TypeError):  # ragged nested lists
+        raise error(f"{what} must be a number or an array, got `{ir.text(node)}`", span) from None
+    if arr.dtype.kind == "c":
+        raise error(f"{what} holds complex numbers; regspec works with real numbers", span,
+                    ["split the real and imaginary parts into two real arrays"])
+    if arr.dtype.kind in "USO":
+        held = "text" if arr.dtype.kind in "US" else "Python objects"
+        raise error(f"{what} must be numeric, but holds {held}: {_shown(value)} (dtype {arr.dtype})", span)
+    if arr.dtype.kind not in "biuf":
+        raise error(f"{what} must be numeric, got {_shown(value)} (dtype {arr.dtype})", span)
+    if arr.dtype.kind == "f" and not np.all(np.isfinite(arr)):
+        bad = arr[~np.isfinite(arr)]
+        kinds = ", ".join(k for k, m in (("inf", np.isposinf(bad)), ("-inf", np.isneginf(bad)), ("nan", np.isnan(bad)))
+                          if m.any())
+        count = f"{bad.size} of its {arr.size} entries are" if arr.ndim else "it is"
+        raise error(f"{what} is not finite: {count} {kinds}", span,
+                    ["non-finite numbers have no place in a problem: no solver can report a true result"])
+    return arr
+
+
+def _check_size(ir: IR, node: int, shape: tuple[int, ...], what: str) -> None:
+    message = size_error(shape)
+    if message:
+        raise error(f"{what}: {message}", ir[node]["span"])
+
+
+def _static_value(ir: IR, node: int, key: str, default: Any, owner: str) -> Any:
+    """A static keyword's value (``M = 2``, ``axis = 0``, ``r = 1``), checked against the kind
+    of its default: a number where the default is a number, an integer axis; numbers finite."""
+    value = _pyval(_const(ir, node, f"the keyword `{key}` of {owner}"))
+    what = f"`{key}` of {owner}"
+    numeric_default = isinstance(default, (int, float)) and not isinstance(default, bool)
+    if isinstance(value, str):
+        if numeric_default or key == "axis":
+            raise error(f"{what} must be {'an integer' if key == 'axis' else 'a number'}, got the string {value!r}",
+                        ir[node]["span"])
+        return value
+    if isinstance(value, (list, np.ndarray)) or numeric_default or isinstance(value, float):
+        _numeric(ir, node, value, what)
+    if key == "axis" and value is not None and not isinstance(value, bool):
+        axes = np.atleast_1d(np.asarray(value))
+        if axes.dtype.kind != "i" and not (axes.dtype.kind == "f" and np.all(axes == np.round(axes))):
+            raise error(f"{what} must be an integer (or a list of integers), got {_shown(value)}", ir[node]["span"])
+        if axes.dtype.kind == "f":
+            value = int(axes[0]) if np.ndim(value) == 0 else axes.astype(np.int64).tolist()
+    return value
 
 
 def _index_key(ir: IR, node: int) -> tuple:
@@ -47,11 +113,14 @@ def _index_key(ir: IR, node: int) -> tuple:
         item = ir.kwargs(node)[name]
         d = ir[item]
         if d["kind"] == "slice":
-            lo, hi = (_pyval(_const(ir, a, "a slice bound")) for a in d["args"])
-            key.append(slice(None if lo is None else int(lo), None if hi is None else int(hi)))
+            lo, hi = (None if _pyval(_const(ir, a, "a slice bound")) is None else _int(ir, a, "a slice bound")
+                      for a in d["args"])
+            key.append(slice(lo, hi))
             continue
         v = _const(ir, item, "an index")
         v = _pyval(v)
+        if not isinstance(v, bool):
+            _numeric(ir, item, v, "an index")
         if isinstance(v, float) and v.is_integer():
             v = int(v)
         if isinstance(v, np.ndarray) and v.dtype.kind == "f" and np.all(v == np.round(v)):
@@ -70,6 +139,48 @@ def _list_value(items: list[Any]) -> Any:
     except ValueError:
         return items
     return arr if arr.dtype.kind in "biuf" else items
+
+
+def _check_operands(ir: IR, node: int, atom: str, operands: list[int]) -> None:
+    """Every tensor operand of an atom is numeric: a string, a list of strings or a complex or
+    non-finite constant is refused at the operand (`norm1(x) + "abc"`)."""
+    for a in operands:
+        od = ir[a]
+        if "value" in od and od["kind"] not in ("param", "var", "data"):
+            what = "an operand of `+`" if atom == "add" else f"the argument `{ir.text(a)}` of {atom}"
+            _numeric(ir, a, od["value"], what)
+
+
+def _check_domain(ir: IR, node: int) -> None:
+    """A parameter's value lies in its declared domain (`param lam = -1 >= 0` is refused here,
+    not by a backend). Bounds domains (>=, <=, box, nonneg, nonpos) are checked numerically."""
+    d = ir[node]
+    dom = d.get("domain")
+    if dom is None:
+        return
+    problem = domain_violation(ir, dom, d["value"])
+    if problem:
+        raise error(f"the value of parameter `{d['name']}` is outside its domain: {problem}", d["span"],
+                    [f"the domain is declared here: `{ir.text(dom)}` (line {ir[dom]['span'].line})"])
+
+
+def domain_violation(ir: IR, dom: int, value: Any) -> str | None:
+    """Why ``value`` is not in the bounds domain node ``dom`` (None when it is, or when the set
+    is not a bounds set). Shared by the parameter defaults and by values given with --set."""
+    s = ir[dom]
+    lo, hi = {"nonneg": (0.0, None), "nonpos": (None, 0.0)}.get(s["set"], (None, None))
+    if s["set"] == "box":
+        lo, hi = s["static"].get("lo"), s["static"].get("hi")
+    arr = np.asarray(value, dtype=float)
+    for bound, bad, word in ((lo, lambda b: arr < b, ">="), (hi, lambda b: arr > b, "<=")):
+        if bound is None:
+            continue
+        mask = np.broadcast_to(bad(np.asarray(bound, dtype=float)), arr.shape)
+        if mask.any():
+            worst = arr[mask].min() if word == ">=" else arr[mask].max()
+            return (f"{_shown(float(worst))} is not {word} {_shown(bound if np.ndim(bound) else float(bound))}"
+                    + (f" ({int(mask.sum())} of {arr.size} entries)" if arr.ndim else ""))
+    return None
 
 
 def data_origins(ir: IR, node: int) -> list[str]:
@@ -104,7 +215,8 @@ def evaluate_constants(ir: IR) -> IR:
                             f"but the declaration names {len(d['names'])}: {', '.join(d['names'])}", d["span"])
             d["value"] = values
         elif kind == "data":
-            d["value"] = np.asarray(ir[d["args"][0]]["value"][d["output"]])
+            d["value"] = _numeric(ir, node, ir[d["args"][0]]["value"][d["output"]],
+                                  f"data `{d['name']}` from {ir.text(d['args'][0])}")
         elif kind == "list":
             items = [_pyval(_const(ir, a, "a list element")) for a in d["args"]]
             d["value"] = _list_value(items)
@@ -113,16 +225,18 @@ def evaluate_constants(ir: IR) -> IR:
         elif kind == "set":
             entry = SETS[d["set"]]
             static = dict(entry.static)
-            for name, a in zip(entry.positional, d["args"]):
-                static[name] = _pyval(_const(ir, a, f"the argument `{name}` of {entry.name}"))
-            for k, v in d["kwargs"].items():
-                static[k] = _pyval(_const(ir, v, f"the argument `{k}` of {entry.name}"))
+            for name, a in [*zip(entry.positional, d["args"]), *d["kwargs"].items()]:
+                static[name] = _static_value(ir, a, name, entry.static.get(name), f"set {entry.name}")
             d["static"] = static
         elif kind == "param":
             value_node, *dims = d["args"]
-            value = np.asarray(_const(ir, value_node, f"the value of parameter `{d['name']}`"), dtype=float)
+            what = f"the value of parameter `{d['name']}`"
+            value = _numeric(ir, value_node, _const(ir, value_node, what), what).astype(float)
             if d.get("has_shape"):
                 shape = tuple(_int(ir, n, "a parameter dimension") for n in dims)
+                if any(n < 0 for n in shape):
+                    raise error(f"parameter `{d['name']}` has a negative dimension: shape {shape}", d["span"])
+                _check_size(ir, node, shape, f"parameter `{d['name']}`")
                 if value.ndim == 0:
                     value = np.full(shape, float(value))
                 elif value.shape != shape:
@@ -130,10 +244,13 @@ def evaluate_constants(ir: IR) -> IR:
                                 f"shape {value.shape}", d["span"], data_origins(ir, value_node))
             d["value"] = value
             d["shape"] = value.shape
+            _check_domain(ir, node)
         elif kind == "var":
             d["shape"] = tuple(_int(ir, n, f"a dimension of variable `{d['name']}`") for n in d["args"])
             if any(s <= 0 for s in d["shape"]):
-                raise error(f"variable `{d['name']}` has an empty dimension: shape {d['shape']}", d["span"])
+                which = "a negative" if any(s < 0 for s in d["shape"]) else "an empty"
+                raise error(f"variable `{d['name']}` has {which} dimension: shape {d['shape']}", d["span"])
+            _check_size(ir, node, d["shape"], f"variable `{d['name']}`")
         elif kind == "call":
             atom = ATOMS[d["atom"]]
             static = dict(atom.static)
@@ -141,23 +258,30 @@ def evaluate_constants(ir: IR) -> IR:
             for k, v in d["kwargs"].items():
                 if k in atom.tensor_kwargs:
                     tensor_kw[k] = v
-                elif not k.startswith("_i"):
-                    static[k] = _pyval(_const(ir, v, f"the keyword `{k}` of {atom.name}"))
+                elif not k.startswith("_i") and not (atom.name == "compare" and k == "op"):
+                    static[k] = _static_value(ir, v, k, atom.static.get(k), atom.name)
+                elif k == "op":
+                    static[k] = _pyval(_const(ir, v, "a comparison"))
             if atom.name == "index":
                 static["_key"] = _index_key(ir, node)
-            if atom.name == "power" and "value" in ir[d["args"][1]]:
-                static["_exponent"] = float(_pyval(ir[d["args"][1]]["value"]))
             d["static"] = static
             d["tensor_kwargs"] = tensor_kw
             operands = d["args"] + list(tensor_kw.values())
+            _check_operands(ir, node, atom.name, operands)
+            if atom.name == "power" and "value" in ir[d["args"][1]] and np.ndim(ir[d["args"][1]]["value"]) == 0:
+                static["_exponent"] = float(_pyval(ir[d["args"][1]]["value"]))
             if all("value" in ir[a] and ir[a]["kind"] not in ("param", "var") for a in operands):
                 try:
                     kw = {**static, **{k: ir[v]["value"] for k, v in tensor_kw.items()}}
-                    d["value"] = atom.numpy([ir[a]["value"] for a in d["args"]], kw)
+                    with np.errstate(all="ignore"):  # a non-finite result is refused just below, located
+                        value = atom.numpy([ir[a]["value"] for a in d["args"]], kw)
                 except NotImplementedError:
                     pass
                 except Exception as e:  # an atom's math failing on bad data is the user's error
                     raise error(f"cannot evaluate `{ir.text(node)}` at compile time: {e}", d["span"]) from None
+                else:
+                    _numeric(ir, node, value, f"`{ir.text(node)}`")
+                    d["value"] = value
             elif atom.constant_only:
                 _const(ir, next(a for a in operands if "value" not in ir[a] or ir[a]["kind"] in ("param", "var")),
                        f"the argument of {atom.name}")

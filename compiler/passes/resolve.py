@@ -3,7 +3,7 @@ a known atom, source or set, with known keywords and a valid number of arguments
 from __future__ import annotations
 
 from regspec.compiler.catalogue import ATOMS, SETS, SYMBOLS
-from regspec.compiler.data import SOURCES
+from regspec.compiler.data import SOURCES, source_keywords
 from regspec.compiler.digraph import NoCycle, find_cycle
 from regspec.compiler.ir import IR
 from regspec.diagnostics import did_you_mean, error
@@ -131,6 +131,11 @@ def resolve_names(ir: IR) -> IR:
             if d["source"] not in SOURCES:
                 raise error(f"unknown data source `{d['source']}`", d.get("func_span") or d["span"],
                             did_you_mean(d["source"], SOURCES) + [f"data sources: {', '.join(sorted(SOURCES))}"])
+            keywords, most = source_keywords(d["source"])
+            _check_keywords(ir, node, set(keywords), d["source"])
+            if most is not None and len(d["args"]) > most:
+                raise error(f"{d['source']} takes at most {most} positional argument{'s' if most != 1 else ''} "
+                            f"({', '.join(keywords[:most])}), got {len(d['args'])}", ir[d["args"][most]]["span"])
         elif d["kind"] == "set":
             entry = SETS.get(d["set"])
             if entry is None:

@@ -5,7 +5,7 @@ import numpy as np
 
 from regspec.compiler.catalogue import ATOMS, SETS, ShapeError
 from regspec.compiler.catalogue.atoms import broadcast, fmt
-from regspec.compiler.ir import IR
+from regspec.compiler.ir import DECL_KINDS, IR
 from regspec.compiler.passes.constants import data_origins
 from regspec.diagnostics import error
 
@@ -40,7 +40,9 @@ def infer_shapes(ir: IR) -> IR:
                 d["shape"] = tuple(atom.shape(shapes, kw))
             except ShapeError as e:
                 span = ir[d["args"][e.arg]]["span"] if e.arg is not None and e.arg < len(d["args"]) else d["span"]
-                if atom.name in ("matmul", "add", "sub", "multiply", "divide"):
+                # a declaration's span is its declaration line: point at the expression instead
+                if atom.name in ("matmul", "add", "sub", "multiply", "divide", "index") or (
+                        e.arg is not None and e.arg < len(d["args"]) and ir[d["args"][e.arg]]["kind"] in DECL_KINDS):
                     span = d["span"]
                 raise error(f"shape mismatch in `{ir.text(node)}`: {e}", span, _origins(ir, node)) from None
         elif kind == "objective":
