@@ -388,7 +388,10 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    try:
+        parser = build_parser()
+    except Exception as e:  # the subcommands' modules failed to import: a bug of ours, reported as one
+        return _internal_error(e)
     args = parser.parse_args(argv)  # exits 2 on bad usage
     try:
         return args.func(args)
@@ -404,13 +407,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # output piped into `head` and closed early: not an error of ours
         sys.stderr = open(os.devnull, "w")
         return EXIT_OK
-    except Exception as e:  # a bug in regspec, not in the spec: say so plainly, keep the trace opt-in
-        if os.environ.get("REGSPEC_DEBUG"):
-            raise
-        print(f"regspec: internal error: {type(e).__name__}: {e}\n"
-              "  this is a bug in regspec, not in your spec; rerun with REGSPEC_DEBUG=1 for the traceback",
-              file=sys.stderr)
-        return EXIT_INTERNAL
+    except Exception as e:
+        return _internal_error(e)
+
+
+def _internal_error(e: Exception) -> int:
+    """A bug in regspec, not in the spec: say so plainly; the traceback only under REGSPEC_DEBUG."""
+    if os.environ.get("REGSPEC_DEBUG"):
+        raise e
+    print(f"regspec: internal error: {type(e).__name__}: {e}\n"
+          "  this is a bug in regspec, not in your spec; rerun with REGSPEC_DEBUG=1 for the traceback",
+          file=sys.stderr)
+    return EXIT_INTERNAL
 
 
 if __name__ == "__main__":
