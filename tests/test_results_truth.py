@@ -323,3 +323,19 @@ def test_a_variable_used_nowhere_is_reported_as_zeros_with_a_note():
     assert result.status == "optimal" and np.array_equal(result.variables["z"], np.zeros(2))
     assert "`z` appears in neither" in result.info["unused"]
     assert np.abs(result.variables["x"] - np.random.default_rng(0).standard_normal(3)).max() <= 1e-6
+
+
+def test_internal_errors_exit_70_without_traceback_unless_debug(tmp_path, capsys, monkeypatch):
+    spec = tmp_path / "p.reg"
+    spec.write_text(NUMPY_SCALARS)
+
+    def broken(*args, **kwargs):
+        raise ZeroDivisionError("a bug")
+
+    monkeypatch.setattr(regspec, "solve", broken)
+    monkeypatch.delenv("REGSPEC_DEBUG", raising=False)
+    code, out, err = run_cli(capsys, "solve", str(spec))
+    assert code == 70 and "internal error: ZeroDivisionError: a bug" in err and "Traceback" not in err
+    monkeypatch.setenv("REGSPEC_DEBUG", "1")
+    with pytest.raises(ZeroDivisionError):
+        run_cli(capsys, "solve", str(spec))
