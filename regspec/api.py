@@ -78,8 +78,15 @@ def solve(spec: Spec | str | Path, *, problem: str | None = None, backend: str =
           params: dict[str, Any] | None = None, solver: str | None = None,
           solver_opts: dict[str, Any] | None = None, tol: float | None = None, max_iter: int | None = None,
           device: str = "cpu", dtype: str = "float64") -> Result:
-    """Compile and solve one problem block. Raises ``RegspecError`` for a bad spec or bad params;
-    a solver that fails returns a Result whose ``status`` says so (check ``result.ok``)."""
+    """Compile and solve one problem block. Raises ``RegspecError`` for a bad spec or bad params, or
+    when the chosen backend refuses the problem (its note names a backend that accepts it, or says
+    none does); a solver that fails returns a Result whose ``status`` says so (check ``result.ok``).
+
+    ``status``: ``optimal`` (proved), ``optimal_inaccurate`` (with ``info["inaccurate"]`` or the
+    solver's own verdict), ``stationary`` when the problem is not proved convex (torch backend:
+    ``result.local`` is True, a local answer), or a failure (``infeasible``, ``unbounded``,
+    ``user_limit``, ``solver_error``, with ``info["message"]``). Objectives and variables of a
+    solved status are finite."""
     from regspec.compiler.evaluate import validate_params
 
     spec = _as_spec(spec)
