@@ -339,3 +339,19 @@ def test_internal_errors_exit_70_without_traceback_unless_debug(tmp_path, capsys
     monkeypatch.setenv("REGSPEC_DEBUG", "1")
     with pytest.raises(ZeroDivisionError):
         run_cli(capsys, "solve", str(spec))
+
+
+def test_folded_numpy_scalars_in_pdhg_operators_and_constraints_match_cvxpy():
+    """The same constants inside an operator term and an equality (PDHG's affine graphs)."""
+    text = NUMPY_SCALARS.replace("minimize sum_squares(X @ w - y) / sqrt(rows(X)) / log(2) + b[0] * norm1(w)",
+                                 "minimize b[0] * norm1(X @ w - y) / log(2) + sum_squares(w) / sqrt(rows(X))\n"
+                                 "  subject to sum(w) == b[1] / log(2)")
+    result = regspec.solve(text, backend="torch")
+    assert result.solver == "PDHG" and result.status == "optimal", result.info
+    X, y = np.random.default_rng(3).standard_normal((30, 4)), np.random.default_rng(4).standard_normal(30)
+    w = cp.Variable(4)
+    ref = cp.Problem(cp.Minimize(0.2 * cp.norm1(X @ w - y) / np.log(2) + cp.sum_squares(w) / np.sqrt(30)),
+                     [cp.sum(w) == 3.0 / np.log(2)])
+    ref.solve(solver="CLARABEL")
+    # PDHG stops at relative primal/dual residuals 1e-8: objectives within ~1e-7 relative
+    assert abs(result.objective - ref.value) <= 1e-6 * abs(ref.value)
