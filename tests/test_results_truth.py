@@ -63,7 +63,7 @@ def test_entropy_transport_automatic_solver_gives_the_clarabel_value(entropy_ref
     assert result.status == "optimal", result.info
     assert math.isfinite(result.objective)
     assert abs(result.objective - entropy_reference) <= 1e-7 * abs(entropy_reference)
-    assert abs(entropy_reference - 0.1767123307) <= 1e-9
+    assert abs(entropy_reference - 0.1767123307) <= 1e-8 * 0.18  # Clarabel's relative gap 1e-8
     P = result.variables["P"]
     assert np.all(np.isfinite(P)) and np.abs(P.sum(axis=1) - 1 / 6).max() <= 1e-7
 
