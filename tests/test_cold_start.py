@@ -224,3 +224,92 @@ def test_digraph_agrees_with_networkx():
         for v in ref:
             assert ancestors(ours, v) == nx.ancestors(ref, v)
             assert set(ours.successors(v)) == set(ref.successors(v))
+
+
+# ---------------------------------------------------------------- torch: eager first solve, traced when it pays
+def test_first_torch_solve_in_a_fresh_process_does_not_import_dynamo():
+    """The CLI's case: one solve per process. It must not load torch's graph-capture stack (the
+    4-12 s that made `regspec solve --backend torch` slow), and must give the known optimum."""
+    code = ("import sys, regspec\n"
+            "r = regspec.solve('specs/lasso.reg', backend='torch')\n"
+            "from regspec.backends.torch import tracing\n"
+            "print(r.status, repr(r.objective), 'torch._dynamo' in sys.modules, tracing.POLICY['eager_solves'])\n")
+    status, objective, dynamo, eager = _run_python(code, {"REGSPEC_TRACE": "auto"}).split()
+    assert status == "optimal" and dynamo == "False" and eager == "1"
+    assert abs(float(objective) - 2586.943195) <= 1e-6 * 2586.943195  # CATALOGUE X1, as CVXPY gives it
+
+
+def _lasso_program():
+    import torch
+
+    import regspec
+    from regspec.backends.torch.lower import lower
+
+    return lower(regspec.load(ROOT / "specs" / "lasso.reg").compiled().ir, dtype=torch.float64,
+                 device=torch.device("cpu"))
+
+
+def test_eager_evaluator_gives_the_least_squares_value_and_gradient(monkeypatch):
+    import torch
+
+    from regspec.backends.torch import tracing
+
+    monkeypatch.setattr(tracing, "MODE", "eager")
+    program = _lasso_program()
+    X, y = _dataset("diabetes", center=True)
+    w = np.random.default_rng(0).standard_normal(X.shape[1])
+    r = X @ w - y
+    ev = tracing.smooth_evaluator(program.smooth, [f"var_{n}" for n in program.var_names], [torch.from_numpy(w)])
+    xs = [torch.from_numpy(w)]
+    g = ev.grad(xs)[0].numpy()
+    grad_ref = X.T @ r / len(y)
+    np.testing.assert_allclose(g, grad_ref, rtol=0, atol=1e-12 * np.abs(grad_ref).max())
+    assert abs(float(ev.value(xs)) - r @ r / (2 * len(y))) <= 1e-12 * (r @ r)
+    assert abs(float(ev.value([torch.from_numpy(w.copy())])) - r @ r / (2 * len(y))) <= 1e-12 * (r @ r)
+    assert not ev.traced
+
+
+def test_policy_traces_once_eager_time_reaches_the_trace_cost(monkeypatch):
+    import torch
+
+    from regspec.backends.torch import tracing
+
+    monkeypatch.setattr(tracing, "MODE", "auto")
+    tracing.clear_cache()
+    program = _lasso_program()
+    names = [f"var_{n}" for n in program.var_names]
+    x = [torch.zeros(10, dtype=torch.float64)]
+    monkeypatch.setattr(tracing, "_last_trace_seconds", 1e9)  # tracing never pays: stays eager
+    ev = tracing.smooth_evaluator(program.smooth, names, x)
+    for _ in range(5):
+        ev.grad(x)
+    assert not ev.traced and tracing.POLICY["switches"] == 0
+    monkeypatch.setattr(tracing, "_last_trace_seconds", 0.0)  # tracing is free: the next gradient switches
+    g_eager = ev.grad(x)[0]
+    assert ev.traced and ev.trace_seconds > 0 and tracing.POLICY["switches"] == 1
+    torch.testing.assert_close(ev.grad(x)[0], g_eager, rtol=1e-13, atol=1e-13 * float(g_eager.abs().max()))
+    monkeypatch.setattr(tracing, "_last_trace_seconds", 1e9)
+    again = tracing.smooth_evaluator(program.smooth, names, x)  # a traced structure starts traced
+    assert again.traced and again.trace_seconds < 1.0
+    assert tracing.POLICY == {"eager_solves": 1, "traced_solves": 1, "switches": 1}
+
+
+def test_eager_and_traced_solves_agree(monkeypatch):
+    """Which path evaluates the smooth part changes nothing a user sees beyond rounding: same
+    status, iterations within a couple, objectives and solutions to solver accuracy."""
+    import regspec
+    from regspec.backends.torch import tracing
+
+    spec = regspec.load(ROOT / "specs" / "elastic_net.reg")
+    results = {}
+    for mode in ("eager", "trace"):
+        monkeypatch.setattr(tracing, "MODE", mode)
+        tracing.clear_cache()
+        results[mode] = regspec.solve(spec, backend="torch")
+    e, t = results["eager"], results["trace"]
+    assert e.status == t.status == "optimal"
+    assert abs(e.iterations - t.iterations) <= 2
+    assert abs(e.objective - t.objective) <= 1e-9 * abs(t.objective)
+    for name in t.variables:
+        scale = max(1.0, float(np.abs(t.variables[name]).max()))
+        np.testing.assert_allclose(e.variables[name], t.variables[name], rtol=0, atol=1e-6 * scale)

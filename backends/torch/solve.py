@@ -15,7 +15,7 @@ from torch.func import functional_call
 from regspec.backends.torch.lower import TorchProgram, step_hyper, term_weight
 from regspec.backends.torch.prox import get_kernel
 from regspec.backends.torch.solvers import fista
-from regspec.backends.torch.tracing import FusedSmooth
+from regspec.backends.torch.tracing import smooth_evaluator
 from regspec.diagnostics import Diagnostic, RegspecError
 from regspec.result import Result
 
@@ -150,17 +150,14 @@ def solve(program: TorchProgram, *, params: dict[str, np.ndarray] | None = None,
 
     names = [f"var_{n}" for n in program.var_names]
 
-    def smooth(xs: list[torch.Tensor]) -> torch.Tensor:
-        return functional_call(program.smooth, dict(zip(names, xs)), ())
-
     def objective(xs: list[torch.Tensor]) -> torch.Tensor:
         return functional_call(program.objective, dict(zip(names, xs)), ())
 
     t0 = time.perf_counter()
     largest = max([x.numel() for x in x0] + [b.numel() for b in program.module.buffers()], default=0)
     with _threads_for(program, largest):
-        fused = FusedSmooth.trace(program.smooth, names, x0)
-        value, grad = (fused.value, fused.grad) if fused is not None else (smooth, None)
+        fused = smooth_evaluator(program.smooth, names, x0)  # eager first; traced when it pays
+        value, grad = fused.value, fused.grad
         try:
             res = fista(value, prox, x0, tol=tol, max_iter=max_iter, objective=objective, grad=grad)
         except FloatingPointError as e:
@@ -258,9 +255,8 @@ def solve_pdhg(program: TorchProgram, *, params: dict[str, np.ndarray] | None = 
 
                     smooth_fn = None
                 else:
-                    fused = FusedSmooth.trace(program.smooth, names, x0)
-                    if fused is not None:
-                        smooth_grad, smooth_fn = fused.grad, None
+                    fused = smooth_evaluator(program.smooth, names, x0)  # eager first; traced when it pays
+                    smooth_grad, smooth_fn = fused.grad, None
 
             def objective(xs: list[torch.Tensor]) -> torch.Tensor:
                 return functional_call(program.objective, dict(zip(names, xs)), ())

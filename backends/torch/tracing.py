@@ -7,9 +7,22 @@ cache key is the GraphModule's generated code plus the shape, dtype and device o
 values are not part of it. The trace runs on fake tensors, so a lowering whose Python control
 flow depends on data values cannot be traced this way (it raises) and is traced once more on the
 real values with the buffers baked in, uncached, as before.
+
+Tracing is not free: the first ``make_fx`` of a process imports torch's dynamo/inductor stack
+(2-12 s measured on a 2-core machine), later traces cost ~50-100 ms, while an eager autograd
+evaluation costs 0.1-1 ms more than the traced graph. A one-off CLI solve must not pay that, so
+``smooth_evaluator`` starts eager (autograd on the smooth graph with the variables as its
+inputs, no dynamo) and traces a structure once the eager time spent on it, in this solve and
+earlier ones of the process, reaches the expected cost of tracing it (ski rental: never worse
+than twice the better of the two choices in hindsight). A structure already traced is used
+traced at once. ``REGSPEC_TRACE=eager|trace`` forces one path (benchmarks, tests).
 """
 from __future__ import annotations
 
+import os
+import sys
+import time
+import weakref
 from collections import OrderedDict
 from typing import Callable
 
@@ -23,12 +36,27 @@ STATS = {"hits": 0, "misses": 0, "baked": 0}  # baked: traced on real values, un
 
 
 def clear_cache() -> None:
+    """Forget every trace and the eager time spent per structure (the process's measured trace
+    cost stays: the imports it paid for are still there)."""
     _CACHE.clear()
+    _EAGER_SECONDS.clear()
     STATS.update(hits=0, misses=0, baked=0)
+    POLICY.update(eager_solves=0, traced_solves=0, switches=0)
 
 
 def _signature(t: torch.Tensor) -> tuple:
     return tuple(t.shape), t.dtype, t.device.type, t.device.index
+
+
+def _buffers(module: fx.GraphModule) -> tuple[list[str], list[torch.Tensor]]:
+    """Names and (detached) tensors of the data and parameters; variables are nn.Parameters."""
+    buffers = dict(module.named_buffers())
+    return list(buffers), [b.detach() for b in buffers.values()]
+
+
+def _structure_key(module: fx.GraphModule, var_names: list[str], buf_names: list[str],
+                   xs: list[torch.Tensor], extra: list[torch.Tensor]) -> tuple:
+    return module.code, tuple(var_names), tuple(buf_names), tuple(_signature(t) for t in xs + extra)
 
 
 def _trace_pair(value: Callable, xs: list[torch.Tensor], n_var: int, mode: str
@@ -74,12 +102,10 @@ class FusedSmooth:
     def trace(cls, module: fx.GraphModule, var_names: list[str], x0: list[torch.Tensor]) -> "FusedSmooth | None":
         """Graphs for ``module`` (the smooth part, variables substituted by ``var_names``) at
         ``x0``'s shapes; None when it cannot be traced (the caller keeps autograd)."""
-        buffers = dict(module.named_buffers())  # data and parameters (variables are nn.Parameters)
-        buf_names = list(buffers)
-        extra = [b.detach() for b in buffers.values()]
+        buf_names, extra = _buffers(module)
         n = len(x0)
         xs = [x.detach() for x in x0]
-        key = (module.code, tuple(var_names), tuple(buf_names), tuple(_signature(t) for t in xs + extra))
+        key = _structure_key(module, var_names, buf_names, xs, extra)
 
         def value_of_inputs(*args: torch.Tensor) -> torch.Tensor:
             subs = dict(zip(var_names, args[:n]))
@@ -132,3 +158,134 @@ class FusedSmooth:
         if last is not None and len(last[0]) == len(xs) and all(a is b for a, b in zip(last[0], xs)):
             return last[1]
         return self._value_gm(*xs, *self._extra)
+
+
+# ---------------------------------------------------------------- eager first, traced when it pays
+MODE = os.environ.get("REGSPEC_TRACE", "auto")  # auto | eager | trace
+# Expected cost of a trace. The first in a process imports torch._dynamo and friends: 2-12 s
+# measured (2 s is the quiet-machine end; underestimating only makes the switch come earlier).
+# Later traces are measured and the last one is used.
+COLD_TRACE_SECONDS = 2.0
+WARM_TRACE_SECONDS = 0.1  # until a trace in this process has been measured
+_last_trace_seconds: float | None = None
+_EAGER_SECONDS: OrderedDict[tuple, float] = OrderedDict()  # eager time spent per structure, this process
+_EAGER_GRAPHS: "weakref.WeakKeyDictionary[fx.GraphModule, fx.GraphModule]" = weakref.WeakKeyDictionary()
+POLICY = {"eager_solves": 0, "traced_solves": 0, "switches": 0}
+
+
+def expected_trace_seconds() -> float:
+    if _last_trace_seconds is not None:
+        return _last_trace_seconds
+    return WARM_TRACE_SECONDS if "torch._dynamo" in sys.modules else COLD_TRACE_SECONDS
+
+
+def eager_graph(module: fx.GraphModule, var_names: list[str]) -> fx.GraphModule:
+    """``module``'s graph with the variables as inputs (``forward(*variables)``) instead of
+    attributes: no ``functional_call`` parameter swap per call (~1/3 of an eager evaluation on
+    small problems), no tracing; data and parameters stay attributes (the same tensors)."""
+    cached = _EAGER_GRAPHS.get(module)
+    if cached is not None:
+        return cached
+    graph = fx.Graph()
+    inputs = {name: graph.placeholder(name) for name in var_names}
+    env: dict[fx.Node, fx.Node] = {}
+    for node in module.graph.nodes:
+        if node.op == "get_attr" and node.target in inputs:
+            env[node] = inputs[node.target]
+        else:
+            env[node] = graph.node_copy(node, lambda a: env[a])
+    gm = fx.GraphModule(module, graph, class_name="EagerSmooth")
+    _EAGER_GRAPHS[module] = gm
+    return gm
+
+
+class SmoothEvaluator:
+    """Value and gradient of the smooth part for one solve, with the interface of
+    ``FusedSmooth`` (``grad`` returns the gradients and remembers the value at that point).
+    Eager (autograd on ``eager_graph``) until the eager time spent on this structure reaches
+    ``expected_trace_seconds()``, then the traced graphs; already traced structures start traced.
+    ``trace_seconds``: time this solve spent tracing (reported apart from the iterations)."""
+
+    def __init__(self, module: fx.GraphModule, var_names: list[str], x0: list[torch.Tensor]):
+        self._module = module
+        self._var_names = var_names
+        buf_names, extra = _buffers(module)
+        self._key = _structure_key(module, var_names, buf_names, [x.detach() for x in x0], extra)
+        self._forward = eager_graph(module, var_names).forward
+        self._fused: FusedSmooth | None = None
+        self._spent = 0.0  # eager seconds in this solve
+        self._last: tuple[list[torch.Tensor], torch.Tensor] | None = None
+        self.trace_seconds = 0.0
+        pair = _CACHE.get(self._key)
+        if MODE == "trace" or (MODE == "auto" and pair is not None):
+            self._switch(x0)
+        POLICY["traced_solves" if self._fused is not None else "eager_solves"] += 1
+
+    @property
+    def traced(self) -> bool:
+        return self._fused is not None
+
+    def _switch(self, xs: list[torch.Tensor]) -> None:
+        global _last_trace_seconds
+        cold = self._key not in _CACHE
+        t0 = time.perf_counter()
+        self._fused = FusedSmooth.trace(self._module, self._var_names, list(xs))
+        seconds = time.perf_counter() - t0
+        self.trace_seconds += seconds
+        if cold:
+            _last_trace_seconds = seconds
+        if self._fused is None:  # not traceable: eager for good in this solve
+            self._spent = -float("inf")
+
+    def _maybe_switch(self, xs: list[torch.Tensor]) -> None:
+        if MODE != "auto":
+            return
+        cost = expected_trace_seconds()
+        untraceable = self._key in _CACHE and _CACHE[self._key] is None  # would be re-traced per solve
+        total = self._spent if untraceable else _EAGER_SECONDS.get(self._key, 0.0)
+        if total >= cost:
+            POLICY["switches"] += 1
+            self._switch(xs)
+
+    def _account(self, seconds: float) -> None:
+        self._spent += seconds
+        _EAGER_SECONDS[self._key] = _EAGER_SECONDS.get(self._key, 0.0) + seconds
+        _EAGER_SECONDS.move_to_end(self._key)
+        while len(_EAGER_SECONDS) > 4 * CACHE_SIZE:
+            _EAGER_SECONDS.popitem(last=False)
+
+    def grad(self, xs: list[torch.Tensor]) -> list[torch.Tensor]:
+        if self._fused is not None:
+            return self._fused.grad(xs)
+        t0 = time.perf_counter()
+        with torch.enable_grad():
+            leaves = [x.detach().requires_grad_(True) for x in xs]
+            value = self._forward(*leaves)
+            if isinstance(value, torch.Tensor) and value.requires_grad:
+                grads = torch.autograd.grad(value, leaves, allow_unused=True)
+            else:
+                grads = (None,) * len(leaves)
+        value = value.detach() if isinstance(value, torch.Tensor) else torch.as_tensor(value, dtype=xs[0].dtype)
+        out = [g if g is not None else torch.zeros_like(x) for g, x in zip(grads, xs)]
+        self._last = (list(xs), value)
+        self._account(time.perf_counter() - t0)
+        self._maybe_switch(xs)
+        return out
+
+    def value(self, xs: list[torch.Tensor]) -> torch.Tensor:
+        last = self._last
+        if last is not None and len(last[0]) == len(xs) and all(a is b for a, b in zip(last[0], xs)):
+            return last[1]  # the value at the point of the last eager gradient
+        if self._fused is not None:
+            return self._fused.value(xs)
+        t0 = time.perf_counter()
+        with torch.no_grad():
+            value = self._forward(*xs)
+        self._account(time.perf_counter() - t0)
+        return value
+
+
+def smooth_evaluator(module: fx.GraphModule, var_names: list[str], x0: list[torch.Tensor]) -> SmoothEvaluator:
+    """The smooth part's value and gradient for one solve: eager or traced, as pays (see the
+    module docstring)."""
+    return SmoothEvaluator(module, var_names, x0)
