@@ -328,7 +328,7 @@ def repeat(ctx: SourceContext, values: Any, times: Any) -> tuple[np.ndarray, ...
     """NumPy's repeat: ``repeat([0, 1, 2], 10)`` -> 10 zeros, 10 ones, 10 twos (class labels)."""
     vals = np.asarray(values)
     counts = np.asarray(times)
-    if counts.dtype.kind == "f" and np.all(counts == np.round(counts)):
+    if integral_array(counts):
         counts = counts.astype(np.int64)
     if counts.dtype.kind not in "iu" or np.any(counts < 0):
         raise ctx.fail(f"repeat counts must be nonnegative integers, got {times!r}")
@@ -336,9 +336,17 @@ def repeat(ctx: SourceContext, values: Any, times: Any) -> tuple[np.ndarray, ...
         raise ctx.fail(f"repeat needs one count or one count per value: {vals.size} values, {counts.size} counts")
     _size(ctx, (int(counts.sum()) if counts.ndim else vals.size * int(counts),))
     out = np.repeat(vals.reshape(-1), counts)
-    if out.dtype.kind == "f" and out.size and np.all(out == np.round(out)):
+    if out.size and integral_array(out):
         out = out.astype(np.int64)
     return (out,)
+
+
+def integral_array(arr: np.ndarray) -> bool:
+    """A float array whose entries are all whole numbers that int64 holds exactly (|v| < 2**53)."""
+    if arr.dtype.kind != "f":
+        return False
+    with np.errstate(invalid="ignore"):
+        return bool(np.all(np.isfinite(arr)) and np.all(arr == np.round(arr)) and np.all(np.abs(arr) < 2 ** 53))
 
 
 def _int64(ctx: SourceContext, name: str, value: Any) -> int:

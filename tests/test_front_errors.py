@@ -216,6 +216,13 @@ SEMANTIC = [
                                       "  minimize sum_squares(X @ w - y)"), 2, 15, "got -5"),
     ("slice_bound_infinite", problem(X3 + "  minimize norm1(x[0:1e308*10])"), 3, 22, "is not finite"),
     ("fractional_axis", problem(X3 + "  minimize sum(sum(x, axis = 0.5))"), 3, 30, "`axis` of sum must be an integer"),
+    # minimal cases found by tests/test_fuzz_specs.py
+    ("fuzz_string_domain_bound", problem('  param a = 0.5 >= "abc"\n' + X3 + "  minimize norm1(x) * a"), 2, 20,
+     "`lo` of set box must be a number, got the string 'abc'"),
+    ("fuzz_array_for_scalar_keyword", problem(X3 + "  minimize elastic_net(x, a = [], b = 1)"), 3, 31,
+     "`a` of elastic_net must be a single number, got []"),
+    ("fuzz_index_beyond_int64", problem("  data l = repeat([0, 1e308], 2)\n  data C = randn(3, 2)\n" + X3
+                                        + "  minimize norm1(x) + sum(C[l, :])"), 5, 27, "must be of integer (or boolean) type"),
 ]
 
 

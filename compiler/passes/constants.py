@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from regspec.compiler.catalogue import ATOMS, SETS
-from regspec.compiler.data import SourceContext, call_source
+from regspec.compiler.data import SourceContext, call_source, integral_array
 from regspec.compiler.ir import IR, size_error
 from regspec.diagnostics import error
 
@@ -85,12 +85,13 @@ def _check_size(ir: IR, node: int, shape: tuple[int, ...], what: str) -> None:
         raise error(f"{what}: {message}", ir[node]["span"])
 
 
-def _static_value(ir: IR, node: int, key: str, default: Any, owner: str) -> Any:
+def _static_value(ir: IR, node: int, key: str, default: Any, owner: str, numeric: bool = False) -> Any:
     """A static keyword's value (``M = 2``, ``axis = 0``, ``r = 1``), checked against the kind
-    of its default: a number where the default is a number, an integer axis; numbers finite."""
+    of its default: a number where the default is a number (or everywhere, ``numeric``: the
+    arguments of sets are bounds, radii and counts), an integer axis; numbers finite."""
     value = _pyval(_const(ir, node, f"the keyword `{key}` of {owner}"))
     what = f"`{key}` of {owner}"
-    numeric_default = isinstance(default, (int, float)) and not isinstance(default, bool)
+    numeric_default = numeric or isinstance(default, (int, float)) and not isinstance(default, bool)
     if isinstance(value, str):
         if numeric_default or key == "axis":
             raise error(f"{what} must be {'an integer' if key == 'axis' else 'a number'}, got the string {value!r}",
@@ -98,9 +99,11 @@ def _static_value(ir: IR, node: int, key: str, default: Any, owner: str) -> Any:
         return value
     if isinstance(value, (list, np.ndarray)) or numeric_default or isinstance(value, float):
         _numeric(ir, node, value, what)
+    if isinstance(default, (int, float)) and not isinstance(default, bool) and np.ndim(value) != 0:
+        raise error(f"{what} must be a single number, got {_shown(value)}", ir[node]["span"])
     if key == "axis" and value is not None and not isinstance(value, bool):
         axes = np.atleast_1d(np.asarray(value))
-        if axes.dtype.kind != "i" and not (axes.dtype.kind == "f" and np.all(axes == np.round(axes))):
+        if axes.dtype.kind != "i" and not integral_array(axes):
             raise error(f"{what} must be an integer (or a list of integers), got {_shown(value)}", ir[node]["span"])
         if axes.dtype.kind == "f":
             value = int(axes[0]) if np.ndim(value) == 0 else axes.astype(np.int64).tolist()
@@ -123,7 +126,7 @@ def _index_key(ir: IR, node: int) -> tuple:
             _numeric(ir, item, v, "an index")
         if isinstance(v, float) and v.is_integer():
             v = int(v)
-        if isinstance(v, np.ndarray) and v.dtype.kind == "f" and np.all(v == np.round(v)):
+        if isinstance(v, np.ndarray) and integral_array(v):
             v = v.astype(np.int64)
         key.append(v)
     return tuple(key)
@@ -226,7 +229,8 @@ def evaluate_constants(ir: IR) -> IR:
             entry = SETS[d["set"]]
             static = dict(entry.static)
             for name, a in [*zip(entry.positional, d["args"]), *d["kwargs"].items()]:
-                static[name] = _static_value(ir, a, name, entry.static.get(name), f"set {entry.name}")
+                static[name] = _static_value(ir, a, name, entry.static.get(name), f"set {entry.name}",
+                                             numeric=True)
             d["static"] = static
         elif kind == "param":
             value_node, *dims = d["args"]
