@@ -1213,6 +1213,26 @@ def plan_train(spec: ast.Spec, name: str | None = None, *, attach_only: bool = F
     return _Planner(spec, select_train(spec, name), attach_only).run()
 
 
+def gate_warnings(plan: TrainPlan, epochs: int | None = None) -> list[Diagnostic]:
+    """Gates that cannot open within the run, decided without the steps per epoch: ``from epoch K``
+    with K at or past the last epoch (``epochs`` default: the block's), or ``until`` at 0. The
+    exact rule, with the steps per epoch, runs when the block is bound (assemble)."""
+    total = plan.total_epochs if epochs is None else int(epochs)
+    out = []
+    for t in plan.terms:
+        g = t.gate
+        if g is None:
+            continue
+        late = g.start is not None and g.start_unit == "epoch" and g.start >= total and plan.steps is None
+        shut = g.stop is not None and g.stop <= 0
+        if late or shut:
+            why = (f"`from epoch {g.start:g}` is not before the end of the run ({total} epoch(s))" if late
+                   else f"`until {g.stop_unit} {g.stop:g}` closes it before the first step")
+            out.append(Diagnostic(f"this {t.stmt} never applies: {why}; it is not applied at the end either",
+                                  t.span, "warning"))
+    return out
+
+
 def check_train(spec: ast.Spec, name: str) -> str:
     """What `regspec check` says about a train block, after validating every name and option of it
     (the same planner `regspec plan` uses, without binding a model: no torch). A block without
@@ -1224,7 +1244,7 @@ def check_train(spec: ast.Spec, name: str) -> str:
     parts = [f"{len(plan.terms)} term(s): {n_loss} in the loss, {n_prox} prox, {n_proj} projection(s)"]
     if plan.rewrites:
         parts.append(f"{len(plan.rewrites)} rewrite(s)")
-    for w in plan.warnings:
+    for w in [*plan.warnings, *gate_warnings(plan)]:
         parts.append(f"warning at line {w.span.line if w.span else '?'}: {w.message}")
     return f"train {plan.name}: " + "; ".join(parts)
 

@@ -11,7 +11,16 @@ import argparse
 from typing import Any
 
 
+def _allow_imports(args: argparse.Namespace) -> None:
+    """``--allow-import PKG``: import paths may reach PKG besides the user's own code (docs/security.md)."""
+    if getattr(args, "allow_import", None):
+        from regspec.backends.torch.train.models import allow_imports
+
+        allow_imports(args.allow_import)
+
+
 def cmd_plan(args: argparse.Namespace) -> int:
+    _allow_imports(args)
     if getattr(args, "json", False):
         from regspec.json_out import emit, plan_json
 
@@ -24,6 +33,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 
 def cmd_compile(args: argparse.Namespace) -> int:
+    _allow_imports(args)
     from regspec.train_api import compile_trainer
 
     compile_trainer(args.spec, args.train, args.output, epochs=args.epochs)
@@ -32,6 +42,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    _allow_imports(args)
     from regspec.train_api import train
 
     argv: list[str] = []
@@ -79,3 +90,7 @@ def add_train_commands(sub: Any) -> None:
     t.add_argument("--checkpoint-every", type=int, metavar="N", help="write the checkpoint every N epochs")
     t.add_argument("--quiet", action="store_true")
     t.set_defaults(func=cmd_train)
+    for parser in (p, c, t):
+        parser.add_argument("--allow-import", action="append", metavar="PKG",
+                            help="let import paths in the spec call into the installed package PKG (repeatable); "
+                                 "by default only your own modules (beside the spec or in the current directory)")

@@ -221,7 +221,8 @@ def test_fuzzed_hostile_strings_in_comments_and_arguments(seed, tmp_path):
     ("rewrite GELU -> fatrelu(thresh = 0.1)", None, None, "has no option `thresh`"),
     ("optimizer adamw(lr = -1)", None, None, "`lr` must be > 0"),
     ("", "mlp(hidden = [-1])", None, "`hidden` must be a list of positive integers"),
-    ("", None, "digits(split = 1e-320)", "leaves 0 training"),
+    ("", None, "digits(split = 1e-320)", "split"),
+    ("", None, "digits(split = 0.0001)", "leaves 0 training"),
     ("", None, "digits(split = \"half\")", "a number in (0, 1)"),
 ])
 def test_bad_training_settings_are_located(tmp_path, capsys, stmt, model, data, what):
@@ -261,3 +262,106 @@ def test_regex_selector_on_long_names_is_bounded():
     rx = check_name_regex(r"(?:\w+\.)*weight")
     assert rx.fullmatch("a" * 24 + "!") is None and rx.fullmatch("a_" * 500 + "!") is None
     assert rx.fullmatch("a." * 500 + "weight") is not None
+
+
+# ---------------------------------------------------------------- item 16: what an import path may run
+@pytest.mark.parametrize("target", ["os:system", "subprocess:run", "posix:system", "shutil:rmtree"])
+def test_import_paths_into_python_itself_are_refused(tmp_path, capsys, target):
+    marker = tmp_path / "pwned"
+    p = write(tmp_path, spec(model=f'"{target}"(command = "touch {marker}")'))
+    for cmd in (["plan", str(p)], ["compile", str(p), "-o", str(tmp_path / "t.py")]):
+        err = cli_error(capsys, cmd)
+        assert f"{p}:3:9: error: the user model `{target.split(':')[0]}` is not your code" in err
+    assert not marker.exists() and not (tmp_path / "t.py").exists()
+
+
+def test_installed_packages_need_allow_import(tmp_path, capsys, monkeypatch):
+    from regspec.backends.torch.train import models
+
+    monkeypatch.setattr(models, "_ALLOWED", set())  # --allow-import lasts for the process: not beyond this test
+    p = write(tmp_path, spec(model='"torch.nn:Identity"()'))
+    err = cli_error(capsys, ["plan", str(p)])
+    assert "is an installed package" in err and "--allow-import torch" in err
+    assert main(["plan", str(p), "--allow-import", "torch"]) == 0
+    assert 'user code  model "torch.nn:Identity" runs' in capsys.readouterr().out
+
+
+def test_user_code_beside_the_spec_runs_and_plan_names_it(tmp_path, capsys, monkeypatch):
+    (tmp_path / "mynets.py").write_text(
+        "import torch\n\nclass Net(torch.nn.Module):\n    def __init__(self):\n        super().__init__()\n"
+        "        self.head = torch.nn.Linear(64, 10)\n\n    def forward(self, x):\n        return self.head(x)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.chdir(Path("/"))  # the spec's folder alone makes it the user's code
+    p = write(tmp_path, spec(model='"mynets:Net"()'))
+    assert main(["plan", str(p)]) == 0
+    assert f'user code  model "mynets:Net" runs {tmp_path.resolve() / "mynets.py"}' in capsys.readouterr().out
+    source = compile_trainer(str(p), out=None)
+    assert "User code it runs: model \\\"mynets:Net\\\" runs" in source
+
+
+# ---------------------------------------------------------------- item 5: storage layouts
+GPT = '"train_plan_fixtures:GPTLikeMLP"()'
+
+
+def _assembled(text: str):
+    from regspec.backends.torch.train.assemble import assemble
+
+    return assemble(plan_train(regspec.load(text).ast), report=False)
+
+
+def test_conv1d_row_groups_follow_outputs_not_storage():
+    asm = _assembled(spec('  regularize group_l2(param("c_fc.weight"), groups = rows) * 1e-3', model=GPT))
+    tb = asm.binding.terms[0]
+    assert tb.group.hyper["groups"] == "cols"  # storage (in, out) = (64, 32): outputs are columns
+    from regspec.backends.torch.train.regularizer import group_norms
+
+    w = dict(asm.binding.model.named_parameters())["c_fc.weight"].detach()
+    norms, sizes = group_norms(w, tb.group.hyper["groups"])
+    # one group per output unit (nf = 32), each over the 64 inputs: the norms of W's columns
+    assert norms.shape == (32,) and float(sizes.max()) == 64.0
+    torch.testing.assert_close(norms, torch.linalg.vector_norm(w, dim=0))
+    text = plan_text(regspec.load(spec('  regularize group_l2(param("c_fc.weight"), groups = rows) * 1e-3',
+                                       model=GPT)))
+    assert "stored (in, out)" in text and "32 groups (rows, i.e. storage cols) of 64 entries" in text
+    source = compile_trainer(regspec.load(spec('  regularize group_l2(param("c_fc.weight"), groups = rows) * 1e-3',
+                                               model=GPT)), out=None)
+    assert "hyper={'groups': 'cols'}" in source
+
+
+def test_conv1d_nm_sparse_is_refused_located():
+    e = plan_error(spec('  constrain param("c_fc.weight") in nm_sparse(2, 4)', model=GPT))
+    assert e.first.span.line == 7 and "stored (in, out)" in e.first.message
+
+
+def test_conv1d_orientation_free_terms_pass():
+    asm = _assembled(spec('  constrain param("c_fc.weight") in spectral_ball(1.0)\n'
+                          '  regularize nuclear(param("c_fc.weight")) * 1e-4', model=GPT))
+    assert [tb.names for tb in asm.binding.terms] == [["c_fc.weight"], ["c_fc.weight"]]
+    assert "as a 32 x 64 matrix" in "\n".join(asm.binding.terms[1].notes)
+
+
+def test_mixed_layouts_in_one_grouped_term_are_refused():
+    e = plan_error(spec('  regularize group_l2(param("**.weight")) * 1e-3', model=GPT))
+    assert "both layouts" in e.first.message
+
+
+# ---------------------------------------------------------------- item 7 (plan): gates that never open
+def test_gates_that_never_open_warn_at_plan_and_check(tmp_path, capsys):
+    p = write(tmp_path, spec('  constrain param("head.weight") in l2_ball(1.0) from epoch 5\n'
+                             '  constrain param("layers.0.weight") in l2_ball(1.0) every 100 steps\n'
+                             '  constrain param("layers.0.bias") in l2_ball(1.0) every 5 steps'))
+    assert main(["plan", str(p)]) == 0
+    err = capsys.readouterr().err
+    assert f"{p}:7:3: warning: this constrain never applies" in err and "`from epoch 5`" in err
+    assert f"{p}:8:3: warning:" in err and "(1 epoch(s), 23 steps)" in err  # 1437 rows / batch 64
+    assert f"{p}:9:" not in err
+    assert main(["check", str(p)]) == 0  # no model bound: the epoch rule alone, still said
+    assert "warning at line 7: this constrain never applies" in capsys.readouterr().out
+
+
+def test_gate_warning_follows_the_epochs_of_the_run():
+    from regspec.backends.torch.train.assemble import assemble
+
+    p = plan_train(regspec.load(spec('  constrain param("head.weight") in l2_ball(1.0) from epoch 5')).ast)
+    assert len(assemble(p, report=False).warnings) == 1
+    assert assemble(p, epochs=6, report=False).warnings == []

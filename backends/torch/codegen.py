@@ -157,6 +157,8 @@ def generate_trainer(asm: Any, spec_text: str, fingerprint: str, filename: str =
     w(f"    torchrun --nproc_per_node=2 {fname} --out runs/{name}    # DistributedDataParallel")
     w("")
     w("Writes OUT/metrics.jsonl (one line per epoch), OUT/summary.json and OUT/checkpoint.pt (atomic).")
+    for line in getattr(asm, "user_code", []):
+        w(f"User code it runs: {_doc(line)}")
     w("Lowering of each statement (`regspec plan` prints the same with tensor shapes):")
     for tb in binding.terms:
         t = tb.term
@@ -295,7 +297,7 @@ def generate_trainer(asm: Any, spec_text: str, fingerprint: str, filename: str =
         parts = [f"kernel={g.kernel!r}", f"params={_lit(tb.names)}"]
         if t.lowering == "prox":
             parts.append(f"weight={render_scalar(t.weight)}")
-        hyper = _hyper_src(t)
+        hyper = _hyper_src(t, tb.options)
         if hyper:
             parts.append(f"hyper={hyper}")
         if t.lowering == "prox":
@@ -380,10 +382,10 @@ def _model_recipe(asm: Any) -> dict[str, Any]:
     return {"name": asm.plan.model.name, "kwargs": dict(asm.model_kwargs), "rewrites": rewrites}
 
 
-def _hyper_src(t: TermPlan) -> str:
+def _hyper_src(t: TermPlan, options: dict[str, Any] | None = None) -> str:
     from regspec.backends.torch.train.bind import kernel_hyper
 
-    hyper = kernel_hyper(t)
+    hyper = kernel_hyper(t, options)
     if not hyper:
         return ""
     return "{" + ", ".join(f"{k!r}: {render_scalar(v)}" for k, v in hyper.items()) + "}"

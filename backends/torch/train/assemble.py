@@ -35,6 +35,7 @@ class Assembled:
     notes: list[str] = field(default_factory=list)
     probe: Any = None               # probe.ProbeResult: one real batch through the bound model
     warnings: list[Diagnostic] = field(default_factory=list)
+    user_code: list[str] = field(default_factory=list)  # the user's code an import path runs, and where
 
     @property
     def act_shapes(self) -> dict[str, tuple[int, ...]]:
@@ -93,6 +94,33 @@ def complete_model_kwargs(plan: TrainPlan, data: DataBundle) -> tuple[dict[str, 
     return kw, filled
 
 
+def _gate_warnings(binding: Binding, plan: TrainPlan, epochs: int, spe: int) -> list[Diagnostic]:
+    """Located warnings for gated prox terms and projections that never run in this run (the
+    runtime's rule, ``When.opens_within``, over the run's steps)."""
+    total = epochs * spe if plan.steps is None else min(epochs * spe, int(plan.steps))
+    out = []
+    for tb in binding.terms:
+        when = tb.group.when if tb.group is not None else None
+        if when is not None and not when.opens_within(total, spe):
+            out.append(Diagnostic(
+                f"this {tb.term.stmt} never applies: its gate `{tb.term.gate.text() if tb.term.gate else when}` does "
+                f"not open within the run ({epochs} epoch(s), {total} steps); it is not applied at the end either",
+                tb.term.span, "warning", [f"{spe} steps per epoch"]))
+    return out
+
+
+def user_code(plan: TrainPlan) -> list[str]:
+    """One line per import path the block calls (model, data, optimizer): what runs, from where."""
+    from .models import user_code_origin
+
+    out = []
+    for what, call in (("model", plan.model), ("data", plan.data), ("optimizer", plan.optimizer)):
+        if call.kind == "user" and ":" in call.name:
+            origin = user_code_origin(call.name.split(":")[0], call.span, f"user {what}")
+            out.append(f'{what} "{call.name}" runs {origin or "(not found)"}')
+    return out
+
+
 def resolve_loss(plan: TrainPlan, data: DataBundle) -> Any:
     if plan.loss != "auto":
         return plan.loss
@@ -118,8 +146,9 @@ def assemble(plan: TrainPlan, *, epochs: int | None = None, optimizer: Any = Non
                         total_epochs=total, steps_per_epoch=spe)
     loss = resolve_loss(plan, data)
     asm = Assembled(plan, data, kwargs, filled, binding, spe, total, loss)
+    asm.user_code = user_code(plan)
     asm.probe = probe_model(plan, data, binding, loss)
-    asm.warnings = [*plan.warnings, *asm.probe.warnings]
+    asm.warnings = [*plan.warnings, *_gate_warnings(binding, plan, total, spe), *asm.probe.warnings]
     if report:
         for w in asm.warnings:
             print(w.render(), file=sys.stderr)

@@ -10,6 +10,7 @@ taps: on the fx graph when the model traces, else forward hooks (and ``plan`` sa
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
@@ -87,6 +88,7 @@ class TermBinding:
     group: ProxGroup | None = None
     metric: str | None = None
     notes: list[str] = field(default_factory=list)
+    options: dict[str, Any] = field(default_factory=dict)  # the term's options as applied (layouts known)
 
 
 @dataclass
@@ -120,14 +122,16 @@ def apply_rewrites(model: nn.Module, rewrites: Sequence[RewritePlan]) -> tuple[n
     return model, out
 
 
-def kernel_hyper(term: TermPlan) -> dict[str, Any]:
-    """The kernel hyperparameters of a prox or projection term (weights go into the step)."""
+def kernel_hyper(term: TermPlan, options: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The kernel hyperparameters of a prox or projection term (weights go into the step);
+    ``options``: the term's options as bound (``TermBinding.options``), default the plan's."""
+    opts = term.options if options is None else options
     if term.lowering == "projection":
-        return dict(term.options)
+        return dict(opts)
     if term.name == "elastic_net":
-        return {"lam_l1": term.options.get("a", 1.0), "lam_l2": term.options.get("b", 1.0)}
+        return {"lam_l1": opts.get("a", 1.0), "lam_l2": opts.get("b", 1.0)}
     if term.name == "group_l2":
-        return {"groups": term.options.get("groups", "rows")}
+        return {"groups": opts.get("groups", "rows")}
     if term.name == "anchor_l2":
         return {"anchor": "init"}
     return {}
@@ -162,6 +166,63 @@ def _match(model: nn.Module, term: TermPlan) -> tuple[list[str], dict[str, tuple
     return [sel.kind], {}
 
 
+# ------------------------------------------------------------------ weight layouts
+#: module classes (by class name, any base) whose 2-D ``weight`` is stored (in, out), the transpose
+#: of nn.Linear's (out, in) that the grouping rules (rows = outputs, N:M blocks over inputs) and
+#: the matrix view assume. transformers' GPT-2 ``Conv1D`` stores (nx, nf) = (in, out).
+TRANSPOSED_WEIGHTS = ("Conv1D",)
+#: how each grouping reads on a transposed (in, out) weight
+_TRANSPOSED_GROUPS = {"rows": "cols", "channels": "cols", "cols": "rows", "all": "all"}
+
+
+def weight_layout(model: nn.Module, name: str) -> str:
+    """``"in_out"`` for the weight of a module listed in ``TRANSPOSED_WEIGHTS`` (checked against
+    its ``nf`` output size when it has one), else ``"out_in"`` (nn.Linear, convolutions...)."""
+    owner, _, attr = name.rpartition(".")
+    if attr != "weight":
+        return "out_in"
+    module = dict(model.named_modules()).get(owner)
+    if module is None or not any(c.__name__ in TRANSPOSED_WEIGHTS for c in type(module).__mro__):
+        return "out_in"
+    w = module._parameters.get("weight")
+    nf = getattr(module, "nf", None)
+    if w is None or w.dim() != 2 or (isinstance(nf, int) and w.shape[1] != nf):
+        return "out_in"
+    return "in_out"
+
+
+def _layout_options(model: nn.Module, term: TermPlan, names: list[str]) -> tuple[dict[str, Any], list[str]]:
+    """The term's options for the storage layout of its tensors, and notes for `plan`; refuses
+    structure that cannot be expressed on a transposed weight (N:M blocks over inputs)."""
+    options = dict(term.options)
+    if term.target.kind != "param":
+        return options, []
+    transposed = [n for n in names if weight_layout(model, n) == "in_out"]
+    if not transposed:
+        return options, []
+    notes = [f"{n}: stored (in, out) like transformers' Conv1D; structure follows outputs and inputs, "
+             "not the storage order" for n in transposed]
+    sensitive = term.name in ("nm_sparse", "group_l2") or (term.name == "orthogonality" and options.get("groups"))
+    if not sensitive:
+        return options, notes  # norms, balls, spectra and ranks do not depend on the orientation
+    if term.name == "nm_sparse":
+        raise error(f"nm_sparse on {transposed[0]}: its weight is stored (in, out), so blocks of consecutive "
+                    "inputs run down the storage columns; the N:M kernel groups along the last storage dimension "
+                    "and would sparsify outputs instead", term.span,
+                    ["select nn.Linear-like weights only, e.g. exclude this module in the pattern"])
+    if len(transposed) != len(names):
+        raise error(f"`{term.name}` selects weights of both layouts: {transposed[0]} is stored (in, out), "
+                    f"{next(n for n in names if n not in transposed)} (out, in); their groups differ", term.span,
+                    ["split the term: one selector per layout"])
+    if term.name == "orthogonality":
+        raise error(f"orthogonality(groups = ...) on {transposed[0]}: row groups of an (in, out) weight are not "
+                    "supported", term.span, ["drop `groups` (the full Gram matrix is orientation-free)"])
+    g = str(options.get("groups", "rows"))
+    m = re.fullmatch(r"blocks\((\d+), (\d+)\)", g)
+    options["groups"] = f"blocks({m.group(2)}, {m.group(1)})" if m else _TRANSPOSED_GROUPS.get(g, g)
+    return options, notes
+
+
 def bind_plan(plan: TrainPlan, model: nn.Module, optimizer: Any = None, *, total_epochs: float | None = None,
               steps_per_epoch: int | None = None, prefer_taps: str = "fx") -> Binding:
     """Rewrite, select, tap and lower every term of ``plan`` for ``model`` (see module doc).
@@ -177,11 +238,12 @@ def bind_plan(plan: TrainPlan, model: nn.Module, optimizer: Any = None, *, total
     act_names: list[str] = []
     for term in plan.terms:
         names, shapes = _match(model, term)
-        tb = TermBinding(term, names, shapes)
+        options, layout_notes = _layout_options(model, term, names)
+        tb = TermBinding(term, names, shapes, options=options)
         label = f"line {term.line}: {term.text}"
         weight = make_scalar(term.weight, total, steps_per_epoch)
         if term.lowering == "loss":
-            kw: dict[str, Any] = {"weight": weight, "hyper": dict(term.options), "label": label}
+            kw: dict[str, Any] = {"weight": weight, "hyper": dict(options), "label": label}
             if term.target.kind == "param":
                 kw["params"] = names
             elif term.target.kind == "act":
@@ -193,12 +255,12 @@ def bind_plan(plan: TrainPlan, model: nn.Module, optimizer: Any = None, *, total
                 kw["output"] = True
             tb.penalty = Penalty(term.name if term.name != "weight_decay" else "l2sq", **kw)
         else:
-            hyper = {k: make_scalar(v, total, steps_per_epoch) for k, v in kernel_hyper(term).items()}
+            hyper = {k: make_scalar(v, total, steps_per_epoch) for k, v in kernel_hyper(term, options).items()}
             metric = "euclidean" if term.lowering == "projection" else term_metric(term, opt_name, plan.prox_metric)
             tb.metric = metric
             tb.group = ProxGroup(term.kernel or "", names, weight, hyper, metric,
                                  make_when(term.gate, steps_per_epoch), term.matrix, label)
-        tb.notes = _notes(model, term, names)
+        tb.notes = layout_notes + _notes(model, term, names, options)
         terms.append(tb)
     module: nn.Module = model
     tap_path, tap_reason = None, ""
@@ -217,7 +279,7 @@ def _nonneg_outputs(model: nn.Module, names: list[str]) -> bool:
     return all(type(mods[n]).__name__ in _NONNEG for n in names if n in mods)
 
 
-def _notes(model: nn.Module, term: TermPlan, names: list[str]) -> list[str]:
+def _notes(model: nn.Module, term: TermPlan, names: list[str], options: dict[str, Any]) -> list[str]:
     """Per-tensor structure lines for `plan`: groups, ranks, N:M blocks."""
     from .regularizer import group_norms
 
@@ -227,12 +289,16 @@ def _notes(model: nn.Module, term: TermPlan, names: list[str]) -> list[str]:
     out = []
     for n in names:
         p = params[n]
+        in_out = weight_layout(model, n) == "in_out"
         if term.name == "group_l2":
-            g = term.options.get("groups", "rows")
+            g = options.get("groups", "rows")
             norms, sizes = group_norms(p.detach(), g)
-            out.append(f"{n}: {norms.numel()} groups ({g}) of {int(sizes.max())} entries")
+            said = f"{term.options.get('groups', 'rows')}, i.e. storage {g}" if in_out else g
+            out.append(f"{n}: {norms.numel()} groups ({said}) of {int(sizes.max())} entries")
         elif term.matrix:
             rows, cols = p.shape[0], p.numel() // max(1, p.shape[0])
+            if in_out:
+                rows, cols = cols, rows
             extra = ""
             if term.name == "nm_sparse":
                 extra = f", blocks of {term.options['m']} consecutive inputs, {term.options['n']} kept per block"

@@ -35,8 +35,14 @@ calls it with the keyword arguments; it must return an ``nn.Module``.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import math
-from typing import Any, Callable, Sequence
+import os
+import site
+import sys
+import sysconfig
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
 
 import torch
 from torch import nn
@@ -56,6 +62,8 @@ __all__ = [
     "build_model",
     "load_user_object",
     "make_activation",
+    "allow_imports",
+    "user_code_origin",
 ]
 
 
@@ -278,7 +286,94 @@ same_names(MODELS, MODEL_NAMES, "built-in models")
 
 
 # ---------------------------------------------------------------------------------------------
-# user objects
+# user objects: which code an import path may run (docs/security.md)
+
+#: top-level packages the user named (``--allow-import PKG``, ``REGSPEC_ALLOW_IMPORT=a,b``)
+_ALLOWED: set[str] = set()
+#: folders whose modules count as the user's own code besides the spec's folder and the cwd
+_USER_DIRS: list[Path] = []
+#: regspec modules whose callables are safe factories (the built-in models, by import path)
+_REGSPEC_FACTORIES = ("regspec.backends.torch.train.models",)
+
+
+def allow_imports(packages: Iterable[str] = (), dirs: Iterable[str | Path] = ()) -> None:
+    """Let import paths reach ``packages`` (top-level names, e.g. ``torchvision``) and modules
+    under ``dirs``, besides the user's own code (see ``user_code_origin``)."""
+    _ALLOWED.update(p.split(".")[0] for p in packages if p)
+    _USER_DIRS.extend(Path(d).resolve() for d in dirs)
+
+
+def _install_dirs() -> list[Path]:
+    """Where the standard library and installed packages live."""
+    paths = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix}
+    paths |= {v for k, v in sysconfig.get_paths().items() if k in ("stdlib", "platstdlib", "purelib", "platlib")}
+    try:
+        paths |= set(site.getsitepackages()) | {site.getusersitepackages()}
+    except AttributeError:  # some embedded interpreters have no site helpers
+        pass
+    return [Path(p).resolve() for p in paths if p]
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    return path == folder or folder in path.parents
+
+
+def _module_origin(mod_name: str) -> tuple[Path | None, str]:
+    """Where ``mod_name``'s top-level package comes from, found without running it:
+    ``(file or folder, "source")``, ``(None, "built-in" | "frozen")`` or ``(None, "missing")``."""
+    top = mod_name.split(".")[0]
+    if top in sys.builtin_module_names:
+        return None, "built-in"
+    try:
+        spec = importlib.util.find_spec(top)
+    except (ImportError, ValueError):
+        return None, "missing"
+    if spec is None:
+        return None, "missing"
+    if spec.origin in ("built-in", "frozen"):
+        return None, spec.origin
+    if spec.origin:
+        return Path(spec.origin).resolve(), "source"
+    locations = list(spec.submodule_search_locations or [])
+    return (Path(locations[0]).resolve(), "source") if locations else (None, "missing")
+
+
+def user_code_origin(mod_name: str, span: Span | None = None, what: str = "object") -> Path | None:
+    """Refuse import paths into code the user did not write or name; return the module's origin.
+
+    Allowed: modules whose top-level package is named by ``--allow-import`` (or
+    ``REGSPEC_ALLOW_IMPORT``), regspec's built-in model module, and modules that live under the
+    spec's folder, the current directory or a folder given to ``allow_imports`` and not inside
+    the standard library or an installed package (site-packages, dist-packages, the
+    interpreter's prefix). Everything else (``os:system``, ``subprocess:run``, any installed
+    package) is a located error: a spec chooses the arguments, so the callable is code the spec
+    runs."""
+    top = mod_name.split(".")[0]
+    env = {p.strip() for p in os.environ.get("REGSPEC_ALLOW_IMPORT", "").split(",") if p.strip()}
+    origin, kind = _module_origin(mod_name)
+    if top in _ALLOWED or top in env or mod_name in _REGSPEC_FACTORIES:
+        return origin
+    refuse = f"the {what} `{mod_name}` is not your code: "
+    how = [f"allow it explicitly with `--allow-import {top}` (or REGSPEC_ALLOW_IMPORT={top}) if you trust "
+           "what it runs with the spec's arguments", "see docs/security.md"]
+    if kind in ("built-in", "frozen"):
+        raise error(refuse + f"it is part of Python ({kind} module)", span, how)
+    if origin is None:
+        return None  # not importable: load_user_object says so with the missing module's name
+    installed = [d for d in _install_dirs() if _inside(origin, d)]
+    if installed or any(part in ("site-packages", "dist-packages") for part in origin.parts) or top == "regspec":
+        kind = "part of regspec" if top == "regspec" else (
+            "an installed package" if any(p in ("site-packages", "dist-packages") for p in origin.parts)
+            else "from the standard library or the Python installation")
+        raise error(refuse + f"it is {kind} ({origin})", span, how)
+    spec_dir = Path(span.source.path).resolve().parent if span is not None and span.source is not None \
+        and span.source.path not in ("", "<string>") else None
+    homes = [d for d in (spec_dir, Path.cwd().resolve(), *_USER_DIRS) if d is not None]
+    if not any(_inside(origin, d) for d in homes):
+        raise error(refuse + f"{origin} is outside the spec's folder and the current directory", span,
+                    [*how[:1], "user models and data live beside the spec or in the current directory"])
+    return origin
+
 
 def load_user_object(path: str, span: Span | None = None, what: str = "object") -> Any:
     """Import ``"pkg.mod:attr"`` (``attr`` may be dotted: ``"pkg.mod:Outer.Inner"``).
@@ -294,6 +389,8 @@ def load_user_object(path: str, span: Span | None = None, what: str = "object") 
             ['expected "package.module:Name", e.g. "mypkg.models:Net"'],
         )
     mod_name, attr_path = path.split(":")
+    if span is not None and span.source is not None:  # the path comes from a spec: check before importing
+        user_code_origin(mod_name, span, f"user {what}")
     try:
         module = importlib.import_module(mod_name)
     except ModuleNotFoundError as exc:

@@ -35,6 +35,8 @@ def describe(asm: Assembled) -> str:
     d = asm.data
     out.append(f"  data       {plan.data.text}: {d.task}, {d.n_train} train / {d.n_val} validation rows, "
                f"batch {d.batch if plan.batch != 'full' else 'full'}, {asm.steps_per_epoch} steps per epoch")
+    for line in asm.user_code:  # an import path runs the user's code: say which and from where
+        out.append(f"  user code  {line}")
     out.append(f"  loss       {plan.loss_text if plan.loss != 'auto' else asm.loss + ' (from the task)'}")
     rule = ("euclidean: tau = lr * w for every prox" if plan.prox_metric == "euclidean" else
             "tau_i = lr * w / (sqrt(v_hat_i) + eps) for separable kernels (Adam's metric), tau = lr * w otherwise"
