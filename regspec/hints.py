@@ -7,8 +7,6 @@ torch); nothing here imports torch or cvxpy.
 """
 from __future__ import annotations
 
-import importlib.util
-
 from regspec.compiler.ir import IR
 
 BACKEND_NAMES = ("cvxpy", "torch")
@@ -16,26 +14,14 @@ BACKEND_NAMES = ("cvxpy", "torch")
 
 def refusals(ir: IR) -> dict[str, list[str]]:
     """Why each backend refuses the problem (an empty list: it accepts). CVXPY takes DCP problems;
-    torch takes what the split pass lowers to FISTA or PDHG (a problem not proved convex gets a
-    stationary point, a local answer)."""
+    torch takes what the split pass lowers (FISTA, PDHG, or the conic fallback for DCP problems no
+    fast path takes; a problem not proved convex gets a stationary point, a local answer)."""
     from regspec.compiler.passes.curvature import dcp_errors
 
     split = ir.meta["split"]
-    cvxpy = [f"not convex (DCP): {message}" for message, _ in dcp_errors(ir)]
-    torch = [why for why, _ in split.refusals] if split.algorithm == "none" else []
-    if torch and not cvxpy and torch_conic_fallback():
-        torch = []  # the conic fallback takes every DCP problem the split refuses
-    return {"cvxpy": cvxpy, "torch": torch}
-
-
-def torch_conic_fallback() -> bool:
-    """Whether the torch backend has its conic fallback (the package ``backends/torch/conic``),
-    which solves DCP problems the split refuses; found without importing it (nor torch)."""
-    try:
-        spec = importlib.util.find_spec("regspec.backends.torch.conic")
-    except ImportError:
-        return False
-    return spec is not None and spec.origin is not None  # a namespace package (no __init__) is not one
+    # the split pass decides torch's verdict, conic fallback included (algorithm "conic")
+    return {"cvxpy": [f"not convex (DCP): {message}" for message, _ in dcp_errors(ir)],
+            "torch": [why for why, _ in split.refusals] if split.algorithm == "none" else []}
 
 
 def accepting(ir: IR) -> list[str]:
