@@ -3,6 +3,7 @@ generators. Every source returns a tuple of numpy arrays; errors name the file a
 from __future__ import annotations
 
 import inspect
+import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -367,8 +368,14 @@ def source_keywords(name: str) -> tuple[list[str], int | None]:
     return keywords, sum(p.kind is p.POSITIONAL_OR_KEYWORD for p in params)
 
 
+# Seconds spent in data sources by this process (reading files, generating arrays): callers
+# take differences around a compile to report data loading apart from analysis.
+CLOCK = {"seconds": 0.0}
+
+
 def call_source(name: str, ctx: SourceContext, args: list[Any], kwargs: dict[str, Any]) -> tuple[np.ndarray, ...]:
     fn = SOURCES[name]
+    t0 = time.perf_counter()
     try:
         return fn(ctx, *args, **kwargs)
     except TypeError as e:
@@ -377,3 +384,5 @@ def call_source(name: str, ctx: SourceContext, args: list[Any], kwargs: dict[str
         raise ctx.fail(f"bad arguments to {name}(...): {e}") from None
     except MemoryError:
         raise ctx.fail(f"{name}(...) needs more memory than this machine has") from None
+    finally:
+        CLOCK["seconds"] += time.perf_counter() - t0

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from regspec import ast
+from regspec.compiler import data as data_sources
 from regspec.diagnostics import RegspecError, error
 from regspec.parser import parse, parse_file
 from regspec.result import Result
@@ -91,12 +92,16 @@ def solve(spec: Spec | str | Path, *, problem: str | None = None, backend: str =
 
     spec = _as_spec(spec)
     t0 = time.perf_counter()
+    loaded = data_sources.CLOCK["seconds"]
     compiled = spec.compiled(problem)
+    data_s = data_sources.CLOCK["seconds"] - loaded  # data loading, reported apart from analysis
     ir = compiled.ir
     values = validate_params(ir, params)
     backend = choose_backend(spec, problem, backend)
-    analyse = time.perf_counter() - t0
+    analyse = time.perf_counter() - t0 - data_s
+    import_s = _import_backend(backend)
     t1 = time.perf_counter()
+    traced = 0.0
     if backend == "cvxpy":
         from regspec.backends.cvxpy import lower as cvx_lower
         from regspec.backends.cvxpy import solve as cvx_solve
@@ -117,11 +122,34 @@ def solve(spec: Spec | str | Path, *, problem: str | None = None, backend: str =
         program = torch_lower.lower(ir, dtype=torch_solve.DTYPES[dtype], device=_device(device))
         lower_s = time.perf_counter() - t1
         kwargs = {k: v for k, v in (("tol", tol), ("max_iter", max_iter)) if v is not None}
+        from regspec.backends.torch import tracing
+
+        traced = tracing.CLOCK["seconds"]
         result = torch_solve.solve(program, params=values, **kwargs)
+        traced = tracing.CLOCK["seconds"] - traced  # graph capture during the solve, reported apart
     result.problem = ir.block_name
-    result.times = {"parse": spec.parse_seconds, "analyse": analyse, "lower": lower_s,
-                    **result.times}
+    times = {"parse": spec.parse_seconds, "data": data_s, "analyse": analyse, "import": import_s,
+             "lower": lower_s, **result.times}
+    if traced > 0 and "solve" in times:
+        times["solve"] -= traced
+        times["trace"] = traced
+    result.times = times
     return result
+
+
+_BACKEND_MODULES = {"cvxpy": ("regspec.backends.cvxpy.lower", "regspec.backends.cvxpy.solve"),
+                    "torch": ("regspec.backends.torch.lower", "regspec.backends.torch.solve")}
+
+
+def _import_backend(backend: str) -> float:
+    """Seconds spent importing the backend (CVXPY or torch and regspec's modules over it): what
+    a first solve in a fresh process pays before lowering; 0 once imported."""
+    import importlib
+
+    t0 = time.perf_counter()
+    for module in _BACKEND_MODULES[backend]:
+        importlib.import_module(module)
+    return time.perf_counter() - t0
 
 
 def _device(device: str) -> str:

@@ -313,3 +313,23 @@ def test_eager_and_traced_solves_agree(monkeypatch):
     for name in t.variables:
         scale = max(1.0, float(np.abs(t.variables[name]).max()))
         np.testing.assert_allclose(e.variables[name], t.variables[name], rtol=0, atol=1e-6 * scale)
+
+
+def test_times_report_data_loading_imports_and_tracing_apart(monkeypatch):
+    import regspec
+    from regspec.backends.torch import tracing
+
+    spec = regspec.load(ROOT / "specs" / "lasso.reg")
+    first = regspec.solve(spec, backend="cvxpy")
+    assert {"parse", "data", "analyse", "import", "lower", "solve"} <= set(first.times)
+    assert first.times["data"] > 0 and all(v >= 0 for v in first.times.values())
+    again = regspec.solve(spec, backend="cvxpy")  # compiled and imported already
+    assert again.times["data"] == 0 and again.times["import"] < first.times["import"] + 1e-3
+    monkeypatch.setattr(tracing, "MODE", "auto")
+    tracing.clear_cache()
+    eager = regspec.solve(spec, backend="torch")
+    assert "trace" not in eager.times and eager.times["solve"] > 0
+    monkeypatch.setattr(tracing, "_last_trace_seconds", 0.0)  # tracing looks free: it switches at once
+    tracing.clear_cache()
+    switched = regspec.solve(spec, backend="torch")
+    assert switched.times["trace"] > 0 and switched.times["solve"] > 0 and tracing.POLICY["switches"] == 1

@@ -171,6 +171,7 @@ _last_trace_seconds: float | None = None
 _EAGER_SECONDS: OrderedDict[tuple, float] = OrderedDict()  # eager time spent per structure, this process
 _EAGER_GRAPHS: "weakref.WeakKeyDictionary[fx.GraphModule, fx.GraphModule]" = weakref.WeakKeyDictionary()
 POLICY = {"eager_solves": 0, "traced_solves": 0, "switches": 0}
+CLOCK = {"seconds": 0.0}  # seconds this process spent tracing for solves (callers take differences)
 
 
 def expected_trace_seconds() -> float:
@@ -232,6 +233,7 @@ class SmoothEvaluator:
         self._fused = FusedSmooth.trace(self._module, self._var_names, list(xs))
         seconds = time.perf_counter() - t0
         self.trace_seconds += seconds
+        CLOCK["seconds"] += seconds
         if cold:
             _last_trace_seconds = seconds
         if self._fused is None:  # not traceable: eager for good in this solve
