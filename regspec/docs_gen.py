@@ -124,10 +124,11 @@ def _proxes() -> list[Entry]:
 
 
 def _data_sources() -> list[Entry]:
-    from regspec.compiler.data import SOURCES
+    from regspec.compiler import data
 
+    choices = {"dataset": getattr(data, "_DATASETS", ())}  # names the `name` argument takes
     out = []
-    for name, fn in sorted(SOURCES.items()):
+    for name, fn in sorted(data.SOURCES.items()):
         positional, keywords = [], {}
         for p in list(inspect.signature(fn).parameters.values())[1:]:  # the first is the context
             if p.kind is p.VAR_POSITIONAL:
@@ -136,8 +137,9 @@ def _data_sources() -> list[Entry]:
                 positional.append(p.name)
             else:
                 keywords[p.name] = spell(p.default)
+        notes = [f"name: one of {', '.join(choices[name])}"] if choices.get(name) else []
         out.append(Entry(name, f"data NAME[, NAME...] = {_call(name, positional, keywords)}",
-                         _first_line(fn.__doc__), keywords))
+                         _first_line(fn.__doc__), keywords, notes))
     return out
 
 

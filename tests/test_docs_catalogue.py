@@ -215,3 +215,13 @@ def test_list_models_names_modules() -> None:
     from regspec.cli import main
 
     assert main(["list", "models"]) == 0
+
+
+def test_every_documented_dataset_name_loads() -> None:
+    (entry,) = [e for e in docs_gen.entries("data") if e.name == "dataset"]
+    names = entry.notes[0].removeprefix("name: one of ").split(", ")
+    assert "diabetes" in names
+    for name in names:
+        spec = regspec.load(f'problem p {{\n  data X, y = dataset("{name}")\n  var x\n  minimize x\n}}\n')
+        ir = spec.compiled().ir
+        assert all(len(ir[d]["shape"]) >= 1 for d in ir.nodes_of("data")), name
