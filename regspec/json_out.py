@@ -7,6 +7,7 @@ import contextlib
 import enum
 import json
 import math
+import os
 import sys
 import time
 from typing import Any, Callable, Iterator
@@ -45,8 +46,23 @@ def diagnostic_json(d: Diagnostic) -> dict[str, Any]:
 
 @contextlib.contextmanager
 def _stdout_to_stderr() -> Iterator[None]:
-    with contextlib.redirect_stdout(sys.stderr):
-        yield
+    """Python's prints and writes to file descriptor 1 from compiled code (solver logs) go to
+    stderr until the block ends."""
+    sys.stdout.flush()
+    try:
+        saved = os.dup(1)
+    except OSError:  # no real stdout (embedded use): Python-level redirection only
+        saved = None
+    try:
+        if saved is not None:
+            os.dup2(2, 1)
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
+    finally:
+        sys.stderr.flush()
+        if saved is not None:
+            os.dup2(saved, 1)
+            os.close(saved)
 
 
 def emit(build: Callable[[], Any]) -> Any:

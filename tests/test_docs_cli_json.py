@@ -73,3 +73,12 @@ def test_version_and_list() -> None:
     assert r.returncode == 0 and r.stdout.strip() == f"regspec {__version__}"
     r = _run("list", "losses")
     assert r.returncode == 0 and "loss cross_entropy" in r.stdout
+
+
+def test_emit_keeps_prints_from_python_and_from_compiled_code_off_stdout() -> None:
+    code = ("import os\nfrom regspec.json_out import emit\n"
+            "def build():\n    print('python noise')\n    os.write(1, b'fd noise\\n')\n    return {'a': float('nan'), 'b': [1, 2]}\n"
+            "emit(build)\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and json.loads(r.stdout) == {"a": None, "b": [1, 2]}
+    assert "python noise" in r.stderr and "fd noise" in r.stderr
