@@ -186,12 +186,26 @@ def test_checkpoints_and_models_with_nan_weights_are_never_written(tmp_path):
     assert not list((tmp_path / "run").glob(".*.tmp"))
 
 
-def test_finite_flag_sees_nan_and_inf_but_not_large_finite_values():
-    big = torch.full((1000,), 3e38)       # a sum would overflow; the max-abs norm does not
-    assert bool(finite_flag([big, torch.zeros(3)]))
-    assert not bool(finite_flag([big, torch.tensor([1.0, float("nan")])]))
+def test_large_finite_values_are_not_reported():
+    """The fast flag is a fused 2-norm: it sees every NaN/inf, and a norm overflowing float32 is
+    confirmed entry by entry before anything is reported."""
+    from regspec.backends.torch.train.finite import check_tensors_finite
+
+    big = torch.full((1000,), 3e38)             # finite entries, ||big||^2 overflows float32
+    assert not bool(finite_flag([big]))          # the fast flag alone would be a false alarm
+    check_tensors_finite({"w": big}, "the weights")            # confirmed finite: no error
+    assert bool(finite_flag([torch.ones(3), torch.zeros(2)]))
+    assert not bool(finite_flag([torch.ones(3), torch.tensor([1.0, float("nan")])]))
     assert not bool(finite_flag([torch.tensor([-float("inf")])]))
     assert finite_flag([]) is None
+    # a training step whose projection leaves huge finite weights goes on
+    model = _linear()
+    opt = torch.optim.SGD(model.parameters(), lr=0.0)
+    reg = Regularizer(model, opt, loss="mse", prox_groups=[ProxGroup("box", ["weight"], hyper={"lo": 1e38, "hi": 2e38})])
+    x, y = _batches(1)[0]
+    reg.loss(model(x), y).backward()
+    opt.step()
+    assert float(model.weight.detach().min()) >= 0.99e38 and reg.clock.step == 1
 
 
 # ------------------------------------------------------------------ item 3: frozen tensors
@@ -450,3 +464,23 @@ def test_checkpoint_with_nan_weights_is_a_located_error(tmp_path, capsys):
     err = capsys.readouterr().err
     assert f"cannot resume: {out / 'checkpoint.pt'} (model state) holds non-finite values" in err
     assert "`layers.0.weight` (1 of 1024 entries)" in err and "Traceback" not in err
+
+
+def test_optimizer_state_nan_blocks_the_checkpoint_but_an_infinite_moment_does_not(tmp_path):
+    """Adam's second moment overflowing to inf only zeroes that coordinate's update (the run goes
+    on, the checkpoint is written); a NaN would poison the next update: refused, by name."""
+    model = _linear()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    reg = Regularizer(model, opt, loss="mse", steps_per_epoch=1)
+    run = Run(tmp_path / "run", epochs=2, resume=False, quiet=True)
+    run.fresh(reg)
+    x, y = _batches(1)[0]
+    reg.loss(model(x), y).backward()
+    opt.step()
+    opt.state[model.weight]["exp_avg_sq"][0, 0] = float("inf")
+    run.end_epoch(0, 2, {"loss": 1.0}, reg, model, opt)
+    assert run.checkpoint_path.exists()
+    opt.state[model.bias]["exp_avg"][1] = float("nan")
+    with pytest.raises(NonFiniteError, match=r"optimizer state after epoch 2 holds NaN: `bias: exp_avg`"):
+        run.end_epoch(1, 2, {"loss": 1.0}, reg, model, opt)
+    assert torch.load(run.checkpoint_path, weights_only=True)["epoch"] == 0

@@ -1,8 +1,7 @@
 """Finite checks for training: a non-finite loss or weight stops the run at the first bad step.
 
-Per optimizer step the ``Regularizer`` builds one boolean vector on the device (the loss, then
-one entry per prox/projection call, each the max-abs norm of the tensors it touched, fused with
-``torch._foreach_norm``) and synchronises once. Only when an entry is false does the slow path
+Per optimizer step the ``Regularizer`` reduces the loss and every tensor a prox/projection call
+touched to one boolean on the device (one fused ``torch._foreach_norm``) and synchronises once. Only when an entry is false does the slow path
 run: it names the step, the term that produced the value (a loss term, the gradient and
 optimizer update, or a prox/projection) and the tensors holding it. Checkpoints and saved
 models are checked the same way before they are written, so bad weights never reach disk.
@@ -15,7 +14,7 @@ import torch
 
 from regspec.diagnostics import Diagnostic, RegspecError
 
-__all__ = ["NonFiniteError", "finite_flag", "nonfinite_tensors", "check_tensors_finite"]
+__all__ = ["NonFiniteError", "finite_flag", "nonfinite_tensors", "check_tensors_finite", "optimizer_state_names"]
 
 
 class NonFiniteError(RegspecError):
@@ -35,24 +34,29 @@ class NonFiniteError(RegspecError):
 
 
 def finite_flag(tensors: Sequence[torch.Tensor]) -> torch.Tensor | None:
-    """A 0-dim bool tensor on the tensors' device: every entry of every tensor is finite.
-
-    The max-abs norm is NaN or inf exactly when a tensor holds one (no overflow for large finite
-    values, unlike a sum); one fused multi-tensor reduction per device and dtype, no sync."""
+    """A 0-dim bool tensor on the tensors' device, true when every entry of every tensor is
+    finite; no sync. One fused multi-tensor 2-norm (``torch._foreach_norm``): a NaN or inf entry
+    makes its norm NaN or inf. False can also mean a finite tensor whose norm overflows the dtype
+    (entries near 1e19 in float32), so a false flag is confirmed by ``nonfinite_tensors``."""
     xs = [t.detach() for t in tensors if t.numel()]
     if not xs:
         return None
-    norms = torch._foreach_norm(xs, float("inf"))
-    device = norms[0].device
-    return torch.stack([torch.isfinite(n).to(device) for n in norms]).all()
+    norms = torch._foreach_norm(xs, 2)
+    first = norms[0]
+    if all(n.device == first.device and n.dtype == first.dtype for n in norms):
+        return torch.isfinite(torch.stack(norms)).all()
+    return torch.stack([torch.isfinite(n).to(first.device) for n in norms]).all()
 
 
-def nonfinite_tensors(named: Iterable[tuple[str, torch.Tensor]]) -> list[tuple[str, int, int]]:
-    """``(name, non-finite entries, size)`` of each tensor holding NaN or inf (the slow path)."""
+def nonfinite_tensors(named: Iterable[tuple[str, torch.Tensor]], allow_inf: bool = False
+                      ) -> list[tuple[str, int, int]]:
+    """``(name, non-finite entries, size)`` of each tensor holding NaN or inf (with ``allow_inf``:
+    NaN) (the slow path)."""
     out = []
     for name, t in named:
         if isinstance(t, torch.Tensor) and (t.is_floating_point() or t.is_complex()) and t.numel():
-            bad = int((~torch.isfinite(t.detach())).sum())
+            bad_mask = torch.isnan(t.detach()) if allow_inf else ~torch.isfinite(t.detach())
+            bad = int(bad_mask.sum())
             if bad:
                 out.append((name, bad, t.numel()))
     return out
@@ -72,12 +76,34 @@ def _flatten(state: Mapping[str, object], prefix: str = "") -> Iterable[tuple[st
             yield from _flatten(v, name + ".")
 
 
-def check_tensors_finite(state: Mapping[str, object], where: str, notes: Sequence[str] = ()) -> None:
+def check_tensors_finite(state: Mapping[str, object], where: str, notes: Sequence[str] = (),
+                         allow_inf: bool = False, names: Mapping[str, str] | None = None) -> None:
     """Raise ``NonFiniteError`` naming ``where`` and the tensors when ``state`` (a state dict,
-    possibly nested) holds NaN or inf."""
+    possibly nested) holds NaN or inf (with ``allow_inf``: NaN). ``names`` renames flattened
+    keys in the message (optimizer state indices -> parameter names)."""
     tensors = [t for _, t in _flatten(state) if t.is_floating_point() or t.is_complex()]
     flag = finite_flag(tensors)
     if flag is None or bool(flag):
         return
-    bad = nonfinite_tensors(_flatten(state))
-    raise NonFiniteError(f"{where} holds non-finite values (NaN or inf): {describe_tensors(bad)}", notes=notes)
+    bad = nonfinite_tensors(_flatten(state), allow_inf)   # exact; also rules out a norm overflow
+    if not bad:
+        return
+    if names:
+        bad = [(_rename(n, names), k, size) for n, k, size in bad]
+    what = "NaN" if allow_inf else "non-finite values (NaN or inf)"
+    raise NonFiniteError(f"{where} holds {what}: {describe_tensors(bad)}", notes=notes)
+
+
+def _rename(key: str, names: Mapping[str, str]) -> str:
+    """``state.4.exp_avg_sq`` -> ``head.weight: exp_avg_sq`` when index 4 is head.weight."""
+    parts = key.split(".")
+    if len(parts) >= 3 and parts[0] == "state" and parts[1] in names:
+        return f"{names[parts[1]]}: {'.'.join(parts[2:])}"
+    return key
+
+
+def optimizer_state_names(optimizer: torch.optim.Optimizer, module: torch.nn.Module) -> dict[str, str]:
+    """Optimizer state-dict indices (as strings) -> parameter names of ``module``."""
+    by_id = {id(p): n for n, p in module.named_parameters()}
+    flat = [p for g in optimizer.param_groups for p in g["params"]]
+    return {str(i): by_id.get(id(p), f"parameter {i}") for i, p in enumerate(flat)}

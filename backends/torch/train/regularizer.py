@@ -344,7 +344,6 @@ class Regularizer:
         self._pending = False
         step, epoch = self.clock.step + 1, self.clock.epoch      # before the clock ticks
         last, self._last = self._last, None
-        loss_flag = finite_flag([last["loss"]]) if (self.check_finite and last is not None) else None
         try:
             applied = self.engine.after_step()
         except Exception as exc:  # noqa: BLE001 - a kernel failing on NaN input is reported as such
@@ -353,16 +352,20 @@ class Regularizer:
             raise
         if not self.check_finite:
             return
-        flags = [f for f in [loss_flag, *(finite_flag(self.engine.touched(b)) for b in applied)] if f is not None]
-        if flags and not bool(torch.stack(flags).all()):       # the one sync per step
+        # the loss and every tensor a prox or projection wrote: one fused reduction, one sync
+        tensors = [last["loss"]] if last is not None else []
+        for b in applied:
+            tensors += self.engine.touched(b)
+        flag = finite_flag(tensors)
+        if flag is not None and not bool(flag):
             self._diagnose(step, epoch, last, applied)
 
     def finalize(self) -> None:
         """Apply the constraints once more at the end of training."""
         applied = self.engine.finalize()
         if self.check_finite:
-            flags = [f for f in (finite_flag(self.engine.touched(b)) for b in applied) if f is not None]
-            if flags and not bool(torch.stack(flags).all()):
+            flag = finite_flag([t for b in applied for t in self.engine.touched(b)])
+            if flag is not None and not bool(flag):
                 self._diagnose(self.clock.step, self.clock.epoch, None, applied, final=True)
 
     # ---- the slow path of the finite check: say where the bad value came from
@@ -381,7 +384,8 @@ class Regularizer:
                 term = "the data"
                 bad.insert(0, "the batch's targets hold NaN/inf")
             elif last.get("output") is not None and not bool(torch.isfinite(last["output"]).all()):
-                bad.append("the model's output holds NaN/inf (non-finite weights or inputs)")
+                bad.append("the model's output holds NaN/inf: the previous update left non-finite weights, "
+                           "or the inputs hold NaN/inf")
             self._raise(f"non-finite loss {where}: {'; '.join(bad) or 'the total overflowed'}", step, term,
                         notes)
         named = dict(self.module.named_parameters())

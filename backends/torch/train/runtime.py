@@ -55,7 +55,7 @@ from torch import nn
 from regspec.diagnostics import RegspecError, error
 
 from .data import DataBundle, EpochSampler
-from .finite import NonFiniteError, check_tensors_finite
+from .finite import NonFiniteError, check_tensors_finite, optimizer_state_names
 from .regularizer import Regularizer, set_distance
 
 __all__ = ["DTYPES", "parse_args", "Dist", "setup_distributed", "teardown", "resolve_device",
@@ -585,7 +585,7 @@ class Run:
             if isinstance(state[part], dict):
                 check_tensors_finite(state[part], f"cannot resume: {path} ({part} state)",
                                      notes=["the run that wrote it diverged; start over with --overwrite "
-                                            "(and a smaller learning rate)"])
+                                            "(and a smaller learning rate)"], allow_inf=part == "optimizer")
         return state
 
     def _start_epoch_of(self, state: dict[str, Any]) -> int:
@@ -687,7 +687,10 @@ class Run:
                  "metrics": [json.dumps(m) for m in self.history]}
         try:
             check_tensors_finite(state["model"], f"the weights after epoch {epoch + 1}")
-            check_tensors_finite(state["optimizer"], f"the optimizer state after epoch {epoch + 1}")
+            # an infinite second moment (a gradient over 1e19 squared) only zeroes that update;
+            # a NaN would corrupt the next one
+            check_tensors_finite(state["optimizer"], f"the optimizer state after epoch {epoch + 1}",
+                                 allow_inf=True, names=optimizer_state_names(optimizer, module))
         except NonFiniteError as exc:
             raise exc.with_note(self._checkpoint_note()) from None
         _atomic_write(self.checkpoint_path, lambda fh: torch.save(state, fh))
