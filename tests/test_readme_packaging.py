@@ -57,3 +57,16 @@ def test_pip_keeps_the_installed_torch(tmp_path: Path) -> None:
     installs = {i["metadata"]["name"].lower(): i["metadata"]["version"] for i in json.loads(report.read_text())["install"]}
     assert "torch" not in installs, installs
     assert "regspec" in installs
+
+
+def test_every_package_folder_is_packaged() -> None:
+    """A subpackage missing from [tool.setuptools] packages works in an editable install and is
+    absent from a wheel: list them all."""
+    tool = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    roots = {folder: name for name, folder in tool["package-dir"].items()}
+    found = set()
+    for folder, name in roots.items():
+        for init in (ROOT / folder).rglob("__init__.py"):
+            rel = init.parent.relative_to(ROOT / folder)
+            found.add(".".join([name, *rel.parts]))
+    assert found == set(tool["packages"])
