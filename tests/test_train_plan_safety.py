@@ -365,3 +365,64 @@ def test_gate_warning_follows_the_epochs_of_the_run():
     p = plan_train(regspec.load(spec('  constrain param("head.weight") in l2_ball(1.0) from epoch 5')).ast)
     assert len(assemble(p, report=False).warnings) == 1
     assert assemble(p, epochs=6, report=False).warnings == []
+
+
+# ---------------------------------------------------------------- item 4: projections that conflict
+def test_conflicting_projections_on_one_tensor_are_an_error():
+    e = plan_error(spec('  constrain param("layers.0.weight") in spectral_ball(0.5)\n'
+                        '  constrain param("layers.0.weight") in nm_sparse(2, 4)'))
+    assert e.first.span.line == 8 and "spectral_ball (line 7)" in e.first.message
+
+
+def test_compatible_or_time_separated_projections_pass():
+    asm = _assembled(spec('  constrain param("layers.0.weight") in nonneg\n'
+                          '  constrain param("layers.0.weight") in l2_ball(2.0)\n'
+                          '  constrain param("head.weight") in spectral_ball(0.5) until epoch 0.5\n'
+                          '  constrain param("head.weight") in nm_sparse(2, 4)\n'
+                          '  constrain param("layers.0.bias") in low_rank(1)\n'
+                          '  constrain param("layers.0.bias") in spectral_ball(1.0)'))
+    assert len(asm.binding.terms) == 6
+
+
+# the families the check trusts, verified on the kernels: the second projection keeps the first set
+_SETS = {
+    "nonneg": (lambda x: x.clamp_min(0), lambda x: bool((x >= 0).all())),
+    "l2_ball": (lambda x: x * min(1.0, 0.7 / float(x.norm())), lambda x: float(x.norm()) <= 0.7 * (1 + 1e-9)),
+    "l1_ball": (None, lambda x: float(x.abs().sum()) <= 2.0 * (1 + 1e-9)),
+    "top_k": (None, lambda x: int((x != 0).sum()) <= 20),
+    "nm_sparse": (None, lambda x: bool(((x.reshape(8, 2, 4) != 0).sum(-1) <= 2).all())),
+    "spectral_ball": (None, lambda x: float(torch.linalg.matrix_norm(x, 2)) <= 0.5 * (1 + 1e-9)),
+    "low_rank": (None, lambda x: int((torch.linalg.svdvals(x) > 1e-9).sum()) <= 2),
+}
+
+
+def _project(name: str, x: torch.Tensor) -> torch.Tensor:
+    from regspec.backends.torch import projections as P
+
+    return {"nonneg": lambda: P.proj_nonneg(x), "l2_ball": lambda: P.proj_l2_ball(x, radius=0.7),
+            "l1_ball": lambda: P.proj_l1_ball(x, radius=2.0), "top_k": lambda: P.proj_top_k(x, k=20),
+            "nm_sparse": lambda: P.proj_nm_sparse(x, n=2, m=4),
+            "spectral_ball": lambda: P.proj_spectral_ball(x, radius=0.5),
+            "low_rank": lambda: P.proj_low_rank(x, k=2)}[name]()
+
+
+@pytest.mark.parametrize("family", ["entries", "spectrum"])
+def test_shrinking_families_keep_both_sets(family):
+    from regspec.backends.torch.train.bind import ENTRY_SHRINKING, SPECTRUM_SHRINKING
+
+    members = [s for s in (ENTRY_SHRINKING if family == "entries" else SPECTRUM_SHRINKING) if s in _SETS]
+    g = torch.Generator().manual_seed(0)
+    for a in members:
+        for b in members:
+            for _ in range(3):
+                x = torch.randn(8, 8, generator=g, dtype=torch.float64)
+                y = _project(b, _project(a, x))
+                assert _SETS[a][1](y) and _SETS[b][1](y), (a, b)
+
+
+def test_the_conflicting_pair_really_conflicts():
+    # spectral_ball(0.5) then 2:4 (the case): the end state leaves the spectral ball
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(8, 8, generator=g, dtype=torch.float64)
+    y = _project("nm_sparse", _project("spectral_ball", x))
+    assert not _SETS["spectral_ball"][1](y)
