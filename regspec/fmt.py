@@ -229,8 +229,8 @@ def diff(path: str, old: str, new: str) -> str:
 
 def write_atomic(path: str | Path, text: str) -> None:
     """Replace ``path`` by ``text`` in one rename: a reader sees the old file or the new, never
-    half of one; the file's permissions are kept."""
-    p = Path(path)
+    half of one; the file's permissions are kept, and a symbolic link keeps pointing at its target."""
+    p = Path(path).resolve()
     fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:

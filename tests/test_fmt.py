@@ -142,3 +142,15 @@ def test_cli_bad_spec_is_located_and_untouched(tmp_path: Path) -> None:
     r = _run("fmt", str(f))
     assert r.returncode == 1 and f"{f}:3:1: error" in r.stderr and "Traceback" not in r.stderr
     assert f.read_text() == bad
+
+
+def test_cli_stdin_to_stdout_and_symlinks_kept(tmp_path: Path) -> None:
+    r = subprocess.run([sys.executable, "-m", "regspec.cli", "fmt", "-"], input=MESSY, capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 0 and r.stdout == CANONICAL
+    target = tmp_path / "real.reg"
+    target.write_text(MESSY)
+    link = tmp_path / "link.reg"
+    link.symlink_to(target)
+    assert _run("fmt", str(link)).returncode == 0
+    assert link.is_symlink() and target.read_text() == CANONICAL
