@@ -127,9 +127,12 @@ def cmd_solve(args: argparse.Namespace) -> int:
         return _solve_sweep(args, spec, params, solver_opts)
     if args.out:
         raise UsageError("--out applies to --sweep")
-    result = regspec.solve(spec, problem=args.problem, backend=args.backend, params=params, solver=args.solver,
-                           solver_opts=solver_opts, tol=args.tol, max_iter=args.max_iter, device=args.device,
-                           dtype=args.dtype)
+    from regspec.json_out import stdout_to_stderr
+
+    with stdout_to_stderr(args.json):  # solver logs (verbose=true) must not mix into the JSON
+        result = regspec.solve(spec, problem=args.problem, backend=args.backend, params=params, solver=args.solver,
+                               solver_opts=solver_opts, tol=args.tol, max_iter=args.max_iter, device=args.device,
+                               dtype=args.dtype)
     if args.json:
         print(json.dumps(result.to_json(), allow_nan=False))
     else:
@@ -151,8 +154,11 @@ def _solve_sweep(args: argparse.Namespace, spec, params: dict[str, Any], solver_
     plan = sw.parse_sweep(args.sweep[0])
     if plan.param in params:
         raise UsageError(f"`{plan.param}` is both swept and fixed by --set")
-    result = sw.run_sweep(spec, plan, problem=args.problem, params=params, solver=args.solver,
-                          solver_opts=solver_opts)
+    from regspec.json_out import stdout_to_stderr
+
+    with stdout_to_stderr(args.json):
+        result = sw.run_sweep(spec, plan, problem=args.problem, params=params, solver=args.solver,
+                              solver_opts=solver_opts)
     out = Path(args.out) if args.out else sw.default_out_dir(result.problem)
     json_path = sw.write_json(result, out)
     png_path = sw.plot(result, out)
@@ -230,8 +236,11 @@ def cmd_crosscheck(args: argparse.Namespace) -> int:
     """Solve each problem with both backends, print the comparison table; exit 1 on disagreement."""
     from regspec import crosscheck as cc
 
-    checks = cc.crosscheck(args.specs or None, rtol=args.rtol, tol=args.tol, max_iter=args.max_iter,
-                           dtype=args.dtype, device=args.device)
+    from regspec.json_out import stdout_to_stderr
+
+    with stdout_to_stderr(args.json):
+        checks = cc.crosscheck(args.specs or None, rtol=args.rtol, tol=args.tol, max_iter=args.max_iter,
+                               dtype=args.dtype, device=args.device)
     if args.json:
         print(json.dumps(json_safe([{"spec": ch.spec, "problem": ch.problem, "verdict": ch.verdict, "reason": ch.reason,
                            "gap": ch.gap, "rtol": ch.rtol, "var_diff": ch.var_diff, "seconds": ch.seconds,

@@ -14,7 +14,7 @@ from typing import Any, Callable, Iterator
 
 from regspec.diagnostics import Diagnostic, RegspecError
 
-__all__ = ["jsonable", "emit", "check_json", "plan_json", "explain_json", "diagnostic_json"]
+__all__ = ["jsonable", "emit", "stdout_to_stderr", "check_json", "plan_json", "explain_json", "diagnostic_json"]
 
 
 def jsonable(value: Any) -> Any:
@@ -45,9 +45,12 @@ def diagnostic_json(d: Diagnostic) -> dict[str, Any]:
 
 
 @contextlib.contextmanager
-def _stdout_to_stderr() -> Iterator[None]:
+def stdout_to_stderr(enabled: bool = True) -> Iterator[None]:
     """Python's prints and writes to file descriptor 1 from compiled code (solver logs) go to
-    stderr until the block ends."""
+    stderr until the block ends (``--json``: stdout carries the document alone)."""
+    if not enabled:
+        yield
+        return
     sys.stdout.flush()
     try:
         saved = os.dup(1)
@@ -67,7 +70,7 @@ def _stdout_to_stderr() -> Iterator[None]:
 
 def emit(build: Callable[[], Any]) -> Any:
     """Build the document with stdout routed to stderr, then print it alone on stdout."""
-    with _stdout_to_stderr():
+    with stdout_to_stderr():
         doc = build()
     print(json.dumps(jsonable(doc), allow_nan=False))
     return doc

@@ -82,3 +82,10 @@ def test_emit_keeps_prints_from_python_and_from_compiled_code_off_stdout() -> No
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0 and json.loads(r.stdout) == {"a": None, "b": [1, 2]}
     assert "python noise" in r.stderr and "fd noise" in r.stderr
+
+
+def test_solve_json_is_pure_with_a_verbose_solver() -> None:
+    r = _run("solve", "specs/lasso.reg", "--backend", "cvxpy", "--json", "--solver-opt", "verbose=true")
+    assert r.returncode == 0, r.stderr
+    assert _doc(r)["status"] == "optimal"
+    assert "CVXPY" in r.stderr  # the solver's log is kept, on stderr
