@@ -426,3 +426,13 @@ def test_the_conflicting_pair_really_conflicts():
     x = torch.randn(8, 8, generator=g, dtype=torch.float64)
     y = _project("nm_sparse", _project("spectral_ball", x))
     assert not _SETS["spectral_ball"][1](y)
+
+
+@pytest.mark.parametrize("model, act, shape", [
+    ("TokenEncoder", "encoder.layers.*.linear1", "encoder.layers.0.linear1 [B, 6, 32]"),
+    ("TokenLSTM", "act", "act [B, 8]"),
+])
+def test_token_models_with_act_terms_plan(model, act, shape):
+    out = plan_text(regspec.load(spec(f'  regularize l1(act("{act}")) * 1e-4', model=f'"train_plan_fixtures:{model}"()',
+                                      data='"train_plan_fixtures:tokens"(task = "classification", n_outputs = 2)')))
+    assert shape in out

@@ -97,3 +97,32 @@ class AnyKeywords(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(x.flatten(1))
+
+
+class TokenEncoder(nn.Module):
+    """Token ids -> embedding -> nn.TransformerEncoder (2 layers) -> mean -> logits."""
+
+    def __init__(self, vocab: int = 50, d: int = 16):
+        super().__init__()
+        self.emb = nn.Embedding(vocab, d)
+        layer = nn.TransformerEncoderLayer(d, 2, dim_feedforward=32, dropout=0.0, batch_first=True)
+        self.encoder = nn.TransformerEncoder(layer, 2, enable_nested_tensor=False)
+        self.head = nn.Linear(d, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.encoder(self.emb(x)).mean(dim=1))
+
+
+class TokenLSTM(nn.Module):
+    """Token ids -> embedding -> LSTM -> GELU -> logits."""
+
+    def __init__(self, vocab: int = 50, d: int = 8):
+        super().__init__()
+        self.emb = nn.Embedding(vocab, d)
+        self.rnn = nn.LSTM(d, d, batch_first=True)
+        self.act = nn.GELU()
+        self.head = nn.Linear(d, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h, _ = self.rnn(self.emb(x))
+        return self.head(self.act(h[:, -1]))

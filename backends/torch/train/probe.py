@@ -35,8 +35,7 @@ from .losses import build_loss
 
 __all__ = ["ProbeResult", "probe_model", "first_batch"]
 
-#: rows of the probe batch (BatchNorm runs in eval mode, so one row would do; a few catch
-#: shape bugs that only show for B > 1)
+#: rows of the probe batch (the forward runs in training mode: BatchNorm needs B > 1)
 PROBE_ROWS = 4
 
 
@@ -104,7 +103,9 @@ def _data_note(plan: TrainPlan, x: Any, data: DataBundle) -> str:
 def _run(module: nn.Module, x: Any, plan: TrainPlan, data: DataBundle, names: set[str]
          ) -> tuple[Any, dict[str, int]]:
     was = module.training
-    module.eval()
+    # the training forward: taps and rewrites must hold there (eval-only fast paths, such as
+    # nn.TransformerEncoderLayer's, skip submodules); the model here is the plan's own copy
+    module.train()
     counter = _CallCounter(names)
     try:
         with torch.no_grad(), counter:
