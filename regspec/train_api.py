@@ -59,9 +59,10 @@ def attach(spec: Any, model: Any, optimizer: Any = None, *, train: str | None = 
     a no-op kept for loops that call it (without an optimizer, call it after each step).
     ``.finalize()`` applies the constraints once more after the last step.
 
-    ``steps_per_epoch`` is taken from ``loader`` (``len(loader)``: a DataLoader's batches) when
-    not given; a spec whose weights or hyperparameters are scheduled over epochs, or whose gates
-    count epochs, needs it (a clear error otherwise). ``.start_epoch(e)`` is optional then (it
+    ``steps_per_epoch`` (optimizer steps per epoch) is taken from ``loader`` (``len(loader)``: a
+    DataLoader's batches) when not given; with gradient accumulation over k batches give
+    ``steps_per_epoch=len(loader) // k``. A spec whose weights or hyperparameters are scheduled
+    over epochs, or whose gates count epochs, needs it (a clear error otherwise). ``.start_epoch(e)`` is optional then (it
     realigns the clock when an epoch is cut short). The block may omit ``model`` and ``data``;
     its ``model``, ``data`` and ``optimizer`` statements are not used, except that
     ``optimizer(prox_metric = ...)`` is honoured.

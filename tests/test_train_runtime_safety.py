@@ -262,18 +262,51 @@ def test_prox_and_projection_never_touch_frozen_tensors():
     assert torch.equal(model.down.weight, down)
 
 
-def test_plan_names_frozen_matched_tensors():
-    from regspec.backends.torch.train.report import _frozen_line
+FROZEN_MODULE = """
+from torch import nn
 
-    class TB:  # the two fields _frozen_line reads of a TermBinding
-        def __init__(self, lowering: str) -> None:
-            self.names = ["base.weight", "up.weight"]
-            self.term = type("T", (), {"lowering": lowering, "target": type("S", (), {"kind": "param"})()})()
+class Adapted(nn.Module):
+    def __init__(self, width=10, out=1):
+        super().__init__()
+        self.base = nn.Linear(width, out)
+        self.down = nn.Linear(width, 2, bias=False)
+        self.up = nn.Linear(2, out, bias=False)
+        for p in self.base.parameters():
+            p.requires_grad_(False)
 
-    assert _frozen_line(TB("prox"), {"base.weight"}) == \
-        "base.weight (requires_grad=False): skipped: the prox never touches them"
-    assert "projection never touches" in _frozen_line(TB("projection"), {"base.weight"})
-    assert _frozen_line(TB("prox"), set()) is None
+    def forward(self, x):
+        return self.base(x) + self.up(self.down(x))
+"""
+
+
+def test_plan_and_summary_name_frozen_matched_tensors(tmp_path, monkeypatch):
+    (tmp_path / "rs_h3_frozen.py").write_text(FROZEN_MODULE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    spec = tmp_path / "f.reg"
+    spec.write_text("""train adapters {
+  model "rs_h3_frozen:Adapted"(width = 10, out = 1)
+  data  dataset("diabetes", center = true)
+  loss  mse
+  optimizer sgd(lr = 1e-3)
+  batch full
+  epochs 2
+  regularize l1(param("**.weight")) * 1e-2 via prox
+  constrain param("base.weight") in linf_ball(0.05)
+}
+""")
+    text = regspec.train_api.plan_text(str(spec))
+    assert text.count("frozen    base.weight (requires_grad=False): skipped") == 2
+    assert "no fused call: every matched tensor is frozen" in text
+    assert "prox l1(), euclidean: down.weight, up.weight" in text
+    summary = regspec.train(str(spec), out=tmp_path / "run", quiet=True)
+    l1, box = summary["terms"]
+    assert l1["frozen"] == ["base.weight"] and box["frozen"] == ["base.weight"]
+    assert box["distance"] == {} and box["satisfied"] is None      # nothing was constrained
+    trained = torch.load(tmp_path / "run" / "model.pt", weights_only=True)
+    torch.manual_seed(0)                                             # the trainer's initial weights
+    import rs_h3_frozen
+
+    assert torch.equal(trained["base.weight"], rs_h3_frozen.Adapted().base.weight.detach())
 
 
 # ------------------------------------------------------------------ item 6: attach hooks

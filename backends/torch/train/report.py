@@ -80,14 +80,14 @@ def describe(asm: Assembled) -> str:
         if t.lowering == "loss":
             out.append(f"           lowered   loss term: w * {t.math}   ({t.why})")
         elif t.lowering == "prox":
-            idx = _bucket_of(buckets, tb)
+            call = _call_text(buckets, tb, frozen_params)
             step = ("tau_i = lr * w / (sqrt(v_hat_i) + eps)" if tb.metric == "adaptive" else "tau = lr * w")
-            out.append(f"           lowered   prox `{t.kernel}` of w * {t.math}, {step}, fused call #{idx}")
+            out.append(f"           lowered   prox `{t.kernel}` of w * {t.math}, {step}, {call}")
             out.append(f"                     ({t.why})")
         else:
-            idx = _bucket_of(buckets, tb)
+            call = _call_text(buckets, tb, frozen_params)
             hyper = ", ".join(f"{k}={scalar_text(v)}" for k, v in t.options.items() if v is not None)
-            out.append(f"           lowered   projection `{t.kernel}`({hyper}) onto {t.math}, fused call #{idx}")
+            out.append(f"           lowered   projection `{t.kernel}`({hyper}) onto {t.math}, {call}")
         if t.lowering != "projection":
             w = tb.penalty.weight if tb.penalty is not None else tb.group.weight  # type: ignore[union-attr]
             line = _schedule_line(t, w, asm.epochs)
@@ -121,9 +121,17 @@ def _frozen_line(tb: Any, frozen_params: set[str]) -> str | None:
     return f"{', '.join(hit)} (requires_grad=False): {what}"
 
 
-def _bucket_of(buckets: list[dict[str, Any]], tb: Any) -> int:
+def _call_text(buckets: list[dict[str, Any]], tb: Any, frozen_params: set[str]) -> str:
+    """``fused call #i``, or why the term has no call (every matched tensor is frozen)."""
+    live = [n for n in tb.names if n not in frozen_params]
+    if not live:
+        return "no fused call: every matched tensor is frozen"
+    return f"fused call #{_bucket_of(buckets, tb, live)}"
+
+
+def _bucket_of(buckets: list[dict[str, Any]], tb: Any, names: list[str]) -> int:
     for i, bk in enumerate(buckets, 1):
-        if bk["kernel"] == tb.group.kernel and all(n in bk["params"] for n in tb.names) and \
+        if bk["kernel"] == tb.group.kernel and all(n in bk["params"] for n in names) and \
                 bk["when"] == tb.group.when and bk["metric"] == tb.group.metric:
             return i
     return 0

@@ -401,8 +401,9 @@ def summarize(reg: Regularizer, metrics: dict[str, Any], initial: dict[str, floa
             entry["set"] = {k: v for k, v in hyper.items() if not isinstance(v, torch.Tensor)}
             dist = {n: set_distance(g.kernel, named[n], hyper, g.matrix) for n in g.params if n not in skipped}
             entry["distance"] = dist
-            entry["satisfied"] = all(d <= 1e-5 * (1.0 + float(torch.linalg.vector_norm(named[n].detach())))
-                                     for n, d in dist.items())
+            # None when every matched tensor is frozen: nothing was constrained, nothing to claim
+            entry["satisfied"] = None if not dist else all(
+                d <= 1e-5 * (1.0 + float(torch.linalg.vector_norm(named[n].detach()))) for n, d in dist.items())
             if g.kernel == "nm_sparse":
                 entry["nm"] = {n: nm_pattern(named[n], hyper["n"], hyper["m"]) for n in g.params}
         terms.append(entry)
