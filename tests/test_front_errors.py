@@ -223,6 +223,10 @@ SEMANTIC = [
      "`a` of elastic_net must be a single number, got []"),
     ("fuzz_index_beyond_int64", problem("  data l = repeat([0, 1e308], 2)\n  data C = randn(3, 2)\n" + X3
                                         + "  minimize norm1(x) + sum(C[l, :])"), 5, 27, "must be of integer (or boolean) type"),
+    ("fuzz_empty_bound", problem("  param lam = 1.0 >= []\n" + X3 + "  minimize norm1(x) * lam"), 2, 19,
+     "the bound lo has shape (0,), which does not fit shape scalar"),
+    ("bound_of_other_shape", problem("  var x[3] >= [1, 2]\n  minimize norm1(x)"), 2, 12,
+     "the bound lo has shape (2,), which does not fit shape (3,)"),
 ]
 
 
@@ -282,6 +286,12 @@ def test_check_refuses_a_problem_no_backend_can_take(tmp_path, capsys):
     assert (line, col) == (3, 12) and msg.startswith("no backend can solve problem `p`")
     assert "note: cvxpy refuses: minimize needs a convex objective" in err
     assert "note: torch refuses: the nonsmooth term norm1 has a weight that is negative" in err
+
+
+def test_array_bounds_give_the_sign(tmp_path, capsys):
+    rc, out, err, _ = check(tmp_path, problem("  var x[3] >= [1, 2, 3]\n  minimize norm1(x)"), capsys=capsys)
+    assert rc == 0, err
+    assert "backends: cvxpy" in out
 
 
 def test_check_accepts_a_nonconvex_problem_the_torch_backend_takes(tmp_path, capsys):

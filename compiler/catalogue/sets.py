@@ -74,6 +74,15 @@ class Box(SetEntry):
         import numpy as np
 
         lo, hi = kw.get("lo"), kw.get("hi")
+        for key, bound in (("lo", lo), ("hi", hi)):
+            if bound is not None and np.ndim(bound):
+                try:
+                    fits = np.broadcast_shapes(np.shape(bound), tuple(shape)) == tuple(shape)
+                except ValueError:
+                    fits = False
+                if not fits:
+                    raise ShapeError(f"the bound {key} has shape {_fmt(np.shape(bound))}, which does not fit "
+                                     f"shape {_fmt(shape)}")
         if lo is not None and hi is not None and np.any(np.asarray(lo) > np.asarray(hi)):
             raise ShapeError(f"box is empty: lo = {lo} exceeds hi = {hi}")
 

@@ -178,6 +178,12 @@ def domain_violation(ir: IR, dom: int, value: Any) -> str | None:
     for bound, bad, word in ((lo, lambda b: arr < b, ">="), (hi, lambda b: arr > b, "<=")):
         if bound is None:
             continue
+        try:
+            fits = np.broadcast_shapes(np.shape(bound), arr.shape) == arr.shape
+        except ValueError:
+            fits = False
+        if not fits:
+            continue  # a bound of the wrong shape: the shape pass reports it, located at the domain
         mask = np.broadcast_to(bad(np.asarray(bound, dtype=float)), arr.shape)
         if mask.any():
             worst = arr[mask].min() if word == ">=" else arr[mask].max()

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Sequence
 
+import numpy as np
+
 from regspec.compiler.catalogue import ATOMS, SETS, Curvature, Sign
 from regspec.compiler.ir import IR
 
@@ -20,10 +22,10 @@ def _domain_sign(ir: IR, node: int) -> Sign:
     if s["set"] == "nonpos":
         return Sign.NONPOS
     if s["set"] == "box":
-        lo, hi = s["static"].get("lo"), s["static"].get("hi")
-        if lo is not None and lo >= 0:
+        lo, hi = s["static"].get("lo"), s["static"].get("hi")  # numbers or arrays of bounds
+        if lo is not None and np.all(np.asarray(lo) >= 0):
             return Sign.NONNEG
-        if hi is not None and hi <= 0:
+        if hi is not None and np.all(np.asarray(hi) <= 0):
             return Sign.NONPOS
     return Sign.UNKNOWN
 
