@@ -136,10 +136,23 @@ SETS: dict[str, SetEntry] = {e.name: e for e in [
 # Names of the training building blocks, declared here without torch so that `regspec check` can
 # validate a train block; the torch modules bind each name to its implementation and check at
 # import that they implement exactly these names (``same_names``).
-#: built-in models (backends/torch/train/models.py MODELS)
-MODEL_NAMES = ("linear", "mlp", "cnn", "transformer")
-#: built-in training data sets (backends/torch/train/data.py DATASETS)
-DATASET_NAMES = ("digits", "breast_cancer", "diabetes", "synthetic")
+#: built-in models and their keyword options (backends/torch/train/models.py MODELS; each
+#: constructor's signature is checked against its options at import; `in` means `in_features`)
+MODEL_OPTIONS: dict[str, tuple[str, ...]] = {
+    "linear": ("in_features", "out", "bias"),
+    "mlp": ("in_features", "hidden", "out", "act", "bias", "dropout"),
+    "cnn": ("in_channels", "image", "channels", "out", "act", "kernel", "flat_input"),
+    "transformer": ("in_features", "d_model", "heads", "layers", "out", "seq_len", "ff", "act", "dropout", "vocab"),
+}
+MODEL_NAMES = tuple(MODEL_OPTIONS)
+#: built-in training data sets and their own options (backends/torch/train/data.py DATASETS,
+#: checked the same way); every one also takes DATA_COMMON_OPTIONS
+DATASET_OPTIONS: dict[str, tuple[str, ...]] = {
+    "digits": ("images",), "breast_cancer": (), "diabetes": (),
+    "synthetic": ("n", "d", "classes", "regression", "noise"),
+}
+DATASET_NAMES = tuple(DATASET_OPTIONS)
+DATA_COMMON_OPTIONS = ("split", "standardize", "standardize_target", "indexed", "drop_last")
 #: optimizers by name (backends/torch/train/optim.py OPTIMIZERS)
 OPTIMIZER_NAMES = ("sgd", "adam", "adamw")
 #: named losses and the functions of loss expressions (backends/torch/train/losses.py)
@@ -616,6 +629,7 @@ class _Planner:
             kind = "source"
         if kind == "builtin":
             _check_builtin_name(name, what, e.func.span)
+            _check_builtin_options(name, what, e.kwargs)
         args = [self.value_or_schedule(a, f"the {what} arguments") for a in e.args]
         if args and kind != "source":
             raise error(f"`{what}` arguments are keywords (`name = value`)", e.args[0].span)
@@ -946,6 +960,21 @@ def _check_builtin_name(name: str, what: str, span: Span) -> None:
     if name.lower() not in known:
         raise error(f"unknown {'data set' if what == 'data' else what} `{name}`", span,
                     did_you_mean(name, known) + [f"built-in: {', '.join(known)}; your own: {_USER_FORM[what]}"])
+
+
+def _check_builtin_options(name: str, what: str, kwargs: list[ast.Keyword]) -> None:
+    """Keyword names of built-in models and data sets (optimizer keywords are torch's: checked
+    against its signature when the optimizer is built)."""
+    if what == "model":
+        accepted = [("in" if o == "in_features" else o) for o in MODEL_OPTIONS[name.lower()]] + ["in_features"]
+    elif what == "data" and name.lower() in DATASET_OPTIONS:
+        accepted = [*DATASET_OPTIONS[name.lower()], *DATA_COMMON_OPTIONS]
+    else:
+        return
+    for k in kwargs:
+        if k.name not in accepted:
+            raise error(f"{what} `{name}` has no option `{k.name}`", k.span,
+                        did_you_mean(k.name, accepted) + [f"options: {', '.join(dict.fromkeys(accepted))}"])
 
 
 def _check_optimizer_value(key: str, value: Any, node: ast.Expr) -> None:

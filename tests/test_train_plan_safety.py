@@ -120,6 +120,8 @@ def test_rewrite_that_takes_effect_passes():
     ("model mlpp(hidden = [8])", 9, "mlp"),
     ("data digit", 8, "digits"),
     ("rewrite GELU -> fatrelu(thresh = 0.1)", 27, "threshold"),
+    ("model mlp(hiden = [8])", 13, "hidden"),
+    ("data digits(imges = true)", 15, "images"),
 ])
 def test_check_validates_train_block_names(tmp_path, capsys, stmt, col, word):
     p = write(tmp_path, f"train t {{\n  {stmt}\n}}\n")
@@ -143,6 +145,10 @@ def test_torch_tables_implement_the_declared_names():
     assert set(models.MODELS) == set(tp.MODEL_NAMES) and set(models.ACTIVATIONS) == set(tp.ACTIVATION_OPTIONS)
     assert set(data.DATASETS) == set(tp.DATASET_NAMES) and set(optim.OPTIMIZERS) == set(tp.OPTIMIZER_NAMES)
     assert set(losses.LOSSES) == set(tp.LOSS_NAMES) and set(losses.LOSS_OPS) == set(tp.LOSS_FUNCTIONS)
+    import inspect
+
+    for name, ctor in models.MODELS.items():  # the declared options are the constructors' arguments
+        assert tuple(inspect.signature(ctor).parameters) == tp.MODEL_OPTIONS[name]
     with pytest.raises(RuntimeError):
         tp.same_names({"a": 1}, ("a", "b"), "things")
 

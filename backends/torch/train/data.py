@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, RandomSampler, Sampler, TensorDataset
 
-from regspec.compiler.train_plan import DATASET_NAMES, same_names
+from regspec.compiler.train_plan import DATASET_NAMES, DATASET_OPTIONS, same_names
 from regspec.diagnostics import RegspecError, Span, did_you_mean, error
 
 from ._util import accepts_var_kwargs, check_kwargs, signature_params
@@ -172,6 +172,8 @@ DATASETS: dict[str, Callable[..., tuple[np.ndarray, np.ndarray, str, tuple[int, 
     "synthetic": _synthetic,
 }
 same_names(DATASETS, DATASET_NAMES, "built-in data sets")
+for _name, _fn in DATASETS.items():
+    same_names([p for p in signature_params(_fn) if p != "seed"], DATASET_OPTIONS[_name], f"options of `{_name}`")
 
 
 def _split(y: np.ndarray, split: float, seed: int, stratify: bool) -> tuple[np.ndarray, np.ndarray]:

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import inspect
 import math
 import os
 import site
@@ -47,7 +48,7 @@ from typing import Any, Callable, Iterable, Sequence
 import torch
 from torch import nn
 
-from regspec.compiler.train_plan import ACTIVATION_OPTIONS, MODEL_NAMES, same_names
+from regspec.compiler.train_plan import ACTIVATION_OPTIONS, MODEL_NAMES, MODEL_OPTIONS, same_names
 from regspec.diagnostics import RegspecError, Span, did_you_mean, error
 
 from ._util import check_kwargs
@@ -283,6 +284,8 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
     "transformer": Transformer,
 }
 same_names(MODELS, MODEL_NAMES, "built-in models")
+for _name, _ctor in MODELS.items():
+    same_names(inspect.signature(_ctor).parameters, MODEL_OPTIONS[_name], f"options of model `{_name}`")
 
 
 # ---------------------------------------------------------------------------------------------
