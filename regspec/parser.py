@@ -193,6 +193,38 @@ def _check_nesting(src: Source, tree: Tree) -> None:
         stack.extend((c, depth) for c in node.children if isinstance(c, Tree))
 
 
+def _declared_names(s: ast.Stmt) -> list[str]:
+    if isinstance(s, ast.DataDecl):
+        return list(s.names)
+    if isinstance(s, (ast.ParamDecl, ast.VarDecl, ast.Let)):
+        return [s.name]
+    return []
+
+
+def _check_scopes(lets: list[ast.Let], blocks: list[ast.Block]) -> None:
+    """One declaration per name: the file-level lets are shared by every block (problem or
+    train), so a block may not declare one of them again, nor any name twice."""
+    file_level: dict[str, Span] = {}
+    for let in lets:
+        if let.name in file_level:
+            raise RegspecError(Diagnostic(f"`{let.name}` is declared twice at file level (first declared at line "
+                                          f"{file_level[let.name].line})", let.span))
+        file_level[let.name] = let.span
+    for block in blocks:
+        seen: dict[str, Span] = {}
+        for s in block.body:
+            for name in _declared_names(s):
+                if name in file_level:
+                    raise RegspecError(Diagnostic(
+                        f"`{name}` is already a file-level `let` (declared at line {file_level[name].line}); "
+                        "a block cannot declare it again", s.span,
+                        notes=["rename one of them: a file-level name is shared by every block"]))
+                if name in seen:
+                    raise RegspecError(Diagnostic(f"`{name}` is declared twice in this block (first declared at "
+                                                  f"line {seen[name].line})", s.span))
+                seen[name] = s.span
+
+
 class _ToAst(Transformer_NonRecursive):
     def __init__(self, src: Source):
         super().__init__()
@@ -421,6 +453,7 @@ class _ToAst(Transformer_NonRecursive):
         items = [x for x in c if x is not None]
         lets = [x for x in items if isinstance(x, ast.Let)]
         blocks = [x for x in items if isinstance(x, ast.Block)]
+        _check_scopes(lets, blocks)
         span = self.sp(meta) if not getattr(meta, "empty", True) else Span(self.src, 1, 1, 1, 1)
         return ast.Spec(self.src, lets, blocks, span=span)
 

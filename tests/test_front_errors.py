@@ -288,6 +288,16 @@ def test_check_refuses_a_problem_no_backend_can_take(tmp_path, capsys):
     assert "note: torch refuses: the nonsmooth term norm1 has a weight that is negative" in err
 
 
+def test_train_block_let_naming_a_file_let_is_located(tmp_path, capsys):
+    text = ("let a = 2\ntrain t {\n  let a = 3\n  model linear(in = 10, out = 1)\n"
+            '  data dataset("diabetes")\n  loss mse\n  optimizer sgd(lr = 0.1)\n}\n')
+    rc, _, err, path = check(tmp_path, text, capsys=capsys)
+    assert rc == 1
+    assert located(err, path)[:2] == (3, 3) and "`a` is already a file-level `let` (declared at line 1)" in err
+    rc, _, err, path = check(tmp_path, "let a = 2\nlet a = 3\n" + problem(X3 + "  minimize norm1(x)"), capsys=capsys)
+    assert rc == 1 and located(err, path)[:2] == (2, 1) and "declared twice at file level" in err
+
+
 def test_array_bounds_give_the_sign(tmp_path, capsys):
     rc, out, err, _ = check(tmp_path, problem("  var x[3] >= [1, 2, 3]\n  minimize norm1(x)"), capsys=capsys)
     assert rc == 0, err
