@@ -154,3 +154,8 @@ def test_cli_stdin_to_stdout_and_symlinks_kept(tmp_path: Path) -> None:
     link.symlink_to(target)
     assert _run("fmt", str(link)).returncode == 0
     assert link.is_symlink() and target.read_text() == CANONICAL
+
+
+def test_bundled_specs_are_in_canonical_layout() -> None:
+    r = _run("fmt", "--check", "specs", cwd=ROOT)
+    assert r.returncode == 0, "run .venv/bin/regspec fmt specs\n" + r.stdout[-3000:]
