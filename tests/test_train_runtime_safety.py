@@ -151,6 +151,23 @@ def test_the_term_that_produced_the_value_is_named():
     with pytest.raises(NonFiniteError, match="targets hold NaN") as info:
         opt.step()
     assert info.value.term == "the data"
+    # NaN inputs: the data again, named as the inputs
+    model = _linear()
+    opt = torch.optim.SGD(model.parameters(), lr=1e-3)
+    reg = Regularizer(model, opt, loss="mse")
+    bad_x = x.clone()
+    bad_x[3, 1] = float("inf")
+    reg.loss(reg.module(bad_x), y).backward()
+    with pytest.raises(NonFiniteError, match="the batch's inputs hold NaN/inf") as info:
+        opt.step()
+    assert info.value.term == "the data" and "targets" not in str(info.value)
+
+
+def test_json_outputs_hold_numbers_or_null():
+    from regspec.backends.torch.train.runtime import _clean
+
+    assert _clean({"a": float("nan"), "b": [float("inf"), 1.5], "c": "text"}) == {"a": None, "b": [None, 1.5],
+                                                                                 "c": "text"}
 
 
 def test_a_kernel_failing_on_nan_weights_is_reported_as_non_finite():

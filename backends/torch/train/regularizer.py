@@ -198,8 +198,9 @@ class Regularizer:
         self._input: torch.Tensor | None = None
         self._generator: torch.Generator | None = None
         self._seed = int(seed)
-        if any(p.kind == "jacobian_fro" for p in self.penalties):
-            # the Jacobian penalty differentiates the output w.r.t. the input: keep the input
+        if any(p.kind == "jacobian_fro" for p in self.penalties) or check_finite:
+            # the Jacobian penalty differentiates the output w.r.t. the input, and a non-finite
+            # loss is traced back to the batch: keep (a reference to) the last input
             module.register_forward_pre_hook(self._keep_input)
         # running (sum of g, count) per loss-side term over the current epoch, kept on the device
         self._seen: dict[str, list[Any]] = {}
@@ -379,10 +380,13 @@ class Regularizer:
             parts = [("the task loss", last["task"]), *last["terms"]]
             bad = [f"{name} = {_show(v)}" for name, v in parts if not bool(torch.isfinite(v).all())]
             term = bad[0].split(" = ")[0] if bad else "the sum of the loss terms"
-            target = last.get("target")
-            if isinstance(target, torch.Tensor) and target.is_floating_point() and not bool(torch.isfinite(target).all()):
+            target, inputs = last.get("target"), self._input
+            bad_data = [f"the batch's {what} hold NaN/inf" for what, x in (("inputs", inputs), ("targets", target))
+                        if isinstance(x, torch.Tensor) and x.is_floating_point() and not bool(torch.isfinite(x).all())]
+            if bad_data:
                 term = "the data"
-                bad.insert(0, "the batch's targets hold NaN/inf")
+                bad = bad_data + bad
+                notes = ["clean the data (or check the data source); the weights were fine before this step"]
             elif last.get("output") is not None and not bool(torch.isfinite(last["output"]).all()):
                 bad.append("the model's output holds NaN/inf: the previous update left non-finite weights, "
                            "or the inputs hold NaN/inf")

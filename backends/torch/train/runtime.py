@@ -313,8 +313,9 @@ class Meter:
 
 
 def _clean(v: Any) -> Any:
+    """JSON-ready: a non-finite float is null (a number or nothing, never the string "nan")."""
     if isinstance(v, float) and not math.isfinite(v):
-        return str(v)
+        return None
     if isinstance(v, dict):
         return {k: _clean(x) for k, x in v.items()}
     if isinstance(v, (list, tuple)):
