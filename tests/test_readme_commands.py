@@ -140,7 +140,10 @@ def test_reg_examples_check(doc: Path, tmp_path: Path) -> None:
     import regspec
     from regspec.compiler.train_plan import plan_train
 
+    from regspec.fmt import format_text
+
     for i, text in enumerate(blocks(doc, "reg")):
+        assert format_text(text) == text, f"{doc.name}: reg block {i} is not in `regspec fmt` layout"
         spec = regspec.load(text)
         for name in spec.problems:
             spec.compiled(name)
