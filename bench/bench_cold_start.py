@@ -1,0 +1,171 @@
+"""Time to first result, as a user meets it (issue 13, targets 1 and 2): every command runs in a
+fresh process, timed by wall clock from here, median of ``--repeat`` runs after one discarded
+warm-up each, the commands of a row interleaved so drift hits both sides alike.
+
+Rows:
+1. ``regspec solve specs/lasso.reg`` (default backend) vs a fresh ``python -c`` script that
+   imports CVXPY and solves the same problem, written by hand, with Clarabel.
+2. ``regspec solve specs/lasso.reg --backend torch`` vs a fresh script that imports torch and
+   scikit-learn and fits ``Lasso`` (same data, same lam, no intercept).
+3. ``regspec check specs/X.reg`` for every bundled spec vs ``python -c "import numpy"``.
+
+Baselines read the data from an .npz file written here from ``sklearn.datasets.load_diabetes``
+(centred as the spec's ``dataset("diabetes", center = true)``), so they pay no scikit-learn
+import for the data; a second CVXPY baseline loads it through scikit-learn as a script would.
+Every solve prints its objective; each must lie within a relative gap of 1e-6 of the best.
+
+Targets: row 1 and row 2 <= 1.1x; row 3 <= 0.3 s per spec and <= 2x ``import numpy``.
+Usage: ``.venv/bin/python bench/bench_cold_start.py [--repeat 5] [--only solve|check]``.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PYTHON = sys.executable
+REGSPEC = str(Path(PYTHON).with_name("regspec"))
+LAM = 1.0  # the spec's default `param lam = 1.0`
+GAP = 1e-6
+
+CVXPY_SCRIPT = """
+import numpy as np, cvxpy as cp
+{load}
+w = cp.Variable(X.shape[1])
+problem = cp.Problem(cp.Minimize(cp.sum_squares(X @ w - y) / (2 * X.shape[0]) + {lam} * cp.norm1(w)))
+problem.solve(solver=cp.CLARABEL)
+print("objective:", repr(float(problem.value)))
+"""
+LOAD_NPZ = "d = np.load({path!r}); X, y = d['X'], d['y']"
+LOAD_SKLEARN = ("from sklearn.datasets import load_diabetes\n"
+                "X, y = load_diabetes(return_X_y=True); X = X - X.mean(axis=0); y = y - y.mean()")
+SKLEARN_SCRIPT = """
+import numpy as np, torch
+from sklearn.linear_model import Lasso
+d = np.load({path!r}); X, y = d['X'], d['y']
+w = Lasso(alpha={lam}, fit_intercept=False, tol=1e-10, max_iter=1000000).fit(X, y).coef_
+r = X @ w - y
+print("objective:", repr(float(r @ r / (2 * len(y)) + {lam} * np.abs(w).sum())))
+"""
+
+
+def run(cmd: list[str]) -> tuple[float, str]:
+    """Wall seconds of one fresh process, and its stdout (it must succeed)."""
+    t0 = time.perf_counter()
+    out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+    seconds = time.perf_counter() - t0
+    if out.returncode != 0:
+        raise SystemExit(f"failed ({out.returncode}): {' '.join(cmd)}\n{out.stdout}\n{out.stderr}")
+    return seconds, out.stdout
+
+
+def objective_of(stdout: str) -> float:
+    m = re.search(r"objective:\s*([-+0-9.eE]+)", stdout)
+    if m is None:
+        raise SystemExit(f"no objective in:\n{stdout}")
+    return float(m.group(1))
+
+
+def interleaved(commands: dict[str, list[str]], repeat: int) -> dict[str, dict]:
+    """{name: {"times": [...], "stdout": last stdout}}; one warm-up each (page cache, .pyc files,
+    regspec's grammar cache), then ``repeat`` rounds running every command once per round."""
+    out = {name: {"times": [], "stdout": run(cmd)[1]} for name, cmd in commands.items()}
+    for _ in range(repeat):
+        for name, cmd in commands.items():
+            seconds, stdout = run(cmd)
+            out[name]["times"].append(seconds)
+            out[name]["stdout"] = stdout
+    return out
+
+
+def describe(name: str, times: list[float]) -> str:
+    return f"  {name:<44} median {statistics.median(times):6.3f} s  (runs: {', '.join(f'{t:.2f}' for t in times)})"
+
+
+def solve_rows(repeat: int, data: Path) -> None:
+    script = CVXPY_SCRIPT.format(load=LOAD_NPZ.format(path=str(data)), lam=LAM)
+    script_sk = CVXPY_SCRIPT.format(load=LOAD_SKLEARN, lam=LAM)
+    rows = {
+        "regspec solve specs/lasso.reg (default backend)": [REGSPEC, "solve", "specs/lasso.reg"],
+        "python -c <cvxpy + Clarabel, data from .npz>": [PYTHON, "-c", script],
+        "python -c <cvxpy + Clarabel, data via sklearn>": [PYTHON, "-c", script_sk],
+        "regspec solve specs/lasso.reg --backend torch": [REGSPEC, "solve", "specs/lasso.reg", "--backend", "torch"],
+        "python -c <torch + sklearn Lasso, data from .npz>": [PYTHON, "-c", SKLEARN_SCRIPT.format(path=str(data), lam=LAM)],
+    }
+    res = interleaved(rows, repeat)
+    objectives = {name: objective_of(r["stdout"]) for name, r in res.items()}
+    best = min(objectives.values())
+    print(f"\nsolves (lam = {LAM}; objectives within a relative gap of {GAP:g} of the best, {best!r}):")
+    for name, r in res.items():
+        gap = (objectives[name] - best) / abs(best)
+        print(describe(name, r["times"]) + f"  gap {gap:.1e}" + ("" if gap <= GAP else "  ** GAP TOO LARGE **"))
+    names = list(rows)
+    med = {name: statistics.median(r["times"]) for name, r in res.items()}
+    print("\nratios (median / median, same run):")
+    for ours, base, target in ((names[0], names[1], 1.1), (names[0], names[2], None), (names[3], names[4], 1.1)):
+        ratio = med[ours] / med[base]
+        verdict = "" if target is None else f"   target <= {target}x: {'met' if ratio <= target else 'NOT met'}"
+        print(f"  {ours}  /  {base}: {ratio:.2f}x{verdict}")
+    for name in (names[0], names[3]):
+        times_line = next((ln for ln in res[name]["stdout"].splitlines() if ln.startswith("times")), "")
+        print(f"  last run of `{name}`: {times_line}")
+
+
+def check_rows(repeat: int) -> None:
+    specs = sorted((ROOT / "specs").glob("*.reg"))
+    commands = {"python -c 'import numpy'": [PYTHON, "-c", "import numpy"]}
+    commands.update({f"regspec check {p.relative_to(ROOT)}": [REGSPEC, "check", str(p.relative_to(ROOT))]
+                     for p in specs})
+    res = interleaved(commands, repeat)
+    numpy_med = statistics.median(res["python -c 'import numpy'"]["times"])
+    print("\nregspec check (per spec), against `python -c 'import numpy'`:")
+    print(describe("python -c 'import numpy'", res["python -c 'import numpy'"]["times"]))
+    worst = 0.0
+    over = []
+    for name, r in list(res.items())[1:]:
+        med = statistics.median(r["times"])
+        worst = max(worst, med)
+        if med > 0.3 or med > 2 * numpy_med:
+            over.append(name)
+        print(describe(name, r["times"]) + f"  {med / numpy_med:.2f}x numpy")
+    print(f"\n  slowest check: {worst:.3f} s = {worst / numpy_med:.2f}x `import numpy` ({numpy_med:.3f} s)")
+    print(f"  target <= 0.3 s and <= 2x import numpy: {'met for every spec' if not over else 'NOT met for ' + str(len(over)) + ' spec(s): ' + ', '.join(over)}")
+
+
+def header() -> None:
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout.strip()
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True,
+                           cwd=ROOT).stdout.strip()
+    print(f"commit {commit}{' (working tree has uncommitted changes)' if dirty else ''}; "
+          f"{os.cpu_count()} CPUs; load average at start {os.getloadavg()[0]:.2f}, {os.getloadavg()[1]:.2f} (1, 5 min)")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--only", choices=("solve", "check"))
+    args = ap.parse_args()
+    header()
+    with tempfile.TemporaryDirectory() as tmp:
+        if args.only != "check":
+            import numpy as np
+            from sklearn.datasets import load_diabetes
+
+            X, y = load_diabetes(return_X_y=True)
+            data = Path(tmp) / "diabetes_centred.npz"
+            np.savez(data, X=X - X.mean(axis=0), y=y - y.mean())
+            solve_rows(args.repeat, data)
+        if args.only != "solve":
+            check_rows(args.repeat)
+    print(f"\nload average at end {os.getloadavg()[0]:.2f}, {os.getloadavg()[1]:.2f} (1, 5 min)")
+
+
+if __name__ == "__main__":
+    main()
