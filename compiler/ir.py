@@ -29,16 +29,32 @@ ROOT_KINDS = ("objective", "constraint", "regularize")
 MAX_ELEMENTS = 2 ** 31 - 1
 
 
+def _physical_memory() -> int | None:
+    """Bytes of RAM of this machine (None where the platform does not say)."""
+    import os
+
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
 def size_error(shape: Iterable[int]) -> str | None:
-    """Why an array of ``shape`` is refused (too many entries, named), or None when it is fine."""
+    """Why an array of ``shape`` is refused, with its size named, or None when it is fine: more
+    entries than ``MAX_ELEMENTS``, or one float64 copy larger than this machine's memory."""
     shape = tuple(int(n) for n in shape)
     size = 1
     for n in shape:
         size *= n
-    if size <= MAX_ELEMENTS:
-        return None
-    return (f"shape {shape} has {size:,} entries, more than the {MAX_ELEMENTS:,} regspec accepts "
-            f"({size * 8 / 2 ** 30:,.0f} GiB as float64)")
+    gib = size * 8 / 2 ** 30
+    if size > MAX_ELEMENTS:
+        return (f"shape {shape} has {size:,} entries, more than the {MAX_ELEMENTS:,} regspec accepts "
+                f"({gib:,.0f} GiB as float64)")
+    memory = _physical_memory()
+    if memory and size * 8 > memory:
+        return (f"shape {shape} has {size:,} entries: {gib:,.1f} GiB as float64, more than this machine's "
+                f"{memory / 2 ** 30:,.1f} GiB of memory")
+    return None
 
 
 class IR:

@@ -238,6 +238,17 @@ def test_semantic_mistakes_are_located(tmp_path, capsys, text, line, col, fragme
     assert fragment in err
 
 
+def test_arrays_larger_than_memory_are_refused_before_allocation(tmp_path, capsys, monkeypatch):
+    from regspec.compiler import ir
+
+    monkeypatch.setattr(ir, "_physical_memory", lambda: 2 ** 30)  # a 1 GiB machine
+    for decl, line in (("  var x[20000, 10000]\n", 2), ("  data A = zeros(20000, 10000)\n", 2)):
+        rc, _, err, path = check(tmp_path, problem(decl + "  var z[3]\n  minimize norm1(z)"), capsys=capsys)
+        assert rc == 1
+        assert located(err, path)[0] == line
+        assert "200,000,000 entries: 1.5 GiB as float64, more than this machine's 1.0 GiB of memory" in err
+
+
 def test_csv_unknown_keyword_lists_the_valid_ones(tmp_path, capsys):
     rc, _, err, _ = check(tmp_path, problem('  data A = csv("f.csv", skip_headr = 1)\n' + X3 + "  minimize norm1(x)"),
                           capsys=capsys)
