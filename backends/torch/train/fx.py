@@ -15,7 +15,9 @@ a tuple output is tapped as its first element). Patterns are module-name selecto
   tracing fails (data-dependent Python control flow, unsupported ops) or when a tapped module
   has no output node in the graph (a child of a torch.nn leaf module such as
   ``nn.MultiheadAttention.out_proj``; such a child is often not called as a module at all, and
-  then no hook fires either and its tap stays absent). Node names cannot be tapped on this path.
+  then no hook fires either and its tap stays absent: ``regspec plan``/``compile``/``train`` run one
+  batch through the tapped model and refuse such a term, see ``probe``). Node names cannot be
+  tapped on this path.
 
 ``tapped.tap_path`` is ``"fx"`` or ``"hooks"`` and ``tapped.tap_reason`` says why. The
 ``TappedModel`` registers the *same* submodules and root parameters as the model, so its
