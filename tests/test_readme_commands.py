@@ -149,3 +149,18 @@ def test_reg_examples_check(doc: Path, tmp_path: Path) -> None:
             spec.compiled(name)
         for block in spec.ast.trains:
             plan_train(spec.ast, block.name, attach_only=True)
+
+
+def test_api_page_signatures_match_the_code() -> None:
+    """Each `### `regspec.NAME(...)`` heading of docs/api.md names the real parameters, in order."""
+    import importlib
+    import inspect
+
+    headings = re.findall(r"^### `(regspec(?:\.\w+)+)\((.*?)\)`", (ROOT / "docs" / "api.md").read_text(), re.M)
+    assert {h[0] for h in headings} >= {"regspec.load", "regspec.solve", "regspec.attach", "regspec.compile_trainer"}
+    for dotted, params in headings:
+        module, name = dotted.rsplit(".", 1)
+        fn = getattr(importlib.import_module(module), name)
+        documented = [p.strip().split("=")[0].strip() for p in params.split(",") if p.strip() and p.strip() != "*"]
+        actual = [p.name for p in inspect.signature(fn).parameters.values()]
+        assert documented == actual, (dotted, documented, actual)
