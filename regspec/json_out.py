@@ -130,12 +130,17 @@ def train_plan_json(plan: Any) -> dict[str, Any]:
 
 def _check_one(path: str) -> dict[str, Any]:
     import regspec
+    from regspec.compiler.pipeline import no_backend_error
     from regspec.compiler.train_plan import plan_train
 
     t0 = time.perf_counter()
     try:
         spec = regspec.load(path)
         problems = [_problem(spec, name) for name in spec.problems]
+        for name in spec.problems:  # `backends: none` is an error, as in the text output
+            refusal = no_backend_error(spec.compiled(name).ir)
+            if refusal is not None:
+                raise refusal
         trains = [train_plan_json(plan_train(spec.ast, b.name, attach_only=True)) for b in spec.ast.trains]
     except RegspecError as e:
         print(str(e), file=sys.stderr)

@@ -309,6 +309,17 @@ def test_train_block_let_naming_a_file_let_is_located(tmp_path, capsys):
     assert rc == 1 and located(err, path)[:2] == (2, 1) and "declared twice at file level" in err
 
 
+def test_check_json_refuses_a_problem_no_backend_can_take(tmp_path, capsys):
+    import json
+
+    path = tmp_path / "spec.reg"
+    path.write_text(problem(X3 + "  minimize -norm1(x) + sum(x)"))
+    assert main(["check", "--json", str(path)]) == 1
+    doc = json.loads(capsys.readouterr().out)
+    (err,) = doc["specs"][0]["errors"]
+    assert not doc["ok"] and err["message"].startswith("no backend can solve problem `p`")
+
+
 def test_array_bounds_give_the_sign(tmp_path, capsys):
     rc, out, err, _ = check(tmp_path, problem("  var x[3] >= [1, 2, 3]\n  minimize norm1(x)"), capsys=capsys)
     assert rc == 0, err
