@@ -442,3 +442,9 @@ def test_token_models_with_act_terms_plan(model, act, shape):
     out = plan_text(regspec.load(spec(f'  regularize l1(act("{act}")) * 1e-4', model=f'"train_plan_fixtures:{model}"()',
                                       data='"train_plan_fixtures:tokens"(task = "classification", n_outputs = 2)')))
     assert shape in out
+
+
+def test_rewrite_of_an_activation_without_known_functional_form_is_verified_too():
+    # Softplus modules are swapped, F.softplus in the traced graph is not: refused, located
+    e = plan_error(spec("  rewrite Softplus -> ReLU", model='"train_plan_fixtures:SoftplusTwice"()'))
+    assert e.first.span.line == 7 and "still calls `softplus`" in e.first.message

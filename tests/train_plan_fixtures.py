@@ -126,3 +126,16 @@ class TokenLSTM(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h, _ = self.rnn(self.emb(x))
         return self.head(self.act(h[:, -1]))
+
+
+class SoftplusTwice(nn.Module):
+    """A Softplus module, and F.softplus called directly (traceable)."""
+
+    def __init__(self):
+        super().__init__()
+        self.inp = nn.Linear(64, 16)
+        self.act = nn.Softplus()
+        self.out = nn.Linear(16, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out(torch.nn.functional.softplus(self.act(self.inp(x.flatten(1)))))

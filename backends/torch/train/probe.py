@@ -18,6 +18,7 @@ float32 on the CPU):
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -166,14 +167,25 @@ def _check_taps(binding: Binding, taps: dict[str, torch.Tensor]) -> dict[str, tu
     return {k: tuple(v.shape[1:]) for k, v in taps.items() if isinstance(v, torch.Tensor)}
 
 
+def _snake(name: str) -> str:
+    """``LeakyReLU`` -> ``leaky_relu``, ``Softplus`` -> ``softplus`` (torch's functional names)."""
+    return re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", name.replace("ReLU", "Relu")).lower()
+
+
 def _rewrite_names(binding: Binding) -> dict[int, set[str]]:
-    """Per rewrite, the function and method names of its source activation."""
+    """Per rewrite, the torch function and method names of its source activation (its known
+    functional forms, else its class name as torch spells functions: ``softplus``, ``leaky_relu``)."""
     out: dict[int, set[str]] = {}
     for i, rb in enumerate(binding.rewrites):
-        entry = FUNCTIONAL_ACTIVATIONS.get(rb.rewrite.src.lower())
-        if entry is not None and rb.rewrite.dst.lower() != rb.rewrite.src.lower():
+        src = rb.rewrite.src
+        if src.lower() == rb.rewrite.dst.lower():
+            continue
+        entry = FUNCTIONAL_ACTIVATIONS.get(src.lower())
+        if entry is not None:
             _, fns, methods = entry
             out[i] = {getattr(f, "__name__", "") for f in fns} | set(methods)
+        else:
+            out[i] = {src.lower(), _snake(src)}
     return out
 
 
@@ -184,7 +196,9 @@ def _check_rewrites(binding: Binding, counts: dict[str, int], called: set[str]) 
         n = sum(counts.get(k, 0) for k in names)
         if n:
             why = ("the model does not trace, so functional calls were not rewritten"
-                   if binding.graph != "traced" else "a module the rewrite cannot swap calls it")
+                   if binding.graph != "traced" else
+                   "functional calls of it are rewritten only for relu, gelu, silu, tanh and sigmoid, and modules "
+                   "of another class that call it are not swapped")
             raise error(f"rewrite {rb.rewrite.src} -> {rb.rewrite.dst} did not take effect: the forward still calls "
                         f"`{'/'.join(sorted(names))}` {n} time(s) after replacing {rb.count}", rb.rewrite.span,
                         [f"{why} ({binding.graph})" if binding.graph != "traced" else why,
