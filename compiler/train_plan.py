@@ -1087,6 +1087,10 @@ def _first(seq: list[Any]) -> tuple[frozenset[str], bool]:
             continue
         if op == "SUBPATTERN":
             first, solid = _first(list(av[3]))
+        elif op == "ATOMIC_GROUP":
+            first, solid = _first(list(av))
+        elif op == "GROUPREF":
+            first, solid = _ALPHABET, False  # the group may have matched nothing
         elif op == "BRANCH":
             firsts = [_first(list(alt)) for alt in av[1]]
             first, solid = frozenset().union(*(f for f, _ in firsts)), all(s for _, s in firsts)
@@ -1110,15 +1114,15 @@ def _variable(item: Any) -> bool:
     return op in ("MAX_REPEAT", "MIN_REPEAT") and av[1] > av[0]
 
 
-def _has_unbounded(items: Any) -> bool:
+def _has_variable(items: Any) -> bool:
     """Whether some repeat inside ``items`` has a variable count."""
     for op, av in items:
         op = str(op)
-        if _variable((op, av)) or (op in ("MAX_REPEAT", "MIN_REPEAT") and _has_unbounded(av[2])):
+        if _variable((op, av)) or (op in ("MAX_REPEAT", "MIN_REPEAT") and _has_variable(av[2])):
             return True
-        if op == "SUBPATTERN" and _has_unbounded(av[3]):
+        if op == "SUBPATTERN" and _has_variable(av[3]):
             return True
-        if op == "BRANCH" and any(_has_unbounded(alt) for alt in av[1]):
+        if op == "BRANCH" and any(_has_variable(alt) for alt in av[1]):
             return True
     return False
 
@@ -1134,7 +1138,11 @@ def _regex_hazard(items: Any) -> str | None:
         elif op == "BRANCH":
             why = next((w for w in (_regex_hazard(alt) for alt in av[1]) if w), None)
         elif op == "ATOMIC_GROUP":
-            why = None  # no backtracking into an atomic group
+            why = _regex_hazard(av)  # repeating it is safe (no backtracking into it); inside is not
+        elif op in ("ASSERT", "ASSERT_NOT"):
+            why = _regex_hazard(av[1])
+        elif op == "POSSESSIVE_REPEAT":
+            why = _regex_hazard(av[2])
         elif op in ("MAX_REPEAT", "MIN_REPEAT"):
             body = list(av[2])
             why = _repeat_hazard(body) if _variable((op, av)) and av[1] >= 2 else None
@@ -1172,7 +1180,7 @@ def _repeat_hazard(body: list[Any]) -> str | None:
                 firsts.append(first if solid else first | _first(after)[0])
             if any(a & b for j, a in enumerate(firsts) for b in firsts[j + 1:]):
                 return "alternatives that can match the same text inside a repeated group"
-        if _has_unbounded([(op, av)]):
+        if _has_variable([(op, av)]):
             fence, solid = _first(after)
             if not solid or fence & _chars([(op, av)]):
                 return "a repeated group containing another variable-length repeat that nothing separates"
@@ -1194,9 +1202,12 @@ def check_name_regex(pattern: str, span: Span | None = None) -> Any:
         parsed = list(sre_parse.parse(pattern))
     except (re.error, RecursionError, OverflowError) as exc:
         raise error(f"invalid regular expression `{pattern}`: {exc}", span) from None
-    why = _regex_hazard(parsed)
-    if why is None and _count_unbounded(parsed) > MAX_UNBOUNDED:
-        why = f"more than {MAX_UNBOUNDED} unbounded quantifiers (the work grows as a power of the name length)"
+    try:
+        why = _regex_hazard(parsed)
+        if why is None and _count_unbounded(parsed) > MAX_UNBOUNDED:
+            why = f"more than {MAX_UNBOUNDED} unbounded quantifiers (the work grows as a power of the name length)"
+    except RecursionError:
+        why = "groups nested too deeply to analyse"
     if why:
         raise error(f"regular expression `{pattern}` can take exponential time: {why}", span,
                     ["write a glob (`layers.*.weight`, `**.bias`), or fence repeats with a character they cannot "
