@@ -56,10 +56,16 @@ print("objective:", repr(float(r @ r / (2 * len(y)) + {lam} * np.abs(w).sum())))
 """
 
 
+# Children may write bytecode: an installed package has its .pyc files, and the warm-up run
+# writes those of regspec's (often edited) sources; with PYTHONDONTWRITEBYTECODE set, every run
+# would recompile them (60-80 ms for one large module) while numpy's and CVXPY's stay compiled.
+CHILD_ENV = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+
+
 def run(cmd: list[str]) -> tuple[float, str]:
     """Wall seconds of one fresh process, and its stdout (it must succeed)."""
     t0 = time.perf_counter()
-    out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+    out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=CHILD_ENV)
     seconds = time.perf_counter() - t0
     if out.returncode != 0:
         raise SystemExit(f"failed ({out.returncode}): {' '.join(cmd)}\n{out.stdout}\n{out.stderr}")
