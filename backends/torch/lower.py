@@ -234,6 +234,10 @@ def lower(ir: IR, *, dtype: torch.dtype = torch.float64, device: str | torch.dev
     split: Split = ir.meta["split"]
     if split.algorithm == "none":
         raise refuse(ir, split)
+    if split.algorithm == "conic":  # DCP, no fast path: CVXPY's conic form, solved in torch
+        from regspec.backends.torch.conic.program import lower_conic
+
+        return lower_conic(ir, dtype=dtype, device=device)
     device = torch.device(device)
     root = torch.nn.Module()
     var_names = []

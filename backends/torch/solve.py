@@ -138,6 +138,10 @@ def _not_finite(program: TorchProgram, e: Exception) -> RegspecError:
 def solve(program: TorchProgram, *, params: dict[str, np.ndarray] | None = None, tol: float | None = None,
           max_iter: int = 100000) -> Result:
     """Solve with the algorithm the split chose; ``tol`` defaults to ``FISTA_TOL`` / ``PDHG_TOL``."""
+    if program.algorithm == "conic":  # the conic fallback (backends/torch/conic)
+        from regspec.backends.torch.conic.program import solve_conic
+
+        return solve_conic(program, params=params, tol=tol, max_iter=max_iter)
     if program.algorithm == "pdhg":
         return solve_pdhg(program, params=params, tol=PDHG_TOL if tol is None else tol, max_iter=max_iter)
     tol = FISTA_TOL if tol is None else tol

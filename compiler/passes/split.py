@@ -24,8 +24,10 @@ Algorithm (``Split.algorithm``):
   by Chambolle-Pock (Condat-Vu when s is present), with g the separable prox/projection pieces
   (one per variable) and the rest as dual blocks (a second piece on one variable becomes an
   operator term with K = identity);
-- ``none``: some term has no lowering; ``refusals`` says which and why (with its node, so that
-  the error points at it).
+- ``conic``: some term has no fast lowering but the problem is DCP: the conic fallback
+  (``backends/torch/conic``) solves CVXPY's canonical form; ``refusals`` says why no fast path applies;
+- ``none``: some term has no lowering and the problem is not DCP; ``refusals`` says which and why
+  (with its node, so that the error points at it).
 
 ``reasons`` lists why FISTA does not apply (each with its node): ``regspec explain`` prints it.
 This pass imports neither torch nor cvxpy: the kernel names are checked when lowering.
@@ -319,10 +321,28 @@ def split_terms(ir: IR) -> IR:
         for t in terms:
             t.role, t.var, t.kernel, t.why = "", None, None, ""
         split = _split(ir, terms, barrier_as_prox=True)
+    _conic_fallback(ir, split)
     ir.meta["split"] = split
     for t in terms:
         ir[t.core]["role"] = t.role
     return ir
+
+
+def _conic_fallback(ir: IR, split: Split) -> None:
+    """A DCP problem that no fast path takes goes to the conic fallback (``backends/torch/conic``):
+    CVXPY's canonical form solved by restarted PDHG in torch. ``refusals`` keeps why the fast paths
+    do not apply; a problem not proved convex stays refused."""
+    from regspec.compiler.passes.curvature import dcp_errors
+
+    if split.algorithm != "none" or dcp_errors(ir):
+        return
+    split.algorithm = "conic"
+    split.why_algorithm = (CONIC_WHY + " (no fast path: " + "; ".join(w for w, _ in split.refusals) + ")")
+
+
+CONIC_WHY = ("conic fallback: the problem is DCP; CVXPY canonicalises it to min c^T x s.t. b - A x in K "
+             "(zero, nonnegative, second-order, PSD, exponential cones), solved in torch by restarted, "
+             "preconditioned PDHG")
 
 
 def _split(ir: IR, terms: list[Term], barrier_as_prox: bool) -> Split:
@@ -471,6 +491,10 @@ def explain_lines(ir: IR, split: Split) -> list[str]:
     elif split.algorithm == "fista":
         lines.append("  steps: FISTA with backtracking on the smooth part, restarts; stop when the "
                      "prox-gradient residual ||x - prox(x - t grad)||/t <= tol max(1, ||grad||)")
+    elif split.algorithm == "conic":
+        lines.append("  steps: Ruiz + Pock-Chambolle scaling (one factor per cone block), PDLP's adaptive steps, "
+                     "restarts on the weighted KKT error, primal weight updates; stop when the relative primal "
+                     "and dual residuals and the duality gap are <= tol; infeasible/unbounded from certificate rays")
     for why, _ in split.refusals:
-        lines.append(f"  refused: {why}")
+        lines.append(f"  {'no fast path' if split.algorithm == 'conic' else 'refused'}: {why}")
     return lines

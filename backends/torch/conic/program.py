@@ -1,0 +1,103 @@
+"""The torch backend's entry points for the conic fallback: ``lower_conic`` (IR -> a CVXPY problem,
+kept with its parameters) and ``solve_conic`` (canonical form at the current parameter values ->
+restarted PDHG in torch -> a ``Result`` with the spec's variables).
+
+Statuses: ``optimal`` only when PDLP's relative criteria hold at ``tol`` (primal residual, dual
+residual, duality gap); ``infeasible`` / ``unbounded`` when a certificate ray from the iterates
+passes its check; otherwise ``user_limit`` (iteration or time budget) with neither objective nor
+variables, only the residuals reached."""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from regspec.backends.torch.conic.pdhg import TOL, solve_conic_pdhg
+from regspec.compiler.ir import IR
+from regspec.diagnostics import Diagnostic, RegspecError
+from regspec.result import Result
+
+SOLVER_NAME = "conic PDHG"
+
+
+@dataclass
+class ConicProgram:
+    ir: IR
+    cvxpy: Any                 # backends.cvxpy.lower.CvxpyProgram
+    dtype: torch.dtype
+    device: torch.device
+
+    @property
+    def algorithm(self) -> str:
+        return "conic"
+
+    @property
+    def split(self):
+        return self.ir.meta["split"]
+
+
+def lower_conic(ir: IR, *, dtype: torch.dtype = torch.float64, device: str | torch.device = "cpu") -> ConicProgram:
+    """The CVXPY problem of ``ir`` (the cvxpy backend's lowering: its located errors stand)."""
+    from regspec.backends.cvxpy.lower import lower
+
+    return ConicProgram(ir, lower(ir), dtype, torch.device(device))
+
+
+def _refuse(program: ConicProgram, message: str) -> RegspecError:
+    ir = program.ir
+    return RegspecError([Diagnostic(f"the torch backend's conic fallback cannot take this problem: {message}",
+                                    ir[ir.objective()]["span"], notes=["use --backend cvxpy"])])
+
+
+MESSAGES = {
+    "infeasible": "the constraints have no common point: a Farkas certificate y in K* with A^T y ~ 0 and "
+                  "b^T y < 0 was found from the PDHG iterates (ratio {ratio:.1e} <= {eps:.0e})",
+    "unbounded": "the objective is unbounded below over the constraints: a ray x with -A x in K (within "
+                 "{ratio:.1e} <= {eps:.0e}, relative) and c^T x < 0 was found from the PDHG iterates",
+    "user_limit": "stopped by the iteration or time limit before the criteria held (relative primal "
+                  "{primal_rel:.1e}, dual {dual_rel:.1e}, gap {gap_rel:.1e}; tol {tol:.0e}): no solution is reported",
+    "solver_error": "the iterates became non-finite",
+}
+
+
+def solve_conic(program: ConicProgram, *, params: dict[str, np.ndarray] | None = None, tol: float | None = None,
+                max_iter: int = 100000, time_limit: float | None = None) -> Result:
+    """Solve through CVXPY's conic form; ``tol`` defaults to ``pdhg.TOL``."""
+    import cvxpy as cp
+
+    from regspec.backends.cvxpy.lower import set_params
+    from regspec.backends.torch.conic.canon import UnsupportedCone, conic_form
+    from regspec.backends.torch.conic.pdhg import INFEASIBLE_TOL
+
+    tol = TOL if tol is None else tol
+    if params:
+        set_params(program.cvxpy, params)
+    t0 = time.perf_counter()
+    try:
+        form = conic_form(program.cvxpy.problem, program.cvxpy.variables)
+    except UnsupportedCone as e:
+        raise _refuse(program, str(e)) from None
+    except (cp.error.DCPError, cp.error.SolverError) as e:
+        raise _refuse(program, f"CVXPY could not canonicalise it ({e})") from None
+    canon_s = time.perf_counter() - t0
+    sol = solve_conic_pdhg(form.A, form.b, form.c, form.layout, tol=tol, max_iter=max_iter, time_limit=time_limit,
+                           dtype=program.dtype, device=program.device)
+    seconds = time.perf_counter() - t0
+    info: dict[str, Any] = {"device": str(program.device), "dtype": str(program.dtype).replace("torch.", ""),
+                            "path": "conic fallback", "cones": form.layout.describe(), "canonicalise_s": canon_s,
+                            "tol": tol, **sol.info}
+    objective, values = None, {}
+    if sol.status == "optimal":
+        values, objective = form.recover(sol.x, sol.y)
+        if not math.isfinite(objective):
+            sol.status = "solver_error"
+            objective, values = None, {}
+    else:
+        info["message"] = MESSAGES[sol.status].format(ratio=sol.info.get("certificate_ratio", math.nan),
+                                                      eps=INFEASIBLE_TOL, tol=tol, **sol.residuals)
+    return Result(status=sol.status, objective=objective, variables=values, backend="torch", solver=SOLVER_NAME,
+                  iterations=sol.iterations, times={"solve": seconds}, residuals=dict(sol.residuals), info=info)
