@@ -184,6 +184,19 @@ def test_a_kernel_failing_on_nan_weights_is_reported_as_non_finite():
     assert info.value.term == "the gradient (optimizer step)"
 
 
+def test_an_overflowing_update_is_not_blamed_on_the_prox_after_it():
+    """Finite gradients, lr * gradient beyond float32: the optimizer step made the inf, and the l1
+    prox that ran after it is not named as the cause."""
+    model = _linear()
+    opt = torch.optim.SGD(model.parameters(), lr=1e10)
+    reg = Regularizer(model, opt, prox_groups=[ProxGroup("l1", ["weight"], weight=1e-3, label="line 4: l1")])
+    model.weight.grad = torch.full_like(model.weight, 1e30)
+    model.bias.grad = torch.zeros_like(model.bias)
+    with pytest.raises(NonFiniteError, match="the optimizer step overflowed them") as info:
+        opt.step()
+    assert info.value.term == "the optimizer update" and "line 4" not in str(info.value).split("\n")[0]
+
+
 def test_checkpoints_and_models_with_nan_weights_are_never_written(tmp_path):
     model = _linear()
     opt = torch.optim.SGD(model.parameters(), lr=1e-2)

@@ -340,6 +340,11 @@ class ProxEngine:
         else:
             apply_prox_group(b.kernel, xs, steps, **hyper)
 
+    def active_buckets(self) -> list[_Bucket]:
+        """The buckets the next ``after_step()`` applies (their gates are open at this step)."""
+        t, step = self.clock.t, self.clock.step + 1
+        return [b for b in self.buckets if b.when is None or b.when.active(step, t)]
+
     def after_step(self) -> list[_Bucket]:
         """Run after ``optimizer.step()``: apply the active buckets, then advance the clock.
         Returns the buckets applied (their tensors are the ones touched, for finite checks)."""
@@ -347,11 +352,10 @@ class ProxEngine:
         step = self.clock.step + 1
         applied = []
         with torch.no_grad():
-            for b in self.buckets:
-                if b.when is None or b.when.active(step, t):
-                    done = self.apply_bucket(b, t)
-                    if done is not None:
-                        applied.append(done)
+            for b in self.active_buckets():
+                done = self.apply_bucket(b, t)
+                if done is not None:
+                    applied.append(done)
         self._last = (step, t)
         self.clock.tick()
         return applied

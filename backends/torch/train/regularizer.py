@@ -345,21 +345,25 @@ class Regularizer:
         self._pending = False
         step, epoch = self.clock.step + 1, self.clock.epoch      # before the clock ticks
         last, self._last = self._last, None
+        # the tensors the proxes will read, as the optimizer left them (no sync): tells an update
+        # that overflowed from a prox that wrote NaN, if the check below fails
+        before = finite_flag([t for b in self.engine.active_buckets() for t in self.engine.touched(b)]) \
+            if self.check_finite else None
         try:
             applied = self.engine.after_step()
         except Exception as exc:  # noqa: BLE001 - a kernel failing on NaN input is reported as such
             if self.check_finite:
-                self._diagnose(step, epoch, last, [], failure=exc)
+                self._diagnose(step, epoch, last, self.engine.active_buckets(), failure=exc)
             raise
         if not self.check_finite:
             return
-        # the loss and every tensor a prox or projection wrote: one fused reduction, one sync
+        # the loss and every tensor a prox or projection wrote: fused reductions, one sync
         tensors = [last["loss"]] if last is not None else []
         for b in applied:
             tensors += self.engine.touched(b)
-        flag = finite_flag(tensors)
-        if flag is not None and not bool(flag):
-            self._diagnose(step, epoch, last, applied)
+        flags = [f for f in (before, finite_flag(tensors)) if f is not None]
+        if flags and not bool(torch.stack(flags).all()):
+            self._diagnose(step, epoch, last, applied, before_ok=before is None or bool(before))
 
     def finalize(self) -> None:
         """Apply the constraints once more at the end of training."""
@@ -371,7 +375,7 @@ class Regularizer:
 
     # ---- the slow path of the finite check: say where the bad value came from
     def _diagnose(self, step: int, epoch: int, last: dict[str, Any] | None, applied: Sequence[Any],
-                  failure: BaseException | None = None, final: bool = False) -> None:
+                  failure: BaseException | None = None, final: bool = False, before_ok: bool = True) -> None:
         """Raise ``NonFiniteError`` naming the step, the term and the tensors (returns only when
         nothing non-finite is found, e.g. a kernel failed for another reason)."""
         where = "at the final projections" if final else f"at step {step} (epoch {epoch + 1})"
@@ -393,34 +397,34 @@ class Regularizer:
             self._raise(f"non-finite loss {where}: {'; '.join(bad) or 'the total overflowed'}", step, term,
                         notes)
         named = dict(self.module.named_parameters())
-        buckets = list(applied)
-        if failure is not None:
-            buckets = [b for b in self.engine.buckets]
-        for b in buckets:
+        for b in applied:
             bad_t = nonfinite_tensors((n, named[n]) for n in b.names)
             if not bad_t:
                 continue
             label = ", ".join(sorted(set(b.labels))) or b.kernel
             kind = "projection" if b.kernel in _projection_kernels() else "prox"
-            grads = nonfinite_tensors((n, named[n].grad) for n in b.names if named[n].grad is not None)
-            opt_state = self._nonfinite_optimizer_state(b.names, named)
-            if grads:
-                term = "the gradient (optimizer step)"
-                why = f"the gradient of {describe_tensors(grads)} is not finite although the loss is"
-            elif opt_state:
-                term = "the optimizer update"
-                why = f"the optimizer state of {describe_tensors(opt_state)} is not finite"
-            elif failure is not None:
-                term = "the optimizer update"
-                why = "the weights entering the prox were not finite"
-            else:
-                term = f"{kind} `{label}`"
-                why = f"the {kind} `{b.kernel}` of `{label}` wrote them from finite weights"
-                notes = [f"check the {kind}'s hyperparameters (a NaN or infinite value, a schedule)"]
-            extra = [f"the kernel failed on them: {type(failure).__name__}: {str(failure).splitlines()[0][:160]}"] \
-                if failure is not None else []
+            if before_ok and failure is None:
+                self._raise(f"non-finite weights {where}: {describe_tensors(bad_t)}; the {kind} `{b.kernel}` of "
+                            f"`{label}` wrote them from finite weights", step, f"{kind} `{label}`",
+                            [f"check the {kind}'s hyperparameters (a NaN or infinite value, a schedule)"])
+            term, why = self._update_cause(b.names, named, loss_known=last is not None)
+            extra = [f"the {kind} `{label}` then failed on them: {type(failure).__name__}: "
+                     f"{str(failure).splitlines()[0][:160]}"] if failure is not None else []
             self._raise(f"non-finite weights {where}: {describe_tensors(bad_t)}; {why}", step, term,
                         [*extra, *notes])
+
+    def _update_cause(self, names: Sequence[str], named: dict[str, nn.Parameter], loss_known: bool
+                      ) -> tuple[str, str]:
+        """(term, why) when the optimizer step left non-finite weights."""
+        grads = nonfinite_tensors((n, named[n].grad) for n in names if named[n].grad is not None)
+        if grads:
+            return "the gradient (optimizer step)", (f"the gradient of {describe_tensors(grads)} is not finite"
+                                                     + (" although the loss is" if loss_known else ""))
+        opt_state = self._nonfinite_optimizer_state(names, named)
+        if opt_state:
+            return "the optimizer update", f"the optimizer state of {describe_tensors(opt_state)} is not finite"
+        return "the optimizer update", ("the optimizer step overflowed them (finite gradients and state: "
+                                        "learning rate x update beyond the dtype's range)")
 
     def _nonfinite_optimizer_state(self, names: Sequence[str], named: dict[str, nn.Parameter]) -> list:
         if self.optimizer is None:
