@@ -62,10 +62,10 @@ def attach(spec: Any, model: Any, optimizer: Any = None, *, train: str | None = 
     ``steps_per_epoch`` (optimizer steps per epoch) is taken from ``loader`` (``len(loader)``: a
     DataLoader's batches) when not given; with gradient accumulation over k batches give
     ``steps_per_epoch=len(loader) // k``. A spec whose weights or hyperparameters are scheduled
-    over epochs, or whose gates count epochs, needs it (a clear error otherwise). ``.start_epoch(e)`` is optional then (it
-    realigns the clock when an epoch is cut short). The block may omit ``model`` and ``data``;
-    its ``model``, ``data`` and ``optimizer`` statements are not used, except that
-    ``optimizer(prox_metric = ...)`` is honoured.
+    over epochs, or whose gates count epochs, needs it (a clear error otherwise).
+    ``.start_epoch(e)`` is optional then (it realigns the clock when an epoch is cut short).
+    The block may omit ``model`` and ``data``; its ``model``, ``data`` and ``optimizer``
+    statements are not used, except that ``optimizer(prox_metric = ...)`` is honoured.
     """
     from regspec.backends.torch.train.bind import bind_plan
     from regspec.backends.torch.train.regularizer import Regularizer

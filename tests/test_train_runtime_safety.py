@@ -231,7 +231,8 @@ def test_large_finite_values_are_not_reported():
     # a training step whose projection leaves huge finite weights goes on
     model = _linear()
     opt = torch.optim.SGD(model.parameters(), lr=0.0)
-    reg = Regularizer(model, opt, loss="mse", prox_groups=[ProxGroup("box", ["weight"], hyper={"lo": 1e38, "hi": 2e38})])
+    box = ProxGroup("box", ["weight"], hyper={"lo": 1e38, "hi": 2e38})
+    reg = Regularizer(model, opt, loss="mse", prox_groups=[box])
     x, y = _batches(1)[0]
     reg.loss(model(x), y).backward()
     opt.step()
@@ -405,7 +406,8 @@ def test_after_step_is_idempotent_with_the_hooks():
 def test_a_schedule_without_steps_per_epoch_is_a_clear_error():
     model = _linear(n_in=6, n_out=6)
     opt = torch.optim.SGD(model.parameters(), lr=1e-3)
-    with pytest.raises(RegspecError, match=r"<string>:4:3: error: attach: .* is scheduled over the training epochs") as info:
+    located = r"<string>:4:3: error: attach: .* is scheduled over the training epochs"
+    with pytest.raises(RegspecError, match=located) as info:
         regspec.attach(SCHEDULED, model, opt)
     assert "loader=" in str(info.value)
     with pytest.raises(RegspecError, match="has no len"):

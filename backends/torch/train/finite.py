@@ -1,8 +1,8 @@
 """Finite checks for training: a non-finite loss or weight stops the run at the first bad step.
 
 Per optimizer step the ``Regularizer`` reduces the loss and every tensor a prox/projection call
-touched to one boolean on the device (one fused ``torch._foreach_norm``) and synchronises once. Only when an entry is false does the slow path
-run: it names the step, the term that produced the value (a loss term, the gradient and
+reads and writes to booleans on the device (fused ``torch._foreach_norm`` calls) and synchronises
+once. Only when one is false does the slow path run: it names the step, the term that produced the value (a loss term, the gradient and
 optimizer update, or a prox/projection) and the tensors holding it. Checkpoints and saved
 models are checked the same way before they are written, so bad weights never reach disk.
 """
