@@ -108,26 +108,32 @@ class SetEntry:
     matrix: bool = False
     convex: bool = True
     integer: tuple[str, ...] = ()
+    shrinks: tuple[str, ...] = ()  # "entries" / "spectrum": see ENTRY_SHRINKING, SPECTRUM_SHRINKING
 
 
 SETS: dict[str, SetEntry] = {e.name: e for e in [
-    SetEntry("nonneg", "x >= 0", "nonneg"),
-    SetEntry("nonpos", "x <= 0", "box", fixed={"lo": None, "hi": 0.0}),
-    SetEntry("box", "lo <= x <= hi", "box", ("lo", "hi"), {"lo": None, "hi": None}),
-    SetEntry("l1_ball", "||x||_1 <= r", "l1_ball", ("radius",), {"radius": 1.0}, aliases={"r": "radius"}),
-    SetEntry("l2_ball", "||x||_2 <= r", "l2_ball", ("radius",), {"radius": 1.0}, aliases={"r": "radius"}),
-    SetEntry("linf_ball", "|x_i| <= r", "linf_ball", ("radius",), {"radius": 1.0}, aliases={"r": "radius"}),
+    SetEntry("nonneg", "x >= 0", "nonneg", shrinks=("entries",)),
+    SetEntry("nonpos", "x <= 0", "box", fixed={"lo": None, "hi": 0.0}, shrinks=("entries",)),
+    SetEntry("box", "lo <= x <= hi", "box", ("lo", "hi"), {"lo": None, "hi": None}, shrinks=("entries",)),
+    SetEntry("l1_ball", "||x||_1 <= r", "l1_ball", ("radius",), {"radius": 1.0}, aliases={"r": "radius"},
+             shrinks=("entries",)),
+    SetEntry("l2_ball", "||x||_2 <= r", "l2_ball", ("radius",), {"radius": 1.0}, aliases={"r": "radius"},
+             shrinks=("entries", "spectrum")),
+    SetEntry("linf_ball", "|x_i| <= r", "linf_ball", ("radius",), {"radius": 1.0}, aliases={"r": "radius"},
+             shrinks=("entries",)),
     SetEntry("simplex", "x >= 0, sum x = r", "simplex", ("radius",), {"radius": 1.0}, {"dim": None},
              aliases={"r": "radius"}),
     SetEntry("spectral_ball", "sigma_max(W) <= r", "spectral_ball", ("radius",), {"radius": 1.0},
-             aliases={"r": "radius", "c": "radius"}, matrix=True),
+             aliases={"r": "radius", "c": "radius"}, matrix=True, shrinks=("spectrum",)),
     SetEntry("nuclear_ball", "||W||_* <= r", "nuclear_ball", ("radius",), {"radius": 1.0},
-             aliases={"r": "radius"}, matrix=True),
+             aliases={"r": "radius"}, matrix=True, shrinks=("spectrum",)),
     SetEntry("psd", "W symmetric PSD", "psd", matrix=True),
-    SetEntry("top_k", "||x||_0 <= k (the k largest |x_i| kept)", "top_k", ("k",), convex=False, integer=("k",)),
+    SetEntry("top_k", "||x||_0 <= k (the k largest |x_i| kept)", "top_k", ("k",), convex=False, integer=("k",),
+             shrinks=("entries",)),
     SetEntry("nm_sparse", "at most N nonzeros in every M consecutive inputs", "nm_sparse", ("n", "m"),
-             matrix=True, convex=False, integer=("n", "m"), aliases={"N": "n", "M": "m"}),
-    SetEntry("low_rank", "rank(W) <= k", "low_rank", ("k",), matrix=True, convex=False, integer=("k",)),
+             matrix=True, convex=False, integer=("n", "m"), aliases={"N": "n", "M": "m"}, shrinks=("entries",)),
+    SetEntry("low_rank", "rank(W) <= k", "low_rank", ("k",), matrix=True, convex=False, integer=("k",),
+             shrinks=("spectrum",)),
     SetEntry("sphere", "||x||_2 = r", "sphere", ("radius",), {"radius": 1.0}, aliases={"r": "radius"},
              convex=False),
     SetEntry("stiefel", "W W^T = I (or W^T W = I)", "stiefel", matrix=True, convex=False),
@@ -1253,6 +1259,56 @@ def plan_train(spec: ast.Spec, name: str | None = None, *, attach_only: bool = F
     return _Planner(spec, select_train(spec, name), attach_only).run()
 
 
+#: Sets whose projection shrinks every entry toward 0 without changing its sign (P(x)_i = c_i x_i,
+#: 0 <= c_i <= 1) and which contain every such shrink of their points. Two of them applied in
+#: turn end in both sets: the second projection only shrinks, so the first set still holds.
+ENTRY_SHRINKING = tuple(n for n, e in SETS.items() if "entries" in e.shrinks)
+#: The same with singular values: the projection shrinks sigma_i(W) and keeps U, V; every set
+#: holds the singular-value shrinks of its points (l2_ball is the Frobenius ball of the matrix).
+SPECTRUM_SHRINKING = tuple(n for n, e in SETS.items() if "spectrum" in e.shrinks)
+
+
+def _shrink_families(term: TermPlan) -> set[str]:
+    families = set(SETS[term.name].shrinks) if term.name in SETS else set()
+    if term.name == "box":  # a box shrinks toward 0 only when it holds 0 (scheduled bounds: unknown)
+        lo, hi = term.options.get("lo"), term.options.get("hi")
+        lo_ok = lo is None or (isinstance(lo, (int, float)) and lo <= 0)
+        hi_ok = hi is None or (isinstance(hi, (int, float)) and hi >= 0)
+        if not (lo_ok and hi_ok):
+            families.discard("entries")
+    return families
+
+
+def projections_compatible(a: TermPlan, b: TermPlan) -> bool:
+    """Whether projecting onto ``a``'s set and then ``b``'s leaves a point in both sets."""
+    same = a.name == b.name and a.options == b.options
+    return same or bool(_shrink_families(a) & _shrink_families(b))
+
+
+def projection_conflict(what: str, first: TermPlan, then: TermPlan) -> RegspecError:
+    return error(
+        f"{what} is projected onto {first.name} (line {first.line}) and then onto {then.name}: applied one after "
+        "the other, the end state satisfies only the last exactly", then.span,
+        [f"no joint projection onto {first.name} and {then.name} is known (sets that only shrink entries, or only "
+         "singular values, are compatible: e.g. nonneg with l2_ball, spectral_ball with low_rank)",
+         "keep one constraint, or end the first earlier with `until epoch K`"])
+
+
+def _same_target_conflicts(plan: TrainPlan) -> None:
+    """The projection rule of the binder (bind.check_projection_conflicts) for terms whose
+    selectors are written identically, decided without a model (for `regspec check`)."""
+    seen: dict[tuple, TermPlan] = {}
+    for t in plan.terms:
+        g = t.gate
+        if t.lowering != "projection" or (g is not None and g.stop is not None and not (
+                g.stop_unit == "epoch" and g.stop >= plan.total_epochs)):
+            continue
+        key = (t.target.kind, t.target.pattern, t.target.type)
+        first = seen.setdefault(key, t)
+        if first is not t and not projections_compatible(first, t):
+            raise projection_conflict(t.target.text, first, t)
+
+
 def gate_warnings(plan: TrainPlan, epochs: int | None = None) -> list[Diagnostic]:
     """Gates that cannot open within the run, decided without the steps per epoch: ``from epoch K``
     with K at or past the last epoch (``epochs`` default: the block's), or ``until`` at 0. The
@@ -1278,6 +1334,7 @@ def check_train(spec: ast.Spec, name: str) -> str:
     (the same planner `regspec plan` uses, without binding a model: no torch). A block without
     ``model``/``data`` is valid: it may be attached to a user's model and loop."""
     plan = plan_train(spec, name, attach_only=True)
+    _same_target_conflicts(plan)
     n_prox = sum(t.lowering == "prox" for t in plan.terms)
     n_proj = sum(t.lowering == "projection" for t in plan.terms)
     n_loss = len(plan.terms) - n_prox - n_proj

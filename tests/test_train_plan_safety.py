@@ -380,6 +380,19 @@ def test_conflicting_projections_on_one_tensor_are_an_error():
     assert e.first.span.line == 8 and "spectral_ball (line 7)" in e.first.message
 
 
+def test_check_catches_conflicts_on_the_same_selector(tmp_path, capsys):
+    p = write(tmp_path, 'train t {\n  constrain param("w") in spectral_ball(0.5)\n'
+                        '  constrain param("w") in nm_sparse(2, 4)\n  constrain param("w") in nonneg until epoch 0.5\n}\n')
+    err = cli_error(capsys, ["check", str(p)])
+    assert f"{p}:3:3: error: param(\"w\") is projected onto spectral_ball (line 2)" in err
+
+
+def test_box_without_zero_is_not_a_shrinking_set():
+    e = plan_error(spec('  constrain param("head.weight") in box(0.1, 1.0)\n'
+                        '  constrain param("head.weight") in l2_ball(1.0)'))
+    assert "box (line 7)" in e.first.message
+
+
 def test_compatible_or_time_separated_projections_pass():
     asm = _assembled(spec('  constrain param("layers.0.weight") in nonneg\n'
                           '  constrain param("layers.0.weight") in l2_ball(2.0)\n'
@@ -414,7 +427,7 @@ def _project(name: str, x: torch.Tensor) -> torch.Tensor:
 
 @pytest.mark.parametrize("family", ["entries", "spectrum"])
 def test_shrinking_families_keep_both_sets(family):
-    from regspec.backends.torch.train.bind import ENTRY_SHRINKING, SPECTRUM_SHRINKING
+    from regspec.compiler.train_plan import ENTRY_SHRINKING, SPECTRUM_SHRINKING
 
     members = [s for s in (ENTRY_SHRINKING if family == "entries" else SPECTRUM_SHRINKING) if s in _SETS]
     g = torch.Generator().manual_seed(0)

@@ -17,7 +17,8 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
-from regspec.compiler.train_plan import GatePlan, RewritePlan, ScheduleRef, TermPlan, TrainPlan
+from regspec.compiler.train_plan import (GatePlan, RewritePlan, ScheduleRef, TermPlan, TrainPlan, projection_conflict,
+                                         projections_compatible)
 from regspec.diagnostics import error
 
 from .fx import TappedModel, insert_taps, rewrite_activations, trace
@@ -224,45 +225,20 @@ def _layout_options(model: nn.Module, term: TermPlan, names: list[str]) -> tuple
 
 
 # ------------------------------------------------------------------ projections on one tensor
-#: Sets whose projection shrinks every entry toward 0 without changing its sign (P(x)_i = c_i x_i,
-#: 0 <= c_i <= 1) and which contain every such shrink of their points. Two of them applied in
-#: turn end in both sets: the second projection only shrinks, so the first set still holds.
-ENTRY_SHRINKING = ("nonneg", "nonpos", "box", "linf_ball", "l1_ball", "l2_ball", "top_k", "nm_sparse")
-#: The same with singular values: the projection shrinks sigma_i(W) and keeps U, V; every set
-#: holds the singular-value shrinks of its points (l2_ball is the Frobenius ball of the matrix).
-SPECTRUM_SHRINKING = ("spectral_ball", "nuclear_ball", "l2_ball", "low_rank")
-
-
-def _shrink_families(term: TermPlan) -> set[str]:
-    out = set()
-    if term.name in ENTRY_SHRINKING:
-        lo, hi = term.options.get("lo"), term.options.get("hi")
-        box_ok = term.name != "box" or ((lo is None or _num(lo) <= 0) and (hi is None or _num(hi) >= 0))
-        if box_ok:
-            out.add("entries")
-    if term.name in SPECTRUM_SHRINKING:
-        out.add("spectrum")
-    return out
-
-
-def _num(v: Any) -> float:
-    return float(v) if isinstance(v, (int, float)) else 0.0  # a scheduled bound: judged at 0
-
-
 def _active_at_end(term: TermPlan, total_epochs: float, steps_per_epoch: int | None) -> bool:
     g = term.gate
     if g is None or g.stop is None:
         return True
     if g.stop_unit == "epoch":
         return g.stop >= total_epochs
-    return steps_per_epoch is None or g.stop > total_epochs * steps_per_epoch
+    return steps_per_epoch is not None and g.stop > total_epochs * steps_per_epoch  # unknown: not judged
 
 
 def check_projection_conflicts(terms: list[TermBinding], total_epochs: float, steps_per_epoch: int | None) -> None:
     """Two projections on one tensor, both in force at the end, are applied one after the other
     after every step; unless both belong to a family whose projections keep each other's set
-    (``ENTRY_SHRINKING``, ``SPECTRUM_SHRINKING``), the end state satisfies only the last one
-    exactly, so that is a located error naming both statements."""
+    (``ENTRY_SHRINKING``, ``SPECTRUM_SHRINKING`` in compiler/train_plan.py), the end state
+    satisfies only the last one exactly, so that is a located error naming both statements."""
     seen: dict[str, TermBinding] = {}
     for tb in terms:
         t = tb.term
@@ -273,15 +249,8 @@ def check_projection_conflicts(terms: list[TermBinding], total_epochs: float, st
             if first is None:
                 seen[name] = tb
                 continue
-            same = first.term.name == t.name and first.term.options == t.options
-            if same or _shrink_families(first.term) & _shrink_families(t):
-                continue
-            raise error(
-                f"`{name}` is projected onto {first.term.name} (line {first.term.line}) and then onto {t.name}: "
-                "applied one after the other, the end state satisfies only the last exactly", t.span,
-                [f"no joint projection onto {first.term.name} and {t.name} is known (sets that only shrink entries, "
-                 "or only singular values, are compatible: e.g. nonneg with l2_ball, spectral_ball with low_rank)",
-                 "keep one constraint, or end the first earlier with `until epoch K`"])
+            if not projections_compatible(first.term, t):
+                raise projection_conflict(f"`{name}`", first.term, t)
             seen[name] = tb
 
 
