@@ -224,10 +224,11 @@ def _exp_boundary_point(r0: Tensor, s0: Tensor, t0: Tensor, rho: Tensor) -> Tens
     sum is better conditioned."""
     q = rho * rho - rho + 1.0
     a = (rho - 1.0) * r0 + s0
-    cond_a = (((rho - 1.0) * r0).abs() + s0.abs()) / a.abs().clamp_min(1e-300)
+    inf = torch.full_like(a, math.inf)
+    cond_a = torch.where(a > 0, (((rho - 1.0) * r0).abs() + s0.abs()) / a.abs().clamp_min(1e-300), inf)
     lam = (r0 - rho * s0) * torch.exp(-rho) / q
     t = t0 + lam
-    cond_t = (t0.abs() + lam.abs()) / t.abs().clamp_min(1e-300)
+    cond_t = torch.where(t > 0, (t0.abs() + lam.abs()) / t.abs().clamp_min(1e-300), inf)
     from_a = a / q
     use_a = cond_a <= cond_t
     s = torch.where(use_a, from_a, t * torch.exp(-rho))
