@@ -225,6 +225,8 @@ SEMANTIC = [
                                         + "  minimize norm1(x) + sum(C[l, :])"), 5, 27, "must be of integer (or boolean) type"),
     ("fuzz_empty_bound", problem("  param lam = 1.0 >= []\n" + X3 + "  minimize norm1(x) * lam"), 2, 19,
      "the bound lo has shape (0,), which does not fit shape scalar"),
+    ("gen_array_for_set_count", problem("  var y[3]\n  subject to y in top_k(-[])\n  minimize sum(y)"), 3, 14,
+     "top_k needs a nonnegative integer k, got []"),
     ("bound_of_other_shape", problem("  var x[3] >= [1, 2]\n  minimize norm1(x)"), 2, 12,
      "the bound lo has shape (2,), which does not fit shape (3,)"),
 ]

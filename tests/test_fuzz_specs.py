@@ -3,7 +3,9 @@ error with exit 1 -- never an internal error (exit 70), an uncaught exception or
 
 The mutations work on tokens of the bundled specs (delete, duplicate, swap, replace a number by an
 extreme value, insert random characters), so most mutants stay close to valid specs and reach the
-passes behind the parser. Checks run in-process through the CLI's main with captured output.
+passes behind the parser. A second property generates problems from the whole catalogue (atoms
+and sets with odd arguments, keywords, shapes and constants). Checks run in-process through the
+CLI's main with captured output.
 ``REGSPEC_FUZZ_EXAMPLES=2000`` runs a longer search locally."""
 from __future__ import annotations
 
@@ -22,6 +24,7 @@ from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 from regspec.cli import main  # noqa: E402
+from regspec.compiler.catalogue import ATOMS, SETS  # noqa: E402
 
 SPECS = Path(__file__).resolve().parent.parent / "specs"
 SPEC_TEXTS = {p.name: p.read_text(encoding="utf-8") for p in sorted(SPECS.glob("*.reg"))}
@@ -120,5 +123,50 @@ def test_mutated_specs_check_ok_or_fail_located(workdir, case):
     name, text = case
     path = workdir / name
     path.write_text(text, encoding="utf-8", errors="surrogatepass")
+    rc, err = run_check(path)
+    assert_ok_or_located(rc, err, path, text)
+
+
+# ---------------------------------------------------------------- generated problems
+# Random expressions over the whole catalogue: every atom with odd arguments and keywords, every
+# set with odd parameters, operators on mismatched shapes, strings and extreme constants.
+OPERATORS = {"add", "sub", "neg", "multiply", "divide", "matmul", "power", "transpose", "index", "compare"}
+LEAVES = ["x", "X", "y", "A", "lam", "0", "-1", "3", "2.5", "1e308", "[1, 2, 3]", "[]", '"abc"', "true", "rows"]
+KEYWORDS = sorted({k for a in ATOMS.values() for k in (*a.static, *a.tensor_kwargs)} - {"_key", "op"})
+HEAD = ("problem p {\n  data A = randn(3, 3, seed = 0)\n  data y = randn(3, seed = 1)\n  param lam = 0.5 >= 0\n"
+        "  var x[3]\n  var X[3, 3]\n")
+
+
+def expressions(depth: int):
+    leaf = st.sampled_from(LEAVES)
+    if depth == 0:
+        return leaf
+    sub = expressions(depth - 1)
+    keyword = st.tuples(st.sampled_from(KEYWORDS), sub).map(lambda t: f"{t[0]} = {t[1]}")
+    call = st.tuples(st.sampled_from(sorted(set(ATOMS) - OPERATORS)), st.lists(sub, max_size=2),
+                     st.lists(keyword, max_size=1)).map(lambda t: f"{t[0]}({', '.join(t[1] + t[2])})")
+    binop = st.tuples(sub, st.sampled_from(["+", "-", "*", "/", "@", "**"]), sub).map(lambda t: f"({' '.join(t)})")
+    unary = st.one_of(sub.map("-{}".format), sub.map("({}).T".format), sub.map("({})[0]".format),
+                      sub.map("({})[0:2]".format))
+    return st.one_of(leaf, call, call, binop, unary)
+
+
+set_exprs = st.tuples(st.sampled_from(sorted(SETS)), st.lists(expressions(1), max_size=2)).map(
+    lambda t: f"{t[0]}({', '.join(t[1])})" if t[1] else t[0])
+statements = st.one_of(
+    st.tuples(expressions(2), st.sampled_from(["<=", ">=", "=="]), expressions(2)).map(
+        lambda t: "  subject to " + " ".join(t)),
+    st.tuples(expressions(2), set_exprs).map(lambda t: f"  subject to {t[0]} in {t[1]}"),
+    set_exprs.map("  var z[3] in {}".format), expressions(1).map("  param q = {} >= 0".format))
+
+
+@settings(max_examples=max(20, EXAMPLES // 2), deadline=timedelta(seconds=HANG_SECONDS), database=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(sense=st.sampled_from(["minimize", "maximize"]), objective=expressions(3),
+       extra=st.lists(statements, max_size=2))
+def test_generated_problems_check_ok_or_fail_located(workdir, sense, objective, extra):
+    text = HEAD + "\n".join([*extra, f"  {sense} {objective}"]) + "\n}\n"
+    path = workdir / "generated.reg"
+    path.write_text(text, encoding="utf-8")
     rc, err = run_check(path)
     assert_ok_or_located(rc, err, path, text)

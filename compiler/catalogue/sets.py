@@ -30,14 +30,14 @@ def _matrix(shape, name: str, square: bool = False) -> None:
 
 def _radius(kw: dict[str, Any], name: str, key: str = "r") -> float:
     r = kw.get(key)
-    if r is None or float(r) < 0:
+    if r is None or isinstance(r, (list, tuple)) or getattr(r, "ndim", 0) != 0 or float(r) < 0:
         raise ShapeError(f"{name} needs a radius {key} >= 0, got {r}")
     return float(r)
 
 
 def _positive_int(kw: dict[str, Any], key: str, name: str) -> int:
     v = kw.get(key)
-    if v is None or float(v) != int(v) or int(v) < 0:
+    if v is None or isinstance(v, (list, tuple)) or getattr(v, "ndim", 0) != 0 or float(v) != int(v) or int(v) < 0:
         raise ShapeError(f"{name} needs a nonnegative integer {key}, got {v}")
     return int(v)
 
