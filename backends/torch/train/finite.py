@@ -41,6 +41,8 @@ def finite_flag(tensors: Sequence[torch.Tensor]) -> torch.Tensor | None:
     xs = [t.detach() for t in tensors if t.numel()]
     if not xs:
         return None
+    if len(xs) == 1 and xs[0].numel() == 1:          # a loss: no reduction needed
+        return torch.isfinite(xs[0]).reshape(())
     norms = torch._foreach_norm(xs, 2)
     first = norms[0]
     if all(n.device == first.device and n.dtype == first.dtype for n in norms):
@@ -83,7 +85,7 @@ def check_tensors_finite(state: Mapping[str, object], where: str, notes: Sequenc
     keys in the message (optimizer state indices -> parameter names)."""
     tensors = [t for _, t in _flatten(state) if t.is_floating_point() or t.is_complex()]
     flag = finite_flag(tensors)
-    if flag is None or bool(flag):
+    if flag is None or flag.item():
         return
     bad = nonfinite_tensors(_flatten(state), allow_inf)   # exact; also rules out a norm overflow
     if not bad:

@@ -361,16 +361,17 @@ class Regularizer:
         tensors = [last["loss"]] if last is not None else []
         for b in applied:
             tensors += self.engine.touched(b)
-        flags = [f for f in (before, finite_flag(tensors)) if f is not None]
-        if flags and not bool(torch.stack(flags).all()):
-            self._diagnose(step, epoch, last, applied, before_ok=before is None or bool(before))
+        after = finite_flag(tensors)
+        ok = after if before is None else before if after is None else before & after
+        if ok is not None and not ok.item():           # .item(): the one sync (bool() is slower)
+            self._diagnose(step, epoch, last, applied, before_ok=before is None or bool(before.item()))
 
     def finalize(self) -> None:
         """Apply the constraints once more at the end of training."""
         applied = self.engine.finalize()
         if self.check_finite:
             flag = finite_flag([t for b in applied for t in self.engine.touched(b)])
-            if flag is not None and not bool(flag):
+            if flag is not None and not flag.item():
                 self._diagnose(self.clock.step, self.clock.epoch, None, applied, final=True)
 
     # ---- the slow path of the finite check: say where the bad value came from
