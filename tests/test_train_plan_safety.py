@@ -461,3 +461,15 @@ def test_rewrite_of_an_activation_without_known_functional_form_is_verified_too(
     # Softplus modules are swapped, F.softplus in the traced graph is not: refused, located
     e = plan_error(spec("  rewrite Softplus -> ReLU", model='"train_plan_fixtures:SoftplusTwice"()'))
     assert e.first.span.line == 7 and "still calls `softplus`" in e.first.message
+
+
+def test_conv1d_group_lasso_trains_zero_outputs_not_inputs(tmp_path):
+    # end to end: the prox zeroes whole output units (storage columns of the (in, out) weight)
+    from regspec.train_api import train
+
+    text = spec('  optimizer sgd(lr = 0.1)\n  regularize group_l2(param("c_fc.weight"), groups = rows) * 0.03',
+                model=GPT).replace("epochs 1", "epochs 2")
+    train(regspec.load(text), out=tmp_path / "run", quiet=True)
+    w = torch.load(tmp_path / "run" / "model.pt", weights_only=True)["c_fc.weight"]
+    zero_outputs = int((w.abs().sum(0) == 0).sum())
+    assert 1 <= zero_outputs < 32 and int((w.abs().sum(1) == 0).sum()) == 0
