@@ -233,10 +233,14 @@ def test_first_torch_solve_in_a_fresh_process_does_not_import_dynamo():
     code = ("import sys, regspec\n"
             "r = regspec.solve('specs/lasso.reg', backend='torch')\n"
             "from regspec.backends.torch import tracing\n"
-            "print(r.status, repr(r.objective), 'torch._dynamo' in sys.modules, tracing.POLICY['eager_solves'])\n")
-    status, objective, dynamo, eager = _run_python(code, {"REGSPEC_TRACE": "auto"}).split()
+            "print(r.status, repr(r.objective), 'torch._dynamo' in sys.modules, tracing.POLICY['eager_solves'])\n"
+            "r = regspec.solve('specs/tv_denoise.reg', backend='torch')\n"  # PDHG: operators and adjoints
+            "print(r.status, r.solver, 'torch._dynamo' in sys.modules)\n")
+    lines = _run_python(code, {"REGSPEC_TRACE": "auto"}).splitlines()
+    status, objective, dynamo, eager = lines[0].split()
     assert status == "optimal" and dynamo == "False" and eager == "1"
     assert abs(float(objective) - 2586.943195) <= 1e-6 * 2586.943195  # CATALOGUE X1, as CVXPY gives it
+    assert lines[1].split() == ["optimal", "PDHG", "False"]
 
 
 def _lasso_program():
@@ -333,3 +337,33 @@ def test_times_report_data_loading_imports_and_tracing_apart(monkeypatch):
     tracing.clear_cache()
     switched = regspec.solve(spec, backend="torch")
     assert switched.times["trace"] > 0 and switched.times["solve"] > 0 and tracing.POLICY["switches"] == 1
+
+
+def test_lazy_graph_runs_eager_then_its_trace(monkeypatch):
+    """A PDHG block's map and adjoint: eager closures (autograd adjoint, no functorch) until
+    tracing pays, then the make_fx graph; both give J x and J^T y exactly."""
+    import torch
+
+    from regspec.backends.torch import tracing
+
+    A = torch.randn(7, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+
+    def affine(x):
+        return A @ x + 1.0
+
+    zeros = [torch.zeros(5, dtype=torch.float64)]
+    adjoint = tracing.linear_adjoint(affine, zeros)
+    monkeypatch.setattr(tracing, "MODE", "auto")
+    monkeypatch.setattr(tracing, "_last_trace_seconds", 1e9)
+    lazy = tracing.LazyGraph(adjoint, [torch.zeros(7, dtype=torch.float64)])
+    y = torch.randn(7, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    eager = lazy(y)
+    assert not lazy.traced
+    torch.testing.assert_close(eager[0], A.T @ y, rtol=1e-14, atol=1e-14)
+    monkeypatch.setattr(tracing, "_last_trace_seconds", 0.0)
+    lazy(y)  # this call crosses the (now zero) cost: the next runs the graph
+    assert lazy.traced
+    torch.testing.assert_close(lazy(y)[0], A.T @ y, rtol=1e-14, atol=1e-14)
+    unused = tracing.linear_adjoint(lambda x, z: A @ x, [torch.zeros(5, dtype=torch.float64),
+                                                           torch.zeros(3, dtype=torch.float64)])
+    assert torch.count_nonzero(unused(y)[1]) == 0 and unused(y)[1].shape == (3,)

@@ -55,11 +55,16 @@ problem adj {
 """
 
 
-def test_operators_have_exact_adjoints():
-    """<K x, y> = <x, K^T y> for every block (adjoints by autograd, traced to aten graphs), and
-    K(0) = 0 (the offset c is removed): the blocks are linear maps."""
+@pytest.mark.parametrize("mode", ["trace", "eager"])
+def test_operators_have_exact_adjoints(mode, monkeypatch):
+    """<K x, y> = <x, K^T y> for every block (adjoints by autograd, as traced aten graphs and as
+    the eager closures a first solve runs), and K(0) = 0 (the offset c is removed): the blocks
+    are linear maps."""
     from regspec.backends.torch import lower as tl
+    from regspec.backends.torch import tracing
     from regspec.backends.torch.pdhg_lowering import build_block
+
+    monkeypatch.setattr(tracing, "MODE", mode)
 
     spec = regspec.load(ADJOINT_SPEC)
     ir = spec.compiled().ir
@@ -69,9 +74,11 @@ def test_operators_have_exact_adjoints():
     xs = [torch.zeros(6, 5, dtype=torch.float64), torch.zeros(5, dtype=torch.float64)]
     index = {n: i for i, n in enumerate(program.var_names)}
     gen = torch.Generator().manual_seed(0)
+    eager_blocks = 0
     for lo in program.operators:
         block = build_block(ir, lo, xs, index, {})
-        assert block.info["traced"]
+        assert block.info["traced"] or mode == "eager"
+        eager_blocks += not block.info["traced"]
         x = [torch.randn(v.shape, generator=gen, dtype=torch.float64) for v in xs]
         kx = block.apply(x)
         assert torch.count_nonzero(block.apply([torch.zeros_like(v) for v in xs])) == 0
@@ -80,6 +87,7 @@ def test_operators_have_exact_adjoints():
         lhs = float((kx * y).sum())
         rhs = sum(float((a * b).sum()) for a, b in zip(x, kty) if b is not None)
         assert abs(lhs - rhs) <= 1e-12 * max(1.0, abs(lhs)), lo.text
+    assert (eager_blocks > 0) is (mode == "eager")  # the eager closures were the ones checked
 
 
 def test_adjoint_spec_agrees_with_cvxpy():

@@ -52,6 +52,7 @@ import torch
 import torch.fx as fx
 from torch import Tensor
 
+from regspec.backends.torch.tracing import LazyGraph, linear_adjoint
 from regspec.compiler.catalogue import ATOMS, SETS
 from regspec.compiler.evaluate import evaluate
 from regspec.compiler.ir import IR
@@ -444,11 +445,11 @@ def build_block(ir: IR, lowered: LoweredOperator, xs_like: list[Tensor], var_ind
         lin_a: Callable[..., Tensor] = lambda x: x  # noqa: E731 - the identity map
         adj_a: Callable[[Tensor], tuple[Tensor, ...]] = lambda y: (y,)  # noqa: E731
     else:
-        _, vjp_a = torch.func.vjp(expr, *zeros)
+        vjp_a = linear_adjoint(expr, zeros)  # autograd: a functorch vjp would import torch._dynamo
         lin_a, adj_a, traced = _trace_linear(expr, vjp_a, zeros, a0)
     if pre is not None and pre_adjoint is None:
         z0 = torch.zeros_like(a0)
-        _, vjp_d = torch.func.vjp(pre, z0)
+        vjp_d = linear_adjoint(pre, [z0])
         d0 = pre(z0).detach()
         pre_lin, pre_adj_parts, traced_d = _trace_linear(pre, vjp_d, [z0], d0)
         traced = traced and traced_d
@@ -504,26 +505,19 @@ def build_block(ir: IR, lowered: LoweredOperator, xs_like: list[Tensor], var_ind
 
 
 def _trace_linear(full: Callable[..., Tensor], vjp_fn: Callable, zeros: list[Tensor], c: Tensor):
-    """K x = full(x) - c and K^T y = vjp(y) as straight-line aten graphs (``make_fx``, dead code
-    removed): the adjoint graph is autograd's backward of the linear part only, without the
-    autograd engine's per-call overhead. Falls back to the closures if tracing fails."""
+    """K x = full(x) - c and K^T y = vjp(y), as closures until tracing pays, then as straight-line
+    aten graphs (``make_fx``, dead code removed; ``tracing.LazyGraph``): the adjoint graph is
+    autograd's backward of the linear part only, without the autograd engine's per-call
+    overhead. A one-off solve stays eager and does not import torch's graph-capture stack; a
+    failed trace keeps the closures. The flag says whether both are graphs already."""
     def linear(*xs: Tensor) -> Tensor:
         return full(*xs) - c
 
     def adjoint(y: Tensor) -> tuple[Tensor, ...]:
         return tuple(vjp_fn(y))
 
-    try:
-        from torch.fx.experimental.proxy_tensor import make_fx
-
-        lin_gm = make_fx(linear)(*zeros)
-        adj_gm = make_fx(adjoint)(torch.zeros_like(c))
-        for gm in (lin_gm, adj_gm):
-            gm.graph.eliminate_dead_code()
-            gm.recompile()
-        return lin_gm, adj_gm, True
-    except Exception:  # noqa: BLE001 - any tracing failure keeps the (slower) exact closures
-        return linear, adjoint, False
+    lin_gm, adj_gm = LazyGraph(linear, zeros), LazyGraph(adjoint, [torch.zeros_like(c)])
+    return lin_gm, adj_gm, lin_gm.traced and adj_gm.traced
 
 
 def _dual_ball(kernel: str | None, hyper: dict[str, Any], w: float, c: Tensor):

@@ -291,3 +291,74 @@ def smooth_evaluator(module: fx.GraphModule, var_names: list[str], x0: list[torc
     """The smooth part's value and gradient for one solve: eager or traced, as pays (see the
     module docstring)."""
     return SmoothEvaluator(module, var_names, x0)
+
+
+# ---------------------------------------------------------------- linear maps (PDHG blocks)
+_EAGER_OPERATOR_SECONDS = {"seconds": 0.0}  # eager time in LazyGraph calls, this process
+
+
+def linear_adjoint(fn: Callable[..., torch.Tensor], zeros: list[torch.Tensor]
+                   ) -> Callable[[torch.Tensor], tuple[torch.Tensor, ...]]:
+    """``y -> (J_1^T y, ..., J_k^T y)`` for the affine map ``fn`` (J its Jacobian, the same at
+    every point), by plain autograd on one forward graph recorded at ``zeros`` and kept
+    (``retain_graph``). Not ``torch.func.vjp``: calling a functorch vjp imports torch._dynamo
+    (seconds), which a one-off solve must not pay. ``make_fx`` traces this function into the same
+    aten graph as the functorch one. Inputs the map does not use get zero cotangents."""
+    leaves = [z.detach().requires_grad_(True) for z in zeros]
+    with torch.enable_grad():
+        out = fn(*leaves)
+
+    def adjoint(y: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        if not (isinstance(out, torch.Tensor) and out.requires_grad):
+            return tuple(torch.zeros_like(z) for z in zeros)
+        grads = torch.autograd.grad(out, leaves, grad_outputs=y, retain_graph=True, allow_unused=True)
+        return tuple(g if g is not None else torch.zeros_like(z) for g, z in zip(grads, zeros))
+
+    return adjoint
+
+
+class LazyGraph:
+    """A callable run eagerly until the process's eager time in such callables reaches the
+    expected trace cost, then replaced by its ``make_fx`` graph (dead code removed), traced on
+    ``example`` (real tensors: these maps are linear, their control flow does not depend on
+    values). PDHG's K and K^T are built per solve: a one-off solve stays eager and never
+    imports the graph-capture stack; a long run or a process that solves many problems traces.
+    A failed trace keeps the eager callable."""
+
+    def __init__(self, fn: Callable, example: list[torch.Tensor]):
+        self._fn = fn
+        self._example = [e.detach() for e in example]
+        self._graph: Callable | None = None
+        self._failed = False
+        if MODE == "trace":
+            self._trace()
+
+    @property
+    def traced(self) -> bool:
+        return self._graph is not None
+
+    def _trace(self) -> None:
+        global _last_trace_seconds
+        from torch.fx.experimental.proxy_tensor import make_fx
+
+        t0 = time.perf_counter()
+        try:
+            gm = make_fx(self._fn)(*self._example)
+            gm.graph.eliminate_dead_code()
+            gm.recompile()
+            self._graph = gm
+        except Exception:  # noqa: BLE001 - any tracing failure keeps the eager callable
+            self._failed = True
+        seconds = time.perf_counter() - t0
+        CLOCK["seconds"] += seconds
+        _last_trace_seconds = seconds
+
+    def __call__(self, *args: torch.Tensor):
+        if self._graph is not None:
+            return self._graph(*args)
+        t0 = time.perf_counter()
+        out = self._fn(*args)
+        _EAGER_OPERATOR_SECONDS["seconds"] += time.perf_counter() - t0
+        if MODE == "auto" and not self._failed and _EAGER_OPERATOR_SECONDS["seconds"] >= expected_trace_seconds():
+            self._trace()
+        return out
