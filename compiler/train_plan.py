@@ -189,6 +189,8 @@ DEVICES = ("auto", "cpu", "cuda")
 PROBLEM_SOURCES = ("dataset", "load", "csv", "randn", "rand", "randint", "sparse_randn")
 #: seeds feed numpy's and scikit-learn's generators, which take 32-bit seeds
 MAX_SEED = 2**32 - 1
+#: epochs, steps and batch sizes beyond this are typos, not runs (and overflow step counters)
+MAX_COUNT = 10**12
 MATH = {"sqrt": math.sqrt, "exp": math.exp, "log": math.log, "abs": abs, "min": min, "max": max}
 
 
@@ -441,7 +443,7 @@ class _Values:
         if minimum is not None and v < minimum:
             raise error(f"{what} must be at least {minimum}, got {int(v)}", e.span)
         if maximum is not None and v > maximum:
-            raise error(f"{what} must be at most {maximum}, got {int(v)}", e.span)
+            raise error(f"{what} must be at most {maximum}, got {int(v) if v < 1e16 else format(v, 'g')}", e.span)
         return int(v)
 
     def word(self, e: ast.Expr, what: str) -> str:
@@ -701,14 +703,14 @@ class _Planner:
         for key, s in settings.items():
             what = f"`{key}`"
             if key == "epochs":
-                plan.epochs = self.values.integer(s.value, what, 1)
+                plan.epochs = self.values.integer(s.value, what, 1, MAX_COUNT)
             elif key == "steps":
-                plan.steps = self.values.integer(s.value, what, 1)
+                plan.steps = self.values.integer(s.value, what, 1, MAX_COUNT)
             elif key == "batch":
                 if isinstance(s.value, ast.Name) and s.value.id == "full":
                     plan.batch = "full"
                 else:
-                    plan.batch = self.values.integer(s.value, what, 1)
+                    plan.batch = self.values.integer(s.value, what, 1, MAX_COUNT)
             elif key == "seed":
                 plan.seed = self.values.integer(s.value, what, 0, MAX_SEED)
             elif key == "device":

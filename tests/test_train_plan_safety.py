@@ -224,6 +224,7 @@ def test_fuzzed_hostile_strings_in_comments_and_arguments(seed, tmp_path):
     ("steps 1e300 * 1e10", None, None, "`steps` must be a finite integer"),
     ('constrain param("head.weight") in l2_ball(1.0) every 1e300 * 1e300 steps', None, None, "`every` must be a finite"),
     ("steps 1e309", None, None, "1e309"),
+    ("steps 1e300", None, None, "`steps` must be at most 1000000000000, got 1e+300"),
     ("rewrite GELU -> fatrelu(thresh = 0.1)", None, None, "has no option `thresh`"),
     ("optimizer adamw(lr = -1)", None, None, "`lr` must be > 0"),
     ("", "mlp(hidden = [-1])", None, "`hidden` must be a list of positive integers"),
