@@ -210,7 +210,10 @@ def generate_trainer(asm: Any, spec_text: str, fingerprint: str, filename: str =
     w(f"TASK = {asm.data.task!r}")
     w("# what rebuilds the trained network: written as OUT/model.json beside model.pt")
     w("# (regspec.load_trained(OUT) reads both)")
-    w(f"MODEL = {_lit(_model_recipe(asm))}")
+    w("MODEL = {")
+    for key, value in _model_recipe(asm).items():
+        w(f"    {key!r}: {_lit(value)},")
+    w("}")
     w("")
     if loss_src is not None:
         w("")
