@@ -474,3 +474,12 @@ def test_conv1d_group_lasso_trains_zero_outputs_not_inputs(tmp_path):
     w = torch.load(tmp_path / "run" / "model.pt", weights_only=True)["c_fc.weight"]
     zero_outputs = int((w.abs().sum(0) == 0).sum())
     assert 1 <= zero_outputs < 32 and int((w.abs().sum(1) == 0).sum()) == 0
+
+
+@pytest.mark.parametrize("data, what", [
+    ("synthetic(n = 1e12)", "more than generated data may hold"),
+    ('synthetic(n = "abc")', "rejected its options"),
+])
+def test_bad_synthetic_data_options_are_located(data, what):
+    e = plan_error(spec(data=data))
+    assert e.first.span.line == 4 and what in e.first.message

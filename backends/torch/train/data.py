@@ -135,6 +135,10 @@ def _sk_diabetes() -> tuple[np.ndarray, np.ndarray, str, tuple[int, ...]]:
     return d.data.astype(np.float32), d.target.astype(np.float32), "regression", (d.data.shape[1],)
 
 
+#: generated inputs larger than this are refused before allocating (n * d float32 values)
+SYNTHETIC_MAX_VALUES = 10**9
+
+
 def _synthetic(
     n: int = 1000,
     d: int = 20,
@@ -150,6 +154,9 @@ def _synthetic(
         raise error("synthetic: give `classes` or `regression = true`, not both")
     if int(n) < 4 or int(d) < 1:
         raise error(f"synthetic: need n >= 4 and d >= 1, got n={n}, d={d}")
+    if int(n) * int(d) > SYNTHETIC_MAX_VALUES:
+        raise error(f"synthetic: n * d = {int(n) * int(d):.3g} values is more than generated data may hold "
+                    f"({SYNTHETIC_MAX_VALUES:.0e}, {SYNTHETIC_MAX_VALUES * 4 / 2**30:.1f} GiB in float32)")
     rng = np.random.default_rng(seed)
     x = rng.standard_normal((int(n), int(d))).astype(np.float32)
     if regression:
@@ -214,15 +221,13 @@ def _builtin(
     indexed = bool(kw.pop("indexed", False))
     drop_last = bool(kw.pop("drop_last", False))
     fn = DATASETS[name]
-    if name == "synthetic":
-        check_kwargs(fn, kw, "data set `synthetic`", span)
-        try:
-            x, y, task, shape = fn(**kw, seed=seed)
-        except RegspecError as exc:
-            raise error(exc.first.message, span, exc.first.notes) from None
-    else:
-        check_kwargs(fn, kw, f"data set `{name}`", span)
-        x, y, task, shape = fn(**kw)
+    check_kwargs(fn, kw, f"data set `{name}`", span)
+    try:
+        x, y, task, shape = fn(**kw, seed=seed) if name == "synthetic" else fn(**kw)
+    except RegspecError as exc:
+        raise error(exc.first.message, exc.first.span or span, exc.first.notes) from None
+    except (TypeError, ValueError, OverflowError, MemoryError) as exc:  # e.g. n = 1e300, d = "x"
+        raise error(f"data set `{name}` rejected its options: {type(exc).__name__}: {exc}", span) from None
     _check_split(split, len(y), span)
     try:
         tr, va = _split(y, float(split), seed, stratify=(task == "classification"))
