@@ -51,8 +51,11 @@ from regspec.backends.torch.conic.precondition import Scaling, precondition
 TOL = 1e-7
 INFEASIBLE_TOL = 1e-8
 CHECK_EVERY = 64
-# dense storage below this many entries of A (faster than sparse kernels for small problems)
-DENSE_ENTRIES = 1 << 18
+# dense storage below this many entries of A, or above this density (torch's CSR kernels lose to a
+# dense matrix-vector product there); one intra-op thread below SMALL_ENTRIES (each op takes
+# microseconds, and a thread handoff costs more than it saves)
+DENSE_ENTRIES, DENSE_DENSITY = 1 << 20, 0.1
+SMALL_ENTRIES = 1 << 16
 SUFFICIENT, NECESSARY, ARTIFICIAL = 0.2, 0.8, 0.36
 PRIMAL_WEIGHT_SMOOTHING = 0.5
 
@@ -81,7 +84,7 @@ class ScaledProblem:
             return torch.as_tensor(np.ascontiguousarray(a), dtype=dtype, device=device)
 
         m, n = A.shape
-        if m * n <= DENSE_ENTRIES:
+        if m * n <= DENSE_ENTRIES or A.nnz >= DENSE_DENSITY * m * n:
             self.A = tensor(As.toarray())
             self.AT = self.A.T.contiguous()
         else:
@@ -93,16 +96,21 @@ class ScaledProblem:
         self.max_entry = float(abs(As).max()) if As.nnz else 0.0
 
     def matvec(self, x: Tensor) -> Tensor:
-        return self.A @ x
+        return torch.mv(self.A, x)  # (for CSR, `A @ x` with a 1-D x takes a far slower path)
 
     def rmatvec(self, y: Tensor) -> Tensor:
-        return self.AT @ y
+        return torch.mv(self.AT, y)
 
 
 def _csr(M: sp.csr_matrix, dtype: torch.dtype, device: torch.device) -> Tensor:
-    return torch.sparse_csr_tensor(torch.as_tensor(M.indptr, dtype=torch.int64),
-                                   torch.as_tensor(M.indices, dtype=torch.int64),
-                                   torch.as_tensor(M.data, dtype=dtype), size=M.shape).to(device)
+    import warnings
+
+    with warnings.catch_warnings():  # "sparse CSR support is in beta": the one kernel used here is mv
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.sparse_csr_tensor(torch.as_tensor(M.indptr, dtype=torch.int64),
+                                       torch.as_tensor(M.indices, dtype=torch.int64),
+                                       torch.as_tensor(M.data, dtype=dtype), size=M.shape,
+                                       check_invariants=True).to(device)
 
 
 @dataclass
@@ -192,8 +200,10 @@ def convergence_check(res: Residuals, tol: float) -> bool:
     return res.primal_rel <= tol and res.dual_rel <= tol and res.gap_rel <= tol
 
 
-def infeasibility_check(P: ScaledProblem, rays: list[tuple[Tensor, Tensor]], eps: float) -> tuple[str, float] | None:
-    """``("infeasible" | "unbounded", ratio)`` when a ray (scaled-space ``(dx, dy)``) certifies it."""
+def infeasibility_check(P: ScaledProblem, rays: list[tuple[Tensor, Tensor]],
+                        eps: float) -> tuple[str, float, Tensor] | None:
+    """``("infeasible" | "unbounded", ratio, ray)`` when a ray (scaled-space ``(dx, dy)``) certifies
+    it; ``ray`` is the certificate (``y`` in ``K*`` or ``x``), scaled space."""
     if P.norm_A == 0.0:
         return None
     for dx, dy in rays:
@@ -203,14 +213,14 @@ def infeasibility_check(P: ScaledProblem, rays: list[tuple[Tensor, Tensor]], eps
             aty = float(torch.linalg.vector_norm(P.rmatvec(y) / P.col))
             ratio = aty * P.norm_b / (P.norm_A * -bty)
             if ratio <= eps:
-                return "infeasible", ratio
+                return "infeasible", ratio, y
         ctx = float(torch.dot(P.c, dx))                     # = c_orig^T x_orig
         if ctx < 0 and P.norm_c > 0:
             w = -P.matvec(dx)
             dist = float(torch.linalg.vector_norm((w - P.projector.project(w)) / P.row))
             ratio = dist * P.norm_c / (P.norm_A * -ctx)
             if ratio <= eps:
-                return "unbounded", ratio
+                return "unbounded", ratio, dx
     return None
 
 
@@ -244,8 +254,21 @@ def solve_conic_pdhg(A: sp.csr_matrix, b: np.ndarray, c: np.ndarray, layout: Con
                      dtype: torch.dtype = torch.float64, device: str | torch.device = "cpu") -> ConicSolution:
     """Solve ``min c^T x  s.t.  b - A x in K`` (module docstring); x and y are returned in the
     original space as float64 arrays."""
-    t0 = time.perf_counter()
     device = torch.device(device)
+    if device.type != "cpu" or A.shape[0] * A.shape[1] >= SMALL_ENTRIES:
+        return _solve(A, b, c, layout, tol, max_iter, infeasible_tol, check_every, time_limit, dtype, device)
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return _solve(A, b, c, layout, tol, max_iter, infeasible_tol, check_every, time_limit, dtype, device)
+    finally:
+        torch.set_num_threads(before)
+
+
+def _solve(A: sp.csr_matrix, b: np.ndarray, c: np.ndarray, layout: ConeLayout, tol: float, max_iter: int,
+           infeasible_tol: float, check_every: int, time_limit: float | None, dtype: torch.dtype,
+           device: torch.device) -> ConicSolution:
+    t0 = time.perf_counter()
     P = ScaledProblem(A, b, c, layout, dtype, device)
     setup = time.perf_counter() - t0
     m, n = A.shape
@@ -274,7 +297,7 @@ def solve_conic_pdhg(A: sp.csr_matrix, b: np.ndarray, c: np.ndarray, layout: Con
             break
         found = infeasibility_check(P, [(z.x - last_check.x, z.y - last_check.y), (z.x, z.y)], infeasible_tol)
         if found is not None:
-            status, ratio = found
+            status, ratio, ray = found
             break
         last_check = z.copy()
         if not (math.isfinite(r_cur.kkt_scaled) and math.isfinite(eta)):
@@ -295,12 +318,13 @@ def solve_conic_pdhg(A: sp.csr_matrix, b: np.ndarray, c: np.ndarray, layout: Con
             break
     if device.type == "cuda":
         torch.cuda.synchronize()
-    out = best if status in ("optimal", "user_limit", "solver_error") else z
-    if status in ("infeasible", "unbounded"):
-        # the certificate ray, for the record
-        out = Point(z.x - last_check.x, z.y - last_check.y, z.Ax, z.ATy)
-    x = (out.x * P.col).double().cpu().numpy()
-    y = (out.y * P.row).double().cpu().numpy()
+    x, y = best.x, best.y
+    if status == "infeasible":  # the certificate, for the record (x means nothing then)
+        x, y = torch.zeros_like(best.x), ray
+    elif status == "unbounded":
+        x, y = ray, torch.zeros_like(best.y)
+    x = (x * P.col).double().cpu().numpy()
+    y = (y * P.row).double().cpu().numpy()
     res = {"primal": best_res.primal, "dual": best_res.dual, "primal_rel": best_res.primal_rel,
            "dual_rel": best_res.dual_rel, "gap_rel": best_res.gap_rel, "pobj": best_res.pobj,
            "dobj": best_res.dobj}
