@@ -180,6 +180,20 @@ def expected_trace_seconds() -> float:
     return WARM_TRACE_SECONDS if "torch._dynamo" in sys.modules else COLD_TRACE_SECONDS
 
 
+def _timed_trace(trace: Callable[[], object]) -> tuple[object, float]:
+    """``trace()`` and its seconds, added to ``CLOCK``; the estimate for the next trace becomes
+    this one's time, unless this one paid the imports (they are not paid again)."""
+    global _last_trace_seconds
+    cold = "torch._dynamo" not in sys.modules
+    t0 = time.perf_counter()
+    try:
+        return trace(), time.perf_counter() - t0
+    finally:
+        seconds = time.perf_counter() - t0
+        CLOCK["seconds"] += seconds
+        _last_trace_seconds = WARM_TRACE_SECONDS if cold else seconds
+
+
 def eager_graph(module: fx.GraphModule, var_names: list[str]) -> fx.GraphModule:
     """``module``'s graph with the variables as inputs (``forward(*variables)``) instead of
     attributes: no ``functional_call`` parameter swap per call (~1/3 of an eager evaluation on
@@ -227,15 +241,8 @@ class SmoothEvaluator:
         return self._fused is not None
 
     def _switch(self, xs: list[torch.Tensor]) -> None:
-        global _last_trace_seconds
-        cold = self._key not in _CACHE
-        t0 = time.perf_counter()
-        self._fused = FusedSmooth.trace(self._module, self._var_names, list(xs))
-        seconds = time.perf_counter() - t0
+        self._fused, seconds = _timed_trace(lambda: FusedSmooth.trace(self._module, self._var_names, list(xs)))
         self.trace_seconds += seconds
-        CLOCK["seconds"] += seconds
-        if cold:
-            _last_trace_seconds = seconds
         if self._fused is None:  # not traceable: eager for good in this solve
             self._spent = -float("inf")
 
@@ -338,20 +345,19 @@ class LazyGraph:
         return self._graph is not None
 
     def _trace(self) -> None:
-        global _last_trace_seconds
         from torch.fx.experimental.proxy_tensor import make_fx
 
-        t0 = time.perf_counter()
-        try:
-            gm = make_fx(self._fn)(*self._example)
+        def trace() -> fx.GraphModule | None:
+            try:
+                gm = make_fx(self._fn)(*self._example)
+            except Exception:  # noqa: BLE001 - any tracing failure keeps the eager callable
+                return None
             gm.graph.eliminate_dead_code()
             gm.recompile()
-            self._graph = gm
-        except Exception:  # noqa: BLE001 - any tracing failure keeps the eager callable
-            self._failed = True
-        seconds = time.perf_counter() - t0
-        CLOCK["seconds"] += seconds
-        _last_trace_seconds = seconds
+            return gm
+
+        self._graph, _ = _timed_trace(trace)
+        self._failed = self._graph is None
 
     def __call__(self, *args: torch.Tensor):
         if self._graph is not None:
