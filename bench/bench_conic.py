@@ -72,7 +72,7 @@ CASES["all"] = [(name, fn, sizes + {"LP standard form": [(500, 1000)], "LP l1 re
 
 def run_scs(problem: cp.Problem, tol: float) -> dict:
     t = time.perf_counter()
-    problem.solve(solver=cp.SCS, eps_abs=tol, eps_rel=tol, max_iters=MAX_ITER)
+    problem.solve(solver=cp.SCS, eps_abs=tol, eps_rel=tol, max_iters=MAX_ITER, warm_start=False)
     return {"status": problem.status, "objective": problem.value, "iterations": problem.solver_stats.num_iters,
             "seconds": time.perf_counter() - t}
 
