@@ -8,6 +8,8 @@ Rows:
 2. ``regspec solve specs/lasso.reg --backend torch`` vs a fresh script that imports torch and
    scikit-learn and fits ``Lasso`` (same data, same lam, no intercept).
 3. ``regspec check specs/X.reg`` for every bundled spec vs ``python -c "import numpy"``.
+4. (why the first solve is eager) the smooth part's value and gradient per call, eager and
+   traced, and the cost of tracing it in a fresh process, first and again.
 
 Baselines read the data from an .npz file written here from ``sklearn.datasets.load_diabetes``
 (centred as the spec's ``dataset("diabetes", center = true)``), so they pay no scikit-learn
@@ -15,7 +17,7 @@ import for the data; a second CVXPY baseline loads it through scikit-learn as a 
 Every solve prints its objective; each must lie within a relative gap of 1e-6 of the best.
 
 Targets: row 1 and row 2 <= 1.1x; row 3 <= 0.3 s per spec and <= 2x ``import numpy``.
-Usage: ``.venv/bin/python bench/bench_cold_start.py [--repeat 5] [--only solve|check]``.
+Usage: ``.venv/bin/python bench/bench_cold_start.py [--repeat 5] [--only solve|check|evaluators]``.
 """
 from __future__ import annotations
 
@@ -145,6 +147,60 @@ def check_rows(repeat: int) -> None:
     print(f"  target <= 0.3 s and <= 2x import numpy: {'met for every spec' if not over else 'NOT met for ' + str(len(over)) + ' spec(s): ' + ', '.join(over)}")
 
 
+EVALUATOR_SCRIPT = r"""
+import sys, time, torch
+import regspec
+from regspec.backends.torch import lower as L, tracing
+from torch.func import functional_call
+n = int(sys.argv[1])
+text = open("specs/lasso.reg").read() if n == 0 else (
+    "problem lasso {\n data X = randn(%d, %d, seed = 0)\n data y = randn(%d, seed = 1)\n"
+    " param lam = 0.1 >= 0\n var w[%d]\n"
+    " minimize sum_squares(X @ w - y) / (2 * rows(X)) + lam * norm1(w)\n}\n" % (n, n, n, n))
+prog = L.lower(regspec.load(text).compiled().ir, dtype=torch.float64, device="cpu")
+names = [f"var_{v}" for v in prog.var_names]
+x = [torch.randn_like(v) for v in prog.variables()]
+torch.set_num_threads(1)
+
+def per_call(f, k=200):
+    f()
+    t = time.perf_counter()
+    for _ in range(k):
+        f()
+    return (time.perf_counter() - t) / k
+
+def autograd_functional_call():
+    leaves = [v.detach().requires_grad_(True) for v in x]
+    value = functional_call(prog.smooth, dict(zip(names, leaves)), ())
+    return value, torch.autograd.grad(value, leaves)
+
+tracing.MODE = "eager"
+ours = tracing.smooth_evaluator(prog.smooth, names, x)
+old_eager = per_call(autograd_functional_call)
+eager = per_call(lambda: ours.grad(x))
+dynamo_before = "torch._dynamo" in sys.modules
+t = time.perf_counter(); fused = tracing.FusedSmooth.trace(prog.smooth, names, x); cold = time.perf_counter() - t
+tracing.clear_cache()
+t = time.perf_counter(); fused = tracing.FusedSmooth.trace(prog.smooth, names, x); warm = time.perf_counter() - t
+traced = per_call(lambda: fused.grad(x))
+print(f"{old_eager} {eager} {traced} {cold} {warm} {dynamo_before}")
+"""
+
+
+def evaluator_rows() -> None:
+    """In one fresh process per size: value+gradient of the smooth part by the old autograd
+    fallback (functional_call), by the eager evaluator a first solve now uses, and by the traced
+    graphs; and what tracing costs, first in the process (imports included) and again."""
+    print("\nsmooth part, value + gradient per call (1 thread), and the cost of tracing it:")
+    for n, label in ((0, "lasso.reg (442 x 10)"), (1000, "lasso 1000 x 1000")):
+        old, eager, traced, cold, warm, dynamo = run([PYTHON, "-c", EVALUATOR_SCRIPT, str(n)])[1].split()
+        print(f"  {label:<22} functional_call+autograd {float(old) * 1e6:7.0f} us   eager evaluator "
+              f"{float(eager) * 1e6:7.0f} us   traced {float(traced) * 1e6:7.0f} us   trace: first {float(cold):.2f} s"
+              f" (dynamo imported before: {dynamo}), again {float(warm):.3f} s;  break-even "
+              f"{float(cold) / max(float(eager) - float(traced), 1e-9):,.0f} calls cold, "
+              f"{float(warm) / max(float(eager) - float(traced), 1e-9):,.0f} warm")
+
+
 def header() -> None:
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout.strip()
     dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True,
@@ -156,11 +212,11 @@ def header() -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--repeat", type=int, default=5)
-    ap.add_argument("--only", choices=("solve", "check"))
+    ap.add_argument("--only", choices=("solve", "check", "evaluators"))
     args = ap.parse_args()
     header()
     with tempfile.TemporaryDirectory() as tmp:
-        if args.only != "check":
+        if args.only in (None, "solve"):
             import numpy as np
             from sklearn.datasets import load_diabetes
 
@@ -168,8 +224,10 @@ def main() -> None:
             data = Path(tmp) / "diabetes_centred.npz"
             np.savez(data, X=X - X.mean(axis=0), y=y - y.mean())
             solve_rows(args.repeat, data)
-        if args.only != "solve":
+        if args.only in (None, "check"):
             check_rows(args.repeat)
+        if args.only in (None, "evaluators"):
+            evaluator_rows()
     print(f"\nload average at end {os.getloadavg()[0]:.2f}, {os.getloadavg()[1]:.2f} (1, 5 min)")
 
 
