@@ -174,9 +174,9 @@ def dataset(ctx: SourceContext, name: str, standardize: bool = False, center: bo
     """scikit-learn's bundled sets as (X, y). ``standardize`` z-scores the columns of X;
     ``center`` centres X's columns and y (regression); ``labels = "pm1"`` maps binary labels to
     -1/+1; ``rows = N`` keeps the first N rows."""
-    if name not in _DATASETS:
-        raise ctx.fail(f"unknown data set `{name}`", did_you_mean(name, _DATASETS) +
-                       [f"bundled data sets: {', '.join(_DATASETS)}"])
+    if not isinstance(name, str) or name not in _DATASETS:
+        what = f"unknown data set `{name}`" if isinstance(name, str) else f"dataset(...) takes a name, got {name!r}"
+        raise ctx.fail(what, did_you_mean(str(name), _DATASETS) + [f"bundled data sets: {', '.join(_DATASETS)}"])
     X, y = _bundled(ctx, name)
     X = np.asarray(X, dtype=float)
     y = np.asarray(y, dtype=float)

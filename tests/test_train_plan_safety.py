@@ -483,3 +483,8 @@ def test_conv1d_group_lasso_trains_zero_outputs_not_inputs(tmp_path):
 def test_bad_synthetic_data_options_are_located(data, what):
     e = plan_error(spec(data=data))
     assert e.first.span.line == 4 and what in e.first.message
+
+
+def test_problem_data_sources_in_train_blocks_fail_located():
+    e = plan_error(spec(model="linear(in = 10, out = 1)", data="dataset(1e20, center = true)"))
+    assert e.first.span is not None and e.first.span.line == 4 and "takes a name" in e.first.message

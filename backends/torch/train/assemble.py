@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from regspec.compiler.train_plan import CallPlan, TrainPlan
-from regspec.diagnostics import Diagnostic, error
+from regspec.diagnostics import Diagnostic, RegspecError, error
 
 from .bind import Binding, bind_plan
 from .data import DataBundle, build_data
@@ -48,7 +48,13 @@ def make_data(plan: TrainPlan, *, batch: int | str | None = None, seed: int | No
     b = plan.batch if batch is None else batch
     s = plan.seed if seed is None else seed
     if d.kind == "source":
-        return source_data(d.name, d.args, d.kwargs, batch=b, seed=s, base_dir=plan.base_dir)
+        try:
+            return source_data(d.name, d.args, d.kwargs, batch=b, seed=s, base_dir=plan.base_dir)
+        except RegspecError as exc:  # the sources know no span here: locate at the data statement
+            first = exc.first
+            if first.span is not None:
+                raise
+            raise error(first.message, d.span, first.notes) from None
     kwargs = dict(d.kwargs)
     split = kwargs.pop("split", 0.8)
     return build_data(d.name, split=split, batch=full_batch(b), seed=s, span=d.span, **kwargs)
