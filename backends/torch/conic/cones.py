@@ -238,7 +238,12 @@ def _exp_boundary_point(r0: Tensor, s0: Tensor, t0: Tensor, rho: Tensor) -> Tens
 
 def project_exp(v: Tensor, start: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """Rows (r, s, t) of ``v`` (``(k, 3)``) onto the exponential cone, and the roots found (pass them
-    back as ``start`` when projecting nearby points: Newton then needs two or three steps)."""
+    back as ``start`` when projecting nearby points: Newton then needs two or three steps).
+    Computed in float64 whatever ``v``'s dtype (float32's exp overflows at 88, and the root needs
+    the digits)."""
+    if v.dtype != torch.float64:
+        p, rho = project_exp(v.double(), None if start is None else start.double())
+        return p.to(v.dtype), rho
     r0, s0, t0 = v.unbind(1)
     inside = in_exp_cone(v)
     polar = in_exp_dual_cone(-v)

@@ -22,6 +22,8 @@ from regspec.diagnostics import Diagnostic, RegspecError
 from regspec.result import Result
 
 SOLVER_NAME = "conic PDHG"
+# float32 residuals stall near 1e-6 relative: its default tolerance sits above that
+FLOAT32_TOL = 1e-5
 
 
 @dataclass
@@ -66,14 +68,15 @@ MESSAGES = {
 
 def solve_conic(program: ConicProgram, *, params: dict[str, np.ndarray] | None = None, tol: float | None = None,
                 max_iter: int = 100000, time_limit: float | None = None) -> Result:
-    """Solve through CVXPY's conic form; ``tol`` defaults to ``pdhg.TOL``."""
+    """Solve through CVXPY's conic form; ``tol`` defaults to ``pdhg.TOL`` (``FLOAT32_TOL`` in float32)."""
     import cvxpy as cp
 
     from regspec.backends.cvxpy.lower import set_params
     from regspec.backends.torch.conic.canon import UnsupportedCone, conic_form
     from regspec.backends.torch.conic.pdhg import INFEASIBLE_TOL
 
-    tol = TOL if tol is None else tol
+    if tol is None:
+        tol = TOL if program.dtype == torch.float64 else FLOAT32_TOL
     if params:
         set_params(program.cvxpy, params)
     t0 = time.perf_counter()
