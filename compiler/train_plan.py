@@ -974,7 +974,8 @@ def _check_builtin_options(name: str, what: str, kwargs: list[ast.Keyword]) -> N
     """Keyword names of built-in models and data sets (optimizer keywords are torch's: checked
     against its signature when the optimizer is built)."""
     if what == "model":
-        accepted = [("in" if o == "in_features" else o) for o in MODEL_OPTIONS[name.lower()]] + ["in_features"]
+        options = MODEL_OPTIONS[name.lower()]
+        accepted = [("in" if o == "in_features" else o) for o in options] + [o for o in options if o == "in_features"]
     elif what == "data" and name.lower() in DATASET_OPTIONS:
         accepted = [*DATASET_OPTIONS[name.lower()], *DATA_COMMON_OPTIONS]
     else:
