@@ -33,21 +33,47 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import torch
 from torch import Tensor
 
 from regspec.backends.torch.solvers import (OPTIMAL, SOLVER_ERROR, USER_LIMIT, LinearOperator, SolverResult,
-                                            _adjoint_sum, _pdhg_primal_terms, _pdhg_residuals_from, _Smooth,
-                                            _sqnorm, _sqnorm1,
+                                            _adjoint_sum, _maxabs, _pdhg_primal_terms, _pdhg_residuals_from,
+                                            _Smooth, _sqnorm, _sqnorm1,
                                             check_pdhg_steps, pdhg_step_sizes)
 
-__all__ = ["restarted_pdhg"]
+__all__ = ["restarted_pdhg", "BlockCheck", "INFEASIBLE", "UNBOUNDED"]
 
-RULE = ("stop when a certified point T(z) (z = the current iterate or the average since the last "
-        "restart) has max(p_rel, d_rel) <= tol, with p, d the primal and dual fixed-point residuals "
-        "of the step z -> T(z) (solvers.pdhg's definitions and scalings)")
+INFEASIBLE = "infeasible"
+UNBOUNDED = "unbounded"
+
+RULE = ("stop at a certified point T(z) (z = the current iterate or the average since the last restart; "
+        "p, d the fixed-point residuals of the step z -> T(z), d = v - K x+ with v in df*(y+)) when "
+        "(1) every constraint block k has ||d_k||_inf <= tol * max(||K_k x+||_inf, ||v_k||_inf) (its violation "
+        "relative to the size of its own terms; blocks whose terms vanish: sqrt(eps) ||x+||_inf); "
+        "(2) every variable i has ||p_i||_inf <= tol * max(||(K^T y+)_i||_inf, ||u_i||_inf, ||grad_i s||_inf) "
+        "(stationarity relative to the objective's gradient scale); (3) the first-order objective error "
+        "sum_k L_k(d_k) (L_k the Lipschitz bound of term k: its dual-ball radius; |<y_k, d_k>| for a "
+        "constraint) is <= tol * max(|P(x+)|, the terms' sizes)")
+
+
+@dataclass
+class BlockCheck:
+    """What the certificate needs to know about one dual block (in the scaled coordinates PDHG runs in).
+
+    ``constraint``: the block is the indicator of a set S (``lhs == rhs``, ``lhs <= rhs``, ``in SET``);
+    its residual is a violation, measured relative to the block's own terms. Otherwise it is a term
+    ``f(K x + c)`` of the objective, whose residual matters through the objective: ``term_bound(d)``
+    bounds ``|f(z + d) - f(z)|`` (the Lipschitz bound of f, e.g. ``sum |r * d|`` for a weighted l1 of dual
+    radius r); None: estimated by ``||y|| ||d||``. ``project(z)``: the projection onto S (constraint
+    blocks), used to verify infeasibility and unboundedness certificates. ``name``: for reports."""
+
+    name: str
+    constraint: bool
+    term_bound: Callable[[Tensor], Tensor] | None = None
+    project: Callable[[Tensor], Tensor] | None = None
 
 
 def _norm_lists(a: Sequence[Tensor], b: Sequence[Tensor]) -> float:
@@ -88,7 +114,7 @@ def restarted_pdhg(
     smooth: Callable[[list[Tensor]], Tensor] | None = None,
     smooth_grad: Callable[[list[Tensor]], list[Tensor]] | None = None,
     lipschitz: float = 0.0,
-    primal_weight: float = 1.0,
+    primal_weight: float | None = None,
     tol: float = 1e-8,
     max_iter: int = 100000,
     check_every: int = 32,
@@ -96,11 +122,24 @@ def restarted_pdhg(
     time_limit: float | None = None,
     axpy: Sequence[Callable[[Tensor, list[Tensor], float, Tensor | None], Tensor] | None] | None = None,
     average: bool = True,
+    checks: Sequence[BlockCheck] | None = None,
+    objective: Callable[[list[Tensor]], Tensor | float] | None = None,
+    detect: bool = True,
 ) -> SolverResult:
-    """Restarted averaged PDHG; see the module docstring for the math, restarts and certificate.
+    """Restarted averaged PDHG; see the module docstring for the math and restarts, ``RULE`` for
+    the stopping rule.
 
     ``norm_K`` must bound the stacked operator norm; ``lipschitz`` the Lipschitz constant of
-    ``grad s`` (0 without s). ``time_limit`` (seconds) stops with ``"user_limit"``.
+    ``grad s`` (0 without s). The smooth part's constant is checked at every check against the
+    secant ``||grad s(x+) - grad s(x)|| / ||x+ - x||`` of the step just taken; a larger secant (an
+    estimate made where s was locally flatter, e.g. Huber beyond its knee) doubles it and the
+    steps are recomputed. ``time_limit`` (seconds) stops with ``"user_limit"``.
+
+    ``checks``: one :class:`BlockCheck` per block (default: every block a term). ``objective(x)``:
+    the primal objective P, for the objective-error test (3) of the rule and for unboundedness;
+    without it test (3) is skipped. ``detect``: look for infeasibility and unboundedness
+    certificates in the iterates (:func:`_rays`); a verified one ends the run ``"infeasible"``
+    or ``"unbounded"``.
 
     Memory traffic. On fusion problems the dual tensors are much larger than the primal ones, so
     the loop touches them as few times as it can: the extrapolated point is formed as
@@ -113,23 +152,31 @@ def restarted_pdhg(
     one iteration (running sum, average, restart point, best point) live in work buffers
     allocated once per solve (``_DualWork``) and are overwritten in place.
 
-    Returns a ``SolverResult`` whose ``x``, ``y`` are the certified point, ``residuals`` its
-    ``primal``, ``dual``, ``primal_rel``, ``dual_rel``, and ``info`` the steps, weight and restart
-    counts.
+    Returns a ``SolverResult`` whose ``x``, ``y`` are the certified point (the best one seen when
+    not optimal), ``residuals`` its ``primal``, ``dual``, ``primal_rel``, ``dual_rel`` (2-norm
+    forms, which drive the restarts), ``feasibility_rel``, ``stationarity_rel``,
+    ``objective_error_rel`` (the rule's three tests) and ``info`` the steps, weight, restart counts,
+    per-block ``violations`` and, for an infeasible or unbounded end, the ``certificate``.
     """
     t_start = time.perf_counter()
     ops = list(operators)
     conjs = list(prox_fconj)
     axpys = list(axpy) if axpy is not None else [None] * len(ops)
+    block_checks = list(checks) if checks is not None else [BlockCheck(f"block {k}", False) for k in range(len(ops))]
+    if len(block_checks) != len(ops):
+        raise ValueError("one BlockCheck per operator is required")
     like = x0[0]
     eps = torch.finfo(like.dtype).eps
     tol_eff = max(float(tol), 50.0 * eps)
+    floor_rel = math.sqrt(eps)
     prox = prox_g if prox_g is not None else (lambda vs, t: list(vs))
     has_smooth = smooth is not None or smooth_grad is not None
     sm = _Smooth(smooth, smooth_grad, x0) if has_smooth else None
     Ls = float(lipschitz) if has_smooth else 0.0
+    lipschitz_raised = 0
     nK = float(norm_K)
-    w = float(primal_weight)
+    w = float(primal_weight) if primal_weight is not None else \
+        _initial_primal_weight(sm, x0, conjs, ops, block_checks)
     tau, sigma = pdhg_step_sizes(nK, Ls, w)
     check_pdhg_steps(tau, sigma, nK, Ls)
 
@@ -176,23 +223,84 @@ def restarted_pdhg(
         return torch.add(y, kx, alpha=alpha)
 
     def certify(x, x_new, y, y_new, KTy, KTy_new, gs, gs_new) -> dict[str, float]:
-        """solvers.pdhg's residuals of the step z -> T(z); the dual ones without K x or K x+
-        kept around: sigma d = (y - y+) + sigma K(x+ - x) (the difference taken first, exactly
-        where y+ is close to y), then K x+, and ||v+||^2 = ||d||^2 + ||K x+||^2 + 2 <d, K x+>."""
-        primal = _pdhg_primal_terms(x, x_new, KTy, KTy_new, gs, gs_new, tau)
+        """solvers.pdhg's residuals of the step z -> T(z) (2-norm forms, for the restarts) and the
+        per-block and per-variable max-norm measures of ``RULE``. The dual residual without K x or
+        K x+ kept around: sigma d = (y - y+) + sigma K(x+ - x) (the difference taken first, exactly
+        where y+ is close to y), then K x+ and v+ = d + K x+ (in df*(y+)); one host sync."""
+        per_var: list[Tensor] = []
+        primal = _pdhg_primal_terms(x, x_new, KTy, KTy_new, gs, gs_new, tau, per_variable=per_var)
         r1, r2 = work["res1"], work["res2"]
         dx = torch._foreach_sub(x_new, x)
-        dd = kk = dk = torch.zeros_like(primal[0])
+        zero = torch.zeros_like(primal[0])
+        dd = kk = dk = zero
+        per_block: list[Tensor] = []
         for k, (yk, ynk) in enumerate(zip(y, y_new)):
             diff = torch.sub(yk, ynk, out=r1[k])
-            sd = k_into(k, dx, r2[k], sigma, diff)  # sigma d_k
+            d = k_into(k, dx, r2[k], sigma, diff).div_(sigma)  # d_k
             kxn = k_into(k, x_new, r1[k])  # K x+ (r1 is free again)
-            dd = dd + _sqnorm1(sd)
+            dd = dd + _sqnorm1(d)
             kk = kk + _sqnorm1(kxn)
-            dk = dk + torch.vdot(sd.reshape(-1), kxn.reshape(-1))
-        dd = dd / (sigma * sigma)
-        vv = dd + kk + (2.0 / sigma) * dk
-        return _pdhg_residuals_from(primal, [dd, kk, vv])
+            dk = dk + torch.vdot(d.reshape(-1), kxn.reshape(-1))
+            bc = block_checks[k]
+            if bc.constraint and bc.project is not None:
+                # the violation itself, K x+ - proj_S(K x+): d's v+ comes from (y - y+) / sigma, which
+                # rounding erases when sigma |K x + c| is below eps |y| (badly scaled data)
+                d = torch.sub(kxn, bc.project(kxn), out=d)
+            if bc.constraint:
+                err = torch.vdot(ynk.reshape(-1), d.reshape(-1)).abs()
+            elif bc.term_bound is not None:
+                err = bc.term_bound(d)
+            else:
+                err = torch.sqrt(_sqnorm1(ynk) * _sqnorm1(d))
+            d_inf, kx_inf = _maxabs(d), _maxabs(kxn)
+            if bc.constraint:
+                kx_inf = torch.maximum(kx_inf, _term_size(ops[k].apply, x_new, signs))
+            v = d.neg_().add_(kxn) if bc.constraint and bc.project is not None else d.add_(kxn)  # v+ (or proj_S)
+            if bc.constraint:
+                size = torch.vdot(ynk.reshape(-1), v.reshape(-1)).abs()
+            elif bc.term_bound is not None:
+                size = bc.term_bound(kxn) + bc.term_bound(v)
+            else:
+                size = torch.sqrt(_sqnorm1(ynk) * _sqnorm1(v))
+            per_block += [d_inf, kx_inf, _maxabs(v), err, size]
+        # per variable, the largest single block's K_k^T y_k: the blocks' parts of K^T y cancel at a
+        # saddle point of a problem made of norms only, so their sum is not the scale
+        adj_scale: list[Tensor | None] = [None] * len(x_new)
+        for o, ynk in zip(ops, y_new):
+            for i, part in enumerate(o.adjoint(ynk)):
+                if part is not None:
+                    m = _maxabs(part)
+                    adj_scale[i] = m if adj_scale[i] is None else torch.maximum(adj_scale[i], m)
+        for i, a_i in enumerate(adj_scale):
+            if a_i is not None:
+                per_var[2 * i + 1] = torch.maximum(per_var[2 * i + 1], a_i)
+        extra = [torch.stack([_maxabs(t) for t in x_new]).max()]
+        if sm is not None:
+            extra += [_sqnorm(torch._foreach_sub(gs_new, gs)), _sqnorm(dx)]
+        vals = torch.stack(primal + [dd, kk, dd + kk + 2.0 * dk] + per_var + per_block + extra).tolist()
+        res = _residuals_from_values(vals[:7])
+        nv = len(per_var)
+        res.update(_rule_measures(vals[7:7 + nv], vals[7 + nv:7 + nv + len(per_block)], vals[7 + nv + len(per_block)],
+                                  block_checks, floor_rel))
+        if sm is not None:
+            gdiff, xdiff = vals[-2], vals[-1]
+            res["secant"] = math.sqrt(max(gdiff, 0.0) / xdiff) if xdiff > 0 else 0.0
+        return res
+
+    def accepts(res: dict[str, float], xs: list[Tensor]) -> bool:
+        """The rule's tests (1)-(3) at a certified point; P(x) is evaluated only when (1) and (2) hold."""
+        if not (res["feasibility_rel"] <= tol_eff and res["stationarity_rel"] <= tol_eff):
+            return False
+        if objective is None:
+            res["objective_error_rel"] = 0.0
+            return True
+        P = _float_of(objective(xs))
+        if not math.isfinite(P):
+            return False
+        scale = max(abs(P), res["_size"], 1e-300)
+        res["objective_error_rel"] = res["_err"] / scale
+        res["objective"] = P
+        return res["objective_error_rel"] <= tol_eff
 
     def dual_distance(a: list[Tensor], b: list[Tensor]) -> float:
         r1 = work["res1"]
@@ -200,6 +308,28 @@ def restarted_pdhg(
                     torch.zeros((), dtype=like.dtype, device=like.device))
         return math.sqrt(max(float(total), 0.0))
 
+    def detect_rays(n: int, x_new: list[Tensor], y_new: list[Tensor], snap) -> dict[str, object] | None:
+        """Certificates from the iterates: (x_n - x_m, y_n - y_m) since the snapshot taken at check
+        m (no restart in between) approximates the infimal displacement of the PDHG map, which is
+        zero when a saddle point exists; its dual part is checked as a Farkas ray, its primal part
+        as a recession direction of decrease."""
+        if snap is None or snap[0] != restarts:
+            return None
+        _, n_m, xs_m, ys_m = snap
+        # only a displacement that keeps pace with the iterates' growth (z_n ~ n v) is a candidate:
+        # on a converging run it shrinks, and the verification is not paid
+        pace = 0.5 * (n - n_m) / n
+        dy = [a - b for a, b in zip(y_new, ys_m)]
+        cert = None
+        if _norm2(dy) > pace * _norm2(y_new):
+            cert = _infeasibility_certificate(dy, ops, block_checks, prox, x_new)
+        if cert is None and objective is not None:
+            dx = [a - b for a, b in zip(x_new, xs_m)]
+            if _norm2(dx) > pace * _norm2(x_new):
+                cert = _unboundedness_certificate(dx, x_new, ops, block_checks, prox, objective)
+        return cert
+
+    signs = _random_signs(x0)
     x = [t.detach().clone() for t in x0]
     y = [torch.zeros_like(k) for k in apply_all(x)]
     KTy = _adjoint_sum(ops, y, x)
@@ -218,6 +348,9 @@ def restarted_pdhg(
     cand: tuple = (math.inf, x, y, {}, KTy, gs)
     n = 0
     extra = 0
+    checks_done = 0
+    snapshot: tuple[int, list[Tensor], list[Tensor]] | None = None
+    certificate: dict[str, object] | None = None
     spare_y: list[Tensor | None] | None = None
     while n < max_iter:
         n += 1
@@ -231,12 +364,17 @@ def restarted_pdhg(
                 torch._foreach_add_(sums[0], x_new)
                 torch._foreach_add_(sums[1], y_new)
         if n % check_every == 0 or n == max_iter:
+            checks_done += 1
             res = certify(x, x_new, y, y_new, KTy, KTy_new, gs, gs_new)
-            if not all(math.isfinite(v) for v in res.values()):
+            if not all(math.isfinite(v) for v in res.values() if isinstance(v, float)):
                 status = SOLVER_ERROR
                 x, y = x_new, y_new
                 break
             cand = (kkt(res), x_new, y_new, res, KTy_new, gs_new)
+            if accepts(res, x_new):
+                status = OPTIMAL
+                break
+            secant = res.get("secant", 0.0)
             if restart and sums is not None and n_since > 1:
                 # T(zbar): one extra iteration from the average since the last restart
                 inv = 1.0 / n_since
@@ -248,15 +386,28 @@ def restarted_pdhg(
                 extra += 1
                 res_b = certify(xb, xb2, yb, yb2, KTyb, KTyb2, gb, gb2)
                 k_avg = kkt(res_b)
+                secant = max(secant, res_b.get("secant", 0.0))
                 if math.isfinite(k_avg) and k_avg < cand[0]:
                     cand = (k_avg, xb2, yb2, res_b, KTyb2, gb2)
-            if cand[0] <= tol_eff:
-                status = OPTIMAL
-                break
+                    if accepts(res_b, xb2):
+                        status = OPTIMAL
+                        break
             if cand[0] < best[0]:
                 best = (cand[0], copy(cand[1]), _copy_into(work["best_y"], cand[2]), cand[3])
             if time_limit is not None and time.perf_counter() - t_start > time_limit:
                 break
+            if sm is not None and secant > Ls:
+                # the Lipschitz estimate was local (made where s is flatter): steps for twice the secant
+                Ls = 2.0 * secant
+                lipschitz_raised += 1
+                tau, sigma = pdhg_step_sizes(nK, Ls, w)
+            if detect and checks_done % 4 == 3 and n >= 8 * check_every:
+                # every 4th check: the displacement since the previous such check (no restart between)
+                certificate = detect_rays(n, x_new, y_new, snapshot)
+                if certificate is not None:
+                    status = str(certificate["status"])
+                    break
+                snapshot = (restarts, n, copy(x_new), _copy_into(work["ray_y"], y_new))
             if restart:
                 k_c = cand[0]
                 do = (k_c <= 0.2 * kkt_r or (k_c <= 0.8 * kkt_r and k_c > kkt_prev_cand)
@@ -277,6 +428,7 @@ def restarted_pdhg(
                     n_since = 0
                     sums = None
                     restarts += 1
+                    snapshot = None
         # the previous dual iterate is free now: its buffers serve the next iteration's
         # extrapolated point (never aliased by y_new or by the kept copies)
         spare_y = [t if all(t is not z for z in y_new) else None for t in y]
@@ -284,15 +436,183 @@ def restarted_pdhg(
 
     if status == OPTIMAL:
         _, x_out, y_out, res_out = cand[0], cand[1], cand[2], cand[3]
-    elif status == SOLVER_ERROR:
+    elif status in (SOLVER_ERROR, INFEASIBLE, UNBOUNDED):
         x_out, y_out, res_out = x, y, {}
     else:
         _, x_out, y_out, res_out = best
         if not res_out:
             x_out, y_out = x, y
-    residuals = {k: res_out[k] for k in ("primal", "dual", "primal_rel", "dual_rel") if k in res_out}
-    info = {"tau": tau, "sigma": sigma, "norm_K": nK, "lipschitz": Ls, "primal_weight": w, "restarts": restarts,
-            "extra_iterations": extra, "step_condition": tau * (0.5 * Ls + sigma * nK * nK),
-            "tol": float(tol), "tol_effective": tol_eff, "rule": RULE, "time_s": time.perf_counter() - t_start}
+    keys = ("primal", "dual", "primal_rel", "dual_rel", "feasibility_rel", "stationarity_rel", "objective_error_rel")
+    residuals = {k: res_out[k] for k in keys if k in res_out}
+    info = {"tau": tau, "sigma": sigma, "norm_K": nK, "lipschitz": Ls, "lipschitz_raised": lipschitz_raised,
+            "primal_weight": w, "restarts": restarts, "extra_iterations": extra,
+            "step_condition": tau * (0.5 * Ls + sigma * nK * nK), "tol": float(tol), "tol_effective": tol_eff,
+            "rule": RULE, "time_s": time.perf_counter() - t_start,
+            "violations": res_out.get("_violations", {}), "objective": res_out.get("objective")}
+    if certificate is not None:
+        info["certificate"] = {k: v for k, v in certificate.items() if k != "status"}
     return SolverResult(x=x_out, status=status, iterations=n, residuals=residuals, objective=None,
                         algorithm="restarted-pdhg" if sm is None else "restarted-condat-vu", y=y_out, info=info)
+
+
+def _initial_primal_weight(sm, x0: list[Tensor], conjs, ops, block_checks: Sequence[BlockCheck]) -> float:
+    """PDLP's starting primal weight ||cost|| / ||right-hand side||: the gradient of the smooth part at
+    x0 against the constraints' offsets (``prox_{f*}(0)`` with step 1 is c for an equality, its
+    positive part for an inequality). Without it, data scaled by 1e4 leaves the dual step ~1e-14 and
+    the weight's own updates (driven by the distances travelled) shrink it further. 1 when either
+    side is zero."""
+    if sm is None:
+        return 1.0
+    g = sm.value_and_grad([t.detach() for t in x0], need_value=False)[1]
+    cost = math.sqrt(max(float(_sqnorm(g)), 0.0))
+    rhs2 = 0.0
+    for conj, o, bc in zip(conjs, ops, block_checks):
+        if bc.constraint:
+            rhs2 += float(_sqnorm1(conj(torch.zeros_like(o.apply(x0)), 1.0)))
+    rhs = math.sqrt(rhs2)
+    if cost > 0 and rhs > 0 and math.isfinite(cost / rhs):
+        return cost / rhs
+    return 1.0
+
+
+def _norm2(ts: list[Tensor]) -> float:
+    return math.sqrt(max(sum(float(_sqnorm1(t)) for t in ts), 0.0))
+
+
+def _random_signs(like: list[Tensor], seed: int = 0) -> list[Tensor]:
+    """A fixed pattern of +-1 shaped like the variables (for ``_term_size``)."""
+    gen = torch.Generator(device=like[0].device)
+    gen.manual_seed(seed)
+    return [torch.randint(0, 2, t.shape, generator=gen, device=t.device).to(t.dtype).mul_(2).sub_(1) for t in like]
+
+
+def _term_size(apply: Callable[[list[Tensor]], Tensor], xs: list[Tensor], signs: list[Tensor]) -> Tensor:
+    """The size of the terms of ``lhs - rhs = K x`` rather than of their difference, which vanishes
+    on a feasible point of ``A x == B x``: ``max(|K |x||, |K (s |x|)|)`` with s a fixed random sign
+    pattern (``K |x|`` is exactly ``|K| |x|`` for sums and marginals; the signed one keeps rows like
+    ``x_i - 0.5 x_j`` from cancelling on ``|x_i| = 0.5 |x_j|``)."""
+    ax = [t.abs() for t in xs]
+    return torch.maximum(_maxabs(apply(ax)), _maxabs(apply([a * s for a, s in zip(ax, signs)])))
+
+
+def _float_of(v: Tensor | float) -> float:
+    return float(v.item()) if isinstance(v, Tensor) else float(v)
+
+
+def _residuals_from_values(vals: list[float]) -> dict[str, float]:
+    """solvers.pdhg's 2-norm residuals from the squared norms [p, K^T y+, u+, grad s, d, K x+, v+]."""
+    pn, kty, un, gn, dn, kxn, vn = [math.sqrt(max(t, 0.0)) for t in vals]
+    return {"primal": pn, "dual": dn, "primal_rel": pn / max(1.0, kty, gn, un), "dual_rel": dn / max(1.0, kxn, vn)}
+
+
+def _rule_measures(per_var: list[float], per_block: list[float], x_inf: float, block_checks: Sequence[BlockCheck],
+                   floor_rel: float) -> dict[str, object]:
+    """The per-variable stationarity and per-block feasibility measures of ``RULE`` and the
+    objective-error sums, from the certificate's max-norms (``per_var``: [||p_i||, scale_i] per
+    variable; ``per_block``: [||d_k||, ||K_k x+||, ||v_k||, err_k, size_k] per block)."""
+    scales = per_var[1::2]
+    floor_p = floor_rel * max(scales, default=0.0)
+    stat = max((p / max(sc, floor_p, 1e-300) for p, sc in zip(per_var[0::2], scales)), default=0.0)
+    feas = 0.0
+    violations: dict[str, float] = {}
+    err = size = 0.0
+    for k, bc in enumerate(block_checks):
+        d_inf, kx_inf, v_inf, e_k, s_k = per_block[5 * k:5 * k + 5]
+        err += e_k
+        size += s_k
+        if bc.constraint:
+            rel = d_inf / max(kx_inf, v_inf, floor_rel * x_inf, 1e-300)
+            violations[bc.name] = max(violations.get(bc.name, 0.0), rel)
+            feas = max(feas, rel)
+    return {"feasibility_rel": feas, "stationarity_rel": stat, "_err": err, "_size": size,
+            "_violations": violations}
+
+
+# Certificates of infeasibility and unboundedness are accepted at this relative accuracy (PDLP's
+# eps_infeasible is 1e-8 with exact LP data; here the support functions are evaluated through
+# projections, so a looser, stated level).
+RAY_TOL = 1e-6
+
+
+def _support(project: Callable[[Tensor], Tensor], w: Tensor, T: float) -> float:
+    """<w, proj_S(T w)>: for T past the set's extent in direction w this is its support function
+    sigma_S(w) (exact for polyhedra and balls); it grows like T where sigma_S(w) = +inf."""
+    return float(torch.vdot(w.reshape(-1), project(w * T).reshape(-1)))
+
+
+def _domain_support(prox, ws: list[Tensor], T: float) -> float:
+    """<w, proj_D(T w)> over the variable list, D the domain of g: its prox with a vanishing step is
+    the projection onto D for indicators and (almost) the identity for finite functions."""
+    pts = prox([w * T for w in ws], 1e-12)
+    return sum(float(torch.vdot(w.reshape(-1), p.reshape(-1))) for w, p in zip(ws, pts))
+
+
+def _infeasibility_certificate(dy: list[Tensor], ops, block_checks, prox, like: list[Tensor]) -> dict | None:
+    """Farkas: if sigma_D(-K^T dy) + sum_k sigma_{S_k}(dy_k) < 0, no x in D has K_k x in S_k for all
+    k (for such x the two sums would be >= <-K^T dy, x> and <dy, K x>, which add to 0). dy must
+    vanish on term blocks (their f is finite everywhere). Evaluated at T and 2T: the value must be
+    stable (finite support functions) and negative beyond rounding."""
+    norm = math.sqrt(sum(float(_sqnorm1(t)) for t in dy))
+    if not (norm > 0 and math.isfinite(norm)):
+        return None
+    dy = [t / norm for t in dy]
+    for bc, t in zip(block_checks, dy):
+        if not bc.constraint and float(_sqnorm1(t)) > RAY_TOL ** 2:
+            return None
+        if bc.constraint and bc.project is None:
+            return None
+    w = [-t for t in _adjoint_sum(ops, dy, like)]
+    scale = max([float(_maxabs(t)) for t in like] + [1.0])
+    T = 1e4 * scale
+    vals = []
+    for TT in (T, 2 * T):
+        parts = [_domain_support(prox, w, TT)] + [_support(bc.project, t, TT) for bc, t in zip(block_checks, dy)
+                                                    if bc.constraint]
+        vals.append((sum(parts), sum(abs(p) for p in parts)))
+    (v1, a1), (v2, _) = vals
+    if not (math.isfinite(v1) and math.isfinite(v2)):
+        return None
+    if v1 < -RAY_TOL * max(a1, 1e-300) and v2 < 0 and abs(v2 - v1) <= 1e-3 * abs(v1):
+        return {"status": "infeasible", "farkas_value": v1, "ray_norm": norm,
+                "reason": "a Farkas ray of the constraints from the dual iterates' growth: "
+                          "sigma_D(-K^T dy) + sum sigma_S(dy) < 0"}
+    return None
+
+
+def _unboundedness_certificate(dx: list[Tensor], x: list[Tensor], ops, block_checks, prox, objective) -> dict | None:
+    """A recession direction of decrease: x + t dx stays in the domain of g and in every
+    constraint set (its distance grows sublinearly in t) while P(x + t dx) decreases linearly."""
+    norm = math.sqrt(sum(float(_sqnorm1(t)) for t in dx))
+    if not (norm > 0 and math.isfinite(norm)):
+        return None
+    dx = [t / norm for t in dx]
+    scale = max([float(_maxabs(t)) for t in x] + [1.0])
+    T = 1e3 * scale
+
+    def point(t: float) -> list[Tensor]:
+        return [a + t * b for a, b in zip(x, dx)]
+
+    def distances(pt: list[Tensor]) -> float:
+        dom = math.sqrt(sum(float(_sqnorm1(a - b)) for a, b in zip(prox(pt, 1e-12), pt)))
+        cons = 0.0
+        for o, bc in zip(ops, block_checks):
+            if bc.constraint:
+                if bc.project is None:
+                    return math.inf
+                z = o.apply(pt)
+                cons += math.sqrt(float(_sqnorm1(z - bc.project(z))))
+        return dom + cons
+
+    d0, d1, d2 = distances(x), distances(point(T)), distances(point(2 * T))
+    if not (d1 <= d0 + RAY_TOL * T and d2 <= d0 + 2 * RAY_TOL * T):
+        return None
+    P0, P1, P2, P3 = (_float_of(objective(pt)) for pt in (x, point(T), point(2 * T), point(4 * T)))
+    if not all(math.isfinite(v) for v in (P0, P1, P2, P3)):
+        return None
+    s1, s2, s3 = (P1 - P0) / T, (P2 - P1) / T, (P3 - P2) / (2 * T)
+    # convex along the ray: slopes are nondecreasing; equal negative slopes far out are the
+    # recession slope, and a negative recession slope means P -> -inf along the ray
+    if s3 < 0 and s2 < 0 and abs(s3 - s2) <= 1e-3 * abs(s2) and -s3 > RAY_TOL * max(abs(P0) / T, 1e-300):
+        return {"status": "unbounded", "recession_slope": s3, "ray_norm": norm,
+                "reason": "a feasible direction of the primal iterates along which the objective decreases linearly"}
+    return None

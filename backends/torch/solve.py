@@ -196,10 +196,9 @@ def solve_pdhg(program: TorchProgram, *, params: dict[str, np.ndarray] | None = 
     ``residuals``: ``primal``, ``dual``, ``primal_rel``, ``dual_rel`` and ``infeasibility``, the
     largest relative distance of a constraint's ``lhs - rhs`` to its target set.
     """
-    from regspec.backends.torch.pdhg_lowering import build_block, scaled, violation
+    from regspec.backends.torch.pdhg_lowering import block_check, build_block, pdhg_report, scaled
     from regspec.backends.torch.restarted_pdhg import restarted_pdhg
-    from regspec.backends.torch.solvers import (LinearOperator, estimate_lipschitz, estimate_operator_norm,
-                                                pdhg)
+    from regspec.backends.torch.solvers import LinearOperator, estimate_operator_norm, pdhg, smooth_lipschitz
 
     params = params or {}
     with torch.no_grad():
@@ -216,7 +215,7 @@ def solve_pdhg(program: TorchProgram, *, params: dict[str, np.ndarray] | None = 
                   [t.numel() for t in program.module.buffers()], default=0)
     try:
         with _threads_for(program, largest):
-            ops, conjs, norms, outs = [], [], [], []
+            ops, conjs, norms, outs, checks = [], [], [], [], []
             for b in blocks:
                 # ||K_k||: closed form when known (a bare variable, differences, pair incidences),
                 # else power iteration, inflated by 1% (it converges from below)
@@ -233,6 +232,7 @@ def solve_pdhg(program: TorchProgram, *, params: dict[str, np.ndarray] | None = 
                 conjs.append(conj)
                 outs.append(apply_out)
                 norms.append(n)
+                checks.append(block_check(program.ir, b, b.scale))
             # ||[K_1/n_1; ...; K_k/n_k]|| <= sqrt(k); power iteration on the stack is usually much
             # tighter (the blocks' top directions differ) and worth its cost, so it is used when it
             # converges within a budget, else the bound
@@ -244,8 +244,8 @@ def solve_pdhg(program: TorchProgram, *, params: dict[str, np.ndarray] | None = 
                 def smooth_fn(xs: list[torch.Tensor]) -> torch.Tensor:
                     return functional_call(program.smooth, dict(zip(names, xs)), ())
 
-                lipschitz = 1.01 * estimate_lipschitz(smooth_fn, x0)
-                if lipschitz == 0.0:
+                lipschitz, linear = smooth_lipschitz(smooth_fn, x0)
+                if linear:
                     # a linear smooth part: its gradient is a constant, computed once
                     with torch.enable_grad():
                         leaves = [x.detach().requires_grad_(True) for x in x0]
@@ -271,7 +271,8 @@ def solve_pdhg(program: TorchProgram, *, params: dict[str, np.ndarray] | None = 
             if restart:
                 res = restarted_pdhg(prox_g, ops, conjs, x0, smooth=smooth_fn, smooth_grad=smooth_grad,
                                      lipschitz=lipschitz, norm_K=norm_K, tol=tol, max_iter=max_iter,
-                                     check_every=check_every, time_limit=time_limit, axpy=outs, average=average)
+                                     check_every=check_every, time_limit=time_limit, axpy=outs, average=average,
+                                     checks=checks, objective=objective)
             else:
                 res = pdhg(prox_g, ops, conjs, x0, smooth=smooth_fn, smooth_grad=smooth_grad, lipschitz=lipschitz,
                            norm_K=norm_K, tol=tol, max_iter=max_iter, check_every=check_every)
@@ -284,17 +285,17 @@ def solve_pdhg(program: TorchProgram, *, params: dict[str, np.ndarray] | None = 
         for v, x in zip(variables, res.x):
             v.copy_(x)
         obj = float(program.objective())
-        infeas = max([violation(b, res.x) for b in blocks if b.kind in ("equality", "nonpos", "set")], default=0.0)
-    residuals = dict(res.residuals)
-    residuals["infeasibility"] = infeas
-    values = {name: x.detach().cpu().numpy() for name, x in zip(program.var_names, res.x)}
+    report = pdhg_report(program.ir, blocks, res, obj)
+    residuals = {**res.residuals, **report.residuals}
+    values = {name: x.detach().cpu().numpy() for name, x in zip(program.var_names, res.x)} if report.solved else {}
+    obj = obj if report.solved else None
     info = {"device": str(program.device), "dtype": str(program.dtype).replace("torch.", ""),
             "variant": "Condat-Vu" if program.split.smooth else "Chambolle-Pock",
             "rule": res.info.get("rule", ""), "tau": res.info["tau"], "sigma": res.info["sigma"],
             "norm_K": norm_K, "norm_K_from": norm_how, "block_norms": norms, "lipschitz": lipschitz,
             "primal_weight": res.info.get("primal_weight"), "restarts": res.info.get("restarts"),
-            "setup_s": setup}
-    return with_curvature(program, Result(status=res.status, objective=obj, variables=values, backend="torch",
+            "setup_s": setup, **report.info}
+    return with_curvature(program, Result(status=report.status, objective=obj, variables=values, backend="torch",
                                           solver="PDHG", iterations=res.iterations, times={"solve": seconds},
                                           residuals=residuals, info=info))
 
