@@ -61,18 +61,73 @@ def _as_spec(spec: Spec | str | Path) -> Spec:
     return spec if isinstance(spec, Spec) else load(spec)
 
 
+# The auto choice's cost model (bench/RESULTS.md, lasso n = p = 2000 on the 2-core dev machine):
+# CVXPY's time is dominated by canonicalization, ~4 us per entry of the data the problem reads
+# (SCS 18 s end to end at 4e6 entries, 2.7 s of it in the solver), plus ~50 ms of fixed cost; the
+# torch backend's first-order path pays ~0.5 s up front (torch import, tracing) and then ~1 ns per
+# data entry per iteration, ~200 iterations at its default tolerance. The break-even is near 1.2e5
+# entries; below it CVXPY's interior-point answer is also the more accurate one.
+CVXPY_FIXED_S, CVXPY_PER_ENTRY_S = 0.05, 4e-6
+TORCH_FIXED_S, TORCH_PER_ENTRY_ITER_S, TORCH_ITERATIONS = 0.5, 1e-9, 200
+
+
+@dataclass
+class BackendChoice:
+    """The backend ``auto`` picked and why (``regspec explain`` prints ``reason``)."""
+
+    backend: str
+    reason: str
+
+
+def data_entries(ir) -> int:
+    """Entries of the constant arrays (data, lets, parameters) that feed an expression of the
+    variables: the size CVXPY canonicalizes."""
+    fed: set[int] = set()
+    for n in ir.topological():
+        d = ir[n]
+        if "value" in d or d["kind"] not in ("call",):
+            continue
+        fed.update(a for a in d.get("args", ()) if isinstance(a, int) and "value" in ir[a])
+    return sum(_numel(ir[a].get("shape")) for a in fed)
+
+
+def _numel(shape) -> int:
+    out = 1
+    for s in shape or ():
+        out *= int(s)
+    return out
+
+
+def explain_choice(spec: Spec, problem: str | None) -> BackendChoice:
+    """``auto``'s choice from the problem's structure and size (see the cost model above): a
+    problem the torch backend takes with FISTA (smooth + separable prox, no coupling constraints)
+    goes to torch when its estimated CVXPY time exceeds the torch estimate; every other DCP problem
+    goes to CVXPY (its interior-point solvers certify the answer); a non-DCP problem goes to torch."""
+    from regspec.compiler.passes.curvature import dcp_errors
+
+    ir = spec.compiled(problem).ir
+    if dcp_errors(ir):
+        return BackendChoice("torch", "not DCP: CVXPY refuses it; the torch backend's first-order methods take it")
+    algorithm = ir.meta["split"].algorithm
+    entries = data_entries(ir)
+    cvxpy_s = CVXPY_FIXED_S + CVXPY_PER_ENTRY_S * entries
+    torch_s = TORCH_FIXED_S + TORCH_PER_ENTRY_ITER_S * TORCH_ITERATIONS * entries
+    sizes = f"{entries} data entries: CVXPY ~{cvxpy_s:.2g} s, torch ~{torch_s:.2g} s (estimates)"
+    if algorithm == "fista" and torch_s < cvxpy_s:
+        return BackendChoice("torch", f"smooth + separable prox without coupling constraints (FISTA), {sizes}")
+    if algorithm == "fista":
+        return BackendChoice("cvxpy", f"DCP and small: {sizes}; CVXPY's interior point certifies to ~1e-8")
+    return BackendChoice("cvxpy", f"DCP; the torch path would be {algorithm.upper() if algorithm != 'none' else 'none'}"
+                                  f" (PDHG converges more slowly than interior point on coupled problems); {sizes}")
+
+
 def choose_backend(spec: Spec, problem: str | None, backend: str) -> str:
-    """``auto``: CVXPY when the problem is DCP, else torch when it splits for FISTA."""
+    """``auto``: :func:`explain_choice`; otherwise the named backend."""
     if backend not in BACKENDS:
         raise error(f"unknown backend `{backend}`; choose one of {', '.join(BACKENDS)}")
     if backend != "auto":
         return backend
-    from regspec.compiler.passes.curvature import dcp_errors
-
-    ir = spec.compiled(problem).ir
-    if not dcp_errors(ir):
-        return "cvxpy"
-    return "torch"
+    return explain_choice(spec, problem).backend
 
 
 def solve(spec: Spec | str | Path, *, problem: str | None = None, backend: str = "auto",

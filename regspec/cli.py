@@ -218,6 +218,8 @@ def cmd_explain(args: argparse.Namespace) -> int:
             print(dump)
         split = ir.meta["split"]
         print("--- lowering")
+        choice = regspec.api.explain_choice(spec, name)
+        print(f"auto: {choice.backend} ({choice.reason})")
         errs = dcp_errors(ir)
         print("cvxpy: " + ("DCP; each atom maps to its CVXPY atom, params to cvxpy.Parameter (DPP)" if not errs
                            else "refused: " + "; ".join(m for m, _ in errs)))
