@@ -4,7 +4,7 @@ on both sides: the same ``get_problem_data`` work), and the objective's relative
 (interior point, the reference). Both first-order methods run at the same relative tolerance
 (SCS: eps_abs = eps_rel = TOL; torch: PDLP's relative criteria at TOL) and the same iteration cap.
 
-    .venv/bin/python bench/bench_conic.py [--sizes small|all] [--tol 1e-6] [--repeat 2]
+    .venv/bin/python bench/bench_conic.py [--sizes small|all|large] [--tol 1e-6] [--repeat 2]
 
 Prints one row per problem and the ratio torch / SCS of iterations and of time (best of --repeat).
 """
@@ -65,6 +65,7 @@ CASES = {
               ("SOCP affine rhs", soc_affine_rhs, [(20, 10), (100, 50)]),
               ("SOCP l1-ball LS", norm1_ball_ls, [(50, 20), (200, 50)])],
 }
+CASES["large"] = [("SOCP affine rhs", soc_affine_rhs, [(1000, 500)]), ("LP l1 regression", l1_regression_lp, [(2000, 200)])]
 CASES["all"] = [(name, fn, sizes + {"LP standard form": [(500, 1000)], "LP l1 regression": [(1000, 100)],
                                     "SOCP affine rhs": [(300, 150)], "SOCP l1-ball LS": [(500, 100)]}[name])
                 for name, fn, sizes in CASES["small"]]
