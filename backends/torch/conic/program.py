@@ -102,5 +102,8 @@ def solve_conic(program: ConicProgram, *, params: dict[str, np.ndarray] | None =
     else:
         info["message"] = MESSAGES[sol.status].format(ratio=sol.info.get("certificate_ratio", math.nan),
                                                       eps=INFEASIBLE_TOL, tol=tol, **sol.residuals)
+    residuals = dict(sol.residuals)
+    # as PDHG reports it: how far the constraints are from holding, relative (here over the conic form)
+    residuals["infeasibility"] = sol.residuals["primal_rel"]
     return Result(status=sol.status, objective=objective, variables=values, backend="torch", solver=SOLVER_NAME,
-                  iterations=sol.iterations, times={"solve": seconds}, residuals=dict(sol.residuals), info=info)
+                  iterations=sol.iterations, times={"solve": seconds}, residuals=residuals, info=info)
