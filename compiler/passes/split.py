@@ -453,8 +453,9 @@ def explain_lines(ir: IR, split: Split) -> list[str]:
     for t in split.terms:
         scale = " * ".join(ir.text(s) + ("" if e > 0 else "^-1") for s, e in t.scale)
         sign = "-" if t.sign < 0 else "+"
-        lines.append(f"  {sign} {scale + ' * ' if scale else ''}{ir.text(t.core)}: {t.role}: {t.why}")
-    projections = split.g_projections if split.algorithm == "pdhg" else split.projections
+        how = "in the conic form (CVXPY's canonicalisation)" if split.algorithm == "conic" else f"{t.role}: {t.why}"
+        lines.append(f"  {sign} {scale + ' * ' if scale else ''}{ir.text(t.core)}: {how}")
+    projections = {"pdhg": split.g_projections, "conic": []}.get(split.algorithm, split.projections)
     for p in projections:
         lines.append(f"  {ir[p.var]['name']} in {ir[p.set_node]['set']}: projection ({p.kernel})")
     if split.algorithm == "pdhg":

@@ -102,7 +102,8 @@ def solve_conic(program: ConicProgram, *, params: dict[str, np.ndarray] | None =
     else:
         info["message"] = MESSAGES[sol.status].format(ratio=sol.info.get("certificate_ratio", math.nan),
                                                       eps=INFEASIBLE_TOL, tol=tol, **sol.residuals)
-    residuals = dict(sol.residuals)
+    # the conic form's objective values stay out: for a run that did not converge they are not an answer
+    residuals = {k: v for k, v in sol.residuals.items() if k not in ("pobj", "dobj")}
     # as PDHG reports it: how far the constraints are from holding, relative (here over the conic form)
     residuals["infeasibility"] = sol.residuals["primal_rel"]
     return Result(status=sol.status, objective=objective, variables=values, backend="torch", solver=SOLVER_NAME,
