@@ -161,7 +161,10 @@ class FusedSmooth:
 
 
 # ---------------------------------------------------------------- eager first, traced when it pays
-MODE = os.environ.get("REGSPEC_TRACE", "auto")  # auto | eager | trace
+MODES = ("auto", "eager", "trace")
+MODE = os.environ.get("REGSPEC_TRACE", "auto").strip().lower()
+if MODE not in MODES:  # an unknown value must not silently disable tracing for good
+    MODE = "auto"
 # Expected cost of a trace. The first in a process imports torch._dynamo and friends: 2-12 s
 # measured (2 s is the quiet-machine end; underestimating only makes the switch come earlier).
 # Later traces are measured and the last one is used.
