@@ -34,7 +34,13 @@ __version__ = "0.1.0"
 def __getattr__(name: str) -> Any:
     module = _EXPORTS.get(name)
     if module is None:
-        raise AttributeError(f"module 'regspec' has no attribute {name!r}")
+        # `import regspec; regspec.api.X` worked when this file imported everything: keep it
+        try:
+            return importlib.import_module(f"regspec.{name}")
+        except ModuleNotFoundError as e:
+            if e.name != f"regspec.{name}":
+                raise
+            raise AttributeError(f"module 'regspec' has no attribute {name!r}") from None
     value = getattr(importlib.import_module(module), name)
     globals()[name] = value  # later lookups skip this function
     return value
