@@ -101,12 +101,15 @@ def main() -> None:
     ap.add_argument("--sizes", choices=sorted(CASES), default="small")
     ap.add_argument("--tol", type=float, default=1e-6)
     ap.add_argument("--repeat", type=int, default=2)
+    ap.add_argument("--only", default="", help="run the problems whose name contains this text")
     args = ap.parse_args()
     print(f"# {platform.processor() or platform.machine()}, torch {torch.__version__} "
           f"({torch.get_num_threads()} threads), cvxpy {cp.__version__}, tol {args.tol:g}, cap {MAX_ITER} iterations")
     print(f"{'problem':<18} {'size':>10} {'conic m x n':>12} | {'SCS it':>7} {'SCS s':>7} {'gap':>7} | "
           f"{'torch it':>8} {'torch s':>8} {'gap':>7} {'status':>9} | {'it ratio':>8} {'time ratio':>10}")
     for name, build, sizes in CASES[args.sizes]:
+        if args.only not in name:
+            continue
         for m, n in sizes:
             problem, variables = build(m, n, seed=0)
             ref = problem.solve(solver=cp.CLARABEL)
