@@ -227,6 +227,10 @@ SEMANTIC = [
      "the bound lo has shape (0,), which does not fit shape scalar"),
     ("gen_array_for_set_count", problem("  var y[3]\n  subject to y in top_k(-[])\n  minimize sum(y)"), 3, 14,
      "top_k needs a nonnegative integer k, got []"),
+    ("sweep_axis_list", problem("  var P[3, 3]\n  minimize sum(sum(P, axis = [0, 1]))"), 3, 30,
+     "`axis` of sum must be an integer, got [0, 1]"),
+    ("sweep_axis_empty_list", problem("  var P[3, 3]\n  minimize sum(sum(P, axis = []))"), 3, 30,
+     "`axis` of sum must be an integer, got []"),
     ("bound_of_other_shape", problem("  var x[3] >= [1, 2]\n  minimize norm1(x)"), 2, 12,
      "the bound lo has shape (2,), which does not fit shape (3,)"),
 ]
@@ -320,6 +324,15 @@ def test_check_json_refuses_a_problem_no_backend_can_take(tmp_path, capsys):
     doc = json.loads(capsys.readouterr().out)
     (err,) = doc["specs"][0]["errors"]
     assert not doc["ok"] and err["message"].startswith("no backend can solve problem `p`")
+
+
+def test_schedule_with_a_huge_stage_count_is_refused_not_built(tmp_path, capsys):
+    text = ('train t {\n  model linear(in = 10, out = 1)\n  data dataset("diabetes")\n  loss mse\n'
+            '  optimizer sgd(lr = 0.1)\n'
+            '  regularize l1(param("head.weight")) * sine_stages(0 -> 2e-3, stages = 100000000000000)\n}\n')
+    rc, _, err, path = check(tmp_path, text, capsys=capsys)
+    assert rc == 1
+    assert located(err, path)[0] == 6 and "`stages` must be from 1 to 100000" in err
 
 
 def test_array_bounds_give_the_sign(tmp_path, capsys):

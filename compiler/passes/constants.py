@@ -101,12 +101,12 @@ def _static_value(ir: IR, node: int, key: str, default: Any, owner: str, numeric
         _numeric(ir, node, value, what)
     if isinstance(default, (int, float)) and not isinstance(default, bool) and np.ndim(value) != 0:
         raise error(f"{what} must be a single number, got {_shown(value)}", ir[node]["span"])
-    if key == "axis" and value is not None and not isinstance(value, bool):
-        axes = np.atleast_1d(np.asarray(value))
-        if axes.dtype.kind != "i" and not integral_array(axes):
-            raise error(f"{what} must be an integer (or a list of integers), got {_shown(value)}", ir[node]["span"])
-        if axes.dtype.kind == "f":
-            value = int(axes[0]) if np.ndim(value) == 0 else axes.astype(np.int64).tolist()
+    if key == "axis" and value is not None:
+        whole = isinstance(value, int) and not isinstance(value, bool) or (
+            isinstance(value, float) and value.is_integer() and abs(value) < 2 ** 53)
+        if not whole:
+            raise error(f"{what} must be an integer, got {_shown(value)}", ir[node]["span"])
+        value = int(value)
     return value
 
 

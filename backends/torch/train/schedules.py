@@ -216,8 +216,8 @@ class SineStages(Schedule):
                  start: float = 0.0, end: float | None = None, *, values: Sequence[float] | None = None,
                  total: float | None = None, every: float | None = None):
         stages = int(stages)
-        if stages < 1:
-            raise error(f"sine_stages: `stages` must be >= 1, got {stages}")
+        if not 1 <= stages <= 100_000:  # levels and bounds are lists of stages + 1 numbers
+            raise error(f"sine_stages: `stages` must be from 1 to 100000, got {stages}")
         if values is not None:
             levels = [float(v) for v in values]
             if len(levels) != stages + 1:
