@@ -2,9 +2,9 @@
 lowering of transport marginals, L + S == M, total variation and sum-of-norms fusion against
 CVXPY and known values, located refusals, the CLI flags, explain, and CUDA (skipped without it).
 
-Tolerances: PDHG stops at relative primal and dual residuals <= tol (default 1e-8); on these
-problems that puts objectives within ~1e-7 relative of the conic solvers (measured: 1e-9 to
-1e-7), so objectives are compared at 1e-6 relative; minimizers are compared only where they are
+Tolerances: PDHG stops on per-block relative residuals <= tol (default 1e-6, docs/solvers.md;
+the tests that compare at 1e-8 pass tol = 1e-8); at the default the bundled problems' objectives
+are within 3.4e-7 relative of the conic solvers, so objectives are compared at 1e-6 relative; minimizers are compared only where they are
 unique (strongly convex TV denoising, the planted RPCA recovery).
 """
 from __future__ import annotations
@@ -117,7 +117,7 @@ def test_transport_marginals_lp():
     """A transport LP (two marginal blocks, P >= 0 in g): objective as Clarabel's, the plan
     exactly nonnegative and its marginals met to the reported infeasibility."""
     spec = regspec.load(OT_SPEC)
-    t = regspec.solve(spec, backend="torch")
+    t = regspec.solve(spec, backend="torch", tol=1e-8)  # tighter than the default 1e-6 (docs/solvers.md)
     c = regspec.solve(spec, backend="cvxpy", solver_opts=CLARABEL_TIGHT)
     assert t.status == "optimal"
     assert rel(t.objective, c.objective) <= 1e-6
@@ -151,7 +151,7 @@ def test_robust_pca_recovers_the_planted_split():
 def test_tv_1d_denoising_minimizer():
     """1-D TV denoising (strongly convex: the minimizer is unique): torch's x equals Clarabel's."""
     spec = regspec.load(SPECS / "tv_denoise.reg")
-    t = regspec.solve(spec, backend="torch")
+    t = regspec.solve(spec, backend="torch", tol=1e-8)  # tighter than the default 1e-6 (docs/solvers.md)
     c = regspec.solve(spec, backend="cvxpy", solver_opts=CLARABEL_TIGHT)
     assert t.status == "optimal"
     assert rel(t.objective, c.objective) <= 1e-8
