@@ -322,3 +322,18 @@ def test_sparse_storage_matches_the_dense_products():
     dense = P.A.to_dense()
     assert torch.allclose(P.matvec(x), dense @ x) and torch.allclose(P.rmatvec(y), dense.T @ y)
     assert torch.allclose(torch.mv(P.A, x), dense @ x)  # torch's own CSR kernel (the CUDA path)
+
+
+def test_exp_projection_torch_namespace_matches_numpy():
+    """CUDA tensors take the torch spelling of the exponential-cone projection, CPU tensors NumPy's:
+    the two agree (checked here on the CPU)."""
+    from regspec.backends.torch.conic.cones import _project_exp
+
+    v = torch.randn(500, 3, generator=torch.Generator().manual_seed(7), dtype=torch.float64) * 5
+    v[:50, 1] = 0.0
+    p_t, rho_t = _project_exp(torch, v, None)
+    with np.errstate(all="ignore"):
+        p_n, rho_n = _project_exp(np, v.numpy(), None)
+    assert np.allclose(p_t.numpy(), p_n, rtol=1e-12, atol=1e-12)
+    p_warm, _ = _project_exp(torch, v + 1e-3, rho_t)  # warm start from the previous roots
+    assert torch.allclose(p_warm, project_exp(v + 1e-3)[0], atol=1e-10)

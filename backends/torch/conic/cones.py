@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -127,96 +129,114 @@ def project_psd(v: Tensor, n: int) -> Tensor:
 
 
 # ------------------------------------------------------------------------------------ exponential
+# The exponential-cone functions take the array namespace ``xp`` (torch, or NumPy for CPU tensors:
+# a projection works on arrays of a few elements, where a NumPy call costs a fraction of a torch
+# one); both spell every function used here the same way.
+def _pos(xp, x):
+    return xp.maximum(x, xp.zeros_like(x))
+
+
+def _stack(xp, columns: list) -> Any:
+    return xp.stack(columns, 1)
+
+
+def _in_exp(xp, r, s, t):
+    safe_s = xp.where(s > 0, s, xp.ones_like(s))
+    ratio = xp.minimum(r / safe_s, xp.full_like(r, RHO_LIMIT))
+    return ((s > 0) & (safe_s * xp.exp(ratio) <= t)) | ((r <= 0) & (s == 0) & (t >= 0))
+
+
+def _in_exp_dual(xp, u, v, w):
+    safe_u = xp.where(u < 0, u, -xp.ones_like(u))
+    ratio = xp.minimum(v / safe_u, xp.full_like(v, RHO_LIMIT))
+    return ((u < 0) & (-safe_u * xp.exp(ratio) <= math.e * w)) | ((u == 0) & (v >= 0) & (w >= 0))
+
+
 def in_exp_cone(v: Tensor) -> Tensor:
-    r, s, t = v.unbind(1)
-    safe_s = torch.where(s > 0, s, torch.ones_like(s))
-    return ((s > 0) & (safe_s * torch.exp(torch.clamp(r / safe_s, max=RHO_LIMIT)) <= t)) | \
-        ((r <= 0) & (s == 0) & (t >= 0))
+    return _in_exp(torch, v[:, 0], v[:, 1], v[:, 2])
 
 
 def in_exp_dual_cone(v: Tensor) -> Tensor:
-    u, w_, w = v.unbind(1)
-    safe_u = torch.where(u < 0, u, -torch.ones_like(u))
-    return ((u < 0) & (-safe_u * torch.exp(torch.clamp(w_ / safe_u, max=RHO_LIMIT)) <= math.e * w)) | \
-        ((u == 0) & (w_ >= 0) & (w >= 0))
+    return _in_exp_dual(torch, v[:, 0], v[:, 1], v[:, 2])
 
 
-def _exp_newton(rho: Tensor, r0: Tensor, s0: Tensor, t0: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+def _exp_newton(xp, rho, r0, s0, t0):
     """The sign of f(rho) and two Newton iterates: on
     phi = log(A e^rho + Q t0^-) - log(B e^-rho + Q t0^+), which has the sign of f and is close to
     linear in the tails where f is exponential, and on f itself, which is close to linear near the
     bracket's ends where phi has a log singularity. Evaluated in log space (no overflow)."""
-    a = ((rho - 1.0) * r0 + s0).clamp_min(0.0)
-    b = (r0 - rho * s0).clamp_min(0.0)
+    a = _pos(xp, (rho - 1.0) * r0 + s0)
+    b = _pos(xp, r0 - rho * s0)
     q = rho * rho - rho + 1.0
-    tneg, tpos = (-t0).clamp_min(0.0), t0.clamp_min(0.0)
-    la, lqn = torch.log(a) + rho, torch.log(q * tneg)
-    lb, lqp = torch.log(b) - rho, torch.log(q * tpos)
-    lhs, rhs = torch.logaddexp(la, lqn), torch.logaddexp(lb, lqp)
+    tneg, tpos = _pos(xp, -t0), _pos(xp, t0)
+    la, lqn = xp.log(a) + rho, xp.log(q * tneg)
+    lb, lqp = xp.log(b) - rho, xp.log(q * tpos)
+    lhs, rhs = xp.logaddexp(la, lqn), xp.logaddexp(lb, lqp)
     dq = (2.0 * rho - 1.0) / q
-    safe_a = torch.where(a > 0, a, torch.ones_like(a))
-    safe_b = torch.where(b > 0, b, torch.ones_like(b))
-    dlhs = torch.exp(la - lhs) * (r0 + a) / safe_a + torch.exp(lqn - lhs) * dq
-    drhs = -torch.exp(lb - rhs) * (s0 + b) / safe_b + torch.exp(lqp - rhs) * dq
+    safe_a = xp.where(a > 0, a, xp.ones_like(a))
+    safe_b = xp.where(b > 0, b, xp.ones_like(b))
+    dlhs = xp.exp(la - lhs) * (r0 + a) / safe_a + xp.exp(lqn - lhs) * dq
+    drhs = -xp.exp(lb - rhs) * (s0 + b) / safe_b + xp.exp(lqp - rhs) * dq
     phi = lhs - rhs
     newton_phi = rho - phi / (dlhs - drhs)
     # f / e^rhs = e^phi - 1 and f' / e^rhs = e^phi dlhs - drhs: the same Newton step as on f
-    ephi = torch.exp(phi)
+    ephi = xp.exp(phi)
     newton_f = rho - (ephi - 1.0) / (ephi * dlhs - drhs)
-    return torch.sign(phi), newton_phi, newton_f
+    return xp.sign(phi), newton_phi, newton_f
 
 
-def _exp_bracket(r0: Tensor, s0: Tensor) -> tuple[Tensor, Tensor]:
+def _exp_bracket(xp, r0, s0):
     """The interval of rho where A = (rho - 1) r0 + s0 > 0 and B = r0 - rho s0 > 0, clipped to
     [-RHO_LIMIT, RHO_LIMIT]."""
-    lo = torch.full_like(r0, -RHO_LIMIT)
-    hi = torch.full_like(r0, RHO_LIMIT)
-    safe_r = torch.where(r0 != 0, r0, torch.ones_like(r0))
-    safe_s = torch.where(s0 != 0, s0, torch.ones_like(s0))
-    lo = torch.where(r0 > 0, torch.maximum(lo, 1.0 - s0 / safe_r), lo)
-    hi = torch.where(r0 < 0, torch.minimum(hi, 1.0 - s0 / safe_r), hi)
-    hi = torch.where(s0 > 0, torch.minimum(hi, r0 / safe_s), hi)
-    lo = torch.where(s0 < 0, torch.maximum(lo, r0 / safe_s), lo)
-    return lo.clamp(-RHO_LIMIT, RHO_LIMIT), hi.clamp(-RHO_LIMIT, RHO_LIMIT)
+    lo = xp.full_like(r0, -RHO_LIMIT)
+    hi = xp.full_like(r0, RHO_LIMIT)
+    safe_r = xp.where(r0 != 0, r0, xp.ones_like(r0))
+    safe_s = xp.where(s0 != 0, s0, xp.ones_like(s0))
+    lo = xp.where(r0 > 0, xp.maximum(lo, 1.0 - s0 / safe_r), lo)
+    hi = xp.where(r0 < 0, xp.minimum(hi, 1.0 - s0 / safe_r), hi)
+    hi = xp.where(s0 > 0, xp.minimum(hi, r0 / safe_s), hi)
+    lo = xp.where(s0 < 0, xp.maximum(lo, r0 / safe_s), lo)
+    lim = xp.full_like(r0, RHO_LIMIT)
+    return xp.minimum(xp.maximum(lo, -lim), lim), xp.minimum(xp.maximum(hi, -lim), lim)
 
 
-def _exp_root(r0: Tensor, s0: Tensor, t0: Tensor, start: Tensor | None = None) -> Tensor:
+def _exp_root(xp, r0, s0, t0, start=None):
     """The root of f on its bracket (the safeguard of Numerical Recipes' ``rtsafe``): the Newton
     step on phi when it stays inside the bracket, else the Newton step on f; either only when it is
     at most half the step before it, else the bracket's midpoint. The bracket shrinks around the
     sign change. An end of the bracket that the linear conditions leave open starts one unit from
     the other; ``start`` (the roots of a previous call on nearby points) is used where it lies
     inside the bracket."""
-    lo, hi = _exp_bracket(r0, s0)
+    lo, hi = _exp_bracket(xp, r0, s0)
     open_lo, open_hi = lo <= -RHO_LIMIT, hi >= RHO_LIMIT
-    rho = torch.where(open_lo & ~open_hi, hi - 1.0, torch.where(open_hi & ~open_lo, lo + 1.0, 0.5 * (lo + hi)))
+    rho = xp.where(open_lo & ~open_hi, hi - 1.0, xp.where(open_hi & ~open_lo, lo + 1.0, 0.5 * (lo + hi)))
     if start is not None:
-        rho = torch.where((start > lo) & (start < hi), start, rho)
+        rho = xp.where((start > lo) & (start < hi), start, rho)
     last_step = hi - lo
-    done = torch.zeros_like(rho, dtype=torch.bool)
+    done = rho != rho  # all False, of the namespace's bool type
     for _ in range(EXP_NEWTON_ITERS):
-        sign, newton_phi, newton_f = _exp_newton(rho, r0, s0, t0)
-        lo = torch.where(sign < 0, rho, lo)
-        hi = torch.where(sign > 0, rho, hi)
-        inside_phi = torch.isfinite(newton_phi) & (newton_phi > lo) & (newton_phi < hi)
-        inside_f = torch.isfinite(newton_f) & (newton_f > lo) & (newton_f < hi)
-        newton = torch.where(inside_phi, newton_phi, newton_f)
-        step = (newton - rho).abs()
+        sign, newton_phi, newton_f = _exp_newton(xp, rho, r0, s0, t0)
+        lo = xp.where(sign < 0, rho, lo)
+        hi = xp.where(sign > 0, rho, hi)
+        inside_phi = xp.isfinite(newton_phi) & (newton_phi > lo) & (newton_phi < hi)
+        inside_f = xp.isfinite(newton_f) & (newton_f > lo) & (newton_f < hi)
+        newton = xp.where(inside_phi, newton_phi, newton_f)
+        step = xp.abs(newton - rho)
         # converged: a Newton step at rounding level (it may land on the bracket's end) or an exact zero
-        converged = (torch.isfinite(newton) & (step <= 1e-13 * (1.0 + rho.abs()))) | (sign == 0)
+        converged = (xp.isfinite(newton) & (step <= 1e-13 * (1.0 + xp.abs(rho)))) | (sign == 0)
         fast = (inside_phi | inside_f) & (step <= 0.5 * last_step)
-        nxt = torch.where(fast, newton, 0.5 * (lo + hi))
-        nxt = torch.where(converged, torch.minimum(torch.maximum(newton, lo), hi), nxt)
-        nxt = torch.where(sign == 0, rho, nxt)
-        last_step = (nxt - rho).abs()
-        rho = torch.where(done, rho, nxt)
+        nxt = xp.where(fast, newton, 0.5 * (lo + hi))
+        nxt = xp.where(converged, xp.minimum(xp.maximum(newton, lo), hi), nxt)
+        nxt = xp.where(sign == 0, rho, nxt)
+        last_step = xp.abs(nxt - rho)
+        rho = xp.where(done, rho, nxt)
         done = done | converged
         if bool(done.all()):
             break
     return rho
 
 
-def _exp_boundary_point(r0: Tensor, s0: Tensor, t0: Tensor, rho: Tensor) -> Tensor:
+def _exp_boundary_point(xp, r0, s0, t0, rho):
     """The projection ``s (rho, 1, e^rho)`` from the root. Two exact formulas for it: ``s = A / Q``, or
     ``t = s e^rho = t0 + B e^-rho / Q`` (the normal component has length ``B e^-rho / Q``). Each
     loses digits to cancellation in a different regime (A ~ 0 when the point is nearly projected
@@ -224,51 +244,64 @@ def _exp_boundary_point(r0: Tensor, s0: Tensor, t0: Tensor, rho: Tensor) -> Tens
     sum is better conditioned."""
     q = rho * rho - rho + 1.0
     a = (rho - 1.0) * r0 + s0
-    inf = torch.full_like(a, math.inf)
-    cond_a = torch.where(a > 0, (((rho - 1.0) * r0).abs() + s0.abs()) / a.abs().clamp_min(1e-300), inf)
-    lam = (r0 - rho * s0) * torch.exp(-rho) / q
+    inf = xp.full_like(a, math.inf)
+    tiny = xp.full_like(a, 1e-300)
+    cond_a = xp.where(a > 0, (xp.abs((rho - 1.0) * r0) + xp.abs(s0)) / xp.maximum(xp.abs(a), tiny), inf)
+    lam = (r0 - rho * s0) * xp.exp(-rho) / q
     t = t0 + lam
-    cond_t = torch.where(t > 0, (t0.abs() + lam.abs()) / t.abs().clamp_min(1e-300), inf)
+    cond_t = xp.where(t > 0, (xp.abs(t0) + xp.abs(lam)) / xp.maximum(xp.abs(t), tiny), inf)
     from_a = a / q
     use_a = cond_a <= cond_t
-    s = torch.where(use_a, from_a, t * torch.exp(-rho))
-    t_out = torch.where(use_a, from_a * torch.exp(rho), t)
-    return torch.stack([s * rho, s, t_out], dim=1)
+    s = xp.where(use_a, from_a, t * xp.exp(-rho))
+    t_out = xp.where(use_a, from_a * xp.exp(rho), t)
+    return _stack(xp, [s * rho, s, t_out])
+
+
+def _project_exp(xp, v, start):
+    r0, s0, t0 = v[:, 0], v[:, 1], v[:, 2]
+    inside = _in_exp(xp, r0, s0, t0)
+    polar = _in_exp_dual(xp, -r0, -s0, -t0)
+    corner = (r0 <= 0) & (s0 <= 0)
+    easy = inside | polar | corner
+    zero = xp.zeros_like(r0)
+    corner_pt = _stack(xp, [xp.minimum(r0, zero), zero, xp.maximum(t0, zero)])
+    if bool(easy.all()):
+        best = corner_pt
+        rho = start if start is not None else zero
+    else:
+        # points handled in closed form get a harmless stand-in so the root finder sees a valid bracket
+        one = xp.ones_like(r0)
+        rr, ss, tt = xp.where(easy, one, r0), xp.where(easy, one, s0), xp.where(easy, zero, t0)
+        rho = _exp_root(xp, rr, ss, tt, start)
+        boundary = _exp_boundary_point(xp, rr, ss, tt, rho)
+        # safeguard: the nearest of the root's point and the two closed-form points that are always in K
+        inf = xp.full_like(r0, math.inf)
+        dists = []
+        for cand in (boundary, corner_pt, xp.zeros_like(v)):
+            d = ((cand - v) ** 2).sum(1)
+            dists.append(xp.where(xp.isfinite(d), d, inf))
+        first = (dists[0] <= dists[1]) & (dists[0] <= dists[2])
+        best = xp.where(first[:, None], boundary, xp.where((dists[1] <= dists[2])[:, None], corner_pt, 0.0 * v))
+        if start is not None:
+            rho = xp.where(easy, start, rho)
+    out = xp.where(corner[:, None], corner_pt, best)
+    out = xp.where(polar[:, None], 0.0 * v, out)
+    return xp.where(inside[:, None], v, out), rho
 
 
 def project_exp(v: Tensor, start: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """Rows (r, s, t) of ``v`` (``(k, 3)``) onto the exponential cone, and the roots found (pass them
     back as ``start`` when projecting nearby points: Newton then needs two or three steps).
     Computed in float64 whatever ``v``'s dtype (float32's exp overflows at 88, and the root needs
-    the digits)."""
-    if v.dtype != torch.float64:
-        p, rho = project_exp(v.double(), None if start is None else start.double())
-        return p.to(v.dtype), rho
-    r0, s0, t0 = v.unbind(1)
-    inside = in_exp_cone(v)
-    polar = in_exp_dual_cone(-v)
-    corner = (r0 <= 0) & (s0 <= 0)
-    easy = inside | polar | corner
-    corner_pt = torch.stack([r0.clamp(max=0.0), torch.zeros_like(r0), t0.clamp(min=0.0)], dim=1)
-    if bool(easy.all()):
-        best = corner_pt
-        rho = start if start is not None else torch.zeros_like(r0)
-    else:
-        # points handled in closed form get a harmless stand-in so the root finder sees a valid bracket
-        one = torch.ones_like(r0)
-        rr, ss, tt = torch.where(easy, one, r0), torch.where(easy, one, s0), torch.where(easy, 0 * one, t0)
-        rho = _exp_root(rr, ss, tt, start)
-        boundary = _exp_boundary_point(rr, ss, tt, rho)
-        # safeguard: the nearest of the root's point and the two closed-form points that are always in K
-        cands = torch.stack([boundary, corner_pt, torch.zeros_like(v)], dim=0)
-        dist = torch.linalg.vector_norm(cands - v[None], dim=2)
-        dist = torch.where(torch.isfinite(dist), dist, torch.full_like(dist, math.inf))
-        best = cands.gather(0, dist.argmin(0)[None, :, None].expand(1, -1, 3))[0]
-        if start is not None:
-            rho = torch.where(easy, start, rho)
-    out = torch.where(corner[:, None], corner_pt, best)
-    out = torch.where(polar[:, None], torch.zeros_like(v), out)
-    return torch.where(inside[:, None], v, out), rho
+    the digits); with NumPy for CPU tensors, torch on other devices."""
+    v64 = v.detach().to(torch.float64)
+    start64 = None if start is None else start.detach().to(torch.float64)
+    if v.device.type == "cpu":
+        with np.errstate(all="ignore"):  # logs of zero and overflowing exps are handled (module docstring)
+            p, rho = _project_exp(np, v64.numpy(), None if start64 is None else start64.numpy())
+        return torch.from_numpy(np.ascontiguousarray(p)).to(v.dtype), torch.from_numpy(np.asarray(rho))
+    p, rho = _project_exp(torch, v64, start64)
+    return p.to(v.dtype), rho
 
 
 def project_exp_dual(v: Tensor, start: Tensor | None = None) -> tuple[Tensor, Tensor]:
