@@ -131,7 +131,7 @@ EXACT_OT_SPEC = """problem exact_ot {
 
 
 def ratio_case(name: str, spec, params: dict, ref_objective: float, algorithm: str, repeat: int,
-               check=None) -> None:
+               check=None, ladder: list[float] = LADDER) -> None:
     import regspec
     from regspec.backends.torch.solve import FISTA_TOL, PDHG_TOL
 
@@ -142,7 +142,7 @@ def ratio_case(name: str, spec, params: dict, ref_objective: float, algorithm: s
 
     run(1e-3)  # warm-up: imports, traces
     rows = {}
-    for tol in sorted(set(LADDER) | {default}, reverse=True):
+    for tol in sorted(set(ladder) | {default, OLD_DEFAULTS[algorithm]}, reverse=True):
         sec, r = run(tol)
         rows[tol] = (sec, r, rel_err(r.objective, ref_objective))
         extra = check(r) if check is not None and r.ok else ""
@@ -165,16 +165,20 @@ def marginal_check(d: dict) -> callable:
         P = np.asarray(r.variables["P"])
         row = np.max(np.abs(P.sum(1) - d["a"]) / d["a"])
         col = np.max(np.abs(P.sum(0) - d["b"]) / d["b"])
-        return f"worst marginal rel err rows {row:.1e} cols {col:.1e}; reported tol {r.info.get('tol', 0):.0e}"
+        return f"worst marginal rel err rows {row:.1e} cols {col:.1e}; reported tol {r.tol:.0e}"
     return check
 
 
 def ratios(args: argparse.Namespace) -> None:
-    import regspec
-    from bench_class_ot import SPEC as CLASS_OT_SPEC
-    from bench_class_ot import class_ot_data
-
     tmp = Path(tempfile.mkdtemp(prefix="bench_tolerance_"))
+    if not args.skip_fista:
+        fista_cases(args, tmp)
+    ot_cases(args, tmp)
+
+
+def fista_cases(args: argparse.Namespace, tmp: Path) -> None:
+    import regspec
+
     rng = np.random.default_rng(0)
     n, p = args.lasso_n, args.lasso_p
     X = rng.standard_normal((n, p))
@@ -194,17 +198,25 @@ def ratios(args: argparse.Namespace) -> None:
     print(f"\n== logistic-l1 (breast cancer, C = 0.1); reference CVXPY+{ref.solver} {ref.objective:.12g}")
     ratio_case("logistic-l1", logit, {}, ref.objective, "fista", args.repeat)
 
+
+def ot_cases(args: argparse.Namespace, tmp: Path) -> None:
+    import regspec
+    from bench_class_ot import SPEC as CLASS_OT_SPEC
+    from bench_class_ot import class_ot_data
+
     d = class_ot_data(args.ot_n, max(3, args.ot_n // 100))
     np.savez(tmp / "ot.npz", **d)
     (tmp / "class_ot.reg").write_text(CLASS_OT_SPEC)
     (tmp / "exact_ot.reg").write_text(EXACT_OT_SPEC)
     for name, file, params in (("class OT", "class_ot.reg", {"rho": 0.01}), ("exact OT", "exact_ot.reg", {})):
         spec = regspec.load(tmp / file)
-        ref = regspec.solve(spec, backend="torch", tol=1e-10, params=params, max_iter=200000)
-        print(f"\n== {name} n = {args.ot_n}; reference torch float64 tol 1e-10: {ref.status} {ref.objective}")
+        ref = regspec.solve(spec, backend="torch", tol=args.ot_ref_tol, params=params, max_iter=200000)
+        print(f"\n== {name} n = {args.ot_n}; reference torch float64 tol {args.ot_ref_tol:g}: {ref.status} "
+              f"{ref.objective}")
         if not ref.ok:
             continue
-        ratio_case(name, spec, params, ref.objective, "pdhg", args.repeat, check=marginal_check(d))
+        ratio_case(name, spec, params, ref.objective, "pdhg", args.ot_repeat, check=marginal_check(d),
+                   ladder=[t for t in LADDER if t >= 1e-8])
 
 
 def main() -> None:
@@ -215,6 +227,9 @@ def main() -> None:
     ap.add_argument("--lasso-n", type=int, default=500)
     ap.add_argument("--lasso-p", type=int, default=1000)
     ap.add_argument("--repeat", type=int, default=2)
+    ap.add_argument("--ot-repeat", type=int, default=1)
+    ap.add_argument("--ot-ref-tol", type=float, default=1e-10)
+    ap.add_argument("--skip-fista", action="store_true", help="ratios: only the OT cases")
     args = ap.parse_args()
     import subprocess
 

@@ -196,6 +196,9 @@ def _print_result(result) -> None:
             print(f"{name} {tuple(v.shape)}: {v}")
     if result.residuals:
         print("residuals: " + ", ".join(f"{k}={v:.3g}" for k, v in result.residuals.items()))
+    if result.violations:
+        print(f"constraint violations (relative, tol {result.tol:.1g}): "
+              + "; ".join(f"{k} = {v:.2g}" for k, v in result.violations.items()))
     print("times (s): " + ", ".join(f"{k}={v:.4f}" for k, v in result.times.items()))
 
 

@@ -83,6 +83,10 @@ class Result:
     problem: str = ""
     info: dict[str, Any] = field(default_factory=dict)
     local: bool = False  # True: the problem is not proved convex; a solved status is a stationary point
+    # first-order backends: the stopping tolerance applied, and each constraint's largest relative
+    # violation at the returned point (`line N: <constraint>` -> value; docs/solvers.md)
+    tol: float | None = None
+    violations: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.enforce_finite()
@@ -124,6 +128,8 @@ class Result:
             "solver": self.solver,
             "iterations": json_number(self.iterations),
             "residuals": {k: json_number(v) for k, v in self.residuals.items()},
+            "tol": json_number(self.tol),
+            "violations": {k: json_number(v) for k, v in self.violations.items()},
             "times": {k: (round(t, 6) if t is not None else None)
                       for k, t in ((k, json_number(v)) for k, v in self.times.items())},
             **({"info": json_safe(self.info)} if self.info else {}),

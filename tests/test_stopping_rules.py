@@ -2,7 +2,7 @@
 
 References are independent: CVXPY + Clarabel at tight tolerances, marginals and violations
 recomputed here with NumPy from the returned variables. Tolerances: the torch backend reports the
-tolerance it applied (``info["tol"]``) and its rule bounds each constraint's relative violation by
+tolerance it applied (``Result.tol``) and its rule bounds each constraint's relative violation by
 it; objectives are compared at ``DOC_ACCURACY``, the accuracy docs/solvers.md states for default
 settings (measured by bench/bench_tolerance.py), never looser.
 """
@@ -77,7 +77,7 @@ def assert_marginals_met(r, d) -> None:
     """Every marginal entry within the reported relative tolerance (a, b uniform: the block's
     relative violation is the worst entry's)."""
     P = np.asarray(r.variables["P"])
-    tol = r.info["tol"]
+    tol = r.tol
     assert P.min() >= 0
     for got, want in ((P.sum(axis=1), d["a"]), (P.sum(axis=0), d["b"])):
         assert np.max(np.abs(got - want) / want) <= tol * 1.01
@@ -104,7 +104,7 @@ def test_class_ot_reported_violations_are_the_true_ones(tmp_path):
     for axis, target in ((1, d["a"]), (0, d["b"])):
         s = P.sum(axis=axis)
         expected[axis] = np.max(np.abs(s - target)) / max(np.max(np.abs(s)), np.max(np.abs(target)))
-    v = r.info["violations"]
+    v = r.violations
     (k_rows,) = [k for k in v if "axis = 1" in k]
     (k_cols,) = [k for k in v if "axis = 0" in k]
     assert v[k_rows] == pytest.approx(expected[1], rel=1e-6, abs=1e-15)
@@ -198,7 +198,7 @@ def test_badly_scaled_huber_is_never_reported_optimal_when_wrong():
         assert rel(r.objective, c.objective) <= DOC_ACCURACY
     else:
         assert r.objective is None and r.variables == {}
-        assert r.info["last_iterate"]["infeasibility"] > r.info["tol"]
+        assert r.info["last_iterate"]["infeasibility"] > r.tol
 
 
 def test_smooth_lipschitz_is_not_fooled_by_a_flat_start():
@@ -317,5 +317,5 @@ def test_bundled_specs_agree_with_a_tight_reference_at_default_settings(path, pr
     r = regspec.solve(spec, problem=problem, backend="torch")
     assert ref.ok and r.status == "optimal"
     assert rel(r.objective, ref.objective) <= DOC_ACCURACY
-    for name, v in r.info.get("violations", {}).items():
-        assert v <= r.info["tol"] * 1.01, name
+    for name, v in r.violations.items():
+        assert v <= r.tol * 1.01, name

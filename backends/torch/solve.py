@@ -179,7 +179,7 @@ def solve(program: TorchProgram, *, params: dict[str, np.ndarray] | None = None,
         obj = float(program.objective())
     values = {name: x.detach().cpu().numpy() for name, x in zip(program.var_names, res.x)}
     info = {"device": str(program.device), "dtype": str(program.dtype).replace("torch.", ""),
-            "rule": res.info.get("rule", ""), "tol": res.info.get("tol_effective")}
+            "rule": res.info.get("rule", "")}
     if res.status != "optimal":  # the last iterate is not a solution: no objective, no variables
         from regspec.backends.torch.pdhg_lowering import NOT_SOLVED_MESSAGES
 
@@ -189,6 +189,7 @@ def solve(program: TorchProgram, *, params: dict[str, np.ndarray] | None = None,
         obj, values = None, {}
     return with_curvature(program, Result(
         status=res.status, objective=obj, variables=values, backend="torch", solver="FISTA",
+        tol=res.info.get("tol_effective"),
         iterations=res.iterations, times={"solve": seconds}, residuals=dict(res.residuals), info=info))
 
 
@@ -306,7 +307,9 @@ def solve_pdhg(program: TorchProgram, *, params: dict[str, np.ndarray] | None = 
             "norm_K": norm_K, "norm_K_from": norm_how, "block_norms": norms, "lipschitz": lipschitz,
             "primal_weight": res.info.get("primal_weight"), "restarts": res.info.get("restarts"),
             "setup_s": setup, **report.info}
+    tol_used, violations = info.pop("tol"), info.pop("violations")
     return with_curvature(program, Result(status=report.status, objective=obj, variables=values, backend="torch",
+                                          tol=tol_used, violations=violations,
                                           solver="PDHG", iterations=res.iterations, times={"solve": seconds},
                                           residuals=residuals, info=info))
 
