@@ -238,6 +238,7 @@ def test_specs_through_the_public_api(name):
     ref = regspec.solve(spec, backend="cvxpy", solver="CLARABEL")
     got = regspec.solve(spec, backend="torch")
     assert got.status == "optimal" and got.solver == "conic PDHG" and got.info["path"] == "conic fallback"
+    assert got.info["no_fast_path"] and "residuals" not in got.info and "infeasibility" in got.residuals
     assert rel(got.objective, ref.objective) <= DEFAULT_GAP
     for k, v in ref.variables.items():
         assert got.variables[k].shape == v.shape

@@ -91,7 +91,8 @@ def solve_conic(program: ConicProgram, *, params: dict[str, np.ndarray] | None =
                            dtype=program.dtype, device=program.device)
     seconds = time.perf_counter() - t0
     info: dict[str, Any] = {"device": str(program.device), "dtype": str(program.dtype).replace("torch.", ""),
-                            "path": "conic fallback", "cones": form.layout.describe(), "canonicalise_s": canon_s,
+                            "path": "conic fallback", "no_fast_path": [why for why, _ in program.split.refusals],
+                            "cones": form.layout.describe(), "canonicalise_s": canon_s,
                             "tol": tol, **sol.info}
     objective, values = None, {}
     if sol.status == "optimal":
