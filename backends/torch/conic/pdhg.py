@@ -236,8 +236,14 @@ def infeasibility_check(P: ScaledProblem, rays: list[tuple[Tensor, Tensor]],
     return None
 
 
-def _distance(a: Point, b: Point, omega: float) -> tuple[float, float]:
-    return float(torch.linalg.vector_norm(a.x - b.x)), float(torch.linalg.vector_norm(a.y - b.y))
+def primal_weight_update(omega: float, new: Point, old: Point) -> float:
+    """PDLP's update at a restart: halfway, in log scale, towards ||dy|| / ||dx|| (the distances moved
+    since the previous restart); unchanged when either distance is negligible."""
+    dx = float(torch.linalg.vector_norm(new.x - old.x))
+    dy = float(torch.linalg.vector_norm(new.y - old.y))
+    if dx <= 1e-10 or dy <= 1e-10:
+        return omega
+    return math.exp(PRIMAL_WEIGHT_SMOOTHING * math.log(dy / dx) + (1 - PRIMAL_WEIGHT_SMOOTHING) * math.log(omega))
 
 
 # ------------------------------------------------------------------------------------------ the loop
@@ -250,7 +256,7 @@ class _RestartState:
     count: int = 0
 
 
-def restart_test(P: ScaledProblem, cand: Point, cand_kkt: float, state: _RestartState, iteration: int) -> bool:
+def restart_test(cand_kkt: float, state: _RestartState, iteration: int) -> bool:
     """cuPDLP's restart conditions on the weighted KKT error (module docstring)."""
     run = iteration - state.since
     if cand_kkt <= SUFFICIENT * state.start_kkt:
@@ -316,11 +322,8 @@ def _solve(A: sp.csr_matrix, b: np.ndarray, c: np.ndarray, layout: ConeLayout, t
             status = "solver_error"
             break
         cand, cand_kkt = (z, r_cur.kkt_scaled) if r_cur.kkt_scaled <= r_avg.kkt_scaled else (z_avg, r_avg.kkt_scaled)
-        if restart_test(P, cand, cand_kkt, state, iteration):
-            dx, dy = _distance(cand, state.start, omega)
-            if dx > 1e-10 and dy > 1e-10:
-                omega = math.exp(PRIMAL_WEIGHT_SMOOTHING * math.log(dy / dx) +
-                                 (1 - PRIMAL_WEIGHT_SMOOTHING) * math.log(omega))
+        if restart_test(cand_kkt, state, iteration):
+            omega = primal_weight_update(omega, cand, state.start)
             z = cand.copy()
             state = _RestartState(z.copy(), residuals(P, z, omega).kkt_scaled, math.inf, iteration, state.count + 1)
             avg = Average(z)
@@ -330,19 +333,25 @@ def _solve(A: sp.csr_matrix, b: np.ndarray, c: np.ndarray, layout: ConeLayout, t
             break
     if device.type == "cuda":
         torch.cuda.synchronize()
+    info = {"primal_weight": omega, "step": eta, "restarts": state.count, "step_trials": trials,
+            "setup_s": setup, "rows": m, "cols": n, "nnz": int(A.nnz), "storage": P.storage}
+    if status in ("infeasible", "unbounded"):
+        info["certificate_ratio"] = ratio
+        return _solution(P, status, best, best_res, iteration, info, ray)
+    return _solution(P, status, best, best_res, iteration, info)
+
+
+def _solution(P: ScaledProblem, status: str, best: Point, res: Residuals, iterations: int, info: dict,
+              ray: Tensor | None = None) -> ConicSolution:
+    """The answer in the original space: the best certified point, or for a certificate of
+    infeasibility (unboundedness) the ray as y (x), the other part zero."""
     x, y = best.x, best.y
-    if status == "infeasible":  # the certificate, for the record (x means nothing then)
+    if status == "infeasible":
         x, y = torch.zeros_like(best.x), ray
     elif status == "unbounded":
         x, y = ray, torch.zeros_like(best.y)
-    x = (x * P.col).double().cpu().numpy()
-    y = (y * P.row).double().cpu().numpy()
-    res = {"primal": best_res.primal, "dual": best_res.dual, "primal_rel": best_res.primal_rel,
-           "dual_rel": best_res.dual_rel, "gap_rel": best_res.gap_rel, "pobj": best_res.pobj,
-           "dobj": best_res.dobj}
-    info = {"primal_weight": omega, "step": eta, "restarts": state.count, "step_trials": trials,
-            "setup_s": setup, "rows": m, "cols": n, "nnz": int(A.nnz),
-            "storage": P.storage}
-    if status in ("infeasible", "unbounded"):
-        info["certificate_ratio"] = ratio
+    residual_dict = {"primal": res.primal, "dual": res.dual, "primal_rel": res.primal_rel, "dual_rel": res.dual_rel,
+                     "gap_rel": res.gap_rel, "pobj": res.pobj, "dobj": res.dobj}
+    return ConicSolution(status, (x * P.col).double().cpu().numpy(), (y * P.row).double().cpu().numpy(),
+                         iterations, residual_dict, info)
     return ConicSolution(status, x, y, iteration, res, info)
