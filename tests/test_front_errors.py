@@ -231,6 +231,14 @@ SEMANTIC = [
      "`axis` of sum must be an integer, got [0, 1]"),
     ("sweep_axis_empty_list", problem("  var P[3, 3]\n  minimize sum(sum(P, axis = []))"), 3, 30,
      "`axis` of sum must be an integer, got []"),
+    # found by solving generated problems that check accepted (internal errors in the CVXPY lowering)
+    ("string_objective", problem(X3 + '  maximize "abc"'), 3, 12, "the objective must be a number or an array"),
+    ("constraint_without_variable", problem(X3 + "  minimize sum(x)\n  subject to ---1 in l1_ball"), 4, 14,
+     "the constraint `---1 in l1_ball` involves no variable"),
+    ("constraint_between_constants", problem("  data y = randn(3)\n" + X3 + "  maximize x[0]\n  subject to y[0] <= y[0]"),
+     5, 14, "involves no variable: it is always true or always false"),
+    ("weights_depend_on_a_variable", problem("  var X[3, 3]\n  minimize sum(tv([1, 2, 3], X))"), 3, 16,
+     "`w` of tv must be data or a parameter, but `X` depends on a variable"),
     ("bound_of_other_shape", problem("  var x[3] >= [1, 2]\n  minimize norm1(x)"), 2, 12,
      "the bound lo has shape (2,), which does not fit shape (3,)"),
 ]

@@ -11,7 +11,7 @@ import numpy as np
 
 from regspec.compiler.catalogue import ATOMS, SETS
 from regspec.compiler.data import SourceContext, call_source, integral_array
-from regspec.compiler.ir import IR, size_error
+from regspec.compiler.ir import DECL_KINDS, IR, size_error
 from regspec.diagnostics import error
 
 
@@ -154,6 +154,23 @@ def _check_operands(ir: IR, node: int, atom: str, operands: list[int]) -> None:
             _numeric(ir, a, od["value"], what)
 
 
+def _check_root(ir: IR, node: int) -> None:
+    """An objective or regularizer is numeric (`maximize "abc"`); a constraint involves a
+    variable: one between constants is always true or always false, and no solver takes it."""
+    d = ir[node]
+    if d["kind"] == "constraint":
+        if not ir.depends_on_kind(node, "var"):
+            raise error(f"the constraint `{ir.text(node)}` involves no variable: it is always true or always "
+                        "false", d["span"], ["remove it, or constrain a variable"])
+        sides = d["args"] if d["op"] != "in" else d["args"][:1]
+    else:
+        sides = d["args"]
+    what = {"objective": "the objective", "regularize": "a regularizer"}.get(d["kind"], "a side of a constraint")
+    for a in sides:
+        if "value" in ir[a] and ir[a]["kind"] not in ("param", "var", "data"):
+            _numeric(ir, a, ir[a]["value"], what)
+
+
 def _check_domain(ir: IR, node: int) -> None:
     """A parameter's value lies in its declared domain (`param lam = -1 >= 0` is refused here,
     not by a backend). Bounds domains (>=, <=, box, nonneg, nonpos) are checked numerically."""
@@ -255,6 +272,8 @@ def evaluate_constants(ir: IR) -> IR:
             d["value"] = value
             d["shape"] = value.shape
             _check_domain(ir, node)
+        elif kind in ("objective", "regularize", "constraint"):
+            _check_root(ir, node)
         elif kind == "var":
             d["shape"] = tuple(_int(ir, n, f"a dimension of variable `{d['name']}`") for n in d["args"])
             if any(s <= 0 for s in d["shape"]):
@@ -278,6 +297,10 @@ def evaluate_constants(ir: IR) -> IR:
             d["tensor_kwargs"] = tensor_kw
             operands = d["args"] + list(tensor_kw.values())
             _check_operands(ir, node, atom.name, operands)
+            for k, v in tensor_kw.items():
+                if ir.depends_on_kind(v, "var"):
+                    raise error(f"`{k}` of {atom.name} must be data or a parameter, but `{ir.text(v)}` depends on "
+                                "a variable", ir[v]["span"] if ir[v]["kind"] not in DECL_KINDS else d["span"])
             if atom.name == "power" and "value" in ir[d["args"][1]] and np.ndim(ir[d["args"][1]]["value"]) == 0:
                 static["_exponent"] = float(_pyval(ir[d["args"][1]]["value"]))
             if all("value" in ir[a] and ir[a]["kind"] not in ("param", "var") for a in operands):
