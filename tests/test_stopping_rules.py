@@ -229,6 +229,20 @@ def test_infeasible_and_unbounded_are_detected_from_the_iterates(text, status):
     assert r.info["message"] and r.info["certificate"]
 
 
+def test_fista_detects_an_unbounded_objective():
+    """No coupling constraints (FISTA): x[2] >= 0 grows without bound while -x[2] decreases; the
+    run ends `unbounded` after a few hundred iterations instead of the 100000-iteration budget."""
+    spec = regspec.load("""problem unbounded_fista {
+  var x[3] >= 0
+  minimize sum_squares(x[0:2]) - sum(x)
+}
+""")
+    assert clarabel(spec).status == "unbounded"
+    r = regspec.solve(spec, backend="torch")
+    assert r.solver == "FISTA" and r.status == "unbounded" and r.iterations < 5000
+    assert r.objective is None and r.variables == {}
+
+
 def test_json_of_an_infeasible_run_has_a_null_objective(tmp_path):
     (tmp_path / "inf.reg").write_text(INFEASIBLE)
     out = subprocess.run([sys.executable, "-m", "regspec.cli", "solve", str(tmp_path / "inf.reg"), "--backend", "torch",

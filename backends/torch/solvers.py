@@ -502,6 +502,8 @@ def fista(
     cert_cooldown = 0
     cert_wait = 1
     have_grad_at_y = True  # f_y, g_y are at y = x0
+    ray_snap: tuple[int, list[Tensor]] | None = None
+    ray_certificate: dict[str, Any] | None = None
     grad_mode = False  # True once the f-value test is below rounding: trial points get gradients
 
     def certify(xs: list[Tensor], t_: float, fg: tuple[Tensor, list[Tensor]] | None = None
@@ -623,6 +625,14 @@ def fista(
             if callback is not None and callback(k, x, dict(cert)):
                 status = USER_LIMIT
                 break
+            if scheduled and objective is not None and k >= 4 * check_every and (k // check_every) % 4 == 0:
+                # every 4th scheduled check: is x - x_snap (x growing like k v) a recession direction
+                # of decrease? (the only way a problem without constraints has no minimizer)
+                ray = _fista_ray(x, ray_snap, k, prox_fn, objective)
+                if ray is not None:
+                    status, ray_certificate = "unbounded", ray
+                    break
+                ray_snap = (k, _clone(x))
 
     if cert_k != k and status != SOLVER_ERROR:
         cert, _, _ = certify(x, t)
@@ -641,8 +651,29 @@ def fista(
         "rule": _FISTA_RULE,
         "time_s": time.perf_counter() - t_start,
     }
+    if ray_certificate is not None:
+        info["certificate"] = ray_certificate
     return SolverResult(x=x, status=status, iterations=k, residuals=residuals, objective=obj,
                         history=history, algorithm="fista", info=info)
+
+
+def _fista_ray(x: list[Tensor], snap: tuple[int, list[Tensor]] | None, k: int, prox: ProxFn,
+               objective: Callable[[list[Tensor]], Tensor | float]) -> dict[str, Any] | None:
+    """An unboundedness certificate from FISTA's iterates: the displacement since the snapshot,
+    when it keeps pace with the iterates' growth, checked as a direction that stays in the
+    domain of h along which the objective decreases linearly (restarted_pdhg's check)."""
+    if snap is None:
+        return None
+    from regspec.backends.torch.restarted_pdhg import _unboundedness_certificate
+
+    k_m, x_m = snap
+    dx = torch._foreach_sub(x, x_m)
+    if math.sqrt(_float(_sqnorm(dx))) <= 0.5 * (k - k_m) / k * math.sqrt(_float(_sqnorm(x))):
+        return None
+    cert = _unboundedness_certificate(dx, x, [], [], prox, objective)
+    if cert is not None:
+        cert.pop("status", None)
+    return cert
 
 
 # --------------------------------------------------------------------------------------------
