@@ -34,7 +34,7 @@ NUMBER = re.compile(r"\d")
 EXTREME = ["0", "-1", "1", "0.5", "1e308", "1e-320", "1e999", "100000000000000", "99999999999999999999",
            "9" * 5000, "(0 / 0)", "(1e308 * 10)", "-0", "2 ** 64", '"abc"', "[]", "[1, 2]", "true"]
 CHARS = list('{}[]()",;=+-*/@<>.:#\\\n \t0123456789xyzSe_') + ["\u2028", "\ufeff", "\u00e9", "\x00", "\r"]
-EXAMPLES = int(os.environ.get("REGSPEC_FUZZ_EXAMPLES", "120"))
+EXAMPLES = int(os.environ.get("REGSPEC_FUZZ_EXAMPLES", "200"))
 HANG_SECONDS = 30  # far above any check (tens of ms); only a hang reaches it
 
 
