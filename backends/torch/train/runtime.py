@@ -6,8 +6,11 @@ A trainer's files in ``--out DIR``:
 
 * ``metrics.jsonl``: one JSON object per epoch: ``epoch``, ``loss`` (mean training loss with the
   penalties), ``reg/<term>`` (each regularizer's value g, see ``Regularizer.values``),
-  ``weight/<term>`` (its weight at the end of the epoch), validation metrics (``val_loss``,
+  ``weight/<term>`` (its weight at the end of the epoch), ``tensor/<name>/zero_frac``, ``/rank``
+  and ``/spectral_norm`` of each tensor a term selects, validation metrics (``val_loss``,
   ``val_acc`` or ``val_mse``), ``seconds``;
+* ``curves.png``: those records drawn per epoch (``regspec.plots.training_curves``; skipped
+  with a note when matplotlib, the extra ``regspec[plot]``, is missing);
 * ``summary.json``: the final metrics; per selected tensor: shape, exact-zero fraction,
   zero-row and zero-column fractions (group sparsity), rank, spectral norm; per term: its
   lowering, initial and final value, and for constraints the distance to the set; activation
@@ -68,7 +71,7 @@ CHECKPOINT_FORMAT = "regspec-trainer/1"
 MODEL_FORMAT = "regspec-model/1"
 FULL_BATCH = 1 << 30
 #: the files that make a folder a run (a fresh run over them needs --overwrite)
-RUN_FILES = ("metrics.jsonl", "checkpoint.pt", "summary.json", "model.pt", "model.json")
+RUN_FILES = ("metrics.jsonl", "checkpoint.pt", "summary.json", "model.pt", "model.json", "curves.png")
 
 
 # ------------------------------------------------------------------ options
@@ -413,6 +416,21 @@ def summarize(reg: Regularizer, metrics: dict[str, Any], initial: dict[str, floa
                    "steps": reg.clock.step})
 
 
+@torch.no_grad()
+def selected_tensor_metrics(reg: Regularizer) -> dict[str, Any]:
+    """Per epoch: exact-zero fraction, rank and spectral norm of every tensor a term selects
+    (``tensor/<name>/<stat>``), so that curves show how the constraints shape the weights."""
+    named = dict(reg.module.named_parameters())
+    names = [n for p in reg.penalties for n in (p.params or ())]
+    names += [n for g in reg.engine.groups for n in g.params]
+    out: dict[str, Any] = {}
+    for n in dict.fromkeys(names):
+        if n in named:
+            stats = tensor_stats(named[n])
+            out.update({f"tensor/{n}/{k}": stats[k] for k in ("zero_frac", "rank", "spectral_norm") if k in stats})
+    return out
+
+
 # ------------------------------------------------------------------ the run folder
 def fingerprint(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
@@ -665,6 +683,7 @@ class Run:
         line: dict[str, Any] = {"epoch": epoch, **metrics}
         line.update({f"reg/{k}": v for k, v in reg.values().items()})
         line.update({f"weight/{k}": v for k, v in reg.weights().items()})
+        line.update(selected_tensor_metrics(reg))
         line["seconds"] = round(time.perf_counter() - self._t0, 4)
         line = _clean(line)
         self.history.append(line)
@@ -704,12 +723,13 @@ class Run:
         and ``model.json`` (rank 0) and, under torchrun, ``params_rank{r}.pt`` (every rank)."""
         self._check_weights(reg.module, "the final weights")
         metrics = {k: v for k, v in (self.history[-1] if self.history else {}).items()
-                   if not k.startswith(("reg/", "weight/"))}
+                   if not k.startswith(("reg/", "weight/", "tensor/"))}
         summary = summarize(reg, metrics, initial, x_val)
         if self.warnings:
             summary["warnings"] = list(self.warnings)
         params = {k: v.detach().cpu() for k, v in reg.module.state_dict().items()}
         if self.dist.main:
+            summary.update(self._plot_curves())
             _atomic_write(self.summary_path, lambda fh: fh.write(json.dumps(summary, indent=2) + "\n"), binary=False)
             _atomic_write(self.out / "model.pt", lambda fh: torch.save(params, fh))
             if self.model_recipe is not None:
@@ -722,6 +742,21 @@ class Run:
         if not self.quiet:
             print(f"wrote {self.summary_path}", flush=True)
         return summary
+
+    def _plot_curves(self) -> dict[str, Any]:
+        """Draw ``curves.png`` from the run's records; returns ``{"plots": [file names]}`` for
+        ``summary.json`` (empty, with a note, when matplotlib is missing)."""
+        from regspec import plots
+
+        if not plots.available():
+            if not self.quiet:
+                print(plots.missing_note("training curves (curves.png)"), flush=True)
+            return {}
+        path = self.out / "curves.png"
+        plots.training_curves(self.history, path, title=f"training curves: {self.out.name}")
+        if not self.quiet:
+            print(f"wrote {path}", flush=True)
+        return {"plots": [path.name]}
 
 
 def _dtype_name(params: dict[str, torch.Tensor]) -> str | None:

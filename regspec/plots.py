@@ -1,0 +1,162 @@
+"""Pictures of results, drawn with matplotlib's non-interactive Agg backend and written as PNG
+beside the files they depict. matplotlib is the optional extra ``regspec[plot]``: without it
+``available()`` is False and callers skip the picture with a one-line note (``missing_note``).
+
+* ``training_curves``: a run's ``metrics.jsonl`` -> ``curves.png``: task and validation loss,
+  other validation metrics, each regularizer's value and weight, and the per-epoch sparsity,
+  rank and spectral norm of the tensors the terms select.
+
+Every plotting function returns the series it drew, so tests can check the picture's data
+against the run's own records. numpy and matplotlib are imported inside the functions.
+"""
+from __future__ import annotations
+
+import importlib.util
+import io
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Iterable
+
+__all__ = ["available", "missing_note", "training_series", "training_curves", "write_png"]
+
+#: one curve: x values (epochs completed) and y values (NaN where the run logged nothing)
+Series = tuple[list[float], list[float]]
+LEGEND_CHARS = 48
+
+
+def available() -> bool:
+    """Whether matplotlib can be imported (without importing it)."""
+    return importlib.util.find_spec("matplotlib") is not None
+
+
+def missing_note(what: str) -> str:
+    return f"note: {what} not drawn: matplotlib is not installed (pip install 'regspec[plot]')"
+
+
+def _pyplot() -> Any:
+    from regspec.extras import require
+
+    matplotlib = require("matplotlib", "plots")
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def write_png(fig: Any, path: Path, dpi: int = 100) -> Path:
+    """Render ``fig`` and write it atomically (temporary file in the folder, then rename)."""
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
+    plt.close(fig)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(buf.getvalue())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+# ------------------------------------------------------------------ training curves
+def _number(v: Any) -> float:
+    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else math.nan
+
+
+def read_metrics(path: Path) -> list[dict[str, Any]]:
+    """The records of a ``metrics.jsonl`` (a torn last line, from a crash mid-write, is skipped)."""
+    records = []
+    for line in Path(path).read_text().splitlines():
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(rec, dict):
+            records.append(rec)
+    return records
+
+
+def _panel_of(key: str) -> str | None:
+    """Which panel a metric key belongs to (None: not drawn)."""
+    if key in ("loss", "val_loss"):
+        return "loss"
+    if key.startswith("val_"):
+        return "validation"
+    if key.startswith("reg/"):
+        return "regularizer values"
+    if key.startswith("weight/"):
+        return "regularizer weights"
+    if key.startswith("tensor/"):
+        return {"zero_frac": "sparsity (fraction of exact zeros)", "rank": "rank",
+                "spectral_norm": "spectral norm"}.get(key.rsplit("/", 1)[-1])
+    return None
+
+
+PANELS = ("loss", "validation", "regularizer values", "regularizer weights",
+          "sparsity (fraction of exact zeros)", "rank", "spectral norm")
+
+
+def training_series(records: Iterable[dict[str, Any]]) -> dict[str, dict[str, Series]]:
+    """panel -> metric key -> (epochs completed, values), in the order the run logged them."""
+    records = list(records)
+    xs = [float(_number(r.get("epoch")) + 1) for r in records]
+    keys: list[str] = []
+    for r in records:
+        keys += [k for k in r if k not in keys]
+    out: dict[str, dict[str, Series]] = {}
+    for key in keys:
+        panel = _panel_of(key)
+        if panel is not None:
+            ys = [_number(r.get(key)) for r in records]
+            if any(math.isfinite(y) for y in ys):
+                out.setdefault(panel, {})[key] = (xs, ys)
+    return {p: out[p] for p in PANELS if p in out}
+
+
+def _label(key: str) -> str:
+    for prefix in ("reg/", "weight/", "tensor/"):
+        key = key.removeprefix(prefix)
+    if key.count("/") == 1 and key.endswith(("/zero_frac", "/rank", "/spectral_norm")):
+        key = key.rsplit("/", 1)[0]
+    return key if len(key) <= LEGEND_CHARS else key[:LEGEND_CHARS - 1] + "…"
+
+
+def _log_scale_fits(series: dict[str, Series]) -> bool:
+    ys = [y for _, vals in series.values() for y in vals if math.isfinite(y)]
+    return bool(ys) and min(ys) > 0 and max(ys) / min(ys) >= 100
+
+
+def training_curves(records: Iterable[dict[str, Any]], path: Path, title: str = "") -> dict[str, dict[str, Series]]:
+    """Draw the run's records (``metrics.jsonl``) as ``path`` (PNG), one panel per kind of
+    quantity; returns the series drawn (see ``training_series``)."""
+    plt = _pyplot()
+    series = training_series(records)
+    cols = 2 if len(series) > 1 else 1
+    rows = max(1, math.ceil(len(series) / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(6.2 * cols, 3.3 * rows), squeeze=False)
+    for ax, (panel, curves) in zip(axes.flat, series.items()):
+        for key, (xs, ys) in curves.items():
+            ax.plot(xs, ys, marker="." if len(xs) <= 50 else None, linewidth=1.2, label=_label(key))
+        if panel in ("loss", "regularizer values", "regularizer weights") and _log_scale_fits(curves):
+            ax.set_yscale("log")
+        ax.set_title(panel, fontsize=10)
+        ax.set_xlabel("epoch")
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=7, loc="best")
+    for ax in list(axes.flat)[len(series):]:
+        ax.axis("off")
+    if not series:
+        axes[0, 0].text(0.5, 0.5, "no epoch finished yet", ha="center", va="center")
+    fig.suptitle(title or "training curves")
+    fig.tight_layout()
+    write_png(fig, path)
+    return series

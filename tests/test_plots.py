@@ -1,0 +1,101 @@
+"""Plots (issue 14 item 2): each picture is a valid PNG of sensible size, written next to the
+results it depicts, and its data are the run's own records (the drawn series are returned and
+compared with metrics.jsonl / path.json)."""
+from __future__ import annotations
+
+import json
+import math
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("matplotlib")
+
+from regspec import plots  # noqa: E402
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def png_size(path: Path) -> tuple[int, int]:
+    """Width and height from the IHDR chunk; fails unless the file starts as a PNG."""
+    data = path.read_bytes()
+    assert data[:8] == PNG_MAGIC and data[12:16] == b"IHDR"
+    assert data[-8:-4] == b"IEND"      # written whole (atomic write, no truncation)
+    return struct.unpack(">II", data[16:24])
+
+
+def _records() -> list[dict]:
+    rec = []
+    for e in range(4):
+        rec.append({"epoch": e, "loss": 2.0 / (e + 1), "val_loss": 2.2 / (e + 1), "val_acc": 0.5 + 0.1 * e,
+                    "reg/l1_head": 10.0 - e, "weight/l1_head": 1e-3 * (e + 1),
+                    "tensor/head.weight/zero_frac": 0.2 * e, "tensor/head.weight/rank": 10 - e,
+                    "tensor/head.weight/spectral_norm": 2.0 if e else None, "seconds": 0.1 * e})
+    return rec
+
+
+def test_training_series_groups_keys_and_keeps_gaps():
+    series = plots.training_series(_records())
+    assert list(series) == ["loss", "validation", "regularizer values", "regularizer weights",
+                            "sparsity (fraction of exact zeros)", "rank", "spectral norm"]
+    assert set(series["loss"]) == {"loss", "val_loss"} and set(series["validation"]) == {"val_acc"}
+    xs, ys = series["spectral norm"]["tensor/head.weight/spectral_norm"]
+    assert xs == [1.0, 2.0, 3.0, 4.0] and math.isnan(ys[0]) and ys[1:] == [2.0, 2.0, 2.0]
+    assert "seconds" not in {k for panel in series.values() for k in panel}
+
+
+def test_training_curves_png(tmp_path):
+    path = tmp_path / "curves.png"
+    series = plots.training_curves(_records(), path)
+    w, h = png_size(path)
+    assert 600 <= w <= 2000 and 300 <= h <= 2500
+    assert series["loss"]["loss"][1][-1] == _records()[-1]["loss"]
+
+
+def test_a_training_run_draws_its_curves(tmp_path):
+    """A real (tiny) run: curves.png is listed in summary.json and its last points are the last
+    logged epoch, including the per-epoch tensor statistics of the constrained tensor."""
+    torch = pytest.importorskip("torch")
+    torch.set_num_threads(1)
+    import regspec
+
+    spec = tmp_path / "s.reg"
+    spec.write_text("""
+train tiny {
+  model mlp(in = 64, hidden = [16], out = 10, act = "relu")
+  data  digits(split = 0.8)
+  loss  cross_entropy
+  optimizer adamw(lr = 1e-2, weight_decay = 0)
+  batch 256
+  epochs 3
+  seed 0
+  regularize l1(param("head.weight")) * 1e-2 via prox
+  constrain param("layers.0.weight") in spectral_ball(1.0)
+}
+""")
+    out = tmp_path / "run"
+    summary = regspec.train(str(spec), out=out, quiet=True)
+    assert summary["plots"] == ["curves.png"]
+    assert json.loads((out / "summary.json").read_text())["plots"] == ["curves.png"]
+    png_size(out / "curves.png")
+    records = plots.read_metrics(out / "metrics.jsonl")
+    assert len(records) == 3
+    last = records[-1]
+    # the constraint holds after each epoch's projection: spectral norm <= 1 (up to rounding)
+    assert last["tensor/layers.0.weight/spectral_norm"] <= 1.0 + 1e-5
+    assert last["tensor/head.weight/zero_frac"] == summary["tensors"]["head.weight"]["zero_frac"]
+    series = plots.training_series(records)
+    drawn = {k: ys[-1] for panel in series.values() for k, (_, ys) in panel.items()}
+    for key in ("loss", "val_loss", "tensor/layers.0.weight/spectral_norm", "tensor/head.weight/zero_frac"):
+        assert drawn[key] == last[key]
+    assert any(k.startswith("reg/") for k in drawn) and any(k.startswith("weight/") for k in drawn)
+    assert summary["metrics"]["loss"] == last["loss"]
+    assert not any(k.startswith("tensor/") for k in summary["metrics"])
+
+
+def test_missing_matplotlib_is_a_note(monkeypatch):
+    monkeypatch.setattr(plots.importlib.util, "find_spec", lambda name: None)
+    assert not plots.available()
+    assert "regspec[plot]" in plots.missing_note("training curves")
