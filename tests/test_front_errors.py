@@ -239,6 +239,8 @@ SEMANTIC = [
      5, 14, "involves no variable: it is always true or always false"),
     ("weights_depend_on_a_variable", problem("  var X[3, 3]\n  minimize sum(tv([1, 2, 3], X))"), 3, 16,
      "`w` of tv must be data or a parameter, but `X` depends on a variable"),
+    ("fuzz_group_labels_beyond_int64", problem(X3 + "  minimize group_l2(x, groups = [0, 1e308, 1])"), 3, 12,
+     "groups must be integer labels, got values of type float64"),
     ("bound_of_other_shape", problem("  var x[3] >= [1, 2]\n  minimize norm1(x)"), 2, 12,
      "the bound lo has shape (2,), which does not fit shape (3,)"),
 ]

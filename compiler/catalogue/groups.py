@@ -24,7 +24,8 @@ def as_int_array(value: Any, what: str, arg: int | None = None) -> np.ndarray:
         return arr.astype(np.int64)
     if arr.dtype.kind in "iu":
         return arr.astype(np.int64)
-    if arr.dtype.kind == "f" and arr.size and np.all(np.isfinite(arr)) and np.all(arr == np.round(arr)):
+    if (arr.dtype.kind == "f" and arr.size and np.all(np.isfinite(arr)) and np.all(arr == np.round(arr))
+            and np.all(np.abs(arr) < 2 ** 53)):  # whole numbers int64 holds exactly; larger ones would wrap
         return arr.astype(np.int64)
     if arr.dtype.kind == "f" and arr.size == 0:
         return arr.astype(np.int64)
