@@ -161,9 +161,14 @@ def _solve_sweep(args: argparse.Namespace, spec, params: dict[str, Any], solver_
                               solver_opts=solver_opts)
     out = Path(args.out) if args.out else sw.default_out_dir(result.problem)
     json_path = sw.write_json(result, out)
-    png_path = sw.plot(result, out)
+    from regspec import plots
+
+    png_path = sw.plot(result, out) if plots.available() else None
+    if png_path is None:
+        print(plots.missing_note("the path plot (path.png)"), file=sys.stderr if args.json else sys.stdout)
     if args.json:
-        print(json.dumps(json_safe(result.to_json()), allow_nan=False))
+        files = {"path": str(json_path), **({"plot": str(png_path)} if png_path else {})}
+        print(json.dumps(json_safe({**result.to_json(), "files": files}), allow_nan=False))
     else:
         print(f"problem {result.problem}: sweep over {plan.param} ({len(result.points)} points, "
               f"{result.backend}, {result.solver})")
@@ -171,7 +176,7 @@ def _solve_sweep(args: argparse.Namespace, spec, params: dict[str, Any], solver_
         for p in result.points:
             obj = f"{p.objective:.10g}" if p.objective is not None else "-"
             print(f"  {p.value:>12.6g}  {p.status:<18} {obj:>16}  {str(p.iterations or '-'):>5}  {p.seconds:.4f}")
-        print(f"wrote {json_path} and {png_path}")
+        print(f"wrote {json_path}" + (f" and {png_path}" if png_path else ""))
         print("times (s): " + ", ".join(f"{k}={v:.4f}" for k, v in result.times.items()))
     return EXIT_OK if result.ok else EXIT_SOLVE
 

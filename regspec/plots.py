@@ -20,7 +20,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterable
 
-__all__ = ["available", "missing_note", "training_series", "training_curves", "write_png"]
+__all__ = ["available", "missing_note", "pyplot", "read_metrics", "training_series", "training_curves", "write_png"]
 
 #: one curve: x values (epochs completed) and y values (NaN where the run logged nothing)
 Series = tuple[list[float], list[float]]
@@ -36,7 +36,8 @@ def missing_note(what: str) -> str:
     return f"note: {what} not drawn: matplotlib is not installed (pip install 'regspec[plot]')"
 
 
-def _pyplot() -> Any:
+def pyplot() -> Any:
+    """matplotlib.pyplot on the Agg backend (a located error naming the extra when missing)."""
     from regspec.extras import require
 
     matplotlib = require("matplotlib", "plots")
@@ -138,7 +139,7 @@ def _log_scale_fits(series: dict[str, Series]) -> bool:
 def training_curves(records: Iterable[dict[str, Any]], path: Path, title: str = "") -> dict[str, dict[str, Series]]:
     """Draw the run's records (``metrics.jsonl``) as ``path`` (PNG), one panel per kind of
     quantity; returns the series drawn (see ``training_series``)."""
-    plt = _pyplot()
+    plt = pyplot()
     series = training_series(records)
     cols = 2 if len(series) > 1 else 1
     rows = max(1, math.ceil(len(series) / cols))

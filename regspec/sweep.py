@@ -25,8 +25,13 @@ from regspec.diagnostics import error
 
 _NUM = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
 _RANGE = re.compile(rf"^\s*(logspace|linspace)\(\s*({_NUM})\s*,\s*({_NUM})\s*,\s*(\d+)\s*\)\s*$")
-# variables with more entries than this are plotted as norms rather than entry by entry
+# variables with more entries than this are not plotted entry by entry...
 MAX_PLOTTED_ENTRIES = 30
+# ...and then only their largest entries are drawn, labelled by index
+PLOTTED_LARGEST = 8
+# an entry counts as nonzero above this fraction of the variable's largest magnitude on the path
+# (solvers leave small values, not exact zeros, where the exact answer is 0)
+NONZERO_RTOL = 1e-5
 
 
 @dataclass
@@ -170,45 +175,89 @@ def write_json(result: SweepResult, out_dir: Path) -> Path:
     return path
 
 
+def path_series(result: SweepResult) -> dict[str, Any]:
+    """What the path plot draws, from the points that have a solution: ``x`` (the parameter),
+    ``objective``, per variable ``entries`` ({label: values}; for a variable with more than
+    MAX_PLOTTED_ENTRIES entries, the PLOTTED_LARGEST entries of largest magnitude along the path,
+    labelled by index) and ``nonzeros`` (entries with |x| > NONZERO_RTOL * max |x| over the path)."""
+    solved = [p for p in result.points if p.variables and p.objective is not None]
+    out: dict[str, Any] = {"x": [p.value for p in solved], "objective": [float(p.objective) for p in solved],
+                           "status": [p.status for p in solved], "entries": {}, "nonzeros": {}, "sizes": {}}
+    for name in (solved[0].variables if solved else {}):
+        values = [np.asarray(p.variables[name], dtype=float) for p in solved]
+        stack = np.array([v.reshape(-1) for v in values])
+        shape = values[0].shape
+        peak = np.abs(stack).max(axis=0)
+        scale = float(peak.max()) if peak.size else 0.0
+        out["nonzeros"][name] = [int(n) for n in (np.abs(stack) > NONZERO_RTOL * scale).sum(axis=1)] \
+            if scale > 0 else [0] * len(solved)
+        picked = (range(stack.shape[1]) if stack.shape[1] <= MAX_PLOTTED_ENTRIES
+                  else np.sort(np.argsort(-peak, kind="stable")[:PLOTTED_LARGEST]))
+        out["entries"][name] = {_entry_label(name, shape, int(i)): stack[:, i].tolist() for i in picked}
+        out["sizes"][name] = int(stack.shape[1])
+    return out
+
+
+def _entry_label(name: str, shape: tuple[int, ...], flat: int) -> str:
+    if len(shape) == 0:
+        return name
+    return f"{name}[{','.join(str(int(i)) for i in np.unravel_index(flat, shape))}]"
+
+
 def plot(result: SweepResult, out_dir: Path) -> Path:
-    """One panel per variable: its entries against the parameter (norms for big variables)."""
-    import io
+    """``path.png``: per variable its entries (or its largest ones) against the parameter, then
+    the objective and the nonzero count of every variable; non-optimal points are marked."""
+    from regspec.plots import pyplot, write_png
 
-    from regspec.extras import require
-
-    matplotlib = require("matplotlib", "the sweep plot (path.png)")
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    solved = [p for p in result.points if p.variables]
-    names = list(solved[0].variables) if solved else []
-    panels = max(1, len(names))
-    fig, axes = plt.subplots(panels, 1, figsize=(7, 3.2 * panels), squeeze=False)
-    xs = np.array([p.value for p in solved])
+    plt = pyplot()
+    series = path_series(result)
+    names = list(series["entries"])
+    fig, axes = plt.subplots(len(names) + 2, 1, figsize=(7.5, 3.1 * (len(names) + 2)), squeeze=False)
+    xs = np.array(series["x"])
     for ax, name in zip(axes[:, 0], names):
-        stack = np.array([np.asarray(p.variables[name], dtype=float).reshape(-1) for p in solved])
-        if stack.shape[1] <= MAX_PLOTTED_ENTRIES:
-            ax.plot(xs, stack, marker=".", linewidth=1)
-            ax.set_ylabel(f"{name} entries")
-        else:
-            ax.plot(xs, np.linalg.norm(stack, axis=1), marker=".", label=f"||{name}||_2")
-            ax.plot(xs, np.abs(stack).sum(axis=1), marker=".", label=f"||{name}||_1")
-            ax.set_ylabel(f"norms of {name} ({stack.shape[1]} entries)")
-            ax.legend()
-        if result.scale == "log" and np.all(xs > 0):
+        _entries_panel(ax, name, series["entries"][name], xs, series["sizes"][name])
+    _objective_panel(axes[len(names), 0], series, xs)
+    ax = axes[len(names) + 1, 0]
+    for name, counts in series["nonzeros"].items():
+        ax.plot(xs, counts, marker=".", label=f"{name} ({series['sizes'][name]} entries)")
+    ax.set_ylabel("nonzeros")
+    ax.set_title(f"nonzero entries (|x| > {NONZERO_RTOL:g} max |x| on the path)", fontsize=9)
+    if names:
+        ax.legend(fontsize=7)
+    for ax in axes[:, 0]:
+        if result.scale == "log" and xs.size and np.all(xs > 0):
             ax.set_xscale("log")
         ax.set_xlabel(result.param)
         ax.grid(True, alpha=0.3)
     if not names:
-        axes[0, 0].text(0.5, 0.5, "no optimal point to plot", ha="center", va="center")
-    fig.suptitle(f"{result.problem}: path over {result.param}")
+        axes[0, 0].text(0.5, 0.5, "no solved point to plot", ha="center", va="center", transform=axes[0, 0].transAxes)
+    fig.suptitle(f"{result.problem}: path over {result.param} ({result.solver})")
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
-    plt.close(fig)
-    path = Path(out_dir) / "path.png"
-    _atomic_write(path, buf.getvalue())
-    return path
+    return write_png(fig, Path(out_dir) / "path.png")
+
+
+def _entries_panel(ax: Any, name: str, entries: dict[str, list[float]], xs: np.ndarray, size: int) -> None:
+    for label, ys in entries.items():
+        ax.plot(xs, ys, marker=".", linewidth=1, label=label)
+    if len(entries) < size:
+        ax.set_title(f"{name}: the {len(entries)} of {size} entries largest along the path", fontsize=9)
+    else:
+        ax.set_title(f"{name}: entries", fontsize=9)
+    ax.set_ylabel(name)
+    if len(entries) <= 12:
+        ax.legend(fontsize=7, ncol=2 if len(entries) > 6 else 1)
+
+
+def _objective_panel(ax: Any, series: dict[str, Any], xs: np.ndarray) -> None:
+    obj = np.array(series["objective"])
+    ax.plot(xs, obj, marker=".", color="black", label="objective")
+    bad = np.array([s != "optimal" for s in series["status"]], dtype=bool)
+    if bad.any():
+        ax.plot(xs[bad], obj[bad], "x", color="red", label="not proved optimal")
+    if obj.size and np.all(obj > 0) and obj.max() / obj.min() >= 100:
+        ax.set_yscale("log")
+    ax.set_ylabel("objective")
+    ax.legend(fontsize=7)
 
 
 def default_out_dir(problem: str) -> Path:

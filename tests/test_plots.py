@@ -99,3 +99,66 @@ def test_missing_matplotlib_is_a_note(monkeypatch):
     monkeypatch.setattr(plots.importlib.util, "find_spec", lambda name: None)
     assert not plots.available()
     assert "regspec[plot]" in plots.missing_note("training curves")
+
+
+# ------------------------------------------------------------------ sweep paths
+SPECS = Path(__file__).resolve().parent.parent / "specs"
+
+
+def _sweep(spec: str, text: str):
+    pytest.importorskip("cvxpy")
+    import regspec
+    from regspec.sweep import parse_sweep, run_sweep
+
+    return run_sweep(regspec.load(SPECS / spec), parse_sweep(text))
+
+
+def test_lasso_path_plot_draws_the_solutions(tmp_path):
+    from regspec.sweep import NONZERO_RTOL, path_series, plot
+
+    result = _sweep("lasso.reg", "lam=logspace(-3,0,5)")
+    series = path_series(result)
+    w = np.array([p.variables["w"] for p in result.points])
+    assert series["x"] == [p.value for p in result.points]
+    assert series["objective"][-1] == result.points[-1].objective
+    assert series["entries"]["w"]["w[3]"] == w[:, 3].tolist()       # every entry of a small vector
+    assert series["nonzeros"]["w"] == [int(n) for n in (np.abs(w) > NONZERO_RTOL * np.abs(w).max()).sum(axis=1)]
+    # more penalty, fewer nonzeros (the lasso at lam = 1 keeps strictly fewer than at 1e-3)
+    assert series["nonzeros"]["w"][-1] < series["nonzeros"]["w"][0]
+    w_px, h_px = png_size(plot(result, tmp_path))
+    assert 500 <= w_px <= 1500 and 600 <= h_px <= 3000
+
+
+def test_matrix_path_plot_shows_largest_entries_not_a_constant_norm(tmp_path):
+    """A transport plan sums to 1 at every point: its largest entries (by index) and its nonzero
+    count are drawn instead of ||P||_1."""
+    from regspec.sweep import PLOTTED_LARGEST, path_series, plot
+
+    result = _sweep("group_lasso_ot.reg", "rho=[0.001, 0.1, 1]")
+    series = path_series(result)
+    P = np.array([p.variables["P"] for p in result.points])
+    entries = series["entries"]["P"]
+    assert len(entries) == PLOTTED_LARGEST and series["sizes"]["P"] == P[0].size
+    peak = np.abs(P).max(axis=0)
+    for label, ys in entries.items():
+        i, j = (int(k) for k in label[2:-1].split(","))
+        assert ys == P[:, i, j].tolist()
+        assert peak[i, j] >= np.sort(peak.reshape(-1))[-PLOTTED_LARGEST]
+    assert len(set(series["nonzeros"]["P"])) > 1          # informative, unlike ||P||_1 = 1
+    png_size(plot(result, tmp_path))
+
+
+def test_sweep_cli_lists_the_plot_and_skips_it_without_matplotlib(tmp_path, monkeypatch, capsys):
+    pytest.importorskip("cvxpy")
+    from regspec.cli import main as cli
+
+    assert cli(["solve", str(SPECS / "lasso.reg"), "--sweep", "lam=[0.1, 1]", "--out", str(tmp_path / "a"),
+                "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)        # pure JSON, the files listed in it
+    assert data["files"] == {"path": str(tmp_path / "a" / "path.json"), "plot": str(tmp_path / "a" / "path.png")}
+    png_size(tmp_path / "a" / "path.png")
+    monkeypatch.setattr(plots, "available", lambda: False)
+    assert cli(["solve", str(SPECS / "lasso.reg"), "--sweep", "lam=[0.1, 1]", "--out", str(tmp_path / "b")]) == 0
+    out = capsys.readouterr().out
+    assert "path plot (path.png) not drawn: matplotlib is not installed" in out
+    assert sorted(f.name for f in (tmp_path / "b").iterdir()) == ["path.json"]
