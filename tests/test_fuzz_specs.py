@@ -116,6 +116,7 @@ def workdir(tmp_path_factory) -> Path:
     return folder
 
 
+@pytest.mark.filterwarnings("error::RuntimeWarning")  # a numpy warning on the user's terminal is a defect too
 @settings(max_examples=EXAMPLES, deadline=timedelta(seconds=HANG_SECONDS), database=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 @given(case=mutants())
@@ -160,6 +161,7 @@ statements = st.one_of(
     set_exprs.map("  var z[3] in {}".format), expressions(1).map("  param q = {} >= 0".format))
 
 
+@pytest.mark.filterwarnings("error::RuntimeWarning")
 @settings(max_examples=max(20, EXAMPLES // 2), deadline=timedelta(seconds=HANG_SECONDS), database=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 @given(sense=st.sampled_from(["minimize", "maximize"]), objective=expressions(3),
