@@ -22,6 +22,8 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from .spectral import per_matrix, spectral_ball_fast
+
 __all__ = [
     "proj_nonneg",
     "proj_box",
@@ -209,9 +211,15 @@ def proj_psd(x: Tensor, step: Step = 1.0) -> Tensor:
 def proj_spectral_ball(x: Tensor, step: Step = 1.0, *, radius: float = 1.0) -> Tensor:
     """argmin_Z 1/2||Z - X||_F^2 s.t. sigma_max(Z) <= radius.
 
-    U diag(min(sigma, radius)) V^T (SVD, batched over leading dims).
+    U diag(min(sigma, radius)) V^T (SVD, batched over leading dims); on matrices with both sides
+    >= 64 the SVD is replaced by a certified top-subspace computation when few sigma exceed the radius.
     """
     _check_matrix(x, "spectral_ball")
+    # few singular values above the radius on a large matrix: certified top-subspace update (spectral.py)
+    fast = per_matrix(x, radius, spectral_ball_fast,
+                      lambda matrix, r: svd_map(matrix, lambda sigma: sigma.clamp_max(r)))
+    if fast is not None:
+        return fast
     return svd_map(x, lambda sigma: sigma.clamp_max(radius))
 
 

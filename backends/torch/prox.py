@@ -54,6 +54,7 @@ from .projections import (
     proj_transport_marginals,
     svd_map,
 )
+from .spectral import nuclear_prox_fast, per_matrix
 
 __all__ = [
     "Blocks",
@@ -433,6 +434,11 @@ def prox_group_l2(
 
 def prox_nuclear(x: Tensor, step: Step, *, lam: float | Tensor = 1.0) -> Tensor:
     """argmin_Z step*lam*||Z||_* + 1/2||Z - X||_F^2 = U diag((sigma - step*lam)_+) V^T (SVT, batched)."""
+    # few singular values above tau on a large matrix: certified top-subspace update (spectral.py)
+    fast = per_matrix(x, step * lam, nuclear_prox_fast,
+                      lambda matrix, t: svd_map(matrix, lambda sigma: (sigma - t).clamp_min(0)))
+    if fast is not None:
+        return fast
     tau = batch_scalar(step * lam, 1)
     return svd_map(x, lambda sigma: (sigma - tau).clamp_min(0))
 
