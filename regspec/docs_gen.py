@@ -84,6 +84,9 @@ def _atoms() -> list[Entry]:
             notes.append(f"torch: prox kernel `{atom.prox.kernel}`" + (" (of the negated atom)" if atom.prox.negated else ""))
         if name in operator_of:
             notes.append(f"written `x {operator_of[name]} y`")
+        if vars(type(atom)).get("aliases"):
+            notes.append("also spelled (CVXPY): " + ", ".join(vars(type(atom))["aliases"]))
+        notes += [note for _, note in sorted(vars(type(atom)).get("cvxpy_notes", {}).items())]
         notes += [f"{backend}: {why}" for backend, why in sorted(atom.lacks.items())]
         out.append(Entry(name, _call(name, args, keywords), atom.doc, keywords, notes))
     return out
@@ -367,10 +370,12 @@ def _words(names: Any) -> str:
 def textmate_grammar() -> dict[str, Any]:
     """A TextMate grammar for `.reg` files (scope ``source.reg``), its word lists read from the catalogue
     and the grammar's keywords, so that highlighting follows the language."""
+    from regspec.compiler.catalogue import ALIASES
     from regspec.fmt import CLAUSE_KEYWORDS, STATEMENT_KEYWORDS
 
     functions = {e.name for k in ("atoms", "data", "terms", "schedules", "models", "losses", "optimizers",
                                   "train-data") for e in entries(k)}
+    functions |= set(ALIASES)  # CVXPY spellings of atoms
     sets = {e.name for k in ("sets", "train-sets") for e in entries(k)}
     keywords = sorted((STATEMENT_KEYWORDS | CLAUSE_KEYWORDS) - {"problem", "train"})
     return {

@@ -278,6 +278,7 @@ class Transpose(Atom):
 
 class Sum(Atom):
     name = "sum"
+    cvxpy_notes = {"sum_entries": "CVXPY's old sum_entries(x) is sum(x)"}
     doc = "sum of entries, or along an axis"
     static = {"axis": None}
     curvature = Curvature.AFFINE
@@ -429,6 +430,8 @@ class Sqrt(Elementwise):
 
 class Max(Atom):
     name = "max"
+    cvxpy_notes = {"maximum": "CVXPY's maximum(a, b) is max(a, b) here (max(x) alone is the largest entry)",
+                   "max_entries": "CVXPY's old max_entries(x) is max(x)"}
     doc = "max(x): largest entry (convex, increasing); max(a, b, ...): elementwise maximum"
     curvature = Curvature.CONVEX
     nargs = (1, 16)
@@ -474,6 +477,8 @@ class Max(Atom):
 
 class Min(Max):
     name = "min"
+    cvxpy_notes = {"minimum": "CVXPY's minimum(a, b) is min(a, b) here (min(x) alone is the smallest entry)",
+                   "min_entries": "CVXPY's old min_entries(x) is min(x)"}
     doc = "min(x): smallest entry (concave, increasing); min(a, b, ...): elementwise minimum"
     curvature = Curvature.CONCAVE
 

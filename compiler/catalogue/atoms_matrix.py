@@ -38,6 +38,7 @@ def _np_sym(x):
 
 class NuclearNorm(ScalarAtom):
     name = "nuclear_norm"
+    aliases = ("normNuc",)
     doc = "sum of singular values ||X||_*"
     curvature = Curvature.CONVEX
     prox = Prox("nuclear")
@@ -64,6 +65,7 @@ class NuclearNorm(ScalarAtom):
 
 class SpectralNorm(ScalarAtom):
     name = "spectral_norm"
+    aliases = ("sigma_max",)
     doc = "largest singular value sigma_max(X)"
     curvature = Curvature.CONVEX
     prox = Prox("spectral_norm")

@@ -141,6 +141,11 @@ class Atom:
     constant_only: ClassVar[bool] = False          # evaluated at compile time only (rows, cols)
     # Backends an entry deliberately lacks, with the reason (the completeness test reads this).
     lacks: ClassVar[dict[str, str]] = {}
+    # Other spellings of exactly this function (CVXPY's names): resolution maps them to ``name``.
+    aliases: ClassVar[tuple[str, ...]] = ()
+    # Names CVXPY users write for a function this entry (or a sibling) computes under another
+    # spelling or signature, with the note a did-you-mean gives for them instead of spelling neighbours.
+    cvxpy_notes: ClassVar[dict[str, str]] = {}
 
     # ---- math
     def shape(self, shapes: Sequence[Shape], kw: dict[str, Any]) -> Shape:

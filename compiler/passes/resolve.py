@@ -2,7 +2,7 @@
 a known atom, source or set, with known keywords and a valid number of arguments."""
 from __future__ import annotations
 
-from regspec.compiler.catalogue import ATOMS, SETS, SYMBOLS
+from regspec.compiler.catalogue import ALIASES, ATOMS, CVXPY_NOTES, SETS, SYMBOLS
 from regspec.compiler.data import SOURCES, source_keywords
 from regspec.compiler.digraph import NoCycle, find_cycle
 from regspec.compiler.ir import IR
@@ -104,11 +104,15 @@ def resolve_names(ir: IR) -> IR:
             ir.graph.remove_node(node)
             resolved[node] = (target, name)
         elif d["kind"] == "call":
+            if d["atom"] in ALIASES:  # CVXPY's spelling of a catalogue entry
+                d["atom"] = ALIASES[d["atom"]]
             atom = ATOMS.get(d["atom"])
             span = d.get("func_span") or d["span"]
             if atom is None:
-                notes = did_you_mean(d["atom"], ATOMS.keys() - {"add", "sub", "neg", "multiply", "divide", "matmul",
-                                                                "power", "transpose", "index", "compare"})
+                # a known CVXPY name beats spelling neighbours (`square` is not `same`)
+                notes = [CVXPY_NOTES[d["atom"]]] if d["atom"] in CVXPY_NOTES else did_you_mean(
+                    d["atom"], (ATOMS.keys() | ALIASES.keys()) - {"add", "sub", "neg", "multiply", "divide",
+                                                                  "matmul", "power", "transpose", "index", "compare"})
                 if d["atom"] in SOURCES:
                     notes.append(f"{d['atom']}(...) is a data source; use it in `data NAME = {d['atom']}(...)`")
                 if d["atom"] in SETS:

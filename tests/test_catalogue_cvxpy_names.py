@@ -1,0 +1,214 @@
+"""The atom names CVXPY users reach for (issue 11 item 4): each new entry solves a small problem
+to the hand-written CVXPY reference built from CVXPY's own atom; aliases resolve to their entry;
+did-you-mean prefers a known CVXPY mapping over spelling neighbours; a parameter's domain reaches
+the sign analysis."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from regspec.api import solve
+from regspec.compiler.catalogue import ALIASES, ATOMS, CVXPY_NOTES
+from regspec.diagnostics import RegspecError
+
+A = np.array([[1.0, 2.0], [-1.0, 0.5], [0.3, -1.0], [2.0, 1.0]])
+Y = np.array([1.0, -1.0, 1.0, -1.0])
+C3 = np.array([1.0, -2.0, 0.3])
+POS3 = np.array([0.5, 1.0, 2.0])
+Q3 = np.array([0.2, 0.3, 0.5])
+CM = np.array([[1.0, -0.5, 2.0], [0.0, 1.5, -1.0]])
+
+
+def lit(a: np.ndarray) -> str:
+    """A numpy array as a spec list literal."""
+    return repr(np.asarray(a).tolist())
+
+
+def _spec(body: str) -> str:
+    return "problem p {\n" + body + "\n}\n"
+
+
+def _hinge(cp):
+    w = cp.Variable(2)
+    return cp.Problem(cp.Minimize(cp.sum(cp.pos(1 - cp.multiply(Y, A @ w))) + 0.5 * cp.sum_squares(w)))
+
+
+def _square(cp):
+    x = cp.Variable(3)
+    return cp.Problem(cp.Minimize(cp.sum(cp.square(x - C3)) + cp.norm1(x)))
+
+
+def _inv_pos(cp):
+    x = cp.Variable(3)
+    return cp.Problem(cp.Minimize(cp.sum(cp.inv_pos(x)) + POS3 @ x))
+
+
+def _entr(cp):
+    x = cp.Variable(3, nonneg=True)
+    return cp.Problem(cp.Maximize(cp.sum(cp.entr(x)) + C3 @ x), [cp.sum(x) == 1])
+
+
+def _rel_entr(cp):
+    x = cp.Variable(3, nonneg=True)
+    return cp.Problem(cp.Minimize(cp.sum(cp.rel_entr(x, Q3)) + C3 @ x), [cp.sum(x) == 1])
+
+
+def _log1p(cp):
+    x = cp.Variable(3)
+    return cp.Problem(cp.Maximize(cp.sum(cp.log1p(x)) - cp.sum_squares(x - C3)))
+
+
+def _sum_largest(cp):
+    x = cp.Variable(3)
+    return cp.Problem(cp.Minimize(cp.sum_largest(x - C3, 2) + cp.sum_squares(x)))
+
+
+def _geo_mean(cp):
+    x = cp.Variable(3, nonneg=True)
+    return cp.Problem(cp.Maximize(cp.geo_mean(x)), [POS3 @ x <= 1])
+
+
+def _pnorm(cp):
+    x = cp.Variable(2)
+    return cp.Problem(cp.Minimize(cp.pnorm(A @ x - Y, 3) + 0.1 * cp.sum_squares(x)))
+
+
+def _pnorm_axis(cp):
+    X = cp.Variable((2, 3))
+    # CVXPY's pnorm takes an axis only for p = 2: the 1.5-norms of the rows written one by one
+    rows = sum(cp.pnorm(X[i, :] - CM[i], 1.5) for i in range(2))
+    return cp.Problem(cp.Minimize(rows + cp.sum(cp.norm(X - CM, 2, axis=0)) + cp.sum_squares(X)))
+
+
+def _quad_over_lin(cp):
+    x, t = cp.Variable(3), cp.Variable()
+    return cp.Problem(cp.Minimize(cp.quad_over_lin(x - C3, t) + t), [cp.sum(x) == 4])
+
+
+def _sigma_max(cp):
+    X = cp.Variable((2, 3))
+    return cp.Problem(cp.Minimize(cp.sigma_max(X - CM) + cp.sum_squares(X)))
+
+
+def _norm_nuc(cp):
+    X = cp.Variable((2, 3))
+    return cp.Problem(cp.Minimize(cp.normNuc(X - CM) + cp.sum_squares(X)))
+
+
+# name -> (spec body, hand-written CVXPY reference, the torch backend lowers it today)
+CASES = {
+    "hinge": (f"var w[2]\nlet A = {lit(A)}\nlet y = {lit(Y)}\n"
+              "minimize sum(hinge(y * (A @ w))) + 0.5 * sum_squares(w)", _hinge),
+    "square": (f"var x[3]\nminimize sum(square(x - {lit(C3)})) + norm1(x)", _square),
+    "inv_pos": (f"var x[3]\nminimize sum(inv_pos(x)) + {lit(POS3)} @ x", _inv_pos),
+    "entr": (f"var x[3] >= 0\nmaximize sum(entr(x)) + {lit(C3)} @ x\nsubject to {{\n sum(x) == 1\n}}", _entr),
+    "rel_entr": (f"var x[3] >= 0\nminimize sum(rel_entr(x, {lit(Q3)})) + {lit(C3)} @ x\n"
+                 "subject to {\n sum(x) == 1\n}", _rel_entr),
+    "log1p": (f"var x[3]\nmaximize sum(log1p(x)) - sum_squares(x - {lit(C3)})", _log1p),
+    "sum_largest": (f"var x[3]\nminimize sum_largest(x - {lit(C3)}, 2) + sum_squares(x)", _sum_largest),
+    "geo_mean": (f"var x[3] >= 0\nmaximize geo_mean(x)\nsubject to {{\n {lit(POS3)} @ x <= 1\n}}", _geo_mean),
+    "pnorm": (f"var x[2]\nminimize pnorm({lit(A)} @ x - {lit(Y)}, 3) + 0.1 * sum_squares(x)", _pnorm),
+    "pnorm_axis": (f"var X[2, 3]\nminimize sum(pnorm(X - {lit(CM)}, 1.5, axis = 1))\n"
+                   f"  + sum(pnorm(X - {lit(CM)}, axis = 0)) + sum_squares(X)",
+                   _pnorm_axis),
+    "quad_over_lin": (f"var x[3]\nvar t\nminimize quad_over_lin(x - {lit(C3)}, t) + t\n"
+                      "subject to {\n sum(x) == 4\n}", _quad_over_lin),
+    "sigma_max": (f"var X[2, 3]\nminimize sigma_max(X - {lit(CM)}) + sum_squares(X)", _sigma_max),
+    "normNuc": (f"var X[2, 3]\nminimize normNuc(X - {lit(CM)}) + sum_squares(X)", _norm_nuc),
+}
+
+# Problems the torch backend lowers today (FISTA/PDHG or its conic fallback): its answer must
+# reach the same reference. inv_pos, entr and rel_entr are refused there today (not finite at the
+# start point) and quad_over_lin stops at its iteration limit: issue 11 item 1, not this file's.
+TORCH_CASES = ["hinge", "square", "log1p", "sum_largest", "geo_mean", "pnorm", "pnorm_axis", "sigma_max", "normNuc"]
+
+
+def _reference(name: str) -> float:
+    import cvxpy as cp
+
+    prob = CASES[name][1](cp)
+    prob.solve(solver="CLARABEL")
+    assert prob.status == "optimal"
+    return float(prob.value)
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_cvxpy_backend_matches_hand_written_cvxpy(name):
+    res = solve(_spec(CASES[name][0]), backend="cvxpy")
+    ref = _reference(name)
+    assert res.status in ("optimal", "optimal_inaccurate"), res.status
+    # both are interior-point / conic solves of the same problem: agree to their accuracy (~1e-7)
+    assert abs(res.objective - ref) <= 1e-5 * max(1.0, abs(ref)), (res.objective, ref)
+
+
+@pytest.mark.parametrize("name", TORCH_CASES)
+def test_torch_backend_matches_hand_written_cvxpy(name):
+    pytest.importorskip("torch")
+    res = solve(_spec(CASES[name][0]), backend="torch", tol=1e-8)
+    ref = _reference(name)
+    assert res.ok, res.status
+    # tol = 1e-8 certifies the torch answer to ~1e-8; Clarabel's reference is as close (~1e-8)
+    assert abs(res.objective - ref) <= 1e-6 * max(1.0, abs(ref)), (res.objective, ref)
+
+
+def test_aliases_resolve_to_their_entry_and_are_not_atoms_of_their_own():
+    assert ALIASES == {"sigma_max": "spectral_norm", "normNuc": "nuclear_norm"}
+    assert not set(ALIASES) & set(ATOMS)
+
+
+def _error_notes(body: str) -> tuple[str, list[str]]:
+    from regspec.api import load
+
+    with pytest.raises(RegspecError) as info:
+        load(_spec(body)).compiled(None)
+    diag = info.value.first
+    return diag.message, diag.notes
+
+
+@pytest.mark.parametrize("call,expect", [
+    ("norm(x, 1)", "norm1(x)"),
+    ("maximum(x, 0)", "max(a, b)"),
+    ("sum_entries(x)", "sum(x)"),
+])
+def test_cvxpy_spelling_gets_its_mapping_not_a_spelling_neighbour(call, expect):
+    message, notes = _error_notes(f"var x[3]\nminimize sum({call})")
+    assert "unknown atom" in message
+    assert notes and expect in notes[0], notes
+    assert "did you mean" not in notes[0]
+
+
+def test_cvxpy_names_no_longer_suggest_spelling_neighbours():
+    # `hinge` was answered with `inner`, `square` with `same`: both are atoms now
+    for name in ("hinge", "square"):
+        assert name in ATOMS
+    message, notes = _error_notes("var x[3]\nminimize sum(sqaure(x))")
+    assert notes and "`square`" in notes[0], notes
+    message, notes = _error_notes("var x[3, 3]\nminimize sigma_mx(x)")
+    assert notes and "`sigma_max`" in notes[0], notes
+
+
+def test_every_cvxpy_note_names_a_real_entry():
+    for name, note in CVXPY_NOTES.items():
+        assert name not in ATOMS and name not in ALIASES
+        assert any(f"{atom}(" in note for atom in ATOMS), (name, note)
+
+
+@pytest.mark.parametrize("domain", ["in box(0, 1)", ">= 0"])
+def test_a_parameter_domain_reaches_the_sign_analysis(domain):
+    # r >= 0 from its domain makes r * norm1(x) convex; a later --set r=... must stay in it
+    spec = _spec(f"var x[3]\nparam r = 0.5 {domain}\nminimize sum_squares(x - {lit(C3)}) + r * norm1(x)")
+    res = solve(spec, backend="cvxpy")
+    import cvxpy as cp
+
+    x = cp.Variable(3)
+    ref = cp.Problem(cp.Minimize(cp.sum_squares(x - C3) + 0.5 * cp.norm1(x)))
+    ref.solve(solver="CLARABEL")
+    assert abs(res.objective - ref.value) <= 1e-5 * max(1.0, abs(ref.value))
+
+
+def test_a_parameter_of_unknown_sign_times_a_convex_term_is_refused():
+    from regspec.api import load
+
+    compiled = load(_spec("var x[3]\nparam r = 0.5\nminimize sum_squares(x) + r * norm1(x)")).compiled(None)
+    objective = [n for n in compiled.ir.graph if compiled.ir[n]["kind"] == "objective"][0]
+    assert compiled.ir[objective]["dcp_ok"] is False
