@@ -156,9 +156,13 @@ def _solve_sweep(args: argparse.Namespace, spec, params: dict[str, Any], solver_
         raise UsageError(f"`{plan.param}` is both swept and fixed by --set")
     from regspec.json_out import stdout_to_stderr
 
-    with stdout_to_stderr(args.json):
+    from regspec.progress import Bar, wanted
+
+    with Bar(len(plan.values), f"sweep {plan.param}", enabled=not args.json and wanted(args.quiet),
+             unit="point") as bar, stdout_to_stderr(args.json):
         result = sw.run_sweep(spec, plan, problem=args.problem, params=params, solver=args.solver,
-                              solver_opts=solver_opts)
+                              solver_opts=solver_opts,
+                              on_point=lambda p: bar.update(1, f"{plan.param}={p.value:.3g}: {p.status}"))
     out = Path(args.out) if args.out else sw.default_out_dir(result.problem)
     json_path = sw.write_json(result, out)
     from regspec import plots
@@ -248,9 +252,13 @@ def cmd_crosscheck(args: argparse.Namespace) -> int:
 
     from regspec.json_out import stdout_to_stderr
 
-    with stdout_to_stderr(args.json):
-        checks = cc.crosscheck(args.specs or None, rtol=args.rtol, tol=args.tol, max_iter=args.max_iter,
-                               dtype=args.dtype, device=args.device)
+    from regspec.progress import Bar, wanted
+
+    paths = args.specs or cc.default_specs()
+    with Bar(len(paths), "crosscheck", enabled=not args.json and wanted(args.quiet), unit="spec") as bar, \
+            stdout_to_stderr(args.json):
+        checks = cc.crosscheck(paths, rtol=args.rtol, tol=args.tol, max_iter=args.max_iter, dtype=args.dtype,
+                               device=args.device, on_spec=lambda path, done: bar.update(1, _verdicts(path, done)))
     if args.json:
         print(json.dumps(json_safe([{"spec": ch.spec, "problem": ch.problem, "verdict": ch.verdict, "reason": ch.reason,
                            "gap": ch.gap, "rtol": ch.rtol, "var_diff": ch.var_diff, "seconds": ch.seconds,
@@ -260,6 +268,12 @@ def cmd_crosscheck(args: argparse.Namespace) -> int:
     else:
         print(cc.table(checks))
     return EXIT_OK if all(ch.ok for ch in checks) else EXIT_SPEC
+
+
+def _verdicts(path: str, checks: list) -> str:
+    from pathlib import Path
+
+    return f"{Path(path).name}: " + ", ".join(sorted({ch.verdict for ch in checks}))
 
 
 # ---------------------------------------------------------------- --json of check / explain (plan: train_cli)
@@ -368,6 +382,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="solve along a parameter path: lam=logspace(-3,0,20), lam=linspace(0,1,5) or "
                         "lam=[0.1,0.2]; writes path.json and path.png")
     s.add_argument("--out", metavar="DIR", help="--sweep output folder (default runs/sweep_<problem>)")
+    s.add_argument("--quiet", action="store_true", help="no progress bar (--sweep)")
     s.set_defaults(func=cmd_solve)
 
     e = sub.add_parser("explain", help="print the IR after each pass and how each term is lowered")
@@ -384,6 +399,7 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     x.add_argument("--dtype", default="float64", choices=["float64", "float32"])
     x.add_argument("--json", action="store_true", help="print a JSON list")
+    x.add_argument("--quiet", action="store_true", help="no progress bar")
     x.set_defaults(func=cmd_crosscheck)
 
     f = sub.add_parser("fmt", help="rewrite specs in the canonical layout (comments kept)")

@@ -28,7 +28,7 @@ import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from regspec.diagnostics import RegspecError
 from regspec.result import Result
@@ -190,21 +190,28 @@ def default_specs(root: str | Path | None = None) -> list[Path]:
     return sorted(base.glob("*.reg"))
 
 
-def crosscheck(paths: list[str | Path] | None = None, **kw: Any) -> list[Check]:
-    """Cross-check every problem block of the given specs (default: all of ``specs/``)."""
-    import regspec
-
+def crosscheck(paths: list[str | Path] | None = None, *,
+               on_spec: Callable[[str, list[Check]], None] | None = None, **kw: Any) -> list[Check]:
+    """Cross-check every problem block of the given specs (default: all of ``specs/``);
+    ``on_spec(path, checks)`` is called as each spec finishes (progress)."""
     out: list[Check] = []
     for path in (paths or default_specs()):
-        try:
-            spec = regspec.load(path)
-        except RegspecError as e:
-            out.append(Check(str(path), "-", "error", reason=str(e).splitlines()[0]))
-            continue
-        directives = read_directives(path)
-        for problem in spec.problems:
-            out.append(check_problem(spec, problem, directives=directives, **kw))
+        checks = _check_spec(path, **kw)
+        out += checks
+        if on_spec is not None:
+            on_spec(str(path), checks)
     return out
+
+
+def _check_spec(path: str | Path, **kw: Any) -> list[Check]:
+    import regspec
+
+    try:
+        spec = regspec.load(path)
+    except RegspecError as e:
+        return [Check(str(path), "-", "error", reason=str(e).splitlines()[0])]
+    directives = read_directives(path)
+    return [check_problem(spec, problem, directives=directives, **kw) for problem in spec.problems]
 
 
 def _fmt(x: float | None, spec: str = ".8g") -> str:

@@ -17,7 +17,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -118,10 +118,12 @@ def parse_sweep(text: str) -> SweepSpec:
 
 
 def run_sweep(spec: Any, sweep: SweepSpec, *, problem: str | None = None, params: dict[str, Any] | None = None,
-              solver: str | None = None, solver_opts: dict[str, Any] | None = None) -> SweepResult:
+              solver: str | None = None, solver_opts: dict[str, Any] | None = None,
+              on_point: Callable[[SweepPoint], None] | None = None) -> SweepResult:
     """Solve ``problem`` of ``spec`` (a path or a loaded Spec) at every value of the sweep.
 
-    ``params`` fixes the other parameters. The CVXPY program is lowered once; CVXPY caches its
+    ``params`` fixes the other parameters; ``on_point`` is called with each point as it is solved
+    (progress). The CVXPY program is lowered once; CVXPY caches its
     DPP canonicalization after the first solve, so each later point only refills parameters."""
     from regspec.api import _as_spec, _cached
     from regspec.backends.cvxpy import lower as cvx_lower
@@ -149,6 +151,8 @@ def run_sweep(spec: Any, sweep: SweepSpec, *, problem: str | None = None, params
                             params={**fixed, sweep.param: arr}, warm_start=True)
         result.points.append(SweepPoint(value, r.status, r.objective, r.variables, r.iterations, r.times["solve"],
                                         r.solver))
+        if on_point is not None:
+            on_point(result.points[-1])
     result.times = {"parse": spec.parse_seconds, "compile": compile_s,
                     "solve": sum(p.seconds for p in result.points), "total": time.perf_counter() - t0}
     return result

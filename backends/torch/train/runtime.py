@@ -659,14 +659,13 @@ class Run:
 
     # ---- during training
     def progress(self, iterable: Iterable[Any], epoch: int, epochs: int, total: int | None = None) -> Iterable[Any]:
-        """tqdm around the batches when installed (and not quiet); else the batches as they are."""
-        if self.quiet:
+        """A bar over the epoch's batches on a terminal (``regspec.progress``; not with --quiet,
+        not when the output is piped); else the batches as they are."""
+        from regspec.progress import bar, wanted
+
+        if not wanted(self.quiet):
             return iterable
-        try:
-            from tqdm import tqdm  # type: ignore[import-not-found]
-        except ImportError:
-            return iterable
-        return tqdm(iterable, total=total, desc=f"epoch {epoch + 1}/{epochs}", leave=False, file=sys.stderr)
+        return bar(iterable, total, f"epoch {epoch + 1}/{epochs}", unit="batch")
 
     def _check_weights(self, module: nn.Module, what: str) -> None:
         try:
