@@ -12,6 +12,9 @@ LPs and nuclear-norm problems may have several), the status and the iterations. 
 tolerances (``backends/torch/solve.py``: FISTA_TOL, PDHG_TOL) are the loosest whose objective error
 is within ``ACCURACY`` on every spec (docs/solvers.md states both).
 
+``marginals``: class OT and exact OT at ``--ot-n`` at default settings, with each plan's worst
+relative marginal error next to the tol the result states.
+
 ``ratios``: lasso (seeded Gaussian data, scikit-learn's scaling), logistic-l1 (the bundled
 breast-cancer spec) and class OT (bench_class_ot's data, rho = 0.01, and the exact OT LP, rho = 0):
 the time at the default tolerance, at the previous defaults (FISTA 1e-9, PDHG 1e-8) and at the
@@ -219,9 +222,28 @@ def ot_cases(args: argparse.Namespace, tmp: Path) -> None:
                    ladder=[t for t in LADDER if t >= 1e-8])
 
 
+def marginals(args: argparse.Namespace) -> None:
+    """Class OT (rho = 0.01) and exact OT at --ot-n, default settings: status, iterations, time and the
+    worst relative marginal error of the plan against the tol the result states."""
+    import regspec
+    from bench_class_ot import SPEC as CLASS_OT_SPEC
+    from bench_class_ot import class_ot_data
+
+    tmp = Path(tempfile.mkdtemp(prefix="bench_tolerance_"))
+    d = class_ot_data(args.ot_n, max(3, args.ot_n // 100))
+    np.savez(tmp / "ot.npz", **d)
+    (tmp / "class_ot.reg").write_text(CLASS_OT_SPEC)
+    (tmp / "exact_ot.reg").write_text(EXACT_OT_SPEC)
+    for name, file, params in (("exact OT", "exact_ot.reg", {}), ("class OT", "class_ot.reg", {"rho": 0.01})):
+        t0 = time.perf_counter()
+        r = regspec.solve(regspec.load(tmp / file), backend="torch", params=params)
+        extra = marginal_check(d)(r) if r.ok else ""
+        print(f"{name} n = {args.ot_n}: {r.status}, {r.iterations} it, {time.perf_counter() - t0:.1f} s {extra}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("what", choices=["sweep", "ratios"])
+    ap.add_argument("what", choices=["sweep", "ratios", "marginals"])
     ap.add_argument("--max-iter", type=int, default=100000)
     ap.add_argument("--ot-n", type=int, default=200)
     ap.add_argument("--lasso-n", type=int, default=500)
@@ -238,7 +260,7 @@ def main() -> None:
     commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
                             text=True).stdout.strip()
     print(f"commit {commit}; torch {torch.__version__}, {torch.get_num_threads()} threads; ACCURACY {ACCURACY:g}")
-    sweep(args) if args.what == "sweep" else ratios(args)
+    {"sweep": sweep, "ratios": ratios, "marginals": marginals}[args.what](args)
 
 
 if __name__ == "__main__":
