@@ -80,6 +80,12 @@ def _pnorm_axis(cp):
     return cp.Problem(cp.Minimize(rows + cp.sum(cp.norm(X - CM, 2, axis=0)) + cp.sum_squares(X)))
 
 
+def _axis_norms(cp):
+    X = cp.Variable((2, 3))
+    return cp.Problem(cp.Minimize(cp.sum(cp.norm(X - CM, 2, axis=1)) + cp.max(cp.norm(X, 1, axis=0))
+                                  + cp.sum_squares(X - 1)))
+
+
 def _quad_over_lin(cp):
     x, t = cp.Variable(3), cp.Variable()
     return cp.Problem(cp.Minimize(cp.quad_over_lin(x - C3, t) + t), [cp.sum(x) == 4])
@@ -111,6 +117,8 @@ CASES = {
     "pnorm_axis": (f"var X[2, 3]\nminimize sum(pnorm(X - {lit(CM)}, 1.5, axis = 1))\n"
                    f"  + sum(pnorm(X - {lit(CM)}, axis = 0)) + sum_squares(X)",
                    _pnorm_axis),
+    "axis_norms": (f"var X[2, 3]\nminimize sum(norm2(X - {lit(CM)}, axis = 1)) + max(norm1(X, axis = 0))\n"
+                   "  + sum_squares(X - 1)", _axis_norms),
     "quad_over_lin": (f"var x[3]\nvar t\nminimize quad_over_lin(x - {lit(C3)}, t) + t\n"
                       "subject to {\n sum(x) == 4\n}", _quad_over_lin),
     "sigma_max": (f"var X[2, 3]\nminimize sigma_max(X - {lit(CM)}) + sum_squares(X)", _sigma_max),
@@ -120,7 +128,8 @@ CASES = {
 # Problems the torch backend lowers today (FISTA/PDHG or its conic fallback): its answer must
 # reach the same reference. inv_pos, entr and rel_entr are refused there today (not finite at the
 # start point) and quad_over_lin stops at its iteration limit: issue 11 item 1, not this file's.
-TORCH_CASES = ["hinge", "square", "log1p", "sum_largest", "geo_mean", "pnorm", "pnorm_axis", "sigma_max", "normNuc"]
+TORCH_CASES = ["hinge", "square", "log1p", "sum_largest", "geo_mean", "pnorm", "pnorm_axis", "axis_norms",
+               "sigma_max", "normNuc"]
 
 
 def _reference(name: str) -> float:
@@ -212,3 +221,29 @@ def test_a_parameter_of_unknown_sign_times_a_convex_term_is_refused():
     compiled = load(_spec("var x[3]\nparam r = 0.5\nminimize sum_squares(x) + r * norm1(x)")).compiled(None)
     objective = [n for n in compiled.ir.graph if compiled.ir[n]["kind"] == "objective"][0]
     assert compiled.ir[objective]["dcp_ok"] is False
+
+
+@pytest.mark.parametrize("name,shapes,kw,message", [
+    ("norm2", [(2, 3, 4)], {"axis": 1}, "vector or a matrix"),
+    ("norm1", [(2, 3)], {"axis": 2}, "out of range"),
+    ("pnorm", [(3,)], {"p": 0.5, "axis": None}, "p >= 1"),
+    ("sum_largest", [(2, 2)], {"k": 5}, "1..4"),
+    ("geo_mean", [(2, 3)], {}, "vec(...)"),
+    ("quad_over_lin", [(3,), (3,)], {}, "scalar denominator"),
+])
+def test_shape_rules_reject(name, shapes, kw, message):
+    from regspec.compiler.catalogue import ShapeError
+
+    atom = ATOMS[name]
+    with pytest.raises(ShapeError, match=message.replace("(", r"\(").replace(")", r"\)").replace(".", r"\.")):
+        atom.shape(shapes, {**atom.static, **kw})
+
+
+def test_signs_and_curvatures_follow_cvxpy():
+    from regspec.compiler.catalogue import Curvature, Sign
+
+    assert ATOMS["hinge"].monotonicity(0, [Sign.UNKNOWN], {}).value == "decreasing"
+    assert ATOMS["log1p"].sign([Sign.NONNEG], {}) is Sign.NONNEG
+    assert ATOMS["entr"].curvature is Curvature.CONCAVE and ATOMS["geo_mean"].curvature is Curvature.CONCAVE
+    assert ATOMS["quad_over_lin"].monotonicity(1, [Sign.UNKNOWN, Sign.NONNEG], {}).value == "decreasing"
+    assert ATOMS["rel_entr"].monotonicity(1, [Sign.NONNEG, Sign.NONNEG], {}).value == "decreasing"

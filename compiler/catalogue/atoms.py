@@ -42,6 +42,13 @@ def reduce_shape(shape: Shape, axis: int | None) -> Shape:
     return shape[:axis] + shape[axis + 1:]
 
 
+def axis_norm_shape(name: str, shape: Shape, axis: int | None) -> Shape:
+    """Shape of a norm over all entries (scalar) or along an axis of a vector or matrix."""
+    if axis is not None and len(shape) > 2:
+        raise ShapeError(f"{name} takes an axis for a vector or a matrix, got shape {fmt(shape)}", arg=0)
+    return reduce_shape(shape, axis)
+
+
 # ------------------------------------------------------------------ operators
 class Add(Atom):
     name = "add"
@@ -329,10 +336,15 @@ class SumSquares(ScalarAtom):
 
 class Norm1(ScalarAtom):
     name = "norm1"
-    doc = "sum_i w_i |x_i| (w >= 0, default 1)"
+    doc = "sum_i w_i |x_i| (w >= 0, default 1), over all entries or along an axis"
     curvature = Curvature.CONVEX
+    static = {"axis": None}
     tensor_kwargs = ("w",)
+    # the prox is the whole-tensor one; with an axis the atom is not scalar, so never a term's core
     prox = Prox("l1", (("weight", "w"),))
+
+    def shape(self, shapes, kw):
+        return axis_norm_shape(self.name, shapes[0], kw.get("axis"))
 
     def monotonicity(self, i, signs, kw):
         return norm_of_abs_mono(signs)
@@ -341,26 +353,35 @@ class Norm1(ScalarAtom):
         import numpy as np
 
         w = kw.get("w")
-        return float((np.abs(args[0]) * (1 if w is None else w)).sum())
+        value = (np.abs(args[0]) * (1 if w is None else w)).sum(axis=kw.get("axis"))
+        return float(value) if kw.get("axis") is None else value
 
     def cvxpy(self, args, kw):
         import cvxpy as cp
 
         x = args[0]
         w = kw.get("w")
-        return cp.norm1(x if w is None else cp.multiply(w, x))
+        x = x if w is None else cp.multiply(w, x)
+        if kw.get("axis") is None:
+            return cp.norm1(x)
+        return cp.sum(cp.abs(x), axis=kw["axis"] % len(x.shape))
 
     def torch(self, args, kw):
         x = args[0]
         w = kw.get("w")
-        return (x.abs() if w is None else w * x.abs()).sum()
+        value = x.abs() if w is None else w * x.abs()
+        return value.sum() if kw.get("axis") is None else value.sum(dim=kw["axis"])
 
 
 class Norm2(ScalarAtom):
     name = "norm2"
-    doc = "||x||_2 (Frobenius norm for a matrix)"
+    doc = "||x||_2 (Frobenius norm for a matrix), or the 2-norms along an axis"
     curvature = Curvature.CONVEX
-    prox = Prox("l2")
+    static = {"axis": None}
+    prox = Prox("l2")  # whole-tensor; with an axis the atom is not scalar, so never a term's core
+
+    def shape(self, shapes, kw):
+        return axis_norm_shape(self.name, shapes[0], kw.get("axis"))
 
     def monotonicity(self, i, signs, kw):
         return norm_of_abs_mono(signs)
@@ -368,16 +389,22 @@ class Norm2(ScalarAtom):
     def numpy(self, args, kw):
         import numpy as np
 
-        return float(np.sqrt((np.asarray(args[0]) ** 2).sum()))
+        value = np.sqrt((np.asarray(args[0]) ** 2).sum(axis=kw.get("axis")))
+        return float(value) if kw.get("axis") is None else value
 
     def cvxpy(self, args, kw):
         import cvxpy as cp
 
         x = args[0]
-        return cp.norm(cp.vec(x, order="C") if len(x.shape) > 1 else x, 2)
+        if kw.get("axis") is None or len(x.shape) == 1:
+            return cp.norm(cp.vec(x, order="C") if len(x.shape) > 1 else x, 2)
+        return cp.norm(x, 2, axis=kw["axis"] % len(x.shape))
 
     def torch(self, args, kw):
-        return args[0].square().sum().sqrt()
+        x = args[0]
+        if kw.get("axis") is None:
+            return x.square().sum().sqrt()
+        return x.square().sum(dim=kw["axis"]).sqrt()
 
 
 # ------------------------------------------------------------------ compile-time helpers

@@ -5,7 +5,7 @@ its ``aliases`` instead of a class here.
 """
 from __future__ import annotations
 
-from regspec.compiler.catalogue.atoms import broadcast, fmt, reduce_shape
+from regspec.compiler.catalogue.atoms import axis_norm_shape, broadcast, fmt
 from regspec.compiler.catalogue.base import (Curvature, Elementwise, Mono, ScalarAtom, ShapeError, Sign,
                                              norm_of_abs_mono)
 
@@ -279,9 +279,7 @@ class PNorm(ScalarAtom):
         p = kw["p"]
         if isinstance(p, bool) or not isinstance(p, (int, float)) or not 1 <= p < float("inf"):
             raise ShapeError(f"pnorm needs a number p >= 1, got {p!r}; use norm_inf(x) for p = inf")
-        if kw["axis"] is not None and len(shapes[0]) > 2:
-            raise ShapeError(f"pnorm takes an axis for a vector or a matrix, got shape {fmt(shapes[0])}", arg=0)
-        return reduce_shape(shapes[0], kw["axis"])
+        return axis_norm_shape(self.name, shapes[0], kw["axis"])
 
     def sign(self, signs, kw):
         return Sign.NONNEG
