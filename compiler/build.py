@@ -134,6 +134,8 @@ class _Builder:
                 raise error("`every`, `from` and `until` apply to training runs, not problems", s.gates[0].span)
             ir.add("constraint", s.span, [self.expr(s.target), self.set_expr(s.set, s.span)], op="in")
         elif isinstance(s, ast.Regularize):
+            if s.gates:
+                raise error("`every`, `from` and `until` apply to training runs, not problems", s.gates[0].span)
             ir.add("regularize", s.span, [self.expr(s.term)], via=s.via)
         else:
             raise error(f"`{type(s).__name__}` statements belong in `train` blocks", s.span)

@@ -15,7 +15,9 @@ Lowering rule for ``regularize TERM [* WEIGHT] [via prox | via grad]`` (LANGUAGE
   ``weight_decay`` is *defined* as the decoupled step (AdamW), so it defaults to the prox too.
 
 ``constrain TARGET in SET`` is always a projection after the step, gated by ``every N steps``,
-``from epoch K`` and ``until epoch K``.
+``from epoch K`` and ``until epoch K``. A ``regularize`` lowered to a prox takes the same gates
+(an expensive prox, e.g. a nuclear norm on a large conv, every N steps); ``every N`` scales the
+prox step by N (the runtime's lazy prox, see proxstep.py), so the term keeps its weight.
 """
 from __future__ import annotations
 
@@ -835,8 +837,15 @@ class _Planner:
             raise error(f"unknown lowering `via {via}`", s.span, did_you_mean(via, ["prox", "grad"]) +
                         ["`via prox` (proximal step after the optimizer step) or `via grad` (in the loss)"])
         lowering, why = self.lowering(entry, target, via, s)
+        gate = self.gate(s.gates)
+        if gate is not None and lowering != "prox":
+            raise error(f"`{s.gates[0].kind}` gates a proximal step, but {call.func_name}(...) joins the loss here "
+                        f"({why})", s.gates[0].span,
+                        ["write `via prox` (the term needs a prox kernel), or drop the gate"])
+        if gate is not None and gate.every is not None:
+            why += f"; every {gate.every} {gate.every_unit} with the step scaled by {gate.every} (lazy prox)"
         return TermPlan("regularize", name, target, weight, options, lowering,
-                        entry.kernel if lowering == "prox" else None, entry.penalty, why, via, None,
+                        entry.kernel if lowering == "prox" else None, entry.penalty, why, via, gate,
                         entry.matrix, entry.separable, entry.math, s.span, span_text(s.span))
 
     def option(self, term: str, key: str, e: ast.Expr) -> Any:
@@ -949,7 +958,7 @@ class _Planner:
                 g.stop_unit = "step" if unit == "steps" else "epoch"
         if g.start is not None and g.stop is not None and g.start_unit == g.stop_unit and g.stop <= g.start:
             raise error(f"`until {g.stop_unit} {g.stop:g}` is not after `from {g.start_unit} {g.start:g}`: "
-                        "the projection would never run", gates[-1].span)
+                        "the step would never run", gates[-1].span)
         return g
 
 

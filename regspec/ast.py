@@ -213,6 +213,7 @@ class Constraint(Stmt):
 class Regularize(Stmt):
     term: Expr
     via: str | None = None
+    gates: list[Gate] = field(default_factory=list)  # train blocks only: a gated proximal step
 
 
 @dataclass

@@ -378,7 +378,7 @@ class _ToAst(Transformer_NonRecursive):
 
     @v_args(meta=True)
     def regularize_stmt(self, meta, c):
-        return ast.Regularize(c[0], c[1], span=self.sp(meta))
+        return ast.Regularize(c[0], c[1], list(c[2:]), span=self.sp(meta))
 
     def via(self, c):
         return str(c[0])

@@ -103,3 +103,66 @@ def test_small_or_ill_scaled_matrices_keep_the_full_svd() -> None:
     assert spectral.spectral_ball_fast(x, 1e-3) is None
     out = proj_spectral_ball(x, radius=1e-3)
     assert _relative_error(out, _reference(x, lambda sigma: sigma.clamp_max(1e-3))) < 1e-12
+
+
+# ---------------------------------------------------------------- `every N steps` on regularize
+TRAIN = """
+train t {{
+  model mlp(hidden = [16])
+  data digits(split = 0.8)
+  epochs 1
+  batch 64
+{body}
+}}
+"""
+
+
+def _plan(body: str):
+    import regspec
+    from regspec.compiler.train_plan import plan_train
+
+    return plan_train(regspec.load(TRAIN.format(body=body)).ast)
+
+
+def test_regularize_takes_gates_like_constrain() -> None:
+    plan = _plan('  regularize nuclear(param("layers.0.weight")) * 1e-3 every 10 steps from epoch 0.5')
+    term = plan.terms[0]
+    assert term.lowering == "prox" and term.gate is not None
+    assert (term.gate.every, term.gate.every_unit, term.gate.start) == (10, "steps", 0.5)
+    assert "lazy prox" in term.why
+
+
+def test_gate_on_a_loss_term_or_in_a_problem_is_a_located_error() -> None:
+    import regspec
+    from regspec.diagnostics import RegspecError
+
+    with pytest.raises(RegspecError) as info:
+        _plan('  regularize l1(param("layers.0.weight")) * 1e-3 via grad every 10 steps')
+    assert "gates a proximal step" in str(info.value) and info.value.first.span.line == 7
+    problem = "problem p {\n  var x[3]\n  minimize sum_squares(x - 1)\n  regularize norm1(x) every 2 steps\n}\n"
+    with pytest.raises(RegspecError) as info:
+        regspec.load(problem).compiled()
+    assert "training runs, not problems" in str(info.value)
+
+
+def test_a_prox_every_n_steps_takes_n_times_the_step() -> None:
+    from torch import nn
+
+    from regspec.backends.torch.train.proxstep import ProxEngine, ProxGroup, When
+
+    lin = nn.Linear(4, 1, bias=False)
+    with torch.no_grad():
+        lin.weight.copy_(torch.tensor([[1.0, -0.5, 0.2, 0.05]]))
+    opt = torch.optim.SGD(lin.parameters(), lr=0.1)
+    engine = ProxEngine(lin, opt, [ProxGroup("l1", ["weight"], 0.3, when=When(every=3))])
+    seen = []
+    for _ in range(6):
+        opt.zero_grad()
+        (lin.weight * 0).sum().backward()    # zero gradient: only the prox moves the weights
+        opt.step()
+        engine.after_step()
+        seen.append(lin.weight.detach().clone())
+    torch.testing.assert_close(seen[1], torch.tensor([[1.0, -0.5, 0.2, 0.05]]))     # steps 1, 2: closed
+    # step 3: soft threshold by 3 * lr * w = 0.09; step 6: again
+    torch.testing.assert_close(seen[2], torch.tensor([[0.91, -0.41, 0.11, 0.0]]))
+    torch.testing.assert_close(seen[5], torch.tensor([[0.82, -0.32, 0.02, 0.0]]))

@@ -35,6 +35,12 @@ not shift it) times the term's weight at the current time t (schedules are evalu
   optimizer statement turns the adaptive rule off.
 
 Gates: ``every N steps`` runs after steps N, 2N, ... (1-based count of optimizer steps);
+a *prox* gated ``every N`` takes the step N * lr * w(t) (the lazy, or delayed, proximal step:
+N gradient steps then one prox with the N steps' accumulated weight). Then a fixed point still
+satisfies 0 in grad f + w dg, the problem's own optimality condition, and the term keeps its
+weight; with the unscaled step lr * w it would act as weight w / N. The lr is the one used at the
+applying step (schedules move slowly against N; an exact sum over the skipped steps would cost a
+host-side record per step for every gated group) and w is evaluated at that step too.
 ``from epoch K`` / ``until epoch K`` (until is exclusive) compare the progress at the start of
 the step (epoch + i/steps_per_epoch), so an epoch gate switches exactly at an epoch boundary.
 Projections ignore the step size. ``finalize()`` applies every constraint whose window is still
@@ -313,6 +319,11 @@ class ProxEngine:
                 hyper[k] = int(round(hyper[k]))
         return hyper
 
+    def _prox_steps(self, b: _Bucket, t: float) -> list[float]:
+        """tau = lr * w(t) per tensor, times N for a prox gated ``every N`` steps (the lazy prox)."""
+        lazy = b.when.every if b.when is not None and b.when.every else 1
+        return [lazy * self.lr_of(p) * evaluate_scalar(w, t) for p, w in zip(b.params, b.weights)]
+
     def apply_bucket(self, b: _Bucket, t: float) -> _Bucket | None:
         """One fused call for the bucket at time t; returns what it touched (None: nothing,
         every tensor of the bucket has been frozen since the engine was built)."""
@@ -329,7 +340,7 @@ class ProxEngine:
         if kernel.kind == "projection":
             apply_prox_group(b.kernel, xs, 1.0, **hyper)
             return
-        steps = [self.lr_of(p) * evaluate_scalar(w, t) for p, w in zip(b.params, b.weights)]
+        steps = self._prox_steps(b, t)
         if b.kernel == "anchor_l2":
             hyper["anchor"] = [self.anchors[n].reshape(x.shape) for n, x in zip(b.names, xs)]
         dinv = self._inverse_metric(b.params) if b.metric == "adaptive" else None
@@ -393,7 +404,7 @@ class ProxEngine:
                 if KERNELS[b.kernel].kind == "projection":
                     apply_prox_loop(b.kernel, xs, 1.0, **hyper)
                     continue
-                steps = [self.lr_of(p) * evaluate_scalar(w, t) for p, w in zip(b.params, b.weights)]
+                steps = self._prox_steps(b, t)
                 if b.kernel == "anchor_l2":
                     hyper["anchor"] = [self.anchors[n].reshape(x.shape) for n, x in zip(b.names, xs)]
                 dinv = self._inverse_metric(b.params) if b.metric == "adaptive" else None
