@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import os
 import sys
+from contextlib import contextmanager
 from typing import Any, Iterable, Iterator, TypeVar
 
-__all__ = ["wanted", "Bar", "bar"]
+__all__ = ["wanted", "Bar", "bar", "status"]
 
 T = TypeVar("T")
 
@@ -87,3 +88,20 @@ def bar(iterable: Iterable[T], total: int | None, desc: str, *, enabled: bool = 
         for item in iterable:
             yield item
             b.update()
+
+
+@contextmanager
+def status(text: str, *, enabled: bool = True) -> Iterator[None]:
+    """A one-line note on stderr while a step without countable parts runs (e.g. building a
+    trainer), erased when it ends; nothing when not ``enabled``."""
+    if not enabled:
+        yield
+        return
+    line = f"{text} ..."
+    sys.stderr.write(line)
+    sys.stderr.flush()
+    try:
+        yield
+    finally:
+        sys.stderr.write("\r" + " " * len(line) + "\r")
+        sys.stderr.flush()

@@ -167,8 +167,11 @@ def train(spec: Any, train: str | None = None, *, out: str | Path | None = None,
     s = _spec(spec)
     out = Path(out) if out is not None else Path("runs") / plan(s, train).name
     claim_output(out, resume=resume, overwrite=overwrite)   # before trainer.py is (re)written there
-    compile_trainer(s, train, out / "trainer.py", epochs=epochs)
-    module = load_trainer(out / "trainer.py")
+    from regspec.progress import status, wanted
+
+    with status(f"building the trainer in {out / 'trainer.py'} (plan, model, data)", enabled=wanted(quiet)):
+        compile_trainer(s, train, out / "trainer.py", epochs=epochs)
+        module = load_trainer(out / "trainer.py")
     args = ["--out", str(out), "--dtype", dtype, *argv]
     if epochs is not None:
         args += ["--epochs", str(epochs)]

@@ -103,3 +103,13 @@ def test_trainer_batches_bar_only_when_wanted(tmp_path, monkeypatch, capsys):
     assert "epoch 1/2" in capsys.readouterr().err
     monkeypatch.setenv("REGSPEC_PROGRESS", "0")
     assert run.progress(batches, 0, 2, 3) is batches
+
+
+def test_status_line_is_erased_and_silent_when_off(capsys):
+    with progress.status("building", enabled=True):
+        pass
+    err = capsys.readouterr().err
+    assert err.startswith("building ...") and err.endswith("\r") and err.rstrip("\r").endswith(" ")
+    with progress.status("building", enabled=False):
+        pass
+    assert capsys.readouterr().err == ""
