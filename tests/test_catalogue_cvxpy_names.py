@@ -202,17 +202,36 @@ def test_every_cvxpy_note_names_a_real_entry():
         assert any(f"{atom}(" in note for atom in ATOMS), (name, note)
 
 
-@pytest.mark.parametrize("domain", ["in box(0, 1)", ">= 0"])
-def test_a_parameter_domain_reaches_the_sign_analysis(domain):
-    # r >= 0 from its domain makes r * norm1(x) convex; a later --set r=... must stay in it
-    spec = _spec(f"var x[3]\nparam r = 0.5 {domain}\nminimize sum_squares(x - {lit(C3)}) + r * norm1(x)")
-    res = solve(spec, backend="cvxpy")
+PARAM_SPEC = ("var x[3]\nparam r[3] = [0.2, 0.5, 0.9] {domain}\nparam s = 0.3 in box(0.1, 2)\n"
+              f"minimize sum_squares(x - {lit(C3)}) + sum(r * abs(x)) + s * norm2(x)")
+
+
+def _param_reference() -> float:
     import cvxpy as cp
 
     x = cp.Variable(3)
-    ref = cp.Problem(cp.Minimize(cp.sum_squares(x - C3) + 0.5 * cp.norm1(x)))
+    r = np.array([0.2, 0.5, 0.9])
+    ref = cp.Problem(cp.Minimize(cp.sum_squares(x - C3) + cp.sum(cp.multiply(r, cp.abs(x))) + 0.3 * cp.norm2(x)))
     ref.solve(solver="CLARABEL")
-    assert abs(res.objective - ref.value) <= 1e-5 * max(1.0, abs(ref.value))
+    return float(ref.value)
+
+
+@pytest.mark.parametrize("backend", ["cvxpy", "torch"])
+@pytest.mark.parametrize("domain", ["in box(0, 1)", ">= 0"])
+def test_a_parameter_domain_reaches_the_sign_analysis(domain, backend):
+    # r >= 0 and s >= 0.1 from their domains make r * abs(x) and s * norm2(x) convex
+    if backend == "torch":
+        pytest.importorskip("torch")
+    res = solve(_spec(PARAM_SPEC.format(domain=domain)), backend=backend, tol=1e-8 if backend == "torch" else None)
+    ref = _param_reference()
+    assert res.ok, res.status
+    assert abs(res.objective - ref) <= 1e-6 * max(1.0, abs(ref)), (res.objective, ref)
+
+
+def test_a_value_outside_the_parameter_domain_is_refused():
+    # the sign analysis trusts the domain, so a --set outside it must not reach a solver
+    with pytest.raises(RegspecError, match="outside its declared domain"):
+        solve(_spec(PARAM_SPEC.format(domain="in box(0, 1)")), backend="cvxpy", params={"s": -1.0})
 
 
 def test_a_parameter_of_unknown_sign_times_a_convex_term_is_refused():
