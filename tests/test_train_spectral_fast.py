@@ -87,6 +87,15 @@ def test_float32_tall_and_batched_inputs() -> None:
         assert _relative_error(out[i], _reference(batch[i], lambda sigma: (sigma - tau).clamp_min(0))) < 1e-10
 
 
+def test_nuclear_prox_below_every_singular_value() -> None:
+    # tau far under sigma_min of a well-conditioned matrix: every value shrinks, none is zeroed
+    x = _matrices()["gaussian"]
+    tau = 1e-6
+    assert spectral.nuclear_prox_fast(x, tau) is not None
+    out = prox_nuclear(x, 1.0, lam=tau)
+    assert _relative_error(out, _reference(x, lambda sigma: (sigma - tau).clamp_min(0))) < 1e-12
+
+
 def test_lambda_max_bound_is_an_upper_bound_and_tight() -> None:
     x = _matrices()["gaussian"]
     g = x @ x.T

@@ -21,8 +21,9 @@ spectrum around s), the full eigendecomposition of the m x m Gram decides instea
 about 10x cheaper than the SVD of the m x n matrix for n = 9m (bench/bench_train_spectral.py).
 Forming G squares the condition number, so the path is taken only in float64 arithmetic and only
 while (sigma_max / s)^2 * eps64 stays far below the input's rounding (sigma_max / s <= 10 for
-float64 inputs, <= ~2300 for float32); otherwise, and on matrices under 64 on a side, the caller
-keeps the full SVD kernel.
+float64 inputs, <= ~2300 for float32), or, for a threshold below every singular value (a small
+nuclear prox), while sigma_max / sigma_min obeys the same bound; otherwise, and on matrices under
+64 on a side, the caller keeps the full SVD kernel.
 """
 from __future__ import annotations
 
@@ -132,13 +133,21 @@ def top_subspace_above(a: Tensor, threshold: float, max_rank: int,
     lambda_1 = _lambda_max_upper_bound(g)
     if lambda_1 < level:
         return a64.new_zeros(a.shape[0], 0), a64.new_zeros(0)      # nothing above: certified at once
-    # the Gram's rounding, eps64 * sigma_max^2, must stay far below the input's rounding near threshold
-    ratio_limit = max(10.0, math.sqrt(torch.finfo(a.dtype).eps / torch.finfo(torch.float64).eps) / 10)
-    if threshold <= 0 or math.sqrt(lambda_1) / threshold > ratio_limit:
+    if threshold <= 0:
         return None
-    gen = generator if generator is not None else torch.Generator(device=a.device).manual_seed(0)
-    found = _subspace_iteration(g, level, max_rank, gen)
-    return found if found is not None else _eigenpairs_above(g, level)
+    # the Gram's rounding, eps64 * sigma_max^2, must stay far below the input's rounding: the
+    # update is a function of G whose slope is largest at the singular values nearest the threshold
+    ratio_limit = max(10.0, math.sqrt(torch.finfo(a.dtype).eps / torch.finfo(torch.float64).eps) / 10)
+    if math.sqrt(lambda_1) / threshold <= ratio_limit:
+        gen = generator if generator is not None else torch.Generator(device=a.device).manual_seed(0)
+        found = _subspace_iteration(g, level, max_rank, gen)
+        return found if found is not None else _eigenpairs_above(g, level)
+    # a threshold far below sigma_max: still exact when every singular value is above it and the
+    # spectrum itself is well conditioned (the function is then smooth on all of it)
+    theta, vectors = torch.linalg.eigh(g)
+    if float(theta[0]) > level and math.sqrt(lambda_1 / float(theta[0])) <= ratio_limit:
+        return vectors, theta.sqrt()
+    return None
 
 
 def _oriented(x: Tensor) -> tuple[Tensor, bool]:
