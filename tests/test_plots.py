@@ -162,3 +162,50 @@ def test_sweep_cli_lists_the_plot_and_skips_it_without_matplotlib(tmp_path, monk
     out = capsys.readouterr().out
     assert "path plot (path.png) not drawn: matplotlib is not installed" in out
     assert sorted(f.name for f in (tmp_path / "b").iterdir()) == ["path.json"]
+
+
+TINY = """
+train tiny {
+  model mlp(in = 64, hidden = [8], out = 10, act = "relu")
+  data  digits(split = 0.8)
+  loss  cross_entropy
+  optimizer adamw(lr = 1e-2, weight_decay = 0)
+  batch 512
+  epochs 3
+  seed 0
+  regularize l1(param("head.weight")) * 1e-2 via prox
+}
+"""
+
+
+def test_a_run_stopped_early_has_its_curves(tmp_path):
+    pytest.importorskip("torch")
+    import regspec
+
+    spec = tmp_path / "s.reg"
+    spec.write_text(TINY)
+    out = tmp_path / "run"
+    assert regspec.train(str(spec), out=out, quiet=True, argv=["--stop-after", "1"]) == {}
+    png_size(out / "curves.png")
+    assert not (out / "summary.json").exists()
+    assert len(plots.read_metrics(out / "metrics.jsonl")) == 1
+
+
+def test_curves_are_redrawn_during_a_long_run(tmp_path, monkeypatch):
+    """Every epoch once CURVES_EVERY_S has passed (0 s here), then once more at the end."""
+    pytest.importorskip("torch")
+    import regspec
+    from regspec.backends.torch.train import runtime
+
+    drawn: list[int] = []
+    real = plots.training_curves
+    monkeypatch.setattr(plots, "training_curves", lambda records, path, title="": (
+        drawn.append(len(records)), real(records, path, title))[1])
+    spec = tmp_path / "s.reg"
+    spec.write_text(TINY)
+    regspec.train(str(spec), out=tmp_path / "a", quiet=True)
+    assert drawn == [3]                       # a short run: drawn once, at the end
+    monkeypatch.setattr(runtime, "CURVES_EVERY_S", 0.0)
+    drawn.clear()
+    regspec.train(str(spec), out=tmp_path / "b", quiet=True)
+    assert drawn == [1, 2, 3]

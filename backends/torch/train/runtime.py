@@ -9,8 +9,9 @@ A trainer's files in ``--out DIR``:
   ``weight/<term>`` (its weight at the end of the epoch), ``tensor/<name>/zero_frac``, ``/rank``
   and ``/spectral_norm`` of each tensor a term selects, validation metrics (``val_loss``,
   ``val_acc`` or ``val_mse``), ``seconds``;
-* ``curves.png``: those records drawn per epoch (``regspec.plots.training_curves``; skipped
-  with a note when matplotlib, the extra ``regspec[plot]``, is missing);
+* ``curves.png``: those records drawn per epoch (``regspec.plots.training_curves``) at the end
+  and, during a long run, after an epoch at most every ``CURVES_EVERY_S`` seconds; skipped with a
+  note when matplotlib, the extra ``regspec[plot]``, is missing;
 * ``summary.json``: the final metrics; per selected tensor: shape, exact-zero fraction,
   zero-row and zero-column fractions (group sparsity), rank, spectral norm; per term: its
   lowering, initial and final value, and for constraints the distance to the set; activation
@@ -72,6 +73,9 @@ MODEL_FORMAT = "regspec-model/1"
 FULL_BATCH = 1 << 30
 #: the files that make a folder a run (a fresh run over them needs --overwrite)
 RUN_FILES = ("metrics.jsonl", "checkpoint.pt", "summary.json", "model.pt", "model.json", "curves.png")
+#: curves.png is redrawn after an epoch when this many seconds passed since the last drawing (a
+#: long run can be watched; a drawing costs about a second, so short epochs are not slowed)
+CURVES_EVERY_S = 60.0
 
 
 # ------------------------------------------------------------------ options
@@ -531,6 +535,7 @@ class Run:
         self.history: list[dict[str, Any]] = []
         self.warnings: list[str] = []
         self.saved_epoch: int | None = None      # last epoch whose checkpoint this process wrote or read
+        self._curves_at = time.perf_counter()    # when curves.png was last drawn (or the run began)
 
     @classmethod
     def from_args(cls, args: argparse.Namespace, dist: Dist | None = None, *, fingerprint: str = "",
@@ -691,6 +696,9 @@ class Run:
                 fh.write(json.dumps(line) + "\n")
             if final or (epoch + 1) % self.checkpoint_every == 0:
                 self.save_checkpoint(epoch, module, optimizer, reg)
+            stopped_early = final and self.epochs is not None and epoch + 1 < self.epochs   # --stop-after
+            if stopped_early or (not final and time.perf_counter() - self._curves_at >= CURVES_EVERY_S):
+                self._plot_curves(announce=False)   # (the finished run's are drawn by finish)
         if not self.quiet:
             shown = "  ".join(f"{k} {v:.4g}" for k, v in metrics.items() if isinstance(v, (int, float)))
             print(f"epoch {epoch + 1}/{epochs}  {shown}  ({line['seconds']:.1f} s)", flush=True)
@@ -742,18 +750,20 @@ class Run:
             print(f"wrote {self.summary_path}", flush=True)
         return summary
 
-    def _plot_curves(self) -> dict[str, Any]:
+    def _plot_curves(self, announce: bool = True) -> dict[str, Any]:
         """Draw ``curves.png`` from the run's records; returns ``{"plots": [file names]}`` for
         ``summary.json`` (empty, with a note, when matplotlib is missing)."""
         from regspec import plots
 
+        self._curves_at = time.perf_counter()
         if not plots.available():
-            if not self.quiet:
+            if announce and not self.quiet:
                 print(plots.missing_note("training curves (curves.png)"), flush=True)
             return {}
         path = self.out / "curves.png"
         plots.training_curves(self.history, path, title=f"training curves: {self.out.name}")
-        if not self.quiet:
+        self._curves_at = time.perf_counter()
+        if announce and not self.quiet:
             print(f"wrote {path}", flush=True)
         return {"plots": [path.name]}
 
