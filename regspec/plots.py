@@ -140,6 +140,8 @@ def training_curves(records: Iterable[dict[str, Any]], path: Path, title: str = 
     """Draw the run's records (``metrics.jsonl``) as ``path`` (PNG), one panel per kind of
     quantity; returns the series drawn (see ``training_series``)."""
     plt = pyplot()
+    from matplotlib.ticker import MaxNLocator
+
     series = training_series(records)
     cols = 2 if len(series) > 1 else 1
     rows = max(1, math.ceil(len(series) / cols))
@@ -151,6 +153,7 @@ def training_curves(records: Iterable[dict[str, Any]], path: Path, title: str = 
             ax.set_yscale("log")
         ax.set_title(panel, fontsize=10)
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=7, loc="best")
     for ax in list(axes.flat)[len(series):]:
