@@ -124,6 +124,8 @@ def cmd_solve(args: argparse.Namespace) -> int:
     solver_opts = _pairs(args.solver_opt, "--solver-opt")
     spec = regspec.load(args.spec)
     if args.sweep:
+        if args.plot:
+            raise UsageError("--plot draws one solve's convergence; --sweep writes its own path.png")
         return _solve_sweep(args, spec, params, solver_opts)
     if args.out:
         raise UsageError("--out applies to --sweep")
@@ -133,11 +135,34 @@ def cmd_solve(args: argparse.Namespace) -> int:
         result = regspec.solve(spec, problem=args.problem, backend=args.backend, params=params, solver=args.solver,
                                solver_opts=solver_opts, tol=args.tol, max_iter=args.max_iter, device=args.device,
                                dtype=args.dtype)
+    files = _plot_convergence(args, result) if args.plot else {}
     if args.json:
-        print(json.dumps(result.to_json(), allow_nan=False))
+        print(json.dumps({**result.to_json(), **({"files": files} if files else {})}, allow_nan=False))
     else:
         _print_result(result)
+        for path in files.values():
+            print(f"wrote {path}")
     return EXIT_OK if result.status in CERTIFIED else EXIT_SOLVE
+
+
+def _plot_convergence(args: argparse.Namespace, result) -> dict[str, str]:
+    """``--plot [PNG]``: the residuals per iteration of a first-order solve (default
+    runs/solve_<problem>/convergence.png); a note on stderr when there is nothing to draw."""
+    from pathlib import Path
+
+    from regspec import plots
+
+    if not plots.available():
+        print(plots.missing_note("the convergence plot"), file=sys.stderr)
+        return {}
+    if not result.history:
+        print(f"note: no convergence plot: {result.solver} ({result.backend} backend) recorded no residual "
+              "history for this solve", file=sys.stderr)
+        return {}
+    path = Path(args.plot) if args.plot is not True else Path("runs") / f"solve_{result.problem}" / "convergence.png"
+    plots.convergence(result.history, path, tol=result.tol, keys=result.residuals,
+                      title=f"{result.problem}: {result.solver}, {result.status} after {result.iterations} iterations")
+    return {"plot": str(path)}
 
 
 def _solve_sweep(args: argparse.Namespace, spec, params: dict[str, Any], solver_opts: dict[str, Any]) -> int:
@@ -383,6 +408,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "lam=[0.1,0.2]; writes path.json and path.png")
     s.add_argument("--out", metavar="DIR", help="--sweep output folder (default runs/sweep_<problem>)")
     s.add_argument("--quiet", action="store_true", help="no progress bar (--sweep)")
+    s.add_argument("--plot", nargs="?", const=True, metavar="PNG",
+                   help="torch backend: draw the residuals per iteration (default "
+                        "runs/solve_<problem>/convergence.png)")
     s.set_defaults(func=cmd_solve)
 
     e = sub.add_parser("explain", help="print the IR after each pass and how each term is lowered")

@@ -5,6 +5,9 @@ beside the files they depict. matplotlib is the optional extra ``regspec[plot]``
 * ``training_curves``: a run's ``metrics.jsonl`` -> ``curves.png``: task and validation loss,
   other validation metrics, each regularizer's value and weight, and the per-epoch sparsity,
   rank and spectral norm of the tensors the terms select.
+* ``convergence``: a first-order solve's residual history (``Result.history``) -> the
+  residuals per iteration on a log scale, with the stopping tolerance (``regspec solve --plot``).
+  The sweep path is drawn by ``regspec.sweep.plot``.
 
 Every plotting function returns the series it drew, so tests can check the picture's data
 against the run's own records. numpy and matplotlib are imported inside the functions.
@@ -20,7 +23,8 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterable
 
-__all__ = ["available", "missing_note", "pyplot", "read_metrics", "training_series", "training_curves", "write_png"]
+__all__ = ["available", "missing_note", "pyplot", "read_metrics", "training_series", "training_curves",
+           "convergence_series", "convergence", "write_png"]
 
 #: one curve: x values (epochs completed) and y values (NaN where the run logged nothing)
 Series = tuple[list[float], list[float]]
@@ -161,6 +165,51 @@ def training_curves(records: Iterable[dict[str, Any]], path: Path, title: str = 
     if not series:
         axes[0, 0].text(0.5, 0.5, "no epoch finished yet", ha="center", va="center")
     fig.suptitle(title or "training curves")
+    fig.tight_layout()
+    write_png(fig, path)
+    return series
+
+
+# ------------------------------------------------------------------ solver convergence
+def convergence_series(history: Iterable[dict[str, float]]) -> dict[str, Series]:
+    """residual name -> (iterations, values) from a solver's history (one dict per check)."""
+    history = list(history)
+    xs = [_number(h.get("iteration")) for h in history]
+    keys: list[str] = []
+    for h in history:
+        keys += [k for k in h if k != "iteration" and k not in keys]
+    return {k: (xs, [_number(h.get(k)) for h in history]) for k in keys}
+
+
+def convergence(history: Iterable[dict[str, float]], path: Path, *, tol: float | None = None,
+                keys: Iterable[str] | None = None, title: str = "") -> dict[str, Series]:
+    """Residuals per iteration (log scale): relative ones (``*_rel``, which the stopping rule
+    compares with ``tol``) on the left panel, absolute ones on the right; ``keys`` keeps only
+    those quantities (e.g. the result's residuals, leaving out step sizes). Returns the series."""
+    plt = pyplot()
+    series = convergence_series(history)
+    if keys is not None:
+        wanted = set(keys)
+        series = {k: v for k, v in series.items() if k in wanted}
+    groups = {"relative (the stopping rule)": {k: v for k, v in series.items() if k.endswith("_rel")},
+              "absolute": {k: v for k, v in series.items() if not k.endswith("_rel")}}
+    groups = {name: g for name, g in groups.items() if g} or {"residuals": {}}
+    fig, axes = plt.subplots(1, len(groups), figsize=(6.2 * len(groups), 4.0), squeeze=False)
+    for ax, (name, curves) in zip(axes[0], groups.items()):
+        for key, (xs, ys) in curves.items():
+            ax.plot(xs, [y if y > 0 else math.nan for y in ys], marker="." if len(xs) <= 60 else None,
+                    linewidth=1.2, label=key)
+        if tol is not None and name.startswith("relative"):
+            ax.axhline(tol, color="black", linestyle="--", linewidth=1, label=f"tol {tol:.1g}")
+        if curves:
+            ax.set_yscale("log")
+            ax.legend(fontsize=8)
+        else:
+            ax.text(0.5, 0.5, "no iteration history recorded", ha="center", va="center", transform=ax.transAxes)
+        ax.set_title(name, fontsize=10)
+        ax.set_xlabel("iteration")
+        ax.grid(True, which="both", alpha=0.3)
+    fig.suptitle(title or "convergence")
     fig.tight_layout()
     write_png(fig, path)
     return series

@@ -87,6 +87,9 @@ class Result:
     # violation at the returned point (`line N: <constraint>` -> value; docs/solvers.md)
     tol: float | None = None
     violations: dict[str, float] = field(default_factory=dict)
+    # first-order backends: the residuals at each check ({"iteration": k, ...}), drawn by
+    # `solve --plot`; not part of to_json (it can be long)
+    history: list[dict[str, float]] = field(default_factory=list, repr=False)
 
     def __post_init__(self) -> None:
         self.enforce_finite()

@@ -209,3 +209,34 @@ def test_curves_are_redrawn_during_a_long_run(tmp_path, monkeypatch):
     drawn.clear()
     regspec.train(str(spec), out=tmp_path / "b", quiet=True)
     assert drawn == [1, 2, 3]
+
+
+# ------------------------------------------------------------------ solver convergence
+def test_convergence_plot_draws_the_solver_history(tmp_path):
+    pytest.importorskip("torch")
+    import regspec
+
+    result = regspec.solve(str(SPECS / "sparse_logistic.reg"), backend="torch")
+    assert result.status == "optimal" and len(result.history) >= 2
+    path = tmp_path / "conv.png"
+    series = plots.convergence(result.history, path, tol=result.tol, keys=result.residuals)
+    png_size(path)
+    assert set(series) <= set(result.residuals) and "prox_grad_rel" in series
+    xs, ys = series["prox_grad_rel"]
+    assert xs[-1] == result.iterations and ys[-1] == result.residuals["prox_grad_rel"]
+    assert ys[-1] <= result.tol < ys[0]        # it drew the descent to the stopping tolerance
+    assert "history" not in result.to_json()
+
+
+def test_solve_plot_cli(tmp_path, capsys):
+    pytest.importorskip("torch")
+    from regspec.cli import main as cli
+
+    png = tmp_path / "c.png"
+    assert cli(["solve", str(SPECS / "sparse_logistic.reg"), "--backend", "torch", "--plot", str(png), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["files"] == {"plot": str(png)}
+    png_size(png)
+    assert cli(["solve", str(SPECS / "lasso.reg"), "--backend", "cvxpy", "--plot", str(tmp_path / "n.png")]) == 0
+    assert "no convergence plot: CLARABEL (cvxpy backend) recorded no residual history" in capsys.readouterr().err
+    assert not (tmp_path / "n.png").exists()
+    assert cli(["solve", str(SPECS / "lasso.reg"), "--sweep", "lam=[1]", "--plot"]) == 2

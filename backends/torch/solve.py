@@ -190,7 +190,8 @@ def solve(program: TorchProgram, *, params: dict[str, np.ndarray] | None = None,
     return with_curvature(program, Result(
         status=res.status, objective=obj, variables=values, backend="torch", solver="FISTA",
         tol=res.info.get("tol_effective"),
-        iterations=res.iterations, times={"solve": seconds}, residuals=dict(res.residuals), info=info))
+        iterations=res.iterations, times={"solve": seconds}, residuals=dict(res.residuals), info=info,
+        history=list(res.history)))
 
 
 def solve_pdhg(program: TorchProgram, *, params: dict[str, np.ndarray] | None = None, tol: float = PDHG_TOL,
@@ -311,7 +312,7 @@ def solve_pdhg(program: TorchProgram, *, params: dict[str, np.ndarray] | None = 
     return with_curvature(program, Result(status=report.status, objective=obj, variables=values, backend="torch",
                                           tol=tol_used, violations=violations,
                                           solver="PDHG", iterations=res.iterations, times={"solve": seconds},
-                                          residuals=residuals, info=info))
+                                          residuals=residuals, info=info, history=list(res.history)))
 
 
 def with_curvature(program: TorchProgram, result: Result) -> Result:
