@@ -35,8 +35,10 @@ from torch import Tensor
 
 __all__ = ["top_subspace_above", "spectral_ball_fast", "nuclear_prox_fast", "per_matrix", "FAST_MIN_SIDE"]
 
-#: below this smaller side a full SVD is cheap; the Gram path is not worth its overhead
+#: below this smaller side (or this many entries) a full SVD is cheap: the Gram path's Python-level
+#: iteration would cost more than it saves
 FAST_MIN_SIDE = 64
+FAST_MIN_ENTRIES = 2 ** 15
 _RESIDUAL_TOL = 1e-10      # relative residual ||G q - theta q|| / lambda_1 of the kept Ritz pairs
 _MAX_ITERATIONS = 30
 _MAX_CERTIFICATES = 3   # each costs a few m x m x m products
@@ -191,7 +193,7 @@ def per_matrix(x: Tensor, thresholds: float | Tensor, fast: Callable[[Tensor, fl
     """Run ``fast`` on every matrix of a batch (``full`` where it declines), with the threshold of
     each; None when the matrices are too small for the fast path to pay."""
     m, n = x.shape[-2:]
-    if min(m, n) < FAST_MIN_SIDE:
+    if min(m, n) < FAST_MIN_SIDE or m * n < FAST_MIN_ENTRIES:
         return None
     batch = x.shape[:-2]
     flat_thresholds = torch.as_tensor(thresholds, dtype=torch.float64).reshape(-1)
