@@ -314,6 +314,7 @@ class Sum(Atom):
 
 class SumSquares(ScalarAtom):
     name = "sum_squares"
+    torch_source = "(x * x).sum()"
     doc = "||x||_2^2 = sum of squared entries"
     curvature = Curvature.CONVEX
     smooth = True
@@ -336,6 +337,7 @@ class SumSquares(ScalarAtom):
 
 class Norm1(ScalarAtom):
     name = "norm1"
+    torch_source = "x.abs().sum()"
     doc = "sum_i w_i |x_i| (w >= 0, default 1), over all entries or along an axis"
     curvature = Curvature.CONVEX
     static = {"axis": None}
@@ -375,6 +377,7 @@ class Norm1(ScalarAtom):
 
 class Norm2(ScalarAtom):
     name = "norm2"
+    torch_source = "x.square().sum().sqrt()"
     doc = "||x||_2 (Frobenius norm for a matrix), or the 2-norms along an axis"
     curvature = Curvature.CONVEX
     static = {"axis": None}

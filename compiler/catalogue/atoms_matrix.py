@@ -38,6 +38,7 @@ def _np_sym(x):
 
 class NuclearNorm(ScalarAtom):
     name = "nuclear_norm"
+    torch_source = 'torch.linalg.matrix_norm(x, ord="nuc")'
     aliases = ("normNuc",)
     doc = "sum of singular values ||X||_*"
     curvature = Curvature.CONVEX
@@ -65,6 +66,7 @@ class NuclearNorm(ScalarAtom):
 
 class SpectralNorm(ScalarAtom):
     name = "spectral_norm"
+    torch_source = "torch.linalg.matrix_norm(x, ord=2)"
     aliases = ("sigma_max",)
     doc = "largest singular value sigma_max(X)"
     curvature = Curvature.CONVEX

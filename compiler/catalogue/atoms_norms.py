@@ -27,6 +27,7 @@ def _cvx_weighted_sum(norms, w, default):
 
 class NormInf(ScalarAtom):
     name = "norm_inf"
+    torch_source = "x.abs().max()"
     doc = "max_i |x_i| over all entries"
     curvature = Curvature.CONVEX
     prox = Prox("linf")
@@ -51,6 +52,7 @@ class NormInf(ScalarAtom):
 
 class Huber(ScalarAtom):
     name = "huber"
+    torch_source = "torch.where(x.abs() <= M, x * x, 2 * M * x.abs() - M * M).sum()"
     doc = "sum_i huber(x_i, M): x^2 for |x| <= M, else 2M|x| - M^2 (M > 0, default 1)"
     curvature = Curvature.CONVEX
     static = {"M": 1.0}
@@ -157,6 +159,7 @@ class QuadForm(ScalarAtom):
 
 class ElasticNet(ScalarAtom):
     name = "elastic_net"
+    torch_source = "a * x.abs().sum() + b / 2 * (x * x).sum()"
     doc = "a ||x||_1 + (b/2) ||x||_2^2 (a, b >= 0)"
     curvature = Curvature.CONVEX
     static = {"a": 1.0, "b": 1.0}
@@ -204,6 +207,17 @@ class GroupNorm(ScalarAtom):
 
     def monotonicity(self, i, signs, kw):
         return norm_of_abs_mono(signs)
+
+    def torch_source_for(self, kw):
+        """Row (channel) or column groups of a matrix, default weights sqrt(|g|): the groupings
+        training applies to W.reshape(C_out, -1); labels and blocks have no one-line form."""
+        if kw.get("w") is not None:
+            return None
+        if kw.get("groups") in ("rows", "channels"):
+            return "(x.shape[1] ** 0.5 * torch.linalg.vector_norm(x, dim=1)).sum()"
+        if kw.get("groups") == "cols":
+            return "(x.shape[0] ** 0.5 * torch.linalg.vector_norm(x, dim=0)).sum()"
+        return None
 
     def prox_hyper(self, kw, shapes=()):
         groups = kw["groups"]

@@ -146,6 +146,11 @@ class Atom:
     # Names CVXPY users write for a function this entry (or a sibling) computes under another
     # spelling or signature, with the note a did-you-mean gives for them instead of spelling neighbours.
     cvxpy_notes: ClassVar[dict[str, str]] = {}
+    # The torch evaluation as Python source, for generated code (``regspec compile`` writes it into
+    # the trainer): an expression in ``x`` (the tensor argument), ``torch`` and the keyword names it
+    # uses, for the whole-tensor form. Keywords it does not name must be at their defaults (None
+    # for tensor keywords); ``torch_source_for`` checks that. A test evaluates it against ``torch``.
+    torch_source: ClassVar[str | None] = None
 
     # ---- math
     def shape(self, shapes: Sequence[Shape], kw: dict[str, Any]) -> Shape:
@@ -178,6 +183,23 @@ class Atom:
 
     def torch(self, args: Sequence[Any], kw: dict[str, Any]) -> Any:
         raise NotImplementedError(f"{self.name} has no torch evaluation")
+
+    def torch_source_for(self, kw: dict[str, Any]) -> str | None:
+        """``torch_source`` when it computes this atom for the keyword values ``kw`` (every static
+        keyword it does not name is at its default, every tensor keyword it does not name is
+        absent), else None."""
+        if self.torch_source is None:
+            return None
+        import ast as pyast
+
+        named = {n.id for n in pyast.walk(pyast.parse(self.torch_source, mode="eval"))
+                 if isinstance(n, pyast.Name)}
+        for k, default in self.static.items():
+            if k not in named and kw.get(k, default) != default:
+                return None
+        if any(k not in named and kw.get(k) is not None for k in self.tensor_kwargs):
+            return None
+        return self.torch_source
 
     def prox_hyper(self, kw: dict[str, Any], shapes: Sequence[Shape] = ()) -> dict[str, Any]:
         """Keyword arguments for the prox kernel, from the atom's evaluated keywords ``kw``
