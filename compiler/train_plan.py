@@ -324,6 +324,14 @@ class TermPlan:
     math: str = ""
     span: Span | None = field(default=None, repr=False, compare=False)
     text: str = ""
+    #: the typed expression (compiler/train_terms.TermExpr) and its selectors, in leaf order;
+    #: ``target`` is the first selector. ``part``: "i of n" when a sum was split into parts.
+    expr: Any = field(default=None, repr=False, compare=False)
+    selectors: list[Selector] = field(default_factory=list, repr=False, compare=False)
+    part: str = ""
+    atom: str | None = None                # the catalogue atom of a direct term `atom(selector)`
+    atom_kw: dict[str, Any] = field(default_factory=dict)
+    expr_node: Any = field(default=None, repr=False, compare=False)   # the part's AST (re-typed at bind)
 
     @property
     def line(self) -> int:
@@ -613,7 +621,7 @@ class _Planner:
             if isinstance(s, ast.Rewrite):
                 plan.rewrites.append(self.rewrite(s))
             elif isinstance(s, ast.Regularize):
-                plan.terms.append(self.regularize(s, plan))
+                plan.terms.extend(self.regularize(s, plan))
             elif isinstance(s, ast.Constrain):
                 plan.terms.append(self.constrain(s, plan))
         return plan
@@ -753,7 +761,7 @@ class _Planner:
     # ---- selectors
     def selector(self, e: ast.Expr, allowed: tuple[str, ...], what: str) -> Selector:
         text = span_text(e.span)
-        if isinstance(e, ast.Name) and e.id in ("output", "input"):
+        if isinstance(e, ast.Name) and e.id in ("output", "input", "target"):
             sel = Selector(e.id, span=e.span, text=text)
         elif isinstance(e, ast.Call) and isinstance(e.func, ast.Name) and e.func.id in ("param", "act"):
             pattern = None
@@ -786,7 +794,92 @@ class _Planner:
         return sel
 
     # ---- regularize
-    def regularize(self, s: ast.Regularize, plan: TrainPlan) -> TermPlan:
+    def regularize(self, s: ast.Regularize, plan: TrainPlan) -> list[TermPlan]:
+        """One statement -> its terms: a legacy training term, or an expression of catalogue atoms
+        over selectors, split into additive parts (compiler/train_terms.py)."""
+        from regspec.compiler.train_terms import selector_key, selector_nodes, split_parts
+
+        if s.via is not None and s.via not in ("prox", "grad"):
+            raise error(f"unknown lowering `via {s.via}`", s.span, did_you_mean(s.via, ["prox", "grad"]) +
+                        ["`via prox` (proximal step after the optimizer step) or `via grad` (in the loss)"])
+        factors = _factors(s.term)
+        with_sel = [(f, inv) for f, inv in factors if selector_nodes(f)]
+        if not with_sel:
+            return [self.legacy_term(s, plan)]  # says what a term needs
+        core, inverted = with_sel[0]
+        if len(with_sel) == 1 and not inverted and _is_term_call(core) and core.args \
+                and selector_key(core.args[0]) is not None and not any(selector_nodes(a) for a in core.args[1:]):
+            return [self.legacy_term(s, plan)]
+        if any(inv for _, inv in with_sel):
+            raise error("a term over tensors cannot divide", next(f for f, inv in with_sel if inv).span)
+        rest = [(f, inv) for f, inv in factors if not selector_nodes(f)]
+        weight: Any = 1.0
+        if rest:
+            expr = _rebuild(rest, s.term.span)
+            weight = self.values.scalar(expr, "the weight")
+            if isinstance(weight, float) and weight < 0:
+                raise error(f"a regularizer's weight must be nonnegative, got {weight:g}", expr.span)
+        core_expr = _rebuild(with_sel, s.term.span) if len(with_sel) > 1 else core
+        parts = split_parts(core_expr, self.values.lets)
+        return [self.expression_term(s, p.node, _scaled(weight, p.scale),
+                                     f"{i} of {len(parts)}" if len(parts) > 1 else "")
+                for i, p in enumerate(parts, 1)]
+
+    def expression_term(self, s: ast.Regularize, node: ast.Expr, weight: Any, part: str) -> TermPlan:
+        """A term written as an expression: typed now (names, keywords, curvature), shapes at bind."""
+        from regspec.compiler.train_terms import selector_nodes, type_expression
+
+        sel_nodes = selector_nodes(node)
+        selectors = [self.selector(n, ("param", "act", "output", "input", "target"), "a term") for n in sel_nodes]
+        try:
+            texpr = type_expression(node, sel_nodes, self.values.lets, None, "the term")
+        except RegspecError as exc:
+            raise _as_regularizer_error(exc) from None
+        lowering, kernel, why = self.expression_lowering(texpr, selectors, s)
+        gate = self.gate(s.gates)
+        if gate is not None and lowering != "prox":
+            raise error(f"`{s.gates[0].kind}` gates a proximal step, but `{texpr.text}` joins the loss here ({why})",
+                        s.gates[0].span, ["write `via prox` (the term needs a prox kernel), or drop the gate"])
+        if gate is not None and gate.every is not None:
+            why += f"; every {gate.every} {gate.every_unit} with the step scaled by {gate.every} (lazy prox)"
+        text = span_text(s.span)
+        return TermPlan("regularize", texpr.direct or "expr", selectors[0], weight,
+                        dict(texpr.direct_kw) if lowering == "prox" else {}, lowering, kernel, "expr", why, s.via,
+                        gate, False, lowering == "prox", texpr.text, s.span, text, expr=texpr, selectors=selectors,
+                        part=part, atom=texpr.direct, atom_kw=dict(texpr.direct_kw), expr_node=node)
+
+    def expression_lowering(self, texpr: Any, selectors: list[Selector], s: ast.Regularize
+                            ) -> tuple[str, str | None, str]:
+        """(lowering, prox kernel, why) by the split rule: a prox for ``w * f(param)`` with f
+        nonsmooth and prox-able (or `via prox`), else the loss through autograd."""
+        from regspec.compiler.catalogue import ATOMS
+
+        data = [sel for sel in selectors if sel.kind != "param"]
+        atom = ATOMS.get(texpr.direct) if texpr.direct else None
+        prox = atom.prox if atom is not None and atom.prox is not None and not atom.prox.negated else None
+        grad_why = ("smooth: added to the loss (autograd)" if texpr.smooth else
+                    f"nonsmooth ({', '.join(texpr.nonsmooth)}) without a prox here: a subgradient through "
+                    "autograd (no exact zeros)")
+        if data:
+            if s.via == "prox":
+                raise error(f"`via prox` needs parameters: {data[0].text} is recomputed every forward pass, "
+                            "so its term joins the loss", s.span,
+                            ["a proximal step applies to tensors the optimizer owns: use param(...)"])
+            return "loss", None, f"{data[0].kind} term, per sample and averaged over the batch: {grad_why}"
+        if s.via == "prox":
+            if prox is None:
+                why = (f"`{texpr.direct}` has no prox kernel" if atom is not None else
+                       f"`{texpr.text}` is not an atom applied to one selector")
+                raise error(f"`via prox` needs `weight * f(param(...))` with a prox kernel for f: {why}", s.span,
+                            ["drop `via prox` (the term then joins the loss), or write the term as f(param(...))"])
+            return "prox", prox.kernel, f"`via prox`: fused proximal step ({prox.kernel}) after the optimizer step"
+        if s.via == "grad":
+            return "loss", None, ("`via grad`: " + grad_why) if not texpr.smooth else grad_why
+        if prox is not None and not texpr.smooth:
+            return "prox", prox.kernel, f"nonsmooth with a closed-form prox ({prox.kernel}): fused proximal step"
+        return "loss", None, grad_why
+
+    def legacy_term(self, s: ast.Regularize, plan: TrainPlan) -> TermPlan:
         factors = _factors(s.term)
         terms = [f for f, inv in factors if _is_term_call(f)]
         if not terms:
@@ -1023,6 +1116,30 @@ def _rebuild(factors: list[tuple[ast.Expr, bool]], span: Span) -> ast.Expr:
             out = ast.BinOp("/" if inv else "*", out, f, span=_join(out.span, f.span))
     assert out is not None
     return out
+
+
+def _scaled(weight: Any, scale: float) -> Any:
+    """A weight (number or schedule) times a part's constant scale."""
+    if scale == 1.0:
+        return weight
+    if isinstance(weight, ScheduleRef):
+        return ScheduleRef(weight.name, weight.args, dict(weight.kwargs), weight.scale * scale, weight.unit,
+                           weight.span)
+    return weight * scale
+
+
+def _as_regularizer_error(exc: RegspecError) -> RegspecError:
+    """An unknown function in a term is an unknown regularizer (with the training spellings among
+    the suggestions)."""
+    d = exc.first
+    if not d.message.startswith("unknown atom `"):
+        return exc
+    from regspec.compiler.catalogue import ALIASES, ATOMS
+
+    name = d.message.split("`")[1]
+    notes = [n for n in d.notes if not n.startswith("did you mean")]
+    known = [n for n in [*ATOMS, *ALIASES, *TERMS, *TERM_ALIASES] if not ATOMS.get(n) or not ATOMS[n].constant_only]
+    return error(f"unknown regularizer `{name}`", d.span, did_you_mean(name, known) + notes)
 
 
 def _join(a: Span, b: Span) -> Span:

@@ -90,6 +90,8 @@ class TermBinding:
     metric: str | None = None
     notes: list[str] = field(default_factory=list)
     options: dict[str, Any] = field(default_factory=dict)  # the term's options as applied (layouts known)
+    selector_names: list[list[str]] = field(default_factory=list)  # per selector of an expression term
+    typed: Any = None  # the expression typed against the bound shapes (compiler/train_terms.TermExpr)
 
 
 @dataclass
@@ -127,8 +129,8 @@ def kernel_hyper(term: TermPlan, options: dict[str, Any] | None = None) -> dict[
     """The kernel hyperparameters of a prox or projection term (weights go into the step);
     ``options``: the term's options as bound (``TermBinding.options``), default the plan's."""
     opts = term.options if options is None else options
-    if term.lowering == "projection":
-        return dict(opts)
+    if term.lowering == "projection" or term.penalty == "expr":
+        return dict(opts)  # an expression term's options are its kernel's hyperparameters, as bound
     if term.name == "elastic_net":
         return {"lam_l1": opts.get("a", 1.0), "lam_l2": opts.get("b", 1.0)}
     if term.name == "group_l2":
@@ -268,6 +270,13 @@ def bind_plan(plan: TrainPlan, model: nn.Module, optimizer: Any = None, *, total
     terms: list[TermBinding] = []
     act_names: list[str] = []
     for term in plan.terms:
+        if term.penalty == "expr":
+            tb = bind_expression(model, term, make_scalar(term.weight, total, steps_per_epoch), opt_name,
+                                 plan.prox_metric, steps_per_epoch)
+            act_names += [n for sel, got in zip(term.selectors, tb.selector_names) if sel.kind == "act"
+                          for n in got if n not in act_names]
+            terms.append(tb)
+            continue
         names, shapes = _match(model, term)
         options, layout_notes = _layout_options(model, term, names)
         tb = TermBinding(term, names, shapes, options=options)
@@ -300,6 +309,134 @@ def bind_plan(plan: TrainPlan, model: nn.Module, optimizer: Any = None, *, total
         tapped: TappedModel = insert_taps(model, act_names, prefer=prefer_taps)
         module, tap_path, tap_reason = tapped, tapped.tap_path, tapped.tap_reason
     return Binding(plan, model, module, graph, tap_path, tap_reason, rewrites, terms)
+
+
+# ------------------------------------------------------------------ expression terms
+def _match_selector(model: nn.Module, sel: Any) -> tuple[list[str], dict[str, tuple[int, ...]]]:
+    if sel.kind == "param":
+        hits = select_params(model, sel.pattern, sel.type, span=sel.span)
+        return [n for n, _ in hits], {n: tuple(p.shape) for n, p in hits}
+    if sel.kind == "act":
+        return [n for n, _ in select_modules(model, sel.pattern, sel.type, span=sel.span)], {}
+    return [sel.kind], {}
+
+
+def _instances(term: TermPlan, matched: list[list[str]]) -> list[list[str]]:
+    """The tuples of tensors a term is evaluated on: one per match of a single selector (summed),
+    or, with several selectors, the i-th match of each (equal counts), e.g. per layer pairs."""
+    counts = [len(m) for m in matched]
+    if len(matched) == 1:
+        return [[n] for n in matched[0]]
+    many = [c for c in counts if c > 1]
+    if many and any(c != many[0] for c in counts if c > 1):
+        listing = "; ".join(f"{sel.text} matches {len(m)} ({', '.join(m[:4])}{', ...' if len(m) > 4 else ''})"
+                            for sel, m in zip(term.selectors, matched))
+        raise error(f"the selectors of `{term.math}` match different numbers of tensors, so they cannot be "
+                    "paired", term.span, [listing, "pair tensors one to one, or write one selector per tensor"])
+    n = max(counts)
+    return [[m[i] if len(m) > 1 else m[0] for m in matched] for i in range(n)]
+
+
+def _matched_notes(term: TermPlan, instance: list[str], shapes: dict[str, tuple[int, ...]]) -> list[str]:
+    return [f"{sel.text} matched {name} with shape {list(shapes[name]) if name in shapes else 'per sample'}"
+            for sel, name in zip(term.selectors, instance)]
+
+
+def _type_instance(term: TermPlan, instance: list[str], shapes: dict[str, tuple[int, ...]]) -> Any:
+    """Type the term's expression against the tensors of one instance (shapes, curvature);
+    batch tensors have no static shape here and are typed by names and curvature only."""
+    from regspec.compiler.train_terms import selector_nodes, type_expression
+    from regspec.diagnostics import RegspecError
+
+    if any(sel.kind != "param" for sel in term.selectors):
+        return term.expr
+    sel_nodes = selector_nodes(term.expr_node)
+    try:
+        return type_expression(term.expr_node, sel_nodes, term.expr.lets, [shapes[n] for n in instance], "the term")
+    except RegspecError as exc:
+        d = exc.first
+        notes = [n for n in d.notes if "is declared with shape" not in n]
+        message = d.message.replace("shape mismatch in", "the term does not fit the matched tensors: in")
+        raise error(f"{message}", term.span if d.span is None else d.span,
+                    [*_matched_notes(term, instance, shapes), *notes]) from None
+
+
+def _check_value(term: TermPlan, model: nn.Module, instance: list[str], shapes: dict[str, tuple[int, ...]]) -> None:
+    """Evaluate a parameter term once on the bound weights: an atom whose domain excludes them
+    (log of a negative entry, a matrix that is not PSD) is a located error now, not a NaN loss."""
+    from .regularizer import eval_tree
+
+    if any(sel.kind != "param" for sel in term.selectors):
+        return
+    named = dict(model.named_parameters())
+    with torch.no_grad():
+        leaves = [named[n].detach() for n in instance]
+        try:
+            value = eval_tree(term.expr.tree, leaves)
+        except RuntimeError as exc:
+            raise error(f"`{term.math}` cannot be evaluated on the matched tensors: {str(exc).splitlines()[0]}",
+                        term.span, _matched_notes(term, instance, shapes)) from None
+        if not bool(torch.isfinite(value).all()):
+            low = ", ".join(f"{n} min {float(t.min()):.3g}" for n, t in zip(instance, leaves))
+            raise error(f"`{term.math}` is not finite at the matched tensors' current values ({low}): the "
+                        "weights lie outside the domain of an atom of the term", term.span,
+                        [*_matched_notes(term, instance, shapes),
+                         "e.g. log/sqrt/entropy need nonnegative entries, log_det a positive definite matrix"])
+
+
+def _prox_hyper(term: TermPlan, shapes: list[tuple[int, ...]]) -> dict[str, Any]:
+    """Kernel hyperparameters of a direct term's prox, from its atom (the same rule a problem's
+    prox uses); one value for all matched tensors."""
+    import numpy as np
+
+    from regspec.compiler.catalogue import ATOMS
+
+    atom = ATOMS[term.atom]
+    hypers = [atom.prox_hyper(dict(term.atom_kw), [shape]) for shape in shapes]
+    first = hypers[0]
+    if any(isinstance(v, np.ndarray) for v in first.values()) or any(h != first for h in hypers[1:]):
+        raise error(f"the prox of `{term.math}` needs per-tensor hyperparameters (group labels or weights); "
+                    "a fused prox step takes one value per term", term.span,
+                    ["write `via grad` (the term joins the loss), or one statement per tensor"])
+    return {k: (float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else v) for k, v in first.items()}
+
+
+def bind_expression(model: nn.Module, term: TermPlan, weight: Any, opt_name: str, prox_metric: str,
+                    steps_per_epoch: int | None) -> TermBinding:
+    """An expression term: match its selectors, type it per instance against the matched shapes,
+    then a ``Penalty('expr')`` (the loss, through each atom's torch evaluation) or, for a direct
+    prox-able term, a ``ProxGroup`` with the atom's kernel."""
+    matched, shapes = [], {}
+    for sel in term.selectors:
+        names, sel_shapes = _match_selector(model, sel)
+        matched.append(names)
+        shapes.update(sel_shapes)
+    instances = _instances(term, matched)
+    typed = None
+    for inst in instances:
+        typed = _type_instance(term, inst, shapes)
+        if typed.shape not in (None, ()):
+            raise error(f"a regularizer must be a scalar, but `{term.math}` has shape {list(typed.shape)} on "
+                        f"{', '.join(inst)}", term.span,
+                        [*_matched_notes(term, inst, shapes), "reduce it, e.g. with sum(...), mean(...) or a norm"])
+        _check_value(term, model, inst, shapes)
+    label = f"line {term.line}: {term.text}" + (f" (part {term.part})" if term.part else "")
+    names = list(dict.fromkeys(n for m in matched for n in m))
+    tb = TermBinding(term, names, shapes, selector_names=matched, typed=typed, options=dict(term.options))
+    if term.lowering == "prox":
+        hyper = _prox_hyper(term, [shapes[n] for n in matched[0]])
+        metric = term_metric(term, opt_name, prox_metric)
+        tb.metric = metric
+        tb.group = ProxGroup(term.kernel or "", matched[0], weight, hyper, metric, make_when(term.gate, steps_per_epoch),
+                             False, label, value_tree=term.expr.tree)
+        tb.options = hyper
+        return tb
+    kinds = [sel.kind for sel in term.selectors]
+    hyper = {"expr": term.expr.tree, "leaves": instances, "kinds": kinds}
+    tb.penalty = Penalty("expr", params=[n for sel, m in zip(term.selectors, matched) if sel.kind == "param" for n in m],
+                         acts=[n for sel, m in zip(term.selectors, matched) if sel.kind == "act" for n in m],
+                         output="output" in kinds, weight=weight, hyper=hyper, label=label)
+    return tb
 
 
 #: activation modules whose outputs are >= 0 by construction

@@ -185,6 +185,8 @@ class ProxGroup:
     when: When | None = None
     matrix: bool = False
     label: str = ""
+    #: the term as a typed expression of one leaf (compiler/train_terms.py), for reporting its value
+    value_tree: Any = None
 
     def __post_init__(self) -> None:
         if self.kernel not in KERNELS:

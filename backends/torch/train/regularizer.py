@@ -47,7 +47,8 @@ from .finite import NonFiniteError, describe_tensors, finite_flag, nonfinite_ten
 from .losses import build_loss
 from .proxstep import Clock, ProxEngine, ProxGroup, evaluate_scalar
 
-__all__ = ["Penalty", "Regularizer", "param_value", "group_norms", "set_distance"]
+__all__ = ["Penalty", "Regularizer", "param_value", "group_norms", "set_distance", "eval_tree", "per_sample_mean",
+           "PARAM_KINDS"]
 
 _BLOCKS = re.compile(r"^blocks\((\d+), *(\d+)\)$")
 
@@ -74,6 +75,11 @@ def group_norms(x: torch.Tensor, groups: str) -> tuple[torch.Tensor, torch.Tenso
     rs = (rows - torch.arange(gr) * n).clamp_max(n)
     cs = (cols - torch.arange(gc) * k).clamp_max(k)
     return norms, (rs[:, None] * cs[None, :]).reshape(-1).to(torch.float64)
+
+
+#: the terms param_value evaluates by name (other kernels report through their atom's tree)
+PARAM_KINDS = ("l1", "l2", "linf", "l2sq", "sum_squares", "elastic_net", "group_l2", "nuclear", "spectral_norm",
+               "anchor_l2", "orthogonality")
 
 
 def param_value(kind: str, x: torch.Tensor, hyper: dict[str, Any] | None = None,
@@ -105,6 +111,42 @@ def param_value(kind: str, x: torch.Tensor, hyper: dict[str, Any] | None = None,
     if kind == "orthogonality":
         return P.orthogonality(x, mode=hyper.get("mode", "full"), groups=hyper.get("groups"))
     raise error(f"no value function for a `{kind}` term on parameters")
+
+
+def eval_tree(tree: Any, leaves: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Evaluate a typed term expression (compiler/train_terms.py) on tensors, with each catalogue
+    atom's torch lowering; constants take the first leaf's dtype and device."""
+    from regspec.compiler.catalogue import ATOMS
+    from regspec.compiler.train_terms import array_value
+
+    kind = tree[0]
+    if kind == "sel":
+        return leaves[tree[1]]
+    ref = leaves[0]
+    if kind == "const":
+        value = array_value(tree[1])
+        return torch.as_tensor(value, dtype=ref.dtype if ref.is_floating_point() else torch.get_default_dtype(),
+                               device=ref.device)
+    atom = ATOMS[tree[1]]
+    args = [eval_tree(a, leaves) for a in tree[2]]
+    kw = {k: array_value(v) for k, v in tree[3].items()}
+    kw.update({k: eval_tree(v, leaves) for k, v in tree[4].items()})
+    return atom.torch(args, kw)
+
+
+def per_sample_mean(tree: Any, leaves: Sequence[torch.Tensor], batched: Sequence[bool]) -> torch.Tensor:
+    """(1/B) sum_i f(leaves at sample i): batch tensors (``batched``) are split along dim 0,
+    parameters are shared. vmap when the atoms allow it, else a loop over the samples."""
+    batch = next(t.shape[0] for t, b in zip(leaves, batched) if b)
+
+    def one(*xs: torch.Tensor) -> torch.Tensor:
+        return eval_tree(tree, xs)
+
+    try:
+        values = torch.func.vmap(one, in_dims=tuple(0 if b else None for b in batched))(*leaves)
+    except Exception:  # noqa: BLE001 - an atom vmap cannot batch (data-dependent shapes): loop
+        values = torch.stack([one(*[t[i] if b else t for t, b in zip(leaves, batched)]) for i in range(batch)])
+    return values.reshape(batch, -1).sum(dim=1).mean()
 
 
 def set_distance(kernel: str, x: torch.Tensor, hyper: dict[str, Any], matrix: bool) -> float:
@@ -163,6 +205,10 @@ class Penalty:
     label: str = ""
 
     def __post_init__(self) -> None:
+        if self.kind == "expr":
+            if "expr" not in self.hyper or "leaves" not in self.hyper or "kinds" not in self.hyper:
+                raise error(f"penalty `{self.label or 'expr'}` needs hyper = {{'expr', 'leaves', 'kinds'}}")
+            return
         if sum([bool(self.params), bool(self.acts), bool(self.output)]) != 1:
             raise error(f"penalty `{self.label or self.kind}` needs exactly one target: params, acts or output")
 
@@ -184,6 +230,7 @@ class Regularizer:
         self.penalties = list(penalties)
         self.engine = ProxEngine(module, optimizer, prox_groups, self.clock)
         named = dict(module.named_parameters())
+        self._named = named
         self._params: list[list[torch.Tensor]] = []
         self.anchors: dict[str, torch.Tensor] = {}
         for p in self.penalties:
@@ -198,7 +245,8 @@ class Regularizer:
         self._input: torch.Tensor | None = None
         self._generator: torch.Generator | None = None
         self._seed = int(seed)
-        if any(p.kind == "jacobian_fro" for p in self.penalties) or check_finite:
+        uses_input = any(p.kind == "expr" and "input" in p.hyper["kinds"] for p in self.penalties)
+        if any(p.kind == "jacobian_fro" for p in self.penalties) or check_finite or uses_input:
             # the Jacobian penalty differentiates the output w.r.t. the input, and a non-finite
             # loss is traced back to the batch: keep (a reference to) the last input
             module.register_forward_pre_hook(self._keep_input)
@@ -248,9 +296,12 @@ class Regularizer:
         wanted = set(names)
         return [v for k, v in taps.items() if k.split("#", 1)[0] in wanted]
 
-    def _penalty_value(self, i: int, p: Penalty, output: torch.Tensor | None) -> tuple[torch.Tensor, float] | None:
+    def _penalty_value(self, i: int, p: Penalty, output: torch.Tensor | None,
+                       target: torch.Tensor | None = None) -> tuple[torch.Tensor, float] | None:
         """(raw, scale) with g = raw * scale: a Python-number scale folds into the weight, so the
         term costs one multiply (activation l1 of ReLU taps: raw = sum of the taps, scale = 1/B)."""
+        if p.kind == "expr":
+            return self._expr_value(p, output, target)
         if p.params:
             if p.kind == "anchor_l2":
                 return sum(param_value("anchor_l2", x, anchor=self.anchors[n])  # type: ignore[return-value]
@@ -277,10 +328,42 @@ class Regularizer:
             return raw, 1.0 / tensors[0].shape[0]
         return sum(_act_value(p.kind, a) for a in tensors), 1.0  # type: ignore[return-value]
 
+    def _expr_value(self, p: Penalty, output: torch.Tensor | None,
+                    target: torch.Tensor | None) -> tuple[torch.Tensor, float] | None:
+        """An expression term: summed over its instances (one per matched tensor, or per zipped
+        tuple); a term over batch tensors is taken per sample and averaged over the batch."""
+        kinds: list[str] = p.hyper["kinds"]
+        total: torch.Tensor | None = None
+        for names in p.hyper["leaves"]:
+            leaves: list[torch.Tensor] = []
+            for kind, name in zip(kinds, names):
+                got = self._leaf(kind, name, output, target)
+                if got is None:
+                    return None  # a batch tensor not seen yet (values() before the first step)
+                leaves.append(got)
+            batched = [k != "param" for k in kinds]
+            value = per_sample_mean(p.hyper["expr"], leaves, batched) if any(batched) else \
+                eval_tree(p.hyper["expr"], leaves)
+            total = value if total is None else total + value
+        return (total, 1.0) if total is not None else None
+
+    def _leaf(self, kind: str, name: str, output: torch.Tensor | None,
+              target: torch.Tensor | None) -> torch.Tensor | None:
+        if kind == "param":
+            return self._named[name]
+        if kind == "act":
+            taps = self._taps([name])
+            return taps[0] if taps else None
+        value = {"output": output, "input": self._input, "target": target}[kind]
+        if kind == "target" and value is not None and not value.is_floating_point():
+            ref = output if output is not None else value
+            value = value.to(ref.dtype if ref.is_floating_point() else torch.get_default_dtype())
+        return value
+
     def _forward_plain(self, x: torch.Tensor) -> torch.Tensor:
         return self.module(x)
 
-    def penalty(self, output: torch.Tensor | None = None) -> torch.Tensor:
+    def penalty(self, output: torch.Tensor | None = None, target: torch.Tensor | None = None) -> torch.Tensor:
         """Σ_k w_k(t) · g_k over the loss-side penalties (0 if there are none)."""
         t = self.clock.t
         if self.clock.epoch != self._seen_epoch:     # the clock rolled over: a new epoch's report
@@ -292,7 +375,7 @@ class Regularizer:
             w = evaluate_scalar(p.weight, t)
             if w == 0.0 and p.kind == "jacobian_fro":
                 continue  # an extra forward and double backward for nothing
-            got = self._penalty_value(i, p, output)
+            got = self._penalty_value(i, p, output, target)
             if got is None:
                 continue
             raw, scale = got
@@ -316,7 +399,7 @@ class Regularizer:
             self.task_loss = build_loss("mse" if target.is_floating_point() else "cross_entropy")
         if self.task_loss is None:
             raise error("this regularizer has no task loss; give `loss` (or use .penalty())")
-        pen = self.penalty(output)
+        pen = self.penalty(output, target)
         task = self.task_loss(output, target)
         loss = task + pen
         if self.check_finite:
@@ -464,7 +547,7 @@ class Regularizer:
             if self._seen.get(label) and self._seen[label][1]:
                 acc = self._seen[label]
                 out[label] = float(acc[0]) / acc[1]
-            elif p.params:
+            elif p.params and (p.kind != "expr" or set(p.hyper["kinds"]) == {"param"}):
                 with torch.no_grad():
                     raw, scale = self._penalty_value(i, p, None)  # type: ignore[misc]
                     out[label] = float(raw) * scale
@@ -488,11 +571,16 @@ class Regularizer:
                         hyper = {"a": g.hyper.get("lam_l1", 1.0), "b": g.hyper.get("lam_l2", 1.0)}
                     total = 0.0
                     for n in g.params:
-                        if kind == "anchor_l2":
+                        if g.value_tree is not None:   # a catalogue atom's own evaluation
+                            total += float(eval_tree(g.value_tree, [named[n]]))
+                        elif kind == "anchor_l2":
                             total += float(param_value(kind, named[n], anchor=self.engine.anchors[n]))
-                        else:
+                        elif kind in PARAM_KINDS:
                             total += float(param_value(kind, named[n], hyper))
-                    out[label] = total
+                        else:
+                            break
+                    else:
+                        out[label] = total
         return {k: (v if math.isfinite(v) else float("nan")) for k, v in out.items()}
 
     def weights(self) -> dict[str, float]:

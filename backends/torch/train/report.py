@@ -63,8 +63,14 @@ def describe(asm: Assembled) -> str:
     buckets = engine.describe()
     for tb in b.terms:
         t = tb.term
-        out.append(f"line {t.line:<4} {t.text}")
-        if t.target.kind == "param":
+        out.append(f"line {t.line:<4} {t.text}" + (f"   [part {t.part}]" if t.part else ""))
+        if t.expr is not None:
+            typed = tb.typed if getattr(tb, "typed", None) is not None else t.expr
+            out.append(f"           typed     {typed.typed()}")
+        if t.expr is not None and getattr(tb, "selector_names", None):
+            matched = "; ".join(f"{sel.text} -> " + ", ".join(_leaf_text(sel.kind, n, tb.shapes, act_shapes) for n in got)
+                                for sel, got in zip(t.selectors, tb.selector_names))
+        elif t.target.kind == "param":
             matched = ", ".join(f"{n} {_shape(tb.shapes[n])}" for n in tb.names)
         elif t.target.kind == "act":
             matched = ", ".join(
@@ -106,6 +112,15 @@ def describe(asm: Assembled) -> str:
             out.append(f"  #{i} {bk['kind']} {bk['kernel']}({hyper}){metric}{gate}: {', '.join(bk['params'])}")
     engine.close()
     return "\n".join(out)
+
+
+def _leaf_text(kind: str, name: str, shapes: dict[str, Any], act_shapes: dict[str, Any]) -> str:
+    """A matched tensor with its shape (batch tensors: [B, ...] when the probe saw them)."""
+    if kind == "param":
+        return f"{name} {_shape(shapes[name])}"
+    if kind == "act" and name in act_shapes:
+        return f"{name} [B, {', '.join(str(d) for d in act_shapes[name])}]"
+    return f"{name} (per sample)"
 
 
 def _frozen_line(tb: Any, frozen_params: set[str]) -> str | None:
