@@ -355,6 +355,8 @@ class TrainPlan:
     device: str = "auto"
     rewrites: list[RewritePlan] = field(default_factory=list)
     terms: list[TermPlan] = field(default_factory=list)
+    init: Any = None              # reparam_plan.InitPlan: starting weights from a state_dict file
+    reparams: list[Any] = field(default_factory=list)  # reparam_plan.ReparamPlan, in written order
     span: Span | None = field(default=None, repr=False, compare=False)
     loss_span: Span | None = field(default=None, repr=False, compare=False)
     warnings: list[Diagnostic] = field(default_factory=list, repr=False, compare=False)
@@ -624,6 +626,10 @@ class _Planner:
                 plan.terms.extend(self.regularize(s, plan))
             elif isinstance(s, ast.Constrain):
                 plan.terms.append(self.constrain(s, plan))
+            elif isinstance(s, (ast.Init, ast.Reparametrize, ast.Freeze)):
+                from regspec.compiler.reparam_plan import plan_weights_statement
+
+                plan_weights_statement(self, s, plan)
         return plan
 
     # ---- model / data / optimizer

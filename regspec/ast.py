@@ -263,6 +263,28 @@ class Rewrite(Stmt):
 
 
 @dataclass
+class Reparametrize(Stmt):
+    """``reparametrize SELECTOR as FORM(...)``: train the tensors through a parametrization."""
+
+    target: Expr
+    form: Expr
+
+
+@dataclass
+class Freeze(Stmt):
+    """``freeze SELECTOR``: the matched tensors are not trained."""
+
+    target: Expr
+
+
+@dataclass
+class Init(Stmt):
+    """``init "file.pt"``: starting weights from a state_dict file (relative to the spec)."""
+
+    source: Expr
+
+
+@dataclass
 class Block(Node):
     name: str
     body: list[Stmt]
@@ -310,4 +332,4 @@ class Spec(Node):
 
 
 Statement = Union[DataDecl, ParamDecl, VarDecl, Let, Objective, Constraint, Regularize, Constrain,
-                  ModelStmt, TrainData, LossStmt, OptimizerStmt, Setting, Rewrite]
+                  ModelStmt, TrainData, LossStmt, OptimizerStmt, Setting, Rewrite, Reparametrize, Freeze, Init]

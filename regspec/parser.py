@@ -430,6 +430,18 @@ class _ToAst(Transformer_NonRecursive):
     def rewrite_stmt(self, meta, c):
         return ast.Rewrite(c[0], c[2], span=self.sp(meta))
 
+    @v_args(meta=True)
+    def reparam_stmt(self, meta, c):
+        return ast.Reparametrize(c[0], c[1], span=self.sp(meta))
+
+    @v_args(meta=True)
+    def freeze_stmt(self, meta, c):
+        return ast.Freeze(c[0], span=self.sp(meta))
+
+    @v_args(meta=True)
+    def init_stmt(self, meta, c):
+        return ast.Init(c[0], span=self.sp(meta))
+
     def _block(self, cls, meta, c):
         name_tok = c[0]
         body: list = []

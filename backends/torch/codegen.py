@@ -190,6 +190,9 @@ def generate_trainer(asm: Any, spec_text: str, fingerprint: str, filename: str =
     if loss_imports:
         w(f"from regspec.backends.torch.train.losses import {', '.join(sorted(loss_imports))}")
     w("from regspec.backends.torch.train.models import build_model")
+    weights = _weights_src(asm)
+    if weights:
+        w("from regspec.backends.torch.train.reparam import WeightStep, apply_weights")
     w("from regspec.backends.torch.train.optim import build_optimizer" + (", set_hparam" if isinstance(lr, ScheduleRef) else ""))
     if binding.prox_groups:
         w("from regspec.backends.torch.train.proxstep import ProxGroup" + (", When" if uses_when else ""))
@@ -247,6 +250,8 @@ def generate_trainer(asm: Any, spec_text: str, fingerprint: str, filename: str =
                     + (f": {', '.join(rb.modules)}" if rb.modules else "") + (", fx graph" if rb.graph else "") + ")"))
         extra = (", " + _kwargs_src(rw.dst_kwargs)) if rw.dst_kwargs else ""
         w(f"    model, _ = rewrite_activations(model, {rw.src!r}, {rw.dst!r}{extra})")
+    for line in weights:
+        w(line)
     if binding.tap_path:
         acts = []
         for tb in binding.terms:
@@ -376,6 +381,30 @@ def generate_trainer(asm: Any, spec_text: str, fingerprint: str, filename: str =
     w('if __name__ == "__main__":')
     w("    sys.exit(rt.guard(main))")
     return "\n".join(lines) + "\n"
+
+
+def _weights_src(asm: Any) -> list[str]:
+    """make_model's lines for ``init``, ``reparametrize`` and ``freeze`` (reparam.py), in order."""
+    plan = asm.plan
+    if plan.init is None and not plan.reparams:
+        return []
+    init_line = plan.init.span.line if plan.init is not None and plan.init.span is not None else 0
+    lines = [_comment(f"line {init_line}: {plan.init.text}", "    ")] if plan.init is not None else []
+    lines.append("    # starting weights, then reparametrizations (torch.nn.utils.parametrize) and frozen")
+    lines.append("    # tensors in the order written; model.pt gets the merged weights (rt.Run.finish)")
+    lines.append("    apply_weights(model, [")
+    for r in plan.reparams:
+        lines.append(_comment(f"line {r.line}: {r.text}", "        "))
+        args = [repr(r.stmt), f"pattern={r.target.pattern!r}"]
+        if r.target.type is not None:
+            args.append(f"type={r.target.type!r}")
+        if r.form is not None:
+            args += [f"form={r.form!r}", f"options={_lit(r.options)}"]
+        args.append(f"text={_one_line(r.text)!r}")
+        lines.append("        WeightStep(" + ", ".join(args) + "),")
+    init = f", init={plan.init.path!r}" if plan.init is not None else ""
+    lines.append(f"    ]{init}, base_dir=SPEC_DIR)")
+    return lines
 
 
 def _model_recipe(asm: Any) -> dict[str, Any]:

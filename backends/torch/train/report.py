@@ -57,6 +57,8 @@ def describe(asm: Assembled) -> str:
         where = ", ".join(rb.modules) if rb.modules else "none"
         out.append(f"           replaced {rb.count}: modules {where}" +
                    ("; functional calls rewritten in the fx graph" if rb.graph else ""))
+    if b.weights is not None:   # init, reparametrize, freeze (reparam.py)
+        out += b.weights.lines(b.model)
     act_shapes = asm.act_shapes  # from the probe: one real batch of the data
     frozen_params = {n for n, p in b.model.named_parameters() if not p.requires_grad}
     engine = ProxEngine(b.module, None, b.prox_groups)

@@ -15,8 +15,10 @@ A trainer's files in ``--out DIR``:
 * ``summary.json``: the final metrics; per selected tensor: shape, exact-zero fraction,
   zero-row and zero-column fractions (group sparsity), rank, spectral norm; per term: its
   lowering, initial and final value, and for constraints the distance to the set; activation
-  sparsity of tapped activations on the validation set;
-* ``model.pt``: the final weights (a plain state dict, after the final projections) and
+  sparsity of tapped activations on the validation set; ``trained``: the tensors trained (names
+  as parametrize makes them), their count of scalars against the model's, the frozen tensors;
+* ``model.pt``: the final weights (a plain state dict of the model as declared, after the final
+  projections, reparametrizations merged in: reparam.py) and
   ``model.json``: what rebuilds the trained network (the model call with its resolved arguments
   and the rewrites, in order); ``regspec.load_trained(DIR)`` rebuilds it and loads the weights;
 * ``checkpoint.pt``: written after every epoch to a temporary file, then ``os.replace``-d (a
@@ -61,6 +63,7 @@ from regspec.diagnostics import RegspecError, error
 from .data import DataBundle, EpochSampler
 from .finite import NonFiniteError, check_tensors_finite, optimizer_state_names
 from .regularizer import Regularizer, set_distance
+from .reparam import merged_state_dict, trained_summary
 
 __all__ = ["DTYPES", "parse_args", "Dist", "setup_distributed", "teardown", "resolve_device",
            "distributed_module", "shard", "to_device", "source_data", "full_batch", "evaluate", "Meter",
@@ -734,7 +737,9 @@ class Run:
         summary = summarize(reg, metrics, initial, x_val)
         if self.warnings:
             summary["warnings"] = list(self.warnings)
-        params = {k: v.detach().cpu() for k, v in reg.module.state_dict().items()}
+        # reparametrizations merged in: a plain state_dict of the model as declared (reparam.py)
+        params = {k: v.detach().cpu() for k, v in merged_state_dict(reg.module).items()}
+        summary["trained"] = trained_summary(reg.module)
         if self.dist.main:
             summary.update(self._plot_curves())
             _atomic_write(self.summary_path, lambda fh: fh.write(json.dumps(summary, indent=2) + "\n"), binary=False)
