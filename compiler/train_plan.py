@@ -357,6 +357,10 @@ class TrainPlan:
     terms: list[TermPlan] = field(default_factory=list)
     init: Any = None              # reparam_plan.InitPlan: starting weights from a state_dict file
     reparams: list[Any] = field(default_factory=list)  # reparam_plan.ReparamPlan, in written order
+    # update_plan: `transform` statements, the `sam` wrapper, Lagrange multipliers (MultiplierRef)
+    transforms: list[Any] = field(default_factory=list)
+    sam: Any = None
+    multipliers: list[Any] = field(default_factory=list)
     span: Span | None = field(default=None, repr=False, compare=False)
     loss_span: Span | None = field(default=None, repr=False, compare=False)
     warnings: list[Diagnostic] = field(default_factory=list, repr=False, compare=False)
@@ -613,7 +617,10 @@ class _Planner:
             plan.loss_text = span_text(node.span)
             plan.loss_span = node.span
         if "optimizer" in single:
-            opt = self.call(single["optimizer"].optimizer, "optimizer")  # type: ignore[attr-defined]
+            from regspec.compiler.update_plan import split_sam
+
+            node, plan.sam = split_sam(self, single["optimizer"].optimizer)  # type: ignore[attr-defined]
+            opt = self.call(node, "optimizer")
             metric = opt.kwargs.pop("prox_metric", "auto")
             if metric not in ("auto", "euclidean"):
                 raise error(f"`prox_metric` is \"auto\" or \"euclidean\", got {metric!r}", opt.span)
@@ -630,6 +637,10 @@ class _Planner:
                 from regspec.compiler.reparam_plan import plan_weights_statement
 
                 plan_weights_statement(self, s, plan)
+            elif isinstance(s, (ast.Transform, ast.LagrangeConstrain)):
+                from regspec.compiler.update_plan import plan_update_statement
+
+                plan_update_statement(self, s, plan)
         return plan
 
     # ---- model / data / optimizer

@@ -231,6 +231,26 @@ class Constrain(Stmt):
 
 
 @dataclass
+class LagrangeConstrain(Stmt):
+    """``constrain EXPR <= c via lagrangian(...)`` (or ``>=``, ``==``): a constraint without a
+    projection, handled by a Lagrange multiplier (train blocks)."""
+
+    lhs: Expr
+    op: str
+    rhs: Expr
+    via: Expr | None
+    gates: list[Gate]
+
+
+@dataclass
+class Transform(Stmt):
+    """``transform FORM(SELECTOR, options)``: an update transform on the selected tensors."""
+
+    form: Expr
+    gates: list[Gate]
+
+
+@dataclass
 class ModelStmt(Stmt):
     model: Expr
 
@@ -332,4 +352,5 @@ class Spec(Node):
 
 
 Statement = Union[DataDecl, ParamDecl, VarDecl, Let, Objective, Constraint, Regularize, Constrain,
-                  ModelStmt, TrainData, LossStmt, OptimizerStmt, Setting, Rewrite, Reparametrize, Freeze, Init]
+                  ModelStmt, TrainData, LossStmt, OptimizerStmt, Setting, Rewrite, Reparametrize, Freeze, Init,
+                  LagrangeConstrain, Transform]

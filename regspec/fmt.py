@@ -39,7 +39,7 @@ _TOKEN = re.compile(r"""
 # and words that are keywords anywhere. A `-` after a keyword is unary; a `(` or `[` after one
 # opens a group or a list, not a call or an index.
 STATEMENT_KEYWORDS = frozenset("""problem train data param var let minimize maximize subject regularize
-    constrain model loss optimizer epochs steps batch seed device rewrite reparametrize freeze init""".split())
+    constrain model loss optimizer epochs steps batch seed device rewrite reparametrize freeze init transform""".split())
 CLAUSE_KEYWORDS = frozenset("to in via every from until as".split())
 _CONTINUE_AFTER = frozenset({"+", "-", "*", "/", "@", "**", "==", "<=", ">=", "->", ",", "=", "(", "["})
 _LEADING_OPS = frozenset({"+", "*", "/", "@", "**", "->"})

@@ -387,6 +387,14 @@ class _ToAst(Transformer_NonRecursive):
     def constrain_stmt(self, meta, c):
         return ast.Constrain(c[0], c[1], list(c[2:]), span=self.sp(meta))
 
+    @v_args(meta=True)
+    def lagrange_stmt(self, meta, c):
+        return ast.LagrangeConstrain(c[0], str(c[1]), c[2], c[3], list(c[4:]), span=self.sp(meta))
+
+    @v_args(meta=True)
+    def transform_stmt(self, meta, c):
+        return ast.Transform(c[0], list(c[1:]), span=self.sp(meta))
+
     def _gate(self, meta, kind, value, unit_tok, allowed):
         unit = str(unit_tok)
         if unit not in allowed:

@@ -35,32 +35,52 @@ __all__ = ["ConstraintValue", "Multiplier"]
 
 @dataclass
 class ConstraintValue:
-    """EXPR of a ``constrain ... via lagrangian`` statement: a training term (``kind``, the
-    penalty names of regularizer.py) on parameters or activation taps, times ``scale``."""
+    """EXPR of a ``constrain ... via lagrangian`` statement, on the bound tensors: a training term
+    ``kind`` (the penalty names of regularizer.py) on parameters or activation taps, or a typed
+    expression ``tree`` (compiler/train_terms.py) over ``leaves`` (one tuple of tensor names per
+    instance, of the selector ``kinds``), evaluated with each atom's torch lowering."""
 
-    kind: str
+    kind: str = "expr"
     params: list[str] = field(default_factory=list)
     acts: list[str] = field(default_factory=list)
     hyper: dict[str, Any] = field(default_factory=dict)
-    scale: float = 1.0
+    tree: Any = None
+    leaves: list[list[str]] = field(default_factory=list)
+    kinds: list[str] = field(default_factory=list)
 
     def __call__(self, module: torch.nn.Module) -> float:
-        from .regularizer import _act_value, param_value
-
         with torch.no_grad():
+            if self.tree is not None:
+                return self._tree_value(module)
+            from .regularizer import _act_value, param_value
+
             if self.params:
                 named = dict(module.named_parameters())
-                total = sum(float(param_value(self.kind, named[n], self.hyper)) for n in self.params)
-                return total * self.scale
-            taps = getattr(module, "taps", None)
-            if taps is None:
-                raise error("a Lagrangian constraint on activations needs a tapped module (insert_taps)")
-            wanted = set(self.acts)
-            found = [v for k, v in taps.items() if k.split("#", 1)[0] in wanted]
-            if not found:
-                raise error(f"the activations {', '.join(self.acts)} were not recorded by the last forward pass; "
-                            "the multiplier update needs them")
-            return float(sum(_act_value(self.kind, a) for a in found)) * self.scale
+                return float(sum(float(param_value(self.kind, named[n], self.hyper)) for n in self.params))
+            return float(sum(_act_value(self.kind, a) for a in self._taps(module, self.acts)))
+
+    def _taps(self, module: torch.nn.Module, names: list[str]) -> list[torch.Tensor]:
+        taps = getattr(module, "taps", None)
+        if taps is None:
+            raise error("a Lagrangian constraint on activations needs a tapped module (insert_taps)")
+        wanted = set(names)
+        found = [v for k, v in taps.items() if k.split("#", 1)[0] in wanted]
+        if not found:
+            raise error(f"the activations {', '.join(names)} were not recorded by the last forward pass; "
+                        "the multiplier update needs them")
+        return found
+
+    def _tree_value(self, module: torch.nn.Module) -> float:
+        from .regularizer import eval_tree, per_sample_mean
+
+        named = dict(module.named_parameters())
+        total = 0.0
+        for names in self.leaves:
+            leaves = [named[n] if k == "param" else self._taps(module, [n])[0] for k, n in zip(self.kinds, names)]
+            batched = [k != "param" for k in self.kinds]
+            value = per_sample_mean(self.tree, leaves, batched) if any(batched) else eval_tree(self.tree, leaves)
+            total += float(value)
+        return total
 
 
 @dataclass

@@ -215,3 +215,120 @@ class UpdateRule:
         for h in self._hooks:
             h.remove()
         self._hooks = []
+
+
+# ------------------------------------------------------------------ binding a plan's update rule
+def plan_has_update(plan: Any) -> bool:
+    """Whether a train plan has transforms, SAM or Lagrange multipliers (an ``UpdateRule``)."""
+    return bool(getattr(plan, "transforms", None) or getattr(plan, "sam", None) or getattr(plan, "multipliers", None))
+
+
+def bind_transforms(plan: Any, module: torch.nn.Module, total: float | None, steps_per_epoch: int | None
+                    ) -> list[Any]:
+    """The plan's ``transform`` statements bound to the trainable parameters they select."""
+    from .bind import make_scalar, make_when
+    from .selectors import select_params
+    from .transforms import build_transform
+
+    out = []
+    for tp in plan.transforms:
+        sel = tp.target
+        hits = select_params(module, sel.pattern, sel.type, span=sel.span)
+        names = [n for n, p in hits if p.requires_grad]
+        if not names:
+            raise error(f"transform {tp.name}: {sel.text} matches only frozen tensors ({', '.join(n for n, _ in hits)})",
+                        sel.span)
+        if tp.matrix:
+            flat = [f"{n} {list(p.shape)}" for n, p in hits if p.requires_grad and p.dim() < 2]
+            if flat:
+                raise error(f"transform {tp.name} acts on matrices, but {sel.text} matches {', '.join(flat)}", sel.span,
+                            [f"matched: {', '.join(n for n, _ in hits)}", 'select weights only, e.g. param("*.weight")'])
+        options = {k: make_scalar(v, total, steps_per_epoch) for k, v in tp.options.items()}
+        out.append(build_transform(tp.name, names, label=f"line {tp.line}: {tp.text}",
+                                   when=make_when(tp.gate, steps_per_epoch), **options))
+    return out
+
+
+def constraint_value(tb: Any) -> Any:
+    """What a Lagrange multiplier's constraint measures, from the term's binding."""
+    from .lagrangian import ConstraintValue
+
+    if tb.penalty is not None and tb.penalty.kind == "expr":
+        h = tb.penalty.hyper
+        return ConstraintValue(tree=h["expr"], leaves=[list(x) for x in h["leaves"]], kinds=list(h["kinds"]))
+    if tb.penalty is not None:
+        return ConstraintValue(tb.penalty.kind, params=list(tb.penalty.params), acts=list(tb.penalty.acts),
+                               hyper={k: v for k, v in tb.penalty.hyper.items() if k != "nonneg"})
+    g = tb.group
+    if getattr(g, "value_tree", None) is not None:
+        return ConstraintValue(tree=g.value_tree, leaves=[[n] for n in g.params], kinds=["param"])
+    return ConstraintValue(tb.term.penalty or tb.term.name, params=list(g.params), hyper=dict(tb.options))
+
+
+def bind_multipliers(plan: Any, binding: Any) -> list[Any]:
+    """One ``Multiplier`` per Lagrangian constraint; the weights of its terms in ``binding`` (the
+    Regularizer's penalties and prox groups) become that multiplier."""
+    from regspec.compiler.update_plan import MultiplierRef
+
+    from .lagrangian import Multiplier
+
+    out = []
+    for ref in plan.multipliers:
+        tbs = [tb for tb in binding.terms if isinstance(tb.term.weight, MultiplierRef) and tb.term.weight is ref]
+        values = [constraint_value(tb) for tb in tbs]
+        value = values[0] if len(values) == 1 else _SumOfValues(values)
+        m = Multiplier(value, ref.sense, ref.bound, ref.lr, ref.every, ref.init, ref.label)
+        for tb in tbs:
+            (tb.penalty if tb.penalty is not None else tb.group).weight = m
+        out.append(m)
+    return out
+
+
+class _SumOfValues:
+    """A constraint whose left side was split into parts (a sum of terms)."""
+
+    def __init__(self, parts: list[Any]):
+        self.parts = parts
+
+    def __call__(self, module: torch.nn.Module) -> float:
+        return sum(p(module) for p in self.parts)
+
+
+def bind_update_rule(plan: Any, binding: Any, optimizer: torch.optim.Optimizer, *, total: float | None = None,
+                     steps_per_epoch: int | None = None) -> UpdateRule | None:
+    """The plan's transforms, SAM and multipliers as hooks on ``optimizer`` (None when it has none).
+    Call before the Regularizer is built (its prox hook must run after the rule's)."""
+    if not plan_has_update(plan):
+        return None
+    from .sam import Sam
+
+    transforms = bind_transforms(plan, binding.module, total, steps_per_epoch)
+    multipliers = bind_multipliers(plan, binding)
+    sam = Sam(rho=plan.sam.rho, adaptive=plan.sam.adaptive, label=plan.sam.text) if plan.sam is not None else None
+    span = plan.transforms[0].span if plan.transforms else None
+    return UpdateRule(binding.module, optimizer, transforms=transforms, sam=sam, multipliers=multipliers,
+                      steps_per_epoch=steps_per_epoch, span=span)
+
+
+def describe_update(plan: Any, module: torch.nn.Module, binding: Any = None) -> list[str]:
+    """``regspec plan`` lines for the transforms, SAM and the multipliers."""
+    from .selectors import select_params
+
+    out: list[str] = []
+    if plan.sam is not None:
+        out.append(f"  sam        {plan.sam.text}: two passes per step, perturbation rho = {plan.sam.rho:g} along "
+                   f"{'|w|^2 g / ||(|w| g)||' if plan.sam.adaptive else 'g / ||g||'} (the closure recomputes the loss)")
+    for tp in plan.transforms:
+        hits = select_params(module, tp.target.pattern, tp.target.type, span=tp.target.span)
+        out.append(f"line {tp.line:<4} {tp.text}")
+        out.append("           matches   " + ", ".join(f"{n} {list(p.shape)}" + ("" if p.requires_grad else " (frozen)")
+                                                    for n, p in hits))
+        where = "on the gradient, before the base step" if tp.position == "grad" else "on the base optimizer's update"
+        opts = ", ".join(f"{k}={v.text() if hasattr(v, 'text') and callable(v.text) else v}" for k, v in tp.options.items())
+        out.append(f"           transform {tp.math}; {where}; {opts}")
+        if tp.gate is not None:
+            out.append(f"           gate      {tp.gate.text()}")
+    for ref in plan.multipliers:
+        out.append(f"multiplier {ref.index}: {ref.text}")
+        out.append(f"           {ref.describe()}; logged as weight/<term> in metrics.jsonl, kept in checkpoints")
+    return out
