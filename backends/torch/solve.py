@@ -140,8 +140,10 @@ def _not_finite(program: TorchProgram, e: Exception) -> RegspecError:
 
 
 def solve(program: TorchProgram, *, params: dict[str, np.ndarray] | None = None, tol: float | None = None,
-          max_iter: int = 100000) -> Result:
-    """Solve with the algorithm the split chose; ``tol`` defaults to ``FISTA_TOL`` / ``PDHG_TOL``."""
+          max_iter: int = 100000, working_set: bool | None = None) -> Result:
+    """Solve with the algorithm the split chose; ``tol`` defaults to ``FISTA_TOL`` / ``PDHG_TOL``.
+    ``working_set``: FISTA on a growing working set (``working_set.py``) where the structure allows;
+    ``None`` decides by size (``working_set.MIN_GROUPS``), ``False`` never."""
     if program.algorithm == "conic":  # the conic fallback (backends/torch/conic)
         from regspec.backends.torch.conic.program import solve_conic
 
@@ -164,10 +166,15 @@ def solve(program: TorchProgram, *, params: dict[str, np.ndarray] | None = None,
     t0 = time.perf_counter()
     largest = max([x.numel() for x in x0] + [b.numel() for b in program.module.buffers()], default=0)
     with _threads_for(program, largest):
-        fused = smooth_evaluator(program.smooth, names, x0)  # eager first; traced when it pays
-        value, grad = fused.value, fused.grad
+        plan = _working_set_plan(program, working_set)
         try:
-            res = fista(value, prox, x0, tol=tol, max_iter=max_iter, objective=objective, grad=grad)
+            if plan is not None:
+                from regspec.backends.torch.working_set import solve_working_set
+
+                res = solve_working_set(plan, prox, x0, tol=tol, max_iter=max_iter)
+            else:
+                fused = smooth_evaluator(program.smooth, names, x0)  # eager first; traced when it pays
+                res = fista(fused.value, prox, x0, tol=tol, max_iter=max_iter, objective=objective, grad=fused.grad)
         except FloatingPointError as e:
             raise _not_finite(program, e) from None
     if program.device.type == "cuda":
@@ -180,6 +187,8 @@ def solve(program: TorchProgram, *, params: dict[str, np.ndarray] | None = None,
     values = {name: x.detach().cpu().numpy() for name, x in zip(program.var_names, res.x)}
     info = {"device": str(program.device), "dtype": str(program.dtype).replace("torch.", ""),
             "rule": res.info.get("rule", "")}
+    if "working_set" in res.info:
+        info["working_set"] = res.info["working_set"]
     if res.status != "optimal":  # the last iterate is not a solution: no objective, no variables
         from regspec.backends.torch.pdhg_lowering import NOT_SOLVED_MESSAGES
 
@@ -188,10 +197,24 @@ def solve(program: TorchProgram, *, params: dict[str, np.ndarray] | None = None,
             info["last_iterate"] = {"objective": obj}
         obj, values = None, {}
     return with_curvature(program, Result(
-        status=res.status, objective=obj, variables=values, backend="torch", solver="FISTA",
+        status=res.status, objective=obj, variables=values, backend="torch",
+        solver="FISTA (working sets)" if "working_set" in res.info else "FISTA",
         tol=res.info.get("tol_effective"),
         iterations=res.iterations, times={"solve": seconds}, residuals=dict(res.residuals), info=info,
         history=list(res.history)))
+
+
+def _working_set_plan(program: TorchProgram, wanted: bool | None):
+    """The working-set plan when asked for (or, by default, when the structure allows and there are
+    enough groups to skip), else None: plain FISTA."""
+    if wanted is False:
+        return None
+    from regspec.backends.torch.working_set import MIN_GROUPS, plan_working_set
+
+    plan, _ = plan_working_set(program)
+    if plan is None or (wanted is None and plan.groups < MIN_GROUPS):
+        return None
+    return plan
 
 
 def solve_pdhg(program: TorchProgram, *, params: dict[str, np.ndarray] | None = None, tol: float = PDHG_TOL,

@@ -1,0 +1,346 @@
+"""Working sets for FISTA problems whose smooth part reads the variable through one matrix and whose
+nonsmooth part is separable by entries or by groups: lasso, elastic net, group lasso, l1-logistic
+and their weighted forms, recognised from the lowered program, never from the spec's words.
+
+Structure (``plan_working_set``): one 1-D variable ``x``; the smooth graph uses ``x`` only in
+``A @ x`` with ``A`` a data or parameter matrix, so ``s(x) = phi(A x)`` with ``phi`` the rest of
+the graph (least squares, logistic, Huber, ...: anything the graph computes from ``A x``); every
+prox or projection on ``x`` has a kernel the registry declares ``pointwise`` (one entry at a time)
+or ``group`` (disjoint groups of entries). Anything else returns a reason and the caller keeps
+plain FISTA.
+
+Algorithm (``solve_working_set``): groups outside the working set ``W`` stay at their values
+(zero from the start point of an l1-type prox); FISTA solves the problem in ``x_W`` alone, with
+``A_W = A[:, W]`` (n x |W| instead of n x p) and the same prox kernel applied to ``x`` with only
+``W`` changed (exact for a separable or group-separable prox when ``W`` is a union of groups).
+After each inner solve the optimality of the FULL problem is checked on every coordinate with
+FISTA's own certificate (the gradient mapping ``G_t(x) = (x - prox(x - t grad s(x), t)) / t``
+relative to ``max(||grad s(x)||, ||G_t - grad s||, ||grad s(x0)||)``, ``t`` the inner solve's
+accepted step), so ``optimal`` means exactly what it means for plain FISTA. When it fails, the
+groups with the largest residual ``||G_t(x)_g||`` join ``W`` (the working set only grows: it keeps
+every earlier group, and always adds violators while any remain outside), its size at least
+``2 x`` the number of nonzero groups (skglm's doubling rule), and the inner tolerance tightens
+with the full residual (a loose inner solve while ``W`` is still wrong costs little).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import Tensor, fx
+
+from regspec.backends.torch.lower import TorchProgram, atom_call
+from regspec.backends.torch.prox import get_kernel
+from regspec.backends.torch.solvers import OPTIMAL, SOLVER_ERROR, USER_LIMIT, SolverResult, _FISTA_RULE, fista
+
+# Groups the first working set holds (and the fewest that each growth adds while violators remain).
+FIRST_SIZE = 10
+# Fewer groups than this: plain FISTA (the outer checks and the copies of A_W cost more than the
+# columns they skip); measured with bench/bench_working_set.py (bench/RESULTS.md).
+MIN_GROUPS = 100
+# The inner solve's relative tolerance: this fraction of the current full residual, floored at
+# INNER_FLOOR x tol (the inner residual is part of the full one, so it must end below tol).
+INNER_FRACTION = 0.1
+INNER_FLOOR = 0.5
+
+RULE = ("working sets: " + _FISTA_RULE + "; checked on ALL coordinates of the full problem after each inner "
+        "FISTA solve on the working set")
+
+
+@dataclass
+class WorkingSetPlan:
+    """What the working-set solver needs from the program: ``s(x) = phi(matrix @ x)``, the
+    per-entry group labels (``None``: every entry its own group) and their count."""
+
+    matrix: Tensor
+    phi: fx.GraphModule
+    labels: Tensor | None
+    groups: int
+    kernels: list[str] = field(default_factory=list)
+
+    def describe(self) -> str:
+        kind = "entries" if self.labels is None else "groups"
+        return (f"working sets over {self.groups} {kind} ({', '.join(self.kernels)}); smooth part "
+                f"phi(A x) with A {tuple(self.matrix.shape)}")
+
+
+def plan_working_set(program: TorchProgram) -> tuple[WorkingSetPlan | None, str]:
+    """The working-set plan of a FISTA program, or ``(None, why not)``."""
+    if program.algorithm != "fista":
+        return None, f"the algorithm is {program.algorithm}, not FISTA"
+    if len(program.var_names) != 1:
+        return None, "more than one variable"
+    var = program.var_names[0]
+    x = program.variables()[0]
+    if x.ndim != 1:
+        return None, f"the variable `{var}` is not a vector"
+    if not program.steps:
+        return None, "no nonsmooth part"
+    labels, count, kernels = None, x.numel(), []
+    for step in program.steps:
+        for s in (step, step.pre) if step.pre is not None else (step,):
+            structure = get_kernel(s.kernel).structure
+            if structure not in ("pointwise", "group"):
+                return None, f"the prox `{s.kernel}` is not separable ({structure})"
+            kernels.append(s.kernel)
+            if structure == "group":
+                if labels is not None:
+                    return None, "more than one grouping"
+                labels, count = _entry_labels(s.hyper.get("groups", "rows"), tuple(x.shape), x.device)
+    found = _composite(program.smooth, f"var_{var}")
+    if isinstance(found, str):
+        return None, found
+    matrix, phi = found
+    if matrix.ndim != 2 or matrix.shape[1] != x.numel():
+        return None, "the matrix multiplying the variable is not n x p"
+    return WorkingSetPlan(matrix, phi, labels, count, kernels), ""
+
+
+def _entry_labels(groups: object, shape: tuple[int, ...], device: torch.device) -> tuple[Tensor, int]:
+    from regspec.compiler.catalogue.groups import entry_labels
+
+    raw = groups.detach().cpu().numpy() if isinstance(groups, Tensor) else groups
+    labels, count = entry_labels(shape, raw)
+    return torch.as_tensor(np.asarray(labels), dtype=torch.long, device=device), int(count)
+
+
+def _composite(smooth: fx.GraphModule, var_attr: str) -> tuple[Tensor, fx.GraphModule] | str:
+    """``(A, phi)`` with ``smooth() == phi(A @ x)`` when the graph reads the variable only in one
+    ``matmul(A, x)`` whose ``A`` is a buffer (data or parameter); else why not."""
+    nodes = [n for n in smooth.graph.nodes if n.op == "get_attr" and n.target == var_attr]
+    if len(nodes) != 1:
+        return "the smooth part does not read the variable" if not nodes else "the variable is read twice"
+    users = list(nodes[0].users)
+    if len(users) != 1:
+        return "the smooth part reads the variable outside one matrix product"
+    use = users[0]
+    if not (use.op == "call_function" and use.target is atom_call and len(use.args) == 3 and
+            use.args[0] == "matmul" and use.args[2] is nodes[0] and not use.kwargs):
+        return "the smooth part reads the variable outside `A @ x`"
+    a_node = use.args[1]
+    if not (isinstance(a_node, fx.Node) and a_node.op == "get_attr" and not str(a_node.target).startswith("var_")):
+        return "the matrix multiplying the variable is not data"
+    matrix = getattr(smooth, a_node.target)
+    graph = fx.Graph()
+    z = graph.placeholder("z")
+    env: dict[fx.Node, fx.Node] = {use: z}
+    for node in smooth.graph.nodes:
+        if node is use or node is nodes[0]:
+            continue
+        env[node] = graph.node_copy(node, lambda n: env[n])
+    phi = fx.GraphModule(smooth, graph, class_name="OuterFunction")
+    return matrix.detach(), phi
+
+
+class _Outer:
+    """Value and gradient of ``phi`` at ``z`` (autograd over the graph), the last pair cached."""
+
+    def __init__(self, phi: fx.GraphModule):
+        self.phi = phi
+        self._last: tuple[Tensor, Tensor, Tensor | None] | None = None
+
+    def value(self, z: Tensor) -> Tensor:
+        if self._last is not None and self._last[0] is z:
+            return self._last[1]
+        with torch.no_grad():
+            v = self.phi(z)
+        self._last = (z, v, None)
+        return v
+
+    def value_and_grad(self, z: Tensor) -> tuple[Tensor, Tensor]:
+        if self._last is not None and self._last[0] is z and self._last[2] is not None:
+            return self._last[1], self._last[2]
+        with torch.enable_grad():
+            leaf = z.detach().requires_grad_(True)
+            v = self.phi(leaf)
+            g = torch.autograd.grad(v, leaf)[0] if v.requires_grad else torch.zeros_like(z)
+        v = v.detach()
+        self._last = (z, v, g)
+        return v, g
+
+
+class _Restricted:
+    """``s_W(v) = phi(A_W v + c)`` and its gradient ``A_W^T phi'(.)`` for FISTA on the working set;
+    ``A_W v + c`` is kept for the last point asked (FISTA asks value and gradient at each point)."""
+
+    def __init__(self, outer: _Outer, a_w: Tensor, offset: Tensor):
+        self.outer, self.a_w, self.offset = outer, a_w, offset
+        self._last: tuple[Tensor, Tensor] | None = None
+
+    def z(self, v: Tensor) -> Tensor:
+        if self._last is not None and self._last[0] is v:
+            return self._last[1]
+        z = torch.addmv(self.offset, self.a_w, v)
+        self._last = (v, z)
+        return z
+
+    def value(self, xs: list[Tensor]) -> Tensor:
+        return self.outer.value(self.z(xs[0]))
+
+    def grad(self, xs: list[Tensor]) -> list[Tensor]:
+        _, g = self.outer.value_and_grad(self.z(xs[0]))
+        return [torch.mv(self.a_w.t(), g)]
+
+
+@dataclass
+class _Certificate:
+    """FISTA's certificate on the full problem at x: the gradient mapping ``d`` per entry and its
+    relative norm (``_FISTA_RULE``)."""
+
+    d: Tensor
+    residuals: dict[str, float]
+
+    @property
+    def rel(self) -> float:
+        return self.residuals["prox_grad_rel"]
+
+
+def _certify(x: Tensor, grad: Tensor, t: float, prox: Callable, g0_norm: float) -> _Certificate:
+    xp = prox([x - t * grad], t)[0]
+    d = (x - xp) / t
+    u = d - grad
+    r, gnorm, unorm = torch.stack([torch.linalg.vector_norm(v) for v in (d, grad, u)]).tolist()
+    scale = max(gnorm, unorm, g0_norm, 1e-300)
+    return _Certificate(d, {"prox_grad": r, "prox_grad_rel": r / scale, "grad_norm": gnorm, "step": t})
+
+
+def _group_sq(v: Tensor, plan: WorkingSetPlan) -> Tensor:
+    """Squared norm of v per group."""
+    if plan.labels is None:
+        return v * v
+    return v.new_zeros(plan.groups).index_add_(0, plan.labels, v * v)
+
+
+def grow(scores: Tensor, support: Tensor, current: Tensor, first: int = FIRST_SIZE) -> Tensor:
+    """The next working set (a boolean mask over groups): the current one, every nonzero group, and
+    the largest violators outside, so that it holds at least ``2 x`` the nonzero groups (and
+    ``first``), adding at least ``first`` violators (or all that remain)."""
+    keep = current | support
+    outside = scores.masked_fill(keep, 0.0)
+    violators = int((outside > 0).sum())
+    if violators == 0:
+        return keep
+    n_keep = int(keep.sum())
+    target = max(first, 2 * int(support.sum()))
+    add = min(violators, max(target - n_keep, first))
+    chosen = torch.topk(outside, add).indices
+    out = keep.clone()
+    out[chosen] = True
+    return out
+
+
+def _full_grad(plan: WorkingSetPlan, outer: _Outer, z: Tensor) -> Tensor:
+    _, g = outer.value_and_grad(z)
+    return torch.mv(plan.matrix.t(), g)
+
+
+def _first_step(plan: WorkingSetPlan, outer: _Outer, x: Tensor, grad: Tensor) -> float:
+    """1 / the curvature along the gradient (a difference of gradients), as FISTA's first step."""
+    gn = float(torch.linalg.vector_norm(grad))
+    if not (gn > 0 and math.isfinite(gn)):
+        return 1.0
+    h = 1e-3 * max(1.0, float(torch.linalg.vector_norm(x))) / gn
+    x1 = x - h * grad
+    g1 = _full_grad(plan, outer, torch.mv(plan.matrix, x1))
+    curvature = float(torch.linalg.vector_norm(g1 - grad)) / (h * gn)
+    return 1.0 / curvature if curvature > 0 and math.isfinite(curvature) else 1.0
+
+
+@torch.no_grad()
+def solve_working_set(plan: WorkingSetPlan, prox: Callable, x0: list[Tensor], *, tol: float,
+                      max_iter: int = 100000, first: int = FIRST_SIZE) -> SolverResult:
+    """Minimize ``phi(A x) + h(x)`` on a growing working set (the module docstring); the status
+    and ``residuals`` are FISTA's certificate on the full problem at the returned x."""
+    eps = torch.finfo(x0[0].dtype).eps
+    tol_eff = max(float(tol), 10.0 * eps)
+    x = x0[0].detach().clone()
+    outer = _Outer(plan.phi)
+    z = torch.mv(plan.matrix, x)
+    grad = _full_grad(plan, outer, z)
+    if not bool(torch.isfinite(grad).all()):
+        raise FloatingPointError("the smooth objective is not finite at x0")
+    g0_norm = float(torch.linalg.vector_norm(grad))
+    t = _first_step(plan, outer, x, grad)
+    current = torch.zeros(plan.groups, dtype=torch.bool, device=x.device)
+    columns = _Columns(plan.matrix)
+    status, used, stuck, history, sizes, entries, inner_iters = USER_LIMIT, 0, 0, [], [], [], []
+    cert = _certify(x, grad, t, prox, g0_norm)
+    while True:
+        history.append({"iteration": float(used), "working_set": float(int(current.sum())), **cert.residuals})
+        if not math.isfinite(cert.residuals["prox_grad"]):
+            status = SOLVER_ERROR
+            break
+        if cert.rel <= tol_eff:
+            status = OPTIMAL
+            break
+        if used >= max_iter:
+            break
+        support = _group_sq(x, plan) > 0
+        nxt = grow(_group_sq(cert.d, plan).sqrt(), support, current, first)
+        inner_tol = max(INNER_FLOOR * tol_eff, INNER_FRACTION * cert.rel)
+        if bool((nxt == current).all()):
+            # every violator is inside: the inner solve must finish (its relative rule measures
+            # against the working set's own gradients: tighten further while the full check fails)
+            stuck += 1
+            inner_tol = INNER_FLOOR * tol_eff * 0.1 ** (stuck - 1)
+        current = nxt
+        columns.update((current if plan.labels is None else current[plan.labels]).nonzero().squeeze(1))
+        res, x, z, t = _inner(plan, outer, prox, x, z, t, columns, inner_tol, max_iter - used)
+        used += res.iterations
+        sizes.append(int(current.sum()))
+        entries.append(int(res.x[0].numel()))
+        inner_iters.append(res.iterations)
+        if res.status not in (OPTIMAL, USER_LIMIT):  # unbounded along a restriction, or not finite
+            status = res.status
+            break
+        grad = _full_grad(plan, outer, z)
+        cert = _certify(x, grad, t, prox, g0_norm)
+    info = {"step": t, "tol": float(tol), "tol_effective": tol_eff, "rule": RULE,
+            "working_set": {"outer_iterations": len(sizes), "groups": plan.groups, "sizes": sizes,
+                            "entries": entries, "inner_iterations": inner_iters, "step": t,
+                            "structure": plan.describe()}}
+    return SolverResult(x=[x], status=status, iterations=used, residuals={
+        k: cert.residuals[k] for k in ("prox_grad", "prox_grad_rel", "grad_norm")},
+        history=history, algorithm="fista-working-set", info=info)
+
+
+class _Columns:
+    """The working set's entries in the order they joined, and ``A_W^T`` (|W| x n, contiguous) built
+    incrementally: a growth gathers only the new columns of A (a strided gather; copying all of A
+    transposed would cost more than the columns a working set ever holds)."""
+
+    def __init__(self, matrix: Tensor):
+        self.matrix = matrix
+        self.idx = torch.zeros(0, dtype=torch.long, device=matrix.device)
+        self.rows = matrix.new_zeros((0, matrix.shape[0]))
+
+    def update(self, entries: Tensor) -> None:
+        known = torch.zeros(self.matrix.shape[1], dtype=torch.bool, device=entries.device)
+        known[self.idx] = True
+        new = entries[~known[entries]]
+        if new.numel():
+            self.idx = torch.cat([self.idx, new])
+            self.rows = torch.cat([self.rows, self.matrix.index_select(1, new).t()])
+
+
+def _inner(plan: WorkingSetPlan, outer: _Outer, prox: Callable, x: Tensor, z: Tensor, t: float, columns: _Columns,
+           tol: float, max_iter: int) -> tuple[SolverResult, Tensor, Tensor, float]:
+    """FISTA on the entries of the working set, the rest of x fixed; returns the result, the new x,
+    ``A x`` and the last accepted step. (No objective is passed: FISTA would evaluate the full one
+    at the end, a product with all of A; unboundedness along the working set is not tested.)"""
+    idx, a_w = columns.idx, columns.rows.t()
+    x_w = x.index_select(0, idx)
+    offset = z - torch.mv(a_w, x_w)
+    smooth = _Restricted(outer, a_w, offset)
+
+    def prox_w(vs: list[Tensor], step: float) -> list[Tensor]:
+        full = x.index_copy(0, idx, vs[0])
+        return [prox([full], step)[0].index_select(0, idx)]
+
+    res = fista(smooth.value, prox_w, [x_w], tol=tol, max_iter=max_iter, step0=t, grad=smooth.grad,
+                record_history=False)
+    v = res.x[0]
+    return res, x.index_copy(0, idx, v), smooth.z(v), float(res.info["step"])

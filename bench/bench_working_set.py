@@ -1,0 +1,309 @@
+"""Benchmark: the torch backend's in-process solve (FISTA on working sets) against scikit-learn and,
+where installed, skglm and celer, on lasso, elastic net, group lasso and l1-logistic, at the same
+relative objective gap.
+
+    .venv/bin/python bench/bench_working_set.py [--n 2000 --p 2000] [--quick] [--problems lasso,enet]
+        [--designs gaussian,toeplitz] [--ratios 0.5,0.1,0.01] [--gap 1e-6] [--repeat 2] [--plain-fista]
+
+Problems (scikit-learn's scalings, no intercept), X n x p with N(0, 1) rows (``gaussian``) or a
+Toeplitz correlation rho^|i-j|, rho = 0.5 (``toeplitz``, AR(1) columns), w0 5%-sparse, seeded:
+  lasso      ||X w - y||^2 / (2n) + lam ||w||_1                       sklearn Lasso
+  enet       ||X w - y||^2 / (2n) + lam (0.5 ||w||_1 + 0.25 ||w||^2)   sklearn ElasticNet(l1_ratio=0.5)
+  group      ||X w - y||^2 / (2n) + lam sum_g sqrt(5) ||w_g||, groups of 5 consecutive features
+             (scikit-learn has no group lasso: baselines skglm / celer only)
+  logistic   C sum_i log(1 + exp(-y_i x_i^T w)) + ||w||_1, y = sign(X w0 + noise), lam = 1/C
+             sklearn LogisticRegression(l1, liblinear)
+lam = ratio x lam_max (the smallest lam with w = 0).
+
+Matching accuracy: f* = the best objective of tight reference runs (regspec tol 1e-10, and each
+baseline at its tightest setting); each method walks a ladder of its own tolerance from loose to
+tight and is timed at the first setting whose objective is within --gap of f* (relative). Times
+are the best of --repeat runs in this process after a warm-up (numba's compile for skglm); the
+torch time is ``solve()`` on a lowered program started from zero (``times['solve']``: the
+variables reset, no parse or lowering). Ratios: regspec / the fastest baseline. No timing is
+asserted. skglm and celer are optional (not project dependencies): missing ones are reported.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+GROUP = 5
+L1_RATIO = 0.5
+REGSPEC_LADDER = [1e-4, 1e-5, 1e-6, 1e-7, 1e-8, 1e-9]
+BASE_LADDER = [1e-3, 1e-4, 1e-5, 1e-6, 1e-7, 1e-8, 1e-10]
+
+
+# ------------------------------------------------------------------------------------------- data
+def design(n: int, p: int, kind: str, rng: np.random.Generator) -> np.ndarray:
+    X = rng.standard_normal((n, p))
+    if kind == "toeplitz":  # AR(1) columns: corr(x_i, x_j) = rho^|i-j|
+        rho = 0.5
+        for j in range(1, p):
+            X[:, j] = rho * X[:, j - 1] + np.sqrt(1 - rho * rho) * X[:, j]
+    return X
+
+
+def make_problem(problem: str, kind: str, n: int, p: int, ratio: float, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    X = design(n, p, kind, rng)
+    w0 = np.zeros(p)
+    support = rng.choice(p, max(1, p // 20), replace=False)
+    w0[support] = rng.standard_normal(len(support))
+    if problem == "group":
+        w0 = np.repeat(w0[::GROUP] != 0, GROUP)[:p] * rng.standard_normal(p)
+    y = X @ w0 + 0.1 * rng.standard_normal(n)
+    if problem == "logistic":
+        y = np.where(y >= 0, 1.0, -1.0)
+        lam_max = np.abs(X.T @ y).max() / 2
+    elif problem == "group":
+        lam_max = np.linalg.norm((X.T @ y).reshape(-1, GROUP), axis=1).max() / (n * np.sqrt(GROUP))
+    elif problem == "enet":
+        lam_max = np.abs(X.T @ y).max() / (n * L1_RATIO)
+    else:
+        lam_max = np.abs(X.T @ y).max() / n
+    return X, y, ratio * lam_max
+
+
+def objective(problem: str, X, y, lam: float, w: np.ndarray) -> float:
+    n = len(y)
+    if problem == "logistic":
+        return float(np.logaddexp(0, -y * (X @ w)).sum() / lam + np.abs(w).sum())
+    r = X @ w - y
+    ls = r @ r / (2 * n)
+    if problem == "enet":
+        return float(ls + lam * (L1_RATIO * np.abs(w).sum() + (1 - L1_RATIO) / 2 * w @ w))
+    if problem == "group":
+        return float(ls + lam * np.sqrt(GROUP) * np.linalg.norm(w.reshape(-1, GROUP), axis=1).sum())
+    return float(ls + lam * np.abs(w).sum())
+
+
+SPECS = {
+    "lasso": "minimize sum_squares(X @ w - y) / (2 * rows(X)) + lam * norm1(w)",
+    "enet": f"minimize sum_squares(X @ w - y) / (2 * rows(X)) + lam * elastic_net(w, a = {L1_RATIO}, "
+            f"b = {1 - L1_RATIO})",
+    "group": "minimize sum_squares(X @ w - y) / (2 * rows(X)) + lam * group_norm(w, groups = g)",
+    "logistic": "minimize sum(logistic(-y * (X @ w))) / lam + norm1(w)",
+}
+
+
+def regspec_program(problem: str, X, y, lam: float, tmp: Path):
+    import regspec
+    from regspec.backends.torch import lower as torch_lower
+
+    np.savez(tmp / "data.npz", X=X, y=y, g=np.repeat(np.arange(X.shape[1] // GROUP), GROUP))
+    text = ("problem bench {\n  data X = load(\"data.npz\", \"X\")\n  data y = load(\"data.npz\", \"y\")\n"
+            "  data g = load(\"data.npz\", \"g\")\n"
+            f"  param lam = {float(lam)!r} >= 0\n  var w[cols(X)]\n  {SPECS[problem]}\n}}\n")
+    (tmp / "bench.reg").write_text(text)
+    ir = regspec.load(tmp / "bench.reg").compiled(None).ir
+    return torch_lower.lower(ir)
+
+
+# ------------------------------------------------------------------------------------- methods
+def regspec_solver(program, working_set: bool | None):
+    import torch
+    from regspec.backends.torch import solve as torch_solve
+
+    def run(tol: float):
+        with torch.no_grad():
+            for v in program.variables():
+                v.zero_()
+        r = torch_solve.solve(program, tol=tol, working_set=working_set)
+        if r.status != "optimal":
+            raise RuntimeError(f"regspec status {r.status}")
+        return r.variables["w"], r.times["solve"], r
+    return run
+
+
+def sklearn_solver(problem: str, X, y, lam: float):
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.linear_model import ElasticNet, Lasso, LogisticRegression
+
+    def run(tol: float):
+        if problem == "lasso":
+            m = Lasso(alpha=lam, fit_intercept=False, tol=tol, max_iter=1_000_000)
+        elif problem == "enet":
+            m = ElasticNet(alpha=lam, l1_ratio=L1_RATIO, fit_intercept=False, tol=tol, max_iter=1_000_000)
+        elif problem == "logistic":
+            m = LogisticRegression(C=1.0 / lam, l1_ratio=1.0, solver="liblinear", fit_intercept=False, tol=tol,
+                                   max_iter=1_000_000)
+        else:
+            return None
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            warnings.simplefilter("ignore", FutureWarning)
+            warnings.simplefilter("ignore", UserWarning)
+            t0 = time.perf_counter()
+            m.fit(X, y)
+            wall = time.perf_counter() - t0
+        return np.ravel(m.coef_), wall, None
+    return run if problem != "group" else None
+
+
+def skglm_solver(problem: str, X, y, lam: float):
+    try:
+        import skglm  # noqa: F401
+    except ImportError:
+        return None
+    from skglm import ElasticNet, GroupLasso, Lasso
+    from skglm.estimators import SparseLogisticRegression
+
+    n, p = X.shape
+
+    def run(tol: float):
+        if problem == "lasso":
+            m = Lasso(alpha=lam, fit_intercept=False, tol=tol, max_iter=1000)
+        elif problem == "enet":
+            m = ElasticNet(alpha=lam, l1_ratio=L1_RATIO, fit_intercept=False, tol=tol, max_iter=1000)
+        elif problem == "group":
+            m = GroupLasso(groups=GROUP, alpha=lam, weights=np.full(p // GROUP, np.sqrt(GROUP)), fit_intercept=False,
+                           tol=tol, max_iter=1000)
+        else:  # skglm's datafit is the mean logistic loss: alpha = lam / n
+            m = SparseLogisticRegression(alpha=lam / n, fit_intercept=False, tol=tol, max_iter=1000)
+        t0 = time.perf_counter()
+        m.fit(X, y)
+        return np.ravel(m.coef_), time.perf_counter() - t0, None
+    return run
+
+
+def celer_solver(problem: str, X, y, lam: float):
+    try:
+        import celer  # noqa: F401
+    except ImportError:
+        return None
+    from celer import ElasticNet, GroupLasso, Lasso, LogisticRegression
+
+    p = X.shape[1]
+
+    def run(tol: float):
+        if problem == "lasso":
+            m = Lasso(alpha=lam, fit_intercept=False, tol=tol, max_iter=1000)
+        elif problem == "enet":
+            m = ElasticNet(alpha=lam, l1_ratio=L1_RATIO, fit_intercept=False, tol=tol, max_iter=1000)
+        elif problem == "group":
+            m = GroupLasso(groups=GROUP, alpha=lam, weights=np.full(p // GROUP, np.sqrt(GROUP)), fit_intercept=False,
+                           tol=tol, max_iter=1000)
+        else:
+            m = LogisticRegression(C=1.0 / lam, fit_intercept=False, tol=tol, max_iter=1000)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            t0 = time.perf_counter()
+            m.fit(X, y)
+        return np.ravel(m.coef_), time.perf_counter() - t0, None
+    return run
+
+
+# ----------------------------------------------------------------------------------- measuring
+def first_matching(run, ladder, f, f_star: float, gap: float, repeat: int):
+    """(setting, gap, best time, extra) at the loosest setting of the ladder within ``gap`` of f*."""
+    for tol in ladder:
+        try:
+            w, _, extra = run(tol)
+        except Exception as e:  # noqa: BLE001 - reported, not raised
+            return None, f"failed: {e}"
+        g = (f(w) - f_star) / abs(f_star)
+        if g <= gap:
+            best = min(run(tol)[1] for _ in range(repeat))
+            return (tol, g, best, extra), ""
+    return None, "no setting reached the gap"
+
+
+def one_case(problem: str, kind: str, ratio: float, args, tmp: Path) -> dict:
+    X, y, lam = make_problem(problem, kind, args.n, args.p, ratio)
+    f = lambda w: objective(problem, X, y, lam, w)  # noqa: E731
+    program = regspec_program(problem, X, y, lam, tmp)
+    methods = {"regspec": regspec_solver(program, None)}
+    if args.plain_fista:
+        methods["regspec plain FISTA"] = regspec_solver(program, False)
+    for name, make in (("sklearn", sklearn_solver), ("skglm", skglm_solver), ("celer", celer_solver)):
+        run = make(problem, X, y, lam)
+        if run is not None:
+            methods[name] = run
+    # tight references (also the warm-up of every method: imports, numba's compile)
+    refs = {}
+    for name, run in methods.items():
+        try:
+            refs[name] = f(run(1e-10 if name.startswith("regspec") else BASE_LADDER[-1])[0])
+        except Exception as e:  # noqa: BLE001
+            print(f"    {name}: reference run failed: {e}")
+    f_star = min(refs.values())
+    out = {"problem": problem, "design": kind, "ratio": ratio, "f_star": f_star, "rows": {}}
+    for name, run in methods.items():
+        ladder = REGSPEC_LADDER if name.startswith("regspec") else BASE_LADDER
+        found, why = first_matching(run, ladder, f, f_star, args.gap, args.repeat)
+        out["rows"][name] = found if found is not None else why
+    return out
+
+
+def report(case: dict) -> tuple[float | None, str]:
+    rows = case["rows"]
+    print(f"\n{case['problem']} {case['design']} lam = {case['ratio']} lam_max (f* = {case['f_star']:.12g})")
+    for name, row in rows.items():
+        if isinstance(row, str):
+            print(f"  {name:<20} {row}")
+            continue
+        tol, g, wall, extra = row
+        note = ""
+        if extra is not None and "working_set" in extra.info:
+            ws = extra.info["working_set"]
+            note = f"  {extra.iterations} it, {ws['outer_iterations']} outer, working sets {ws['sizes']}"
+        elif extra is not None:
+            note = f"  {extra.iterations} it"
+        print(f"  {name:<20} tol={tol:<8g} gap {g:9.1e} {wall:9.4f} s{note}")
+    base = {k: v for k, v in rows.items() if not k.startswith("regspec") and not isinstance(v, str)}
+    if isinstance(rows.get("regspec"), str) or not base:
+        return None, ""
+    best = min(base, key=lambda k: base[k][2])
+    ratio = rows["regspec"][2] / base[best][2]
+    print(f"  ratio regspec / best baseline ({best}): {ratio:.2f}x (target <= 1.5x)")
+    return ratio, best
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--n", type=int, default=2000)
+    ap.add_argument("--p", type=int, default=2000)
+    ap.add_argument("--quick", action="store_true", help="n = p = 500")
+    ap.add_argument("--problems", default="lasso,enet,group,logistic")
+    ap.add_argument("--designs", default="gaussian,toeplitz")
+    ap.add_argument("--ratios", default="0.5,0.1,0.01")
+    ap.add_argument("--gap", type=float, default=1e-6)
+    ap.add_argument("--repeat", type=int, default=2)
+    ap.add_argument("--plain-fista", action="store_true", help="also time the torch backend without working sets")
+    args = ap.parse_args()
+    if args.quick:
+        args.n = args.p = 500
+    import torch
+
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
+                            text=True).stdout.strip()
+    print(f"working sets bench at {commit}: n = {args.n}, p = {args.p}, gap {args.gap:g}; machine "
+          f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__} "
+          f"({torch.get_num_threads()} threads)")
+    tmp = Path(tempfile.mkdtemp(prefix="bench_ws_"))
+    summary = []
+    for problem in args.problems.split(","):
+        for kind in args.designs.split(","):
+            for ratio in (float(r) for r in args.ratios.split(",")):
+                case = one_case(problem, kind, ratio, args, tmp)
+                summary.append((problem, kind, ratio, *report(case)))
+    print("\nsummary: regspec / best baseline at the same gap")
+    for problem, kind, ratio, r, best in summary:
+        print(f"  {problem:<9} {kind:<9} {ratio:<5g} " + (f"{r:6.2f}x vs {best}" if r is not None else "  n/a"))
+
+
+if __name__ == "__main__":
+    main()
