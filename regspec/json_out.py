@@ -173,6 +173,8 @@ def plan_json(spec_path: str, train: str | None) -> dict[str, Any]:
     doc["activation_taps"] = b.tap_path
     doc["rewrites"] = [{"line": rb.rewrite.span.line if rb.rewrite.span else None, "text": rb.rewrite.text,
                         "replaced": rb.count, "modules": list(rb.modules)} for rb in b.rewrites]
+    if getattr(b, "weights", None) is not None:   # init, reparametrize, freeze: what trains
+        doc["weights"] = b.weights.to_json(b.model)
     frozen = {n for n, p in b.model.named_parameters() if not p.requires_grad}
     for entry, tb in zip(doc["terms"], b.terms):
         entry["matches"] = [{"name": n, "shape": list(tb.shapes.get(n, ())) or None,

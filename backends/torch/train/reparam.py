@@ -33,7 +33,7 @@ from torch.nn.utils import parametrize
 
 from regspec.diagnostics import Span, error
 
-from .selectors import select_params
+from .selectors import match_names, select_params
 
 __all__ = ["WeightStep", "WeightsReport", "steps_from_plan", "apply_plan_weights", "apply_weights", "load_init", "merged_state_dict",
            "trained_summary", "LowRank", "SVDMinor", "SubspaceBlock", "fwht"]
@@ -180,6 +180,23 @@ class WeightsReport:
         return out
 
 
+    def to_json(self, model: nn.Module) -> dict[str, Any]:
+        """The same facts as ``lines``, as data (``regspec plan --json``)."""
+        params = dict(model.named_parameters())
+        steps = []
+        for step, matched, new in self.steps:
+            entry: dict[str, Any] = {"line": step.span.line if step.span else None, "text": step.text,
+                                     "statement": step.stmt, "form": step.form, "options": dict(step.options)}
+            if step.form is None:
+                entry["frozen"] = list(matched)
+            else:
+                entry["matches"] = [{"name": n, "shape": list(params_shape(model, n))} for n in matched]
+                entry["trains"] = [{"name": n, "shape": list(params[n].shape)} for n in new
+                                   if n in params and params[n].requires_grad]
+            steps.append(entry)
+        return {"init": self.init, "statements": steps, **trained_summary(model)}
+
+
 def _dims(shape: Sequence[int]) -> str:
     return "[" + ", ".join(str(d) for d in shape) + "]"
 
@@ -284,10 +301,18 @@ def _targets(model: nn.Module, step: WeightStep) -> list[str]:
     matrix forms, a rank that fits)."""
     from regspec.compiler.reparam_plan import REPARAM_FORMS
 
+    if step.pattern is not None:
+        done = match_names(_parametrized_names(model), step.pattern, step.span)
+        if done:
+            raise error(f"{', '.join(done[:4])} {'is' if len(done) == 1 else 'are'} already reparametrized by an "
+                        "earlier statement; a tensor takes one reparametrization", step.span,
+                        ["select the tensors of that reparametrization by their names, e.g. "
+                         f"{done[0].rpartition('.')[0] + '.' if '.' in done[0] else ''}parametrizations."
+                         f"{done[0].rpartition('.')[2]}.0.*"])
     hits = select_params(model, step.pattern, step.type, span=step.span)
     plain = [(n, p) for n, p in hits if ".parametrizations." not in f".{n}"]
     if not plain:
-        raise error(f"`{step.text}`: every tensor it matches is already reparametrized", step.span,
+        raise error("every tensor the selector matches belongs to an earlier reparametrization", step.span,
                     [f"matched: {', '.join(n for n, _ in hits[:6])}", "a tensor takes one reparametrization"])
     entry = REPARAM_FORMS[step.form or ""]
     if entry.matrix:
@@ -306,6 +331,12 @@ def _targets(model: nn.Module, step: WeightStep) -> list[str]:
                     raise error(f"`{step.form}` rank {rank} is larger than {n} allows: it is a {m} x {k} matrix "
                                 f"(rank at most {min(m, k)})", step.span)
     return [n for n, _ in plain]
+
+
+def _parametrized_names(model: nn.Module) -> list[str]:
+    """``<module>.<tensor>`` of every parametrized tensor (the name it had before)."""
+    return [f"{m}.{attr}" if m else attr for m, mod in model.named_modules() if parametrize.is_parametrized(mod)
+            for attr in mod.parametrizations]
 
 
 def _apply_matrix_form(model: nn.Module, name: str, step: WeightStep) -> None:
