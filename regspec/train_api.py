@@ -66,6 +66,10 @@ def attach(spec: Any, model: Any, optimizer: Any = None, *, train: str | None = 
     ``.start_epoch(e)`` is optional then (it realigns the clock when an epoch is cut short).
     The block may omit ``model`` and ``data``; its ``model``, ``data`` and ``optimizer``
     statements are not used, except that ``optimizer(prox_metric = ...)`` is honoured.
+    Its ``init``, ``reparametrize`` and ``freeze`` statements change ``model`` in place
+    (torch.nn.utils.parametrize; see backends/torch/train/reparam.py): the new trainable tensors
+    (low-rank factors, a subspace's z...) join ``optimizer`` as a parameter group, and
+    ``regspec.backends.torch.train.reparam.merged_state_dict(model)`` gives the plain weights.
     """
     from regspec.backends.torch.train.bind import bind_plan
     from regspec.backends.torch.train.regularizer import Regularizer
