@@ -347,3 +347,29 @@ def test_fine_tuning_specs(tmp_path, name, trainable):
     assert summary["trained"]["model_parameters"] == 8970
     net = regspec.load_trained(tmp_path / "run")
     assert sum(p.numel() for p in net.parameters()) == 8970
+
+
+def test_conv_weights_are_rows_by_rest():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(2, 4, 3), nn.ReLU(), nn.Conv2d(4, 3, 3)).double()
+    x = torch.randn(2, 2, 7, 7, dtype=torch.float64)
+    y0 = model(x).detach()
+    reg = _attach('reparametrize param("0.weight") as low_rank(rank = 2)\n'
+                  'reparametrize param("2.weight") as svd_minor(rank = 1)', model)
+    torch.testing.assert_close(reg.module(x), y0, rtol=0, atol=1e-12)
+    f = reg.module[0].parametrizations.weight[0]
+    assert f.A.shape == (2, 2 * 9) and f.B.shape == (4, 2)
+    with pytest.raises(RegspecError, match="orthogonal` takes 2-D weights"):
+        _attach('reparametrize param("0.weight") as orthogonal', nn.Sequential(nn.Conv2d(2, 4, 3)))
+
+
+def test_plan_json_lists_what_trains(tmp_path):
+    from regspec.json_out import plan_json
+
+    spec = _spec_dir(tmp_path, BODY)
+    doc = plan_json(str(spec), None)["weights"]
+    assert doc["trainable_parameters"] == 2 * 24 + 20 + 4 and doc["init"].endswith("pre.pt")
+    first = doc["statements"][1]
+    assert first["form"] == "low_rank" and first["options"] == {"rank": 2, "alpha": 4.0}
+    assert [t["name"] for t in first["trains"]] == ["layers.0.parametrizations.weight.0.A",
+                                                    "layers.0.parametrizations.weight.0.B"]

@@ -323,6 +323,11 @@ def _targets(model: nn.Module, step: WeightStep) -> list[str]:
                         + ("no matrix" if not matrices else f"{len(vectors)} tensor(s) that are not"), step.span,
                         [f"matched: {', '.join(vectors[:6])}" + (", ..." if len(vectors) > 6 else ""),
                          'select weights only, e.g. param("**.weight") or param(type = Linear)'])
+        if step.form == "orthogonal":
+            deep = [f"{n} {tuple(p.shape)}" for n, p in plain if p.dim() > 2]
+            if deep:
+                raise error("`orthogonal` takes 2-D weights (torch's orthogonal reads more dimensions as a batch "
+                            f"of small matrices, not as rows x rest): {', '.join(deep[:4])}", step.span)
         rank = step.options.get("rank")
         if rank is not None:
             for n, p in plain:
