@@ -1493,3 +1493,6 @@ def check_train(spec: ast.Spec, name: str) -> str:
 
 
 PlanFn = Callable[[ast.Spec, "str | None"], TrainPlan]
+    if plan.init is not None or plan.reparams:   # what trains (compiler/reparam_plan.py)
+        parts.append(", ".join(([f"init {plan.init.path}"] if plan.init is not None else [])
+                               + [r.form_text() for r in plan.reparams]))
