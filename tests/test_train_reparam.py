@@ -373,3 +373,13 @@ def test_plan_json_lists_what_trains(tmp_path):
     assert first["form"] == "low_rank" and first["options"] == {"rank": 2, "alpha": 4.0}
     assert [t["name"] for t in first["trains"]] == ["layers.0.parametrizations.weight.0.A",
                                                     "layers.0.parametrizations.weight.0.B"]
+
+
+def test_frozen_tensors_are_left_alone_by_prox_steps():
+    model = _net()
+    before = model[2].weight.detach().clone()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    reg = _attach('freeze param("2.weight")\nregularize l1(param("*.weight")) * 10 via prox', model, opt)
+    _steps(reg.module, opt, 2)
+    assert torch.equal(model[2].weight, before)           # frozen: no gradient step, no prox
+    assert (model[0].weight == 0).float().mean() > 0.5    # the other weight is shrunk to zeros
