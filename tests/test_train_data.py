@@ -161,3 +161,41 @@ def test_user_loaders(tmp_path, monkeypatch):
         build_data("rs_userdata:bad")
     with pytest.raises(RegspecError, match="did you mean `make_loaders`"):
         build_data("rs_userdata:make_loader")
+
+
+def test_plan_text_with_user_loaders_names_no_unknown_counts(tmp_path, monkeypatch):
+    """A user's loaders need not expose their row counts: plan says so instead of printing None."""
+    from regspec.train_api import plan_text
+
+    (tmp_path / "rs_userdata_plan.py").write_text(textwrap.dedent(USER_DATA))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    spec = tmp_path / "user.reg"
+    spec.write_text(
+        'train t {\n'
+        '  model linear(out = 2)\n'
+        '  data "rs_userdata_plan:make_loaders"(n = 40)\n'
+        '  batch 8\n'
+        '  loss cross_entropy\n'
+        '  optimizer sgd(lr = 0.1)\n'
+        '  epochs 1\n'
+        '}\n')
+    text = plan_text(str(spec))
+    data_line = next(line for line in text.splitlines() if line.strip().startswith("data"))
+    assert "None" not in data_line
+    assert "steps per epoch" in data_line
+
+
+def test_loader_keyword_repeating_a_block_statement_is_located(tmp_path, monkeypatch):
+    from regspec.diagnostics import RegspecError
+    from regspec.train_api import plan_text
+
+    (tmp_path / "rs_userdata_dup.py").write_text(textwrap.dedent(USER_DATA))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    spec = tmp_path / "dup.reg"
+    spec.write_text('train t {\n  model linear(out = 2)\n  data "rs_userdata_dup:make_loaders"(batch = 8)\n'
+                    '  loss cross_entropy\n  optimizer sgd(lr = 0.1)\n  epochs 1\n}\n')
+    with pytest.raises(RegspecError) as e:
+        plan_text(str(spec))
+    first = e.value.first
+    assert first.span is not None and first.span.line == 3
+    assert "`batch N` statement" in first.message

@@ -56,6 +56,11 @@ def make_data(plan: TrainPlan, *, batch: int | str | None = None, seed: int | No
                 raise
             raise error(first.message, d.span, first.notes) from None
     kwargs = dict(d.kwargs)
+    for key in ("batch", "seed"):
+        if key in kwargs:  # the block's own statement sets it, and the data source receives it
+            raise error(f"`{key} = ...` here repeats the train block's `{key} N` statement",
+                        d.span, [f"write `{key} {kwargs[key]}` as a statement of the train block; "
+                                 f"{d.name} receives it as `{key}`"])
     split = kwargs.pop("split", 0.8)
     return build_data(d.name, split=split, batch=full_batch(b), seed=s, span=d.span, **kwargs)
 

@@ -33,7 +33,10 @@ def describe(asm: Assembled) -> str:
     filled = f"  (from the data: {', '.join(asm.filled)})" if asm.filled else ""
     out.append(f"  model      {plan.model.text}  [{type(b.model).__name__}, {n_params:,} parameters]{filled}")
     d = asm.data
-    out.append(f"  data       {plan.data.text}: {d.task}, {d.n_train} train / {d.n_val} validation rows, "
+    rows = (f"{d.n_train} train / {d.n_val} validation rows" if d.n_train is not None
+            else "rows from the user's loaders")  # a user loader need not know its length
+    task = f"{d.task}, " if d.task else ""
+    out.append(f"  data       {plan.data.text}: {task}{rows}, "
                f"batch {d.batch if plan.batch != 'full' else 'full'}, {asm.steps_per_epoch} steps per epoch")
     for line in asm.user_code:  # an import path runs the user's code: say which and from where
         out.append(f"  user code  {line}")
