@@ -30,22 +30,22 @@ from regspec import ast
 from regspec.diagnostics import Diagnostic, RegspecError, Span, did_you_mean, error
 
 __all__ = [
-    "TermEntry", "SetEntry", "TERMS", "TERM_ALIASES", "SETS", "SCHEDULE_NAMES",
+    "TermEntry", "train_atom", "term_entry", "train_set", "SCHEDULE_NAMES",
     "Selector", "ScheduleRef", "GatePlan", "CallPlan", "RewritePlan", "TermPlan", "TrainPlan",
     "plan_train", "select_train", "span_text",
 ]
 
 
-# ------------------------------------------------------------------ vocabulary
+# ------------------------------------------------------------------ vocabulary: the one catalogue
 @dataclass(frozen=True)
 class TermEntry:
-    """A regularizer usable in a train block.
+    """The training view of a catalogue atom used directly, ``atom(selector, options)`` (derived
+    from the atom and its ``train`` declaration by ``term_entry``; not a table of its own).
 
     ``kernel`` names the prox in ``backends/torch/prox.py`` (None: loss only); ``penalty`` names
-    the loss-side evaluation in the runtime; ``separable`` says whether the prox acts entry by
-    entry (such proxes may use per-coordinate steps after Adam, see the runtime's step rule);
-    ``options`` lists the keyword options and defaults; ``positional`` names extra positional
-    options; ``targets`` the selector kinds allowed; ``math`` is printed by ``regspec plan``.
+    the runtime's evaluation; ``separable``: the prox acts entry by entry (per-coordinate steps
+    after Adam are exact); ``options``: the direct term's options and defaults; ``targets``: the
+    selector kinds it takes; ``math`` is printed by ``regspec plan``.
     """
 
     name: str
@@ -59,87 +59,31 @@ class TermEntry:
     positional: tuple[str, ...] = ()
     targets: tuple[str, ...] = ("param",)
     default: str | None = None  # overrides the smooth/nonsmooth default lowering
-    atom: str | None = None     # the catalogue atom this term denotes, when there is one
+    atom: str | None = None     # the catalogue atom this term denotes
 
 
-TERMS: dict[str, TermEntry] = {e.name: e for e in [
-    TermEntry("l1", "sum_i |x_i|", False, "l1", "l1", separable=True,
-              targets=("param", "act", "output"), atom="norm1"),
-    TermEntry("l2", "||x||_2 (whole tensor)", False, "l2", "l2", atom="norm2"),
-    TermEntry("linf", "max_i |x_i|", False, "linf", "linf", atom="norm_inf"),
-    TermEntry("l2sq", "(1/2) ||x||^2", True, "l2sq", "l2sq", separable=True,
-              targets=("param", "act", "output")),
-    TermEntry("sum_squares", "||x||^2", True, "sum_squares", "sum_squares", separable=True,
-              targets=("param", "act", "output"), atom="sum_squares"),
-    TermEntry("weight_decay", "(1/2) ||x||^2 as the decoupled step x <- x / (1 + lr*lam) (AdamW)", True,
-              "l2sq", "l2sq", separable=True, default="prox"),
-    TermEntry("elastic_net", "a ||x||_1 + (b/2) ||x||^2", False, "elastic_net", "elastic_net",
-              separable=True, options={"a": 1.0, "b": 1.0}, atom="elastic_net"),
-    TermEntry("group_l2", "sum_g sqrt(|g|) ||x_g||_2", False, "group_l2", "group_l2",
-              options={"groups": "rows"}, atom="group_l2"),
-    TermEntry("nuclear", "sum_i sigma_i(W), W = x.reshape(C_out, -1)", False, "nuclear", "nuclear",
-              matrix=True, atom="nuclear_norm"),
-    TermEntry("spectral_norm", "sigma_max(W), W = x.reshape(C_out, -1)", False, "spectral_norm",
-              "spectral_norm", matrix=True, atom="spectral_norm"),
-    TermEntry("anchor_l2", "(1/2) ||x - x_init||^2 (L2-SP, anchor = the initial weights)", True,
-              "anchor_l2", "anchor_l2", separable=True),
-    TermEntry("orthogonality", "||G - I||_F^2, G = W W^T (or W^T W, the smaller side)", True, None,
-              "orthogonality", options={"mode": "full", "groups": None}),
-    TermEntry("flops", "sum_l sum_j (mean_i |a_l[i, j]|)^2", True, None, "flops", targets=("act", "output")),
-    TermEntry("jacobian_fro", "(1/2) mean_i ||J_f(x_i)||_F^2 (Hutchinson, n_proj draws)", True, None,
-              "jacobian_fro", options={"n_proj": 1}, targets=("output",)),
-]}
+def train_atom(name: str) -> Any:
+    """The catalogue atom a call names (aliases resolved) when it has a direct training use, else None."""
+    from regspec.compiler.catalogue import ALIASES, ATOMS
 
-#: other spellings of the same terms (catalogue atom names map to the training names)
-TERM_ALIASES = {"norm1": "l1", "norm2": "l2", "norm_inf": "linf", "nuclear_norm": "nuclear",
-                "group_norm": "group_l2", "norm_21": "group_l2", "l2_sp": "anchor_l2"}
+    atom = ATOMS.get(ALIASES.get(name, name))
+    return atom if atom is not None and atom.train is not None else None
 
 
-@dataclass(frozen=True)
-class SetEntry:
-    """A set for ``constrain``: its projection kernel and how its arguments map to the kernel's
-    hyperparameters (``args``: positional names in order; ``aliases``: catalogue names)."""
-
-    name: str
-    math: str
-    kernel: str
-    args: tuple[str, ...] = ()
-    defaults: dict[str, Any] = field(default_factory=dict)
-    fixed: dict[str, Any] = field(default_factory=dict)
-    aliases: dict[str, str] = field(default_factory=dict)
-    matrix: bool = False
-    convex: bool = True
-    integer: tuple[str, ...] = ()
-    shrinks: tuple[str, ...] = ()  # "entries" / "spectrum": see ENTRY_SHRINKING, SPECTRUM_SHRINKING
+def term_entry(atom: Any) -> TermEntry:
+    """The training view of a catalogue atom with a ``train`` declaration."""
+    use = atom.train
+    kernel = atom.prox.kernel if atom.prox is not None and not atom.prox.negated else None
+    return TermEntry(use.kind, atom.doc, atom.smooth, kernel, use.kind, separable=use.separable, matrix=use.matrix,
+                     options=dict(use.options), targets=use.targets, default=use.default, atom=atom.name)
 
 
-SETS: dict[str, SetEntry] = {e.name: e for e in [
-    SetEntry("nonneg", "x >= 0", "nonneg", shrinks=("entries",)),
-    SetEntry("nonpos", "x <= 0", "box", fixed={"lo": None, "hi": 0.0}, shrinks=("entries",)),
-    SetEntry("box", "lo <= x <= hi", "box", ("lo", "hi"), {"lo": None, "hi": None}, shrinks=("entries",)),
-    SetEntry("l1_ball", "||x||_1 <= r", "l1_ball", ("radius",), {"radius": 1.0}, aliases={"r": "radius"},
-             shrinks=("entries",)),
-    SetEntry("l2_ball", "||x||_2 <= r", "l2_ball", ("radius",), {"radius": 1.0}, aliases={"r": "radius"},
-             shrinks=("entries", "spectrum")),
-    SetEntry("linf_ball", "|x_i| <= r", "linf_ball", ("radius",), {"radius": 1.0}, aliases={"r": "radius"},
-             shrinks=("entries",)),
-    SetEntry("simplex", "x >= 0, sum x = r", "simplex", ("radius",), {"radius": 1.0}, {"dim": None},
-             aliases={"r": "radius"}),
-    SetEntry("spectral_ball", "sigma_max(W) <= r", "spectral_ball", ("radius",), {"radius": 1.0},
-             aliases={"r": "radius", "c": "radius"}, matrix=True, shrinks=("spectrum",)),
-    SetEntry("nuclear_ball", "||W||_* <= r", "nuclear_ball", ("radius",), {"radius": 1.0},
-             aliases={"r": "radius"}, matrix=True, shrinks=("spectrum",)),
-    SetEntry("psd", "W symmetric PSD", "psd", matrix=True),
-    SetEntry("top_k", "||x||_0 <= k (the k largest |x_i| kept)", "top_k", ("k",), convex=False, integer=("k",),
-             shrinks=("entries",)),
-    SetEntry("nm_sparse", "at most N nonzeros in every M consecutive inputs", "nm_sparse", ("n", "m"),
-             matrix=True, convex=False, integer=("n", "m"), aliases={"N": "n", "M": "m"}, shrinks=("entries",)),
-    SetEntry("low_rank", "rank(W) <= k", "low_rank", ("k",), matrix=True, convex=False, integer=("k",),
-             shrinks=("spectrum",)),
-    SetEntry("sphere", "||x||_2 = r", "sphere", ("radius",), {"radius": 1.0}, aliases={"r": "radius"},
-             convex=False),
-    SetEntry("stiefel", "W W^T = I (or W^T W = I)", "stiefel", matrix=True, convex=False),
-]}
+def train_set(name: str) -> Any:
+    """The catalogue set ``constrain ... in NAME`` names, or None."""
+    from regspec.compiler.catalogue import SETS
+
+    return SETS.get(name)
+
 
 # Names of the training building blocks, declared here without torch so that `regspec check` can
 # validate a train block; the torch modules bind each name to its implementation and check at
@@ -563,9 +507,29 @@ def _is_schedule(e: ast.Expr) -> bool:
 
 
 def _is_term_call(e: ast.Expr) -> bool:
+    """A call of a catalogue atom with a direct training use (``l1(...)``, ``group_l2(...)``)."""
     if not (isinstance(e, ast.Call) and isinstance(e.func, ast.Name)):
         return False
-    return e.func.id in TERMS or e.func.id in TERM_ALIASES
+    return train_atom(e.func.id) is not None
+
+
+def _is_direct_use(e: ast.Call) -> bool:
+    """Whether ``atom(selector, options)`` is the atom's direct training use: its options are
+    the use's own (a keyword or positional argument the use does not take, but the atom does,
+    makes it an expression evaluated through the atom's torch lowering). Unknown options stay
+    direct so that the error names the term's options."""
+    from regspec.compiler.train_terms import selector_key
+
+    atom = train_atom(e.func.id)  # type: ignore[union-attr]
+    options = dict(atom.train.options)
+    if len(e.args) > 1 and atom.positional_kw:
+        return False
+    for k in e.kwargs:
+        if k.name not in options and (k.name in atom.static or k.name in atom.tensor_kwargs):
+            return False
+    key = selector_key(e.args[0]) if e.args else None
+    # a selector kind the direct use does not take (nuclear_norm(act(...))): the atom per sample
+    return key is None or key[0] in atom.train.targets
 
 
 # ------------------------------------------------------------------ the planner
@@ -825,7 +789,8 @@ class _Planner:
             return [self.legacy_term(s, plan)]  # says what a term needs
         core, inverted = with_sel[0]
         if len(with_sel) == 1 and not inverted and _is_term_call(core) and core.args \
-                and selector_key(core.args[0]) is not None and not any(selector_nodes(a) for a in core.args[1:]):
+                and selector_key(core.args[0]) is not None and not any(selector_nodes(a) for a in core.args[1:]) \
+                and _is_direct_use(core):  # type: ignore[arg-type]
             return [self.legacy_term(s, plan)]
         if any(inv for _, inv in with_sel):
             raise error("a term over tensors cannot divide", next(f for f, inv in with_sel if inv).span)
@@ -901,11 +866,14 @@ class _Planner:
         terms = [f for f, inv in factors if _is_term_call(f)]
         if not terms:
             head = next((f for f, _ in factors if isinstance(f, ast.Call) and isinstance(f.func, ast.Name)), None)
-            if head is not None:
+            if head is not None and train_atom(head.func.id) is None:  # type: ignore[union-attr]
                 name = head.func.id  # type: ignore[union-attr]
-                raise error(f"unknown regularizer `{name}`", head.func.span,
-                            did_you_mean(name, [*TERMS, *TERM_ALIASES]) + ["regularizers: " + ", ".join(TERMS)])
-            raise error("`regularize` expects a regularizer call, e.g. `l1(param(\"head.weight\")) * 1e-4`", s.term.span)
+                raise _as_regularizer_error(error(f"unknown atom `{name}`", head.func.span))
+            if head is not None:
+                raise error(f"{head.func_name}(...) needs a target: param(...), act(...) or output",  # type: ignore
+                            head.span)
+            raise error("`regularize` expects a term over tensors, e.g. `l1(param(\"head.weight\")) * 1e-4` or "
+                        "`sum_squares(param(\"a\") - param(\"b\"))`", s.term.span)
         if len(terms) > 1:
             raise error("one regularizer per `regularize` statement", terms[1].span)
         call: ast.Call = terms[0]  # type: ignore[assignment]
@@ -918,26 +886,18 @@ class _Planner:
             weight = self.values.scalar(expr, "the weight")
             if isinstance(weight, float) and weight < 0:
                 raise error(f"a regularizer's weight must be nonnegative, got {weight:g}", expr.span)
-        name = TERM_ALIASES.get(call.func.id, call.func.id)  # type: ignore[union-attr]
-        entry = TERMS[name]
+        entry = term_entry(train_atom(call.func.id))  # type: ignore[union-attr]
+        name = entry.name
         if not call.args:
             raise error(f"{call.func_name}(...) needs a target: param(...), act(...) or output", call.span)
         target = self.selector(call.args[0], entry.targets, f"`{call.func_name}`")
         options = dict(entry.options)
-        if call.func.id == "norm_21":  # type: ignore[union-attr]
-            options["groups"] = "rows"
         extra_pos = call.args[1:]
         if extra_pos:
             raise error(f"{call.func_name}(...) takes its target positionally and options as keywords",
                         extra_pos[0].span, [f"options: {', '.join(entry.options) or 'none'}"])
         for k in call.kwargs:
             key = k.name
-            if call.func.id == "norm_21" and key == "axis":  # type: ignore[union-attr]
-                axis = self.values.integer(k.value, "`axis`")
-                options["groups"] = "rows" if axis == 1 else "cols"
-                continue
-            if key == "w" and name == "group_l2":
-                raise error("group weights other than sqrt(|g|) are not supported in train blocks", k.span)
             if key not in entry.options:
                 raise error(f"{call.func_name}(...) has no option `{key}`", k.span,
                             did_you_mean(key, entry.options) + [f"options: {', '.join(entry.options) or 'none'}"])
@@ -1011,41 +971,58 @@ class _Planner:
             name, args, kwargs, name_span = e.func.id, e.args, e.kwargs, e.func.span
         else:
             raise error("a constraint set is a name or a call, e.g. `spectral_ball(1.0)`", e.span)
-        if name not in SETS:
+        entry = train_set(name)
+        if entry is None:
+            from regspec.compiler.catalogue import SETS
+
             raise error(f"unknown set `{name}`", name_span, did_you_mean(name, SETS) + ["sets: " + ", ".join(SETS)])
-        entry = SETS[name]
-        hyper: dict[str, Any] = dict(entry.defaults)
-        if len(args) > len(entry.args):
-            raise error(f"{name} takes {len(entry.args)} argument(s) ({', '.join(entry.args) or 'none'})",
-                        args[len(entry.args)].span)
-        given: list[tuple[str, ast.Expr]] = list(zip(entry.args, args))
+        if entry.projection is None:
+            from regspec.compiler.catalogue import SETS
+
+            raise error(f"`{name}` has no projection kernel, so `constrain` cannot keep a tensor in it", name_span,
+                        [entry.lacks.get("torch", "no projection in the torch kernel registry"),
+                         "sets with a projection: " + ", ".join(n for n, x in SETS.items() if x.projection)])
+        hyper = self.set_arguments(entry, args, kwargs, e)
+        gate = self.gate(s.gates)
+        why = f"projection onto {name} ({'convex' if entry.convex else 'nonconvex'}) after the optimizer step"
+        return TermPlan("constrain", name, target, 1.0, _set_kernel_hyper(entry, hyper), "projection",
+                        entry.projection, None, why, None, gate, entry.matrix_view, False, entry.doc, s.span,
+                        span_text(s.span), atom_kw=hyper)
+
+    def set_arguments(self, entry: Any, args: list[ast.Expr], kwargs: list[ast.Keyword], e: ast.Expr
+                      ) -> dict[str, Any]:
+        """A catalogue set's arguments by position and keyword (numbers, schedules, lists)."""
+        name, positional = entry.name, entry.positional
+        hyper: dict[str, Any] = dict(entry.static)
+        if len(args) > len(positional):
+            raise error(f"{name} takes {len(positional)} argument(s) ({', '.join(positional) or 'none'})",
+                        args[len(positional)].span)
+        given: list[tuple[str, ast.Expr]] = list(zip(positional, args))
         for k in kwargs:
-            key = entry.aliases.get(k.name, k.name)
-            if key not in entry.args:
+            key = entry.arg_aliases.get(k.name, k.name)
+            if key not in entry.static:
                 raise error(f"{name}(...) has no argument `{k.name}`", k.span,
-                            did_you_mean(k.name, [*entry.args, *entry.aliases]) +
-                            [f"arguments: {', '.join(entry.args) or 'none'}"])
+                            did_you_mean(k.name, [*entry.static, *entry.arg_aliases]) +
+                            [f"arguments: {', '.join(entry.static) or 'none'}"])
             given.append((key, k.value))
         for key, v in given:
-            if key in entry.integer:
+            if key in entry.integer_args:
                 hyper[key] = self.values.integer(v, f"`{key}` of {name}", 0)
             elif isinstance(v, ast.Name) and v.id in ("none", "None"):
                 hyper[key] = None
+            elif isinstance(v, ast.ListExpr):
+                hyper[key] = self.values.value(v, f"`{key}` of {name}")
             else:
                 hyper[key] = self.values.scalar(v, f"`{key}` of {name}")
-        missing = [a for a in entry.args if a not in hyper]
+        missing = [a for a in positional if hyper.get(a) is None and name != "box"]
         if missing:
             raise error(f"{name} needs {', '.join(f'`{m}`' for m in missing)}", e.span,
-                        [f"e.g. {name}({', '.join(entry.args)})"])
+                        [f"e.g. {name}({', '.join(positional)})"])
         if name == "nm_sparse" and not (0 < hyper["n"] <= hyper["m"]):
             raise error(f"nm_sparse(N, M) needs 0 < N <= M, got N = {hyper['n']}, M = {hyper['m']}", e.span)
         if name == "box" and hyper.get("lo") is None and hyper.get("hi") is None:
             raise error("box(lo, hi) needs at least one bound", e.span)
-        hyper.update(entry.fixed)
-        gate = self.gate(s.gates)
-        why = f"projection onto {name} ({'convex' if entry.convex else 'nonconvex'}) after the optimizer step"
-        return TermPlan("constrain", name, target, 1.0, hyper, "projection", entry.kernel, None, why, None, gate,
-                        entry.matrix, False, entry.math, s.span, span_text(s.span))
+        return hyper
 
     def gate(self, gates: list[ast.Gate]) -> GatePlan | None:
         if not gates:
@@ -1155,8 +1132,37 @@ def _as_regularizer_error(exc: RegspecError) -> RegspecError:
 
     name = d.message.split("`")[1]
     notes = [n for n in d.notes if not n.startswith("did you mean")]
-    known = [n for n in [*ATOMS, *ALIASES, *TERMS, *TERM_ALIASES] if not ATOMS.get(n) or not ATOMS[n].constant_only]
+    known = [n for n in [*ATOMS, *ALIASES] if not ATOMS.get(ALIASES.get(n, n)).constant_only]
     return error(f"unknown regularizer `{name}`", d.span, did_you_mean(name, known) + notes)
+
+
+def _catalogue_sets() -> dict[str, Any]:
+    from regspec.compiler.catalogue import SETS
+
+    return SETS
+
+
+def _set_kernel_hyper(entry: Any, hyper: dict[str, Any]) -> dict[str, Any]:
+    """The projection kernel's hyperparameters from the set's arguments (``entry.kernel_hyper``,
+    the rule problems use). A scheduled argument passes through it as a placeholder number and
+    comes back as its schedule; arrays come back as lists (plan data is plain)."""
+    placeholders: dict[float, ScheduleRef] = {}
+    kw: dict[str, Any] = {}
+    for i, (k, v) in enumerate(hyper.items()):
+        if isinstance(v, ScheduleRef):
+            stand_in = 1.0 + (i + 1) * 2.0 ** -40  # a distinct number no one writes
+            placeholders[stand_in] = v
+            v = stand_in
+        kw[k] = v
+    out = entry.kernel_hyper(kw)
+    plain: dict[str, Any] = {}
+    for k, v in out.items():
+        if isinstance(v, float) and v in placeholders:
+            v = placeholders[v]
+        elif hasattr(v, "tolist"):
+            v = v.tolist()
+        plain[k] = v
+    return plain
 
 
 def _join(a: Span, b: Span) -> Span:
@@ -1408,14 +1414,15 @@ def plan_train(spec: ast.Spec, name: str | None = None, *, attach_only: bool = F
 #: Sets whose projection shrinks every entry toward 0 without changing its sign (P(x)_i = c_i x_i,
 #: 0 <= c_i <= 1) and which contain every such shrink of their points. Two of them applied in
 #: turn end in both sets: the second projection only shrinks, so the first set still holds.
-ENTRY_SHRINKING = tuple(n for n, e in SETS.items() if "entries" in e.shrinks)
+ENTRY_SHRINKING = tuple(n for n, e in _catalogue_sets().items() if "entries" in e.shrinks)
 #: The same with singular values: the projection shrinks sigma_i(W) and keeps U, V; every set
 #: holds the singular-value shrinks of its points (l2_ball is the Frobenius ball of the matrix).
-SPECTRUM_SHRINKING = tuple(n for n, e in SETS.items() if "spectrum" in e.shrinks)
+SPECTRUM_SHRINKING = tuple(n for n, e in _catalogue_sets().items() if "spectrum" in e.shrinks)
 
 
 def _shrink_families(term: TermPlan) -> set[str]:
-    families = set(SETS[term.name].shrinks) if term.name in SETS else set()
+    entry = train_set(term.name)
+    families = set(entry.shrinks) if entry is not None else set()
     if term.name == "box":  # a box shrinks toward 0 only when it holds 0 (scheduled bounds: unknown)
         lo, hi = term.options.get("lo"), term.options.get("hi")
         lo_ok = lo is None or (isinstance(lo, (int, float)) and lo <= 0)
@@ -1487,12 +1494,12 @@ def check_train(spec: ast.Spec, name: str) -> str:
     parts = [f"{len(plan.terms)} term(s): {n_loss} in the loss, {n_prox} prox, {n_proj} projection(s)"]
     if plan.rewrites:
         parts.append(f"{len(plan.rewrites)} rewrite(s)")
+    if plan.init is not None or plan.reparams:   # what trains (compiler/reparam_plan.py)
+        parts.append(", ".join(([f"init {plan.init.path}"] if plan.init is not None else [])
+                               + [r.form_text() for r in plan.reparams]))
     for w in [*plan.warnings, *gate_warnings(plan)]:
         parts.append(f"warning at line {w.span.line if w.span else '?'}: {w.message}")
     return f"train {plan.name}: " + "; ".join(parts)
 
 
 PlanFn = Callable[[ast.Spec, "str | None"], TrainPlan]
-    if plan.init is not None or plan.reparams:   # what trains (compiler/reparam_plan.py)
-        parts.append(", ".join(([f"init {plan.init.path}"] if plan.init is not None else [])
-                               + [r.form_text() for r in plan.reparams]))

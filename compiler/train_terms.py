@@ -196,15 +196,36 @@ def type_expression(e: ast.Expr, selectors: Sequence[ast.Expr], lets: dict[str, 
                         and ir[n]["atom"] not in ("index", "transpose", "reshape", "vec")})
     out = TermExpr(_tree(ir, root), _span_text(e.span), d["curvature"].value, d["sign"].value, not nonsmooth,
                    nonsmooth, shape=d.get("shape") if shapes is not None else None, lets=dict(lets))
-    if d["kind"] == "call" and d["args"] and ir[d["args"][0]]["kind"] == "var" and len(d["args"]) == 1 \
-            and not d.get("tensor_kwargs"):
-        out.direct = d["atom"]
-        out.direct_kw = {k: v for k, v in d.get("static", {}).items() if not k.startswith("_")}
+    core = _direct_core(ir, root)
+    if core is not None:
+        out.direct = ir[core]["atom"]
+        out.direct_kw = {k: _plain(v) for k, v in ir[core].get("static", {}).items() if not k.startswith("_")}
     if d.get("dcp_reason"):
         out.dcp_note = d["dcp_reason"]
     if "value" in d:
         raise error(f"{what} `{out.text}` is a constant: it names no tensor", e.span)
     return out
+
+
+def _direct_core(ir: IR, root: int) -> int | None:
+    """The node of ``f(selector)`` when the term is ``f(selector)`` or ``sum(f(selector))`` with f
+    elementwise (the forms whose prox is f's kernel, as the problem split reads them), else None."""
+    from regspec.compiler.catalogue import ATOMS
+    from regspec.compiler.catalogue.base import Elementwise
+
+    def on_leaf(node: int) -> bool:
+        d = ir[node]
+        return (d["kind"] == "call" and len(d["args"]) == 1 and ir[d["args"][0]]["kind"] == "var"
+                and not d.get("tensor_kwargs"))
+
+    d = ir[root]
+    if d["kind"] != "call":
+        return None
+    if d["atom"] == "sum" and d.get("static", {}).get("axis") is None and ir[d["args"][0]]["kind"] == "call":
+        inner = d["args"][0]
+        if on_leaf(inner) and isinstance(ATOMS[ir[inner]["atom"]], Elementwise):
+            return inner
+    return root if on_leaf(root) else None
 
 
 def _tree(ir: IR, node: int) -> Any:

@@ -148,40 +148,48 @@ def _data_sources() -> list[Entry]:
 
 # ---------------------------------------------------------------- training vocabulary
 def _terms() -> list[Entry]:
-    from regspec.compiler.train_plan import TERM_ALIASES, TERMS
+    """The catalogue atoms with a direct training use (``Atom.train``), under their names."""
+    from regspec.compiler.catalogue import ALIASES, ATOMS
 
     aliases: dict[str, list[str]] = {}
-    for alias, name in TERM_ALIASES.items():
+    for alias, name in ALIASES.items():
         aliases.setdefault(name, []).append(alias)
     out = []
-    for name, t in sorted(TERMS.items()):
-        keywords = {k: spell(v) if v is not None else None for k, v in t.options.items()}
+    for name, atom in sorted(ATOMS.items()):
+        t = atom.train
+        if t is None:
+            continue
+        kernel = atom.prox.kernel if atom.prox is not None else None
+        keywords = {k: spell(v) if v is not None else None for k, v in t.options}
         target = {"param": 'param("SELECTOR")', "act": 'act("SELECTOR")', "output": "output"}[t.targets[0]]
-        lowering = t.default or ("loss" if t.smooth or t.kernel is None else "prox")
+        lowering = t.default or ("loss" if atom.smooth or kernel is None else "prox")
         notes = ["targets: " + ", ".join(t.targets), f"default lowering: {lowering}"
-                 + (f" (prox kernel `{t.kernel}`)" if t.kernel else " (loss only)")]
+                 + (f" (prox kernel `{kernel}`)" if kernel else " (loss only)")]
         if aliases.get(name):
             notes.append("also spelled: " + ", ".join(sorted(aliases[name])))
         if t.matrix:
             notes.append("acts on W = x.reshape(C_out, -1)")
         out.append(Entry(name, f"regularize {_call(name, [target], keywords)} * WEIGHT [via prox | via grad]",
-                         t.math, keywords, notes))
+                         atom.doc, keywords, notes))
     return out
 
 
 def _train_sets() -> list[Entry]:
-    from regspec.compiler.train_plan import SETS
+    """The catalogue sets with a projection kernel: the targets of ``constrain``."""
+    from regspec.compiler.catalogue import SETS
 
     out = []
     for name, s in sorted(SETS.items()):
-        keywords = {k: spell(s.defaults.get(k)) for k in s.args}
-        usage = f'constrain param("SELECTOR") in {name if not s.args else _call(name, [], keywords)} [GATES]'
-        notes = ["convex" if s.convex else "nonconvex", f"projection kernel `{s.kernel}`"]
-        if s.aliases:
-            notes.append("keyword aliases: " + ", ".join(f"{a} = {b}" for a, b in sorted(s.aliases.items())))
-        if s.args:
-            notes.append("positional order: " + ", ".join(s.args))
-        out.append(Entry(name, usage, s.math, keywords, notes))
+        if s.projection is None:
+            continue
+        keywords = {k: spell(s.static.get(k)) for k in s.positional}
+        usage = f'constrain param("SELECTOR") in {name if not s.positional else _call(name, [], keywords)} [GATES]'
+        notes = ["convex" if s.convex else "nonconvex", f"projection kernel `{s.projection}`"]
+        if s.arg_aliases:
+            notes.append("keyword aliases: " + ", ".join(f"{a} = {b}" for a, b in sorted(s.arg_aliases.items())))
+        if s.positional:
+            notes.append("positional order: " + ", ".join(s.positional))
+        out.append(Entry(name, usage, s.doc, keywords, notes))
     return out
 
 

@@ -61,6 +61,8 @@ EXAMPLES: dict[str, list[tuple[list, dict]]] = {
     "log1p": [([V * 0.5], {})], "sum_largest": [([M], {"k": 3})], "geo_mean": [([POS], {})],
     "pnorm": [([M], {"p": 3}), ([M], {"p": 1.5, "axis": 1}), ([M], {"p": 2, "axis": 0})],
     "quad_over_lin": [([V, 2.5], {})],
+    "l2sq": [([M], {})], "weight_decay": [([V], {})], "flops": [([M], {}), ([V], {})],
+    "orthogonality": [([M], {}), ([M.T], {"mode": "offdiag"}), ([M], {"mode": "grouped", "groups": 2})],
 }
 
 
@@ -95,12 +97,15 @@ def test_three_lowerings_agree(name, i):
     shapes = [np.shape(a) for a in args]
     ref = np.asarray(atom.numpy(args, kw), dtype=float)
     assert tuple(ref.shape) == tuple(atom.shape(shapes, kw)), "the shape rule disagrees with numpy"
-    np.testing.assert_allclose(_cvxpy_value(atom, args, kw), ref, rtol=1e-9, atol=1e-9)
+    if "cvxpy" not in atom.lacks:  # orthogonality is nonconvex: no CVXPY lowering
+        np.testing.assert_allclose(_cvxpy_value(atom, args, kw), ref, rtol=1e-9, atol=1e-9)
     np.testing.assert_allclose(_torch_value(atom, args, kw), ref, rtol=1e-9, atol=1e-9)
 
 
 def test_every_atom_has_an_example():
-    missing = [n for n, a in ATOMS.items() if not a.constant_only and n not in EXAMPLES and n != "compare"]
+    # atoms evaluated only by the training runtime (anchor_l2, jacobian_fro) have no value of their own
+    missing = [n for n, a in ATOMS.items() if not a.constant_only and n not in EXAMPLES and n != "compare"
+               and not {"cvxpy", "torch"} <= set(a.lacks)]
     assert not missing, f"atoms without a value example: {missing}"
 
 

@@ -45,8 +45,52 @@ def test_atom_is_complete(name):
             problems.append(f"no {backend} lowering and no `lacks['{backend}']` saying why")
         if lacks is not None and not lacks.strip():
             problems.append(f"`lacks['{backend}']` gives no reason")
-    if atom.curvature is Curvature.UNKNOWN:
-        problems.append("curvature UNKNOWN")
+    if atom.curvature is Curvature.UNKNOWN and not (_overrides(cls, "dcp", Atom) and atom.lacks.get("cvxpy")):
+        # a nonconvex training term (orthogonality) says why in its dcp rule and lacks CVXPY
+        problems.append("curvature UNKNOWN without a dcp rule saying why and `lacks['cvxpy']`")
+    assert not problems, f"{name}: " + "; ".join(problems)
+
+
+TRAIN_ATOMS = sorted(name for name, atom in ATOMS.items() if atom.train is not None)
+
+
+@pytest.mark.parametrize("name", TRAIN_ATOMS)
+def test_training_use_is_complete(name):
+    """An atom's direct training use names an evaluation the training runtime has, for the
+    selector kinds it takes; its options are the atom's own keywords; a separable use has a
+    kernel whose per-coordinate (Adam-metric) step is exact."""
+    from regspec.backends.torch.train.proxstep import ADAPTIVE_KERNELS
+    from regspec.backends.torch.train.regularizer import ACT_KINDS, OUTPUT_KINDS, PARAM_KINDS
+
+    atom = ATOMS[name]
+    use = atom.train
+    problems = []
+    runtime = {"param": (*PARAM_KINDS, "weight_decay"), "act": ACT_KINDS, "output": (*ACT_KINDS, *OUTPUT_KINDS)}
+    for target in use.targets:
+        if target not in runtime:
+            problems.append(f"unknown target kind `{target}`")
+        elif use.kind not in runtime[target]:
+            problems.append(f"the training runtime has no `{use.kind}` evaluation on {target} tensors")
+    unknown = [k for k, _ in use.options if k not in atom.static]
+    if unknown:
+        problems.append(f"options {unknown} are not keywords of the atom")
+    if use.separable and (atom.prox is None or atom.prox.kernel not in ADAPTIVE_KERNELS):
+        problems.append("separable, but its prox kernel is not an entrywise kernel")
+    if use.default == "prox" and atom.prox is None:
+        problems.append("lowered as a prox by default, but has no prox")
+    assert not problems, f"{name}: " + "; ".join(problems)
+
+
+@pytest.mark.parametrize("name", sorted(SETS))
+def test_set_training_declarations_are_consistent(name):
+    """`constrain` reads a set's argument spellings, count arguments and shrink families from
+    the catalogue: they must name real arguments and known families."""
+    entry = SETS[name]
+    problems = [f"alias {a} -> {t}: no argument {t}" for a, t in entry.arg_aliases.items() if t not in entry.static]
+    problems += [f"count argument {a} is not an argument" for a in entry.integer_args if a not in entry.static]
+    problems += [f"unknown shrink family {f}" for f in entry.shrinks if f not in ("entries", "spectrum")]
+    if entry.shrinks and not entry.convex and name != "top_k" and name != "nm_sparse" and name != "low_rank":
+        problems.append("a shrink family for a nonconvex set that does not only shrink")
     assert not problems, f"{name}: " + "; ".join(problems)
 
 

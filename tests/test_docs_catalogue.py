@@ -141,7 +141,7 @@ def test_train_term_accepted(entry: docs_gen.Entry) -> None:
 
 @pytest.mark.parametrize("entry", docs_gen.entries("train-sets"), ids=lambda e: e.name)
 def test_train_set_accepted(entry: docs_gen.Entry) -> None:
-    kws = _args(entry, {"lo": "-1", "hi": "1", "k": "2", "n": "2", "m": "4"})
+    kws = _args(entry, {"lo": "-1", "hi": "1", "k": "2", "n": "2", "m": "4", "a": "[0.5, 0.5]", "b": "[0.5, 0.5]"})
     _plan(extra=f'constrain param("layers.0.weight") in {entry.name}{"(" + kws + ")" if kws else ""}')
 
 

@@ -249,25 +249,21 @@ def test_plan_cli(capsys, root):
     assert "no train block named `nope`" in capsys.readouterr().err
 
 
-def test_vocabulary_matches_the_kernel_registry_and_the_catalogue():
-    from regspec.backends.torch.prox import KERNELS
-    from regspec.compiler.catalogue import ATOMS, SETS as CATALOGUE_SETS
-    from regspec.compiler.train_plan import SETS, TERM_ALIASES, TERMS
+def test_train_terms_and_sets_come_from_the_one_catalogue():
+    """No second table: every training spelling resolves to a catalogue atom or set (the kernels
+    and the runtime's evaluations are checked by tests/test_catalogue_complete.py)."""
+    import regspec.compiler.train_plan as tp
+    from regspec.compiler.catalogue import ALIASES, ATOMS, SETS
 
-    for name, entry in TERMS.items():
-        if entry.kernel is not None:
-            assert KERNELS[entry.kernel].kind == "prox", name
-        if entry.atom is not None and entry.atom in ATOMS and ATOMS[entry.atom].prox is not None:
-            # the same term means the same prox on both sides
-            assert ATOMS[entry.atom].prox.kernel == entry.kernel, name
-    for alias, target in TERM_ALIASES.items():
-        assert target in TERMS, alias
-    for name, entry in SETS.items():
-        kernel = KERNELS[entry.kernel]
-        assert kernel.kind == "projection", name
-        assert set(entry.args) | set(entry.fixed) <= set(kernel.hyper), name
-        if name in CATALOGUE_SETS and CATALOGUE_SETS[name].projection is not None:
-            assert CATALOGUE_SETS[name].projection == entry.kernel, name
+    assert not hasattr(tp, "TERMS") and not hasattr(tp, "SETS") and not hasattr(tp, "TERM_ALIASES")
+    for spelling in ("l1", "l2", "linf", "l2sq", "sum_squares", "weight_decay", "elastic_net", "group_l2",
+                     "nuclear", "spectral_norm", "anchor_l2", "l2_sp", "orthogonality", "flops", "jacobian_fro",
+                     "norm1", "norm2", "norm_inf", "nuclear_norm", "group_norm"):
+        atom = tp.train_atom(spelling)
+        assert atom is not None and ATOMS[ALIASES.get(spelling, spelling)] is atom, spelling
+    for name in ("nonneg", "nonpos", "box", "l1_ball", "l2_ball", "linf_ball", "simplex", "spectral_ball",
+                 "nuclear_ball", "psd", "top_k", "nm_sparse", "low_rank", "sphere", "stiefel"):
+        assert tp.train_set(name) is SETS[name] and SETS[name].projection is not None, name
 
 
 def test_steps_setting_stops_mid_epoch(tmp_path):

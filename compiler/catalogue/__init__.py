@@ -3,8 +3,10 @@
 Atoms live in thematic modules (one small class per atom): ``atoms`` (operators, reductions,
 starter norms), ``atoms_elementwise``, ``atoms_norms`` (group, fusion and TV terms),
 ``atoms_matrix`` (spectral and structural), ``atoms_builders`` (compile-time pair lists),
-``atoms_cvxpy_names`` (elementwise and reduction atoms under CVXPY's names). An entry's ``aliases``
-are other spellings of it; ``cvxpy_notes`` explain CVXPY names spelled differently here.
+``atoms_cvxpy_names`` (elementwise and reduction atoms under CVXPY's names), ``atoms_training``
+(weight decay, anchors, orthogonality, FLOPs, Jacobian: terms that come from training). An
+entry's ``aliases`` are other spellings of it; ``cvxpy_notes`` explain CVXPY names spelled
+differently here.
 """
 from __future__ import annotations
 
@@ -14,11 +16,13 @@ from regspec.compiler.catalogue.atoms_cvxpy_names import CVXPY_NAME_CLASSES
 from regspec.compiler.catalogue.atoms_elementwise import ELEMENTWISE_CLASSES
 from regspec.compiler.catalogue.atoms_matrix import MATRIX_CLASSES
 from regspec.compiler.catalogue.atoms_norms import NORM_CLASSES
-from regspec.compiler.catalogue.base import Atom, Curvature, Mono, Prox, SetEntry, Shape, ShapeError, Sign
+from regspec.compiler.catalogue.atoms_training import TRAINING_CLASSES
+from regspec.compiler.catalogue.base import (Atom, Curvature, Mono, Prox, SetEntry, Shape, ShapeError, Sign,
+                                             TrainUse)
 from regspec.compiler.catalogue.sets import SET_CLASSES
 
 ALL_ATOM_CLASSES: list[type[Atom]] = [*ATOM_CLASSES, *ELEMENTWISE_CLASSES, *NORM_CLASSES, *MATRIX_CLASSES,
-                                      *BUILDER_CLASSES, *CVXPY_NAME_CLASSES]
+                                      *BUILDER_CLASSES, *CVXPY_NAME_CLASSES, *TRAINING_CLASSES]
 ATOMS: dict[str, Atom] = {cls.name: cls() for cls in ALL_ATOM_CLASSES}
 SETS: dict[str, SetEntry] = {cls.name: cls() for cls in SET_CLASSES}
 assert len(ATOMS) == len(ALL_ATOM_CLASSES), "two atoms share a name"
@@ -38,4 +42,4 @@ OPERATORS = {"+": "add", "-": "sub", "*": "multiply", "/": "divide", "@": "matmu
 SYMBOLS = {"rows", "cols", "channels"}
 
 __all__ = ["ATOMS", "ALIASES", "CVXPY_NOTES", "SETS", "OPERATORS", "SYMBOLS", "Atom", "SetEntry", "Curvature",
-           "Mono", "Prox", "Shape", "ShapeError", "Sign"]
+           "Mono", "Prox", "Shape", "ShapeError", "Sign", "TrainUse"]

@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 from regspec.compiler.catalogue.base import (Atom, Curvature, Elementwise, Mono, Prox, ScalarAtom, Shape,
-                                             ShapeError, Sign, norm_of_abs_mono)
+                                             ShapeError, Sign, TrainUse, norm_of_abs_mono)
 from regspec.compiler.catalogue.dcp import scale
 
 
@@ -314,6 +314,7 @@ class Sum(Atom):
 
 class SumSquares(ScalarAtom):
     name = "sum_squares"
+    train = TrainUse("sum_squares", ("param", "act", "output"), separable=True)
     torch_source = "(x * x).sum()"
     doc = "||x||_2^2 = sum of squared entries"
     curvature = Curvature.CONVEX
@@ -337,6 +338,8 @@ class SumSquares(ScalarAtom):
 
 class Norm1(ScalarAtom):
     name = "norm1"
+    aliases = ("l1",)
+    train = TrainUse("l1", ("param", "act", "output"), separable=True)
     torch_source = "x.abs().sum()"
     doc = "sum_i w_i |x_i| (w >= 0, default 1), over all entries or along an axis"
     curvature = Curvature.CONVEX
@@ -377,6 +380,8 @@ class Norm1(ScalarAtom):
 
 class Norm2(ScalarAtom):
     name = "norm2"
+    aliases = ("l2",)
+    train = TrainUse("l2")
     torch_source = "x.square().sum().sqrt()"
     doc = "||x||_2 (Frobenius norm for a matrix), or the 2-norms along an axis"
     curvature = Curvature.CONVEX

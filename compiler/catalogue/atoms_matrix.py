@@ -10,7 +10,7 @@ from __future__ import annotations
 from math import prod
 
 from regspec.compiler.catalogue.atoms import _Product, fmt, reduce_shape
-from regspec.compiler.catalogue.base import Atom, Curvature, Mono, Prox, ScalarAtom, ShapeError, Sign
+from regspec.compiler.catalogue.base import Atom, Curvature, Mono, Prox, ScalarAtom, ShapeError, Sign, TrainUse
 
 
 def _matrix(shape, name: str, square: bool = False) -> tuple[int, int]:
@@ -39,7 +39,8 @@ def _np_sym(x):
 class NuclearNorm(ScalarAtom):
     name = "nuclear_norm"
     torch_source = 'torch.linalg.matrix_norm(x, ord="nuc")'
-    aliases = ("normNuc",)
+    aliases = ("normNuc", "nuclear")
+    train = TrainUse("nuclear", matrix=True)
     doc = "sum of singular values ||X||_*"
     curvature = Curvature.CONVEX
     prox = Prox("nuclear")
@@ -68,6 +69,7 @@ class SpectralNorm(ScalarAtom):
     name = "spectral_norm"
     torch_source = "torch.linalg.matrix_norm(x, ord=2)"
     aliases = ("sigma_max",)
+    train = TrainUse("spectral_norm", matrix=True)
     doc = "largest singular value sigma_max(X)"
     curvature = Curvature.CONVEX
     prox = Prox("spectral_norm")

@@ -3,7 +3,8 @@ fusion, class group lasso and total variation (CATALOGUE §1a, §1b)."""
 from __future__ import annotations
 
 from regspec.compiler.catalogue.atoms import fmt
-from regspec.compiler.catalogue.base import Curvature, Prox, ScalarAtom, ShapeError, Sign, norm_of_abs_mono
+from regspec.compiler.catalogue.base import (Curvature, Prox, ScalarAtom, ShapeError, Sign, TrainUse,
+                                             norm_of_abs_mono)
 from regspec.compiler.catalogue.groups import (as_int_array, check_pairs, entry_labels, group_sizes, incidence,
                                                torch_entry_labels)
 
@@ -27,6 +28,8 @@ def _cvx_weighted_sum(norms, w, default):
 
 class NormInf(ScalarAtom):
     name = "norm_inf"
+    aliases = ("linf",)
+    train = TrainUse("linf")
     torch_source = "x.abs().max()"
     doc = "max_i |x_i| over all entries"
     curvature = Curvature.CONVEX
@@ -159,6 +162,7 @@ class QuadForm(ScalarAtom):
 
 class ElasticNet(ScalarAtom):
     name = "elastic_net"
+    train = TrainUse("elastic_net", options=(("a", 1.0), ("b", 1.0)), separable=True)
     torch_source = "a * x.abs().sum() + b / 2 * (x * x).sum()"
     doc = "a ||x||_1 + (b/2) ||x||_2^2 (a, b >= 0)"
     curvature = Curvature.CONVEX
@@ -192,6 +196,8 @@ class ElasticNet(ScalarAtom):
 
 class GroupNorm(ScalarAtom):
     name = "group_norm"
+    # training groups (rows, cols, channels, all, blocks(n, m)) of W.reshape(C_out, -1)
+    train = TrainUse("group_l2", options=(("groups", "rows"),))
     doc = ("sum_g w_g ||x_g||_2 over disjoint groups: groups = rows | cols | labels (per entry, or per "
            "row of a matrix); weights w default to sqrt(|g|)")
     curvature = Curvature.CONVEX

@@ -120,6 +120,28 @@ class Prox:
     negated: bool = False
 
 
+@dataclass(frozen=True)
+class TrainUse:
+    """How a train block applies ``atom(selector, options)`` directly to a model's tensors.
+
+    ``kind``: the training runtime's evaluation of the term (``backends/torch/train/regularizer``:
+    ``l1`` on an activation is a batch mean of per-sample norms, ``orthogonality`` reads a conv
+    weight as C_out x rest); ``targets``: the selector kinds it takes; ``options``: the options a
+    direct term may give, with their training defaults; ``matrix``: it acts on the matrix view
+    W.reshape(C_out, -1) of a conv weight; ``separable``: its prox acts entry by entry (so a
+    per-coordinate step after Adam is exact); ``default = "prox"``: the term is *defined* as its
+    proximal step (decoupled weight decay), so it is lowered that way even though it is smooth.
+    Any other use of the atom (other options, inside an expression) goes through its ``torch``
+    evaluation instead."""
+
+    kind: str
+    targets: tuple[str, ...] = ("param",)
+    options: tuple[tuple[str, Any], ...] = ()
+    matrix: bool = False
+    separable: bool = False
+    default: str | None = None
+
+
 class Atom:
     """One catalogue entry. Subclasses set the class attributes and override the rules they need.
 
@@ -141,6 +163,8 @@ class Atom:
     constant_only: ClassVar[bool] = False          # evaluated at compile time only (rows, cols)
     # Backends an entry deliberately lacks, with the reason (the completeness test reads this).
     lacks: ClassVar[dict[str, str]] = {}
+    # Its direct use in train blocks, when the training runtime has a dedicated evaluation.
+    train: ClassVar[TrainUse | None] = None
     # Other spellings of exactly this function (CVXPY's names): resolution maps them to ``name``.
     aliases: ClassVar[tuple[str, ...]] = ()
     # Names CVXPY users write for a function this entry (or a sibling) computes under another
@@ -245,6 +269,15 @@ class SetEntry:
     convex: ClassVar[bool] = True
     projection: ClassVar[str | None] = None        # kernel name in the torch registry
     lacks: ClassVar[dict[str, str]] = {}
+    # Training (`constrain param(...) in SET`): other spellings of the arguments, the arguments
+    # that are counts, whether the projection acts on the matrix view W.reshape(C_out, -1) of a
+    # conv weight, and the families of projections it belongs to: "entries" (shrinks every entry
+    # toward 0 keeping its sign) or "spectrum" (shrinks singular values keeping U, V). Two sets of
+    # one family keep each other's constraint when projected one after the other.
+    arg_aliases: ClassVar[dict[str, str]] = {}
+    integer_args: ClassVar[tuple[str, ...]] = ()
+    matrix_view: ClassVar[bool] = False
+    shrinks: ClassVar[tuple[str, ...]] = ()
 
     def check_shape(self, shape: Shape, kw: dict[str, Any]) -> None:
         """Raise ShapeError when the set does not apply to a variable of this shape."""

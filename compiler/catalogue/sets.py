@@ -44,6 +44,7 @@ def _positive_int(kw: dict[str, Any], key: str, name: str) -> int:
 
 class Nonneg(SetEntry):
     name = "nonneg"
+    shrinks = ("entries",)
     doc = "x >= 0"
     projection = "nonneg"
 
@@ -53,6 +54,7 @@ class Nonneg(SetEntry):
 
 class Nonpos(SetEntry):
     name = "nonpos"
+    shrinks = ("entries",)
     doc = "x <= 0"
     projection = "box"
 
@@ -65,6 +67,7 @@ class Nonpos(SetEntry):
 
 class Box(SetEntry):
     name = "box"
+    shrinks = ("entries",)  # when the box holds 0 (compiler/train_plan.py checks the bounds)
     doc = "lo <= x <= hi (either bound may be omitted)"
     static = {"lo": None, "hi": None}
     positional = ("lo", "hi")
@@ -102,6 +105,7 @@ class Box(SetEntry):
 
 class Simplex(SetEntry):
     name = "simplex"
+    arg_aliases = {"radius": "r"}
     doc = "x >= 0, sum(x) = r (r = 1 by default)"
     static = {"r": 1.0}
     positional = ("r",)
@@ -123,6 +127,8 @@ class Simplex(SetEntry):
 
 class L1Ball(SetEntry):
     name = "l1_ball"
+    arg_aliases = {"radius": "r"}
+    shrinks = ("entries",)
     doc = "||x||_1 <= r (all entries; r = 1 by default)"
     static = {"r": 1.0}
     positional = ("r",)
@@ -142,6 +148,7 @@ class L1Ball(SetEntry):
 
 class L2Ball(L1Ball):
     name = "l2_ball"
+    shrinks = ("entries", "spectrum")  # the Frobenius ball of a matrix
     doc = "||x||_2 <= r (Frobenius for a matrix; r = 1 by default)"
     projection = "l2_ball"
 
@@ -153,6 +160,7 @@ class L2Ball(L1Ball):
 
 class LinfBall(L1Ball):
     name = "linf_ball"
+    shrinks = ("entries",)
     doc = "|x_i| <= r for every entry (r = 1 by default)"
     projection = "linf_ball"
 
@@ -162,6 +170,7 @@ class LinfBall(L1Ball):
 
 class PSD(SetEntry):
     name = "psd"
+    matrix_view = True
     doc = "X symmetric positive semidefinite"
     projection = "psd"
 
@@ -176,6 +185,9 @@ class PSD(SetEntry):
 
 class SpectralBall(SetEntry):
     name = "spectral_ball"
+    arg_aliases = {"radius": "r", "c": "r"}
+    matrix_view = True
+    shrinks = ("spectrum",)
     doc = "sigma_max(X) <= r (r = 1 by default)"
     static = {"r": 1.0}
     positional = ("r",)
@@ -196,6 +208,8 @@ class SpectralBall(SetEntry):
 
 class NuclearBall(SpectralBall):
     name = "nuclear_ball"
+    arg_aliases = {"radius": "r", "c": "r"}
+    shrinks = ("spectrum",)
     doc = "||X||_* <= r (r = 1 by default)"
     projection = "nuclear_ball"
 
@@ -283,6 +297,8 @@ class _Nonconvex(SetEntry):
 
 class TopK(_Nonconvex):
     name = "top_k"
+    integer_args = ("k",)
+    shrinks = ("entries",)
     doc = "at most k nonzero entries (||x||_0 <= k)"
     static = {"k": None}
     positional = ("k",)
@@ -297,6 +313,10 @@ class TopK(_Nonconvex):
 
 class NMSparse(_Nonconvex):
     name = "nm_sparse"
+    arg_aliases = {"N": "n", "M": "m"}
+    integer_args = ("n", "m")
+    matrix_view = True
+    shrinks = ("entries",)
     doc = "at most n nonzeros in every block of m consecutive entries along the last dimension"
     static = {"n": None, "m": None}
     positional = ("n", "m")
@@ -313,6 +333,9 @@ class NMSparse(_Nonconvex):
 
 class LowRank(_Nonconvex):
     name = "low_rank"
+    integer_args = ("k",)
+    matrix_view = True
+    shrinks = ("spectrum",)
     doc = "rank X <= k"
     static = {"k": None}
     positional = ("k",)
@@ -328,6 +351,7 @@ class LowRank(_Nonconvex):
 
 class Sphere(_Nonconvex):
     name = "sphere"
+    arg_aliases = {"radius": "r"}
     doc = "||x||_2 = r (r = 1 by default)"
     static = {"r": 1.0}
     positional = ("r",)
@@ -342,6 +366,7 @@ class Sphere(_Nonconvex):
 
 class Stiefel(_Nonconvex):
     name = "stiefel"
+    matrix_view = True
     doc = "X^T X = I (orthonormal columns; rows if X is wide)"
     projection = "stiefel"
 

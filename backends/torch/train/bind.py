@@ -24,6 +24,7 @@ from regspec.diagnostics import error
 from .fx import TappedModel, insert_taps, rewrite_activations, trace
 from .proxstep import ADAPTIVE_KERNELS, ProxGroup, When
 from .regularizer import Penalty
+from .reparam import apply_plan_weights
 from .schedules import build_schedule
 from .selectors import select_modules, select_params
 
@@ -104,6 +105,7 @@ class Binding:
     tap_reason: str
     rewrites: list[RewriteBinding]
     terms: list[TermBinding]
+    weights: Any = None         # reparam.WeightsReport: init, reparametrizations, frozen tensors
 
     @property
     def penalties(self) -> list[Penalty]:
@@ -264,6 +266,7 @@ def bind_plan(plan: TrainPlan, model: nn.Module, optimizer: Any = None, *, total
     """
     total = float(total_epochs if total_epochs is not None else plan.total_epochs)
     model, rewrites = apply_rewrites(model, plan.rewrites)
+    weights = apply_plan_weights(plan, model, optimizer)   # init, reparametrize, freeze (reparam.py)
     gm, reason = trace(model)
     graph = "traced" if gm is not None else reason
     opt_name = optimizer_name_of(optimizer if optimizer is not None else plan.optimizer.name)
@@ -295,11 +298,15 @@ def bind_plan(plan: TrainPlan, model: nn.Module, optimizer: Any = None, *, total
                 kw["output"] = True
             tb.penalty = Penalty(term.name if term.name != "weight_decay" else "l2sq", **kw)
         else:
-            hyper = {k: make_scalar(v, total, steps_per_epoch) for k, v in kernel_hyper(term, options).items()}
+            like = dict(model.named_parameters())[names[0]] if names else None
+            hyper = {k: _as_kernel_value(make_scalar(v, total, steps_per_epoch), like)
+                     for k, v in kernel_hyper(term, options).items()}
             metric = "euclidean" if term.lowering == "projection" else term_metric(term, opt_name, plan.prox_metric)
             tb.metric = metric
             tb.group = ProxGroup(term.kernel or "", names, weight, hyper, metric,
                                  make_when(term.gate, steps_per_epoch), term.matrix, label)
+        if term.lowering == "projection":
+            _check_set_fits(term, names, shapes)
         tb.notes = layout_notes + _notes(model, term, names, options)
         terms.append(tb)
     check_projection_conflicts(terms, total, steps_per_epoch)
@@ -308,7 +315,30 @@ def bind_plan(plan: TrainPlan, model: nn.Module, optimizer: Any = None, *, total
     if act_names:
         tapped: TappedModel = insert_taps(model, act_names, prefer=prefer_taps)
         module, tap_path, tap_reason = tapped, tapped.tap_path, tapped.tap_reason
-    return Binding(plan, model, module, graph, tap_path, tap_reason, rewrites, terms)
+    return Binding(plan, model, module, graph, tap_path, tap_reason, rewrites, terms, weights)
+
+
+def _check_set_fits(term: TermPlan, names: list[str], shapes: dict[str, tuple[int, ...]]) -> None:
+    """The set's own shape rule (compiler/catalogue/sets.py) on each matched tensor, or on its
+    matrix view W.reshape(C_out, -1) for matrix sets: a located error naming the tensor."""
+    import numpy as np
+
+    from regspec.compiler.catalogue import SETS, ShapeError
+
+    entry = SETS[term.name]
+    # a schedule's value is checked when it is evaluated; here any admissible stand-in will do
+    kw = {k: (1.0 if isinstance(v, ScheduleRef) else np.asarray(v, dtype=float) if isinstance(v, list) else v)
+          for k, v in term.atom_kw.items()}
+    for n in names:
+        shape = shapes[n]
+        view = (shape[0], int(np.prod(shape[1:]))) if entry.matrix_view and len(shape) not in (0, 2) else shape
+        try:
+            entry.check_shape(view, kw)
+        except ShapeError as exc:
+            seen = f" (as a {view[0]} x {view[1]} matrix)" if view != shape else ""
+            raise error(f"{n} (shape {list(shape)}){seen} cannot be kept in {term.name}: {exc}", term.span,
+                        [f"{term.target.text} matched {', '.join(f'{m} {list(shapes[m])}' for m in names)}",
+                         "select tensors of a shape the set applies to"]) from None
 
 
 # ------------------------------------------------------------------ expression terms
@@ -391,14 +421,27 @@ def _prox_hyper(term: TermPlan, shapes: list[tuple[int, ...]]) -> dict[str, Any]
 
     from regspec.compiler.catalogue import ATOMS
 
+    from regspec.compiler.train_terms import array_value
+
     atom = ATOMS[term.atom]
-    hypers = [atom.prox_hyper(dict(term.atom_kw), [shape]) for shape in shapes]
+    kw = {k: array_value(v) for k, v in term.atom_kw.items()}
+    hypers = [{k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in atom.prox_hyper(kw, [shape]).items()}
+              for shape in shapes]
     first = hypers[0]
-    if any(isinstance(v, np.ndarray) for v in first.values()) or any(h != first for h in hypers[1:]):
-        raise error(f"the prox of `{term.math}` needs per-tensor hyperparameters (group labels or weights); "
-                    "a fused prox step takes one value per term", term.span,
-                    ["write `via grad` (the term joins the loss), or one statement per tensor"])
-    return {k: (float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else v) for k, v in first.items()}
+    if any(h != first for h in hypers[1:]):
+        raise error(f"the prox of `{term.math}` needs different hyperparameters on the matched tensors "
+                    f"({', '.join(str(list(s)) for s in shapes)}); a fused prox step takes one value per term",
+                    term.span, ["write one statement per tensor shape, or `via grad` (the term joins the loss)"])
+    return first
+
+
+def _as_kernel_value(value: Any, like: torch.Tensor | None) -> Any:
+    """A list hyperparameter (group weights, labels, marginals) as a tensor on the parameter's
+    device (a list would read as one value per tensor in a fused call)."""
+    if not isinstance(value, list) or like is None:
+        return value
+    t = torch.as_tensor(value)
+    return t.to(like.device, like.dtype) if t.is_floating_point() else t.to(like.device)
 
 
 def bind_expression(model: nn.Module, term: TermPlan, weight: Any, opt_name: str, prox_metric: str,
@@ -427,8 +470,10 @@ def bind_expression(model: nn.Module, term: TermPlan, weight: Any, opt_name: str
         hyper = _prox_hyper(term, [shapes[n] for n in matched[0]])
         metric = term_metric(term, opt_name, prox_metric)
         tb.metric = metric
-        tb.group = ProxGroup(term.kernel or "", matched[0], weight, hyper, metric, make_when(term.gate, steps_per_epoch),
-                             False, label, value_tree=term.expr.tree)
+        like = dict(model.named_parameters())[matched[0][0]]
+        tb.group = ProxGroup(term.kernel or "", matched[0], weight,
+                             {k: _as_kernel_value(v, like) for k, v in hyper.items()}, metric,
+                             make_when(term.gate, steps_per_epoch), False, label, value_tree=term.expr.tree)
         tb.options = hyper
         return tb
     kinds = [sel.kind for sel in term.selectors]

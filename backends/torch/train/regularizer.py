@@ -48,7 +48,7 @@ from .losses import build_loss
 from .proxstep import Clock, ProxEngine, ProxGroup, evaluate_scalar
 
 __all__ = ["Penalty", "Regularizer", "param_value", "group_norms", "set_distance", "eval_tree", "per_sample_mean",
-           "PARAM_KINDS"]
+           "PARAM_KINDS", "ACT_KINDS", "OUTPUT_KINDS"]
 
 _BLOCKS = re.compile(r"^blocks\((\d+), *(\d+)\)$")
 
@@ -77,9 +77,13 @@ def group_norms(x: torch.Tensor, groups: str) -> tuple[torch.Tensor, torch.Tenso
     return norms, (rs[:, None] * cs[None, :]).reshape(-1).to(torch.float64)
 
 
-#: the terms param_value evaluates by name (other kernels report through their atom's tree)
+#: the direct terms (catalogue ``TrainUse.kind``) evaluated here by name: param_value on parameters,
+#: _act_value on activations and the output, and the Jacobian penalty on the output (other terms
+#: and expressions go through each atom's torch evaluation, eval_tree)
 PARAM_KINDS = ("l1", "l2", "linf", "l2sq", "sum_squares", "elastic_net", "group_l2", "nuclear", "spectral_norm",
                "anchor_l2", "orthogonality")
+ACT_KINDS = ("l1", "l2sq", "sum_squares", "flops")
+OUTPUT_KINDS = ("jacobian_fro",)
 
 
 def param_value(kind: str, x: torch.Tensor, hyper: dict[str, Any] | None = None,
