@@ -253,7 +253,8 @@ def test_resume_is_bitwise_with_reparametrizations(tmp_path):
     assert t["trainable_parameters"] == 2 * (16 + 8) + 1 * (3 + 16 + 1) + 4
     assert "layers.0.parametrizations.weight.original" in t["frozen"]
     text = (full / "trainer.py").read_text()
-    assert "apply_weights(model, [" in text and "form='low_rank'" in text and "init='pre.pt'" in text
+    assert "apply_weights(" in text and "WeightStep(" in text and "form='low_rank'" in text
+    assert "init='pre.pt'" in text
 
 
 def test_plan_lists_reparametrizations(tmp_path):
