@@ -34,7 +34,7 @@ from torch import Tensor, fx
 
 from regspec.backends.torch.lower import TorchProgram, atom_call
 from regspec.backends.torch.prox import get_kernel
-from regspec.backends.torch.solvers import OPTIMAL, SOLVER_ERROR, USER_LIMIT, SolverResult, _FISTA_RULE, fista
+from regspec.backends.torch.solvers import OPTIMAL, SOLVER_ERROR, USER_LIMIT, SolverResult, _FISTA_RULE
 
 # Groups the first working set holds (and the fewest that each growth adds while violators remain).
 FIRST_SIZE = 10
@@ -162,29 +162,6 @@ class _Outer:
         return v, g
 
 
-class _Restricted:
-    """``s_W(v) = phi(A_W v + c)`` and its gradient ``A_W^T phi'(.)`` for FISTA on the working set;
-    ``A_W v + c`` is kept for the last point asked (FISTA asks value and gradient at each point)."""
-
-    def __init__(self, outer: _Outer, a_w: Tensor, offset: Tensor):
-        self.outer, self.a_w, self.offset = outer, a_w, offset
-        self._last: tuple[Tensor, Tensor] | None = None
-
-    def z(self, v: Tensor) -> Tensor:
-        if self._last is not None and self._last[0] is v:
-            return self._last[1]
-        z = torch.addmv(self.offset, self.a_w, v)
-        self._last = (v, z)
-        return z
-
-    def value(self, xs: list[Tensor]) -> Tensor:
-        return self.outer.value(self.z(xs[0]))
-
-    def grad(self, xs: list[Tensor]) -> list[Tensor]:
-        _, g = self.outer.value_and_grad(self.z(xs[0]))
-        return [torch.mv(self.a_w.t(), g)]
-
-
 @dataclass
 class _Certificate:
     """FISTA's certificate on the full problem at x: the gradient mapping ``d`` per entry and its
@@ -291,7 +268,7 @@ def solve_working_set(plan: WorkingSetPlan, prox: Callable, x0: list[Tensor], *,
         res, x, z, t = _inner(plan, outer, prox, x, z, t, columns, inner_tol, max_iter - used)
         used += res.iterations
         sizes.append(int(current.sum()))
-        entries.append(int(res.x[0].numel()))
+        entries.append(int(res.x.v.numel()))
         inner_iters.append(res.iterations)
         if res.status not in (OPTIMAL, USER_LIMIT):  # unbounded along a restriction, or not finite
             status = res.status
@@ -309,38 +286,168 @@ def solve_working_set(plan: WorkingSetPlan, prox: Callable, x0: list[Tensor], *,
 
 class _Columns:
     """The working set's entries in the order they joined, and ``A_W^T`` (|W| x n, contiguous) built
-    incrementally: a growth gathers only the new columns of A (a strided gather; copying all of A
-    transposed would cost more than the columns a working set ever holds)."""
+    as the set grows. A column of a row-major A is a strided read (one cache line per entry), so the
+    first columns are gathered one by one; once the set would hold a quarter of them, A is transposed
+    once (about the cost of gathering p/4 columns) and later columns are contiguous rows of A^T."""
 
     def __init__(self, matrix: Tensor):
         self.matrix = matrix
+        self.transposed: Tensor | None = matrix.t() if matrix.t().is_contiguous() else None
         self.idx = torch.zeros(0, dtype=torch.long, device=matrix.device)
-        self.rows = matrix.new_zeros((0, matrix.shape[0]))
+        self._buffer = matrix.new_empty((0, matrix.shape[0]))  # capacity doubles: no copy per growth
+
+    @property
+    def rows(self) -> Tensor:
+        return self._buffer[:self.idx.numel()]
 
     def update(self, entries: Tensor) -> None:
         known = torch.zeros(self.matrix.shape[1], dtype=torch.bool, device=entries.device)
         known[self.idx] = True
         new = entries[~known[entries]]
-        if new.numel():
-            self.idx = torch.cat([self.idx, new])
-            self.rows = torch.cat([self.rows, self.matrix.index_select(1, new).t()])
+        if not new.numel():
+            return
+        if self.transposed is None and 4 * (self.idx.numel() + new.numel()) > self.matrix.shape[1]:
+            self.transposed = self.matrix.t().contiguous()
+        if self.transposed is not None:
+            block = self.transposed.index_select(0, new)
+        else:
+            block = self.matrix.index_select(1, new).t().contiguous()
+        k, m = self.idx.numel(), new.numel()
+        if k + m > self._buffer.shape[0]:
+            grown = self.matrix.new_empty((min(self.matrix.shape[1], max(2 * (k + m), 64)), self.matrix.shape[0]))
+            grown[:k] = self._buffer[:k]
+            self._buffer = grown
+        self._buffer[k:k + m] = block
+        self.idx = torch.cat([self.idx, new])
 
 
 def _inner(plan: WorkingSetPlan, outer: _Outer, prox: Callable, x: Tensor, z: Tensor, t: float, columns: _Columns,
-           tol: float, max_iter: int) -> tuple[SolverResult, Tensor, Tensor, float]:
+           tol: float, max_iter: int) -> tuple["_InnerResult", Tensor, Tensor, float]:
     """FISTA on the entries of the working set, the rest of x fixed; returns the result, the new x,
-    ``A x`` and the last accepted step. (No objective is passed: FISTA would evaluate the full one
-    at the end, a product with all of A; unboundedness along the working set is not tested.)"""
+    ``A x`` and the last accepted step."""
     idx, a_w = columns.idx, columns.rows.t()
     x_w = x.index_select(0, idx)
     offset = z - torch.mv(a_w, x_w)
-    smooth = _Restricted(outer, a_w, offset)
 
-    def prox_w(vs: list[Tensor], step: float) -> list[Tensor]:
-        full = x.index_copy(0, idx, vs[0])
-        return [prox([full], step)[0].index_select(0, idx)]
+    def prox_w(v: Tensor, step: float) -> Tensor:
+        return prox([x.index_copy(0, idx, v)], step)[0].index_select(0, idx)
 
-    res = fista(smooth.value, prox_w, [x_w], tol=tol, max_iter=max_iter, step0=t, grad=smooth.grad,
-                record_history=False)
-    v = res.x[0]
-    return res, x.index_copy(0, idx, v), smooth.z(v), float(res.info["step"])
+    res = _composite_fista(_Composite(outer, a_w, offset), prox_w, x_w, z, t, tol, max_iter)
+    return res, x.index_copy(0, idx, res.x.v), res.x.z, res.step
+
+
+# ------------------------------------------------------------------------------ inner FISTA
+# solvers.fista's iteration, rule and backtracking, on f(v) = phi(A_W v + c) with z = A_W v + c
+# carried along: the extrapolated point's z is the same combination of the iterates' z (A is
+# linear), so an iteration reads A_W twice (the trial point's z, the gradient at y) instead of
+# recomputing z at every point FISTA asks about.
+BACKTRACK = 0.5
+CHECK_EVERY = 50
+
+
+@dataclass
+class _Point:
+    v: Tensor
+    z: Tensor
+    f: Tensor | None = None
+    g: Tensor | None = None  # gradient in v
+
+
+class _Composite:
+    """Evaluations of ``phi(A_W v + c)`` at points that carry their z."""
+
+    def __init__(self, outer: _Outer, a_w: Tensor, offset: Tensor):
+        self.outer, self.a_w, self.offset = outer, a_w, offset
+
+    def at(self, v: Tensor) -> _Point:
+        return _Point(v, torch.addmv(self.offset, self.a_w, v))
+
+    def value(self, p: _Point) -> Tensor:
+        if p.f is None:
+            p.f = self.outer.value(p.z)
+        return p.f
+
+    def grad(self, p: _Point) -> Tensor:
+        if p.g is None:
+            p.f, gz = self.outer.value_and_grad(p.z)
+            p.g = torch.mv(self.a_w.t(), gz)
+        return p.g
+
+
+@dataclass
+class _InnerResult:
+    x: _Point
+    status: str
+    iterations: int
+    step: float
+
+
+def _trial(comp: _Composite, prox_w: Callable, y: _Point, t: float) -> tuple[_Point | None, float, float]:
+    """The backtracked prox-gradient step from y (solvers.fista's tests: the quadratic upper model,
+    or the gradient test once the model's curvature term is within rounding); ``(point, t, q)``
+    with q the share of the allowed curvature used, or ``(None, t, 0)`` when nothing finite passes."""
+    eps = torch.finfo(y.v.dtype).eps
+    for _ in range(200):
+        p = comp.at(prox_w(y.v - t * y.g, t))
+        d = p.v - y.v
+        err, dd, fabs, gg = torch.stack([comp.value(p) - y.f - torch.dot(y.g, d), torch.dot(d, d),
+                                         p.f.abs() + y.f.abs(), torch.dot(y.g, y.g)]).tolist()
+        quad, slack = dd / (2.0 * t), 10.0 * eps * fabs
+        if not math.isfinite(err):
+            t *= BACKTRACK
+            continue
+        if dd > 0 and quad <= 100.0 * slack:
+            lg, gzz = torch.stack([torch.dot(comp.grad(p) - y.g, d), torch.dot(p.g, p.g)]).tolist()
+            ok = lg <= 2.0 * quad + 10.0 * eps * (math.sqrt(max(gzz, 0.0)) + math.sqrt(max(gg, 0.0))) * math.sqrt(dd)
+            q = t * lg / dd
+        else:
+            ok, q = err <= quad + slack, (2.0 * t * err / dd if dd > 0 else 0.0)
+        if ok:
+            return p, t, q
+        t *= BACKTRACK
+    return None, t, 0.0
+
+
+def _inner_certificate(comp: _Composite, prox_w: Callable, x: _Point, t: float, g0_norm: float) -> float:
+    """FISTA's relative gradient-mapping residual of the working-set problem at x."""
+    g = comp.grad(x)
+    d = (x.v - prox_w(x.v - t * g, t)) / t
+    r, gn, un = torch.stack([torch.linalg.vector_norm(v) for v in (d, g, d - g)]).tolist()
+    return r / max(gn, un, g0_norm, 1e-300)
+
+
+def _composite_fista(comp: _Composite, prox_w: Callable, v0: Tensor, z0: Tensor, t: float, tol: float,
+                     max_iter: int) -> _InnerResult:
+    """FISTA with adaptive restart and step growth (solvers.fista) on the working set, to FISTA's
+    relative rule at ``tol``."""
+    x = _Point(v0, z0)
+    g0_norm = float(torch.linalg.vector_norm(comp.grad(x)))
+    y, theta, grow, k, wait, cooldown = x, 1.0, False, 0, 1, 0
+    while k < max_iter:
+        comp.grad(y)
+        if grow:
+            t /= BACKTRACK
+        xn, t, q = _trial(comp, prox_w, y, t)
+        if xn is None:
+            return _InnerResult(x, SOLVER_ERROR, k, t)
+        k += 1
+        grow = q < 0.5
+        d, dx = xn.v - y.v, xn.v - x.v
+        cheap, gy, rdot = torch.stack([torch.linalg.vector_norm(d), torch.linalg.vector_norm(y.g),
+                                       -torch.dot(d, dx)]).tolist()
+        if rdot > 0.0:  # O'Donoghue-Candes restart
+            theta, y_next = 1.0, xn
+        else:
+            theta_next = 0.5 * (1.0 + math.sqrt(1.0 + 4.0 * theta * theta))
+            beta, theta = (theta - 1.0) / theta_next, theta_next
+            y_next = _Point(xn.v + beta * dx, xn.z + beta * (xn.z - x.z))
+        x, y = xn, y_next
+        cooldown = max(cooldown - 1, 0)
+        if (cheap / t <= tol * max(gy, g0_norm) and cooldown == 0) or k % CHECK_EVERY == 0:
+            rel = _inner_certificate(comp, prox_w, x, t, g0_norm)
+            if not math.isfinite(rel):
+                return _InnerResult(x, SOLVER_ERROR, k, t)
+            if rel <= tol:
+                return _InnerResult(x, OPTIMAL, k, t)
+            cooldown, wait = wait, min(2 * wait, CHECK_EVERY)
+    return _InnerResult(x, USER_LIMIT, k, t)
