@@ -189,11 +189,24 @@ def train(spec: Any, train: str | None = None, *, out: str | Path | None = None,
         args += ["--device", device]
     if quiet:
         args.append("--quiet")
-    code = module.main(args)
+    code = _keeping_subnormals(module.main, args)
     if code:
         raise error(f"the trainer exited with status {code}")
     summary = out / "summary.json"
     return json.loads(summary.read_text()) if summary.exists() else {}
+
+
+def _keeping_subnormals(main: Any, args: list[str]) -> int:
+    """Run a trainer's ``main`` here and give the caller's process back its floating-point mode:
+    the trainer flushes subnormals to zero (a CPU speed setting, process-wide), which must not
+    outlive the run in a notebook or a program that embeds regspec."""
+    import torch
+
+    flushed_before = sys.float_info.min / 2 == 0.0
+    try:
+        return main(args)
+    finally:
+        torch.set_flush_denormal(flushed_before)
 
 
 def load_trained(run_dir: str | Path, *, map_location: Any = "cpu"):

@@ -199,3 +199,18 @@ def test_loader_keyword_repeating_a_block_statement_is_located(tmp_path, monkeyp
     first = e.value.first
     assert first.span is not None and first.span.line == 3
     assert "`batch N` statement" in first.message
+
+
+def test_train_in_process_gives_back_the_floating_point_mode(tmp_path):
+    """The trainer flushes subnormals for speed; regspec.train must not leave that set for the
+    caller's process (it breaks code that relies on IEEE subnormals, e.g. hypothesis)."""
+    import sys
+
+    from regspec.train_api import train
+
+    assert sys.float_info.min / 2 > 0.0
+    spec = tmp_path / "tiny.reg"
+    spec.write_text('train t {\n  model linear(out = 2)\n  data synthetic(n = 40, d = 4, classes = 2)\n'
+                    '  loss cross_entropy\n  optimizer sgd(lr = 0.1)\n  epochs 1\n}\n')
+    train(str(spec), out=tmp_path / "run", quiet=True)
+    assert sys.float_info.min / 2 > 0.0
