@@ -26,17 +26,23 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
         emit(lambda: plan_json(args.spec, args.train))
         return 0
+    from regspec.progress import status, wanted
     from regspec.train_api import plan_text
 
-    print(plan_text(args.spec, args.train))
+    # binding imports torch and runs one real batch through the model: seconds on a cold start
+    with status("planning (model, data, one probe batch)", enabled=wanted()):
+        text = plan_text(args.spec, args.train)
+    print(text)
     return 0
 
 
 def cmd_compile(args: argparse.Namespace) -> int:
     _allow_imports(args)
+    from regspec.progress import status, wanted
     from regspec.train_api import compile_trainer
 
-    compile_trainer(args.spec, args.train, args.output, epochs=args.epochs)
+    with status(f"writing {args.output} (plan, model, data, one probe batch)", enabled=wanted()):
+        compile_trainer(args.spec, args.train, args.output, epochs=args.epochs)
     print(f"wrote {args.output}; run it with: python {args.output} --out DIR [--epochs N] [--resume]")
     return 0
 

@@ -113,3 +113,15 @@ def test_status_line_is_erased_and_silent_when_off(capsys):
     with progress.status("building", enabled=False):
         pass
     assert capsys.readouterr().err == ""
+
+
+def test_plan_shows_a_status_line_on_stderr_and_the_same_plan_on_stdout(monkeypatch, capsys):
+    spec = str(SPECS / "train_lasso.reg")
+    monkeypatch.setenv("REGSPEC_PROGRESS", "0")
+    assert cli(["plan", spec]) == 0
+    quiet = capsys.readouterr()
+    monkeypatch.setenv("REGSPEC_PROGRESS", "1")
+    assert cli(["plan", spec]) == 0
+    shown = capsys.readouterr()
+    assert quiet.err == "" and "planning" in shown.err
+    assert shown.out == quiet.out and "planning" not in shown.out
