@@ -235,10 +235,16 @@ BODY = """  freeze param("**.bias")
 
 def test_resume_is_bitwise_with_reparametrizations(tmp_path):
     spec = _spec_dir(tmp_path, BODY)
+    from regspec.train_api import compile_trainer, load_trainer
+
     full, part = tmp_path / "full", tmp_path / "part"
-    s = regspec.train(str(spec), out=full, quiet=True)
-    assert regspec.train(str(spec), out=part, quiet=True, argv=["--stop-after", "1"]) == {}
-    regspec.train(str(spec), out=part, quiet=True, resume=True)
+    compile_trainer(str(spec), out=tmp_path / "trainer.py")
+    trainer = load_trainer(tmp_path / "trainer.py")
+    assert trainer.main(["--out", str(full), "--quiet"]) == 0
+    assert trainer.main(["--out", str(part), "--quiet", "--stop-after", "1"]) == 0
+    assert not (part / "summary.json").exists()
+    assert trainer.main(["--out", str(part), "--quiet", "--resume"]) == 0
+    s = json.loads((full / "summary.json").read_text())
     a = torch.load(full / "checkpoint.pt", weights_only=True)["model"]
     b = torch.load(part / "checkpoint.pt", weights_only=True)["model"]
     assert a.keys() == b.keys() and any("parametrizations" in k for k in a)
@@ -252,7 +258,7 @@ def test_resume_is_bitwise_with_reparametrizations(tmp_path):
     t = s["trained"]
     assert t["trainable_parameters"] == 2 * (16 + 8) + 1 * (3 + 16 + 1) + 4
     assert "layers.0.parametrizations.weight.original" in t["frozen"]
-    text = (full / "trainer.py").read_text()
+    text = (tmp_path / "trainer.py").read_text()
     assert "apply_weights(" in text and "WeightStep(" in text and "form='low_rank'" in text
     assert "init='pre.pt'" in text
 
@@ -337,7 +343,6 @@ def test_lora_spec_trains_factors_from_the_pretrained_model(tmp_path):
     assert torch.equal(net.layers[0].bias, pre["layers.0.bias"])   # frozen
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("name,trainable", [("train_soma.reg", 2 * 8 * (64 + 64 + 1) + 650),
                                             ("train_intrinsic_dim.reg", 200)])
 def test_fine_tuning_specs(tmp_path, name, trainable):
