@@ -232,3 +232,17 @@ def test_unrecognised_structure_falls_back_to_fista(tmp_path, objective, why):
     assert plan is None and why in reason
     r = torch_solve.solve(prog, tol=TOL, working_set=True)
     assert r.solver == "FISTA" and r.status == "optimal" and "working_set" not in r.info
+
+
+def test_explain_names_working_sets():
+    from regspec.compiler.passes.split import explain_lines
+
+    def lines(text: str) -> list[str]:
+        ir = regspec.load(text).compiled(None).ir
+        return explain_lines(ir, ir.meta["split"])
+
+    composite = ("problem p {\n  data X, y = randn([5, 3], [5], seed = 0)\n  var b[3]\n"
+                 "  minimize sum_squares(X @ b - y) + norm1(b)\n}\n")
+    direct = "problem p {\n  data y = randn([3], seed = 0)\n  var b[3]\n  minimize sum_squares(b - y) + norm1(b)\n}\n"
+    assert any(line.strip().startswith("working sets:") and "`X @ b`" in line for line in lines(composite))
+    assert not any("working sets" in line for line in lines(direct))

@@ -495,6 +495,9 @@ def explain_lines(ir: IR, split: Split) -> list[str]:
     elif split.algorithm == "fista":
         lines.append("  steps: FISTA with backtracking on the smooth part, restarts; stop when the "
                      "prox-gradient residual ||x - prox(x - t grad)||/t <= tol max(1, ||grad||)")
+        from regspec.compiler.passes.working_sets import working_set_lines
+
+        lines.extend(working_set_lines(ir, split))
     elif split.algorithm == "conic":
         lines.append("  steps: Ruiz + Pock-Chambolle scaling (one factor per cone block), PDLP's adaptive steps, "
                      "restarts on the weighted KKT error, primal weight updates; stop when the relative primal "
