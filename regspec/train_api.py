@@ -133,7 +133,8 @@ def compile_trainer(spec: Any, train: str | None = None, out: str | Path | None 
     s = _spec(spec)
     asm = assemble(plan(s, train), epochs=epochs)
     source = generate_trainer(asm, s.ast.source.text, fingerprint(s.ast.source.text),
-                              Path(out).name if out is not None else "trainer.py")
+                              Path(out).name if out is not None else "trainer.py",
+                              out_dir=Path(out).parent if out is not None else None)
     if out is not None:
         path = Path(out)
         try:
@@ -176,7 +177,8 @@ def train(spec: Any, train: str | None = None, *, out: str | Path | None = None,
     with status(f"building the trainer in {out / 'trainer.py'} (plan, model, data)", enabled=wanted(quiet)):
         compile_trainer(s, train, out / "trainer.py", epochs=epochs)
         module = load_trainer(out / "trainer.py")
-    args = ["--out", str(out), "--dtype", dtype, *argv]
+    spec_dir = plan(s, train).base_dir   # data files the spec names live beside it
+    args = ["--out", str(out), "--dtype", dtype, "--spec-dir", str(spec_dir), *argv]
     if epochs is not None:
         args += ["--epochs", str(epochs)]
     if resume:

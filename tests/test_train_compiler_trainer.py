@@ -41,14 +41,20 @@ def test_trainer_is_standalone_and_readable(trainer):
             modules |= {a.name.split(".")[0] for a in node.names}
         elif isinstance(node, ast.ImportFrom):
             modules.add((node.module or "").split(".")[0])
-    assert modules <= {"__future__", "sys", "torch", "regspec"}
-    # every prox binding is spelled out with its kernel, tensors, weight and gate
-    assert "ProxGroup(kernel='group_l2', params=['layers.0.weight', 'layers.1.weight'], weight=0.05" in src
-    assert "hyper={'groups': 'channels'}" in src and "metric='euclidean'" in src
-    assert "ProxGroup(kernel='spectral_ball', params=['head.weight'], hyper={'radius': 2.0}" in src
-    assert "when=When(every=10)" in src
-    assert "Penalty('l1', acts=['acts.0', 'acts.1'], weight=1e-05" in src
-    assert "optimizer.step()" in src and "reg.after_step()" in src
+    assert modules <= {"__future__", "sys", "math", "pathlib", "typing", "torch", "regspec"}
+    # every prox binding is spelled out with its kernel, tensors, step rule and gate
+    assert "'line16': ['layers.0.weight', 'layers.1.weight']," in src
+    assert "'line16': 0.05," in src and "tau = lr * w['line16']" in src
+    assert "apply_prox_group('group_l2', xs, tau, groups='channels')" in src
+    assert "# step rule: tau = lr * weight (Euclidean" in src
+    assert "if step % 10 == 0:" in src and "radius=2.0" in src and "'spectral_ball'," in src
+    # the activation penalty is the catalogue's l1 on the taps, averaged over the batch
+    assert "'line18': sum(batch_mean(norm1, a) for a in tapped(model.taps, SELECTED['line18']))" in src
+    assert "return x.abs().sum()" in src
+    assert "'line18': w['line18'] * g['line18']," in src
+    assert "optimizer.step()" in src and "prox_steps(params, optimizer, step, t, w, anchors)" in src
+    # the architecture is a class in the file
+    assert "class Net(nn.Module):" in src and "nn.Conv2d(16, 32, 3, padding=1)" in src
 
 
 def _params(path: Path) -> dict[str, torch.Tensor]:

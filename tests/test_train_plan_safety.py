@@ -332,7 +332,7 @@ def test_conv1d_row_groups_follow_outputs_not_storage():
     assert "stored (in, out)" in text and "32 groups (rows, i.e. storage cols) of 64 entries" in text
     source = compile_trainer(regspec.load(spec('  regularize group_l2(param("c_fc.weight"), groups = rows) * 1e-3',
                                                model=GPT)), out=None)
-    assert "hyper={'groups': 'cols'}" in source
+    assert "groups='cols'" in source
 
 
 def test_conv1d_nm_sparse_is_refused_located():

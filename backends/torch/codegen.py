@@ -1,26 +1,37 @@
-"""The trainer generator: a bound train block -> one standalone, readable Python file.
+"""The trainer generator: a bound train block -> one standalone Python file a PyTorch user could
+have written.
 
-The file imports only torch and regspec's training runtime. Everything the spec decided is
-spelled out: the data and model calls (with the sizes read from the data), each rewrite, the
-activation taps, the optimizer, and every regularizer bound to explicit tensor names, as a
-``Penalty`` (loss side) or a ``ProxGroup`` (fused prox / projection after ``optimizer.step()``)
-with its weight or schedule, kernel hyperparameters, step metric and gate. The training loop is
-written out too, so the file reads like a trainer a person would write.
+The file spells out what the spec decided: the model's architecture (an ``nn.Module`` class for
+the built-in models, the import path for a user's model), the data call, the task loss, every
+regularizer as a small function holding its catalogue atom's torch expression (``torch_source``),
+the training loop (forward, loss = task + sum of weighted terms, backward, optimizer step), each
+proximal step and projection after the step with its kernel and step rule in words, the gates
+and the schedules. It imports regspec only for the kernel library (``apply_prox_group``), data
+loading, the run folder (command line, checkpoints, metrics, summary) and a ``TermBook`` that
+keeps the run's reports and finite checks, none of the math. Spec text enters only as escaped
+string literals and comments that cannot end early; no absolute path of the compiling machine
+is written (paths are relative to the trainer's folder).
 """
 from __future__ import annotations
 
 import keyword
 import math
+import os
 import textwrap
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-from regspec.compiler.train_plan import GatePlan, ScheduleRef, TermPlan
+from regspec.compiler.train_plan import ScheduleRef
 
 __all__ = ["generate_trainer", "render_scalar", "render_loss"]
 
 _TAKES_TOTAL = ("linear", "cosine", "cubic", "exp", "sine_stages")
+#: generated lines stay below this many characters
+WIDTH = 99
 
 
+# ------------------------------------------------------------------ literals and spec text
 def _lit(v: Any) -> str:
     """A Python literal for a plan value (numbers, strings, bools, None, lists, dicts)."""
     if isinstance(v, ScheduleRef):
@@ -94,19 +105,6 @@ def render_loss(tree: Any, losses: set[str]) -> str:
     return f"{op}({', '.join(parts)})"
 
 
-def _when(gate: GatePlan | None, spe: str = "steps_per_epoch") -> str | None:
-    if gate is None:
-        return None
-    kw = []
-    if gate.every is not None:
-        kw.append(f"every={gate.every}" if gate.every_unit == "steps" else f"every={gate.every} * {spe}")
-    if gate.start is not None:
-        kw.append(f"from_step={int(gate.start)}" if gate.start_unit == "step" else f"from_epoch={_lit(gate.start)}")
-    if gate.stop is not None:
-        kw.append(f"until_step={int(gate.stop)}" if gate.stop_unit == "step" else f"until_epoch={_lit(gate.stop)}")
-    return f"When({', '.join(kw)})"
-
-
 def _one_line(text: str) -> str:
     """Spec text made safe for one line of generated code: characters that are not printable
     (line breaks of any kind, NUL, form feeds...) become their escapes, so a comment or docstring
@@ -120,9 +118,50 @@ def _doc(text: str) -> str:
     return _one_line(text).replace("\\", "\\\\").replace('"', '\\"')
 
 
-def _comment(text: str, indent: str) -> str:
-    lines = textwrap.wrap(_one_line(text), 96 - len(indent))
-    return "\n".join(f"{indent}# {ln}" for ln in lines)
+def _wrap(text: str, indent: str, prefix: str = "") -> list[str]:
+    """Lines of at most WIDTH characters (words longer than a line are kept whole)."""
+    width = WIDTH - len(indent) - len(prefix)
+    lines = textwrap.wrap(text, width, break_long_words=False, break_on_hyphens=False) or [""]
+    return [f"{indent}{prefix}{ln}" for ln in lines]
+
+
+def _doc_lines(escaped: str, indent: str) -> list[str]:
+    """One docstring line of (already escaped) text, continued with a backslash-newline when it is
+    too long: the docstring's value keeps the text on one line, the source lines stay short.
+    Breaks fall between words only, so no escape sequence is split (a backslash of the text is
+    doubled by the escaping, so the continuation backslash is never taken for part of one)."""
+    words = escaped.split(" ")
+    lines, cur = [], indent
+    for i, word in enumerate(words):
+        piece = word if i == 0 else " " + word
+        if len(cur) + len(piece) + 1 > WIDTH and cur.strip():
+            lines.append(cur + "\\")
+            cur = piece
+        else:
+            cur += piece
+    lines.append(cur)
+    return lines
+
+
+def _comment(text: str, indent: str) -> list[str]:
+    return _wrap(_one_line(text), indent, "# ")
+
+
+def _str_lit(text: str, indent: str) -> str:
+    """A string literal for ``text``, split into adjacent literals (inside parentheses) when
+    one line would be too long. Each piece is a repr: escaped, so it cannot end early."""
+    whole = repr(str(text))
+    if len(indent) + len(whole) + 2 <= WIDTH:
+        return whole
+    room = WIDTH - len(indent) - 3
+    pieces, cur = [], ""
+    for ch in str(text):
+        if len(repr(cur + ch)) > room:
+            pieces.append(repr(cur))
+            cur = ""
+        cur += ch
+    pieces.append(repr(cur))
+    return "(\n" + "\n".join(f"{indent}{p}" for p in pieces) + ")"
 
 
 def _kwargs_src(kwargs: dict[str, Any]) -> str:
@@ -131,280 +170,893 @@ def _kwargs_src(kwargs: dict[str, Any]) -> str:
     return ", ".join(f"{k}={_lit(v)}" for k, v in kwargs.items())
 
 
-def generate_trainer(asm: Any, spec_text: str, fingerprint: str, filename: str = "trainer.py") -> str:
-    """Source of a standalone trainer for an ``assemble.Assembled`` train block (``filename``: the
-    name the usage lines show)."""
-    plan = asm.plan
-    binding = asm.binding
-    imports_sched: set[str] = set()
-    loss_imports: set[str] = set()
-    for tb in binding.terms:
-        _schedule_names(tb.term.weight, imports_sched)
-        _schedule_names(tb.term.options, imports_sched)
-    lr = plan.optimizer.kwargs.get("lr")
-    _schedule_names(lr, imports_sched)
-    uses_when = any(tb.group is not None and tb.term.gate is not None for tb in binding.terms)
+def _call(head: str, args: list[str], indent: str, tail: str = "") -> list[str]:
+    """``head(arg, arg, ...)`` (then ``tail``) on one line, or its arguments packed onto
+    continuation lines aligned after the parenthesis (one per line when even that is too long)."""
+    lines = _call_lines(head, args, indent, WIDTH - len(tail))
+    lines[-1] += tail
+    return lines
 
-    # ---- header
-    lines: list[str] = []
-    w = lines.append
-    w("#!/usr/bin/env python3")
-    w(f'"""Trainer for `train {_doc(plan.name)}` in {_doc(plan.path)}, generated by `regspec compile`.')
-    w("")
-    w("Run:")
-    fname, name = _doc(filename), _doc(plan.name)
-    w(f"    python {fname} --epochs {asm.epochs} --out runs/{name} [--resume] [--device auto|cpu|cuda]")
-    w(f"    torchrun --nproc_per_node=2 {fname} --out runs/{name}    # DistributedDataParallel")
-    w("")
-    w("Writes OUT/metrics.jsonl (one line per epoch), OUT/summary.json and OUT/checkpoint.pt (atomic).")
-    for line in getattr(asm, "user_code", []):
-        w(f"User code it runs: {_doc(line)}")
-    w("Lowering of each statement (`regspec plan` prints the same with tensor shapes):")
-    for tb in binding.terms:
-        t = tb.term
-        how = {"loss": "loss term (autograd)", "prox": f"fused prox `{t.kernel}` ({tb.metric} step)",
-               "projection": f"projection `{t.kernel}`"}[t.lowering]
-        w(f"  line {t.line}: {_doc(t.text)}")
-        w(f"      -> {_doc(how)} on {_doc(', '.join(tb.names))}")
-    w('"""')
-    w("from __future__ import annotations")
-    w("")
-    w("import sys")
-    w("")
-    w("import torch")
-    w("")
-    w("from regspec.backends.torch.train import runtime as rt")
-    if plan.data.kind != "source":
-        w("from regspec.backends.torch.train.data import build_data")
-    if plan.rewrites or binding.tap_path:
-        names = [n for n, used in (("insert_taps", bool(binding.tap_path)), ("rewrite_activations", bool(plan.rewrites)))
-                 if used]
-        w(f"from regspec.backends.torch.train.fx import {', '.join(names)}")
-    # loss source decides the loss imports
-    loss_src = None
-    if isinstance(asm.loss, str):
-        loss_value = repr(asm.loss)
-    else:
-        loss_src = render_loss(asm.loss, loss_imports)
-        loss_value = "task_loss"
-    if loss_imports:
-        w(f"from regspec.backends.torch.train.losses import {', '.join(sorted(loss_imports))}")
-    w("from regspec.backends.torch.train.models import build_model")
-    weights = _weights_src(asm)
-    if weights:
-        w("from regspec.backends.torch.train.reparam import WeightStep, apply_weights")
-    w("from regspec.backends.torch.train.optim import build_optimizer" + (", set_hparam" if isinstance(lr, ScheduleRef) else ""))
-    if binding.prox_groups:
-        w("from regspec.backends.torch.train.proxstep import ProxGroup" + (", When" if uses_when else ""))
-    w("from regspec.backends.torch.train.regularizer import " + ("Penalty, " if binding.penalties else "")
-      + "Regularizer")
-    if imports_sched:
-        w(f"from regspec.backends.torch.train.schedules import {', '.join(sorted(imports_sched))}")
-    w("")
-    w(f"SPEC = {plan.path!r}")
-    w(f"TRAIN = {plan.name!r}")
-    w(f"FINGERPRINT = {fingerprint!r}  # of the spec text: --resume refuses checkpoints of other specs")
-    w(f"SPEC_DIR = {str(plan.base_dir)!r}")
-    w(f"EPOCHS = {asm.epochs}")
-    w(f"STEPS = {plan.steps!r}  # total optimizer steps (None: whole epochs)")
-    w(f"BATCH = {_lit(plan.batch)}")
-    w(f"SEED = {plan.seed}")
-    w(f"DEVICE = {plan.device!r}")
-    w(f"TASK = {asm.data.task!r}")
-    w("# what rebuilds the trained network: written as OUT/model.json beside model.pt")
-    w("# (regspec.load_trained(OUT) reads both)")
-    w("MODEL = {")
-    for key, value in _model_recipe(asm).items():
-        w(f"    {key!r}: {_lit(value)},")
-    w("}")
-    w("")
-    if loss_src is not None:
+
+def _call_lines(head: str, args: list[str], indent: str, width: int) -> list[str]:
+    one = f"{indent}{head}({', '.join(args)})"
+    if len(one) <= width:
+        return [one]
+    pad = " " * (len(indent) + len(head) + 1)
+    if len(pad) > width // 2 or any(len(pad) + len(a) + 2 > width for a in args):
+        return [f"{indent}{head}("] + [f"{indent}    {a}," for a in args] + [f"{indent})"]
+    lines, cur = [], f"{indent}{head}("
+    for i, a in enumerate(args):
+        piece = a + (")" if i == len(args) - 1 else ",")
+        if len(cur) + len(piece) + 1 > width and cur.strip() and not cur.endswith("("):
+            lines.append(cur.rstrip())
+            cur = pad
+        cur += piece if cur.endswith("(") or cur == pad else " " + piece
+    lines.append(cur)
+    return lines
+
+
+# ------------------------------------------------------------------ what each term renders to
+@dataclass
+class _Term:
+    """One statement as the trainer spells it: its key, label, tensors and the source pieces."""
+
+    key: str
+    tb: Any
+    lowering: str
+    label: str
+    names: list[str]
+    target: str                         # param | act | output
+    fn: str | None = None               # the penalty function's name (g of one tensor)
+    fn_kwargs: str = ""                 # its keyword arguments at the call
+    whole: str | None = None            # g of the whole selection, when not a sum over tensors
+    weight: Any = 1.0
+    hyper: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def term(self) -> Any:
+        return self.tb.term
+
+
+def _atom_of(term: Any) -> Any:
+    """The catalogue atom a statement applies (None for training-only terms without one yet)."""
+    from regspec.compiler import catalogue, train_plan
+
+    name = getattr(term, "atom", None) or term.name
+    atom = catalogue.ATOMS.get(catalogue.ALIASES.get(name, name))
+    if atom is None:
+        # the plan names the atom of its training spellings (l1 -> norm1, nuclear -> nuclear_norm)
+        entry = getattr(train_plan, "TERMS", {}).get(term.name)
+        atom = catalogue.ATOMS.get(entry.atom) if entry is not None and entry.atom else None
+    return atom
+
+
+def _matrix_term(tb: Any, kw: dict[str, Any]) -> bool:
+    """Whether g sees W.reshape(C_out, -1): spectral terms and group norms of rows/cols/channels."""
+    return bool(tb.term.matrix or "groups" in kw)
+
+
+class _Gen:
+    """Builds the trainer's source, section by section."""
+
+    def __init__(self, asm: Any, filename: str, out_dir: Path | None):
+        self.asm = asm
+        self.plan = asm.plan
+        self.binding = asm.binding
+        self.filename = filename
+        self.out_dir = out_dir.resolve() if out_dir is not None else Path.cwd().resolve()
+        self.lines: list[str] = []
+        self.imports: dict[str, set[str]] = {}
+        self.functions: dict[str, list[str]] = {}   # penalty functions by name (emitted once)
+        self.sched_names: set[str] = set()
+        self.stdlib: set[str] = {"sys"}
+        self.terms = self._terms()
+        self.anchored = [n for t in self.terms if t.term.name == "anchor_l2" for n in t.names]
+        self.jacobian = any(t.term.penalty == "jacobian_fro" for t in self.terms if t.lowering == "loss")
+
+    # ---- small helpers
+    def w(self, line: str = "") -> None:
+        self.lines.append(line)
+
+    def need(self, module: str, name: str) -> None:
+        self.imports.setdefault(module, set()).add(name)
+
+    def rel(self, path: str | Path) -> str:
+        """``path`` relative to the trainer's folder (forward slashes); when the two share no
+        folder below the root, only its last component (a relative path through the root would
+        spell out the compiling machine's layout; --spec-dir gives the folder at run time)."""
+        target = Path(path).resolve()
+        try:
+            common = Path(os.path.commonpath([target, self.out_dir]))
+        except ValueError:       # another drive (Windows)
+            return target.name or "."
+        if common == Path(common.anchor):
+            return target.name or "."
+        return Path(os.path.relpath(target, self.out_dir)).as_posix()
+
+    def spec_dir(self) -> str:
+        """The spec's folder relative to the trainer, or "." when they share no folder below the
+        root (then --spec-dir names it at run time; `regspec train` passes it)."""
+        base = Path(self.plan.base_dir).resolve()
+        common = Path(os.path.commonpath([base, self.out_dir]))
+        if common == Path(common.anchor):
+            return "."
+        return Path(os.path.relpath(base, self.out_dir)).as_posix()
+
+    # ---- terms
+    def _terms(self) -> list[_Term]:
+        out: list[_Term] = []
+        used: set[str] = set()
+        for i, tb in enumerate(self.binding.terms):
+            t = tb.term
+            key = f"line{t.line}" if t.line else f"term{i + 1}"
+            while key in used:
+                key += "b"
+            used.add(key)
+            target = t.target.kind if t.target.kind in ("act", "output") else "param"
+            item = _Term(key, tb, t.lowering, f"line {t.line}: {t.text}", list(tb.names), target,
+                         weight=t.weight)
+            if t.lowering != "loss":
+                from regspec.backends.torch.train.bind import kernel_hyper
+
+                item.hyper = kernel_hyper(t, tb.options)
+            if t.lowering != "projection":
+                self._penalty_of(item)
+            out.append(item)
+        return out
+
+    def _penalty_of(self, item: _Term) -> None:
+        """Choose g's source: the catalogue atom's torch expression when it has one, else the
+        runtime's evaluation of the training term (named, with its math in the docstring)."""
+        t = item.term
+        atom = _atom_of(t)
+        opts = {k: v for k, v in item.tb.options.items() if not isinstance(v, ScheduleRef)}
+        kw = {}
+        if atom is not None:
+            opts = {**opts, **{k: v for k, v in (getattr(t, "atom_kw", None) or {}).items()
+                               if not isinstance(v, ScheduleRef)}}
+            kw = {k: opts.get(k, d) for k, d in atom.static.items()}
+            kw.update({k: opts[k] for k in atom.tensor_kwargs if k in opts})
+        source = atom.torch_source_for(kw) if atom is not None else None
+        kind = item.tb.penalty.kind if item.tb.penalty is not None else (t.penalty or t.kernel or t.name)
+        if source is not None:
+            self._atom_function(item, atom, kw, source)
+        else:
+            self._runtime_function(item, kind)
+
+    def _atom_function(self, item: _Term, atom: Any, kw: dict[str, Any], source: str) -> None:
+        import ast as pyast
+
+        named = [n.id for n in pyast.walk(pyast.parse(source, mode="eval")) if isinstance(n, pyast.Name)]
+        args = [k for k in [*atom.static, *atom.tensor_kwargs] if k in named]
+        suffix = "_" + kw["groups"] if isinstance(kw.get("groups"), str) else ""
+        name = f"{atom.name}{suffix}"
+        params = "".join(f", {a}: float" for a in args)
+        body = [f"def {name}(x: torch.Tensor{params}) -> torch.Tensor:",
+                *_wrap(f'"""{_doc(atom.doc)} (catalogue atom `{atom.name}`)."""', "    ")]
+        body.append(f"    return {source}")
+        self.functions.setdefault(name, body)
+        item.fn = name
+        item.fn_kwargs = "".join(f", {a}={_lit(kw[a])}" for a in args)
+        if _matrix_term(item.tb, kw):
+            item.fn = name
+            item.whole = "matrix"
+
+    def _runtime_function(self, item: _Term, kind: str) -> None:
+        t = item.term
+        math_text = t.math or kind
+        opts = {k: v for k, v in item.tb.options.items() if v is not None}
+        if kind == "orthogonality":
+            self.need("regspec.backends.torch.train.penalties", "orthogonality")
+            item.whole = f"orthogonality([params[n] for n in SELECTED[{item.key!r}]]{_kw_tail(opts)})"
+        elif kind == "flops":
+            self.need("regspec.backends.torch.train.penalties", "flops")
+            item.whole = f"flops(tapped(model.taps, SELECTED[{item.key!r}]))"
+        elif kind == "jacobian_fro":
+            self.need("regspec.backends.torch.train.penalties", "jacobian_fro")
+            n_proj = int(opts.get("n_proj", 1))
+            item.whole = f"HALF * jacobian_fro(model, x, {n_proj}, generator=generator)"
+        else:
+            self.need("regspec.backends.torch.train.regularizer", "param_value")
+            name = kind
+            if kind == "anchor_l2":
+                body = [f"def {name}(x: torch.Tensor, anchor: torch.Tensor) -> torch.Tensor:",
+                        *_wrap(f'"""{_doc(math_text)} (training term `{kind}`)."""', "    "),
+                        f"    return param_value({kind!r}, x, anchor=anchor)"]
+            else:
+                hyper = {k: v for k, v in (item.tb.penalty.hyper if item.tb.penalty else {}).items()
+                         if v is not None and k != "nonneg"}
+                body = [f"def {name}(x: torch.Tensor) -> torch.Tensor:",
+                        *_wrap(f'"""{_doc(math_text)} (training term `{kind}`)."""', "    "),
+                        f"    return param_value({kind!r}, x{', ' + _lit(hyper) if hyper else ''})"]
+            self.functions.setdefault(name, body)
+            item.fn = name
+
+    def g_source(self, item: _Term) -> str:
+        """The expression of g over the statement's tensors (inside loss_terms/param_terms)."""
+        sel = f"SELECTED[{item.key!r}]"
+        if item.whole not in (None, "matrix"):
+            return item.whole
+        view = "matrix_view(params[n])" if item.whole == "matrix" else "params[n]"
+        if item.target == "act":
+            return f"sum(batch_mean({item.fn}, a{item.fn_kwargs}) for a in tapped(model.taps, {sel}))"
+        if item.target == "output":
+            return f"batch_mean({item.fn}, output{item.fn_kwargs})"
+        if item.term.name == "anchor_l2":
+            return f"sum({item.fn}(params[n], anchors[n]) for n in {sel})"
+        return f"sum({item.fn}({view}{item.fn_kwargs}) for n in {sel})"
+
+    # ---- the file
+    def source(self) -> str:
+        body = self._body()
+        head = self._header()
+        return "\n".join(head + body) + "\n"
+
+    def _header(self) -> list[str]:
+        plan, asm = self.plan, self.asm
+        lines: list[str] = []
+        w = lines.append
+        w("#!/usr/bin/env python3")
+        spec = self.rel(plan.path) if plan.path not in ("", "<string>") else "<string>"
+        lines += _doc_lines(f'"""Trainer for `train {_doc(plan.name)}` in {_doc(spec)}, generated by '
+                            "`regspec compile`.", "")
+        w("")
+        w("Run:")
+        fname, name = _doc(self.filename), _doc(plan.name)
+        lines += _wrap(f"python {fname} --epochs {asm.epochs} --out runs/{name} [--resume] "
+                       "[--device auto|cpu|cuda]", "    ")
+        lines += _wrap(f"torchrun --nproc_per_node=2 {fname} --out runs/{name}  (DistributedDataParallel)",
+                       "    ")
+        w("")
+        w("Writes OUT/metrics.jsonl (one line per epoch), OUT/summary.json and OUT/checkpoint.pt")
+        w("(atomic), OUT/model.pt and OUT/model.json (what rebuilds the trained network).")
+        for line in self._user_code():
+            lines += _doc_lines(f"User code it runs: {_doc(line)}", "")
+        w("Lowering of each statement (`regspec plan` prints the same with tensor shapes):")
+        for item in self.terms:
+            t = item.term
+            how = {"loss": "loss term (autograd)",
+                   "prox": f"fused prox `{t.kernel}` ({item.tb.group.metric if item.tb.group else ''} step)",
+                   "projection": f"projection `{t.kernel}`"}[t.lowering]
+            lines += _doc_lines(_doc(f"line {t.line}: {t.text}"), "  ")
+            lines += _doc_lines(f"-> {_doc(how)} on {_doc(', '.join(item.names))}", "      ")
+        w('"""')
+        w("from __future__ import annotations")
+        w("")
+        for module in sorted(self.stdlib):
+            w(f"import {module}")
+        w("from pathlib import Path")
+        w("from typing import Any")
+        w("")
+        w("import torch")
+        w("from torch import nn")
+        w("")
+        for module in sorted(self.imports):
+            names = ", ".join(sorted(self.imports[module]))
+            lines += _import_lines(module, names)
+        return lines
+
+    def _user_code(self) -> list[str]:
+        """One line per import path the block calls, with where the code lives (relative)."""
+        from regspec.backends.torch.train.models import user_code_origin
+
+        out = []
+        for what, call in (("model", self.plan.model), ("data", self.plan.data),
+                           ("optimizer", self.plan.optimizer)):
+            if call.kind == "user" and ":" in call.name:
+                origin = user_code_origin(call.name.split(":")[0], call.span, f"user {what}")
+                out.append(f'{what} "{call.name}" runs {self.rel(origin) if origin else "(not found)"}')
+        return out
+
+    def _body(self) -> list[str]:
+        self.need("regspec.backends.torch.train", "runtime as rt")
+        self.need("regspec.backends.torch.train.book", "Term")
+        self.need("regspec.backends.torch.train.book", "TermBook")
+        self._constants()
+        self._model()
+        self._data()
+        self._loss()
+        self._optimizer()
+        self._penalties()
+        self._weights()
+        self._prox()
+        self._book()
+        self._main()
+        return self.lines
+
+    def _constants(self) -> None:
+        plan, asm, w = self.plan, self.asm, self.w
+        spec = self.rel(plan.path) if plan.path not in ("", "<string>") else "<string>"
+        w("")
+        w("HERE = Path(__file__).resolve().parent")
+        w(f"SPEC = {_str_lit(spec, '')}  # the spec, relative to this file")
+        w(f"TRAIN = {plan.name!r}")
+        w(f"FINGERPRINT = {self.fingerprint!r}  # of the spec text: --resume refuses other specs' runs")
+        w("#: the spec's folder relative to this file (--spec-dir overrides it): data files it names")
+        w(f"SPEC_DIR = {self.spec_dir()!r}")
+        w(f"EPOCHS = {asm.epochs}")
+        w(f"STEPS = {plan.steps!r}  # total optimizer steps (None: whole epochs)")
+        w(f"BATCH = {_lit(plan.batch)}")
+        w(f"SEED = {plan.seed}")
+        w(f"DEVICE = {plan.device!r}")
+        w(f"TASK = {asm.data.task!r}  # classification (accuracy) or regression (MSE) on validation")
+        w("#: float slack of epoch gates: t = 29/10 * 10 steps counts as epoch 2.9, not 2.8999...")
+        w("EPOCH_SLACK = 1e-9")
+        if self.jacobian:
+            w("#: the Jacobian term is (1/2) E ||J||_F^2")
+            w("HALF = 0.5")
+        w("#: what rebuilds the trained network: written as OUT/model.json beside model.pt")
+        w("#: (regspec.load_trained(OUT) reads both)")
+        w("MODEL = {")
+        for key, value in _model_recipe(asm).items():
+            self.lines += _wrap(f"{key!r}: {_lit(value)},", "    ")
+        w("}")
+        w("#: the tensors each statement selected (bound against the model when this file was made)")
+        w("SELECTED = {")
+        for item in self.terms:
+            self.lines += _list_entry(item.key, item.names, "    ")
+        w("}")
+        w("LABELS = {  # each statement's text: the keys of metrics.jsonl and summary.json")
+        for item in self.terms:
+            self.lines += f"    {item.key!r}: {_str_lit(item.label, '        ')},".split("\n")
+        w("}")
+
+    # ---- model
+    def _model(self) -> None:
+        from regspec.backends.torch.codegen_models import model_class
+
+        plan, asm, w = self.plan, self.asm, self.w
+        w("")
+        w("")
+        cls = model_class(plan.model.name, asm.model_kwargs) if plan.model.kind == "builtin" else None
+        if cls is not None:
+            src, imports = cls
+            for module, name in imports:
+                if name:
+                    self.need(module, name)
+                else:
+                    self.stdlib.add(module)
+            self.lines += src
+            w("")
+            w("")
+        w("def make_model(spec_dir: Path) -> nn.Module:")
+        filled = f" (from the data: {', '.join(asm.filled)})" if asm.filled else ""
+        self.lines += _comment(f"model {plan.model.text}{filled}", "    ")
+        if cls is not None:
+            w("    model = Net()")
+        else:
+            self.need("regspec.backends.torch.train.models", "build_model")
+            w("    # the user's model class, imported by its path and called with these arguments")
+            self.lines += _call("model = build_model", [repr(plan.model.name), _kwargs_src(asm.model_kwargs)]
+                                if asm.model_kwargs else [repr(plan.model.name)], "    ")
+        for rb in self.binding.rewrites:
+            rw = rb.rewrite
+            self.need("regspec.backends.torch.train.fx", "rewrite_activations")
+            what = f"{rb.count} replaced" + (f": {', '.join(rb.modules)}" if rb.modules else "")
+            self.lines += _comment(f"line {rw.span.line if rw.span else 0}: {rw.text}  ({what}"
+                                   + (", fx graph" if rb.graph else "") + ")", "    ")
+            extra = [_kwargs_src(rw.dst_kwargs)] if rw.dst_kwargs else []
+            self.lines += _call("model, _ = rewrite_activations", ["model", repr(rw.src), repr(rw.dst), *extra],
+                                "    ")
+        self.lines += self._weight_steps()
+        if self.binding.tap_path:
+            acts = []
+            for item in self.terms:
+                if item.target == "act":
+                    acts += [n for n in item.names if n not in acts]
+            how = "the fx graph" if self.binding.tap_path == "fx" else f"forward hooks ({self.binding.tap_reason})"
+            self.need("regspec.backends.torch.train.fx", "insert_taps")
+            self.lines += _comment(f"record the activations the loss terms read (model.taps), on {how}", "    ")
+            self.lines += _call("return insert_taps", ["model", _lit(acts)], "    ")
+        else:
+            w("    return model")
+
+    def _weight_steps(self) -> list[str]:
+        """make_model's lines for ``init``, ``reparametrize`` and ``freeze`` (train/reparam.py)."""
+        plan = self.plan
+        if getattr(plan, "init", None) is None and not getattr(plan, "reparams", None):
+            return []
+        self.need("regspec.backends.torch.train.reparam", "WeightStep")
+        self.need("regspec.backends.torch.train.reparam", "apply_weights")
+        lines = []
+        if plan.init is not None:
+            line = plan.init.span.line if plan.init.span is not None else 0
+            lines += _comment(f"line {line}: {plan.init.text}", "    ")
+        lines.append("    # starting weights, then reparametrizations (torch.nn.utils.parametrize) and")
+        lines.append("    # frozen tensors in the order written; model.pt gets the merged weights")
+        lines.append("    steps = [")
+        for r in plan.reparams:
+            lines += _comment(f"line {r.line}: {r.text}", "        ")
+            args = [repr(r.stmt), f"pattern={r.target.pattern!r}"]
+            if r.target.type is not None:
+                args.append(f"type={r.target.type!r}")
+            if r.form is not None:
+                args += [f"form={r.form!r}", f"options={_lit(r.options)}"]
+            args.append(f"text={_str_lit(_one_line(r.text), '            ')}")
+            lines += _call("WeightStep", args, "        ", tail=",")
+        lines.append("    ]")
+        init = [f"init={plan.init.path!r}"] if plan.init is not None else []
+        lines += _call("apply_weights", ["model", "steps", *init, "base_dir=spec_dir"], "    ")
+        return lines
+
+    # ---- data, loss, optimizer
+    def _data(self) -> None:
+        w, d = self.w, self.plan.data
+        w("")
+        w("")
+        w("def make_data(batch: int, seed: int, spec_dir: Path) -> Any:")
+        w('    """Training batches (epoch_loader(e): the order depends only on seed and e) and .val."""')
+        self.lines += _comment(f"data {d.text}", "    ")
+        if d.kind == "source":
+            args = [repr(d.name), _lit(list(d.args)), _lit(d.kwargs), "batch=batch", "seed=seed",
+                    "base_dir=spec_dir"]
+            self.lines += _call("return rt.source_data", args, "    ")
+        else:
+            self.need("regspec.backends.torch.train.data", "build_data")
+            kw = dict(d.kwargs)
+            split = kw.pop("split", 0.8)
+            args = [repr(d.name), f"split={_lit(split)}", "batch=rt.full_batch(batch)", "seed=seed"]
+            self.lines += _call("return build_data", args + ([_kwargs_src(kw)] if kw else []), "    ")
+
+    def _loss(self) -> None:
+        w, asm = self.w, self.asm
+        w("")
         w("")
         w("def task_loss(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:")
-        w(f"    # loss {_one_line(plan.loss_text)}")
-        w(f"    return {loss_src}")
+        self.lines += _comment(f"loss {self.plan.loss_text}", "    ")
+        if isinstance(asm.loss, str):
+            from regspec.backends.torch.train.losses import LOSSES
+
+            self.need("regspec.backends.torch.train.losses", asm.loss)
+            doc = (LOSSES[asm.loss].__doc__ or "").strip().splitlines()[0]
+            self.lines += _comment(f"{asm.loss}: {doc}", "    ")
+            w(f"    return {asm.loss}(output, target)")
+        else:
+            names: set[str] = set()
+            src = render_loss(asm.loss, names)
+            for n in names:
+                self.need("regspec.backends.torch.train.losses", n)
+            self.lines += _wrap(f"return {src}", "    ")
+
+    def _optimizer(self) -> None:
+        w, opt = self.w, self.plan.optimizer
         w("")
-    # ---- data
-    w("")
-    w("def make_data(batch: int, seed: int):")
-    w(f"    # data {_one_line(plan.data.text)}")
-    d = plan.data
-    if d.kind == "source":
-        w(f"    return rt.source_data({d.name!r}, {_lit(list(d.args))}, {_lit(d.kwargs)}, batch=batch, seed=seed,")
-        w("                          base_dir=SPEC_DIR)")
-    else:
-        kw = dict(d.kwargs)
-        split = kw.pop("split", 0.8)
-        extra = (", " + _kwargs_src(kw)) if kw else ""
-        w(f"    return build_data({d.name!r}, split={_lit(split)}, batch=rt.full_batch(batch), seed=seed{extra})")
-    # ---- model
-    w("")
-    w("")
-    w("def make_model() -> torch.nn.Module:")
-    w(f"    # model {_one_line(plan.model.text)}"
-      + (f"   (from the data: {_one_line(', '.join(asm.filled))})" if asm.filled else ""))
-    w(f"    model = build_model({plan.model.name!r}, {_kwargs_src(asm.model_kwargs)})".replace(", )", ")"))
-    for rb in binding.rewrites:
-        rw = rb.rewrite
-        w(_one_line(f"    # line {rw.span.line if rw.span else 0}: {rw.text}  ({rb.count} replaced"
-                    + (f": {', '.join(rb.modules)}" if rb.modules else "") + (", fx graph" if rb.graph else "") + ")"))
-        extra = (", " + _kwargs_src(rw.dst_kwargs)) if rw.dst_kwargs else ""
-        w(f"    model, _ = rewrite_activations(model, {rw.src!r}, {rw.dst!r}{extra})")
-    for line in weights:
-        w(line)
-    if binding.tap_path:
-        acts = []
-        for tb in binding.terms:
-            if tb.term.target.kind == "act":
-                acts += [n for n in tb.names if n not in acts]
-        how = "the fx graph" if binding.tap_path == "fx" else f"forward hooks ({binding.tap_reason})"
-        w(f"    # activation taps for the loss terms, on {_one_line(how)}")
-        w(f"    return insert_taps(model, {_lit(acts)})")
-    else:
-        w("    return model")
-    # ---- optimizer
-    w("")
-    w("")
-    w("def make_optimizer(module: torch.nn.Module) -> torch.optim.Optimizer:")
-    w(f"    # optimizer {_one_line(plan.optimizer.text)}")
-    okw = dict(plan.optimizer.kwargs)
-    if isinstance(lr, ScheduleRef):
-        okw["lr"] = 0.0  # set from LR(t) before every step
-    w(f"    return build_optimizer({plan.optimizer.name!r}, module.parameters(){', ' if okw else ''}{_kwargs_src(okw)})")
-    # ---- regularizers
-    w("")
-    w("")
-    w("def make_regularizer(module: torch.nn.Module, optimizer: torch.optim.Optimizer, total: int,")
-    w("                     steps_per_epoch: int, seed: int) -> Regularizer:")
-    w('    """Every regularizer of the spec, bound to named tensors. Loss terms are Penalty objects;')
-    w("    prox terms and constraints are ProxGroup objects, applied after optimizer.step() in fused")
-    w("    calls (groups with the same kernel, hyperparameters, metric and gate share one call).")
-    w("    Prox step: tau = lr * weight (euclidean) or tau_i = lr * weight / (sqrt(v_hat_i) + eps)")
-    w('    (adaptive: separable kernels under Adam, the metric of its update)."""')
-    w("    penalties = [" + ("" if binding.penalties else "]  # no loss-side terms"))
-    for tb in binding.terms:
-        if tb.penalty is None:
-            continue
-        t = tb.term
-        p = tb.penalty
-        w(_comment(f"line {t.line}: {t.text}  ({t.why})", "        "))
-        target = (f"params={_lit(tb.names)}" if p.params else f"acts={_lit(tb.names)}" if p.acts else "output=True")
-        hyper = {k: v for k, v in p.hyper.items() if v is not None}
-        hyper_src = f", hyper={_lit(hyper)}" if hyper else ""
-        w(f"        Penalty({p.kind!r}, {target}, weight={render_scalar(t.weight)}{hyper_src},")
-        w(f"                label={p.label!r}),")
-    if binding.penalties:
-        w("    ]")
-    w("    prox_groups = [" + ("" if binding.prox_groups else "]  # no prox terms or constraints"))
-    for tb in binding.terms:
-        if tb.group is None:
-            continue
-        t = tb.term
-        g = tb.group
-        w(_comment(f"line {t.line}: {t.text}  ({t.why})", "        "))
-        parts = [f"kernel={g.kernel!r}", f"params={_lit(tb.names)}"]
-        if t.lowering == "prox":
-            parts.append(f"weight={render_scalar(t.weight)}")
-        hyper = _hyper_src(t, tb.options)
-        if hyper:
-            parts.append(f"hyper={hyper}")
-        if t.lowering == "prox":
-            parts.append(f"metric={g.metric!r}")
-        when = _when(t.gate)
+        w("")
+        w("def make_optimizer(model: nn.Module) -> torch.optim.Optimizer:")
+        self.lines += _comment(f"optimizer {opt.text}", "    ")
+        okw = dict(opt.kwargs)
+        if isinstance(okw.get("lr"), ScheduleRef):
+            okw["lr"] = 0.0
+            w("    # lr = 0 here: the loop sets it from its schedule before every step")
+        self.need("regspec.backends.torch.train.optim", "build_optimizer")
+        args = [repr(opt.name), "model.parameters()"] + ([_kwargs_src(okw)] if okw else [])
+        self.lines += _call("return build_optimizer", args, "    ")
+
+    # ---- penalties
+    def _penalties(self) -> None:
+        w = self.w
+        w("")
+        w("")
+        w("# ---------------------------------------------------------------- regularizers: g(x)")
+        w("# Each penalty is the catalogue atom's torch expression; a term's weight multiplies it in")
+        w("# the training loop (loss side) or sets the prox step (tau = lr * weight).")
+        for body in self.functions.values():
+            w("")
+            w("")
+            self.lines += body
+        if any(t.whole == "matrix" for t in self.terms) or any(
+                t.tb.group is not None and t.tb.group.matrix for t in self.terms):
+            w("")
+            w("")
+            w("def matrix_view(x: torch.Tensor) -> torch.Tensor:")
+            w('    """W.reshape(C_out, -1), a view: conv filters flattened, one row per output."""')
+            w("    return x if x.dim() == 2 else x.reshape(x.shape[0], -1)")
+        if any(t.target == "act" for t in self.terms):
+            w("")
+            w("")
+            w("def tapped(taps: dict[str, torch.Tensor], names: list[str]) -> list[torch.Tensor]:")
+            w('    """The recorded activations of the named modules (one called k times gives k)."""')
+            w('    return [a for name, a in taps.items() if name.split("#")[0] in names]')
+        if any(t.target in ("act", "output") and t.fn for t in self.terms):
+            w("")
+            w("")
+            w("def batch_mean(f: Any, a: torch.Tensor, **kw: Any) -> torch.Tensor:")
+            w('    """(1/B) sum_i f(a_i) over the B samples on dim 0: f(a) / B, f a sum over entries."""')
+            w("    return f(a, **kw) / (a.shape[0] if a.dim() > 1 else 1)")
+        self._term_functions()
+
+    def _term_functions(self) -> None:
+        w = self.w
+        loss = [t for t in self.terms if t.lowering == "loss"]
+        # the Jacobian term runs an extra forward (which refreshes the taps): evaluate it last
+        loss.sort(key=lambda t: t.term.penalty == "jacobian_fro")
+        w("")
+        w("")
+        w("def loss_terms(model: nn.Module, params: dict[str, torch.Tensor], output: torch.Tensor,")
+        w("               x: torch.Tensor, anchors: dict[str, torch.Tensor],")
+        w("               generator: torch.Generator | None) -> dict[str, torch.Tensor]:")
+        w('    """g of each loss-side statement, by key (the loop weights and adds them)."""')
+        if not loss:
+            w("    return {}  # no loss-side terms")
+        else:
+            w("    return {")
+            for t in loss:
+                self.lines += _comment(t.label, "        ")
+                self.lines += _wrap(f"{t.key!r}: {self.g_source(t)},", "        ")
+            w("    }")
+        on_params = [t for t in self.terms if t.lowering != "projection" and t.target == "param"]
+        w("")
+        w("")
+        w("@torch.no_grad()")
+        w("def param_terms(params: dict[str, torch.Tensor],")
+        w("                anchors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:")
+        w('    """g of each statement on parameters at the current weights (for the reports)."""')
+        if not on_params:
+            w("    return {}")
+        else:
+            w("    return {")
+            for t in on_params:
+                self.lines += _wrap(f"{t.key!r}: {self.g_source(t)},", "        ")
+            w("    }")
+
+    # ---- weights and schedules
+    def _weights(self) -> None:
+        w = self.w
+        entries: list[tuple[str, Any, str]] = []
+        for t in self.terms:
+            if t.lowering != "projection":
+                entries.append((t.key, t.weight, t.label))
+            for k, v in t.hyper.items():
+                if isinstance(v, ScheduleRef):
+                    entries.append((f"{t.key}.{k}", v, f"{t.label} ({k})"))
+        for _, v, _ in entries:
+            _schedule_names(v, self.sched_names)
+        lr = self.plan.optimizer.kwargs.get("lr")
+        _schedule_names(lr, self.sched_names)
+        for name in self.sched_names:
+            self.need("regspec.backends.torch.train.schedules", name)
+        w("")
+        w("")
+        w("def term_weights(total: int, steps_per_epoch: int) -> dict[str, Any]:")
+        w('    """Each term\'s weight (and scheduled set parameters), by key: a number, or a schedule')
+        w("    s(t) of the progress t in epochs, laid out over the run's `total` epochs.")
+        for name in sorted(self.sched_names):
+            self.lines += _schedule_doc(name)
+        w('    """')
+        w("    return {")
+        for key, v, label in entries:
+            self.lines += _comment(label, "        ")
+            self.lines += _wrap(f"{key!r}: {render_scalar(v)},", "        ")
+        w("    }")
+
+    def at(self, key: str, value: Any) -> str:
+        """Source of a weight or hyperparameter at time t inside the loop."""
+        if isinstance(value, ScheduleRef):
+            return f"w[{key!r}](t)"
+        return f"w[{key!r}]"
+
+    # ---- prox steps and projections
+    def _prox(self) -> None:
+        w = self.w
+        steps = [t for t in self.terms if t.lowering != "loss"]
+        if not steps:
+            return
+        self.need("regspec.backends.torch.fused", "apply_prox_group")
+        adaptive = any(t.tb.group.metric == "adaptive" for t in steps if t.lowering == "prox")
+        w("")
+        w("")
+        w("def live(params: dict[str, torch.Tensor], names: list[str], matrix: bool = False) -> list:")
+        w('    """The named weights the kernels write in place (frozen ones are left alone); matrix')
+        w('    kernels see W.reshape(C_out, -1)."""')
+        w("    xs = [params[n].detach() for n in names if params[n].requires_grad]")
+        w("    return [matrix_view(x) for x in xs] if matrix else xs")
+        if adaptive:
+            self._adam_metric()
+        w("")
+        w("")
+        w("@torch.no_grad()")
+        w("def prox_steps(params: dict[str, torch.Tensor], optimizer: torch.optim.Optimizer, step: int,")
+        w("               t: float, w: dict[str, Any], anchors: dict[str, torch.Tensor]) -> list[str]:")
+        w('    """After optimizer.step() number `step` (from 1), which began at progress t (epochs):')
+        w("    each proximal step and projection of the spec, in order, in place, with regspec's")
+        w("    kernels (apply_prox_group: x <- argmin_z tau*g(z) + ||z - x||^2 / 2, fused over the")
+        w('    tensors). Returns the keys applied (the book checks what they wrote)."""')
+        if any(t.lowering == "prox" for t in steps):
+            w('    lr = optimizer.param_groups[0]["lr"]  # the learning rate this step used')
+        w("    applied = []")
+        for t in steps:
+            self._prox_block(t)
+        w("    return applied")
+        self._final_projections(steps)
+
+    def _adam_metric(self) -> None:
+        w = self.w
+        w("")
+        w("")
+        w("def adam_inverse_metric(optimizer: torch.optim.Optimizer, params: dict[str, torch.Tensor],")
+        w("                        names: list[str]) -> list | None:")
+        w('    """1 / (sqrt(v_hat) + eps) per entry: Adam\'s step is a gradient step in the metric')
+        w("    D = diag(sqrt(v_hat) + eps), so a separable prox in that metric takes the per-entry")
+        w("    steps lr * w / D_i. Then a fixed point satisfies 0 in grad f + w dg: the lasso threshold")
+        w('    keeps its meaning under Adam. None before Adam\'s first step (or without Adam)."""')
+        w("    group = optimizer.param_groups[0]")
+        w("    out = []")
+        w("    for n in names:")
+        w("        if not params[n].requires_grad:")
+        w("            continue")
+        w("        state = optimizer.state.get(params[n], {})")
+        w('        v = state.get("max_exp_avg_sq") if group.get("amsgrad") else state.get("exp_avg_sq")')
+        w('        if v is None or "step" not in state or "betas" not in group:')
+        w("            return None")
+        w('        correction = 1.0 - group["betas"][1] ** float(state["step"])')
+        w('        out.append(1.0 / ((v / correction).sqrt() + group["eps"]))')
+        w("    return out")
+
+    def _gate(self, when: Any, ignore_every: bool = False, step: str = "step", t: str = "t") -> str | None:
+        if when is None:
+            return None
+        parts = []
+        if when.every is not None and not ignore_every:
+            parts.append(f"{step} % {when.every} == 0")
+        if when.from_epoch is not None:
+            parts.append(f"{t} >= {_lit(float(when.from_epoch))} - EPOCH_SLACK")
+        if when.until_epoch is not None:
+            parts.append(f"{t} < {_lit(float(when.until_epoch))} - EPOCH_SLACK")
+        if when.from_step is not None:
+            parts.append(f"{step} >= {when.from_step}")
+        if when.until_step is not None:
+            parts.append(f"{step} < {when.until_step}")
+        return " and ".join(parts) or None
+
+    def _hyper_args(self, t: _Term) -> list[str]:
+        out = []
+        for k, v in t.hyper.items():
+            if k == "anchor":
+                out.append(f"anchor=[anchors[n] for n in SELECTED[{t.key!r}] if params[n].requires_grad]")
+            elif isinstance(v, ScheduleRef):
+                src = f"w[{t.key + '.' + k!r}](t)"
+                out.append(f"{k}=round({src})" if k in ("k", "n", "m") else f"{k}={src}")
+            else:
+                out.append(f"{k}={_lit(v)}")
+        return out
+
+    def _prox_block(self, t: _Term) -> None:
+        from regspec.backends.torch.prox import KERNELS
+
+        g = t.tb.group
+        kernel = KERNELS[g.kernel]
+        when = self._gate(g.when)
+        ind = "        " if when else "    "
+        self.w("")
+        self.lines += _comment(t.label, "    ")
+        self.lines += _comment(f"kernel `{g.kernel}`: {kernel.math}", "    ")
+        xs = f"live(params, SELECTED[{t.key!r}]{', matrix=True' if g.matrix else ''})"
+        if t.lowering == "projection":
+            self.lines += _comment("a projection x <- P(x) onto the set: the step size plays no part", "    ")
+            if when:
+                self.w(f"    if {when}:")
+            self.lines += _call("apply_prox_group", [repr(g.kernel), xs, "1.0", *self._hyper_args(t)], ind)
+            self.w(f"{ind}applied.append({t.key!r})")
+            return
+        lazy = g.when.every if g.when is not None and g.when.every else 1
+        rule = "tau = lr * weight (Euclidean: one proximal-gradient step, the problem's own fixed points)"
+        if g.metric == "adaptive":
+            rule = ("tau_i = lr * weight / (sqrt(v_hat_i) + eps) per entry (Adam's metric), "
+                    "tau = lr * weight before Adam's first step")
+        if lazy > 1:
+            rule += f"; every {lazy} steps, times {lazy} (the skipped steps' weight at once)"
+        self.lines += _comment(f"step rule: {rule}", "    ")
         if when:
-            parts.append(f"when={when}")
-        if g.matrix:
-            parts.append("matrix=True")
-        parts.append(f"label={g.label!r}")
-        w("        ProxGroup(" + ",\n                  ".join(_wrap_parts(parts)) + "),")
-    if binding.prox_groups:
+            self.w(f"    if {when}:")
+        weight = self.at(t.key, t.weight)
+        tau = f"{lazy} * lr * {weight}" if lazy > 1 else f"lr * {weight}"
+        self.w(f"{ind}xs = {xs}")
+        self.w(f"{ind}tau = {tau}")
+        steps = "tau"
+        if g.metric == "adaptive":
+            self.w(f"{ind}dinv = adam_inverse_metric(optimizer, params, SELECTED[{t.key!r}])")
+            steps = "tau if dinv is None else [tau * d for d in dinv]"
+        self.lines += _call("apply_prox_group", [repr(g.kernel), "xs", steps, *self._hyper_args(t)], ind)
+        self.w(f"{ind}applied.append({t.key!r})")
+
+    def _final_projections(self, steps: list[_Term]) -> None:
+        w = self.w
+        projections = [t for t in steps if t.lowering == "projection"]
+        w("")
+        w("")
+        w("@torch.no_grad()")
+        w("def final_projections(params: dict[str, torch.Tensor], last_step: int, last_t: float,")
+        w("                      t: float, w: dict[str, Any]) -> list[str]:")
+        w('    """Each constraint once more after the last step, if its window (ignoring `every`) is')
+        w("    open at the last step (last_step, which began at last_t): the final model satisfies it")
+        w('    whatever `every` was. Scheduled set parameters take their value at the end, t."""')
+        w("    applied = []")
+        for t in projections:
+            g = t.tb.group
+            when = self._gate(g.when, ignore_every=True, step="last_step", t="last_t")
+            ind = "        " if when else "    "
+            self.lines += _comment(t.label, "    ")
+            if when:
+                w(f"    if {when}:")
+            xs = f"live(params, SELECTED[{t.key!r}]{', matrix=True' if g.matrix else ''})"
+            self.lines += _call("apply_prox_group", [repr(g.kernel), xs, "1.0", *self._hyper_args(t)], ind)
+            w(f"{ind}applied.append({t.key!r})")
+        w("    return applied")
+
+    # ---- the book (reports, checks, state)
+    def _book(self) -> None:
+        w = self.w
+        if any(t.tb.group is not None and t.tb.group.when is not None for t in self.terms):
+            self.need("regspec.backends.torch.train.proxstep", "When")
+        w("")
+        w("")
+        w("def make_book(model: nn.Module, optimizer: torch.optim.Optimizer, w: dict[str, Any],")
+        w("              steps_per_epoch: int, anchors: dict[str, torch.Tensor],")
+        w("              generator: torch.Generator | None) -> TermBook:")
+        w('    """The run\'s bookkeeping, none of its math: per-term values for metrics.jsonl and')
+        w("    summary.json, the step clock, the finite check after each step, and the state a")
+        w('    checkpoint keeps (clock, anchors, the Jacobian draws\' generator)."""')
+        w("    params = dict(model.named_parameters())")
+        w("    terms = [")
+        for t in self.terms:
+            args = [repr(t.key), f"LABELS[{t.key!r}]", repr(t.lowering), repr(t.term.kernel or t.tb.penalty.kind
+                                                                             if t.lowering != "loss"
+                                                                             else t.tb.penalty.kind)]
+            sel = f"SELECTED[{t.key!r}]"
+            args.append({"param": f"params={sel}", "act": f"acts={sel}", "output": "output=True"}[t.target])
+            if t.lowering != "projection":
+                args.append(f"weight=w[{t.key!r}]")
+            g = t.tb.group
+            if g is not None:
+                if t.lowering == "prox":
+                    args.append(f"metric={g.metric!r}")
+                else:
+                    hyper = ", ".join(f"{k!r}: " + (f"w[{t.key + '.' + k!r}]" if isinstance(v, ScheduleRef)
+                                                   else _lit(v)) for k, v in t.hyper.items())
+                    args.append("hyper={" + hyper + "}")
+                if g.when is not None:
+                    args.append(f"when={g.when!r}")
+                if g.matrix:
+                    args.append("matrix=True")
+            self.lines += _call("Term", args, "        ", tail=",")
         w("    ]")
-    w(f"    return Regularizer(module, optimizer, loss={loss_value}, penalties=penalties, prox_groups=prox_groups,")
-    w("                       steps_per_epoch=steps_per_epoch, seed=seed)")
-    # ---- main
-    w("")
-    w("")
-    w("def main(argv: list[str] | None = None) -> int:")
-    w("    args = rt.parse_args(argv, doc=__doc__, epochs=EPOCHS, batch=BATCH, seed=SEED, device=DEVICE,")
-    w("                         name=TRAIN)")
-    w("    dist = rt.setup_distributed(args.device)      # a process group under torchrun, else one process")
-    w("    dtype = rt.DTYPES[args.dtype]")
-    w("    # subnormal floats (e.g. momentum of pruned weights decaying towards 1e-38) are ~100x slower on")
-    w("    # CPUs; flushing them to zero changes nothing at training precision")
-    w("    torch.set_flush_denormal(True)")
-    w("    torch.manual_seed(args.seed)                  # the same initial weights on every rank")
-    w("    data = make_data(args.batch, args.seed)")
-    w("    module = make_model().to(dist.device, dtype)")
-    w("    optimizer = make_optimizer(module)")
-    w("    steps_per_epoch = len(data.epoch_loader(0))")
-    w("    epochs = args.epochs")
-    w("    max_steps = STEPS if epochs == EPOCHS else None  # `steps N` in the spec may stop mid-epoch")
-    w("    reg = make_regularizer(module, optimizer, epochs, steps_per_epoch, args.seed)")
-    if isinstance(lr, ScheduleRef):
-        w(f"    lr = {render_scalar(lr, total='epochs')}  # learning-rate schedule, evaluated at t (epochs)")
-    w("    # refuses to overwrite an existing run without --overwrite; checks --resume against it")
-    w("    run = rt.Run.from_args(args, dist, fingerprint=FINGERPRINT, max_steps=max_steps, model=MODEL,")
-    w("                           spec=SPEC, train=TRAIN)")
-    w("    initial = reg.values()")
-    w("    start = run.start(module, optimizer, reg)     # --resume: from OUT/checkpoint.pt, else fresh")
-    w("    net = rt.distributed_module(module, dist)     # DistributedDataParallel under torchrun")
-    w("    stop = epochs if args.stop_after is None else min(epochs, start + args.stop_after)")
-    w("    for epoch in range(start, stop):")
-    w("        reg.start_epoch(epoch)")
-    w("        module.train()")
-    w("        meter = rt.Meter()")
-    w("        batches = rt.shard(data.epoch_loader(epoch), dist)")
-    w("        for x, y in run.progress(batches, epoch, epochs, steps_per_epoch):")
-    w("            if max_steps is not None and reg.clock.step >= max_steps:")
-    w("                break")
-    w("            x, y = rt.to_device(x, y, dist.device, dtype)")
-    if isinstance(lr, ScheduleRef):
-        w('            set_hparam(optimizer, "lr", lr(reg.t))')
-    w("            output = net(x)")
-    w("            loss = reg.loss(output, y)                # task loss + in-graph penalties")
-    w("            optimizer.zero_grad(set_to_none=True)")
-    w("            loss.backward()")
-    w("            optimizer.step()")
-    w("            reg.after_step()                          # fused prox steps and projections")
-    w("            meter.add(loss, len(x))")
-    w("        val = rt.evaluate(module, data.val, reg.task_loss, dist.device, dtype, TASK)")
-    w('        run.end_epoch(epoch, epochs, {"loss": meter.mean(), **val}, reg, module, optimizer,')
-    w("                      final=epoch + 1 == stop)")
-    w("    if stop == epochs:")
-    w("        reg.finalize()                                # constraints hold for the final model")
-    w('        x_val = data.tensors.get("x_val")')
-    w("        run.finish(reg, initial, None if x_val is None else x_val.to(dist.device, dtype))")
-    w("    rt.teardown(dist)")
-    w("    return 0")
-    w("")
-    w("")
-    w('if __name__ == "__main__":')
-    w("    sys.exit(rt.guard(main))")
-    return "\n".join(lines) + "\n"
+        args = ["model", "optimizer", "terms", "steps_per_epoch=steps_per_epoch", "anchors=anchors",
+                "generator=generator", "values_now=lambda: param_terms(params, anchors)"]
+        self.lines += _call("return TermBook", args, "    ")
+
+    # ---- main: the loop
+    def _main(self) -> None:
+        w = self.w
+        lr = self.plan.optimizer.kwargs.get("lr")
+        loss_terms = [t for t in self.terms if t.lowering == "loss"]
+        has_steps = any(t.lowering != "loss" for t in self.terms)
+        w("")
+        w("")
+        w("def main(argv: list[str] | None = None) -> int:")
+        w("    args = rt.parse_args(argv, doc=__doc__, epochs=EPOCHS, batch=BATCH, seed=SEED, device=DEVICE,")
+        w("                         name=TRAIN, spec_dir=SPEC_DIR)")
+        w("    dist = rt.setup_distributed(args.device)  # a process group under torchrun, else one process")
+        w("    dtype = rt.DTYPES[args.dtype]")
+        w("    torch.manual_seed(args.seed)  # the same initial weights on every rank")
+        w("    data = make_data(args.batch, args.seed, HERE / args.spec_dir)")
+        w("    model = make_model(HERE / args.spec_dir).to(dist.device, dtype)")
+        w("    params = dict(model.named_parameters())")
+        w("    optimizer = make_optimizer(model)")
+        w("    steps_per_epoch = len(data.epoch_loader(0))")
+        w("    epochs = args.epochs")
+        w("    max_steps = STEPS if epochs == EPOCHS else None  # `steps N` in the spec may stop mid-epoch")
+        w("    w = term_weights(epochs, steps_per_epoch)")
+        if isinstance(lr, ScheduleRef):
+            self.lines += _wrap(f"lr_at = {render_scalar(lr, total='epochs')}  # the learning-rate schedule",
+                                "    ")
+        anchored = sorted(set(self.anchored))
+        if anchored:
+            w("    # anchors of the anchor_l2 terms: the weights at the start (restored on --resume)")
+            w(f"    anchors = {{n: params[n].detach().clone() for n in {_lit(anchored)}}}")
+        else:
+            w("    anchors: dict[str, torch.Tensor] = {}")
+        if self.jacobian:
+            w("    # the random projections of the Jacobian estimate (its state is checkpointed)")
+            w("    generator = torch.Generator(device=dist.device).manual_seed(args.seed)")
+        else:
+            w("    generator = None")
+        w("    book = make_book(model, optimizer, w, steps_per_epoch, anchors, generator)")
+        w("    # the run folder: refuses to overwrite a run without --overwrite, checks --resume against")
+        w("    # it, and writes metrics.jsonl, checkpoint.pt (model, optimizer, book, RNG; atomic),")
+        w("    # summary.json, model.pt and model.json")
+        w("    run = rt.Run.from_args(args, dist, fingerprint=FINGERPRINT, max_steps=max_steps, model=MODEL,")
+        w("                           spec=SPEC, train=TRAIN)")
+        w("    initial = book.values()")
+        w("    start = run.start(model, optimizer, book)  # --resume: from OUT/checkpoint.pt, else fresh")
+        w("    net = rt.distributed_module(model, dist)  # DistributedDataParallel under torchrun")
+        w("    stop = epochs if args.stop_after is None else min(epochs, start + args.stop_after)")
+        w("    for epoch in range(start, stop):")
+        w("        book.start_epoch(epoch)")
+        w("        model.train()")
+        w("        meter = rt.Meter()")
+        w("        batches = rt.shard(data.epoch_loader(epoch), dist)")
+        w("        progress = run.progress(batches, epoch, epochs, steps_per_epoch)")
+        w("        for i, (x, y) in enumerate(progress):")
+        w("            step = epoch * steps_per_epoch + i + 1  # this optimizer step, counted from 1")
+        w("            if max_steps is not None and step > max_steps:")
+        w("                break")
+        w("            t = epoch + i / steps_per_epoch  # progress in epochs when the step begins")
+        w("            x, y = rt.to_device(x, y, dist.device, dtype)")
+        if isinstance(lr, ScheduleRef):
+            w("            for group in optimizer.param_groups:")
+            w('                group["lr"] = lr_at(t)')
+        w("            output = net(x)")
+        w("            task = task_loss(output, y)")
+        w("            g = loss_terms(model, params, output, x, anchors, generator)")
+        if loss_terms:
+            w("            weighted = {")
+            for t in loss_terms:
+                self.lines += _wrap(f"{t.key!r}: {self.at(t.key, t.weight)} * g[{t.key!r}],", "                ")
+            w("            }")
+            w("            loss = task + sum(weighted.values())")
+        else:
+            w("            weighted: dict[str, torch.Tensor] = {}")
+            w("            loss = task")
+        w("            optimizer.zero_grad(set_to_none=True)")
+        w("            loss.backward()")
+        w("            optimizer.step()")
+        if has_steps:
+            w("            book.updated()  # (whether the update itself left finite weights)")
+            w("            applied = prox_steps(params, optimizer, step, t, w, anchors)")
+        else:
+            w("            applied = []  # no prox steps or projections")
+        w("            book.end_step(loss, task, g, weighted, applied, output, y)  # finite check, clock")
+        w("            meter.add(loss, len(x))")
+        w("        val = rt.evaluate(model, data.val, task_loss, dist.device, dtype, TASK)")
+        w('        run.end_epoch(epoch, epochs, {"loss": meter.mean(), **val}, book, model, optimizer,')
+        w("                      final=epoch + 1 == stop)")
+        w("    if stop == epochs:")
+        if has_steps:
+            w("        # the constraints hold for the final model")
+            w("        last_step, last_t = book.last_step")
+            w("        book.end_run(final_projections(params, last_step, last_t, book.t, w))")
+        w('        x_val = data.tensors.get("x_val")')
+        w("        run.finish(book, initial, None if x_val is None else x_val.to(dist.device, dtype))")
+        w("    rt.teardown(dist)")
+        w("    return 0")
+        w("")
+        w("")
+        w('if __name__ == "__main__":')
+        w("    # subnormal floats (momentum of pruned weights decaying towards 1e-38) are ~100x slower on")
+        w("    # CPUs; flushing them to zero changes nothing at training precision (set here, for this")
+        w("    # process only: the setting is process-wide)")
+        w("    torch.set_flush_denormal(True)")
+        w("    sys.exit(rt.guard(main))")
 
 
-def _weights_src(asm: Any) -> list[str]:
-    """make_model's lines for ``init``, ``reparametrize`` and ``freeze`` (reparam.py), in order."""
-    plan = asm.plan
-    if plan.init is None and not plan.reparams:
-        return []
-    init_line = plan.init.span.line if plan.init is not None and plan.init.span is not None else 0
-    lines = [_comment(f"line {init_line}: {plan.init.text}", "    ")] if plan.init is not None else []
-    lines.append("    # starting weights, then reparametrizations (torch.nn.utils.parametrize) and frozen")
-    lines.append("    # tensors in the order written; model.pt gets the merged weights (rt.Run.finish)")
-    lines.append("    apply_weights(model, [")
-    for r in plan.reparams:
-        lines.append(_comment(f"line {r.line}: {r.text}", "        "))
-        args = [repr(r.stmt), f"pattern={r.target.pattern!r}"]
-        if r.target.type is not None:
-            args.append(f"type={r.target.type!r}")
-        if r.form is not None:
-            args += [f"form={r.form!r}", f"options={_lit(r.options)}"]
-        args.append(f"text={_one_line(r.text)!r}")
-        lines.append("        WeightStep(" + ", ".join(args) + "),")
-    init = f", init={plan.init.path!r}" if plan.init is not None else ""
-    lines.append(f"    ]{init}, base_dir=SPEC_DIR)")
-    return lines
+def _list_entry(key: str, names: list[str], indent: str) -> list[str]:
+    """``'key': ['a', 'b'],`` on one line, or one name per line when too long."""
+    one = f"{indent}{key!r}: {_lit(list(names))},"
+    if len(one) <= WIDTH:
+        return [one]
+    return [f"{indent}{key!r}: ["] + [f"{indent}    {n!r}," for n in names] + [f"{indent}],"]
+
+
+def _kw_tail(opts: dict[str, Any]) -> str:
+    return "".join(f", {k}={_lit(v)}" for k, v in opts.items())
+
+
+def _import_lines(module: str, names: str) -> list[str]:
+    if module == "regspec.backends.torch.train" and names == "runtime as rt":
+        return ["from regspec.backends.torch.train import runtime as rt"]
+    one = f"from {module} import {names}"
+    if len(one) <= WIDTH:
+        return [one]
+    return [f"from {module} import ("] + [f"    {n}," for n in names.split(", ")] + [")"]
+
+
+def _schedule_doc(name: str) -> list[str]:
+    """The schedule's formula, from its own docstring (schedules.py)."""
+    from regspec.backends.torch.train import schedules
+
+    fn = getattr(schedules, name, None)
+    doc = (getattr(fn, "__doc__", "") or "").strip().splitlines()
+    return _wrap(f"{name}: {_doc(doc[0]) if doc else ''}", "    ")
 
 
 def _model_recipe(asm: Any) -> dict[str, Any]:
@@ -414,27 +1066,11 @@ def _model_recipe(asm: Any) -> dict[str, Any]:
     return {"name": asm.plan.model.name, "kwargs": dict(asm.model_kwargs), "rewrites": rewrites}
 
 
-def _hyper_src(t: TermPlan, options: dict[str, Any] | None = None) -> str:
-    from regspec.backends.torch.train.bind import kernel_hyper
-
-    hyper = kernel_hyper(t, options)
-    if not hyper:
-        return ""
-    return "{" + ", ".join(f"{k!r}: {render_scalar(v)}" for k, v in hyper.items()) + "}"
-
-
-def _wrap_parts(parts: list[str]) -> list[str]:
-    """Keep short argument lists on few lines: join parts up to ~88 columns."""
-    out: list[str] = []
-    cur = ""
-    for p in parts:
-        if cur and len(cur) + len(p) + 2 > 78:
-            out.append(cur + ",")
-            cur = p
-        else:
-            cur = f"{cur}, {p}" if cur else p
-    if cur:
-        out.append(cur)
-    # join produced with ",\n" by the caller: drop our trailing commas
-    return [o[:-1] if o.endswith(",") else o for o in out]
-
+def generate_trainer(asm: Any, spec_text: str, fingerprint: str, filename: str = "trainer.py",
+                     out_dir: str | Path | None = None) -> str:
+    """Source of a standalone trainer for an ``assemble.Assembled`` train block. ``filename``:
+    the name the usage lines show; ``out_dir``: the folder it is written to (paths in it are
+    relative to that folder; default the current directory)."""
+    gen = _Gen(asm, filename, Path(out_dir) if out_dir is not None else None)
+    gen.fingerprint = fingerprint
+    return gen.source()

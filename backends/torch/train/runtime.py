@@ -83,7 +83,7 @@ CURVES_EVERY_S = 60.0
 
 # ------------------------------------------------------------------ options
 def parse_args(argv: Sequence[str] | None, *, doc: str | None, epochs: int, batch: int | str, seed: int,
-               device: str, name: str = "train") -> argparse.Namespace:
+               device: str, name: str = "train", spec_dir: str = ".") -> argparse.Namespace:
     """The trainer's options; defaults come from the spec (``name``: the train block, which names
     the default output folder ``runs/NAME``)."""
     p = argparse.ArgumentParser(description=(doc or "").strip().splitlines()[0] if doc else None)
@@ -104,6 +104,9 @@ def parse_args(argv: Sequence[str] | None, *, doc: str | None, epochs: int, batc
     p.add_argument("--checkpoint-every", type=int, default=1, metavar="N",
                    help="write the checkpoint every N epochs (and after the last epoch of each invocation)")
     p.add_argument("--quiet", action="store_true", help="no progress output")
+    p.add_argument("--spec-dir", default=spec_dir, metavar="DIR",
+                   help=f"the spec's folder, whose data files the spec names (default: {spec_dir}, "
+                        "relative to the trainer)")
     args = p.parse_args(argv)
     if args.epochs < 1:
         p.error("--epochs must be at least 1")
