@@ -506,6 +506,17 @@ def _is_schedule(e: ast.Expr) -> bool:
     return isinstance(e, ast.Call) and isinstance(e.func, ast.Name) and e.func.id in SCHEDULE_NAMES
 
 
+def _catalogue_loss(e: ast.Expr) -> bool:
+    """Whether a loss expression uses the catalogue: a call with keywords, or of a function that
+    is neither a loss operation nor a named loss (``huber(output - target, M = 1)``, ``norm1``)."""
+    from regspec.compiler.train_terms import _children
+
+    if isinstance(e, ast.Call) and isinstance(e.func, ast.Name):
+        if e.kwargs or (e.func.id not in LOSS_FUNCTIONS and e.func.id not in LOSS_NAMES):
+            return True
+    return any(_catalogue_loss(c) for c in _children(e))
+
+
 def _is_term_call(e: ast.Expr) -> bool:
     """A call of a catalogue atom with a direct training use (``l1(...)``, ``group_l2(...)``)."""
     if not (isinstance(e, ast.Call) and isinstance(e.func, ast.Name)):
@@ -527,6 +538,8 @@ def _is_direct_use(e: ast.Call) -> bool:
     for k in e.kwargs:
         if k.name not in options and (k.name in atom.static or k.name in atom.tensor_kwargs):
             return False
+        if isinstance(k.value, ast.ListExpr):
+            return False  # group labels or weights as an array: the atom's own evaluation and prox
     key = selector_key(e.args[0]) if e.args else None
     # a selector kind the direct use does not take (nuclear_norm(act(...))): the atom per sample
     return key is None or key[0] in atom.train.targets
@@ -683,12 +696,27 @@ class _Planner:
                 return (fname, *[tree(a) for a in x.args])
             raise error(f"cannot use `{span_text(x.span)}` in a loss expression", x.span)
 
+        if _catalogue_loss(e):
+            return self.catalogue_loss(e)
         if isinstance(e, ast.Name) and e.id in LOSSES:
             return e.id
         if isinstance(e, ast.Name) and e.id not in ("output", "target"):
             raise error(f"unknown loss `{e.id}`", e.span, did_you_mean(e.id, LOSSES) +
                         ["named losses: " + ", ".join(LOSSES) + "; or an expression over `output` and `target`"])
         return tree(e)
+
+    def catalogue_loss(self, e: ast.Expr) -> tuple:
+        """A loss written with catalogue atoms, ``sum(huber(output - target, M = 1)) / n``: typed
+        by the problem passes, evaluated on the whole batch by each atom's torch lowering (a
+        non-scalar result is averaged). The plan keeps ``("expr", tree, leaf kinds)``."""
+        from regspec.compiler.train_terms import selector_nodes, type_expression
+
+        sels = selector_nodes(e)
+        bad = [n for n in sels if not (isinstance(n, ast.Name) and n.id in ("output", "target"))]
+        if bad or not sels:
+            raise error("a loss is an expression over `output` and `target`", (bad[0] if bad else e).span)
+        typed = type_expression(e, sels, self.values.lets, None, "the loss")
+        return ("expr", typed.tree, tuple(n.id for n in sels))  # type: ignore[attr-defined]
 
     def settings(self, plan: TrainPlan, settings: dict[str, ast.Setting]) -> None:
         for key, s in settings.items():

@@ -115,6 +115,8 @@ def eval_loss_tree(tree: Tree, output: torch.Tensor, target: torch.Tensor) -> An
         if tree == "target":
             return target
         raise error(f"loss expression: unknown name `{tree}`", None, did_you_mean(tree, ["output", "target"]))
+    if isinstance(tree, tuple) and tree and tree[0] == "expr":
+        return _eval_catalogue_loss(tree, output, target)
     if isinstance(tree, tuple) and tree and isinstance(tree[0], str):
         op, args = tree[0], [eval_loss_tree(a, output, target) for a in tree[1:]]
         fn = LOSS_OPS.get(op) or LOSSES.get(op)
@@ -129,7 +131,19 @@ def eval_loss_tree(tree: Tree, output: torch.Tensor, target: torch.Tensor) -> An
     raise error(f"loss expression: cannot evaluate {tree!r}")
 
 
+def _eval_catalogue_loss(tree: tuple, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """``("expr", typed tree, leaf kinds)`` (compiler/train_plan.catalogue_loss): catalogue atoms
+    on the batch's output and target (integer targets as the output's dtype)."""
+    from .regularizer import eval_tree
+
+    if not target.is_floating_point():
+        target = target.to(output.dtype)
+    return eval_tree(tree[1], [output if kind == "output" else target for kind in tree[2]])
+
+
 def _validate_tree(tree: Tree, span: Span | None) -> None:
+    if isinstance(tree, tuple) and tree and tree[0] == "expr":
+        return  # typed by the compiler's passes when planned
     if isinstance(tree, bool):
         raise error("loss expression: booleans are not values", span)
     if isinstance(tree, (int, float)):
