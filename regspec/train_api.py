@@ -86,8 +86,28 @@ def attach(spec: Any, model: Any, optimizer: Any = None, *, train: str | None = 
     binding = bind_plan(p, model, optimizer if optimizer is not None else p.optimizer.name,
                         total_epochs=epochs if epochs is not None else p.total_epochs,
                         steps_per_epoch=steps_per_epoch)
-    return Regularizer(binding.module, optimizer, loss=p.loss, penalties=binding.penalties,
-                       prox_groups=binding.prox_groups, steps_per_epoch=steps_per_epoch, seed=p.seed)
+    # transforms, SAM and Lagrange multipliers: hooks on the optimizer, registered before the
+    # Regularizer's so that its prox steps follow the whole update (optim.UpdateRule)
+    rule = _update_rule(p, binding, optimizer, epochs, steps_per_epoch)
+    reg = Regularizer(binding.module, optimizer, loss=p.loss, penalties=binding.penalties,
+                      prox_groups=binding.prox_groups, steps_per_epoch=steps_per_epoch, seed=p.seed)
+    if rule is not None:
+        rule.use_clock(reg.clock)
+        reg.update_rule = rule  # type: ignore[attr-defined]
+    return reg
+
+
+def _update_rule(p: Any, binding: Any, optimizer: Any, epochs: int | None, steps_per_epoch: int | None) -> Any:
+    from regspec.backends.torch.train.optim import bind_update_rule, plan_has_update
+
+    if not plan_has_update(p):
+        return None
+    if optimizer is None:
+        first = (p.transforms[0] if p.transforms else p.sam) or p.multipliers[0]
+        raise error("attach: transforms, sam and Lagrangian constraints act inside optimizer.step(); pass your "
+                    "optimizer", first.span)
+    return bind_update_rule(p, binding, optimizer, total=epochs if epochs is not None else p.total_epochs,
+                            steps_per_epoch=steps_per_epoch)
 
 
 def _steps_per_epoch(given: int | None, loader: Any) -> int | None:

@@ -181,8 +181,11 @@ class UpdateRule:
 
     # ---- state
     def state_dict(self) -> dict[str, Any]:
-        return {"transforms": [t.state_dict() for t in self.transforms],
-                "multipliers": [m.state_dict() for m in self.multipliers]}
+        state = {"transforms": [t.state_dict() for t in self.transforms],
+                 "multipliers": [m.state_dict() for m in self.multipliers]}
+        if self._own_clock:      # (a shared clock is the Regularizer's to save)
+            state["clock"] = {k: torch.tensor(v) for k, v in self.clock.state_dict().items()}
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if len(state.get("transforms", [])) != len(self.transforms) or \
@@ -192,6 +195,8 @@ class UpdateRule:
             t.load_state_dict(s)
         for m, s in zip(self.multipliers, state["multipliers"]):
             m.load_state_dict(s)
+        if self._own_clock and "clock" in state:
+            self.clock.load_state_dict({k: int(v) for k, v in state["clock"].items()})
 
     def _save_state(self, optimizer: Any, state: dict[str, Any]) -> dict[str, Any]:
         state[self.STATE_KEY] = self.state_dict()
