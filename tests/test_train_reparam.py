@@ -336,6 +336,8 @@ def test_lora_spec_trains_factors_from_the_pretrained_model(tmp_path):
     assert t["model_parameters"] == 64 * 64 + 64 + 64 * 64 + 64 + 64 * 10 + 10
     assert all(".0.A" in n or ".0.B" in n or n.startswith("head.") for n in t["trained"])
     assert s["metrics"]["val_acc"] > 0.6    # the start, trained on digits 0-4 only, is near 0.5
+    factors = {n: v for n, v in s["tensors"].items() if n.endswith((".0.A", ".0.B"))}
+    assert len(factors) == 4 and max(v["zero_frac"] for v in factors.values()) > 0   # the l1 prox: exact zeros
     net = regspec.load_trained(tmp_path / "lora")
     pre = torch.load(SPECS / "data" / "digits_mlp_pretrained.pt", weights_only=True)
     delta = net.layers[0].weight.detach() - pre["layers.0.weight"]
