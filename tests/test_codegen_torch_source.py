@@ -29,7 +29,7 @@ CASES = list(_cases())
 def test_the_common_regularizers_have_a_source():
     named = {c.values[0] for c in CASES}
     assert {"norm1", "norm2", "norm_inf", "sum_squares", "huber", "elastic_net", "nuclear_norm",
-            "spectral_norm", "group_norm"} <= named
+            "spectral_norm", "group_norm", "add", "sub", "multiply", "matmul", "transpose", "sum"} <= named
 
 
 @pytest.mark.parametrize("name,kw", CASES)
@@ -39,8 +39,13 @@ def test_source_equals_the_atom(name, kw):
     g = torch.Generator().manual_seed(0)
     for shape in ((5, 3), (3, 7)):
         x = torch.randn(shape, generator=g, dtype=torch.float64)
-        got = eval(source, {"torch": torch}, {"x": x, **kw})  # noqa: S307 - catalogue text under test
-        want = atom.torch([x], kw)
+        args = [x]
+        if atom.nargs[0] >= 2:      # binary operators: a second operand that fits
+            args.append(torch.tensor(2.0, dtype=torch.float64) if name == "power" else
+                        torch.randn((shape[1], 4) if name == "matmul" else shape, generator=g, dtype=torch.float64))
+        names = dict(zip(("x", "y"), args))
+        got = eval(source, {"torch": torch}, {**names, **kw})  # noqa: S307 - catalogue text under test
+        want = atom.torch(args, kw)
         # float64 sums of a few dozen terms: agreement to a few ulps of the value
         assert torch.allclose(torch.as_tensor(got), torch.as_tensor(want), rtol=1e-12, atol=1e-12), (name, kw)
 

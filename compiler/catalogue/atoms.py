@@ -52,6 +52,7 @@ def axis_norm_shape(name: str, shape: Shape, axis: int | None) -> Shape:
 # ------------------------------------------------------------------ operators
 class Add(Atom):
     name = "add"
+    torch_source = "x + y"
     doc = "a + b, elementwise with broadcasting"
     nargs = (2, 2)
     curvature = Curvature.AFFINE
@@ -74,6 +75,7 @@ class Add(Atom):
 
 class Sub(Add):
     name = "sub"
+    torch_source = "x - y"
     doc = "a - b, elementwise with broadcasting"
 
     def sign(self, signs, kw):
@@ -90,6 +92,7 @@ class Sub(Add):
 
 class Neg(Atom):
     name = "neg"
+    torch_source = "-x"
     doc = "-a"
     curvature = Curvature.AFFINE
     smooth = True
@@ -136,6 +139,7 @@ class _Product(Atom):
 
 class Multiply(_Product):
     name = "multiply"
+    torch_source = "x * y"
     doc = "a * b, elementwise with broadcasting"
 
     def shape(self, shapes, kw):
@@ -157,6 +161,7 @@ class Multiply(_Product):
 
 class Divide(_Product):
     name = "divide"
+    torch_source = "x / y"
     doc = "a / b, b constant"
     symbol = "/"
 
@@ -179,6 +184,7 @@ class Divide(_Product):
 
 class MatMul(_Product):
     name = "matmul"
+    torch_source = "x @ y"
     doc = "a @ b, matrix product"
     symbol = "@"
 
@@ -206,6 +212,7 @@ class MatMul(_Product):
 
 class Power(Atom):
     name = "power"
+    torch_source = "x ** y"
     doc = "x ** p, p a constant; convex for p >= 1 (p even or x >= 0), concave for 0 <= p <= 1"
     nargs = (2, 2)
     smooth = True
@@ -271,6 +278,7 @@ class Transpose(Atom):
         return signs[0]
 
     def monotonicity(self, i, signs, kw):
+    torch_source = "x.T if x.dim() == 2 else x"
         return Mono.INCREASING
 
     def numpy(self, args, kw):
@@ -296,6 +304,7 @@ class Sum(Atom):
 
     def sign(self, signs, kw):
         return signs[0]
+    torch_source = "x.sum()"
 
     def monotonicity(self, i, signs, kw):
         return Mono.INCREASING
