@@ -62,7 +62,7 @@ REPARAM_FORMS: dict[str, FormEntry] = {f.name: f for f in (
               "W = g v / ||v|| (torch.nn.utils.parametrizations.weight_norm), norms over all dims but `dim`",
               "original0 (g), original1 (v)"),
     FormEntry("orthogonal", {}, True,
-              "W orthogonal (W^T W = I or W W^T = I): torch.nn.utils.parametrizations.orthogonal; a "
+              "W orthogonal (W^T W = I or W W^T = I), 2-D weights only: torch.nn.utils.parametrizations.orthogonal; a "
               "starting weight that is not orthogonal is replaced by an orthogonal one",
               "original"),
     FormEntry("spectral_norm", {"n_power_iterations": 1}, True,

@@ -311,6 +311,25 @@ def _settings() -> list[Entry]:
     return [Entry(s, f"{s} VALUE", meaning.get(s, "")) for s in SETTINGS]
 
 
+def _reparams() -> list[Entry]:
+    from regspec.compiler.reparam_plan import REPARAM_FORMS
+
+    out = []
+    for name, form in REPARAM_FORMS.items():
+        keywords = {k: spell(v) for k, v in form.options.items()}
+        usage = 'reparametrize param("SELECTOR") as ' + (_call(name, [], keywords) if form.options else name)
+        notes = [f"trains: {form.trains}"]
+        if form.matrix:
+            notes.append("needs weights of two or more dimensions (viewed as rows x rest)")
+        notes += [f"{k}: {', '.join(c)}" for k, c in form.choices.items()]
+        out.append(Entry(name, usage, form.math, keywords, notes))
+    out.append(Entry("freeze", 'freeze param("SELECTOR")', "the matched tensors are not trained (requires_grad "
+                     "false: optimizers, prox steps and projections leave them alone)"))
+    out.append(Entry("init", 'init "file.pt"', "starting weights: a state_dict (path relative to the spec) loaded "
+                     "with weights_only=True before the reparametrizations; keys and shapes must fit the model"))
+    return out
+
+
 KINDS: dict[str, tuple[str, Callable[[], list[Entry]]]] = {
     "atoms": ("Atoms (functions in problem expressions)", _atoms),
     "sets": ("Sets (`x in SET`, `var x in SET`)", _sets),
@@ -324,8 +343,9 @@ KINDS: dict[str, tuple[str, Callable[[], list[Entry]]]] = {
     "optimizers": ("Optimizers (`optimizer NAME(...)`)", _optimizers),
     "train-data": ("Training data (`data NAME(...)` in a train block)", _train_data),
     "settings": ("Settings of a train block", _settings),
+    "reparams": ("What trains (`init`, `reparametrize SELECTOR as FORM`, `freeze`)", _reparams),
 }
-TORCH_FREE = frozenset({"atoms", "sets", "proxes", "data", "terms", "train-sets", "settings"})
+TORCH_FREE = frozenset({"atoms", "sets", "proxes", "data", "terms", "train-sets", "settings", "reparams"})
 
 
 def entries(kind: str) -> list[Entry]:

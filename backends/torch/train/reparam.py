@@ -35,8 +35,8 @@ from regspec.diagnostics import Span, error
 
 from .selectors import match_names, select_params
 
-__all__ = ["WeightStep", "WeightsReport", "steps_from_plan", "apply_plan_weights", "apply_weights", "load_init", "merged_state_dict",
-           "trained_summary", "LowRank", "SVDMinor", "SubspaceBlock", "fwht"]
+__all__ = ["WeightStep", "WeightsReport", "steps_from_plan", "apply_plan_weights", "apply_weights", "load_init",
+           "merged_state_dict", "trained_summary", "LowRank", "SVDMinor", "SubspaceBlock", "fwht"]
 
 DENSE_LIMIT = 2 ** 20   # entries of one tensor's dense projection block; beyond it, Fastfood
 
