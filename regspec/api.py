@@ -61,19 +61,33 @@ def _as_spec(spec: Spec | str | Path) -> Spec:
     return spec if isinstance(spec, Spec) else load(spec)
 
 
-# The auto choice's cost model (bench/RESULTS.md, lasso n = p = 2000 on the 2-core dev machine):
-# CVXPY's time is dominated by canonicalization, ~4 us per entry of the data the problem reads
-# (SCS 18 s end to end at 4e6 entries, 2.7 s of it in the solver), plus ~50 ms of fixed cost; the
-# torch backend's first-order path pays ~0.5 s up front (torch import, tracing) and then ~1 ns per
-# data entry per iteration, ~200 iterations at its default tolerance. The break-even is near 1.2e5
-# entries; below it CVXPY's interior-point answer is also the more accurate one.
-CVXPY_FIXED_S, CVXPY_PER_ENTRY_S = 0.05, 4e-6
-TORCH_FIXED_S, TORCH_PER_ENTRY_ITER_S, TORCH_ITERATIONS = 0.5, 1e-9, 200
+# The auto choice's cost model: seconds of CPU for `regspec solve` to finish on each backend, the
+# sum of the parts a run pays. Constants measured on the 2-core dev machine (bench/RESULTS.md,
+# "Auto backend choice": bench/bench_auto_choice.py in fresh processes, bench/bench_pdhg_small.py
+# and bench_lasso in one process); CPU seconds, since wall time there measured the other jobs.
+# - fixed: importing the backend (CVXPY ~1.0 s; torch and regspec's solver modules ~1.8 s), paid
+#   only when the module is not imported yet (a second solve in one process does not pay it);
+# - CVXPY: canonicalization ~4 us per entry of the data the problem reads (lasso 2000 x 2000: SCS
+#   18 s end to end at 4e6 entries), plus the interior-point work on second-order cones, which
+#   grows with count x dim^2 of the cones (class OT's sum-of-norms: 135 cones of dim 31 cost
+#   Clarabel ~1.3 s, 570 of dim 61 ~20 s: ~1.1e-5 s per unit);
+# - torch FISTA: ~1 ns per data entry per iteration, ~200 iterations at its default tolerance;
+# - torch PDHG: ~60 us per iteration of fixed overhead (tens of small kernel calls) plus ~15 ns per
+#   primal and dual entry, ~1500 iterations (the bundled transport and TV problems take 300-2500).
+# A problem both backends take goes to torch only when its estimate is below CVXPY's by
+# TORCH_MARGIN: within that margin either finishes within 1.5x of the other, and CVXPY's
+# interior-point answer is the more accurate one (~1e-8).
+CVXPY_IMPORT_S, TORCH_IMPORT_S = 1.0, 1.8
+CVXPY_PER_ENTRY_S = 4e-6
+CVXPY_CONE_S = 1.1e-5
+TORCH_PER_ENTRY_ITER_S, TORCH_ITERATIONS = 1e-9, 200
+PDHG_ITER_S, PDHG_PER_ENTRY_ITER_S, PDHG_ITERATIONS = 60e-6, 15e-9, 1500
+TORCH_MARGIN = 1.5
 
 
 @dataclass
 class BackendChoice:
-    """The backend ``auto`` picked and why (``regspec explain`` prints ``reason``)."""
+    """The backend ``auto`` picked and why (``regspec explain`` and ``check`` print ``reason``)."""
 
     backend: str
     reason: str
@@ -91,6 +105,49 @@ def data_entries(ir) -> int:
     return sum(_numel(ir[a].get("shape")) for a in fed)
 
 
+def _operator_size(ir, op) -> tuple[int, int]:
+    """(entries of the dual block, count x dim^2 of the second-order cones CVXPY makes of it) for
+    one PDHG block: a norm of pair differences (sum_of_norms) is one cone per pair over a row; a
+    constraint or an elementwise term is its expression's size with no cone work."""
+    d = ir[op.source]
+    shape = ir[op.expr]["shape"] if op.expr is not None else ir[ir[op.source]["args"][0]].get("shape")
+    pairs = (d.get("static") or {}).get("pairs")
+    if pairs is not None and hasattr(pairs, "shape") and shape:
+        count, dim = int(pairs.shape[0]), _numel(shape[1:])
+        return count * dim, count * dim * dim
+    return _numel(shape), 0
+
+
+def cost_features(spec: Spec, problem: str | None) -> dict[str, Any]:
+    """What the auto choice's cost model reads from a compiled problem (no backend imported):
+    the torch algorithm, the entries of the data CVXPY canonicalizes, of the variables and of
+    PDHG's dual blocks, and the second-order-cone work CVXPY's interior point pays."""
+    ir = spec.compiled(problem).ir
+    split = ir.meta["split"]
+    sizes = [_operator_size(ir, op) for op in split.operators]
+    return {"algorithm": split.algorithm, "data_entries": data_entries(ir),
+            "var_entries": sum(_numel(ir[v].get("shape")) for v in ir.nodes_of("var")),
+            "dual_entries": sum(e for e, _ in sizes), "cone_work": sum(c for _, c in sizes)}
+
+
+def estimate_seconds(features: dict[str, Any], imported: set[str] | None = None) -> dict[str, float]:
+    """The cost model's estimate per backend (see the constants above). ``imported``: the backends
+    whose import is already paid (default: those in ``sys.modules``, this process)."""
+    import sys
+
+    if imported is None:
+        imported = {m for m in ("cvxpy", "torch") if m in sys.modules}
+    cvxpy_s = (0.0 if "cvxpy" in imported else CVXPY_IMPORT_S) + CVXPY_PER_ENTRY_S * features["data_entries"] \
+        + CVXPY_CONE_S * features["cone_work"]
+    torch_s = 0.0 if "torch" in imported else TORCH_IMPORT_S
+    if features["algorithm"] == "fista":
+        torch_s += TORCH_PER_ENTRY_ITER_S * TORCH_ITERATIONS * max(features["data_entries"], features["var_entries"])
+    else:
+        per_iter = PDHG_ITER_S + PDHG_PER_ENTRY_ITER_S * (features["var_entries"] + features["dual_entries"])
+        torch_s += PDHG_ITERATIONS * per_iter
+    return {"cvxpy": cvxpy_s, "torch": torch_s}
+
+
 def _numel(shape) -> int:
     out = 1
     for s in shape or ():
@@ -98,27 +155,31 @@ def _numel(shape) -> int:
     return out
 
 
-def explain_choice(spec: Spec, problem: str | None) -> BackendChoice:
+def explain_choice(spec: Spec, problem: str | None, imported: set[str] | None = None) -> BackendChoice:
     """``auto``'s choice from the problem's structure and size (see the cost model above): a
-    problem the torch backend takes with FISTA (smooth + separable prox, no coupling constraints)
-    goes to torch when its estimated CVXPY time exceeds the torch estimate; every other DCP problem
-    goes to CVXPY (its interior-point solvers certify the answer); a non-DCP problem goes to torch."""
+    problem only one backend takes goes there (not DCP: torch; no torch splitting: CVXPY); else
+    torch when its estimate is below CVXPY's by ``TORCH_MARGIN``, CVXPY otherwise. ``imported``:
+    see :func:`estimate_seconds`."""
     from regspec.compiler.passes.curvature import dcp_errors
 
     ir = spec.compiled(problem).ir
     if dcp_errors(ir):
         return BackendChoice("torch", "not DCP: CVXPY refuses it; the torch backend's first-order methods take it")
-    algorithm = ir.meta["split"].algorithm
-    entries = data_entries(ir)
-    cvxpy_s = CVXPY_FIXED_S + CVXPY_PER_ENTRY_S * entries
-    torch_s = TORCH_FIXED_S + TORCH_PER_ENTRY_ITER_S * TORCH_ITERATIONS * entries
-    sizes = f"{entries} data entries: CVXPY ~{cvxpy_s:.2g} s, torch ~{torch_s:.2g} s (estimates)"
-    if algorithm == "fista" and torch_s < cvxpy_s:
-        return BackendChoice("torch", f"smooth + separable prox without coupling constraints (FISTA), {sizes}")
-    if algorithm == "fista":
-        return BackendChoice("cvxpy", f"DCP and small: {sizes}; CVXPY's interior point certifies to ~1e-8")
-    return BackendChoice("cvxpy", f"DCP; the torch path would be {algorithm.upper() if algorithm != 'none' else 'none'}"
-                                  f" (PDHG converges more slowly than interior point on coupled problems); {sizes}")
+    f = cost_features(spec, problem)
+    algorithm = f["algorithm"]
+    if algorithm == "none":
+        return BackendChoice("cvxpy", "DCP; the torch backend has no splitting for it")
+    if algorithm == "conic":
+        return BackendChoice("cvxpy", "DCP; the torch backend would run PDHG on CVXPY's conic form, which CVXPY's "
+                                      "own solvers finish sooner (bench/bench_conic.py)")
+    est = estimate_seconds(f, imported)
+    sizes = (f"{f['data_entries']} data entries, {f['var_entries'] + f['dual_entries']} primal + dual entries"
+             + (f", cone work {f['cone_work']:.2g}" if f["cone_work"] else "")
+             + f": CVXPY ~{est['cvxpy']:.2g} s, torch ({algorithm.upper()}) ~{est['torch']:.2g} s (estimates)")
+    if est["torch"] * TORCH_MARGIN < est["cvxpy"]:
+        return BackendChoice("torch", f"the torch backend is estimated to finish first: {sizes}")
+    return BackendChoice("cvxpy", f"CVXPY is estimated to finish first or about as soon, and its interior point "
+                                  f"certifies to ~1e-8: {sizes}")
 
 
 def choose_backend(spec: Spec, problem: str | None, backend: str) -> str:

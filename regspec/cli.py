@@ -79,6 +79,11 @@ def _summary_problem(spec, name: str) -> list[str]:
     if split.algorithm != "none":
         backends.append(f"torch ({split.algorithm.upper()})")
     lines.append(f"  backends: {', '.join(backends) if backends else 'none'}")
+    if len(backends) == 2:  # the auto choice and its reason (the cost model in regspec.api)
+        from regspec.api import explain_choice
+
+        choice = explain_choice(spec, name)
+        lines.append(f"  auto: {choice.backend} ({choice.reason})")
     for why, node in (split.refusals if split.algorithm == "none" else split.reasons):
         lines.append(f"    torch: {'refused: ' if split.algorithm == 'none' else 'PDHG: '}{why}")
     for msg, node in errs:

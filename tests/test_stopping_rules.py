@@ -281,7 +281,7 @@ def test_auto_sends_large_lasso_to_torch_and_explain_says_why(tmp_path):
     from regspec.api import explain_choice
 
     rng = np.random.default_rng(0)
-    np.savez(tmp_path / "d.npz", X=rng.standard_normal((600, 400)), y=rng.standard_normal(600))
+    np.savez(tmp_path / "d.npz", X=rng.standard_normal((1500, 800)), y=rng.standard_normal(1500))
     (tmp_path / "big.reg").write_text("""problem big {
   data X = load("d.npz", "X")
   data y = load("d.npz", "y")
@@ -289,9 +289,10 @@ def test_auto_sends_large_lasso_to_torch_and_explain_says_why(tmp_path):
   minimize sum_squares(X @ w - y) / (2 * rows(X)) + 0.1 * norm1(w)
 }
 """)
-    big = explain_choice(regspec.load(tmp_path / "big.reg"), None)
+    fresh = set()  # the CLI's case: neither backend imported yet
+    big = explain_choice(regspec.load(tmp_path / "big.reg"), None, fresh)
     assert big.backend == "torch" and "FISTA" in big.reason
-    small = explain_choice(regspec.load(ROOT / "specs" / "lasso.reg"), None)
+    small = explain_choice(regspec.load(ROOT / "specs" / "lasso.reg"), None, fresh)
     assert small.backend == "cvxpy"
     out = subprocess.run([sys.executable, "-m", "regspec.cli", "explain", str(tmp_path / "big.reg")],
                          capture_output=True, text=True, cwd=ROOT)

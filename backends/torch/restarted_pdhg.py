@@ -192,8 +192,7 @@ def restarted_pdhg(
         if gs is not None:
             torch._foreach_add_(v, gs, alpha=-tau)
         x_new = list(prox(v, tau))
-        d = torch._foreach_mul(x_new, 2.0)
-        torch._foreach_sub_(d, x)  # 2 x+ - x: K is linear, so K(2x+ - x) = 2 K x+ - K x
+        d = torch._foreach_lerp(x, x_new, 2.0)  # 2 x+ - x in one pass: K(2x+ - x) = 2 K x+ - K x
         y_new = []
         for k, (yk, o, ax, pf) in enumerate(zip(y, ops, axpys, conjs)):
             buf = spare_y[k] if spare_y is not None else None
