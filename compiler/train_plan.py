@@ -74,7 +74,8 @@ def term_entry(atom: Any) -> TermEntry:
     """The training view of a catalogue atom with a ``train`` declaration."""
     use = atom.train
     kernel = atom.prox.kernel if atom.prox is not None and not atom.prox.negated else None
-    return TermEntry(use.kind, atom.doc, atom.smooth, kernel, use.kind, separable=use.separable, matrix=use.matrix,
+    return TermEntry(use.kind, use.math or atom.doc, atom.smooth, kernel, use.kind, separable=use.separable,
+                     matrix=use.matrix,
                      options=dict(use.options), targets=use.targets, default=use.default, atom=atom.name)
 
 
@@ -944,7 +945,8 @@ class _Planner:
             why += f"; every {gate.every} {gate.every_unit} with the step scaled by {gate.every} (lazy prox)"
         return TermPlan("regularize", name, target, weight, options, lowering,
                         entry.kernel if lowering == "prox" else None, entry.penalty, why, via, gate,
-                        entry.matrix, entry.separable, entry.math, s.span, span_text(s.span))
+                        entry.matrix, entry.separable, entry.math, s.span, span_text(s.span), atom=entry.atom,
+                        atom_kw=dict(options))
 
     def option(self, term: str, key: str, e: ast.Expr) -> Any:
         if key == "groups" and term == "group_l2":

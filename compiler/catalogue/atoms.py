@@ -267,6 +267,7 @@ class Power(Atom):
 
 class Transpose(Atom):
     name = "transpose"
+    torch_source = "x.T if x.dim() == 2 else x"
     doc = "X.T"
     curvature = Curvature.AFFINE
     smooth = True
@@ -278,7 +279,6 @@ class Transpose(Atom):
         return signs[0]
 
     def monotonicity(self, i, signs, kw):
-    torch_source = "x.T if x.dim() == 2 else x"
         return Mono.INCREASING
 
     def numpy(self, args, kw):
@@ -293,6 +293,7 @@ class Transpose(Atom):
 
 class Sum(Atom):
     name = "sum"
+    torch_source = "x.sum()"
     cvxpy_notes = {"sum_entries": "CVXPY's old sum_entries(x) is sum(x)"}
     doc = "sum of entries, or along an axis"
     static = {"axis": None}
@@ -304,7 +305,6 @@ class Sum(Atom):
 
     def sign(self, signs, kw):
         return signs[0]
-    torch_source = "x.sum()"
 
     def monotonicity(self, i, signs, kw):
         return Mono.INCREASING
@@ -323,7 +323,8 @@ class Sum(Atom):
 
 class SumSquares(ScalarAtom):
     name = "sum_squares"
-    train = TrainUse("sum_squares", ("param", "act", "output"), separable=True)
+    train = TrainUse("sum_squares", ("param", "act", "output"), separable=True,
+                     math="||x||^2 (activations: the batch mean of per-sample values)")
     torch_source = "(x * x).sum()"
     doc = "||x||_2^2 = sum of squared entries"
     curvature = Curvature.CONVEX
@@ -348,7 +349,8 @@ class SumSquares(ScalarAtom):
 class Norm1(ScalarAtom):
     name = "norm1"
     aliases = ("l1",)
-    train = TrainUse("l1", ("param", "act", "output"), separable=True)
+    train = TrainUse("l1", ("param", "act", "output"), separable=True,
+                     math="sum_i |x_i| (activations: the batch mean of per-sample values)")
     torch_source = "x.abs().sum()"
     doc = "sum_i w_i |x_i| (w >= 0, default 1), over all entries or along an axis"
     curvature = Curvature.CONVEX
@@ -390,7 +392,7 @@ class Norm1(ScalarAtom):
 class Norm2(ScalarAtom):
     name = "norm2"
     aliases = ("l2",)
-    train = TrainUse("l2")
+    train = TrainUse("l2", math="||x||_2 (whole tensor)")
     torch_source = "x.square().sum().sqrt()"
     doc = "||x||_2 (Frobenius norm for a matrix), or the 2-norms along an axis"
     curvature = Curvature.CONVEX

@@ -40,7 +40,7 @@ class NuclearNorm(ScalarAtom):
     name = "nuclear_norm"
     torch_source = 'torch.linalg.matrix_norm(x, ord="nuc")'
     aliases = ("normNuc", "nuclear")
-    train = TrainUse("nuclear", matrix=True)
+    train = TrainUse("nuclear", matrix=True, math="sum_i sigma_i(W), W = x.reshape(C_out, -1)")
     doc = "sum of singular values ||X||_*"
     curvature = Curvature.CONVEX
     prox = Prox("nuclear")
@@ -69,7 +69,7 @@ class SpectralNorm(ScalarAtom):
     name = "spectral_norm"
     torch_source = "torch.linalg.matrix_norm(x, ord=2)"
     aliases = ("sigma_max",)
-    train = TrainUse("spectral_norm", matrix=True)
+    train = TrainUse("spectral_norm", matrix=True, math="sigma_max(W), W = x.reshape(C_out, -1)")
     doc = "largest singular value sigma_max(X)"
     curvature = Curvature.CONVEX
     prox = Prox("spectral_norm")

@@ -29,7 +29,7 @@ def _cvx_weighted_sum(norms, w, default):
 class NormInf(ScalarAtom):
     name = "norm_inf"
     aliases = ("linf",)
-    train = TrainUse("linf")
+    train = TrainUse("linf", math="max_i |x_i|")
     torch_source = "x.abs().max()"
     doc = "max_i |x_i| over all entries"
     curvature = Curvature.CONVEX
@@ -162,7 +162,8 @@ class QuadForm(ScalarAtom):
 
 class ElasticNet(ScalarAtom):
     name = "elastic_net"
-    train = TrainUse("elastic_net", options=(("a", 1.0), ("b", 1.0)), separable=True)
+    train = TrainUse("elastic_net", options=(("a", 1.0), ("b", 1.0)), separable=True,
+                     math="a ||x||_1 + (b/2) ||x||^2")
     torch_source = "a * x.abs().sum() + b / 2 * (x * x).sum()"
     doc = "a ||x||_1 + (b/2) ||x||_2^2 (a, b >= 0)"
     curvature = Curvature.CONVEX
@@ -197,7 +198,7 @@ class ElasticNet(ScalarAtom):
 class GroupNorm(ScalarAtom):
     name = "group_norm"
     # training groups (rows, cols, channels, all, blocks(n, m)) of W.reshape(C_out, -1)
-    train = TrainUse("group_l2", options=(("groups", "rows"),))
+    train = TrainUse("group_l2", options=(("groups", "rows"),), math="sum_g sqrt(|g|) ||x_g||_2")
     doc = ("sum_g w_g ||x_g||_2 over disjoint groups: groups = rows | cols | labels (per entry, or per "
            "row of a matrix); weights w default to sqrt(|g|)")
     curvature = Curvature.CONVEX

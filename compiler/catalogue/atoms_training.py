@@ -28,7 +28,7 @@ class L2Sq(ScalarAtom):
     smooth = True
     prox = Prox("l2sq")
     torch_source = "(x * x).sum() / 2"
-    train = TrainUse("l2sq", ("param", "act", "output"), separable=True)
+    train = TrainUse("l2sq", ("param", "act", "output"), separable=True, math="(1/2) ||x||^2")
 
     def monotonicity(self, i, signs, kw):
         return norm_of_abs_mono(signs)
@@ -52,7 +52,8 @@ class WeightDecay(L2Sq):
     name = "weight_decay"
     doc = ("(1/2) ||x||_2^2 taken as the decoupled step x <- x / (1 + lr * lam) (AdamW): in a train block "
            "it is the proximal step unless `via grad`")
-    train = TrainUse("weight_decay", separable=True, default="prox")
+    train = TrainUse("weight_decay", separable=True, default="prox",
+                     math="(1/2) ||x||^2 as the decoupled step x <- x / (1 + lr*lam) (AdamW)")
 
 
 class AnchorL2(ScalarAtom):
@@ -62,7 +63,7 @@ class AnchorL2(ScalarAtom):
     curvature = Curvature.CONVEX
     smooth = True
     prox = Prox("anchor_l2")
-    train = TrainUse("anchor_l2", separable=True)
+    train = TrainUse("anchor_l2", separable=True, math="(1/2) ||x - x_init||^2 (L2-SP, anchor = the initial weights)")
     lacks = {"cvxpy": f"the anchor is the model's initial weights, known to a training run only ({_NEEDS_A_RUN})",
              "torch": "not a function of the tensor alone: the training runtime keeps the anchor it snapshots at the "
                       "start (backends/torch/train/penalties.anchor_l2)"}
@@ -75,7 +76,8 @@ class Orthogonality(ScalarAtom):
     static = {"mode": "full", "groups": None}
     curvature = Curvature.UNKNOWN   # quartic in W: neither convex nor concave
     smooth = True
-    train = TrainUse("orthogonality", options=(("mode", "full"), ("groups", None)))
+    train = TrainUse("orthogonality", options=(("mode", "full"), ("groups", None)),
+                     math="||G - I||_F^2, G = W W^T (or W^T W, the smaller side)")
     lacks = {"cvxpy": "nonconvex (quartic in W): CVXPY takes DCP terms only"}
 
     def shape(self, shapes, kw):
@@ -126,7 +128,7 @@ class Flops(ScalarAtom):
     doc = ("the FLOPs regularizer sum_j (mean_i |a[i, j]|)^2 of a batch a (samples on dim 0, features "
            "flattened): sparse activations that are zero for most samples")
     curvature = Curvature.CONVEX    # the square of a nonnegative convex function
-    train = TrainUse("flops", ("act", "output"))
+    train = TrainUse("flops", ("act", "output"), math="sum_l sum_j (mean_i |a_l[i, j]|)^2")
 
     def sign(self, signs, kw):
         return Sign.NONNEG
@@ -162,7 +164,8 @@ class JacobianFro(ScalarAtom):
     static = {"n_proj": 1}
     curvature = Curvature.UNKNOWN   # a function of the model, not of the output tensor
     smooth = True
-    train = TrainUse("jacobian_fro", ("output",), options=(("n_proj", 1),))
+    train = TrainUse("jacobian_fro", ("output",), options=(("n_proj", 1),),
+                     math="(1/2) mean_i ||J_f(x_i)||_F^2 (Hutchinson, n_proj draws)")
     lacks = {"cvxpy": "a function of the model (its input Jacobian), not of a variable",
              "torch": "not a function of one tensor: the training runtime estimates it by vector-Jacobian "
                       "products (backends/torch/train/penalties.jacobian_fro)"}

@@ -130,9 +130,9 @@ class TrainUse:
     direct term may give, with their training defaults; ``matrix``: it acts on the matrix view
     W.reshape(C_out, -1) of a conv weight; ``separable``: its prox acts entry by entry (so a
     per-coordinate step after Adam is exact); ``default = "prox"``: the term is *defined* as its
-    proximal step (decoupled weight decay), so it is lowered that way even though it is smooth.
-    Any other use of the atom (other options, inside an expression) goes through its ``torch``
-    evaluation instead."""
+    proximal step (decoupled weight decay), so it is lowered that way even though it is smooth;
+    ``math``: the formula ``regspec plan`` prints for the runtime's evaluation. Any other use of
+    the atom (other options, inside an expression) goes through its ``torch`` evaluation instead."""
 
     kind: str
     targets: tuple[str, ...] = ("param",)
@@ -140,6 +140,7 @@ class TrainUse:
     matrix: bool = False
     separable: bool = False
     default: str | None = None
+    math: str = ""
 
 
 class Atom:

@@ -478,9 +478,9 @@ def bind_expression(model: nn.Module, term: TermPlan, weight: Any, opt_name: str
         return tb
     kinds = [sel.kind for sel in term.selectors]
     hyper = {"expr": term.expr.tree, "leaves": instances, "kinds": kinds}
-    tb.penalty = Penalty("expr", params=[n for sel, m in zip(term.selectors, matched) if sel.kind == "param" for n in m],
-                         acts=[n for sel, m in zip(term.selectors, matched) if sel.kind == "act" for n in m],
-                         output="output" in kinds, weight=weight, hyper=hyper, label=label)
+    of_kind = {k: [n for sel, m in zip(term.selectors, matched) if sel.kind == k for n in m] for k in ("param", "act")}
+    tb.penalty = Penalty("expr", params=of_kind["param"], acts=of_kind["act"], output="output" in kinds,
+                         weight=weight, hyper=hyper, label=label)
     return tb
 
 

@@ -72,6 +72,8 @@ def describe(asm: Assembled) -> str:
         if t.expr is not None:
             typed = tb.typed if getattr(tb, "typed", None) is not None else t.expr
             out.append(f"           typed     {typed.typed()}")
+        elif t.stmt == "regularize" and t.atom is not None:
+            out.append(f"           typed     {_direct_typed(t)}")
         if t.expr is not None and getattr(tb, "selector_names", None):
             matched = "; ".join(f"{sel.text} -> " + ", ".join(_leaf_text(sel.kind, n, tb.shapes, act_shapes) for n in got)
                                 for sel, got in zip(t.selectors, tb.selector_names))
@@ -117,6 +119,17 @@ def describe(asm: Assembled) -> str:
             out.append(f"  #{i} {bk['kind']} {bk['kernel']}({hyper}){metric}{gate}: {', '.join(bk['params'])}")
     engine.close()
     return "\n".join(out)
+
+
+def _direct_typed(t: TermPlan) -> str:
+    """A direct term: the catalogue atom it is, its curvature and smoothness, and the evaluation
+    the training runtime gives it (per tensor, summed)."""
+    from regspec.compiler.catalogue import ATOMS
+
+    atom = ATOMS[t.atom]  # type: ignore[index]
+    curvature = atom.curvature.value if atom.curvature.value != "unknown" else "not convex"
+    smooth = "smooth" if atom.smooth else "nonsmooth"
+    return f"{t.atom}({t.target.text}) : scalar per tensor, {curvature}, {smooth}; summed over the matches"
 
 
 def _leaf_text(kind: str, name: str, shapes: dict[str, Any], act_shapes: dict[str, Any]) -> str:
