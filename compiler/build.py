@@ -3,9 +3,20 @@ from __future__ import annotations
 
 from pathlib import Path
 from regspec import ast
-from regspec.compiler.catalogue import OPERATORS
+from regspec.compiler.catalogue import ALIASES, ATOMS, OPERATORS
 from regspec.compiler.ir import IR
 from regspec.diagnostics import Span, error
+
+
+def _sequence_items(call: ast.Call) -> list[ast.Expr]:
+    """The positional arguments of a call; for an atom that takes a sequence (``hstack([a, b])``,
+    CVXPY's spelling) a lone list literal stands for its items, which may then hold variables."""
+    name = ALIASES.get(call.func.id, call.func.id)
+    atom = ATOMS.get(name)
+    if (atom is not None and atom.sequence_args and len(call.args) == 1
+            and isinstance(call.args[0], ast.ListExpr) and call.args[0].items):
+        return list(call.args[0].items)
+    return list(call.args)
 
 
 class _Builder:
@@ -34,7 +45,7 @@ class _Builder:
         if isinstance(e, ast.Call):
             if not isinstance(e.func, ast.Name):
                 raise error("only `train` blocks may call import paths", e.func.span)
-            args = [self.expr(a) for a in e.args]
+            args = [self.expr(a) for a in _sequence_items(e)]
             kwargs = {k.name: self.expr(k.value) for k in e.kwargs}
             return ir.add("call", e.span, args, atom=e.func.id, kwargs=kwargs, func_span=e.func.span)
         if isinstance(e, ast.Index):

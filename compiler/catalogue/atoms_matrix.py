@@ -358,6 +358,7 @@ class HStack(Atom):
     name = "hstack"
     doc = "horizontal concatenation with NumPy's rules (vectors join end to end; matrices side by side)"
     nargs = (1, 64)
+    sequence_args = True
     curvature = Curvature.AFFINE
     smooth = True
     _numpy_fn = "hstack"

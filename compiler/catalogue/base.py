@@ -162,6 +162,9 @@ class Atom:
     smooth: ClassVar[bool] = False                 # differentiable everywhere on its domain
     prox: ClassVar[Prox | None] = None
     constant_only: ClassVar[bool] = False          # evaluated at compile time only (rows, cols)
+    # Takes its positional arguments as one list literal too, as CVXPY's ``hstack([a, b])``: the
+    # list's items become the positional arguments (so they may hold variables).
+    sequence_args: ClassVar[bool] = False
     # Backends an entry deliberately lacks, with the reason (the completeness test reads this).
     lacks: ClassVar[dict[str, str]] = {}
     # Its direct use in train blocks, when the training runtime has a dedicated evaluation.

@@ -225,6 +225,21 @@ def data_origins(ir: IR, node: int) -> list[str]:
     return notes
 
 
+def _check_list_constant(ir: IR, node: int) -> None:
+    """A list literal is data unless it is the argument of a stacking atom (the builder splices
+    those): an element holding a variable or parameter is refused at the list, not at the
+    element's declaration."""
+    for a in ir[node]["args"]:
+        if "value" in ir[a] and ir[a]["kind"] not in ("param", "var"):
+            continue
+        for kind, what in (("var", "a variable"), ("param", "a parameter")):
+            if ir[a]["kind"] == kind or ir.depends_on_kind(a, kind):
+                stacks = ", ".join(sorted(n for n, atom in ATOMS.items() if atom.sequence_args))
+                raise error(f"a list element must be known at compile time, but `{ir.text(a)}` depends on {what}",
+                            ir[node]["span"], [f"a list of expressions is taken only as the one argument of {stacks} "
+                                               f"(e.g. hstack([a, b])); write the operation on the items instead"])
+
+
 def evaluate_constants(ir: IR) -> IR:
     base = Path(ir.meta.get("base_dir", "."))
     for node in ir.topological():
@@ -244,6 +259,7 @@ def evaluate_constants(ir: IR) -> IR:
             d["value"] = _numeric(ir, node, ir[d["args"][0]]["value"][d["output"]],
                                   f"data `{d['name']}` from {ir.text(d['args'][0])}")
         elif kind == "list":
+            _check_list_constant(ir, node)
             items = [_pyval(_const(ir, a, "a list element")) for a in d["args"]]
             d["value"] = _list_value(items)
         elif kind == "slice":
