@@ -29,6 +29,10 @@ def _schedule_line(term: TermPlan, weight: Any, epochs: int) -> str | None:
 def describe(asm: Assembled) -> str:
     plan, b = asm.plan, asm.binding
     n_params = sum(p.numel() for p in b.model.parameters())
+    if b.weights is not None and b.weights.steps:   # parametrized: count the model as declared
+        from .reparam import trained_summary
+
+        n_params = trained_summary(b.model)["model_parameters"]
     out: list[str] = [f"train {plan.name}  ({plan.path})"]
     filled = f"  (from the data: {', '.join(asm.filled)})" if asm.filled else ""
     out.append(f"  model      {plan.model.text}  [{type(b.model).__name__}, {n_params:,} parameters]{filled}")
