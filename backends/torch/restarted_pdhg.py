@@ -263,12 +263,16 @@ def restarted_pdhg(
                 size = torch.sqrt(_sqnorm1(ynk) * _sqnorm1(v))
             per_block += [d_inf, kx_inf, _maxabs(v), err, size]
         # per variable, the largest single block's K_k^T y_k: the blocks' parts of K^T y cancel at a
-        # saddle point of a problem made of norms only, so their sum is not the scale
+        # saddle point of a problem made of norms only, so their sum is not the scale; nor is one
+        # block's K_k^T y_k without a smooth part: its own terms cancel (A^T y = 0 at the optimum of
+        # ||A x - b||_1, where 0 = K^T y is the whole condition), so the size ||K|| ||y_k||_inf of
+        # one of those terms joins it
         adj_scale: list[Tensor | None] = [None] * len(x_new)
         for o, ynk in zip(ops, y_new):
+            y_size = _maxabs(ynk) * nK if sm is None else None
             for i, part in enumerate(o.adjoint(ynk)):
                 if part is not None:
-                    m = _maxabs(part)
+                    m = _maxabs(part) if y_size is None else torch.maximum(_maxabs(part), y_size)
                     adj_scale[i] = m if adj_scale[i] is None else torch.maximum(adj_scale[i], m)
         for i, a_i in enumerate(adj_scale):
             if a_i is not None:
