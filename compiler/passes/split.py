@@ -446,6 +446,31 @@ def _split(ir: IR, terms: list[Term], barrier_as_prox: bool) -> Split:
                  g_proj if algorithm == "pdhg" else [], g_prox if algorithm == "pdhg" else [], refusals, why)
 
 
+def _constraint_paths(ir: IR, split: Split) -> list[str]:
+    """One line per constraint not shown as a projection above: the path it takes (a PDHG dual
+    block, the conic form, or the refusal that names it)."""
+    shown = {p.source for p in split.projections + split.g_projections}
+    blocks = {op.source: op for op in split.operators}
+    refused = {node: why for why, node in split.refusals}
+    lines = []
+    for c in ir.nodes_of("constraint"):
+        if c in shown and split.algorithm != "conic":
+            continue
+        if split.algorithm == "conic":
+            how = "in the conic form (CVXPY's canonicalisation)"
+        elif c in blocks:
+            op = blocks[c]
+            f = (f"indicator of {ir[op.set_node]['set']} (projection {op.kernel})" if op.kind == "set" else
+                 "indicator of {0}" if op.kind == "equality" else "indicator of z <= 0")
+            how = f"PDHG block: f = {f}"
+        elif c in refused:
+            how = f"refused: {refused[c]}"
+        else:
+            continue
+        lines.append(f"  subject to {ir.text(c)}: {how}")
+    return lines
+
+
 def explain_lines(ir: IR, split: Split) -> list[str]:
     """How the torch backend lowers the problem, in words (``regspec explain``): the algorithm and
     why, each term's role, the pieces of g, the dual blocks of PDHG, and the step-size rule."""
@@ -458,6 +483,7 @@ def explain_lines(ir: IR, split: Split) -> list[str]:
     projections = {"pdhg": split.g_projections, "conic": []}.get(split.algorithm, split.projections)
     for p in projections:
         lines.append(f"  {ir[p.var]['name']} in {ir[p.set_node]['set']}: projection ({p.kernel})")
+    lines += _constraint_paths(ir, split)
     if split.algorithm == "pdhg":
         smooth = [ir.text(t.core) for t in split.smooth]
         lines.append("  smooth part s: " + (" + ".join(smooth) if smooth else "none") +
