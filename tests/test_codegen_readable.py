@@ -186,3 +186,57 @@ def test_trainer_trains_like_the_runtime(trainers, tmp_path, name):
         assert torch.allclose(trained[k], v, rtol=0, atol=1e-9 * scale), (k, float((trained[k] - v).abs().max()))
     for k, v in val.items():
         assert summary["metrics"][k] == pytest.approx(v, rel=1e-9, abs=1e-12), k
+
+
+# ---------------------------------------------------------------- expressions of atoms
+EXPRESSIONS = """
+train ex {
+  model mlp(in = 64, hidden = [16, 16], out = 10, act = "relu")
+  data digits(split = 0.8)
+  loss cross_entropy
+  optimizer sgd(lr = 0.05, momentum = 0.9)
+  epochs 1
+  batch 128
+  seed 0
+
+  regularize sum_squares(param("layers.1.weight") - param("layers.1.weight").T) * 1e-3
+  regularize huber(param("head.weight"), M = 0.1) * 1e-3
+  regularize log_sum_exp(output) * 1e-3
+  regularize norm1(act("acts.0") - 0.1) * 1e-4
+  regularize pos(norm2(param("head.weight")) - 1) * 1e-2
+}
+"""
+
+
+@pytest.fixture(scope="module")
+def expression_spec(tmp_path_factory) -> tuple[Path, Path, str]:
+    folder = tmp_path_factory.mktemp("expressions")
+    spec = folder / "ex.reg"
+    spec.write_text(EXPRESSIONS)
+    return spec, folder / "trainer.py", compile_trainer(str(spec), out=folder / "trainer.py")
+
+
+def test_expressions_compose_the_atoms_sources(expression_spec):
+    _, _, src = expression_spec
+    assert [ln for ln in src.splitlines() if len(ln) >= 100] == []
+    assert "return sum_squares(x0 - transpose(x0))" in src          # an atom used twice: a function
+    assert "return (x * x).sum()" in src and "return x.T if x.dim() == 2 else x" in src
+    assert "return huber(x0, M=0.1)" in src
+    assert "return torch.logsumexp(x0.reshape(-1), dim=0)" in src   # inlined
+    assert "return (x0 - 0.1).abs().sum()" in src
+    assert "return (x0.square().sum().sqrt() - 1.0).clamp_min(0)" in src
+    assert "per_sample_mean(line13_term, [output], [True])" in src  # batch terms: per sample, then mean
+    assert "ATOMS[" not in src                                      # every atom here has a source
+
+
+@pytest.mark.slow
+def test_expressions_train_like_the_runtime(expression_spec, tmp_path):
+    spec, path, _ = expression_spec
+    out = tmp_path / "run"
+    assert load_trainer(path).main(["--out", str(out), "--quiet", "--dtype", "float64"]) == 0
+    trained = torch.load(out / "model.pt", weights_only=True)
+    weights, val = _reference(spec, 1)
+    for k, v in weights.items():   # the same tolerance as above, for the same reason
+        assert torch.allclose(trained[k], v, rtol=0, atol=1e-9 * float(v.abs().max())), k
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["metrics"]["val_loss"] == pytest.approx(val["val_loss"], rel=1e-9)

@@ -143,6 +143,19 @@ def _doc_lines(escaped: str, indent: str) -> list[str]:
     return lines
 
 
+def _code(text: str, indent: str) -> list[str]:
+    """A line of generated code inside brackets, broken between tokens separated by spaces when
+    too long (continuation lines indented four more); only for code whose literals hold no
+    spaces (tensor names, keys)."""
+    import re
+
+    strings = re.findall(r"'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"", text)
+    if any(" " in lit for lit in strings):   # a break there would split a literal: keep the line
+        return [f"{indent}{text}"]
+    lines = _wrap(text, indent)
+    return lines[:1] + [f"    {ln}" for ln in lines[1:]]
+
+
 def _comment(text: str, indent: str) -> list[str]:
     return _wrap(_one_line(text), indent, "# ")
 
@@ -212,6 +225,8 @@ class _Term:
     whole: str | None = None            # g of the whole selection, when not a sum over tensors
     weight: Any = 1.0
     hyper: dict[str, Any] = field(default_factory=dict)
+    expr_kinds: list[str] = field(default_factory=list)   # an expression's leaf kinds
+    instances: list[list[str]] = field(default_factory=list)  # its tensors, per instance
 
     @property
     def term(self) -> Any:
@@ -309,6 +324,9 @@ class _Gen:
         """Choose g's source: the catalogue atom's torch expression when it has one, else the
         runtime's evaluation of the training term (named, with its math in the docstring)."""
         t = item.term
+        if item.tb.penalty is not None and item.tb.penalty.kind == "expr":
+            self._expr_function(item)
+            return
         atom = _atom_of(t)
         opts = {k: v for k, v in item.tb.options.items() if not isinstance(v, ScheduleRef)}
         kw = {}
@@ -372,9 +390,92 @@ class _Gen:
             self.functions.setdefault(name, body)
             item.fn = name
 
+    def _expr_function(self, item: _Term) -> None:
+        """A statement that is an expression of atoms over selectors: one function of its leaf
+        tensors, composed from the atoms' torch sources (an atom used once per variable inline,
+        others as their own function)."""
+        import ast as pyast
+
+        hyper = item.tb.penalty.hyper
+        kinds = list(hyper["kinds"])
+        leaves = [f"x{i}" for i in range(len(kinds))]
+        body = pyast.unparse(self._expr_ast(hyper["expr"], leaves))
+        name = f"{item.key}_term"
+        sig = ", ".join(f"{v}: torch.Tensor" for v in leaves)
+        lines = [f"def {name}({sig}) -> torch.Tensor:",
+                 *_doc_lines(f'"""{_doc(item.label)}: its value on one instance of the selectors', "    "),
+                 '    (the catalogue atoms\' torch expressions, composed)."""']
+        lines += _code(f"return ({body})", "    ") if len(body) > WIDTH - 12 else [f"    return {body}"]
+        self.functions.setdefault(name, lines)
+        item.fn = name
+        item.whole = "expr"
+        item.expr_kinds = kinds
+        item.instances = [list(n) for n in hyper["leaves"]]
+
+    def _expr_ast(self, tree: Any, leaves: list[str]) -> Any:
+        import ast as pyast
+
+        from regspec.compiler.catalogue import ATOMS
+
+        kind = tree[0]
+        if kind == "sel":
+            return pyast.Name(leaves[tree[1]], pyast.Load())
+        if kind == "const":
+            value = tree[1]
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                return pyast.parse(_lit(float(value)), mode="eval").body
+            ref = leaves[0]
+            return pyast.parse(f"torch.as_tensor({_lit(value)}, dtype={ref}.dtype, device={ref}.device)",
+                               mode="eval").body
+        _, name, args, static, tensor_kw = tree
+        atom = ATOMS[name]
+        arg_nodes = [self._expr_ast(a, leaves) for a in args]
+        kw_nodes = {k: self._expr_ast(v, leaves) for k, v in tensor_kw.items()}
+        source = atom.torch_source_for({**static, **{k: True for k in tensor_kw}})
+        if source is None or len(arg_nodes) > 2:
+            self.need("regspec.compiler.catalogue", "ATOMS")
+            static_src = ", ".join([f"{k!r}: {_lit(v)}" for k, v in static.items()]
+                                   + [f"{k!r}: {pyast.unparse(v)}" for k, v in kw_nodes.items()])
+            call = f"ATOMS[{name!r}].torch([{', '.join(pyast.unparse(a) for a in arg_nodes)}], {{{static_src}}})"
+            return pyast.parse(call, mode="eval").body
+        tree_src = pyast.parse(source, mode="eval")
+        uses = [n.id for n in pyast.walk(tree_src) if isinstance(n, pyast.Name)]
+        variables = dict(zip(("x", "y"), arg_nodes))
+        if all(uses.count(v) <= 1 for v in variables):
+            values = {**variables, **kw_nodes,
+                      **{k: pyast.parse(_lit(v), mode="eval").body for k, v in static.items()}}
+            return _Substitute(values).visit(tree_src).body
+        # a variable used twice: the atom becomes a function of its own (computed once per call)
+        params = [k for k in [*atom.static, *atom.tensor_kwargs] if k in uses]
+        fname = atom.name
+        sig = "".join(f", {p}: Any" for p in params)
+        argv = "x: torch.Tensor" + (", y: torch.Tensor" if len(arg_nodes) == 2 else "")
+        self.functions.setdefault(fname, [f"def {fname}({argv}{sig}) -> torch.Tensor:",
+                                          *_wrap(f'"""{_doc(atom.doc)} (catalogue atom `{atom.name}`)."""', "    "),
+                                          f"    return {source}"])
+        call_args = [pyast.unparse(a) for a in arg_nodes]
+        call_args += [f"{p}={pyast.unparse(kw_nodes[p])}" if p in kw_nodes else f"{p}={_lit(static.get(p))}"
+                      for p in params]
+        return pyast.parse(f"{fname}({', '.join(call_args)})", mode="eval").body
+
+    def _expr_g(self, item: _Term) -> str:
+        """g of an expression statement: summed over its instances; over batch tensors, the mean
+        over the samples of the per-sample value."""
+        kinds = item.expr_kinds
+        leaf = {"param": "params[names[{i}]]", "act": "tapped(model.taps, [names[{i}]])[0]",
+                "output": "output", "input": "x", "target": "y.to(output.dtype)"}
+        leaves = ", ".join(leaf[k].format(i=i) for i, k in enumerate(kinds))
+        inst = f"INSTANCES[{item.key!r}]"
+        if all(k == "param" for k in kinds):
+            return f"sum({item.fn}({leaves}) for names in {inst})"
+        batched = _lit([k != "param" for k in kinds])
+        return f"sum(per_sample_mean({item.fn}, [{leaves}], {batched}) for names in {inst})"
+
     def g_source(self, item: _Term) -> str:
         """The expression of g over the statement's tensors (inside loss_terms/param_terms)."""
         sel = f"SELECTED[{item.key!r}]"
+        if item.whole == "expr":
+            return self._expr_g(item)
         if item.whole not in (None, "matrix"):
             return item.whole
         view = "matrix_view(params[n])" if item.whole == "matrix" else "params[n]"
@@ -496,6 +597,13 @@ class _Gen:
         for item in self.terms:
             self.lines += _list_entry(item.key, item.names, "    ")
         w("}")
+        exprs = [t for t in self.terms if t.whole == "expr"]
+        if exprs:
+            w("#: the tensors of each expression statement, one list per instance (in leaf order)")
+            w("INSTANCES = {")
+            for item in exprs:
+                self.lines += _list_entry(item.key, item.instances, "    ")
+            w("}")
         w("LABELS = {  # each statement's text: the keys of metrics.jsonl and summary.json")
         for item in self.terms:
             self.lines += f"    {item.key!r}: {_str_lit(item.label, '        ')},".split("\n")
@@ -657,7 +765,16 @@ class _Gen:
             w("def tapped(taps: dict[str, torch.Tensor], names: list[str]) -> list[torch.Tensor]:")
             w('    """The recorded activations of the named modules (one called k times gives k)."""')
             w('    return [a for name, a in taps.items() if name.split("#")[0] in names]')
-        if any(t.target in ("act", "output") and t.fn for t in self.terms):
+        if any(t.whole == "expr" and any(k != "param" for k in t.expr_kinds) for t in self.terms):
+            w("")
+            w("")
+            w("def per_sample_mean(f: Any, leaves: list[torch.Tensor], batched: list[bool]) -> torch.Tensor:")
+            w('    """(1/B) sum_i f(leaves at sample i): batch tensors split along dim 0, parameters')
+            w('    shared (torch.func.vmap); a non-scalar f is summed per sample."""')
+            w("    in_dims = tuple(0 if b else None for b in batched)")
+            w("    values = torch.func.vmap(f, in_dims=in_dims)(*leaves)")
+            w("    return values.reshape(values.shape[0], -1).sum(dim=1).mean()")
+        if any(t.target in ("act", "output") and t.fn and t.whole != "expr" for t in self.terms):
             w("")
             w("")
             w("def batch_mean(f: Any, a: torch.Tensor, **kw: Any) -> torch.Tensor:")
@@ -673,7 +790,7 @@ class _Gen:
         w("")
         w("")
         w("def loss_terms(model: nn.Module, params: dict[str, torch.Tensor], output: torch.Tensor,")
-        w("               x: torch.Tensor, anchors: dict[str, torch.Tensor],")
+        w("               x: torch.Tensor, y: torch.Tensor, anchors: dict[str, torch.Tensor],")
         w("               generator: torch.Generator | None) -> dict[str, torch.Tensor]:")
         w('    """g of each loss-side statement, by key (the loop weights and adds them)."""')
         if not loss:
@@ -682,9 +799,10 @@ class _Gen:
             w("    return {")
             for t in loss:
                 self.lines += _comment(t.label, "        ")
-                self.lines += _wrap(f"{t.key!r}: {self.g_source(t)},", "        ")
+                self.lines += _code(f"{t.key!r}: {self.g_source(t)},", "        ")
             w("    }")
-        on_params = [t for t in self.terms if t.lowering != "projection" and t.target == "param"]
+        on_params = [t for t in self.terms if t.lowering != "projection" and t.target == "param"
+                     and all(k == "param" for k in t.expr_kinds)]
         w("")
         w("")
         w("@torch.no_grad()")
@@ -696,7 +814,7 @@ class _Gen:
         else:
             w("    return {")
             for t in on_params:
-                self.lines += _wrap(f"{t.key!r}: {self.g_source(t)},", "        ")
+                self.lines += _code(f"{t.key!r}: {self.g_source(t)},", "        ")
             w("    }")
 
     # ---- weights and schedules
@@ -987,7 +1105,7 @@ class _Gen:
             w('                group["lr"] = lr_at(t)')
         w("            output = net(x)")
         w("            task = task_loss(output, y)")
-        w("            g = loss_terms(model, params, output, x, anchors, generator)")
+        w("            g = loss_terms(model, params, output, x, y, anchors, generator)")
         if loss_terms:
             w("            weighted = {")
             for t in loss_terms:
@@ -1035,6 +1153,25 @@ def _list_entry(key: str, names: list[str], indent: str) -> list[str]:
     if len(one) <= WIDTH:
         return [one]
     return [f"{indent}{key!r}: ["] + [f"{indent}    {n!r}," for n in names] + [f"{indent}],"]
+
+
+class _Substitute:
+    """Replace names in a parsed expression by expression nodes (an atom's source applied to its
+    arguments): precedence is kept because nodes, not text, are replaced."""
+
+    def __init__(self, values: dict[str, Any]):
+        self.values = values
+
+    def visit(self, tree: Any) -> Any:
+        import ast as pyast
+
+        values = self.values
+
+        class _T(pyast.NodeTransformer):
+            def visit_Name(self, node: pyast.Name) -> Any:
+                return values.get(node.id, node)
+
+        return _T().visit(tree)
 
 
 def _kw_tail(opts: dict[str, Any]) -> str:

@@ -12,6 +12,7 @@ from regspec.compiler.catalogue.base import (Curvature, Elementwise, Mono, Scala
 
 class Abs(Elementwise):
     name = "abs"
+    torch_source = "x.abs()"
     doc = "|x|, elementwise"
     curvature = Curvature.CONVEX
 
@@ -37,6 +38,7 @@ class Abs(Elementwise):
 
 class Pos(Elementwise):
     name = "pos"
+    torch_source = "x.clamp_min(0)"
     doc = "max(x, 0), elementwise"
     curvature = Curvature.CONVEX
 
@@ -62,6 +64,7 @@ class Pos(Elementwise):
 
 class Exp(Elementwise):
     name = "exp"
+    torch_source = "x.exp()"
     doc = "e^x, elementwise (convex, increasing)"
     curvature = Curvature.CONVEX
     smooth = True
@@ -88,6 +91,7 @@ class Exp(Elementwise):
 
 class Log(Elementwise):
     name = "log"
+    torch_source = "x.log()"
     doc = "natural log, elementwise (concave, increasing; x > 0)"
     curvature = Curvature.CONCAVE
     smooth = True
@@ -114,6 +118,7 @@ class Log(Elementwise):
 
 class Logistic(Elementwise):
     name = "logistic"
+    torch_source = "torch.logaddexp(torch.zeros_like(x), x)"
     doc = "log(1 + e^x), elementwise (convex, increasing): the logistic loss of a margin -y*z"
     curvature = Curvature.CONVEX
     smooth = True
@@ -144,6 +149,7 @@ class Logistic(Elementwise):
 
 class LogSumExp(ScalarAtom):
     name = "log_sum_exp"
+    torch_source = "torch.logsumexp(x.reshape(-1), dim=0)"
     doc = "log sum_i e^{x_i}, over all entries or along an axis (convex, increasing)"
     curvature = Curvature.CONVEX
     static = {"axis": None}
