@@ -284,7 +284,7 @@ def cmd_crosscheck(args: argparse.Namespace) -> int:
 
     from regspec.progress import Bar, wanted
 
-    paths = args.specs or cc.default_specs()
+    paths = cc.expand_specs(args.specs)
     with Bar(len(paths), "crosscheck", enabled=not args.json and wanted(args.quiet), unit="spec") as bar, \
             stdout_to_stderr(args.json):
         checks = cc.crosscheck(paths, rtol=args.rtol, tol=args.tol, max_iter=args.max_iter, dtype=args.dtype,
@@ -425,7 +425,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.set_defaults(func=cmd_explain)
 
     x = sub.add_parser("crosscheck", help="solve problems with both backends and compare (exit 1 on disagreement)")
-    x.add_argument("specs", nargs="*", metavar="SPEC", help="default: every spec in specs/")
+    x.add_argument("specs", nargs="*", metavar="SPEC", help="spec files or folders of them (default: every spec in specs/)")
     x.add_argument("--rtol", type=float, help="objective agreement threshold (default 1e-5 in float64)")
     x.add_argument("--tol", type=float, help="torch backend: stopping tolerance")
     x.add_argument("--max-iter", type=int, help="torch backend: iteration budget")

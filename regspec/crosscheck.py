@@ -190,12 +190,22 @@ def default_specs(root: str | Path | None = None) -> list[Path]:
     return sorted(base.glob("*.reg"))
 
 
+def expand_specs(paths: list[str | Path] | None) -> list[Path]:
+    """The spec files to check: each file as given, each folder's ``.reg`` files (sorted);
+    nothing given: ``default_specs()``."""
+    out: list[Path] = []
+    for p in (paths or default_specs()):
+        p = Path(p)
+        out += default_specs(p) if p.is_dir() else [p]
+    return out
+
+
 def crosscheck(paths: list[str | Path] | None = None, *,
                on_spec: Callable[[str, list[Check]], None] | None = None, **kw: Any) -> list[Check]:
-    """Cross-check every problem block of the given specs (default: all of ``specs/``);
+    """Cross-check every problem block of the given specs or folders of specs (default: all of ``specs/``);
     ``on_spec(path, checks)`` is called as each spec finishes (progress)."""
     out: list[Check] = []
-    for path in (paths or default_specs()):
+    for path in expand_specs(paths):
         checks = _check_spec(path, **kw)
         out += checks
         if on_spec is not None:
@@ -253,5 +263,5 @@ def table(checks: list[Check]) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["Check", "Directives", "check_problem", "crosscheck", "default_specs", "objective_gap",
+__all__ = ["Check", "Directives", "check_problem", "crosscheck", "default_specs", "expand_specs", "objective_gap",
            "read_directives", "table", "RTOL"]
