@@ -1,0 +1,539 @@
+"""Classic problems from CVXPY's documentation and textbook examples, each written as a spec
+(tests/classics/*.reg) and checked against a hand-written CVXPY reference (issue 11's acceptance).
+
+Each reference rebuilds the spec's data with NumPy (the spec's seeded sources are
+``numpy.random.default_rng(seed)`` draws, in order) and states the problem in CVXPY directly,
+solved by Clarabel at gap and feasibility tolerances 1e-9 (Clarabel handles the PSD and
+exponential cones too, so the reference does not depend on SCS, which the cvxpy backend picks
+for those cones).
+
+Thresholds, relative objective gap |f - f_ref| / max(|f|, |f_ref|, 1e-9):
+- cvxpy backend: 1e-6 (Clarabel reaches ~1e-9; the backend's SCS for PSD/exp cones runs at its
+  tightened defaults, measured <= 1e-7 here);
+- torch backend at default settings: 1e-4 (its defaults certify ~1e-6, docs/solvers.md);
+- torch with ``tol = 1e-9`` on the cases in ``TIGHT``: 1e-6.
+A problem the torch backend does not solve today is pinned to its honest behaviour instead: a
+located refusal (file:line:col and the reason), or a run that ends in ``user_limit`` with no
+objective, never a wrong ``optimal``; the comment names the missing path. When such a path
+lands, the pinned test fails and the entry moves to the agreeing ones.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pytest
+
+cp = pytest.importorskip("cvxpy")
+
+import regspec  # noqa: E402
+from regspec.crosscheck import objective_gap  # noqa: E402
+from regspec.diagnostics import RegspecError  # noqa: E402
+
+CLASSICS = Path(__file__).resolve().parent / "classics"
+CVXPY_RTOL = 1e-6
+TORCH_RTOL = 1e-4
+TIGHT_RTOL = 1e-6
+CLARABEL_TIGHT = {"tol_gap_abs": 1e-9, "tol_gap_rel": 1e-9, "tol_feas": 1e-9, "max_iter": 500}
+
+
+def rng(seed: int) -> np.random.Generator:
+    return np.random.default_rng(seed)
+
+
+def normal(seed: int, *shapes: tuple[int, ...]) -> list[np.ndarray]:
+    """``randn([..], [..], seed = s)``: several arrays drawn in order from one stream."""
+    g = rng(seed)
+    return [g.standard_normal(s) for s in shapes]
+
+
+def sparse_normal(seed: int, shape, density: float, scale: float = 1.0, sign: bool = False) -> np.ndarray:
+    """``sparse_randn``: normal (or sign) entries kept where a uniform draw falls below density."""
+    g = rng(seed)
+    entries = g.standard_normal(shape)
+    if sign:
+        entries = np.sign(entries)
+    return entries * (g.uniform(size=shape) < density) * scale
+
+
+def solve_ref(objective, constraints=()) -> float:
+    prob = cp.Problem(objective, list(constraints))
+    prob.solve(solver="CLARABEL", **CLARABEL_TIGHT)
+    assert prob.status == "optimal", prob.status
+    return float(prob.value)
+
+
+# ---------------------------------------------------------------- references, one per spec
+
+def ref_least_squares() -> float:
+    A, b = normal(1, (30, 10), (30,))
+    x = cp.Variable(10)
+    return solve_ref(cp.Minimize(cp.sum_squares(A @ x - b)))
+
+
+def ref_nnls() -> float:
+    A, b = normal(2, (30, 12), (30,))
+    x = cp.Variable(12, nonneg=True)
+    return solve_ref(cp.Minimize(cp.sum_squares(A @ x - b)))
+
+
+def ref_lasso() -> float:
+    A, b = normal(3, (30, 15), (30,))
+    x = cp.Variable(15)
+    return solve_ref(cp.Minimize(0.5 * cp.sum_squares(A @ x - b) + 2 * cp.norm1(x)))
+
+
+def ref_elastic_net() -> float:
+    A, b = normal(4, (30, 15), (30,))
+    x = cp.Variable(15)
+    return solve_ref(cp.Minimize(cp.sum_squares(A @ x - b) + cp.norm1(x) + 0.5 * cp.sum_squares(x)))
+
+
+def ref_lad_regression() -> float:
+    A, b = normal(5, (30, 6), (30,))
+    x = cp.Variable(6)
+    return solve_ref(cp.Minimize(cp.norm1(A @ x - b)))
+
+
+def ref_chebyshev_approx() -> float:
+    A, b = normal(6, (30, 6), (30,))
+    x = cp.Variable(6)
+    return solve_ref(cp.Minimize(cp.norm_inf(A @ x - b)))
+
+
+def ref_huber_regression() -> float:
+    A, x0, noise = normal(7, (40, 5), (5,), (40,))
+    b = A @ x0 + 0.1 * noise + sparse_normal(8, 40, 0.1, scale=10)
+    x = cp.Variable(5)
+    return solve_ref(cp.Minimize(cp.sum(cp.huber(A @ x - b, 1))))
+
+
+def ref_lp_regression() -> float:
+    A, b = normal(9, (30, 6), (30,))
+    x = cp.Variable(6)
+    return solve_ref(cp.Minimize(cp.pnorm(A @ x - b, 1.5)))
+
+
+def ref_power_loss() -> float:
+    A, b = normal(10, (30, 6), (30,))
+    x = cp.Variable(6)
+    return solve_ref(cp.Minimize(cp.sum(cp.power(cp.abs(A @ x - b), 1.5))))
+
+
+def ref_sqrt_lasso() -> float:
+    A, b = normal(11, (30, 15), (30,))
+    x = cp.Variable(15)
+    return solve_ref(cp.Minimize(cp.norm(A @ x - b, 2) + 0.5 * cp.norm1(x)))
+
+
+def _labelled(seed: int, d: int, shift: float) -> tuple[np.ndarray, np.ndarray]:
+    (Z,) = normal(seed, (40, d))
+    y = np.repeat([-1.0, 1.0], 20)
+    return Z + shift * y[:, None], y
+
+
+def ref_svm_hinge() -> float:
+    X, y = _labelled(12, 4, 0.8)
+    w, v = cp.Variable(4), cp.Variable()
+    loss = cp.sum(cp.pos(1 - cp.multiply(y, X @ w + v))) / 40
+    return solve_ref(cp.Minimize(loss + 0.1 * cp.sum_squares(w)))
+
+
+def ref_svm_l1() -> float:
+    X, y = _labelled(13, 6, 0.8)
+    w, v = cp.Variable(6), cp.Variable()
+    loss = cp.sum(cp.pos(1 - cp.multiply(y, X @ w + v))) / 40
+    return solve_ref(cp.Minimize(loss + 0.05 * cp.norm1(w)))
+
+
+def ref_quantile_regression() -> float:
+    X, w0, noise = normal(14, (40, 3), (3,), (40,))
+    y = X @ w0 + noise
+    w, v = cp.Variable(3), cp.Variable()
+    r = y - X @ w - v
+    return solve_ref(cp.Minimize(cp.sum(0.5 * cp.abs(r) + (0.8 - 0.5) * r)))
+
+
+def ref_logistic_regression() -> float:
+    X, y = _labelled(15, 5, 0.5)
+    w = cp.Variable(5)
+    return solve_ref(cp.Minimize(cp.sum(cp.logistic(-cp.multiply(y, X @ w))) / 40 + 0.1 * cp.sum_squares(w)))
+
+
+def _markowitz(seed: int) -> tuple[np.ndarray, np.ndarray]:
+    mu0, F = normal(seed, (10,), (10, 3))
+    return np.abs(mu0) / 10, F @ F.T / 10 + 0.1 * np.eye(10)
+
+
+def ref_portfolio_leverage() -> float:
+    mu, Sigma = _markowitz(17)
+    w = cp.Variable(10)
+    return solve_ref(cp.Maximize(mu @ w - cp.quad_form(w, Sigma)), [cp.sum(w) == 1, cp.norm1(w) <= 1.5])
+
+
+def ref_portfolio_long_only() -> float:
+    mu, Sigma = _markowitz(18)
+    w = cp.Variable(10, nonneg=True)
+    return solve_ref(cp.Maximize(mu @ w - 2 * cp.quad_form(w, Sigma)), [cp.sum(w) == 1])
+
+
+def ref_linear_program() -> float:
+    s0, x0, A = normal(19, (15,), (10,), (15, 10))
+    b = A @ x0 + np.maximum(s0, 0)
+    c = -A.T @ np.maximum(-s0, 0)
+    x = cp.Variable(10)
+    return solve_ref(cp.Minimize(c @ x), [A @ x <= b])
+
+
+def ref_socp() -> float:
+    f, x0, *rest = normal(20, (10,), (10,), *[(5, 10)] * 3, *[(5,)] * 3, *[(10,)] * 3, (5, 10))
+    As, bs, cs, F = rest[0:3], rest[3:6], rest[6:9], rest[9]
+    x = cp.Variable(10)
+    cons = [cp.norm(A @ x + b, 2) <= c @ x + (np.linalg.norm(A @ x0 + b) - c @ x0) for A, b, c in zip(As, bs, cs)]
+    return solve_ref(cp.Minimize(f @ x), cons + [F @ x == F @ x0])
+
+
+def ref_sdp() -> float:
+    B, G, *As = normal(21, *[(4, 4)] * 5)
+    X0 = G @ G.T
+    X = cp.Variable((4, 4), PSD=True)
+    return solve_ref(cp.Minimize(cp.trace(B @ B.T @ X)), [cp.trace(A @ X) == np.trace(A @ X0) for A in As])
+
+
+def ref_max_entropy() -> float:
+    (A,) = normal(22, (10, 20))
+    u = rng(23).uniform(0, 1, 20)
+    x = cp.Variable(20)
+    return solve_ref(cp.Maximize(cp.sum(cp.entr(x))), [A @ x <= A @ (u / u.sum()), cp.sum(x) == 1])
+
+
+def ref_entropic_ot() -> float:
+    g = rng(24)
+    xs, xt = g.uniform(0, 1, (8, 2)), g.uniform(0, 1, (8, 2))
+    C = ((xs[:, None, :] - xt[None, :, :]) ** 2).sum(-1)
+    C = C / C.max()
+    P = cp.Variable((8, 8))
+    a = np.ones(8) / 8
+    return solve_ref(cp.Minimize(cp.sum(cp.multiply(C, P)) - 0.05 * cp.sum(cp.entr(P))),
+                     [cp.sum(P, axis=1) == a, cp.sum(P, axis=0) == a])
+
+
+def ref_water_filling() -> float:
+    alpha = np.array([0.8, 1.0, 1.2, 0.4, 1.6])
+    x = cp.Variable(5, nonneg=True)
+    value = solve_ref(cp.Maximize(cp.sum(cp.log(alpha + x))), [cp.sum(x) == 2])
+    # closed form: x_i = max(0, level - alpha_i) with sum x = 2 (level by bisection)
+    lo, hi = 0.0, 10.0
+    for _ in range(200):
+        level = (lo + hi) / 2
+        lo, hi = (level, hi) if np.maximum(0, level - alpha).sum() < 2 else (lo, level)
+    assert value == pytest.approx(np.log(np.maximum(alpha, level)).sum(), rel=1e-8)
+    return value
+
+
+def ref_channel_capacity() -> float:
+    R = rng(25).uniform(0.1, 1, (4, 3))
+    P = R / R.sum(axis=0)
+    c = (P * np.log(P)).sum(axis=0)
+    x = cp.Variable(3)
+    return solve_ref(cp.Maximize((c @ x + cp.sum(cp.entr(P @ x))) / np.log(2)), [x >= 0, cp.sum(x) == 1])
+
+
+def ref_chebyshev_center() -> float:
+    (A,) = normal(26, (8, 2))
+    b = 1 + rng(27).uniform(0, 1, 8)
+    xc, r = cp.Variable(2), cp.Variable()
+    return solve_ref(cp.Maximize(r), [A @ xc + r * np.linalg.norm(A, axis=1) <= b])
+
+
+def ref_max_volume_ellipsoid() -> float:
+    (A,) = normal(28, (8, 2))
+    b = 1 + rng(29).uniform(0, 1, 8)
+    B, d = cp.Variable((2, 2), PSD=True), cp.Variable(2)
+    return solve_ref(cp.Maximize(cp.log_det(B)), [cp.norm(A @ B, 2, axis=1) + A @ d <= b])
+
+
+def ref_graphical_lasso() -> float:
+    (Z,) = normal(30, (40, 5))
+    S = Z.T @ Z / 40
+    T = cp.Variable((5, 5), PSD=True)
+    return solve_ref(cp.Minimize(-cp.log_det(T) + cp.trace(S @ T) + 0.1 * cp.sum(cp.abs(T))))
+
+
+def ref_fastest_mixing() -> float:
+    n = 6
+    nonedge = np.array([[min((i - j) % n, (j - i) % n) > 1 for j in range(n)] for i in range(n)], dtype=float)
+    P = cp.Variable((n, n), nonneg=True)
+    return solve_ref(cp.Minimize(cp.sigma_max(P - np.ones((n, n)) / n)),
+                     [P == P.T, cp.sum(P, axis=1) == 1, cp.multiply(nonedge, P) == 0])
+
+
+def ref_tv_denoise() -> float:
+    y = np.cumsum(sparse_normal(31, 60, 0.1)) + 0.1 * normal(32, (60,))[0]
+    x = cp.Variable(60)
+    return solve_ref(cp.Minimize(0.5 * cp.sum_squares(x - y) + 0.5 * cp.tv(x)))
+
+
+def ref_isotonic_regression() -> float:
+    y = np.cumsum(rng(33).uniform(0, 1, 30)) / 10 + normal(34, (30,))[0]
+    x = cp.Variable(30)
+    return solve_ref(cp.Minimize(cp.sum_squares(x - y)), [cp.diff(x) >= 0])
+
+
+def ref_quadratic_program() -> float:
+    M, q, G, x0, A = normal(35, (10, 10), (10,), (15, 10), (10,), (5, 10))
+    h = G @ x0 + rng(36).uniform(0, 1, 15)
+    x = cp.Variable(10)
+    return solve_ref(cp.Minimize(0.5 * cp.quad_form(x, M.T @ M) + q @ x), [G @ x <= h, A @ x == A @ x0])
+
+
+def ref_sum_largest_residuals() -> float:
+    A, b = normal(37, (30, 6), (30,))
+    x = cp.Variable(6)
+    return solve_ref(cp.Minimize(cp.sum_largest(cp.abs(A @ x - b), 5)))
+
+
+def ref_matrix_completion() -> float:
+    U, V = normal(38, (8, 2), (2, 8))
+    mask = np.abs(sparse_normal(39, (8, 8), 0.6, sign=True))
+    X = cp.Variable((8, 8))
+    return solve_ref(cp.Minimize(cp.normNuc(X)), [cp.multiply(mask, X) == mask * (U @ V)])
+
+
+def ref_resource_allocation() -> float:
+    a = 0.5 + rng(40).uniform(0, 1, 8)
+    x = cp.Variable(8)
+    value = solve_ref(cp.Minimize(cp.sum(cp.multiply(a, cp.inv_pos(x)))), [cp.sum(x) == 1])
+    assert value == pytest.approx(np.sqrt(a).sum() ** 2, rel=1e-7)  # closed form
+    return value
+
+
+def ref_kl_projection() -> float:
+    g = rng(41)
+    u, v = g.uniform(0, 1, 12), g.uniform(0, 1, 12)
+    (A,) = normal(42, (3, 12))
+    q, x0 = (0.1 + u) / (0.1 + u).sum(), (0.1 + v) / (0.1 + v).sum()
+    x = cp.Variable(12)
+    return solve_ref(cp.Minimize(cp.sum(cp.kl_div(x, q))), [A @ x == A @ x0, cp.sum(x) == 1])
+
+
+def ref_log_sum_exp_ball() -> float:
+    A, x0 = normal(43, (6, 4), (4,))
+    x = cp.Variable(4)
+    return solve_ref(cp.Minimize(cp.sum_squares(x - 2 * x0)), [cp.log_sum_exp(A @ x) <= 0])
+
+
+def ref_geo_mean_budget() -> float:
+    c = 0.5 + rng(44).uniform(0, 1, 5)
+    x = cp.Variable(5)
+    value = solve_ref(cp.Maximize(cp.geo_mean(x)), [c @ x <= 1])
+    assert value == pytest.approx(np.prod(1 / (5 * c)) ** (1 / 5), rel=1e-7)  # closed form
+    return value
+
+
+def ref_quad_over_lin_fit() -> float:
+    A, b = normal(45, (20, 5), (20,))
+    x, s = cp.Variable(5), cp.Variable()
+    value = solve_ref(cp.Minimize(cp.quad_over_lin(A @ x - b, s) + s))
+    residual = b - A @ np.linalg.lstsq(A, b, rcond=None)[0]
+    assert value == pytest.approx(2 * np.linalg.norm(residual), rel=1e-7)  # min over s: 2 ||r||
+    return value
+
+
+def ref_eigenvalue_min() -> float:
+    Gs = normal(46, (4, 4), (4, 4), (4, 4))
+    A0, A1, A2 = [(G + G.T) / 2 for G in Gs]
+    x = cp.Variable(2)
+    return solve_ref(cp.Minimize(cp.lambda_max(A0 + x[0] * A1 + x[1] * A2)), [x >= -1, x <= 1])
+
+
+def ref_box_stack() -> float:
+    A, B, y = normal(47, (20, 3), (20, 2), (20,))
+    a, b = cp.Variable(3), cp.Variable(2)
+    ab = cp.hstack([a, b])
+    return solve_ref(cp.Minimize(cp.sum_squares(np.hstack([A, B]) @ ab - y) + cp.sum(cp.abs(cp.vstack([a[0:2], b])))),
+                     [cp.norm(ab, 2) <= 0.5])
+
+
+# ---------------------------------------------------------------- what the torch backend does today
+
+@dataclass(frozen=True)
+class Refused:
+    """The torch backend refuses the spec: a located error (``line:col`` of the spec) saying why."""
+
+    line_col: str
+    why: str
+    missing: str  # the path that would take it
+
+
+@dataclass(frozen=True)
+class StopsAtLimit:
+    """The torch run ends in ``user_limit`` (no objective, no variables) although its last iterate
+    is already at the reference objective: the stopping rule, not the iteration, is what fails."""
+
+    max_iter: int
+    missing: str
+
+
+REFERENCES: dict[str, Callable[[], float]] = {
+    name[len("ref_"):]: fn for name, fn in globals().items() if name.startswith("ref_")}
+
+# Problems the torch backend does not solve today (measured; see the module docstring).
+TORCH_TODAY: dict[str, Refused | StopsAtLimit] = {
+    # inv_pos (domain x > 0) as the smooth part of Condat-Vu PDHG with the coupling sum(x) == 1:
+    # primal and dual residuals reach 1e-10 but the per-variable stationarity measure stays near 1
+    # (100000 iterations, ~35 s, at the default budget). Missing: inv_pos through its prox on the
+    # domain (or a smooth step that respects it) in PDHG.
+    "resource_allocation": StopsAtLimit(3000, "inv_pos on its domain (x > 0) with a coupling constraint"),
+    # Smooth terms whose domain excludes the zero start point: refused before any iteration.
+    "kl_projection": Refused("9:12", "not finite at the start point", "kl_div prox / start inside the domain"),
+    "quad_over_lin_fit": Refused("8:12", "not finite at the start point", "quad_over_lin with a start s > 0"),
+}
+
+# Cases also run with a tight torch tolerance (tol = 1e-9), covering the solver paths: FISTA
+# (lasso, nnls), PDHG with a pure-norm block (lad_regression), a coupling constraint
+# (water_filling), a PSD projection (sdp), second-order cones (socp), a hinge block (svm_hinge),
+# and the conic fallback (geo_mean_budget); `regspec explain` on each names its path.
+TIGHT = ["lasso", "nnls", "lad_regression", "water_filling", "sdp", "socp", "svm_hinge", "geo_mean_budget"]
+
+# The slowest torch runs on two loaded cores (measured 15, 8.5 and 3 s: the conic fallback with
+# exponential cones, PDHG with a dense inequality block, PDHG with three second-order cones).
+SLOW = {"log_sum_exp_ball", "chebyshev_center", "socp"}
+
+NAMES = sorted(REFERENCES)
+
+
+def _params(names):
+    return [pytest.param(n, marks=pytest.mark.slow) if n in SLOW else n for n in names]
+
+
+@pytest.fixture(scope="module")
+def references() -> dict[str, float]:
+    return {}
+
+
+def reference(cache: dict[str, float], name: str) -> float:
+    if name not in cache:
+        cache[name] = REFERENCES[name]()
+    return cache[name]
+
+
+def spec_path(name: str) -> Path:
+    return CLASSICS / f"{name}.reg"
+
+
+def test_suite_covers_thirty_classics():
+    specs = sorted(p.stem for p in CLASSICS.glob("*.reg"))
+    assert specs == NAMES, "every spec in tests/classics has a reference, and every reference a spec"
+    assert len(specs) >= 30
+    assert set(TORCH_TODAY) <= set(NAMES) and set(TIGHT) <= set(NAMES) - set(TORCH_TODAY)
+
+
+def test_classics_are_fmt_clean():
+    from regspec.cli import main
+
+    assert main(["fmt", "--check", str(CLASSICS)]) == 0
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_cvxpy_backend_agrees(name, references):
+    result = regspec.solve(regspec.load(spec_path(name)), backend="cvxpy")
+    assert result.status == "optimal", result.status
+    assert objective_gap(result.objective, reference(references, name)) <= CVXPY_RTOL
+
+
+@pytest.mark.parametrize("name", _params(n for n in NAMES if n not in TORCH_TODAY))
+def test_torch_backend_agrees(name, references):
+    result = regspec.solve(regspec.load(spec_path(name)), backend="torch")
+    assert result.status == "optimal", (result.status, result.info.get("message"))
+    assert not result.local
+    gap = objective_gap(result.objective, reference(references, name))
+    assert gap <= TORCH_RTOL, f"{name}: torch {result.objective} vs reference, gap {gap:.2e} ({result.solver})"
+
+
+@pytest.mark.parametrize("name", _params(TIGHT))
+def test_torch_backend_tight_tolerance(name, references):
+    result = regspec.solve(regspec.load(spec_path(name)), backend="torch", tol=1e-9)
+    assert result.status == "optimal", (result.status, result.info.get("message"))
+    gap = objective_gap(result.objective, reference(references, name))
+    assert gap <= TIGHT_RTOL, f"{name}: torch at tol 1e-9 {result.objective}, gap {gap:.2e} ({result.solver})"
+
+
+@pytest.mark.parametrize("name", sorted(TORCH_TODAY))
+def test_torch_backend_today_is_honest(name, references):
+    """Pinned current behaviour: a located refusal or an honest user_limit, never a wrong optimal."""
+    spec = regspec.load(spec_path(name))
+    today = TORCH_TODAY[name]
+    if isinstance(today, Refused):
+        with pytest.raises(RegspecError) as info:
+            regspec.solve(spec, backend="torch")
+        message = str(info.value)
+        assert f"{spec_path(name)}:{today.line_col}:" in message, message
+        assert today.why in message, message
+        return
+    result = regspec.solve(spec, backend="torch", max_iter=today.max_iter)
+    assert result.status == "user_limit" and not result.ok
+    assert result.objective is None and not result.variables
+    last = result.info["last_iterate"]["objective"] if "last_iterate" in result.info else None
+    if last is not None and math.isfinite(last):
+        # the iterate is right; what is missing is the certificate (see TORCH_TODAY)
+        assert objective_gap(last, reference(references, name)) <= TORCH_RTOL
+
+
+def test_list_literals_of_expressions_on_both_backends():
+    """hstack([a, b]) / vstack([...]) with variables (CVXPY's spelling) lower on both backends;
+    the torch run here takes its fast path (no conic fallback)."""
+    text = ("problem stack {\n  data A, B, y = randn([20, 3], [20, 2], [20], seed = 47)\n  var a[3]\n  var b[2]\n\n"
+            "  minimize sum_squares(hstack([A, B]) @ hstack([a, b]) - y) + norm1(vstack([a[0:2], b]))\n}\n")
+    A, B, y = normal(47, (20, 3), (20, 2), (20,))
+    a, b = cp.Variable(3), cp.Variable(2)
+    ref = solve_ref(cp.Minimize(cp.sum_squares(np.hstack([A, B]) @ cp.hstack([a, b]) - y)
+                                + cp.sum(cp.abs(cp.vstack([a[0:2], b])))))
+    spec = regspec.load(text)
+    c = regspec.solve(spec, backend="cvxpy")
+    t = regspec.solve(spec, backend="torch")
+    assert c.status == t.status == "optimal"
+    assert "conic" not in t.solver
+    assert objective_gap(c.objective, ref) <= CVXPY_RTOL and objective_gap(t.objective, ref) <= TORCH_RTOL
+
+
+def test_list_literal_of_variables_elsewhere_is_located():
+    """A list holding variables outside a stacking atom is refused at the list, with the hint."""
+    spec = regspec.load("problem p {\n  var a[3]\n  var b[3]\n  minimize sum(max([a, b]))\n}\n")
+    with pytest.raises(RegspecError) as info:
+        spec.compiled("p")
+    message = str(info.value)
+    assert ":4:20:" in message and "depends on a variable" in message and "hstack([a, b])" in message
+
+
+PATHS = ("prox", "projection", "PDHG block", "smooth", "conic form", "refused")
+
+
+@pytest.mark.parametrize("name", ["lasso", "nnls", "socp", "water_filling", "portfolio_leverage", "kl_projection"])
+def test_explain_names_the_path_of_each_term_and_constraint(name, capsys):
+    """`regspec explain` gives every objective term and every constraint one line naming the path
+    the torch backend takes for it: prox, projection, PDHG block, smooth part, the conic form
+    (fallback), or the refusal."""
+    from regspec.cli import main
+
+    spec = regspec.load(spec_path(name))
+    ir = spec.compiled(name).ir
+    split = ir.meta["split"]
+    main(["explain", str(spec_path(name))])
+    torch_part = capsys.readouterr().out.split("\ntorch: algorithm ", 1)[1]
+    lines = torch_part.splitlines()
+    assert lines[0].startswith(split.algorithm)
+    for t in split.terms:
+        line = next(ln for ln in lines if ln.startswith(("  + ", "  - ")) and ir.text(t.core) in ln)
+        assert any(p in line.split(ir.text(t.core), 1)[1] for p in PATHS), line
+    shown = {p.source for p in split.projections + split.g_projections}
+    for c in ir.nodes_of("constraint"):
+        if c in shown and split.algorithm != "conic":
+            p = next(p for p in split.projections + split.g_projections if p.source == c)
+            assert f"  {ir[p.var]['name']} in {ir[p.set_node]['set']}: projection" in torch_part
+            continue
+        line = next(ln for ln in lines if ln.startswith(f"  subject to {ir.text(c)}: "))
+        assert any(p in line for p in PATHS), line
