@@ -158,6 +158,8 @@ class IR:
     def label(self, node: int) -> str:
         d = self[node]
         k = d["kind"]
+        if "display" in d:  # a node a pass made, named by what it computes
+            return d["display"]
         if k in DECL_KINDS or k == "ref":
             return d["name"]
         if k == "const":

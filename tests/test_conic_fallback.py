@@ -220,7 +220,7 @@ SPECS = {
   data c = rand(5, seed = 3)
   var x[5]
   minimize sum(x) + sum_squares(x)
-  subject to norm2(A @ x + b) <= c @ x + 5
+  subject to norm2(A @ x + b) + norm1(x) <= c @ x + 5
 }""",
     "log_sum_exp_constraint": """problem p {
   data Z = randn(6, 3, seed = 4)
@@ -257,7 +257,7 @@ def test_parameters_reach_the_conic_form():
 
 
 def test_infeasible_spec_reports_no_objective():
-    text = "problem p {\n  var x[3]\n  minimize sum(x)\n  subject to norm1(x) <= 1\n  subject to x >= 1\n}\n"
+    text = "problem p {\n  var x[3]\n  minimize sum(x)\n  subject to norm1(x) + norm2(x) <= 1\n  subject to x >= 1\n}\n"
     got = regspec.solve(text, backend="torch")
     assert got.status == "infeasible" and got.objective is None and got.variables == {}
     assert "Farkas" in got.info["message"]

@@ -202,9 +202,14 @@ def refuse(ir: IR, split: Split) -> RegspecError:
 
 
 def _kernel_hyper(ir: IR, core: dict[str, Any], dtype: torch.dtype, device: torch.device,
-                  params: dict[str, np.ndarray] | None = None) -> dict[str, Any]:
+                  params: dict[str, np.ndarray] | None = None, sep: Any = None) -> dict[str, Any]:
     """Kernel keywords of a prox term from the atom's evaluated keywords (``Atom.prox_hyper``);
     tensor keywords are evaluated at ``params`` (a weight may be a parameter)."""
+    if sep is not None:  # the term's separable prox (split.Term.prox): the kernel's own atom node
+        from regspec.compiler.passes.structure import prox_hyper
+
+        return {k: (_as_tensor(v, dtype, device) if isinstance(v, np.ndarray) else v)
+                for k, v in prox_hyper(ir, sep, params).items()}
     atom = ATOMS[core["atom"]]
     kw = dict(core.get("static", {}))
     for k, v in core.get("tensor_kwargs", {}).items():
@@ -265,12 +270,14 @@ def lower(ir: IR, *, dtype: torch.dtype = torch.float64, device: str | torch.dev
     objective = obj_em.finish(total)
 
     pdhg = split.algorithm == "pdhg"
+    entropic = split.algorithm == "sinkhorn"  # backends/torch/sinkhorn.py: no prox steps
     steps: list[ProxStep] = []
-    for t in (split.g_prox if pdhg else split.prox):
+    for t in ([] if entropic else split.g_prox if pdhg else split.prox):
         core = ir[t.core]
         _check_kernel(ir, t.kernel, t.core, f"`{ir.text(t.core)}`")
-        steps.append(ProxStep(ir[t.var]["name"], t.kernel, t, _kernel_hyper(ir, core, dtype, device), t.core, "prox"))
-    for p in (split.g_projections if pdhg else split.projections):
+        steps.append(ProxStep(ir[t.var]["name"], t.kernel, t, _kernel_hyper(ir, core, dtype, device, sep=t.prox),
+                              t.core, "prox"))
+    for p in ([] if entropic else split.g_projections if pdhg else split.projections):
         s = ir[p.set_node]
         _check_kernel(ir, p.kernel, p.source, f"the set {s['set']}")
         raw = SETS[s["set"]].kernel_hyper(s["static"]) if p.hyper is None else p.hyper
@@ -315,10 +322,11 @@ def step_hyper(program: TorchProgram, step: ProxStep, params: dict[str, np.ndarr
     ir = program.ir
     if step.kind != "prox" or step.weight_node is None:
         return step.hyper
-    core = ir[step.source]
+    sep = step.weight_node.prox
+    core = ir[step.source if sep is None else sep.node]
     if not any(ir.depends_on_kind(v, "param") for v in core.get("tensor_kwargs", {}).values()):
         return step.hyper
-    return _kernel_hyper(ir, core, program.dtype, program.device, params)
+    return _kernel_hyper(ir, core, program.dtype, program.device, params, sep=sep)
 
 
 def term_weight(program: TorchProgram, step: ProxStep, params: dict[str, np.ndarray]) -> float:
@@ -330,7 +338,6 @@ def term_weight(program: TorchProgram, step: ProxStep, params: dict[str, np.ndar
     for n, e in t.scale:
         v = float(np.asarray(evaluate(program.ir, n, params)))
         w = w * v if e > 0 else w / v
-    prox = ATOMS[program.ir[t.core]["atom"]].prox
-    if prox is not None and getattr(prox, "negated", False):
+    if t.prox is not None and t.prox.negated:
         w = -w  # the kernel is the prox of -atom: the weight of -atom is -w >= 0
     return float(w)

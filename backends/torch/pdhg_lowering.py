@@ -268,6 +268,12 @@ def _emitter_class():
     return AffineEmitter
 
 
+def soc_stack(e: Tensor, t: Tensor) -> Tensor:
+    """[vec(e); t] for the second-order cone block of ``norm2(e) <= t`` (t a scalar)."""
+    return torch.cat([e.reshape(-1), t.reshape(1).to(e.dtype) if isinstance(t, Tensor) else
+                      torch.tensor([float(t)], dtype=e.dtype, device=e.device)])
+
+
 def _vars_of(ir: IR, nodes: list[int], order: list[str]) -> list[str]:
     names = set()
     for n in nodes:
@@ -297,6 +303,10 @@ def lower_operators(ir: IR, split: Split, root: torch.nn.Module, dtype: torch.dt
         if op.expr is not None:
             value = em.emit(op.expr)
             shape = tuple(ir[op.expr]["shape"])
+        elif op.form == "soc_stack":  # norm2(e) <= t: the vector [vec(e); t] in the second-order cone
+            e, t = op.sides
+            value = em.graph.call_function(soc_stack, (em.emit(e), em.emit(t)))
+            shape = (int(np.prod(ir[e]["shape"], dtype=np.int64)) + 1,)
         else:
             lhs, rhs = op.sides
             value = em.graph.call_function(torch.sub, (em.emit(lhs), em.emit(rhs)))
@@ -310,7 +320,8 @@ def lower_operators(ir: IR, split: Split, root: torch.nn.Module, dtype: torch.dt
         text = ""
         if op.kind == "prox":
             atom = ATOMS[ir[op.source]["atom"]]
-            negated = bool(atom.prox is not None and getattr(atom.prox, "negated", False) and op.form is None)
+            sep = op.term.prox if op.term is not None else None
+            negated = bool(sep is not None and sep.negated and op.form is None)
             arg_text = ir.text(op.expr)
             if op.form is not None:
                 if op.form not in FORMS:
@@ -318,6 +329,8 @@ def lower_operators(ir: IR, split: Split, root: torch.nn.Module, dtype: torch.dt
                 text = f"{atom.name}({arg_text}) = g(D ({arg_text})), g prox by Moreau"
             else:
                 text = f"{atom.name}({arg_text}): K = the linear part of `{arg_text}`, f* prox by Moreau ({kernel})"
+        elif op.kind == "set" and op.form == "soc_stack":
+            text = f"`{ir.text(op.source)}`: [e; t] in the second-order cone: projection ({kernel}) by Moreau"
         elif op.kind == "set":
             text = f"`{ir.text(op.expr)}` in {ir[op.set_node]['set']}: projection ({kernel}) by Moreau"
         elif op.kind == "equality" and op.form is not None:
@@ -416,6 +429,10 @@ def build_block(ir: IR, lowered: LoweredOperator, xs_like: list[Tensor], var_ind
             form = FORMS[lowered.form](kw, arg_shape, dtype, device)
             pre, pre_adjoint, kernel_name, hyper = form.pre, form.adjoint, form.kernel, form.hyper
             pre_norm, pre_axpy = form.norm, form.axpy
+        elif op.term is not None and op.term.prox is not None:  # the term's separable prox
+            from regspec.compiler.passes.structure import prox_hyper
+
+            hyper = prox_hyper(ir, op.term.prox, params)
         else:
             if hasattr(atom, "prox_hyper"):
                 hyper = atom.prox_hyper(kw, [arg_shape])

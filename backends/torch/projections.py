@@ -31,6 +31,7 @@ __all__ = [
     "proj_l1_ball",
     "proj_l2_ball",
     "proj_linf_ball",
+    "proj_soc",
     "proj_psd",
     "proj_spectral_ball",
     "proj_nuclear_ball",
@@ -197,6 +198,19 @@ def proj_l2_ball(x: Tensor, step: Step = 1.0, *, radius: float = 1.0, dim: int |
 def proj_linf_ball(x: Tensor, step: Step = 1.0, *, radius: float = 1.0) -> Tensor:
     """argmin_z 1/2||z - x||^2 s.t. ||z||_inf <= radius: clip(x, -radius, radius)."""
     return x.clamp(-radius, radius)
+
+
+def proj_soc(x: Tensor, step: Step = 1.0) -> Tensor:
+    """argmin_w 1/2||w - x||^2 s.t. ||w[..., :-1]||_2 <= w[..., -1] (second-order cones along the last dim).
+
+    Each slice x = [z; t]: x inside; 0 when ||z|| <= -t (the polar cone); else ((||z|| + t)/2) [z/||z||; 1].
+    """
+    z, t = x[..., :-1], x[..., -1:]
+    norm = torch.linalg.vector_norm(z, dim=-1, keepdim=True)
+    half = 0.5 * (norm + t)
+    scale = half / norm.clamp_min(torch.finfo(x.dtype).tiny)
+    boundary = torch.cat([z * scale, half], dim=-1)
+    return torch.where(norm <= t, x, torch.where(norm <= -t, torch.zeros_like(x), boundary))
 
 
 def proj_psd(x: Tensor, step: Step = 1.0) -> Tensor:

@@ -46,6 +46,7 @@ from .projections import (
     proj_nuclear_ball,
     proj_psd,
     proj_simplex,
+    proj_soc,
     proj_spectral_ball,
     proj_sphere,
     proj_stiefel,
@@ -53,6 +54,17 @@ from .projections import (
     proj_transport,
     proj_transport_marginals,
     svd_map,
+)
+from .prox_scalar import (
+    prox_hinge,
+    prox_inv_pos,
+    prox_neg_entropy,
+    prox_neg_log,
+    prox_neg_power,
+    prox_pinball,
+    prox_pos,
+    prox_power_abs,
+    prox_power_nonneg,
 )
 from .spectral import nuclear_prox_fast, per_matrix
 
@@ -75,6 +87,15 @@ __all__ = [
     "prox_nuclear",
     "prox_spectral_norm",
     "prox_neg_log_det",
+    "prox_pos",
+    "prox_hinge",
+    "prox_pinball",
+    "prox_power_abs",
+    "prox_power_nonneg",
+    "prox_neg_power",
+    "prox_inv_pos",
+    "prox_neg_entropy",
+    "prox_neg_log",
     *_proj.__all__,
 ]
 
@@ -529,6 +550,20 @@ _KERNEL_LIST: tuple[Kernel, ...] = (
     _kernel(
         "neg_log_det", prox_neg_log_det, "-lam*log det Z -> Q diag((l + sqrt(l^2 + 4tau))/2) Q^T", "spectral"
     ),
+    # separable proxes by closed forms, Lambert W or a safeguarded scalar Newton (prox_scalar.py)
+    _kernel("pos", prox_pos, "lam*sum max(z, 0) -> x - clip(x, 0, tau)", "pointwise"),
+    _kernel("hinge", prox_hinge, "lam*sum max(0, 1 - z) -> x + clip(1 - x, 0, tau)", "pointwise"),
+    _kernel("pinball", prox_pinball, "lam*sum max(q z, (q - 1) z) -> x - clip(x, -(1 - q)tau, q tau)", "pointwise"),
+    _kernel("power_abs", prox_power_abs, "lam*sum |z|^p (p >= 1) -> sign(x) root of z + tau p z^(p-1) = |x|",
+            "pointwise"),
+    _kernel("power_nonneg", prox_power_nonneg, "lam*sum z^p, z >= 0 (p >= 1) -> power_abs prox of max(x, 0)",
+            "pointwise"),
+    _kernel("neg_power", prox_neg_power, "lam*sum z^p, z > 0 (p < 0) -> root of z - x + tau p z^(p-1) = 0",
+            "pointwise"),
+    _kernel("inv_pos", prox_inv_pos, "lam*sum 1/z, z > 0 -> positive root of z^3 - x z^2 = tau", "pointwise"),
+    _kernel("neg_entropy", prox_neg_entropy, "lam*sum z log z -> tau W(e^(x/tau - 1)/tau) (Lambert W)",
+            "pointwise"),
+    _kernel("neg_log", prox_neg_log, "-lam*sum log z -> (x + sqrt(x^2 + 4tau))/2", "pointwise"),
     # projections onto convex sets
     _kernel("nonneg", proj_nonneg, "z >= 0 -> max(x, 0)", "pointwise"),
     _kernel("box", proj_box, "lo <= z <= hi -> clip(x, lo, hi)", "pointwise"),
@@ -536,6 +571,7 @@ _KERNEL_LIST: tuple[Kernel, ...] = (
     _kernel("l1_ball", proj_l1_ball, "||z||_1 <= r -> S_theta(x), ||S_theta(x)||_1 = r (sort)", "tensor"),
     _kernel("l2_ball", proj_l2_ball, "||z||_2 <= r -> x min(1, r/||x||)", "tensor"),
     _kernel("linf_ball", proj_linf_ball, "||z||_inf <= r -> clip(x, -r, r)", "pointwise"),
+    _kernel("soc", proj_soc, "||z[:-1]||_2 <= z[-1] -> ((||x'|| + t)/2)[x'/||x'||; 1] outside", "tensor"),
     _kernel("psd", proj_psd, "Z >= 0 (PSD) -> Q diag(max(l, 0)) Q^T", "spectral"),
     _kernel(
         "spectral_ball", proj_spectral_ball, "sigma_max(Z) <= r -> U diag(min(sigma, r)) V^T", "spectral"

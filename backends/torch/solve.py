@@ -143,11 +143,15 @@ def solve(program: TorchProgram, *, params: dict[str, np.ndarray] | None = None,
           max_iter: int = 100000, working_set: bool | None = None) -> Result:
     """Solve with the algorithm the split chose; ``tol`` defaults to ``FISTA_TOL`` / ``PDHG_TOL``.
     ``working_set``: FISTA on a growing working set (``working_set.py``) where the structure allows;
-    ``None`` decides by size (``working_set.MIN_GROUPS``), ``False`` never."""
+    ``None`` decides by size (``working_set.worth_it``), ``False`` never."""
     if program.algorithm == "conic":  # the conic fallback (backends/torch/conic)
         from regspec.backends.torch.conic.program import solve_conic
 
         return solve_conic(program, params=params, tol=tol, max_iter=max_iter)
+    if program.algorithm == "sinkhorn":  # entropic OT (backends/torch/sinkhorn.py)
+        from regspec.backends.torch.sinkhorn import solve_sinkhorn
+
+        return solve_sinkhorn(program, params=params, tol=tol, max_iter=max_iter)
     if program.algorithm == "pdhg":
         return solve_pdhg(program, params=params, tol=PDHG_TOL if tol is None else tol, max_iter=max_iter)
     tol = FISTA_TOL if tol is None else tol
@@ -209,10 +213,10 @@ def _working_set_plan(program: TorchProgram, wanted: bool | None):
     enough groups to skip), else None: plain FISTA."""
     if wanted is False:
         return None
-    from regspec.backends.torch.working_set import MIN_GROUPS, plan_working_set
+    from regspec.backends.torch.working_set import plan_working_set, worth_it
 
     plan, _ = plan_working_set(program)
-    if plan is None or (wanted is None and plan.groups < MIN_GROUPS):
+    if plan is None or (wanted is None and not worth_it(plan)):
         return None
     return plan
 

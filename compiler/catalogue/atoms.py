@@ -245,6 +245,17 @@ class Power(Atom):
             return compose("power", Curvature.CONVEX, [mono], curvs[:1], texts[:1])
         return compose("power", Curvature.CONCAVE, [Mono.INCREASING], curvs[:1], texts[:1])
 
+    def prox_for(self, kw) -> Prox | None:
+        """The prox of sum(x ** p) by exponent: p < 0 on x > 0, |x|^p for an even p, x^p on x >= 0
+        for another p > 1; none for 0 <= p <= 1 (affine or concave)."""
+        p = kw.get("_exponent")
+        if p is None or 0 <= float(p) <= 1:
+            return None
+        if float(p) < 0:
+            return Prox("neg_power", (("p", "_exponent"),))
+        even = float(p).is_integer() and int(p) % 2 == 0
+        return Prox("power_abs" if even else "power_nonneg", (("p", "_exponent"),))
+
     def sign(self, signs, kw):
         p = kw.get("_exponent")
         if p is not None and float(p).is_integer() and int(p) % 2 == 0:

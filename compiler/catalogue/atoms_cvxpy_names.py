@@ -6,7 +6,7 @@ its ``aliases`` instead of a class here.
 from __future__ import annotations
 
 from regspec.compiler.catalogue.atoms import axis_norm_shape, broadcast, fmt
-from regspec.compiler.catalogue.base import (Curvature, Elementwise, Mono, ScalarAtom, ShapeError, Sign,
+from regspec.compiler.catalogue.base import (Curvature, Elementwise, Mono, Prox, ScalarAtom, ShapeError, Sign,
                                              norm_of_abs_mono)
 
 
@@ -21,6 +21,7 @@ class Hinge(Elementwise):
     name = "hinge"
     doc = "max(0, 1 - x), elementwise (convex, decreasing): the hinge loss of a margin y * z"
     curvature = Curvature.CONVEX
+    prox = Prox("hinge")
 
     def sign(self, signs, kw):
         return Sign.NONNEG
@@ -47,6 +48,7 @@ class Square(Elementwise):
     doc = "x^2, elementwise (convex; increasing for x >= 0); sum_squares(x) is its sum"
     curvature = Curvature.CONVEX
     smooth = True
+    prox = Prox("sum_squares")
 
     def sign(self, signs, kw):
         return Sign.NONNEG
@@ -73,6 +75,7 @@ class InvPos(Elementwise):
     doc = "1 / x, elementwise, for x > 0 (convex, decreasing)"
     curvature = Curvature.CONVEX
     smooth = True
+    prox = Prox("inv_pos")
 
     def sign(self, signs, kw):
         return Sign.NONNEG
@@ -104,6 +107,7 @@ class Entr(Elementwise):
     doc = "-x log x, elementwise, for x >= 0 (concave; 0 log 0 = 0); entropy(x) is its sum"
     curvature = Curvature.CONCAVE
     smooth = True
+    prox = Prox("neg_entropy", negated=True)
 
     def sign(self, signs, kw):
         return Sign.UNKNOWN

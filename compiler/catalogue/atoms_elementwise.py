@@ -6,7 +6,7 @@ are sums (CATALOGUE §1a), ``log_sum_exp`` reduces over all entries or one axis.
 from __future__ import annotations
 
 from regspec.compiler.catalogue.atoms import broadcast, fmt, reduce_shape
-from regspec.compiler.catalogue.base import (Curvature, Elementwise, Mono, ScalarAtom, ShapeError, Sign,
+from regspec.compiler.catalogue.base import (Curvature, Elementwise, Mono, Prox, ScalarAtom, ShapeError, Sign,
                                              norm_of_abs_mono)
 
 
@@ -15,6 +15,7 @@ class Abs(Elementwise):
     torch_source = "x.abs()"
     doc = "|x|, elementwise"
     curvature = Curvature.CONVEX
+    prox = Prox("l1")  # of sum(abs(x)): elementwise atoms declare the prox of their sum over the entries
 
     def sign(self, signs, kw):
         return Sign.NONNEG
@@ -41,6 +42,7 @@ class Pos(Elementwise):
     torch_source = "x.clamp_min(0)"
     doc = "max(x, 0), elementwise"
     curvature = Curvature.CONVEX
+    prox = Prox("pos")
 
     def sign(self, signs, kw):
         return Sign.NONNEG
@@ -95,6 +97,7 @@ class Log(Elementwise):
     doc = "natural log, elementwise (concave, increasing; x > 0)"
     curvature = Curvature.CONCAVE
     smooth = True
+    prox = Prox("neg_log", negated=True)
 
     def sign(self, signs, kw):
         return Sign.UNKNOWN
@@ -188,6 +191,7 @@ class Entropy(ScalarAtom):
     doc = "-sum_i x_i log x_i (concave; x >= 0, 0 log 0 = 0)"
     curvature = Curvature.CONCAVE
     smooth = True
+    prox = Prox("neg_entropy", negated=True)
 
     def sign(self, signs, kw):
         return Sign.UNKNOWN

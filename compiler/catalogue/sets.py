@@ -168,6 +168,22 @@ class LinfBall(L1Ball):
         return [x <= kw["r"], x >= -kw["r"]]
 
 
+class SOC(SetEntry):
+    name = "soc"
+    doc = ("the second-order cone of a vector [z; t]: ||z||_2 <= t (t the last entry); norm2(e) <= t "
+           "with t affine is [e; t] in soc")
+    projection = "soc"
+
+    def check_shape(self, shape, kw):
+        if len(shape) != 1 or shape[0] < 2:
+            raise ShapeError(f"soc applies to a vector [z; t] of length >= 2, got shape {_fmt(shape)}")
+
+    def cvxpy(self, x, kw):
+        import cvxpy as cp
+
+        return [cp.SOC(x[-1], x[:-1])]
+
+
 class PSD(SetEntry):
     name = "psd"
     matrix_view = True
@@ -374,5 +390,5 @@ class Stiefel(_Nonconvex):
         _matrix(shape, self.name)
 
 
-SET_CLASSES: list[type[SetEntry]] = [Nonneg, Nonpos, Box, Simplex, L1Ball, L2Ball, LinfBall, PSD, SpectralBall,
+SET_CLASSES: list[type[SetEntry]] = [Nonneg, Nonpos, Box, Simplex, L1Ball, L2Ball, LinfBall, SOC, PSD, SpectralBall,
                                      NuclearBall, Transport, MetricCone, TopK, NMSparse, LowRank, Sphere, Stiefel]

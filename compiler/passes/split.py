@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 
 from regspec.compiler.catalogue import ATOMS, SETS, Curvature
 from regspec.compiler.ir import IR
+from regspec.compiler.passes.structure import SeparableProx, rewrite_smooth_forms, separable_prox, sublevel_set
 
 
 @dataclass
@@ -51,6 +52,7 @@ class Term:
     var: int | None = None    # for prox terms: the variable the prox acts on
     kernel: str | None = None
     why: str = ""
+    prox: "SeparableProx | None" = None  # prox and operator terms: the kernel's atom node, argument, keywords
 
 
 @dataclass
@@ -123,13 +125,29 @@ COMBINED: dict[tuple[str, str], str | tuple[str, str]] = {
     ("l2", "nonneg"): ("after", "nonneg"),
     ("nuclear", "psd"): ("after", "psd"),
     ("neg_log_det", "psd"): "neg_log_det",
+    # proxes whose value is already > 0 (domain z > 0) or that are monotone in the sign of z:
+    # prox_{f + i_{z>=0}} is prox_f itself or prox_f after the projection (f(z) = sum max(z, 0) is z there)
+    ("neg_entropy", "nonneg"): "neg_entropy",
+    ("inv_pos", "nonneg"): "inv_pos",
+    ("neg_power", "nonneg"): "neg_power",
+    ("neg_log", "nonneg"): "neg_log",
+    ("power_abs", "nonneg"): "power_nonneg",
+    ("power_nonneg", "nonneg"): "power_nonneg",
+    ("pos", "nonneg"): "l1_nonneg",
 }
 
 # Atoms whose gradient is not globally Lipschitz (a barrier at the boundary of their domain):
 # PDHG with a smooth part needs a global Lipschitz constant, so when the problem goes to PDHG and
 # such an atom has a prox it is taken through its prox (on a variable) or as a dual block (on an
 # affine expression) instead of the smooth part. FISTA keeps them smooth (backtracking copes).
-BARRIER_ATOMS = ("log_det", "log", "entropy", "kl_div")
+BARRIER_ATOMS = ("log_det", "log", "entropy", "kl_div", "entr", "inv_pos", "power")
+BARRIER_KERNELS = ("neg_log_det", "neg_log", "neg_entropy", "inv_pos", "neg_power")  # power: p < 0 only
+
+# Atoms whose domain excludes the zero start point (x > 0, x >= 0 with an infinite slope at 0):
+# on a bare variable they are taken through their prox under FISTA too, whose iterates then stay
+# strictly inside the domain (the prox maps into it), instead of a gradient that is infinite at
+# the start. A negative power is such an atom; a power p > 1 is not (its kernel is not a barrier).
+DOMAIN_PROX_KERNELS = ("neg_entropy", "inv_pos", "neg_power", "neg_log")
 
 # Sets whose projection is iterative but which split into a cheap projection and linear
 # equalities: under PDHG a variable in transport(a, b) gets P >= 0 in g and one dual block for
@@ -174,7 +192,54 @@ def _flatten(ir: IR, node: int, sign: float, scale: list[tuple[int, int]], out: 
             if atom == "divide" and ir[a[1]]["curvature"] is Curvature.CONSTANT:
                 _flatten(ir, a[0], sign, scale + [(a[1], -1)], out)
                 return
+        if atom == "sum" and d.get("static", {}).get("axis") is None and ir[a[0]]["shape"] != ():
+            _flatten_sum(ir, node, a[0], sign, scale, out)
+            return
     out.append(Term(node, sign, scale))
+
+
+def _flatten_sum(ir: IR, sum_node: int, piece: int, sign: float, scale: list[tuple[int, int]],
+                 out: list[Term]) -> None:
+    """``sum`` is linear: ``sum(a + b - c)`` is ``sum(a) + sum(b) - sum(c)`` and ``sum(s * a)`` is
+    ``s * sum(a)`` for a scalar constant s (no broadcasting: a sum over a broadcast operand counts
+    it several times). Each piece that is not the whole argument gets its own ``sum`` node, so a
+    pinball loss ``sum(0.5 * abs(r) + (q - 0.5) * r)`` splits into an l1 term and a linear one."""
+    d = ir[piece]
+    shape = d["shape"]
+    if d["kind"] == "call" and "value" not in d:
+        atom, a = d["atom"], d["args"]
+        same = all(ir[x]["shape"] == shape for x in a)
+        if atom in ("add", "sub") and same:
+            _flatten_sum(ir, sum_node, a[0], sign, scale, out)
+            _flatten_sum(ir, sum_node, a[1], -sign if atom == "sub" else sign, scale, out)
+            return
+        if atom == "neg":
+            _flatten_sum(ir, sum_node, a[0], -sign, scale, out)
+            return
+        if atom in ("multiply", "divide"):
+            const = [x for x in a if ir[x]["shape"] == () and ir[x]["curvature"] is Curvature.CONSTANT]
+            if atom == "multiply" and const and ir[a[1] if const[0] == a[0] else a[0]]["shape"] == shape:
+                other = a[1] if const[0] == a[0] else a[0]
+                _flatten_sum(ir, sum_node, other, sign, scale + [(const[0], 1)], out)
+                return
+            if atom == "divide" and a[1] in const and ir[a[0]]["shape"] == shape:
+                _flatten_sum(ir, sum_node, a[0], sign, scale + [(a[1], -1)], out)
+                return
+    out.append(Term(_sum_of(ir, sum_node, piece), sign, scale))
+
+
+def _sum_of(ir: IR, sum_node: int, piece: int) -> int:
+    """The node ``sum(piece)``: the spec's own sum node when piece is its whole argument, else one
+    made once per piece (memoized in ``ir.meta``, so that splitting again reuses it)."""
+    if ir[sum_node]["args"][0] == piece:
+        return sum_node
+    memo = ir.meta.setdefault("sum_pieces", {})
+    if piece not in memo:
+        p = ir[piece]
+        memo[piece] = ir.add("call", None, [piece], atom="sum", kwargs={}, static={"axis": None}, tensor_kwargs={},
+                             shape=(), curvature=p["curvature"], sign=p["sign"], dcp_reason=None,
+                             display=f"sum({ir.text(piece)})")
+    return memo[piece]
 
 
 def is_smooth(ir: IR, node: int) -> bool:
@@ -200,64 +265,91 @@ def _is_affine_expr(ir: IR, node: int) -> bool:
     return ir[node]["curvature"] is Curvature.AFFINE
 
 
-def _classify(ir: IR, t: Term, barrier_as_prox: bool = False) -> OperatorTerm | None:
+def _classify(ir: IR, t: Term, barrier_as_prox: bool | str = False) -> OperatorTerm | None:
     """Role of one term; returns its operator block when it is an operator term.
-    ``barrier_as_prox``: take the ``BARRIER_ATOMS`` that have a prox through it (PDHG)."""
+    ``barrier_as_prox``: take the ``BARRIER_ATOMS`` that have a prox through it (PDHG); ``"domain"``:
+    only the ``DOMAIN_PROX_KERNELS`` on a bare variable (FISTA)."""
     core = ir[t.core]
     if core["curvature"] is Curvature.CONSTANT:
         t.role, t.why = "constant", "does not depend on a variable"
         return None
-    barrier = (barrier_as_prox and core.get("atom") in BARRIER_ATOMS and ATOMS[core["atom"]].prox is not None
-               and all(is_smooth(ir, a) for a in core.get("args", [])))
+    sep = separable_prox(ir, t.core)
+    barrier = False
+    if sep is not None and is_smooth(ir, sep.arg):
+        if barrier_as_prox == "domain":
+            barrier = sep.kernel in DOMAIN_PROX_KERNELS and ir[sep.arg]["kind"] == "var"
+        elif barrier_as_prox:
+            barrier = ir[sep.node].get("atom") in BARRIER_ATOMS and sep.kernel in BARRIER_KERNELS
     if is_smooth(ir, t.core) and not barrier:
         t.role, t.why = "smooth", "differentiable: joins the smooth part (autograd)"
         return None
     name = core.get("atom", "")
     atom = ATOMS.get(name)
     args = core.get("args", [])
-    arg = args[0] if args else None
     t.role = "refused"
-    if atom is None or arg is None:
+    if atom is None or not args:
         t.why = f"`{ir.text(t.core)}` is nonsmooth and not a catalogue atom applied to an argument"
         return None
-    negated = atom.prox is not None and getattr(atom.prox, "negated", False)
+    if sep is None:
+        return _classify_without_prox(ir, t, name, atom, args)
+    t.prox = sep
+    what = f"sum of {ir[sep.node]['atom']} over the entries of" if sep.summed else f"{ir[sep.node]['atom']} of"
     flipped = Term(t.core, -t.sign, t.scale)
-    if not _scale_sign_ok(ir, flipped if negated else t):
-        t.why = (f"the nonsmooth term {name} has a weight that is " + ("positive" if negated else "negative") +
-                 " or of unknown sign (its prox needs a " + ("nonpositive" if negated else "nonnegative") +
+    if not _scale_sign_ok(ir, flipped if sep.negated else t):
+        t.why = (f"the nonsmooth term {name} has a weight that is " + ("positive" if sep.negated else "negative") +
+                 " or of unknown sign (its prox needs a " + ("nonpositive" if sep.negated else "nonnegative") +
                  " weight: the term would be nonconvex)")
         return None
-    if any(ir[v]["curvature"] is not Curvature.CONSTANT for v in core.get("tensor_kwargs", {}).values()):
-        t.why = f"a keyword argument of {name} depends on a variable"
+    if any(ir[v]["curvature"] is not Curvature.CONSTANT for v in ir[sep.node].get("tensor_kwargs", {}).values()):
+        t.why = f"a keyword argument of {ir[sep.node]['atom']} depends on a variable"
         return None
-    if len(args) > 1:
-        t.why = f"{name} has {len(args)} tensor arguments; proxes are lowered for one-argument atoms only"
-        return None
-    has_form = name in OPERATOR_FORMS
-    if atom.prox is not None and ir[arg]["kind"] == "var":
-        t.role, t.var, t.kernel = "prox", arg, atom.prox.kernel
-        t.why = f"{name} of the variable `{ir[arg]['name']}` has a closed-form prox ({atom.prox.kernel})"
+    arg = sep.arg
+    if ir[arg]["kind"] == "var":
+        t.role, t.var, t.kernel = "prox", arg, sep.kernel
+        t.why = f"prox: {what} the variable `{ir[arg]['name']}` has a closed-form prox ({sep.kernel})"
+        if barrier:
+            t.why += " (its domain excludes the start point: the prox keeps the iterates inside it)"
         return None
     if not _is_affine_expr(ir, arg):
         t.why = (f"{name} is nonsmooth and its argument `{ir.text(arg)}` is {ir[arg]['curvature'].value}, "
                  "not affine: no prox or linear-operator splitting applies")
         return None
-    if atom.prox is None and not has_form:
+    t.role, t.kernel = "operator", sep.kernel
+    t.why = (f"PDHG block: {what} `{ir.text(arg)}`, a linear map of the variables: a dual block through the prox "
+             f"of its conjugate ({sep.kernel}, Moreau)")
+    return OperatorTerm("prox", t.core, expr=arg, term=t, kernel=sep.kernel, identity=False, why=t.why)
+
+
+def _classify_without_prox(ir: IR, t: Term, name: str, atom, args: list[int]) -> OperatorTerm | None:
+    """A nonsmooth term without a kernel of its own: an operator form (``OPERATOR_FORMS``) of a
+    variable or an affine expression, or refused with the reason."""
+    arg = args[0]
+    if any(ir[v]["curvature"] is not Curvature.CONSTANT for v in ir[t.core].get("tensor_kwargs", {}).values()):
+        t.why = f"a keyword argument of {name} depends on a variable"
+        return None
+    if len(args) > 1:
+        t.why = f"{name} has {len(args)} tensor arguments; proxes are lowered for one-argument atoms only"
+        return None
+    if not _scale_sign_ok(ir, t):
+        t.why = (f"the nonsmooth term {name} has a weight that is negative or of unknown sign (its prox needs a "
+                 "nonnegative weight: the term would be nonconvex)")
+        return None
+    if not _is_affine_expr(ir, arg):
+        t.why = (f"{name} is nonsmooth and its argument `{ir.text(arg)}` is {ir[arg]['curvature'].value}, "
+                 "not affine: no prox or linear-operator splitting applies")
+        return None
+    if name not in OPERATOR_FORMS:
         t.why = f"{name} is nonsmooth and has no prox in the catalogue"
         return None
     t.role = "operator"
     if ir[arg]["kind"] == "var":
-        t.why = (f"{name} of `{ir.text(arg)}` has no closed-form prox; it is {OPERATOR_FORMS[name]}: "
+        t.why = (f"PDHG block: {name} of `{ir.text(arg)}` has no closed-form prox; it is {OPERATOR_FORMS[name]}: "
                  "a dual block of PDHG")
-    elif atom.prox is not None:
-        t.why = (f"{name} acts on `{ir.text(arg)}`, a linear map of the variables, not on a variable itself: "
-                 f"a dual block of PDHG through the prox of its conjugate ({atom.prox.kernel}, Moreau)")
     else:
-        t.why = (f"{name} of `{ir.text(arg)}` is {OPERATOR_FORMS[name]}, composed with a linear map of the "
-                 "variables: a dual block of PDHG")
-    form = name if (has_form and (atom.prox is None or ir[arg]["kind"] == "var")) else None
-    return OperatorTerm("prox", t.core, expr=arg, term=t, kernel=None if form else atom.prox.kernel,
-                        form=form, identity=ir[arg]["kind"] == "var", why=t.why)
+        t.why = (f"PDHG block: {name} of `{ir.text(arg)}` is {OPERATOR_FORMS[name]}, composed with a linear map of "
+                 "the variables: a dual block of PDHG")
+    return OperatorTerm("prox", t.core, expr=arg, term=t, kernel=None, form=name,
+                        identity=ir[arg]["kind"] == "var", why=t.why)
 
 
 def _constraint(ir: IR, c: int, projections: list[Projection], operators: list[OperatorTerm],
@@ -289,6 +381,10 @@ def _constraint(ir: IR, c: int, projections: list[Projection], operators: list[O
     rhs = d["args"][1]
     if ir[lhs]["curvature"] is Curvature.CONSTANT and ir[rhs]["curvature"] is Curvature.CONSTANT:
         return False
+    if not (ir[lhs]["curvature"].is_affine and ir[rhs]["curvature"].is_affine):
+        level = _sublevel(ir, c)
+        if level is not None:
+            return _sublevel_route(ir, c, level, projections, operators)
     if not (_is_affine_expr(ir, lhs) or ir[lhs]["curvature"] is Curvature.CONSTANT) or \
             not (_is_affine_expr(ir, rhs) or ir[rhs]["curvature"] is Curvature.CONSTANT):
         bad = lhs if not ir[lhs]["curvature"].is_affine else rhs
@@ -307,7 +403,42 @@ def _constraint(ir: IR, c: int, projections: list[Projection], operators: list[O
     return True
 
 
+def _is_barrier(ir: IR, core: int) -> bool:
+    sep = separable_prox(ir, core)
+    return sep is not None and ir[sep.node].get("atom") in BARRIER_ATOMS and sep.kernel in BARRIER_KERNELS
+
+
+def _sublevel(ir: IR, c: int):
+    """The recognized sublevel set of constraint ``c`` (memoized: its set node is made once)."""
+    memo = ir.meta.setdefault("sublevel", {})
+    if c not in memo:
+        memo[c] = sublevel_set(ir, c)
+    return memo[c]
+
+
+def _sublevel_route(ir: IR, c: int, level, projections: list[Projection], operators: list[OperatorTerm]) -> bool:
+    """``norm(e) <= r`` as the projection onto the ball (e a variable) or a dual block with the ball's
+    projection (e affine); ``norm2(e) <= t`` as a dual block with the second-order cone's projection."""
+    entry = SETS[ir[level.set_node]["set"]]
+    if level.bound is not None:
+        operators.append(OperatorTerm("set", c, sides=(level.arg, level.bound), kernel=entry.projection,
+                                      set_node=level.set_node, form="soc_stack",
+                                      why=f"`{level.text}`: [{ir.text(level.arg)}; {ir.text(level.bound)}] in the "
+                                          "second-order cone (its projection, dual block by Moreau)"))
+        return True
+    if ir[level.arg]["kind"] == "var":
+        projections.append(Projection(level.arg, level.set_node, c, entry.projection))
+        return False
+    operators.append(OperatorTerm("set", c, expr=level.arg, kernel=entry.projection, set_node=level.set_node,
+                                  why=f"`{level.text}`: `{ir.text(level.arg)}` in {entry.name}"
+                                      f"({ir[level.set_node]['static'].get('r', '')}), a linear map of the variables "
+                                      "(dual block, projection by Moreau)"))
+    return True
+
+
 def split_terms(ir: IR) -> IR:
+    if "smooth_forms" not in ir.meta:
+        ir.meta["smooth_forms"] = rewrite_smooth_forms(ir)
     obj = ir.objective()
     terms: list[Term] = []
     flip = -1.0 if ir[obj]["sense"] == "maximize" else 1.0  # first-order methods minimize
@@ -315,17 +446,49 @@ def split_terms(ir: IR) -> IR:
     for r in ir.nodes_of("regularize"):
         _flatten(ir, ir[r]["args"][0], 1.0, [], terms)
 
-    split = _split(ir, terms, barrier_as_prox=False)
-    if split.algorithm == "pdhg" and any(ir[t.core].get("atom") in BARRIER_ATOMS for t in split.smooth):
+    split = _split(ir, terms, barrier_as_prox="domain")
+    if split.algorithm == "pdhg" and any(_is_barrier(ir, t.core) for t in split.smooth):
         # PDHG needs a global Lipschitz constant of the smooth part: redo with barriers as proxes
         for t in terms:
             t.role, t.var, t.kernel, t.why = "", None, None, ""
         split = _split(ir, terms, barrier_as_prox=True)
+    _entropic_ot(ir, split)
     _conic_fallback(ir, split)
     ir.meta["split"] = split
     for t in terms:
         ir[t.core]["role"] = t.role
     return ir
+
+
+SINKHORN_WHY = ("entropic optimal transport: <C, P> - eps * entropy(P) over P in transport(a, b), solved by "
+                "log-domain Sinkhorn on its dual, certified by the duality gap of the plan rounded onto U(a, b)")
+
+
+def _entropic_ot(ir: IR, split: Split) -> None:
+    """``minimize <C, P> - eps * entropy(P)`` (plus constants) with ``P in transport(a, b)`` and
+    nothing else: the entropic OT path (``backends/torch/sinkhorn.py``), exact where PDHG on the
+    same problem converges slowly (a barrier term on a polytope)."""
+    variables = ir.nodes_of("var")
+    if split.refusals or len(variables) != 1 or len(ir[variables[0]]["shape"]) != 2:
+        return
+    var = variables[0]
+    if split.operator_constraints or len(split.projections) != 1 or \
+            ir[split.projections[0].set_node]["set"] != "transport":
+        return
+    entropic = [t for t in split.terms if t.prox is not None and t.prox.kernel == "neg_entropy" and t.prox.arg == var]
+    others = [t for t in split.terms if t not in entropic]
+    if len(entropic) != 1 or any(not ir[t.core]["curvature"].is_affine for t in others):
+        return
+    if any(t.role not in ("smooth", "constant") for t in others):
+        return
+    term = entropic[0]
+    term.role, term.var, term.kernel = "prox", var, "neg_entropy"
+    term.why = "entropic OT: eps * sum P log P, handled exactly by Sinkhorn's scaling of exp(-C/eps)"
+    for t in others:
+        if t.role == "smooth":
+            t.why = "entropic OT: affine in P, the cost matrix C (its gradient)"
+    split.algorithm, split.why_algorithm = "sinkhorn", SINKHORN_WHY
+    split.reasons, split.operators, split.g_prox, split.g_projections = [], [], [], []
 
 
 def _conic_fallback(ir: IR, split: Split) -> None:
@@ -506,7 +669,8 @@ def explain_lines(ir: IR, split: Split) -> list[str]:
                 k = f"the linear part of `{ir.text(op.expr)}`" + (" composed with the form's D" if op.form else "")
             elif op.kind == "set":
                 f = f"indicator of {ir[op.set_node]['set']} (projection {op.kernel})"
-                k = f"the linear part of `{ir.text(op.expr)}`"
+                k = (f"the linear part of `{ir.text(op.expr)}`" if op.expr is not None else
+                     f"the linear part of [{ir.text(op.sides[0])}; {ir.text(op.sides[1])}]")
             elif op.kind == "equality" and op.form is not None:
                 f = "indicator of the target values"
                 k = f"{op.form} of `{ir[op.expr]['name']}`"
@@ -524,6 +688,10 @@ def explain_lines(ir: IR, split: Split) -> list[str]:
         from regspec.compiler.passes.working_sets import working_set_lines
 
         lines.extend(working_set_lines(ir, split))
+    elif split.algorithm == "sinkhorn":
+        lines.append("  steps: log-domain Sinkhorn (alternating exact dual maximizations with log-sum-exp); every "
+                     "10 iterations the plan is rounded onto U(a, b) and the duality gap checked; optimal when "
+                     "gap <= tol x the size of the objective's terms and the marginals are within tol")
     elif split.algorithm == "conic":
         lines.append("  steps: Ruiz + Pock-Chambolle scaling (one factor per cone block), PDLP's adaptive steps, "
                      "restarts on the weighted KKT error, primal weight updates; stop when the relative primal "

@@ -1,0 +1,298 @@
+"""Structure the first-order backend exploits, recognized on the IR before the split:
+
+- ``rewrite_smooth_forms``: ``norm2(e) ** 2``, ``square(norm2(e))``, ``pnorm(e, 2) ** 2`` become
+  ``sum_squares(e)`` and ``quad_over_lin(e, c)`` with a constant c > 0 becomes ``sum_squares(e) / c``
+  (e affine): the same function, smooth, where the written form composes a nonsmooth norm;
+- ``separable_prox``: a term whose prox is a kernel call: an atom with a catalogue ``Prox`` applied
+  to one argument, or ``sum(f(e))`` with f an elementwise atom whose ``Prox`` is the prox of the sum
+  of f over the entries (``sum(pos(e))``, ``sum(abs(e) ** 1.5)``, ``sum(entr(x))``, ``sum(inv_pos(x))``);
+- ``sublevel_set``: a constraint ``s * norm(e) <= c`` (c, s > 0 constants) is ``e`` in a norm ball
+  of radius c / s (l1, l2, linf; ``sum_squares(e) <= c`` is the l2 ball of radius sqrt(c)), and
+  ``norm2(e) <= t`` with t affine is ``[e; t]`` in the second-order cone: both are projections.
+
+Numpy only (no torch, no cvxpy): kernel names are checked when the torch backend lowers.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from regspec.compiler.catalogue import ATOMS, Curvature, Sign
+from regspec.compiler.ir import IR
+
+
+# ------------------------------------------------------------------------------------------------
+# smooth forms
+# ------------------------------------------------------------------------------------------------
+
+
+def _is_call(ir: IR, node: int, atom: str | tuple[str, ...]) -> bool:
+    d = ir[node]
+    names = (atom,) if isinstance(atom, str) else atom
+    return d["kind"] == "call" and "value" not in d and d.get("atom") in names
+
+
+def _scalar_constant(ir: IR, node: int) -> float | None:
+    """The value of a compile-time scalar constant (not a parameter), else None."""
+    d = ir[node]
+    if d["curvature"] is not Curvature.CONSTANT or tuple(d["shape"]) != () or ir.depends_on_kind(node, "param"):
+        return None
+    if "value" not in d:
+        return None
+    try:
+        return float(np.asarray(d["value"], dtype=float))
+    except (TypeError, ValueError):
+        return None
+
+
+def _whole_l2_norm_arg(ir: IR, node: int) -> int | None:
+    """e when ``node`` is the l2 norm of all entries of an affine e (norm2(e) or pnorm(e, 2))."""
+    d = ir[node]
+    if not _is_call(ir, node, ("norm2", "pnorm")) or d.get("static", {}).get("axis") is not None:
+        return None
+    if d["atom"] == "pnorm" and float(d["static"].get("p", 2)) != 2.0:
+        return None
+    if d.get("tensor_kwargs"):
+        return None
+    arg = d["args"][0]
+    return arg if ir[arg]["curvature"] is Curvature.AFFINE else None
+
+
+def _squared_norm_arg(ir: IR, node: int) -> int | None:
+    """e when ``node`` is ``norm2(e) ** 2`` or ``square(norm2(e))``, e affine."""
+    d = ir[node]
+    if _is_call(ir, node, "power") and d.get("static", {}).get("_exponent") == 2:
+        return _whole_l2_norm_arg(ir, d["args"][0])
+    if _is_call(ir, node, "square") and tuple(d["shape"]) == ():
+        return _whole_l2_norm_arg(ir, d["args"][0])
+    return None
+
+
+def _replace_uses(ir: IR, old: int, new: int) -> None:
+    for succ in list(ir.graph.successors(old)):
+        if succ == new:
+            continue
+        ir.set_args(succ, [new if a == old else a for a in ir.args(succ)])
+        kw = ir.kwargs(succ)
+        if old in kw.values():
+            ir.set_kwargs(succ, {k: (new if v == old else v) for k, v in kw.items()})
+        tkw = ir[succ].get("tensor_kwargs")
+        if tkw and old in tkw.values():
+            ir[succ]["tensor_kwargs"] = {k: (new if v == old else v) for k, v in tkw.items()}
+
+
+def _call(ir: IR, like: int, atom: str, args: list[int], curvature: Curvature, sign: Sign,
+          display: str, static: dict[str, Any] | None = None) -> int:
+    return ir.add("call", ir[like].get("span"), args, atom=atom, kwargs={}, static=static or {}, tensor_kwargs={},
+                  shape=(), curvature=curvature, sign=sign, dcp_reason=None, display=display)
+
+
+def rewrite_smooth_forms(ir: IR) -> list[tuple[str, int]]:
+    """Rewrite squared l2 norms of affine expressions to ``sum_squares`` (in place); returns what
+    was rewritten, in words, with the new node (``regspec explain`` prints it)."""
+    done: list[tuple[str, int]] = []
+    for node in list(ir.topological()):
+        if node not in ir.graph or ir[node]["kind"] != "call":
+            continue
+        arg = _squared_norm_arg(ir, node)
+        divisor = None
+        if arg is None and _is_call(ir, node, "quad_over_lin"):
+            e, s = ir[node]["args"]
+            c = _scalar_constant(ir, s)
+            if c is not None and c > 0 and ir[e]["curvature"] is Curvature.AFFINE:
+                arg, divisor = e, s
+        if arg is None:
+            continue
+        text = ir.text(node)
+        new = _call(ir, node, "sum_squares", [arg], Curvature.CONVEX, Sign.NONNEG, f"sum_squares({ir.text(arg)})")
+        if divisor is not None:
+            new = _call(ir, node, "divide", [new, divisor], Curvature.CONVEX, Sign.NONNEG,
+                        f"sum_squares({ir.text(arg)}) / {ir.text(divisor)}")
+        _replace_uses(ir, node, new)
+        ir[new]["rewritten_from"] = node
+        done.append((f"`{text}` rewritten to the smooth `{ir[new]['display']}`", new))
+    return done
+
+
+# ------------------------------------------------------------------------------------------------
+# separable proxes
+# ------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class SeparableProx:
+    """``weight * sum_i f(arg_i)`` (or ``weight * f(arg)``) whose prox is ``kernel``: ``node`` is the
+    atom's node (its keywords give the kernel's through its ``Prox.hyper``), ``hyper`` fixed extra
+    keywords (a power's exponent), ``negated``: the kernel is the prox of ``-f`` (concave f)."""
+
+    kernel: str
+    node: int
+    arg: int
+    hyper: dict[str, Any] = field(default_factory=dict)
+    negated: bool = False
+    summed: bool = False
+
+
+def _prox_of(ir: IR, node: int):
+    d = ir[node]
+    atom = ATOMS.get(d.get("atom", ""))
+    if atom is None:
+        return None
+    chooser = getattr(atom, "prox_for", None)
+    return chooser(dict(d.get("static", {}))) if chooser is not None else atom.prox
+
+
+def _power_of_abs(ir: IR, node: int) -> SeparableProx | None:
+    """``abs(e) ** p`` (p >= 1): the separable |.|^p of e."""
+    d = ir[node]
+    if not _is_call(ir, node, "power"):
+        return None
+    p = d.get("static", {}).get("_exponent")
+    base = d["args"][0]
+    if p is None or float(p) < 1 or not _is_call(ir, base, "abs"):
+        return None
+    return SeparableProx("power_abs", node, ir[base]["args"][0], {"p": float(p)})
+
+
+def separable_prox(ir: IR, core: int) -> SeparableProx | None:
+    """The prox kernel of a term's core, when it has one (see the module docstring)."""
+    d = ir[core]
+    if d["kind"] != "call" or "value" in d:
+        return None
+    node, summed = core, False
+    if d["atom"] == "sum" and d.get("static", {}).get("axis") is None:
+        inner = d["args"][0]
+        if ir[inner]["kind"] != "call" or "value" in ir[inner]:
+            return None
+        from regspec.compiler.catalogue.base import Elementwise
+
+        inner_atom = ATOMS.get(ir[inner]["atom"])
+        if not (isinstance(inner_atom, Elementwise) or ir[inner]["atom"] == "power"):
+            return None
+        node, summed = inner, True
+    elif tuple(d["shape"]) != ():
+        return None
+    found = _power_of_abs(ir, node)
+    if found is not None:
+        found.summed = summed
+        return found
+    prox = _prox_of(ir, node)
+    if prox is None:
+        return None
+    args = ir[node]["args"]
+    if ir[node]["atom"] != "power" and len(args) != 1:
+        return None
+    return SeparableProx(prox.kernel, node, args[0], {}, bool(getattr(prox, "negated", False)), summed)
+
+
+def prox_hyper(ir: IR, sep: SeparableProx, params: dict[str, np.ndarray] | None = None) -> dict[str, Any]:
+    """The kernel keywords (numpy or Python values) of a separable prox at the parameter values."""
+    from regspec.compiler.evaluate import evaluate
+
+    d = ir[sep.node]
+    atom = ATOMS[d["atom"]]
+    kw = dict(d.get("static", {}))
+    for k, v in d.get("tensor_kwargs", {}).items():
+        kw[k] = np.asarray(evaluate(ir, v, params or {}))
+    prox = _prox_of(ir, sep.node)
+    if prox is not None and prox is atom.prox and hasattr(atom, "prox_hyper"):  # the atom's canonical form
+        hyper = atom.prox_hyper(kw, [tuple(ir[a]["shape"]) for a in d["args"]])
+    else:  # a Prox chosen by the keywords (``prox_for``) or none: its keyword map
+        hyper = {k: kw[n] for k, n in (prox.hyper if prox is not None else ()) if kw.get(n) is not None}
+    hyper.update(sep.hyper)
+    return hyper
+
+
+# ------------------------------------------------------------------------------------------------
+# sublevel sets of norms
+# ------------------------------------------------------------------------------------------------
+
+# norm atom (over all entries) -> (set, how the bound maps to the radius)
+BALL_OF_NORM = {"norm1": "l1_ball", "norm2": "l2_ball", "norm_inf": "linf_ball", "sum_squares": "l2_ball"}
+
+
+@dataclass
+class Sublevel:
+    """A constraint recognized as ``arg in set_node`` (a synthesized set node), or, for ``soc``,
+    ``[arg; bound] in`` the second-order cone."""
+
+    set_node: int
+    arg: int
+    bound: int | None = None      # soc: the affine right side t of norm2(e) <= t
+    text: str = ""
+
+
+def _peel_scale(ir: IR, node: int) -> tuple[int, float]:
+    """(inner, s) with node = s * inner for a positive compile-time scalar s (1 if none)."""
+    s = 1.0
+    while ir[node]["kind"] == "call" and ir[node].get("atom") in ("multiply", "divide") and "value" not in ir[node]:
+        a, b = ir[node]["args"]
+        if ir[node]["atom"] == "divide":
+            c = _scalar_constant(ir, b)
+            if c is None or c <= 0:
+                break
+            s, node = s / c, a
+            continue
+        ca, cb = _scalar_constant(ir, a), _scalar_constant(ir, b)
+        if ca is not None and ca > 0 and tuple(ir[b]["shape"]) == ():
+            s, node = s * ca, b
+        elif cb is not None and cb > 0 and tuple(ir[a]["shape"]) == ():
+            s, node = s * cb, a
+        else:
+            break
+    return node, s
+
+
+def _norm_ball(ir: IR, node: int) -> tuple[str, int] | None:
+    """(set name, e) when node is a norm of all entries of e: norm1/norm2/norm_inf/pnorm(1, 2),
+    sum(abs(e)), sum_squares(e) (the squared l2 norm)."""
+    d = ir[node]
+    if d["kind"] != "call" or "value" in d or d.get("tensor_kwargs"):
+        return None
+    atom = d.get("atom")
+    if d.get("static", {}).get("axis") is not None:
+        return None
+    if atom in BALL_OF_NORM:
+        return BALL_OF_NORM[atom], d["args"][0]
+    if atom == "pnorm" and float(d["static"].get("p", 2)) in (1.0, 2.0):
+        return ("l1_ball" if float(d["static"]["p"]) == 1.0 else "l2_ball"), d["args"][0]
+    if atom == "sum" and _is_call(ir, d["args"][0], "abs"):
+        return "l1_ball", ir[d["args"][0]]["args"][0]
+    return None
+
+
+def sublevel_set(ir: IR, constraint: int) -> Sublevel | None:
+    """``s * norm(e) <= c`` / ``c >= s * norm(e)`` as ``e in ball(c / s)``; ``norm2(e) <= t`` (t affine)
+    as ``[e; t]`` in the second-order cone. The synthesized set node carries the constraint's span."""
+    d = ir[constraint]
+    if d["op"] not in ("<=", ">="):
+        return None
+    small, big = d["args"] if d["op"] == "<=" else d["args"][::-1]
+    if ir[small]["curvature"] is not Curvature.CONVEX:
+        return None
+    inner, s = _peel_scale(ir, small)
+    ball = _norm_ball(ir, inner)
+    if ball is None:
+        return None
+    set_name, arg = ball
+    if ir[arg]["curvature"] is not Curvature.AFFINE:
+        return None
+    span = d.get("span")
+    bound = _scalar_constant(ir, big)
+    if bound is not None:
+        if bound < 0:
+            return None  # infeasible as written: left to the solvers that certify it
+        radius = bound / s
+        if ir[inner]["atom"] == "sum_squares":
+            radius = math.sqrt(radius)
+        node = ir.add("set", span, [], set=set_name, kwargs={}, static={"r": radius}, synthesized=True)
+        return Sublevel(node, arg, None, f"{ir.text(small)} <= {ir.text(big)}")
+    if set_name != "l2_ball" or ir[inner]["atom"] == "sum_squares" or s != 1.0:
+        return None
+    if ir[big]["curvature"] is not Curvature.AFFINE or tuple(ir[big]["shape"]) != ():
+        return None
+    node = ir.add("set", span, [], set="soc", kwargs={}, static={}, synthesized=True)
+    return Sublevel(node, arg, big, f"{ir.text(small)} <= {ir.text(big)}")
