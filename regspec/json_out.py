@@ -114,7 +114,11 @@ def term_json(t: Any) -> dict[str, Any]:
     return {"line": t.line, "text": t.text, "statement": t.stmt, "name": t.name,
             "target": {"kind": t.target.kind, "pattern": t.target.pattern, "type": t.target.type},
             "lowering": t.lowering, "kernel": t.kernel, "math": t.math, "why": t.why, "via": t.via,
-            "weight": t.weight, "options": t.options, "gate": t.gate}
+            "weight": t.weight, "options": t.options, "gate": t.gate,
+            # an expression term (compiler/train_terms.py): its typed form, part of a split sum, selectors
+            "typed": t.expr.typed() if getattr(t, "expr", None) is not None else None,
+            "part": getattr(t, "part", "") or None,
+            "selectors": [sel.text for sel in getattr(t, "selectors", [])] or None}
 
 
 def train_plan_json(plan: Any) -> dict[str, Any]:
@@ -181,6 +185,10 @@ def plan_json(spec_path: str, train: str | None) -> dict[str, Any]:
                              "frozen": n in frozen} for n in tb.names]
         entry["notes"] = list(tb.notes)
         entry["metric"] = tb.metric
+        if getattr(tb, "selector_names", None):   # an expression term: what each selector matched
+            entry["selector_matches"] = [list(names) for names in tb.selector_names]
+        if getattr(tb, "typed", None) is not None:
+            entry["typed"] = tb.typed.typed()
     doc["warnings"] += [diagnostic_json(w) for w in getattr(asm, "warnings", [])]
     return doc
 
