@@ -56,7 +56,7 @@ REPARAM_FORMS: dict[str, FormEntry] = {f.name: f for f in (
     FormEntry("subspace", {"dim": None, "seed": 0, "projection": "auto"}, False,
               "theta = theta0 + P z for every selected tensor, one shared z in R^dim (zero at start), P a "
               "seeded random projection with columns of unit expected norm: dense Gaussian, or Fastfood "
-              "(S H G Pi H B, Le et al.) blocks when a tensor's dense block would exceed 2^20 entries",
+              "(S H G Pi H B, Le et al.) blocks when a dense P would exceed 2^24 entries (auto)",
               "z (dim scalars in all)", {"projection": ("auto", "dense", "fastfood")}),
     FormEntry("weight_norm", {"dim": 0}, False,
               "W = g v / ||v|| (torch.nn.utils.parametrizations.weight_norm), norms over all dims but `dim`",

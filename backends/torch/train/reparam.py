@@ -38,7 +38,7 @@ from .selectors import match_names, select_params
 __all__ = ["WeightStep", "WeightsReport", "steps_from_plan", "apply_plan_weights", "apply_weights", "load_init",
            "merged_state_dict", "trained_summary", "LowRank", "SVDMinor", "SubspaceBlock", "fwht"]
 
-DENSE_LIMIT = 2 ** 20   # entries of one tensor's dense projection block; beyond it, Fastfood
+DENSE_LIMIT = 2 ** 24   # entries of a dense P (64 MB in float32); a larger selection gets Fastfood blocks
 
 
 # ------------------------------------------------------------------ the forms
@@ -84,17 +84,34 @@ class SVDMinor(nn.Module):
         return (w.double() - minor.view(w.shape)).to(w.dtype)
 
 
-def fwht(x: torch.Tensor) -> torch.Tensor:
-    """The unnormalised Walsh-Hadamard transform along the last dimension (a power of two)."""
+def _hadamard(x: torch.Tensor) -> torch.Tensor:
     n = x.shape[-1]
     lead = x.shape[:-1]
     h = 1
     y = x
     while h < n:
-        y = y.reshape(*lead, n // (2 * h), 2, h)
-        y = torch.stack((y[..., 0, :] + y[..., 1, :], y[..., 0, :] - y[..., 1, :]), dim=-2)
+        a, b = y.reshape(*lead, n // (2 * h), 2, h).unbind(-2)
+        y = torch.stack((a + b, a - b), dim=-2)
         h *= 2
     return y.reshape(x.shape)
+
+
+class _FWHT(torch.autograd.Function):
+    """H is symmetric, so the backward pass is the same transform (and no graph of the butterflies
+    is kept: their index backward passes would cost more than the transform)."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:
+        return _hadamard(x)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
+        return _FWHT.apply(grad)
+
+
+def fwht(x: torch.Tensor) -> torch.Tensor:
+    """The unnormalised Walsh-Hadamard transform along the last dimension (a power of two)."""
+    return _FWHT.apply(x)
 
 
 class SubspaceBlock(nn.Module):
@@ -369,9 +386,9 @@ def _apply_subspace(model: nn.Module, names: list[str], step: WeightStep, index:
     tensors = [getattr(*_owner(model, n)) for n in names]
     dim, seed, kind = step.options["dim"], step.options["seed"], step.options["projection"]
     total = sum(t.numel() for t in tensors)
+    how = kind if kind != "auto" else ("dense" if total * dim <= DENSE_LIMIT else "fastfood")
     z = nn.Parameter(torch.zeros(dim, dtype=tensors[0].dtype, device=tensors[0].device))
     for i, (name, t) in enumerate(zip(names, tensors)):
-        how = kind if kind != "auto" else ("dense" if t.numel() * dim <= DENSE_LIMIT else "fastfood")
         module, attr = _owner(model, name)
         block = SubspaceBlock(z, t.numel(), total, seed + 7919 * index, i, how)
         parametrize.register_parametrization(module, attr, block.to(t.device))
