@@ -391,3 +391,13 @@ def test_frozen_tensors_are_left_alone_by_prox_steps():
     _steps(reg.module, opt, 2)
     assert torch.equal(model[2].weight, before)           # frozen: no gradient step, no prox
     assert (model[0].weight == 0).float().mean() > 0.5    # the other weight is shrunk to zeros
+
+
+def test_hadamard_transform_and_its_gradient():
+    from scipy.linalg import hadamard
+
+    from regspec.backends.torch.train.reparam import fwht
+
+    x = torch.randn(3, 16, dtype=torch.float64, requires_grad=True)
+    torch.testing.assert_close(fwht(x), x @ torch.from_numpy(hadamard(16)).double(), rtol=1e-12, atol=1e-12)
+    assert torch.autograd.gradcheck(fwht, (x,))
