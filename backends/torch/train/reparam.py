@@ -120,15 +120,16 @@ class SubspaceBlock(nn.Module):
     1 / D so that P's columns have unit expected norm. Dense Gaussian, or Fastfood blocks
     S H G Pi H B / sqrt(D) (H Walsh-Hadamard of size L = 2^ceil(log2 d); B signs, Pi a
     permutation, G Gaussian, S chi_L / (sqrt(L) ||G||), so rows have Gaussian row-norm statistics).
-    Every random number comes from numpy's PCG64 seeded with (seed, tensor index): the same P on
-    every machine, rebuilt (not stored) on load."""
+    Every random number comes from numpy's PCG64 seeded with (seed, statement, tensor index): the
+    same P on every machine, rebuilt (not stored) on load."""
 
-    def __init__(self, z: nn.Parameter, numel: int, total: int, seed: int, index: int, kind: str):
+    def __init__(self, z: nn.Parameter, numel: int, total: int, seed: int, index: int, kind: str,
+                 statement: int = 0):
         super().__init__()
         self.z = z
         self.numel, self.kind = numel, kind
         d = z.numel()
-        rng = np.random.default_rng([int(seed), int(index)])
+        rng = np.random.default_rng([int(seed), int(statement), int(index)])
         scale = 1.0 / math.sqrt(total)
         if kind == "dense":
             self.register_buffer("P", torch.from_numpy(rng.standard_normal((numel, d)) * scale).to(z.dtype),
@@ -390,7 +391,7 @@ def _apply_subspace(model: nn.Module, names: list[str], step: WeightStep, index:
     z = nn.Parameter(torch.zeros(dim, dtype=tensors[0].dtype, device=tensors[0].device))
     for i, (name, t) in enumerate(zip(names, tensors)):
         module, attr = _owner(model, name)
-        block = SubspaceBlock(z, t.numel(), total, seed + 7919 * index, i, how)
+        block = SubspaceBlock(z, t.numel(), total, seed, i, how, statement=index)
         parametrize.register_parametrization(module, attr, block.to(t.device))
         module.parametrizations[attr].original.requires_grad_(False)
 
