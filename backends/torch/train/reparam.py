@@ -191,6 +191,10 @@ class WeightsReport:
             out.append("           matches   " + ", ".join(f"{n} {_dims(params_shape(model, n))}" for n in matched))
             trained = [f"{n} {_dims(params[n].shape)}" for n in new if n in params and params[n].requires_grad]
             out.append("           trains    " + (", ".join(trained) or "nothing (frozen by a later statement)"))
+            if step.form == "subspace":
+                kinds = {_owner(model, n)[0].parametrizations[n.rpartition(".")[2]][0].kind for n in matched}
+                total = sum(math.prod(params_shape(model, n)) for n in matched)
+                out.append(f"           project   {'/'.join(sorted(kinds))} P ({total} x {step.options['dim']})")
             out.append(f"           as        {REPARAM_FORMS[step.form].math}")
         summary = trained_summary(model)
         out.append(f"trainable  {summary['trainable_parameters']:,} of {summary['model_parameters']:,} parameters "
