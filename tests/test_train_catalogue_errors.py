@@ -97,3 +97,22 @@ def test_suggestions_and_cli_exit(tmp_path, capsys):
     assert main(["check", str(spec)]) == 1       # torch-free: the planner refuses it
     err = capsys.readouterr().err
     assert f"{spec}:2:" in err and "no projection kernel" in err and "Traceback" not in err
+
+
+def test_a_term_on_activations_is_typed_per_sample_once_a_batch_has_run():
+    """Activation shapes are known after one real batch (the probe of `plan`/`compile`): an atom
+    that cannot take the per-sample activation is a located error naming the tap and its shape."""
+    from regspec.train_api import plan_text
+
+    spec = regspec.load("""train t {
+  model mlp(in = 10, hidden = [8], out = 1)
+  data synthetic(n = 32, d = 10, regression = true)
+  epochs 1
+  regularize log_det(act("acts.0")) * 1e-3
+}
+""")
+    with pytest.raises(RegspecError) as info:
+        plan_text(spec)
+    d = info.value.first
+    assert "log_det needs a matrix" in d.message and d.span is not None and d.span.line == 5
+    assert any("acts.0 with per-sample shape [8]" in n for n in d.notes), d.notes

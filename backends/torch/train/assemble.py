@@ -14,7 +14,7 @@ from torch import nn
 from regspec.compiler.train_plan import CallPlan, TrainPlan
 from regspec.diagnostics import Diagnostic, RegspecError, error
 
-from .bind import Binding, bind_plan
+from .bind import Binding, bind_plan, type_batch_terms
 from .data import DataBundle, build_data
 from .models import build_model
 from .runtime import full_batch, source_data
@@ -159,6 +159,8 @@ def assemble(plan: TrainPlan, *, epochs: int | None = None, optimizer: Any = Non
     asm = Assembled(plan, data, kwargs, filled, binding, spe, total, loss)
     asm.user_code = user_code(plan)
     asm.probe = probe_model(plan, data, binding, loss)
+    # expression terms over batch tensors, typed against the per-sample shapes the probe saw
+    type_batch_terms(binding, asm.probe.act_shapes, tuple(asm.probe.output_shape[1:]), data.input_shape)
     asm.warnings = [*plan.warnings, *_gate_warnings(binding, plan, total, spe), *asm.probe.warnings]
     if report:
         for w in asm.warnings:

@@ -29,7 +29,7 @@ from .schedules import build_schedule
 from .selectors import select_modules, select_params
 
 __all__ = ["Binding", "TermBinding", "RewriteBinding", "make_scalar", "make_when", "apply_rewrites",
-           "bind_plan", "kernel_hyper", "term_metric", "ADAPTIVE_OPTIMIZERS"]
+           "bind_plan", "kernel_hyper", "term_metric", "ADAPTIVE_OPTIMIZERS", "type_batch_terms"]
 
 #: optimizers whose state has Adam's second moments (the `adaptive` prox metric applies)
 ADAPTIVE_OPTIMIZERS = ("adam", "adamw")
@@ -389,6 +389,44 @@ def _type_instance(term: TermPlan, instance: list[str], shapes: dict[str, tuple[
         message = d.message.replace("shape mismatch in", "the term does not fit the matched tensors: in")
         raise error(f"{message}", term.span if d.span is None else d.span,
                     [*_matched_notes(term, instance, shapes), *notes]) from None
+
+
+def type_batch_terms(binding: Binding, act_shapes: dict[str, tuple[int, ...]],
+                     output_shape: tuple[int, ...] | None, input_shape: tuple[int, ...] | None) -> None:
+    """Type expression terms over batch tensors once one real batch has run (``probe``): each
+    batch leaf has its per-sample shape (the term is taken per sample), so a term that cannot
+    apply (log_det of an activation vector) is a located error naming the tensor, not a failure
+    in the first training step. Terms on ``target`` are typed by names and curvature only."""
+    from regspec.compiler.train_terms import selector_nodes, type_expression
+    from regspec.diagnostics import RegspecError
+
+    per_sample = {"output": output_shape, "input": input_shape}
+    params = dict(binding.model.named_parameters())
+    for tb in binding.terms:
+        t = tb.term
+        if tb.penalty is None or t.penalty != "expr" or all(sel.kind == "param" for sel in t.selectors):
+            continue
+        if any(sel.kind == "target" for sel in t.selectors):
+            continue
+        for inst in tb.penalty.hyper["leaves"]:
+            shapes = [tuple(params[n].shape) if sel.kind == "param" else
+                      act_shapes.get(n) if sel.kind == "act" else per_sample.get(sel.kind)
+                      for sel, n in zip(t.selectors, inst)]
+            if any(shape is None for shape in shapes):
+                break  # a tap the probe did not see (a module not called): typed by names only
+            notes = [f"{sel.text} matched {n} with {'shape' if sel.kind == 'param' else 'per-sample shape'} "
+                     f"{list(shape)}" for sel, n, shape in zip(t.selectors, inst, shapes)]
+            try:
+                typed = type_expression(t.expr_node, selector_nodes(t.expr_node), t.expr.lets, shapes, "the term")
+            except RegspecError as exc:
+                d = exc.first
+                raise error(d.message.replace("shape mismatch in", "the term does not fit the matched tensors: in"),
+                            d.span or t.span, [*notes, *(n for n in d.notes if "is declared with shape" not in n),
+                                               "a term on batch tensors is taken per sample, then averaged"]) from None
+            if typed.shape not in (None, ()):
+                raise error(f"a regularizer must be a scalar per sample, but `{t.math}` has shape "
+                            f"{list(typed.shape)}", t.span, [*notes, "reduce it, e.g. with sum(...) or a norm"])
+            tb.typed = typed
 
 
 def _check_value(term: TermPlan, model: nn.Module, instance: list[str], shapes: dict[str, tuple[int, ...]]) -> None:
