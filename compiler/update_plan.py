@@ -27,7 +27,7 @@ from regspec import ast
 from regspec.diagnostics import did_you_mean, error
 
 __all__ = ["TransformForm", "TRANSFORM_FORMS", "TransformPlan", "SamPlan", "MultiplierRef",
-           "plan_update_statement", "split_sam", "LAGRANGIAN_OPTIONS", "SAM_OPTIONS"]
+           "plan_update_statement", "split_sam", "plan_has_update", "LAGRANGIAN_OPTIONS", "SAM_OPTIONS"]
 
 
 @dataclass(frozen=True)
@@ -110,6 +110,11 @@ class MultiplierRef:
 
     def __repr__(self) -> str:
         return f"multiplier[{self.index}]"
+
+
+def plan_has_update(plan: Any) -> bool:
+    """Whether a train plan has transforms, SAM or Lagrange multipliers (an ``UpdateRule``)."""
+    return bool(getattr(plan, "transforms", None) or getattr(plan, "sam", None) or getattr(plan, "multipliers", None))
 
 
 # ------------------------------------------------------------------ planning

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from regspec.compiler.train_plan import ScheduleRef
+from regspec.compiler.update_plan import plan_has_update
 
 __all__ = ["generate_trainer", "render_scalar", "render_loss"]
 
@@ -49,6 +50,8 @@ def _lit(v: Any) -> str:
 
 def render_scalar(v: Any, total: str = "total", spe: str = "steps_per_epoch") -> str:
     """Source for a weight: a number, or the schedule call (ranges in steps divided by ``spe``)."""
+    if _is_multiplier(v):   # a Lagrange multiplier (update_plan.MultiplierRef): make_update_rule's
+        return f"multipliers[{v.index}]"
     if not isinstance(v, ScheduleRef):
         return _lit(v)
     args = [_lit(a) for a in v.args]
@@ -65,6 +68,12 @@ def render_scalar(v: Any, total: str = "total", spe: str = "steps_per_epoch") ->
         kwargs.append(f"total={total}")
     call = f"{v.name}({', '.join(args + kwargs)})"
     return call if v.scale == 1.0 else f"{_lit(v.scale)} * {call}"
+
+
+def _is_multiplier(v: Any) -> bool:
+    from regspec.compiler.update_plan import MultiplierRef
+
+    return isinstance(v, MultiplierRef)
 
 
 def _schedule_names(v: Any, out: set[str]) -> None:
@@ -739,6 +748,12 @@ class _Gen:
         self.need("regspec.backends.torch.train.optim", "build_optimizer")
         args = [repr(opt.name), "model.parameters()"] + ([_kwargs_src(okw)] if okw else [])
         self.lines += _call("return build_optimizer", args, "    ")
+        if plan_has_update(self.plan):   # transforms, sam, Lagrange multipliers (train/optim.py)
+            from regspec.backends.torch.train.optim import update_rule_source
+
+            self.lines += update_rule_source(self.plan, self.asm.binding, render=render_scalar, comment=_comment,
+                                             need=self.need, total=self.asm.epochs,
+                                             steps_per_epoch=self.asm.steps_per_epoch)
 
     # ---- penalties
     def _penalties(self) -> None:
@@ -835,7 +850,8 @@ class _Gen:
             self.need("regspec.backends.torch.train.schedules", name)
         w("")
         w("")
-        w("def term_weights(total: int, steps_per_epoch: int) -> dict[str, Any]:")
+        w("def term_weights(total: int, steps_per_epoch: int" + (", multipliers: list[Any]" if self.plan.multipliers
+                                                                 else "") + ") -> dict[str, Any]:")
         w('    """Each term\'s weight (and scheduled set parameters), by key: a number, or a schedule')
         w("    s(t) of the progress t in epochs, laid out over the run's `total` epochs.")
         for name in sorted(self.sched_names):
@@ -849,7 +865,7 @@ class _Gen:
 
     def at(self, key: str, value: Any) -> str:
         """Source of a weight or hyperparameter at time t inside the loop."""
-        if isinstance(value, ScheduleRef):
+        if isinstance(value, ScheduleRef) or _is_multiplier(value):
             return f"w[{key!r}](t)"
         return f"w[{key!r}]"
 
@@ -1042,6 +1058,22 @@ class _Gen:
                 "generator=generator", "values_now=lambda: param_terms(params, anchors)"]
         self.lines += _call("return TermBook", args, "    ")
 
+    def _sam_closure(self, loss_terms: list[Any]) -> None:
+        """SAM's second pass: the same loss at the perturbed weights (the update rule runs it)."""
+        w = self.w
+        w("")
+        w("            # SAM: the loss and its gradient at the perturbed weights")
+        w("            def closure() -> torch.Tensor:")
+        w("                out = net(x)")
+        call = next(ln for ln in reversed(self.lines) if ln.strip().startswith("g = loss_terms("))
+        w("                g2 = " + call.strip()[len("g = "):].replace("output", "out"))
+        parts = " + ".join(f"{self.at(t.key, t.weight)} * g2[{t.key!r}]" for t in loss_terms)
+        self.lines += _wrap("loss2 = task_loss(out, y)" + (f" + {parts}" if parts else ""), "                ")
+        w("                loss2.backward()")
+        w("                return loss2")
+        w("")
+        w("            optimizer.step(closure)")
+
     # ---- main: the loop
     def _main(self) -> None:
         w = self.w
@@ -1063,7 +1095,9 @@ class _Gen:
         w("    steps_per_epoch = len(data.epoch_loader(0))")
         w("    epochs = args.epochs")
         w("    max_steps = STEPS if epochs == EPOCHS else None  # `steps N` in the spec may stop mid-epoch")
-        w("    w = term_weights(epochs, steps_per_epoch)")
+        if plan_has_update(self.plan):
+            w("    rule = make_update_rule(model, optimizer, epochs, steps_per_epoch)  # hooks on optimizer.step()")
+        w("    w = term_weights(epochs, steps_per_epoch" + (", rule.multipliers)" if self.plan.multipliers else ")"))
         if isinstance(lr, ScheduleRef):
             self.lines += _wrap(f"lr_at = {render_scalar(lr, total='epochs')}  # the learning-rate schedule",
                                 "    ")
@@ -1117,7 +1151,10 @@ class _Gen:
             w("            loss = task")
         w("            optimizer.zero_grad(set_to_none=True)")
         w("            loss.backward()")
-        w("            optimizer.step()")
+        if self.plan.sam is not None:
+            self._sam_closure(loss_terms)
+        else:
+            w("            optimizer.step()")
         if has_steps:
             w("            book.updated()  # (whether the update itself left finite weights)")
             w("            applied = prox_steps(params, optimizer, step, t, w, anchors)")
@@ -1126,6 +1163,9 @@ class _Gen:
         w("            book.end_step(loss, task, g, weighted, applied, output, y)  # finite check, clock")
         w("            meter.add(loss, len(x))")
         w("        val = rt.evaluate(model, data.val, task_loss, dist.device, dtype, TASK)")
+        w("        # one line of OUT/metrics.jsonl, then OUT/checkpoint.pt (atomic: written beside, then")
+        w("        # renamed): the model's and optimizer's state_dicts, book.state_dict() (clock, anchors,")
+        w("        # the Jacobian generator), the RNG states and the metrics so far")
         w('        run.end_epoch(epoch, epochs, {"loss": meter.mean(), **val}, book, model, optimizer,')
         w("                      final=epoch + 1 == stop)")
         w("    if stop == epochs:")

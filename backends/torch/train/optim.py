@@ -13,6 +13,7 @@ from typing import Any, Iterable, Sequence
 import torch
 
 from regspec.compiler.train_plan import OPTIMIZER_NAMES, same_names
+from regspec.compiler.update_plan import plan_has_update
 from regspec.diagnostics import RegspecError, Span, did_you_mean, error
 
 from ._util import check_kwargs
@@ -223,9 +224,6 @@ class UpdateRule:
 
 
 # ------------------------------------------------------------------ binding a plan's update rule
-def plan_has_update(plan: Any) -> bool:
-    """Whether a train plan has transforms, SAM or Lagrange multipliers (an ``UpdateRule``)."""
-    return bool(getattr(plan, "transforms", None) or getattr(plan, "sam", None) or getattr(plan, "multipliers", None))
 
 
 def bind_transforms(plan: Any, module: torch.nn.Module, total: float | None, steps_per_epoch: int | None
@@ -315,10 +313,13 @@ def bind_update_rule(plan: Any, binding: Any, optimizer: torch.optim.Optimizer, 
                       steps_per_epoch=steps_per_epoch, span=span)
 
 
-def describe_update(plan: Any, module: torch.nn.Module, binding: Any = None) -> list[str]:
-    """``regspec plan`` lines for the transforms, SAM and the multipliers."""
+def describe_update(plan: Any, module: torch.nn.Module, *, total: float | None = None,
+                    steps_per_epoch: int | None = None) -> list[str]:
+    """``regspec plan`` lines for the transforms, SAM and the multipliers (the transforms are
+    bound, so what binding refuses is refused here too)."""
     from .selectors import select_params
 
+    bind_transforms(plan, module, total, steps_per_epoch)
     out: list[str] = []
     if plan.sam is not None:
         out.append(f"  sam        {plan.sam.text}: two passes per step, perturbation rho = {plan.sam.rho:g} along "
@@ -337,3 +338,70 @@ def describe_update(plan: Any, module: torch.nn.Module, binding: Any = None) -> 
         out.append(f"multiplier {ref.index}: {ref.text}")
         out.append(f"           {ref.describe()}; logged as weight/<term> in metrics.jsonl, kept in checkpoints")
     return out
+
+
+# ------------------------------------------------------------------ the generated trainer's update rule
+def update_rule_source(plan: Any, binding: Any, *, render: Any, comment: Any, need: Any,
+                       total: float | None, steps_per_epoch: int | None) -> list[str]:
+    """Source lines of ``make_update_rule(model, optimizer, total, steps_per_epoch)`` for a
+    generated trainer: every transform, the SAM wrapper and every multiplier spelled out.
+    ``render`` spells a plan value (numbers, schedules), ``comment`` makes comment lines (spec
+    text made safe), ``need(module, name)`` records an import."""
+    from regspec.compiler.train_plan import ScheduleRef
+    from regspec.compiler.update_plan import MultiplierRef
+
+    mod = "regspec.backends.torch.train"
+    need(f"{mod}.optim", "UpdateRule")
+    lines = ["", "", "def make_update_rule(model: nn.Module, optimizer: torch.optim.Optimizer, total: int,",
+             "                     steps_per_epoch: int) -> UpdateRule:",
+             '    """How the update is formed: hooks on optimizer.step() (optim.UpdateRule). Before the base',
+             "    step: the dual ascent of each Lagrange multiplier, SAM's second pass, the gradient transforms;",
+             "    update transforms act on the base step's update. Their state (momentum buffers,",
+             '    multipliers, clock) travels inside optimizer.state_dict(), so checkpoints keep it."""']
+    bound = bind_transforms(plan, binding.module, total, steps_per_epoch)
+    lines.append("    transforms = [" + ("" if bound else "]"))
+    for tp, tr in zip(plan.transforms, bound):
+        cls = type(tr).__name__
+        need(f"{mod}.transforms", cls)
+        lines += comment(f"line {tp.line}: {tp.text}  ({tp.math})", "        ")
+        opts = ", ".join(f"{k}={render(v)}" for k, v in tp.options.items())
+        for v in tp.options.values():
+            while isinstance(v, ScheduleRef):   # the schedules an option calls (and a `then` inside)
+                need(f"{mod}.schedules", v.name)
+                v = v.kwargs.get("then")
+        when = ""
+        if tr.when is not None:
+            need(f"{mod}.proxstep", "When")
+            when = f", when={tr.when!r}"
+        lines.append(f"        {cls}(params={tr.params!r}, {opts}{when},")
+        lines.append(f"            label={tr.label!r}),")
+    if bound:
+        lines.append("    ]")
+    lines.append("    multipliers = [" + ("" if plan.multipliers else "]"))
+    for ref in plan.multipliers:
+        need(f"{mod}.lagrangian", "Multiplier")
+        need(f"{mod}.lagrangian", "ConstraintValue")
+        tbs = [tb for tb in binding.terms if isinstance(tb.term.weight, MultiplierRef) and tb.term.weight is ref]
+        if len(tbs) != 1:
+            raise error("the trainer generator spells out a Lagrangian constraint of one term; this one has "
+                        f"{len(tbs)} parts", ref.span, ["write one constraint per term"])
+        value = constraint_value(tbs[0])
+        fields = {k: getattr(value, k) for k in ("kind", "params", "acts", "hyper", "tree", "leaves", "kinds")
+                  if getattr(value, k) not in (None, [], {}, "expr")}
+        lines += comment(f"line {ref.span.line if ref.span else 0}: {ref.text}", "        ")
+        lines += comment(ref.describe(), "        ")
+        args = ", ".join(f"{k}={v!r}" for k, v in fields.items())
+        lines.append(f"        Multiplier(ConstraintValue({args}),")
+        lines.append(f"                   {ref.sense!r}, {ref.bound!r}, lr={ref.lr!r}, every={ref.every}, "
+                     f"init={ref.init!r}, label={ref.label!r}),")
+    if plan.multipliers:
+        lines.append("    ]")
+    if plan.sam is not None:
+        need(f"{mod}.sam", "Sam")
+        lines += comment(f"optimizer {plan.sam.text}: two passes per step (the loop passes a closure)", "    ")
+        lines.append(f"    sam = Sam(rho={plan.sam.rho!r}, adaptive={plan.sam.adaptive!r})")
+    else:
+        lines.append("    sam = None")
+    lines.append("    return UpdateRule(model, optimizer, transforms=transforms, sam=sam, multipliers=multipliers,")
+    lines.append("                      steps_per_epoch=steps_per_epoch)")
+    return lines

@@ -114,6 +114,10 @@ def describe(asm: Assembled) -> str:
                 out.append(f"           {k:<9} {v.text()} (schedule)")
         if t.gate is not None:
             out.append(f"           gate      {t.gate.text()}")
+    # transforms, sam, Lagrange multipliers (train/optim.py; bound here, so a bad selector is an error)
+    from .optim import describe_update
+
+    out += describe_update(plan, b.module, total=asm.epochs, steps_per_epoch=asm.steps_per_epoch)
     if buckets:
         out.append("fused calls after optimizer.step() (one apply_prox_group call each):")
         for i, bk in enumerate(buckets, 1):
