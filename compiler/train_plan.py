@@ -14,7 +14,21 @@ Lowering rule for ``regularize TERM [* WEIGHT] [via prox | via grad]`` (LANGUAGE
 * no ``via``: nonsmooth terms with a kernel become proximal steps, smooth terms join the loss.
   ``weight_decay`` is *defined* as the decoupled step (AdamW), so it defaults to the prox too.
 
-``constrain TARGET in SET`` is always a projection after the step, gated by ``every N steps``,
+Terms speak the one catalogue (compiler/catalogue): ``l1(param(...))``, ``group_l2(...)`` and the
+other atoms with a ``train`` declaration keep the training runtime's dedicated evaluation (a batch
+mean of per-sample values on activations, the matrix view of conv weights); anything else is an
+expression of catalogue atoms over selectors (``huber(param("w"), M = 0.1)``,
+``sum_squares(param("enc.weight") - param("dec.weight").T)``, ``log_sum_exp(output)``), typed by
+the problem passes (compiler/train_terms.py), split into its additive parts, each lowered by the
+same rule: ``w * f(param)`` (or ``w * sum(f(param))``, f elementwise) with f's prox kernel is a
+proximal step, the rest joins the loss through each atom's torch evaluation (a nonsmooth part is
+then a subgradient, and ``why`` says so). A selector matching several tensors applies the term to
+each and sums; several selectors are paired tensor by tensor; batch tensors (``act``, ``output``,
+``input``, ``target``) are taken per sample and averaged over the batch. A loss may be such an
+expression too (evaluated on the whole batch).
+
+``constrain TARGET in SET`` (any catalogue set with a projection kernel) is always a projection
+after the step, gated by ``every N steps``,
 ``from epoch K`` and ``until epoch K``. A ``regularize`` lowered to a prox takes the same gates
 (an expensive prox, e.g. a nuclear norm on a large conv, every N steps); ``every N`` scales the
 prox step by N (the runtime's lazy prox, see proxstep.py), so the term keeps its weight.

@@ -101,11 +101,6 @@ POSITIVE = {"log", "sqrt", "entropy", "entr", "inv_pos", "log1p", "geo_mean", "k
 SQUARE_SPD = {"log_det", "lambda_max", "lambda_min", "trace", "diag"}
 
 
-def _has_torch(name: str) -> bool:
-    atom = ATOMS[name]
-    return not atom.constant_only and type(atom).torch is not type(ATOMS["add"]).__mro__[-2].torch
-
-
 def _torch_atoms() -> list[str]:
     from regspec.compiler.catalogue.base import Atom
 

@@ -337,19 +337,24 @@ class Regularizer:
         """An expression term: summed over its instances (one per matched tensor, or per zipped
         tuple); a term over batch tensors is taken per sample and averaged over the batch."""
         kinds: list[str] = p.hyper["kinds"]
+        batched = [k != "param" for k in kinds]
         total: torch.Tensor | None = None
         for names in p.hyper["leaves"]:
-            leaves: list[torch.Tensor] = []
-            for kind, name in zip(kinds, names):
-                got = self._leaf(kind, name, output, target)
-                if got is None:
-                    return None  # a batch tensor not seen yet (values() before the first step)
-                leaves.append(got)
-            batched = [k != "param" for k in kinds]
-            value = per_sample_mean(p.hyper["expr"], leaves, batched) if any(batched) else \
-                eval_tree(p.hyper["expr"], leaves)
-            total = value if total is None else total + value
+            for leaves in self._leaf_sets(kinds, names, output, target):
+                value = per_sample_mean(p.hyper["expr"], leaves, batched) if any(batched) else \
+                    eval_tree(p.hyper["expr"], leaves)
+                total = value if total is None else total + value
         return (total, 1.0) if total is not None else None
+
+    def _leaf_sets(self, kinds: list[str], names: list[str], output: torch.Tensor | None,
+                   target: torch.Tensor | None) -> list[list[torch.Tensor]]:
+        """The tensors of one instance; a tapped module called k times in a forward gives k
+        sets (its taps ``name``, ``name#1``, ...), summed like the direct terms' taps. Empty when
+        a batch tensor is not seen yet (``values()`` before the first step)."""
+        if len(kinds) == 1 and kinds[0] == "act":
+            return [[a] for a in self._taps([names[0]])]
+        leaves = [self._leaf(kind, name, output, target) for kind, name in zip(kinds, names)]
+        return [] if any(t is None for t in leaves) else [leaves]  # type: ignore[list-item]
 
     def _leaf(self, kind: str, name: str, output: torch.Tensor | None,
               target: torch.Tensor | None) -> torch.Tensor | None:
