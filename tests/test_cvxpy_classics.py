@@ -544,3 +544,25 @@ def test_explain_names_the_path_of_each_term_and_constraint(name, capsys):
             continue
         line = next(ln for ln in lines if ln.startswith(f"  subject to {ir.text(c)}: "))
         assert any(p in line for p in PATHS), line
+
+
+def test_schur_complement_with_nested_stacks_and_names_differing_in_case():
+    """[[X, x], [x', 1]] PSD (CVXPY's bmat, here nested stacks) with variables `X` and `x`: the
+    minimum of trace(X) + c'x is min ||x||^2 + c'x = -||c||^2 / 4. Regression: torch.fx snake-cases
+    placeholder names, so `X` and `x` once read each other's values on the torch backend."""
+    text = ("problem schur {\n  data c = randn(2, seed = 1)\n  data one = ones(1, 1)\n  var X[2, 2]\n  var x[2]\n\n"
+            "  minimize trace(X) + c @ x\n"
+            "  subject to vstack([hstack([X, reshape(x, [2, 1])]), hstack([reshape(x, [1, 2]), one])]) in psd\n}\n")
+    (c,) = normal(1, (2,))
+    exact = -c @ c / 4
+    spec = regspec.load(text)
+    for backend in ("cvxpy", "torch"):
+        result = regspec.solve(spec, backend=backend)
+        assert result.status == "optimal"
+        assert objective_gap(result.objective, exact) <= (CVXPY_RTOL if backend == "cvxpy" else TORCH_RTOL)
+        assert np.abs(result.variables["x"] + c / 2).max() <= 1e-3
+    smooth = regspec.load("problem p {\n  var X[2, 2]\n  var x[2]\n  minimize sum_squares(X - 1) + "
+                          "sum_squares(reshape(x, [2, 1]) - 2)\n}\n")
+    result = regspec.solve(smooth, backend="torch")
+    assert result.status == "optimal" and result.objective == pytest.approx(0.0, abs=1e-10)
+    assert np.allclose(result.variables["X"], 1) and np.allclose(result.variables["x"], 2)

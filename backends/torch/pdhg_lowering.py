@@ -17,7 +17,7 @@ block per operator term (``OperatorTerm`` of the split):
 - ``A(x) in SET``: ``f`` = indicator of the set, whose prox is the set's projection kernel.
 
 Affine extraction. The affine expression A(x) is emitted into its own fx GraphModule whose
-inputs are the variables it reads (placeholders ``var_NAME``; data, constants and parameters are
+inputs are the variables it reads (placeholders ``var{i}_NAME``; data, constants and parameters are
 buffers of the program module). Its value at zero is the offset; ``A(x) - A(0)`` is the linear
 part, and its adjoint is the vector-Jacobian product of that linear map, computed by
 ``torch.func.vjp`` once at ``x = 0`` (the map is linear, so its vjp does not depend on the
@@ -257,7 +257,8 @@ def _emitter_class():
 
         def __init__(self, root, ir, dtype, device, var_names: list[str]):
             super().__init__(root, ir, dtype, device)
-            self.inputs = {name: self.graph.placeholder(f"var_{name}") for name in var_names}
+            # indexed names: fx snake-cases placeholders, so var_X and var_x would collide
+            self.inputs = {name: self.graph.placeholder(f"var{i}_{name}") for i, name in enumerate(var_names)}
 
         def emit(self, node: int) -> Any:
             d = self.ir[node]

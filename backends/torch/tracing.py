@@ -205,7 +205,9 @@ def eager_graph(module: fx.GraphModule, var_names: list[str]) -> fx.GraphModule:
     if cached is not None:
         return cached
     graph = fx.Graph()
-    inputs = {name: graph.placeholder(name) for name in var_names}
+    # fx renames placeholders to snake case, so `X` and `x` would collide (and read each other):
+    # an index keeps the names distinct
+    inputs = {name: graph.placeholder(f"v{i}_{name}") for i, name in enumerate(var_names)}
     env: dict[fx.Node, fx.Node] = {}
     for node in module.graph.nodes:
         if node.op == "get_attr" and node.target in inputs:

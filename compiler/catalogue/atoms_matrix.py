@@ -409,6 +409,7 @@ class HStack(Atom):
 class VStack(HStack):
     name = "vstack"
     doc = "vertical concatenation with NumPy's rules (vectors become rows; matrices stack)"
+    cvxpy_notes = {"bmat": "CVXPY's bmat([[A, B], [C, D]]) is vstack([hstack([A, B]), hstack([C, D])]) here"}
     _numpy_fn = "vstack"
 
     def cvxpy(self, args, kw):
