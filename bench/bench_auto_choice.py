@@ -184,7 +184,8 @@ def main() -> None:
         print(f"  {name if bundled else name + ' (generated)':<34} auto -> {chosen:<6} faster {best_b or '-':<6} {ratio:5.2f}x   "
               f"cvxpy {med['cvxpy']:6.2f} s  torch {med['torch']:6.2f} s  auto {med['auto']:6.2f} s")
     worst = max((r for _, _, _, r, _, bundled in summary if bundled and math.isfinite(r)), default=math.nan)
-    print(f"worst ratio over the bundled specs {worst:.2f}x: target {'met' if worst <= TARGET else 'NOT met'}")
+    if math.isfinite(worst):
+        print(f"worst ratio over the bundled specs {worst:.2f}x: target {'met' if worst <= TARGET else 'NOT met'}")
 
 
 if __name__ == "__main__":
