@@ -51,7 +51,8 @@ def test_trainer_reads_like_pytorch(trainers, name):
     # the loop, the loss and the optimizer step are in the file, not behind a runtime object
     assert {"main", "task_loss", "loss_terms", "make_model", "make_optimizer", "term_weights"} <= set(fns)
     loop = ast.unparse(fns["main"])
-    assert "loss.backward()" in loop and "optimizer.step()" in loop and "task_loss(output, y)" in loop
+    # (a SAM step passes the closure of its second pass: optimizer.step(closure))
+    assert "loss.backward()" in loop and "optimizer.step(" in loop and "task_loss(output, y)" in loop
     assert "Regularizer" not in src and "Penalty(" not in src and "ProxGroup(" not in src
     # the built-in model's architecture is a class in the file
     classes = {n.name for n in ast.walk(tree) if isinstance(n, ast.ClassDef)}
@@ -155,7 +156,13 @@ def _reference(spec: Path, epochs: int) -> tuple[dict[str, torch.Tensor], dict[s
             loss = reg.loss(net(x), y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
-            opt.step()                    # the hooks apply the prox steps and projections
+
+            def closure(x=x, y=y):        # SAM's second pass (optimizer sam(...)), at the perturbed weights
+                again = reg.loss(net(x), y)
+                again.backward()
+                return again
+
+            opt.step(closure if plan.sam is not None else None)  # the hooks apply the prox steps
     # the run's metrics are the last epoch's, measured before the final projections
     val = rt.evaluate(net, data.val, build_loss(resolve_loss(plan, data)), torch.device("cpu"), torch.float64,
                       data.task)

@@ -752,7 +752,7 @@ class _Gen:
             from regspec.backends.torch.train.optim import update_rule_source
 
             self.lines += update_rule_source(self.plan, self.asm.binding, render=render_scalar, comment=_comment,
-                                             need=self.need, total=self.asm.epochs,
+                                             need=self.need, call=_call, string=_str_lit, total=self.asm.epochs,
                                              steps_per_epoch=self.asm.steps_per_epoch)
 
     # ---- penalties
@@ -1163,9 +1163,6 @@ class _Gen:
         w("            book.end_step(loss, task, g, weighted, applied, output, y)  # finite check, clock")
         w("            meter.add(loss, len(x))")
         w("        val = rt.evaluate(model, data.val, task_loss, dist.device, dtype, TASK)")
-        w("        # one line of OUT/metrics.jsonl, then OUT/checkpoint.pt (atomic: written beside, then")
-        w("        # renamed): the model's and optimizer's state_dicts, book.state_dict() (clock, anchors,")
-        w("        # the Jacobian generator), the RNG states and the metrics so far")
         w("        # one line of OUT/metrics.jsonl, then OUT/checkpoint.pt (atomic: written beside, then")
         w("        # renamed): the model's and optimizer's state_dicts, book.state_dict() (clock, anchors,")
         w("        # the Jacobian generator), the RNG states and the metrics so far")

@@ -341,12 +341,13 @@ def describe_update(plan: Any, module: torch.nn.Module, *, total: float | None =
 
 
 # ------------------------------------------------------------------ the generated trainer's update rule
-def update_rule_source(plan: Any, binding: Any, *, render: Any, comment: Any, need: Any,
+def update_rule_source(plan: Any, binding: Any, *, render: Any, comment: Any, need: Any, call: Any, string: Any,
                        total: float | None, steps_per_epoch: int | None) -> list[str]:
     """Source lines of ``make_update_rule(model, optimizer, total, steps_per_epoch)`` for a
     generated trainer: every transform, the SAM wrapper and every multiplier spelled out.
-    ``render`` spells a plan value (numbers, schedules), ``comment`` makes comment lines (spec
-    text made safe), ``need(module, name)`` records an import."""
+    The generator's helpers: ``render`` spells a plan value (numbers, schedules), ``comment``
+    makes comment lines and ``string`` string literals (spec text made safe), ``call(head,
+    args, indent, tail)`` a call wrapped to the line width, ``need(module, name)`` an import."""
     from regspec.compiler.train_plan import ScheduleRef
     from regspec.compiler.update_plan import MultiplierRef
 
@@ -364,20 +365,19 @@ def update_rule_source(plan: Any, binding: Any, *, render: Any, comment: Any, ne
         cls = type(tr).__name__
         need(f"{mod}.transforms", cls)
         lines += comment(f"line {tp.line}: {tp.text}  ({tp.math})", "        ")
-        opts = ", ".join(f"{k}={render(v)}" for k, v in tp.options.items())
+        args = [f"params={tr.params!r}"] + [f"{k}={render(v)}" for k, v in tp.options.items()]
         for v in tp.options.values():
             while isinstance(v, ScheduleRef):   # the schedules an option calls (and a `then` inside)
                 need(f"{mod}.schedules", v.name)
                 v = v.kwargs.get("then")
-        when = ""
         if tr.when is not None:
             need(f"{mod}.proxstep", "When")
-            when = f", when={tr.when!r}"
-        lines.append(f"        {cls}(params={tr.params!r}, {opts}{when},")
-        lines.append(f"            label={tr.label!r}),")
+            args.append(f"when={tr.when!r}")
+        args.append(f"label=LABEL_{tp.line}")
+        lines += call(cls, args, "        ", tail=",")
     if bound:
         lines.append("    ]")
-    lines.append("    multipliers = [" + ("" if plan.multipliers else "]"))
+    lines.append("    multipliers: list[Multiplier] = []" if plan.multipliers else "    multipliers = []")
     for ref in plan.multipliers:
         need(f"{mod}.lagrangian", "Multiplier")
         need(f"{mod}.lagrangian", "ConstraintValue")
@@ -388,14 +388,13 @@ def update_rule_source(plan: Any, binding: Any, *, render: Any, comment: Any, ne
         value = constraint_value(tbs[0])
         fields = {k: getattr(value, k) for k in ("kind", "params", "acts", "hyper", "tree", "leaves", "kinds")
                   if getattr(value, k) not in (None, [], {}, "expr")}
-        lines += comment(f"line {ref.span.line if ref.span else 0}: {ref.text}", "        ")
-        lines += comment(ref.describe(), "        ")
-        args = ", ".join(f"{k}={v!r}" for k, v in fields.items())
-        lines.append(f"        Multiplier(ConstraintValue({args}),")
-        lines.append(f"                   {ref.sense!r}, {ref.bound!r}, lr={ref.lr!r}, every={ref.every}, "
-                     f"init={ref.init!r}, label={ref.label!r}),")
-    if plan.multipliers:
-        lines.append("    ]")
+        line = ref.span.line if ref.span else 0
+        lines += comment(f"line {line}: {ref.text}", "    ")
+        lines += comment(ref.describe(), "    ")
+        lines += call("value = ConstraintValue", [f"{k}={v!r}" for k, v in fields.items()], "    ")
+        lines += call("multipliers.append(Multiplier", ["value", repr(ref.sense), repr(ref.bound), f"lr={ref.lr!r}",
+                                                        f"every={ref.every}", f"init={ref.init!r}",
+                                                        f"label=LABEL_{line}"], "    ", tail=")")
     if plan.sam is not None:
         need(f"{mod}.sam", "Sam")
         lines += comment(f"optimizer {plan.sam.text}: two passes per step (the loop passes a closure)", "    ")
@@ -404,4 +403,9 @@ def update_rule_source(plan: Any, binding: Any, *, render: Any, comment: Any, ne
         lines.append("    sam = None")
     lines.append("    return UpdateRule(model, optimizer, transforms=transforms, sam=sam, multipliers=multipliers,")
     lines.append("                      steps_per_epoch=steps_per_epoch)")
-    return lines
+    labels = [(tp.line, tr.label) for tp, tr in zip(plan.transforms, bound)]
+    labels += [(ref.span.line if ref.span else 0, ref.label) for ref in plan.multipliers]
+    head = [""]
+    for line, label in labels:   # the labels (spec text) as escaped literals, before the function
+        head.append(f"LABEL_{line} = {string(label, '    ')}")
+    return head + lines
