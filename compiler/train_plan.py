@@ -1538,6 +1538,11 @@ def check_train(spec: ast.Spec, name: str) -> str:
     parts = [f"{len(plan.terms)} term(s): {n_loss} in the loss, {n_prox} prox, {n_proj} projection(s)"]
     if plan.rewrites:
         parts.append(f"{len(plan.rewrites)} rewrite(s)")
+    if plan.transforms or plan.sam is not None or plan.multipliers:   # how the update is formed
+        parts.append(", ".join(p for p in [f"{len(plan.transforms)} transform(s)" if plan.transforms else "",
+                                           "sam" if plan.sam is not None else "",
+                                           f"{len(plan.multipliers)} Lagrange multiplier(s)"
+                                           if plan.multipliers else ""] if p))
     if plan.init is not None or plan.reparams:   # what trains (compiler/reparam_plan.py)
         parts.append(", ".join(([f"init {plan.init.path}"] if plan.init is not None else [])
                                + [r.form_text() for r in plan.reparams]))

@@ -179,6 +179,9 @@ def plan_json(spec_path: str, train: str | None) -> dict[str, Any]:
                         "replaced": rb.count, "modules": list(rb.modules)} for rb in b.rewrites]
     if getattr(b, "weights", None) is not None:   # init, reparametrize, freeze: what trains
         doc["weights"] = b.weights.to_json(b.model)
+    from regspec.backends.torch.train.optim import update_json   # transforms, sam, multipliers
+
+    doc["update"] = update_json(asm.plan, b.module)
     frozen = {n for n, p in b.model.named_parameters() if not p.requires_grad}
     for entry, tb in zip(doc["terms"], b.terms):
         entry["matches"] = [{"name": n, "shape": list(tb.shapes.get(n, ())) or None,

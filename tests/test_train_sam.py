@@ -80,3 +80,31 @@ def test_sam_without_a_closure_is_a_clear_error():
     _loss(net, x, y).backward()
     with pytest.raises(RegspecError, match="closure"):
         opt.step()
+
+
+def test_adaptive_sam_step_equals_the_hand_written_asam_step():
+    # ASAM (Kwon et al. 2021): e = rho * T^2 g / ||T g||, T = |w| + eta
+    net, x, y = _net(), *_data()
+    ref = copy.deepcopy(net)
+    opt = torch.optim.SGD(net.parameters(), lr=0.1)
+    UpdateRule(net, opt, sam=Sam(rho=0.5, adaptive=True, eta=0.01))
+
+    def closure():
+        loss = _loss(net, x, y)
+        loss.backward()
+        return loss
+
+    opt.zero_grad()
+    _loss(net, x, y).backward()
+    opt.step(closure)
+    params = list(ref.parameters())
+    grads = torch.autograd.grad(_loss(ref, x, y), params)
+    scales = [p.detach().abs() + 0.01 for p in params]
+    norm = torch.sqrt(sum(((s * g) ** 2).sum() for s, g in zip(scales, grads)))
+    w0 = [p.detach().clone() for p in params]
+    with torch.no_grad():
+        for p, s, g in zip(params, scales, grads):
+            p.add_(0.5 * s * s * g / norm)
+    grads2 = torch.autograd.grad(_loss(ref, x, y), params)
+    for (n, a), w, g in zip(net.named_parameters(), w0, grads2):
+        torch.testing.assert_close(a.detach(), w - 0.1 * g, rtol=1e-14, atol=1e-15, msg=n)

@@ -141,3 +141,27 @@ def test_matrix_transform_on_a_bias_names_what_matched(tmp_path):
         plan_text(regspec.load(text))
     d = info.value.first
     assert "acts on matrices" in d.message and "layers.0.bias [16]" in d.message and d.span.line == 4
+
+
+def test_plan_lists_transforms_sam_and_multipliers():
+    text = plan_text(regspec.load(RESUMABLE))
+    assert "sam        sam(base = sgd(lr = 0.05, momentum = 0.9), rho = 0.05): two passes per step" in text
+    assert "transform orthogonalize(param(\"layers.0.weight\"), momentum = 0.9)" in text
+    assert "matches   layers.0.weight [32, 64]" in text
+    assert "on the base optimizer's update" in text                     # spectral_clip
+    assert "multiplier 0: constrain l1(act(\"acts.0\")) <= 5.0 via lagrangian(lr = 0.001)" in text
+    assert "lam <- max(0, lam + lr (g - c)), lr 0.001, c = 5" in text
+
+
+def test_plan_json_has_the_update_rule():
+    from regspec.json_out import jsonable, plan_json
+
+    doc = plan_json(regspec.load(RESUMABLE), None)
+    u = doc["update"]
+    assert [t["name"] for t in u["transforms"]] == ["orthogonalize", "spectral_clip", "clip_grad_norm"]
+    assert u["transforms"][1]["matches"] == ["head.weight"] and u["transforms"][1]["position"] == "update"
+    assert u["sam"]["rho"] == 0.05
+    assert u["multipliers"][0]["sense"] == "<=" and u["multipliers"][0]["bound"] == 5.0
+    text = json.dumps(jsonable(doc), allow_nan=False)                  # what `regspec plan --json` prints
+    term = json.loads(text)["terms"][0]
+    assert term["statement"] == "constrain" and "multiplier" in json.dumps(term["weight"])

@@ -409,3 +409,23 @@ def update_rule_source(plan: Any, binding: Any, *, render: Any, comment: Any, ne
     for line, label in labels:   # the labels (spec text) as escaped literals, before the function
         head.append(f"LABEL_{line} = {string(label, '    ')}")
     return head + lines
+
+
+def update_json(plan: Any, module: torch.nn.Module) -> dict[str, Any]:
+    """``regspec plan --json``: the transforms (what they match), sam and the multipliers."""
+    from .selectors import select_params
+
+    def value(v: Any) -> Any:
+        return v.text() if hasattr(v, "text") and callable(v.text) else v
+
+    transforms = []
+    for tp in plan.transforms:
+        hits = select_params(module, tp.target.pattern, tp.target.type, span=tp.target.span)
+        transforms.append({"line": tp.line, "text": tp.text, "name": tp.name, "position": tp.position,
+                           "math": tp.math, "options": {k: value(v) for k, v in tp.options.items()},
+                           "matches": [n for n, p in hits if p.requires_grad],
+                           "gate": tp.gate.text() if tp.gate is not None else None})
+    sam = None if plan.sam is None else {"text": plan.sam.text, "rho": plan.sam.rho, "adaptive": plan.sam.adaptive}
+    multipliers = [{"index": r.index, "text": r.text, "sense": r.sense, "bound": r.bound, "lr": r.lr,
+                    "every": r.every, "init": r.init, "rule": r.describe()} for r in plan.multipliers]
+    return {"transforms": transforms, "sam": sam, "multipliers": multipliers}
