@@ -159,3 +159,21 @@ def test_multipliers_and_transforms_resume_bitwise():
     for (n, a), (_, b) in zip(model.named_parameters(), model2.named_parameters()):
         assert torch.equal(a, b), n
     assert reg.update_rule.multipliers[0].value == reg2.update_rule.multipliers[0].value
+
+
+def test_lower_bound_constraint_pushes_the_norm_up():
+    # ||w||^2 >= c above the unconstrained optimum's: the term is lam * (c - ||w||^2), lam >= 0
+    x, y = _lasso_data()
+    d = x.shape[1]
+    xt, yt = torch.tensor(x), torch.tensor(y).reshape(-1, 1)
+    c = 1.1 * float((torch.linalg.lstsq(xt, yt).solution ** 2).sum())
+    text = f'''train lower {{
+  loss mse
+  optimizer sgd(lr = 0.05)
+  constrain sum_squares(param("weight")) >= {c!r} via lagrangian(lr = 0.02)
+}}'''
+    model, opt, reg = _attach(text, d)
+    _steps(reg, opt, xt, yt, 750)
+    m = reg.update_rule.multipliers[0]
+    assert m.value > 0 and m(0.0) == -m.value                # the term's weight is -lam
+    assert float((model.weight.detach() ** 2).sum()) == pytest.approx(c, rel=1e-6)

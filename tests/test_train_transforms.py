@@ -164,3 +164,23 @@ def test_update_transform_refuses_a_user_optimizer():
 
     with pytest.raises(RegspecError, match="built-in optimizer"):
         UpdateRule(model, MyOpt(model.parameters(), lr=0.1), transforms=[SpectralClip(["weight"], c=1.0)])
+
+
+def test_applied_orthogonalized_update_has_singular_values_in_the_band():
+    # SGD without momentum applies -lr * s * NS_5(X): (w_old - w_new) / lr has the singular values
+    # of NS_5, inside the scalar map's image of [s_min, 1] (s = sigma / ||X||_F of the momentum X)
+    model, x, y = _problem(12, 20, seed=5, dtype=torch.float64)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    UpdateRule(model, opt, transforms=[Orthogonalize(["weight"], momentum=0.0, nesterov=False)])
+    w0 = model.weight.detach().clone()
+    opt.zero_grad()
+    _loss(model, x, y).backward()
+    g = model.weight.grad.detach().clone()
+    opt.step()
+    sv = torch.linalg.svdvals((w0 - model.weight.detach()) / 0.01)
+    s_in = torch.linalg.svdvals(g) / torch.linalg.norm(g)
+    grid = torch.linspace(float(s_in.min()), 1.0, 200001, dtype=torch.float64)
+    image = ns_scalar_map(grid, MUON_COEFFICIENTS, 5)
+    slack = 1e-9 * 5   # float64: the division by lr and the subtraction, far below the band's width
+    assert float(sv.min()) >= float(image.min()) - slack and float(sv.max()) <= float(image.max()) + slack
+    torch.testing.assert_close(torch.sort(sv).values, torch.sort(ns_scalar_map(s_in)).values, rtol=1e-8, atol=1e-10)

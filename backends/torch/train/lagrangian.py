@@ -117,7 +117,7 @@ class Multiplier:
         """Dual ascent before optimizer step ``step`` (1-based), every ``every`` steps."""
         if step % self.every:
             return
-        g = self.value_of(module)
+        g = _mean_over_ranks(self.value_of(module), module)
         self.last = g
         new = self.value + self.lr * self.violation(g)
         self.value = new if self.sense == "==" else max(0.0, new)
@@ -127,3 +127,16 @@ class Multiplier:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.value = float(state["value"])
+
+
+def _mean_over_ranks(g: float, module: torch.nn.Module) -> float:
+    """Under torchrun every rank sees its own rows: the multiplier follows the mean of the ranks'
+    values, so all ranks keep the same multiplier (and the same weights)."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() <= 1:
+        return g
+    device = next(module.parameters()).device
+    t = torch.tensor([g], dtype=torch.float64, device=device)
+    dist.all_reduce(t)
+    return float(t.item()) / dist.get_world_size()
