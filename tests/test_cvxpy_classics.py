@@ -395,8 +395,10 @@ TORCH_TODAY: dict[str, Refused | StopsAtLimit] = {
     # domain (or a smooth step that respects it) in PDHG.
     "resource_allocation": StopsAtLimit(3000, "inv_pos on its domain (x > 0) with a coupling constraint"),
     # Smooth terms whose domain excludes the zero start point: refused before any iteration.
-    "kl_projection": Refused("9:12", "not finite at the start point", "kl_div prox / start inside the domain"),
-    "quad_over_lin_fit": Refused("8:12", "not finite at the start point", "quad_over_lin with a start s > 0"),
+    "kl_projection": Refused("9:12", "the smooth term `kl_div(x, q)` is not finite at the start point (its gradient",
+                             "kl_div prox / start inside the domain"),
+    "quad_over_lin_fit": Refused("8:12", "the smooth term `quad_over_lin(A @ x - b, s)` is not finite at the start "
+                                 "point (its value", "quad_over_lin with a start s > 0"),
 }
 
 # Cases also run with a tight torch tolerance (tol = 1e-9), covering the solver paths: FISTA
@@ -566,3 +568,15 @@ def test_schur_complement_with_nested_stacks_and_names_differing_in_case():
     result = regspec.solve(smooth, backend="torch")
     assert result.status == "optimal" and result.objective == pytest.approx(0.0, abs=1e-10)
     assert np.allclose(result.variables["X"], 1) and np.allclose(result.variables["x"], 2)
+
+
+def test_start_point_refusal_names_the_term():
+    """A smooth term whose domain excludes the start point is named and located (not the whole
+    objective), with what is not finite there."""
+    spec = regspec.load("problem p {\n  var x[3]\n  var s\n  minimize sum_squares(x - 1) + quad_over_lin(x, s) + s\n}\n")
+    with pytest.raises(RegspecError) as info:
+        regspec.solve(spec, backend="torch")
+    message = str(info.value)
+    assert ":4:33:" in message, message
+    assert "the smooth term `quad_over_lin(x, s)` is not finite at the start point (its value; start x = 0, s = 0)" \
+        in message

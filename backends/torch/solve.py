@@ -127,16 +127,59 @@ def stack_norm(ops: list, x0: list[torch.Tensor], *, bound: float, exact: bool =
     return min(bound, 1.01 * math.sqrt(max(lam, 0.0))), "Lanczos"
 
 
-def _not_finite(program: TorchProgram, e: Exception) -> RegspecError:
+def _not_finite_term(program: TorchProgram, x0: list[torch.Tensor]) -> tuple[int, str] | None:
+    """The first smooth term whose value or gradient is not finite at the start point, and which
+    (value or gradient); None when each term alone is finite there."""
+    import torch.fx as fx
+
+    from regspec.backends.torch.pdhg_lowering import _emitter_class, _vars_of
+
+    ir, emitter = program.ir, _emitter_class()
+    for term in program.split.smooth:
+        names = _vars_of(ir, [term.core], program.var_names)
+        em = emitter(program.module, ir, program.dtype, program.device, names)
+        em.graph.output(em.emit(term.core))
+        fn = fx.GraphModule(program.module, em.graph, class_name="Term")
+        xs = [x0[program.var_names.index(n)].detach().clone().requires_grad_(True) for n in names]
+        with torch.enable_grad():
+            value = fn(*xs)
+            if not bool(torch.isfinite(value).all()):
+                return term.core, "its value"
+            grads = torch.autograd.grad(value.sum(), xs, allow_unused=True) if value.requires_grad else ()
+        if any(g is not None and not bool(torch.isfinite(g).all()) for g in grads):
+            return term.core, "its gradient"
+    return None
+
+
+def _not_finite(program: TorchProgram, e: Exception, x0: list[torch.Tensor] | None = None) -> RegspecError:
     from regspec.hints import refusal_hint
 
     ir = program.ir
     obj = ir.objective()
     why = "the smooth part of the objective is not finite at the start point"
-    return RegspecError([Diagnostic(
-        f"the torch backend cannot start: {why} ({e}); a term's domain excludes it", ir[ir[obj]["args"][0]]["span"],
-        notes=["give the variable a domain that keeps the term finite (e.g. `in simplex`)",
-               refusal_hint(ir, "torch", why)])])
+    try:
+        culprit = _not_finite_term(program, x0) if x0 is not None else None
+    except Exception:  # the search only sharpens the message; the refusal stands without it
+        culprit = None
+    if culprit is None:
+        message, span = f"the torch backend cannot start: {why} ({e}); a term's domain excludes it", \
+            ir[ir[obj]["args"][0]]["span"]
+    else:
+        node, what = culprit
+        start = ", ".join(f"{n} = {_start_text(x)}" for n, x in zip(program.var_names, x0))
+        message = (f"the torch backend cannot start: the smooth term `{ir.text(node)}` is not finite at the start "
+                   f"point ({what}; start {start}): its domain excludes it")
+        span = ir[node]["span"]
+    return RegspecError([Diagnostic(message, span,
+                                    notes=["give the variable a domain that keeps the term finite (e.g. `in simplex`)",
+                                           refusal_hint(ir, "torch", why)])])
+
+
+def _start_text(x: torch.Tensor) -> str:
+    """A start value in words: `0` when all zero, else its range."""
+    if x.numel() and bool((x == 0).all()):
+        return "0"
+    return f"values in [{float(x.min()):.3g}, {float(x.max()):.3g}]" if x.numel() else "empty"
 
 
 def solve(program: TorchProgram, *, params: dict[str, np.ndarray] | None = None, tol: float | None = None,
@@ -180,7 +223,7 @@ def solve(program: TorchProgram, *, params: dict[str, np.ndarray] | None = None,
                 fused = smooth_evaluator(program.smooth, names, x0)  # eager first; traced when it pays
                 res = fista(fused.value, prox, x0, tol=tol, max_iter=max_iter, objective=objective, grad=fused.grad)
         except FloatingPointError as e:
-            raise _not_finite(program, e) from None
+            raise _not_finite(program, e, x0) from None
     if program.device.type == "cuda":
         torch.cuda.synchronize()
     seconds = time.perf_counter() - t0
@@ -317,7 +360,7 @@ def solve_pdhg(program: TorchProgram, *, params: dict[str, np.ndarray] | None = 
                 res = pdhg(prox_g, ops, conjs, x0, smooth=smooth_fn, smooth_grad=smooth_grad, lipschitz=lipschitz,
                            norm_K=norm_K, tol=tol, max_iter=max_iter, check_every=check_every)
     except FloatingPointError as e:
-        raise _not_finite(program, e) from None
+        raise _not_finite(program, e, x0) from None
     if program.device.type == "cuda":
         torch.cuda.synchronize()
     seconds = time.perf_counter() - t0
