@@ -247,3 +247,18 @@ def test_expressions_train_like_the_runtime(expression_spec, tmp_path):
         assert torch.allclose(trained[k], v, rtol=0, atol=1e-9 * float(v.abs().max())), k
     summary = json.loads((out / "summary.json").read_text())
     assert summary["metrics"]["val_loss"] == pytest.approx(val["val_loss"], rel=1e-9)
+
+
+def test_a_user_model_is_named_by_its_import_path(tmp_path):
+    """The user's model is their code: the trainer names its import path (and where it lives,
+    relative), it does not copy the class."""
+    text = EXPRESSIONS.replace('mlp(in = 64, hidden = [16, 16], out = 10, act = "relu")',
+                               '"train_plan_fixtures:GPTLikeMLP"()')
+    text = "\n".join(ln for ln in text.splitlines() if "act(" not in ln and "layers.1" not in ln)
+    spec = tmp_path / "user.reg"
+    spec.write_text(text)
+    src = compile_trainer(str(spec), out=tmp_path / "t.py")
+    assert "build_model('train_plan_fixtures:GPTLikeMLP')" in src and "class Net" not in src
+    assert 'User code it runs: model \\"train_plan_fixtures:GPTLikeMLP\\" runs' in src
+    assert str(ROOT) not in src and [ln for ln in src.splitlines() if len(ln) >= 100] == []
+    ast.parse(src)
