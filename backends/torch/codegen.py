@@ -411,9 +411,10 @@ class _Gen:
         body = pyast.unparse(self._expr_ast(hyper["expr"], leaves))
         name = f"{item.key}_term"
         sig = ", ".join(f"{v}: torch.Tensor" for v in leaves)
-        lines = [f"def {name}({sig}) -> torch.Tensor:",
-                 *_doc_lines(f'"""{_doc(item.label)}: its value on one instance of the selectors', "    "),
-                 '    (the catalogue atoms\' torch expressions, composed)."""']
+        lines = [*_comment(item.label, ""),
+                 f"def {name}({sig}) -> torch.Tensor:",
+                 '    """Its value on one instance of the selectors (the catalogue atoms\' torch',
+                 '    expressions, composed)."""']
         lines += _code(f"return ({body})", "    ") if len(body) > WIDTH - 12 else [f"    return {body}"]
         self.functions.setdefault(name, lines)
         item.fn = name
