@@ -66,6 +66,10 @@ def attach(spec: Any, model: Any, optimizer: Any = None, *, train: str | None = 
     ``.start_epoch(e)`` is optional then (it realigns the clock when an epoch is cut short).
     The block may omit ``model`` and ``data``; its ``model``, ``data`` and ``optimizer``
     statements are not used, except that ``optimizer(prox_metric = ...)`` is honoured.
+    ``transform`` statements, ``optimizer sam(...)`` and ``constrain ... via lagrangian`` run from
+    hooks on ``optimizer.step()`` too (``.update_rule``; multipliers and Newton-Schulz momentum are
+    saved in ``optimizer.state_dict()``); with ``sam`` call ``optimizer.step(closure)``, the
+    closure recomputing the loss and calling ``backward()`` (SAM's second pass).
     Its ``init``, ``reparametrize`` and ``freeze`` statements change ``model`` in place
     (torch.nn.utils.parametrize; see backends/torch/train/reparam.py): the new trainable tensors
     (low-rank factors, a subspace's z...) join ``optimizer`` as a parameter group, and

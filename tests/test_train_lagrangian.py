@@ -177,3 +177,28 @@ def test_lower_bound_constraint_pushes_the_norm_up():
     m = reg.update_rule.multipliers[0]
     assert m.value > 0 and m(0.0) == -m.value                # the term's weight is -lam
     assert float((model.weight.detach() ** 2).sum()) == pytest.approx(c, rel=1e-6)
+
+
+def test_constraint_on_an_expression_of_atoms_reads_the_expression():
+    # mean(abs(act(...))) goes through the expression terms (catalogue atoms' torch evaluations);
+    # the multiplier reads the same value: per-sample means averaged over the batch = the mean
+    torch.manual_seed(0)
+    text = '''train e {
+  loss cross_entropy
+  optimizer sgd(lr = 0.1)
+  constrain mean(abs(act("0"))) <= 0.12 via lagrangian(lr = 0.05)
+}'''
+    model = torch.nn.Sequential(torch.nn.Linear(10, 16), torch.nn.Linear(16, 3)).double()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    reg = regspec.attach(regspec.load(text), model, opt, steps_per_epoch=1)
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(128, 10, generator=g, dtype=torch.float64)
+    y = (x @ torch.randn(10, 3, generator=g, dtype=torch.float64)).argmax(dim=1)
+    m = reg.update_rule.multipliers[0]
+    reg.module(x)
+    with torch.no_grad():
+        assert m.value_of(reg.module) == pytest.approx(float(model[0](x).abs().mean()), rel=1e-12)
+    _steps(reg, opt, x, y, 300)
+    with torch.no_grad():
+        after = float(model[0](x).abs().mean())
+    assert m.value > 0 and after == pytest.approx(0.12, abs=0.01)

@@ -35,6 +35,8 @@ from typing import Any, Sequence
 
 import torch
 
+from regspec.compiler.train_plan import same_names
+from regspec.compiler.update_plan import TRANSFORM_FORMS
 from regspec.diagnostics import did_you_mean, error
 
 __all__ = ["MUON_COEFFICIENTS", "newton_schulz", "ns_scalar_map", "spectral_clip", "shape_scale",
@@ -193,6 +195,7 @@ class SpectralClip(Transform):
 TRANSFORMS: dict[str, type[Transform]] = {
     "clip_grad_norm": ClipGradNorm, "orthogonalize": Orthogonalize, "spectral_clip": SpectralClip,
 }
+same_names(TRANSFORMS, TRANSFORM_FORMS, "update transforms")
 
 
 def build_transform(name: str, params: list[str], *, label: str = "", when: Any = None, **options: Any) -> Transform:
