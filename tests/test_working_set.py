@@ -194,6 +194,29 @@ def test_weighted_lasso_matches_cvxpy(tmp_path):
     agree(w, u.value, f(w), f(u.value))
 
 
+def test_weighted_group_lasso_matches_cvxpy(tmp_path):
+    import cvxpy as cp
+
+    n, p, size = 50, 120, 4
+    X, y = regression(n, p, "toeplitz", seed=23)
+    labels = np.repeat(np.arange(p // size), size)
+    weights = np.random.default_rng(3).uniform(0.5, 3.0, p // size)
+    lam = 0.1 * np.max(np.linalg.norm((X.T @ y).reshape(-1, size), axis=1) / weights) / n
+    r = solve_ws(program(tmp_path, "sum_squares(X @ b - y) / (2 * rows(X)) + lam * group_norm(b, groups = g, w = v)",
+                         lam, X=X, y=y, g=labels, v=weights))
+    w = r.variables["b"]
+    v = cp.Variable(p)
+    penalty = sum(weights[i // size] * cp.norm(v[i:i + size]) for i in range(0, p, size))
+    problem = cp.Problem(cp.Minimize(cp.sum_squares(X @ v - y) / (2 * n) + lam * penalty))
+    problem.solve(solver="CLARABEL", tol_gap_abs=1e-9, tol_gap_rel=1e-9, tol_feas=1e-9)
+    assert problem.status == "optimal"
+
+    def f(u):
+        return float(np.sum((X @ u - y) ** 2) / (2 * n) + lam * weights @ np.linalg.norm(u.reshape(-1, size), axis=1))
+
+    agree(w, v.value, f(w), f(v.value))
+
+
 def test_working_set_grows_several_times(tmp_path):
     n, p = 100, 400
     X, y = regression(n, p, "toeplitz", seed=13)

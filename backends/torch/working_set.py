@@ -39,9 +39,17 @@ from regspec.backends.torch.solvers import OPTIMAL, SOLVER_ERROR, USER_LIMIT, So
 
 # Groups the first working set holds (and the fewest that each growth adds while violators remain).
 FIRST_SIZE = 10
-# Fewer groups than this: plain FISTA (the outer checks and the copies of A_W cost more than the
-# columns they skip); measured with bench/bench_working_set.py (bench/RESULTS.md).
+# By default working sets run when A has at least MIN_ENTRIES entries and there are MIN_GROUPS
+# groups: below, the outer checks and copies of A_W cost about what the skipped columns save
+# (measured on the shared 2-core machine: plain FISTA as fast or 1.2-2.6x faster for n, p <= 500;
+# working sets 1.5-4x faster at n = p = 2000, bench/bench_working_set.py --plain-fista).
 MIN_GROUPS = 100
+MIN_ENTRIES = 1 << 20
+
+
+def worth_it(plan: "WorkingSetPlan") -> bool:
+    """The default choice: large enough for working sets to pay (MIN_ENTRIES, MIN_GROUPS)."""
+    return plan.groups >= MIN_GROUPS and plan.matrix.numel() >= MIN_ENTRIES
 # The inner solve's relative tolerance: this fraction of the current full residual, floored at
 # INNER_FLOOR x tol (the inner residual is part of the full one, so it must end below tol).
 INNER_FRACTION = 0.1
@@ -280,15 +288,7 @@ def _solve(plan: WorkingSetPlan, prox: Callable, x0: list[Tensor], tol: float, m
             break
         if used >= max_iter:
             break
-        support = _group_sq(x, plan) > 0
-        nxt = grow(_group_sq(cert.d, plan).sqrt(), support, current, first)
-        inner_tol = max(INNER_FLOOR * tol_eff, INNER_FRACTION * cert.rel)
-        if bool((nxt == current).all()):
-            # every violator is inside: the inner solve must finish (its relative rule measures
-            # against the working set's own gradients: tighten further while the full check fails)
-            stuck += 1
-            inner_tol = INNER_FLOOR * tol_eff * 0.1 ** (stuck - 1)
-        current = nxt
+        current, inner_tol, stuck = _next_working_set(plan, x, cert, current, first, tol_eff, stuck)
         columns.update((current if plan.labels is None else current[plan.labels]).nonzero().squeeze(1))
         res, x, z, t = _inner(plan, outer, prox, x, z, t, columns, inner_tol, max_iter - used)
         used += res.iterations
@@ -307,6 +307,17 @@ def _solve(plan: WorkingSetPlan, prox: Callable, x0: list[Tensor], tol: float, m
     return SolverResult(x=[x], status=status, iterations=used, residuals={
         k: cert.residuals[k] for k in ("prox_grad", "prox_grad_rel", "grad_norm")},
         history=history, algorithm="fista-working-set", info=info)
+
+
+def _next_working_set(plan: WorkingSetPlan, x: Tensor, cert: _Certificate, current: Tensor, first: int,
+                      tol: float, stuck: int) -> tuple[Tensor, float, int]:
+    """The grown working set, the inner solve's tolerance and the count of checks in a row that
+    found every violator already inside (then the inner solve must finish, and since its relative
+    rule measures against the working set's own gradients, it tightens while the full check fails)."""
+    nxt = grow(_group_sq(cert.d, plan).sqrt(), _group_sq(x, plan) > 0, current, first)
+    if bool((nxt == current).all()):
+        return nxt, INNER_FLOOR * tol * 0.1 ** stuck, stuck + 1
+    return nxt, max(INNER_FLOOR * tol, INNER_FRACTION * cert.rel), 0
 
 
 class _Columns:
