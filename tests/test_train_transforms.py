@@ -184,3 +184,29 @@ def test_applied_orthogonalized_update_has_singular_values_in_the_band():
     slack = 1e-9 * 5   # float64: the division by lr and the subtraction, far below the band's width
     assert float(sv.min()) >= float(image.min()) - slack and float(sv.max()) <= float(image.max()) + slack
     torch.testing.assert_close(torch.sort(sv).values, torch.sort(ns_scalar_map(s_in)).values, rtol=1e-8, atol=1e-10)
+
+
+def test_gated_and_scheduled_transform_through_attach():
+    # `from epoch 1`: the first epoch (2 steps) is plain AdamW, then SPECTRA clips; the
+    # radius follows its schedule (linear 4 -> 0.5 over the 2 epochs, evaluated at each step's t)
+    import regspec
+
+    text = '''train g {
+  loss mse
+  optimizer adamw(lr = 0.1)
+  transform spectral_clip(param("weight"), c = linear(4.0 -> 0.5)) from epoch 1
+}'''
+    model, x, y = _problem(6, 9, seed=6, dtype=torch.float64)
+    ref = copy.deepcopy(model)
+    opt = torch.optim.AdamW(model.parameters(), lr=0.1)
+    ref_opt = torch.optim.AdamW(ref.parameters(), lr=0.1)
+    regspec.attach(regspec.load(text), model, opt, steps_per_epoch=2, epochs=2)
+    _run(model, opt, x, y, 2)
+    _run(ref, ref_opt, x, y, 2)
+    assert torch.equal(model.weight, ref.weight)          # not active in epoch 0
+    before = model.weight.detach().clone()
+    _run(model, opt, x, y, 1)                              # step 3 starts at t = 1.0: c = 4 - 3.5 * 0.5
+    step = torch.linalg.svdvals(before - model.weight.detach())
+    assert float(step.max()) <= 0.1 * 2.25 * (1 + 1e-9) + 0.1 * 0.01 * float(torch.linalg.svdvals(before).max())
+    _run(ref, ref_opt, x, y, 1)
+    assert float(torch.linalg.svdvals(before - ref.weight.detach()).max()) > 0.1 * 2.25 * 1.2   # AdamW alone: larger
