@@ -389,11 +389,13 @@ REFERENCES: dict[str, Callable[[], float]] = {
 
 # Problems the torch backend does not solve today (measured; see the module docstring).
 TORCH_TODAY: dict[str, Refused | StopsAtLimit] = {
-    # inv_pos (domain x > 0) as the smooth part of Condat-Vu PDHG with the coupling sum(x) == 1:
-    # primal and dual residuals reach 1e-10 but the per-variable stationarity measure stays near 1
-    # (100000 iterations, ~35 s, at the default budget). Missing: inv_pos through its prox on the
-    # domain (or a smooth step that respects it) in PDHG.
-    "resource_allocation": StopsAtLimit(3000, "inv_pos on its domain (x > 0) with a coupling constraint"),
+    # sum(a * inv_pos(x)) with a data vector a: the inv_pos prox takes a scalar weight only
+    # (2 * sum(inv_pos(x)) goes through it and solves), so the term joins the smooth part of
+    # Condat-Vu PDHG, whose step comes from an L measured near the start, far below the curvature
+    # 2 a / x^3 near the optimum: the iterates never settle (stationarity ~1 after 100000
+    # iterations, 35-170 s at the default budget). Missing: per-entry weights in the inv_pos prox
+    # (or a smooth step that respects the domain).
+    "resource_allocation": StopsAtLimit(3000, "per-entry weights in the inv_pos prox"),
     # Smooth terms whose domain excludes the zero start point: refused before any iteration.
     "kl_projection": Refused("9:12", "the smooth term `kl_div(x, q)` is not finite at the start point (its gradient",
                              "kl_div prox / start inside the domain"),
