@@ -52,8 +52,8 @@ TRANSFORM_FORMS: dict[str, TransformForm] = {f.name: f for f in [
                   {"steps": 5, "coefficients": [3.4445, -4.775, 2.0315], "momentum": 0.95, "nesterov": True,
                    "eps": 1e-7, "scale": "original", "dtype": "param"}, "steps", matrix=True),
     TransformForm("spectral_clip", "update",
-                  "U <- P diag(min(sigma, c)) Q^T of the base update direction (SPECTRA)",
-                  {"c": 1.0}, "c", matrix=True, schedulable=("c",)),
+                  "U <- P diag(min(sigma, c)) Q^T of the base update direction (SPECTRA; soft: "
+                  "sigma / sqrt(1 + sigma^2 / c^2))", {"c": 1.0, "soft": False}, "c", matrix=True, schedulable=("c",)),
 ]}
 _SCALES = ("original", "match_rms_adamw", "none")
 _NS_DTYPES = ("param", "float32", "float64", "bfloat16")
@@ -191,7 +191,7 @@ def _option(planner: Any, form: str, key: str, e: ast.Expr, entry: TransformForm
         if v <= 0:
             raise error(f"{what} must be positive, got {v:g}", e.span)
         return v
-    if key == "nesterov":
+    if key in ("nesterov", "soft"):
         v = values.value(e, what)
         if not isinstance(v, bool):
             raise error(f"{what} is true or false", e.span)

@@ -210,3 +210,19 @@ def test_gated_and_scheduled_transform_through_attach():
     assert float(step.max()) <= 0.1 * 2.25 * (1 + 1e-9) + 0.1 * 0.01 * float(torch.linalg.svdvals(before).max())
     _run(ref, ref_opt, x, y, 1)
     assert float(torch.linalg.svdvals(before - ref.weight.detach()).max()) > 0.1 * 2.25 * 1.2   # AdamW alone: larger
+
+
+def test_soft_spectral_clip_maps_each_singular_value():
+    # soft clip: sigma -> sigma / sqrt(1 + sigma^2 / c^2), singular vectors kept
+    from regspec.backends.torch.train.transforms import spectral_clip
+
+    g = torch.Generator().manual_seed(7)
+    u = torch.randn(7, 11, generator=g, dtype=torch.float64) * 3
+    c = 2.0
+    out = spectral_clip(u, c, soft=True)
+    s = torch.linalg.svdvals(u)
+    torch.testing.assert_close(torch.linalg.svdvals(out), s / torch.sqrt(1 + (s / c) ** 2), rtol=1e-12, atol=1e-12)
+    # same singular vectors: out = u V diag(f(s)/s) V^T
+    _, _, vt = torch.linalg.svd(u, full_matrices=False)
+    torch.testing.assert_close(out, u @ vt.T @ torch.diag(1 / torch.sqrt(1 + (s / c) ** 2)) @ vt, rtol=1e-10, atol=1e-12)
+    assert float(torch.linalg.svdvals(out).max()) < c

@@ -101,6 +101,7 @@ def test_resume_is_bitwise_with_transforms_sam_and_multipliers(tmp_path):
     ('transform orthogonalize(param("head.weight"), coefficients = [1, 2])', "list of three numbers"),
     ('transform orthogonalize(param("head.weight"), dtype = "float16")', "unknown dtype `float16`"),
     ('transform clip_grad_norm(param("head.weight"), 1.0) every 2 steps', "gate it with `from`"),
+    ('transform spectral_clip(param("head.weight"), c = 1, soft = 3)', "is true or false"),
     ('constrain l1(param("head.weight")) <= 1.0', "via lagrangian"),
     ('constrain l1(param("head.weight")) <= 1.0 via penalty', "unknown constraint method `penalty`"),
     ('constrain l1(param("head.weight")) <= 1.0 via lagrangian(step = 1)', "has no option `step`"),

@@ -16,10 +16,11 @@
   torch.optim.Muon. Each singular value s of X / ||X||_F is mapped by the scalar iteration
   s <- a s + b s^3 + c s^5 (the iteration preserves singular vectors), so the update's singular
   values lie in the image of [s_min, 1] under that map (about 0.7..1.2 for Muon's coefficients).
-* ``spectral_clip(c)`` (update; SPECTRA): X <- (1 - lr lam) X - lr clip_c(U), U the base
+* ``spectral_clip(c, soft)`` (update; SPECTRA): X <- (1 - lr lam) X - lr clip_c(U), U the base
   optimizer's direction (the step it would take, divided by the learning rate, weight decay
   excluded), clip_c(U) = P diag(min(sigma, c)) Q^T, the projection of U onto the spectral ball
-  of radius c. Matrices are ``W.reshape(rows, -1)``.
+  of radius c; ``soft = true``: sigma -> sigma / sqrt(1 + sigma^2 / c^2) (by an SVD, exact).
+  Matrices are ``W.reshape(rows, -1)``.
 
 Gradient transforms rewrite ``p.grad`` before the base step. An update transform reads the
 base optimizer's update exactly: the parameter is set to 0 for the base step (SGD, Adam and
@@ -87,10 +88,13 @@ def shape_scale(shape: Sequence[int], scale: str) -> float:
     return 1.0
 
 
-def spectral_clip(u: torch.Tensor, c: float) -> torch.Tensor:
+def spectral_clip(u: torch.Tensor, c: float, soft: bool = False) -> torch.Tensor:
     """P diag(min(sigma, c)) Q^T of ``u`` (a matrix): its projection onto the spectral ball of
-    radius c; ``u`` itself when sigma_max <= c."""
+    radius c; ``u`` itself when sigma_max <= c. ``soft``: sigma / sqrt(1 + sigma^2 / c^2) instead
+    (SPECTRA's smooth clip, (I + U U^T / c^2)^(-1/2) U; below c everywhere, ~sigma for small sigma)."""
     p, s, qt = torch.linalg.svd(u, full_matrices=False)
+    if soft:
+        return (p * (s / torch.sqrt(1 + (s / c) ** 2))) @ qt
     if float(s.max()) <= c:
         return u
     return (p * s.clamp(max=c)) @ qt
@@ -182,6 +186,7 @@ class SpectralClip(Transform):
     """SPECTRA: the base direction U replaced by clip_c(U) (see the module doc)."""
 
     c: Any = 1.0
+    soft: bool = False
     position = "update"
 
     def transform_update(self, u: torch.Tensor, lr: float, t: float) -> torch.Tensor:
@@ -189,7 +194,7 @@ class SpectralClip(Transform):
         if lr == 0:
             return u
         m = _matrix(u)
-        return (spectral_clip(m / -lr, _value(self.c, t)) * -lr).reshape(u.shape)
+        return (spectral_clip(m / -lr, _value(self.c, t), self.soft) * -lr).reshape(u.shape)
 
 
 TRANSFORMS: dict[str, type[Transform]] = {
