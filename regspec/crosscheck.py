@@ -87,7 +87,8 @@ class Check:
 
     ``verdict``: ``agree``, ``disagree`` (both solved, objectives differ beyond ``rtol``, or one
     backend failed to solve what the other solved), ``skipped`` (a backend does not accept the
-    problem, or the spec asks to skip; ``reason`` says why) or ``error``.
+    problem, in the analysis or when the torch run starts, or the spec asks to skip; ``reason``
+    says why, with the refusal's location) or ``error``.
     """
 
     spec: str
@@ -156,14 +157,18 @@ def check_problem(spec: Any, problem: str, *, rtol: float | None = None, tol: fl
         t0 = time.perf_counter()
         check.cvxpy = regspec.solve(spec, problem=problem, backend="cvxpy", solver=solver, solver_opts=opts)
         check.seconds["cvxpy"] = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        check.torch = regspec.solve(spec, problem=problem, backend="torch", dtype=dtype, device=device,
-                                    tol=tol if tol is not None else d.tol,
-                                    max_iter=max_iter if max_iter is not None else d.max_iter)
-        check.seconds["torch"] = time.perf_counter() - t0
     except RegspecError as e:
         check.reason = str(e).splitlines()[0]
         return check
+    t0 = time.perf_counter()
+    try:
+        check.torch = regspec.solve(spec, problem=problem, backend="torch", dtype=dtype, device=device,
+                                    tol=tol if tol is not None else d.tol,
+                                    max_iter=max_iter if max_iter is not None else d.max_iter)
+    except RegspecError as e:  # refused when it starts (a term not finite at the start point, ...)
+        check.verdict, check.reason = "skipped", f"torch refuses: {str(e).splitlines()[0]}"
+        return check
+    check.seconds["torch"] = time.perf_counter() - t0
     c, t = check.cvxpy, check.torch
     for name, value in c.variables.items():
         if name in t.variables:

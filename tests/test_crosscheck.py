@@ -31,7 +31,8 @@ def test_backends_agree(path, problem):
             # the refusal is a located error, never a wrong answer
             with pytest.raises(RegspecError) as info:
                 regspec.solve(spec, problem=problem, backend="torch")
-            assert f"{path}:" in str(info.value) and "cannot lower" in str(info.value)
+            assert f"{path}:" in str(info.value)
+            assert "cannot lower" in str(info.value) or "cannot start" in str(info.value)
         return
     assert check.verdict == "agree", table([check])
     assert check.cvxpy.ok and check.torch.status == "optimal"
@@ -87,3 +88,14 @@ def test_disagreement_is_detected(tmp_path):
 
     assert main(["crosscheck", str(SPECS / "tv_denoise.reg"), "--max-iter", "3"]) == 1
     assert main(["crosscheck", str(SPECS / "lasso.reg")]) == 0
+
+
+def test_a_refusal_when_torch_starts_is_reported_with_its_location(tmp_path):
+    """A term not finite at the start point is refused when the torch run starts, not in the
+    analysis: the check is skipped with the located reason, and the cvxpy result is kept."""
+    p = tmp_path / "qol.reg"
+    p.write_text("problem qol {\n  data A, b = randn([8, 3], [8], seed = 0)\n  var x[3]\n  var s\n\n"
+                 "  minimize quad_over_lin(A @ x - b, s) + s\n}\n")
+    check = check_problem(regspec.load(p), "qol")
+    assert check.verdict == "skipped" and check.ok and check.cvxpy.ok and check.torch is None
+    assert check.reason.startswith(f"torch refuses: {p}:6:12: error: the torch backend cannot start")
