@@ -140,6 +140,8 @@ class _Builder:
                 ir.add("constraint", s.span, [self.expr(s.lhs), self.set_expr(s.rhs, s.span)], op="in")
             else:
                 ir.add("constraint", s.span, [self.expr(s.lhs), self.expr(s.rhs)], op=s.op)
+        elif isinstance(s, (ast.Constrain, ast.Regularize)) and s.metric is not None:
+            raise error("`as NAME` names a training metric; a problem's terms have no metrics", s.metric.span)
         elif isinstance(s, ast.Constrain):
             if s.gates:
                 raise error("`every`, `from` and `until` apply to training runs, not problems", s.gates[0].span)
@@ -148,8 +150,14 @@ class _Builder:
             if s.gates:
                 raise error("`every`, `from` and `until` apply to training runs, not problems", s.gates[0].span)
             ir.add("regularize", s.span, [self.expr(s.term)], via=s.via)
+        elif isinstance(s, ast.LagrangeConstrain):
+            raise error("`constrain ... via lagrangian` is a training statement; in a problem, write the "
+                        "comparison as a constraint: `subject to EXPR <= c`", s.span)
         else:
-            raise error(f"`{type(s).__name__}` statements belong in `train` blocks", s.span)
+            from regspec.compiler.train_plan import span_text
+
+            keyword = (span_text(s.span).split() or ["this"])[0]
+            raise error(f"`{keyword}` statements belong in `train` blocks", s.span)
 
 
 def build_problem(spec: ast.Spec, block: ast.ProblemBlock) -> IR:

@@ -355,3 +355,11 @@ def test_check_accepts_a_nonconvex_problem_the_torch_backend_takes(tmp_path, cap
     rc, out, err, _ = check(tmp_path, problem("  var x[3] in sphere\n  minimize sum_squares(x - 1)"), capsys=capsys)
     assert rc == 0, err
     assert "backends: torch" in out
+
+
+def test_lagrangian_constrain_in_a_problem_says_what_to_write(tmp_path, capsys):
+    text = problem("  var w[3]\n  minimize sum_squares(w - 1)\n  constrain norm1(w) <= 1 via lagrangian(lr = 0.1)")
+    rc, _, err, path = check(tmp_path, text, capsys=capsys)
+    line, col, message = located(err, path)
+    assert rc == 1 and (line, col) == (4, 3)
+    assert "training statement" in message and "subject to" in message and "LagrangeConstrain" not in message
