@@ -140,6 +140,8 @@ class _Builder:
                 ir.add("constraint", s.span, [self.expr(s.lhs), self.set_expr(s.rhs, s.span)], op="in")
             else:
                 ir.add("constraint", s.span, [self.expr(s.lhs), self.expr(s.rhs)], op=s.op)
+        elif isinstance(s, (ast.Constrain, ast.Regularize)) and s.metric is not None:
+            raise error("`as NAME` names a training metric; a problem's terms have no metrics", s.metric.span)
         elif isinstance(s, ast.Constrain):
             if s.gates:
                 raise error("`every`, `from` and `until` apply to training runs, not problems", s.gates[0].span)

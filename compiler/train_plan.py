@@ -291,6 +291,7 @@ class TermPlan:
     atom: str | None = None                # the catalogue atom of a direct term `atom(selector)`
     atom_kw: dict[str, Any] = field(default_factory=dict)
     expr_node: Any = field(default=None, repr=False, compare=False)   # the part's AST (re-typed at bind)
+    metric: str = ""   # its name in metrics.jsonl (reg/<metric>): `as NAME` or compiler/metric_names.py
 
     @property
     def line(self) -> int:
@@ -633,6 +634,9 @@ class _Planner:
                 from regspec.compiler.update_plan import plan_update_statement
 
                 plan_update_statement(self, s, plan)
+        from regspec.compiler.metric_names import assign_metric_names
+
+        assign_metric_names(b.body, plan.terms)
         return plan
 
     # ---- model / data / optimizer

@@ -210,10 +210,18 @@ class Constraint(Stmt):
 
 
 @dataclass
+class MetricName(Node):
+    """``as NAME`` after a regularize/constrain statement: its key in metrics.jsonl."""
+
+    name: str
+
+
+@dataclass
 class Regularize(Stmt):
     term: Expr
     via: str | None = None
     gates: list[Gate] = field(default_factory=list)  # train blocks only: a gated proximal step
+    metric: MetricName | None = None
 
 
 @dataclass
@@ -228,6 +236,7 @@ class Constrain(Stmt):
     target: Expr
     set: Expr
     gates: list[Gate]
+    metric: MetricName | None = None
 
 
 @dataclass
@@ -240,6 +249,7 @@ class LagrangeConstrain(Stmt):
     rhs: Expr
     via: Expr | None
     gates: list[Gate]
+    metric: MetricName | None = None
 
 
 @dataclass

@@ -112,6 +112,7 @@ def _problem(spec, name: str) -> dict[str, Any]:
 
 def term_json(t: Any) -> dict[str, Any]:
     return {"line": t.line, "text": t.text, "statement": t.stmt, "name": t.name,
+            "logged_as": f"reg/{t.metric}" if getattr(t, "metric", "") else None,
             "target": {"kind": t.target.kind, "pattern": t.target.pattern, "type": t.target.type},
             "lowering": t.lowering, "kernel": t.kernel, "math": t.math, "why": t.why, "via": t.via,
             "weight": t.weight, "options": t.options, "gate": t.gate,

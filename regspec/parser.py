@@ -378,18 +378,21 @@ class _ToAst(Transformer_NonRecursive):
 
     @v_args(meta=True)
     def regularize_stmt(self, meta, c):
-        return ast.Regularize(c[0], c[1], list(c[2:]), span=self.sp(meta))
+        return ast.Regularize(c[0], c[1], list(c[2:-1]), c[-1], span=self.sp(meta))
+
+    def metric_name(self, c):
+        return ast.MetricName(str(c[0]), span=_tok_span(self.src, c[0]))
 
     def via(self, c):
         return str(c[0])
 
     @v_args(meta=True)
     def constrain_stmt(self, meta, c):
-        return ast.Constrain(c[0], c[1], list(c[2:]), span=self.sp(meta))
+        return ast.Constrain(c[0], c[1], list(c[2:-1]), c[-1], span=self.sp(meta))
 
     @v_args(meta=True)
     def lagrange_stmt(self, meta, c):
-        return ast.LagrangeConstrain(c[0], str(c[1]), c[2], c[3], list(c[4:]), span=self.sp(meta))
+        return ast.LagrangeConstrain(c[0], str(c[1]), c[2], c[3], list(c[4:-1]), c[-1], span=self.sp(meta))
 
     @v_args(meta=True)
     def transform_stmt(self, meta, c):

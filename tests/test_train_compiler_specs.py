@@ -37,7 +37,7 @@ def test_every_training_spec_names_its_paper():
 
 def test_prosparse(tmp_path):
     s = _run("train_prosparse.reg", tmp_path)
-    t = _term(s, "act(")
+    t = _term(s, "l1_acts")
     assert t["lowering"] == "loss" and set(t["act_zero_frac"]) == {"acts.0", "acts.1"}
     # GELU -> ReLU makes exact zeros possible; the l1 stage pushes activations to them
     assert min(t["act_zero_frac"].values()) > 0.2
@@ -102,7 +102,7 @@ def test_adamw_prox(tmp_path):
 def test_l2sp(tmp_path):
     s = _run("train_l2sp.reg", tmp_path)
     plain = _run("train_l2sp.reg", tmp_path / "plain", text=_without("train_l2sp.reg", r"\) \* (1\.0)"))
-    for frag in ('layers.*.weight")) * ', "via prox"):
+    for frag in ("anchor_l2_layers", "anchor_l2_head"):
         anchored, free = _term(s, frag)["final"], _term(plain, frag)["final"]
         assert anchored < 0.8 * free                       # stays closer to the initial weights
 
@@ -148,3 +148,5 @@ def test_metrics_file(tmp_path):
     assert rec["epoch"] == 1 and {"loss", "val_loss", "val_acc", "seconds"} <= set(rec)
     regs = [k for k in rec if k.startswith("reg/")]
     assert len(regs) == 4 and all(isinstance(rec[k], float) for k in regs)
+    # short, stable names: the atom (or set) and the selector's module, not the source line
+    assert sorted(regs) == ["reg/group_l2_layers", "reg/l1_acts", "reg/l1_head", "reg/spectral_ball_head"]

@@ -614,9 +614,9 @@ class _Gen:
             for item in exprs:
                 self.lines += _list_entry(item.key, item.instances, "    ")
             w("}")
-        w("LABELS = {  # each statement's text: the keys of metrics.jsonl and summary.json")
+        w("LABELS = {  # each term's metric name: the keys of metrics.jsonl and summary.json")
         for item in self.terms:
-            self.lines += f"    {item.key!r}: {_str_lit(item.label, '        ')},".split("\n")
+            self.lines += f"    {item.key!r}: {_str_lit(item.tb.term.metric or item.label, '        ')},".split("\n")
         w("}")
 
     # ---- model

@@ -283,7 +283,7 @@ def bind_plan(plan: TrainPlan, model: nn.Module, optimizer: Any = None, *, total
         names, shapes = _match(model, term)
         options, layout_notes = _layout_options(model, term, names)
         tb = TermBinding(term, names, shapes, options=options)
-        label = f"line {term.line}: {term.text}"
+        label = term.metric or f"line {term.line}: {term.text}"
         weight = make_scalar(term.weight, total, steps_per_epoch)
         if term.lowering == "loss":
             kw: dict[str, Any] = {"weight": weight, "hyper": dict(options), "label": label}
@@ -501,7 +501,7 @@ def bind_expression(model: nn.Module, term: TermPlan, weight: Any, opt_name: str
                         f"{', '.join(inst)}", term.span,
                         [*_matched_notes(term, inst, shapes), "reduce it, e.g. with sum(...), mean(...) or a norm"])
         _check_value(term, model, inst, shapes)
-    label = f"line {term.line}: {term.text}" + (f" (part {term.part})" if term.part else "")
+    label = term.metric or f"line {term.line}: {term.text}" + (f" (part {term.part})" if term.part else "")
     names = list(dict.fromkeys(n for m in matched for n in m))
     tb = TermBinding(term, names, shapes, selector_names=matched, typed=typed, options=dict(term.options))
     if term.lowering == "prox":

@@ -73,6 +73,8 @@ def describe(asm: Assembled) -> str:
     for tb in b.terms:
         t = tb.term
         out.append(f"line {t.line:<4} {t.text}" + (f"   [part {t.part}]" if t.part else ""))
+        if t.metric:
+            out.append(f"           logged as reg/{t.metric}")
         if t.expr is not None:
             typed = tb.typed if getattr(tb, "typed", None) is not None else t.expr
             out.append(f"           typed     {typed.typed()}")
