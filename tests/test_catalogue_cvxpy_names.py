@@ -126,10 +126,11 @@ CASES = {
 }
 
 # Problems the torch backend lowers today (FISTA/PDHG or its conic fallback): its answer must
-# reach the same reference. inv_pos, entr and rel_entr are refused there today (not finite at the
-# start point) and quad_over_lin stops at its iteration limit: issue 11 item 1, not this file's.
-TORCH_CASES = ["hinge", "square", "log1p", "sum_largest", "geo_mean", "pnorm", "pnorm_axis", "axis_norms",
-               "sigma_max", "normNuc"]
+# reach the same reference. inv_pos, entr and rel_entr go through their proxes, which keep the
+# iterates inside their domains (tests/test_torch_prox_extra.py); quad_over_lin with a variable
+# denominator still stops at its iteration limit.
+TORCH_CASES = ["hinge", "square", "inv_pos", "entr", "rel_entr", "log1p", "sum_largest", "geo_mean", "pnorm",
+               "pnorm_axis", "axis_norms", "sigma_max", "normNuc"]
 
 
 def _reference(name: str) -> float:

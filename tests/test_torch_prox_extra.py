@@ -20,8 +20,8 @@ from scipy.optimize import minimize_scalar  # noqa: E402
 from regspec.api import load, solve  # noqa: E402
 from regspec.backends.torch.prox import KERNELS, get_kernel  # noqa: E402
 from regspec.backends.torch.prox_scalar import (  # noqa: E402
-    lambert_w, prox_hinge, prox_inv_pos, prox_neg_entropy, prox_neg_log, prox_neg_power, prox_pinball, prox_pos,
-    prox_power_abs, prox_power_nonneg, wright_omega)
+    lambert_w, prox_hinge, prox_inv_pos, prox_kl_div, prox_neg_entropy, prox_neg_log, prox_neg_power, prox_pinball,
+    prox_pos, prox_power_abs, prox_power_nonneg, prox_rel_entr, wright_omega)
 
 RNG = np.random.default_rng(11)
 V = torch.tensor(np.r_[RNG.normal(scale=3.0, size=60), 0.0, 1.0, -1.0, 1e-12, 40.0, -40.0])
@@ -131,6 +131,21 @@ def test_entropy_prox_is_the_lambert_w_closed_form(tau):
 
 
 @pytest.mark.parametrize("tau", STEPS)
+def test_kl_and_relative_entropy_proxes_solve_their_optimality_condition(tau):
+    y = torch.tensor(RNG.uniform(0.1, 3.0, size=V.shape))
+    for fn, shift in ((prox_rel_entr, 0.0), (prox_kl_div, -1.0)):
+        z = fn(V, tau, y=y)
+        zn, vn, yn = z.numpy(), V.numpy(), y.numpy()
+        inside = zn > 1e-300
+        # d/dz [z log(z/y) (- z + y)] = log(z/y) + 1 (- 1)
+        residual = zn[inside] - vn[inside] + tau * (np.log(zn[inside] / yn[inside]) + 1 + shift)
+        assert np.all(np.abs(residual) <= 1e-11 * (1 + np.abs(vn[inside]) + tau * np.abs(np.log(zn[inside]))))
+        i = int(np.argmax(inside))
+        ref = _scalar_prox(lambda s: s * np.log(s / yn[i]) + shift * s, vn[i], tau, 1e-12, abs(vn[i]) + 10 * tau + 10)
+        assert abs(zn[i] - ref) <= 1e-6 * (1 + abs(ref))
+
+
+@pytest.mark.parametrize("tau", STEPS)
 def test_neg_log_prox_is_the_positive_root(tau):
     z = prox_neg_log(V, tau).numpy()
     v = V.numpy()
@@ -214,6 +229,21 @@ def _rel_entr(cp):
     return cp.Problem(cp.Minimize(cp.sum(cp.rel_entr(x, np.array([0.2, 0.3, 0.5]))) + C3 @ x), [cp.sum(x) == 1])
 
 
+Q12 = RNG.uniform(0.1, 1.1, size=6)
+Q12 /= Q12.sum()
+W8 = 0.5 + RNG.uniform(size=5)
+
+
+def _kl(cp):
+    x = cp.Variable(6)
+    return cp.Problem(cp.Minimize(cp.sum(cp.kl_div(x, Q12))), [X[:6, 0] @ x == 0.1, cp.sum(x) == 1])
+
+
+def _weighted_inv_pos(cp):
+    x = cp.Variable(5)
+    return cp.Problem(cp.Minimize(cp.sum(cp.multiply(W8, cp.inv_pos(x)))), [cp.sum(x) == 1])
+
+
 # name -> (spec body, hand-written CVXPY reference, the path the torch backend takes)
 CASES = {
     "svm": (f"var w[3]\nvar b\nlet X = {lit(X)}\nlet y = {lit(Y_SIGN)}\n"
@@ -229,6 +259,10 @@ CASES = {
     "entr": (f"var x[3] >= 0\nmaximize sum(entr(x)) + {lit(C3)} @ x\nsubject to {{\n sum(x) == 1\n}}", _entr, "pdhg"),
     "entropy_free": (f"var x[3]\nmaximize entropy(x) + {lit(C3)} @ x", _entropy_free, "fista"),
     "log": (f"var x[3]\nmaximize sum(log(x)) - {lit(POS3)} @ x - 0.1 * sum_squares(x)", _log, "fista"),
+    "kl_div": (f"var x[6]\nminimize kl_div(x, {lit(Q12)})\nsubject to {{\n {lit(X[:6, 0])} @ x == 0.1\n"
+               " sum(x) == 1\n}", _kl, "pdhg"),
+    "weighted_inv_pos": (f"var x[5]\nminimize sum({lit(W8)} * inv_pos(x))\nsubject to {{\n sum(x) == 1\n}}",
+                         _weighted_inv_pos, "pdhg"),
 }
 
 

@@ -57,6 +57,8 @@ from .projections import (
 )
 from .prox_scalar import (
     prox_hinge,
+    prox_kl_div,
+    prox_rel_entr,
     prox_inv_pos,
     prox_neg_entropy,
     prox_neg_log,
@@ -96,6 +98,8 @@ __all__ = [
     "prox_inv_pos",
     "prox_neg_entropy",
     "prox_neg_log",
+    "prox_kl_div",
+    "prox_rel_entr",
     *_proj.__all__,
 ]
 
@@ -564,6 +568,9 @@ _KERNEL_LIST: tuple[Kernel, ...] = (
     _kernel("neg_entropy", prox_neg_entropy, "lam*sum z log z -> tau W(e^(x/tau - 1)/tau) (Lambert W)",
             "pointwise"),
     _kernel("neg_log", prox_neg_log, "-lam*sum log z -> (x + sqrt(x^2 + 4tau))/2", "pointwise"),
+    _kernel("rel_entr", prox_rel_entr, "lam*sum z log(z/y) -> neg_entropy prox at x + tau log y", "pointwise"),
+    _kernel("kl_div", prox_kl_div, "lam*sum z log(z/y) - z + y -> neg_entropy prox at x + tau (log y + 1)",
+            "pointwise"),
     # projections onto convex sets
     _kernel("nonneg", proj_nonneg, "z >= 0 -> max(x, 0)", "pointwise"),
     _kernel("box", proj_box, "lo <= z <= hi -> clip(x, lo, hi)", "pointwise"),

@@ -23,7 +23,7 @@ from .projections import like
 Step = float | Tensor
 
 __all__ = ["prox_pos", "prox_hinge", "prox_pinball", "prox_power_abs", "prox_power_nonneg", "prox_neg_power",
-           "prox_neg_entropy", "prox_inv_pos", "prox_neg_log", "wright_omega", "lambert_w", "bracketed_newton"]
+           "prox_neg_entropy", "prox_inv_pos", "prox_neg_log", "prox_kl_div", "prox_rel_entr", "wright_omega", "lambert_w", "bracketed_newton"]
 
 
 def _tau(step: Step, lam: float | Tensor, x: Tensor) -> float | Tensor:
@@ -237,3 +237,22 @@ def prox_neg_entropy(x: Tensor, step: Step, *, lam: float | Tensor = 1.0) -> Ten
     if tau <= 0:
         return x.clamp_min(0)
     return tau * wright_omega(x / tau - 1 - math.log(tau))
+
+
+def prox_rel_entr(x: Tensor, step: Step, *, y: Tensor | float = 1.0, lam: float | Tensor = 1.0) -> Tensor:
+    """argmin_z step*lam*sum_i z_i log(z_i / y_i) + 1/2||z - x||^2 over z >= 0 (y > 0 constant).
+
+    z log(z/y) = z log z - z log y: the entropy prox at x + tau log y (a linear term shifts the point).
+    """
+    tau = _tau(step, lam, x)
+    log_y = torch.log(like(y, x)) if isinstance(y, Tensor) else math.log(float(y))
+    return prox_neg_entropy(x + tau * log_y, step, lam=lam)
+
+
+def prox_kl_div(x: Tensor, step: Step, *, y: Tensor | float = 1.0, lam: float | Tensor = 1.0) -> Tensor:
+    """argmin_z step*lam*sum_i (z_i log(z_i / y_i) - z_i + y_i) + 1/2||z - x||^2 over z >= 0 (y > 0 constant).
+
+    The entropy prox at x + tau (log y + 1): the linear terms shift the point, the constant y drops.
+    """
+    tau = _tau(step, lam, x)
+    return prox_rel_entr(x + tau, step, y=y, lam=lam)

@@ -67,8 +67,12 @@ def entropic_data(program, params: dict[str, np.ndarray]) -> EntropicOT:
     cost = grad.detach() if grad is not None else torch.zeros_like(var)
     entropy_term = next(t for t in split.terms if t.prox is not None and t.prox.kernel == "neg_entropy")
     eps = -term_weight_of(ir, entropy_term, params)  # the term is w * entropy(P) with w = -eps < 0
-    set_node = split.projections[0].set_node
-    hyper = SETS["transport"].kernel_hyper(ir[set_node]["static"])
+    if split.marginals is not None:  # sum(P, axis = 1) == a, sum(P, axis = 0) == b
+        from regspec.compiler.evaluate import evaluate
+
+        hyper = {k: np.asarray(evaluate(ir, node, params), dtype=float) for k, node in zip("ab", split.marginals)}
+    else:
+        hyper = SETS["transport"].kernel_hyper(ir[split.projections[0].set_node]["static"])
     m, n = var.shape
     a = torch.as_tensor(np.broadcast_to(hyper["a"], (m,)).copy(), dtype=var.dtype, device=var.device)
     b = torch.as_tensor(np.broadcast_to(hyper["b"], (n,)).copy(), dtype=var.dtype, device=var.device)
@@ -109,7 +113,10 @@ def _primal_parts(P: Tensor, data: EntropicOT) -> tuple[float, float]:
 
 
 def _dual(f: Tensor, g: Tensor, data: EntropicOT) -> float:
-    return data.offset + float(f @ data.a + g @ data.b) - data.eps * float(_plan(f, g, data).sum())
+    # -inf potentials sit on zero marginal entries: their product counts 0
+    fa = torch.where(data.a > 0, f, torch.zeros_like(f)) @ data.a
+    gb = torch.where(data.b > 0, g, torch.zeros_like(g)) @ data.b
+    return data.offset + float(fa + gb) - data.eps * float(_plan(f, g, data).sum())
 
 
 def _certify(f: Tensor, g: Tensor, data: EntropicOT) -> tuple[Tensor, dict[str, float]]:
@@ -144,7 +151,8 @@ def sinkhorn(data: EntropicOT, *, tol: float, max_iter: int, time_limit: float |
         k += 1
         if k % CHECK_EVERY and k < max_iter:
             continue
-        if not (bool(torch.isfinite(f).all()) and bool(torch.isfinite(g).all())):
+        # a zero marginal entry has potential -inf (an empty row or column), not an error
+        if not (bool(torch.isfinite(f[data.a > 0]).all()) and bool(torch.isfinite(g[data.b > 0]).all())):
             return "solver_error", None, {}, k
         P, cert = _certify(f, g, data)
         best = (P, cert)

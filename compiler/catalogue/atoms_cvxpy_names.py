@@ -136,6 +136,7 @@ class RelEntr(Elementwise):
     curvature = Curvature.CONVEX
     nargs = (2, 2)
     smooth = True
+    prox = Prox("rel_entr")  # in x, for a constant y
 
     def shape(self, shapes, kw):
         return broadcast(shapes)

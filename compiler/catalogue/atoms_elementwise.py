@@ -219,6 +219,7 @@ class KLDiv(ScalarAtom):
     curvature = Curvature.CONVEX
     nargs = (2, 2)
     smooth = True
+    prox = Prox("kl_div")  # in x, for a constant y (the y keyword of the kernel)
 
     def shape(self, shapes, kw):
         if tuple(shapes[0]) != tuple(shapes[1]) and () not in (tuple(shapes[0]), tuple(shapes[1])):

@@ -102,6 +102,7 @@ class Split:
     g_prox: list[Term] = field(default_factory=list)                # PDHG: prox terms kept in g
     refusals: list[tuple[str, int]] = field(default_factory=list)  # why the torch backend refuses
     why_algorithm: str = ""
+    marginals: tuple[int, int] | None = None  # sinkhorn: the constant nodes a, b (None: the transport set's)
 
     @property
     def smooth(self) -> list[Term]:
@@ -131,6 +132,8 @@ COMBINED: dict[tuple[str, str], str | tuple[str, str]] = {
     ("inv_pos", "nonneg"): "inv_pos",
     ("neg_power", "nonneg"): "neg_power",
     ("neg_log", "nonneg"): "neg_log",
+    ("kl_div", "nonneg"): "kl_div",
+    ("rel_entr", "nonneg"): "rel_entr",
     ("power_abs", "nonneg"): "power_nonneg",
     ("power_nonneg", "nonneg"): "power_nonneg",
     ("pos", "nonneg"): "l1_nonneg",
@@ -140,14 +143,14 @@ COMBINED: dict[tuple[str, str], str | tuple[str, str]] = {
 # PDHG with a smooth part needs a global Lipschitz constant, so when the problem goes to PDHG and
 # such an atom has a prox it is taken through its prox (on a variable) or as a dual block (on an
 # affine expression) instead of the smooth part. FISTA keeps them smooth (backtracking copes).
-BARRIER_ATOMS = ("log_det", "log", "entropy", "kl_div", "entr", "inv_pos", "power")
-BARRIER_KERNELS = ("neg_log_det", "neg_log", "neg_entropy", "inv_pos", "neg_power")  # power: p < 0 only
+BARRIER_ATOMS = ("log_det", "log", "entropy", "kl_div", "entr", "inv_pos", "power", "rel_entr")
+BARRIER_KERNELS = ("neg_log_det", "neg_log", "neg_entropy", "inv_pos", "neg_power", "kl_div", "rel_entr")
 
 # Atoms whose domain excludes the zero start point (x > 0, x >= 0 with an infinite slope at 0):
 # on a bare variable they are taken through their prox under FISTA too, whose iterates then stay
 # strictly inside the domain (the prox maps into it), instead of a gradient that is infinite at
 # the start. A negative power is such an atom; a power p > 1 is not (its kernel is not a barrier).
-DOMAIN_PROX_KERNELS = ("neg_entropy", "inv_pos", "neg_power", "neg_log")
+DOMAIN_PROX_KERNELS = ("neg_entropy", "inv_pos", "neg_power", "neg_log", "kl_div", "rel_entr")
 
 # Sets whose projection is iterative but which split into a cheap projection and linear
 # equalities: under PDHG a variable in transport(a, b) gets P >= 0 in g and one dual block for
@@ -282,6 +285,8 @@ def _classify(ir: IR, t: Term, barrier_as_prox: bool | str = False) -> OperatorT
             barrier = ir[sep.node].get("atom") in BARRIER_ATOMS and sep.kernel in BARRIER_KERNELS
     if is_smooth(ir, t.core) and not barrier:
         t.role, t.why = "smooth", "differentiable: joins the smooth part (autograd)"
+        if "rewritten_from" in core:
+            t.why = f"rewritten to the smooth `{core['display']}`, " + t.why
         return None
     name = core.get("atom", "")
     atom = ATOMS.get(name)
@@ -306,7 +311,7 @@ def _classify(ir: IR, t: Term, barrier_as_prox: bool | str = False) -> OperatorT
     arg = sep.arg
     if ir[arg]["kind"] == "var":
         t.role, t.var, t.kernel = "prox", arg, sep.kernel
-        t.why = f"prox: {what} the variable `{ir[arg]['name']}` has a closed-form prox ({sep.kernel})"
+        t.why = f"{what} the variable `{ir[arg]['name']}` has a closed-form prox ({sep.kernel})"
         if barrier:
             t.why += " (its domain excludes the start point: the prox keeps the iterates inside it)"
         return None
@@ -472,8 +477,15 @@ def _entropic_ot(ir: IR, split: Split) -> None:
     if split.refusals or len(variables) != 1 or len(ir[variables[0]]["shape"]) != 2:
         return
     var = variables[0]
-    if split.operator_constraints or len(split.projections) != 1 or \
-            ir[split.projections[0].set_node]["set"] != "transport":
+    marginals = None
+    if not split.operator_constraints and len(split.projections) == 1 and \
+            ir[split.projections[0].set_node]["set"] == "transport":
+        pass
+    elif all(ir[p.set_node]["set"] == "nonneg" for p in split.projections):
+        marginals = _marginal_constraints(ir, split.operator_constraints, var)
+        if marginals is None:
+            return
+    else:
         return
     entropic = [t for t in split.terms if t.prox is not None and t.prox.kernel == "neg_entropy" and t.prox.arg == var]
     others = [t for t in split.terms if t not in entropic]
@@ -488,7 +500,30 @@ def _entropic_ot(ir: IR, split: Split) -> None:
         if t.role == "smooth":
             t.why = "entropic OT: affine in P, the cost matrix C (its gradient)"
     split.algorithm, split.why_algorithm = "sinkhorn", SINKHORN_WHY
+    split.marginals = marginals
     split.reasons, split.operators, split.g_prox, split.g_projections = [], [], [], []
+
+
+def _marginal_constraints(ir: IR, constraints: list[int], var: int) -> tuple[int, int] | None:
+    """(a, b) when the constraints are exactly ``sum(P, axis = 1) == a`` and ``sum(P, axis = 0) == b``
+    (either side) with constant a, b: the transport marginals written as equalities."""
+    found: dict[int, int] = {}
+    for c in constraints:
+        d = ir[c]
+        if d["op"] != "==":
+            return None
+        for lhs, rhs in (d["args"], d["args"][::-1]):
+            e = ir[lhs]
+            if e["kind"] == "call" and e.get("atom") == "sum" and e["args"] == [var] and \
+                    e.get("static", {}).get("axis") in (0, 1) and ir[rhs]["curvature"] is Curvature.CONSTANT:
+                axis = e["static"]["axis"]
+                if axis in found:
+                    return None
+                found[axis] = rhs
+                break
+        else:
+            return None
+    return (found[1], found[0]) if set(found) == {0, 1} else None
 
 
 def _conic_fallback(ir: IR, split: Split) -> None:

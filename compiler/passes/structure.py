@@ -108,6 +108,7 @@ def rewrite_smooth_forms(ir: IR) -> list[tuple[str, int]]:
             continue
         text = ir.text(node)
         new = _call(ir, node, "sum_squares", [arg], Curvature.CONVEX, Sign.NONNEG, f"sum_squares({ir.text(arg)})")
+        ir[new]["rewritten_from"] = node
         if divisor is not None:
             new = _call(ir, node, "divide", [new, divisor], Curvature.CONVEX, Sign.NONNEG,
                         f"sum_squares({ir.text(arg)}) / {ir.text(divisor)}")
@@ -134,6 +135,8 @@ class SeparableProx:
     hyper: dict[str, Any] = field(default_factory=dict)
     negated: bool = False
     summed: bool = False
+    lam_node: int | None = None   # sum(w * f(e)): the constant weights w >= 0 (per entry)
+    data_arg: int | None = None   # kl_div(x, y) / rel_entr(x, y) with y constant: the node of y
 
 
 def _prox_of(ir: IR, node: int):
@@ -162,11 +165,14 @@ def separable_prox(ir: IR, core: int) -> SeparableProx | None:
     d = ir[core]
     if d["kind"] != "call" or "value" in d:
         return None
-    node, summed = core, False
+    node, summed, lam_node = core, False, None
     if d["atom"] == "sum" and d.get("static", {}).get("axis") is None:
         inner = d["args"][0]
         if ir[inner]["kind"] != "call" or "value" in ir[inner]:
             return None
+        weighted = _weighted(ir, inner)
+        if weighted is not None:
+            lam_node, inner = weighted
         from regspec.compiler.catalogue.base import Elementwise
 
         inner_atom = ATOMS.get(ir[inner]["atom"])
@@ -177,15 +183,35 @@ def separable_prox(ir: IR, core: int) -> SeparableProx | None:
         return None
     found = _power_of_abs(ir, node)
     if found is not None:
-        found.summed = summed
+        found.summed, found.lam_node = summed, lam_node
         return found
     prox = _prox_of(ir, node)
     if prox is None:
         return None
     args = ir[node]["args"]
-    if ir[node]["atom"] != "power" and len(args) != 1:
+    data_arg = None
+    if ir[node]["atom"] in ("kl_div", "rel_entr"):
+        # in x for a constant y > 0: the entropy prox shifted (prox_scalar.prox_kl_div / prox_rel_entr)
+        if len(args) != 2 or ir[args[1]]["curvature"] is not Curvature.CONSTANT or \
+                tuple(ir[args[1]]["shape"]) not in ((), tuple(ir[args[0]]["shape"])):
+            return None
+        data_arg = args[1]
+    elif ir[node]["atom"] != "power" and len(args) != 1:
         return None
-    return SeparableProx(prox.kernel, node, args[0], {}, bool(getattr(prox, "negated", False)), summed)
+    return SeparableProx(prox.kernel, node, args[0], {}, bool(getattr(prox, "negated", False)), summed, lam_node,
+                         data_arg)
+
+
+def _weighted(ir: IR, node: int) -> tuple[int, int] | None:
+    """(w, f) when node is ``w * f(e)`` with w a constant array >= 0 of f's shape and f elementwise."""
+    d = ir[node]
+    if not _is_call(ir, node, "multiply"):
+        return None
+    for w, f in (d["args"], d["args"][::-1]):
+        if ir[w]["curvature"] is Curvature.CONSTANT and ir[w]["sign"].nonneg and \
+                tuple(ir[w]["shape"]) == tuple(d["shape"]) == tuple(ir[f]["shape"]) and ir[f]["kind"] == "call":
+            return w, f
+    return None
 
 
 def prox_hyper(ir: IR, sep: SeparableProx, params: dict[str, np.ndarray] | None = None) -> dict[str, Any]:
@@ -203,6 +229,11 @@ def prox_hyper(ir: IR, sep: SeparableProx, params: dict[str, np.ndarray] | None 
     else:  # a Prox chosen by the keywords (``prox_for``) or none: its keyword map
         hyper = {k: kw[n] for k, n in (prox.hyper if prox is not None else ()) if kw.get(n) is not None}
     hyper.update(sep.hyper)
+    if sep.lam_node is not None:
+        hyper["lam"] = np.asarray(evaluate(ir, sep.lam_node, params or {}), dtype=float)
+    if sep.data_arg is not None:
+        y = np.asarray(evaluate(ir, sep.data_arg, params or {}), dtype=float)
+        hyper["y"] = np.broadcast_to(y, tuple(ir[sep.arg]["shape"])).copy()
     return hyper
 
 
