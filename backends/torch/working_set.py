@@ -41,8 +41,8 @@ from regspec.backends.torch.solvers import OPTIMAL, SOLVER_ERROR, USER_LIMIT, So
 FIRST_SIZE = 10
 # By default working sets run when A has at least MIN_ENTRIES entries and there are MIN_GROUPS
 # groups: below, the outer checks and copies of A_W cost about what the skipped columns save
-# (measured on the shared 2-core machine: plain FISTA as fast or 1.2-2.6x faster for n, p <= 500;
-# working sets 1.5-4x faster at n = p = 2000, bench/bench_working_set.py --plain-fista).
+# (measured on the shared 2-core machine: plain FISTA 1.2-2.6x faster on lasso for p <= 400, mixed
+# on l1-logistic; working sets 2-16x faster at n = p = 2000, bench/RESULTS.md).
 MIN_GROUPS = 100
 MIN_ENTRIES = 1 << 20
 
