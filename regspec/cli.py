@@ -4,6 +4,7 @@ a bad spec."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -136,10 +137,18 @@ def cmd_solve(args: argparse.Namespace) -> int:
         raise UsageError("--out applies to --sweep")
     from regspec.json_out import stdout_to_stderr
 
-    with stdout_to_stderr(args.json):  # solver logs (verbose=true) must not mix into the JSON
+    if args.verbose:  # the cvxpy backend's solver log; the torch backend ignores solver_opts
+        solver_opts.setdefault("verbose", True)
+    # solver logs go to stderr: never mixed into --json, and apart from the result with --verbose
+    with stdout_to_stderr(args.json or args.verbose), _iteration_log(args.verbose):
         result = regspec.solve(spec, problem=args.problem, backend=args.backend, params=params, solver=args.solver,
                                solver_opts=solver_opts, tol=args.tol, max_iter=args.max_iter, device=args.device,
                                dtype=args.dtype)
+    if args.verbose and result.backend == "torch":
+        from regspec.backends.torch.iteration_log import format_line
+
+        print(format_line(result.solver, result.iterations or 0, result.residuals) + f"  -> {result.status}",
+              file=sys.stderr, flush=True)
     files = _plot_convergence(args, result) if args.plot else {}
     if args.json:
         print(json.dumps({**result.to_json(), **({"files": files} if files else {})}, allow_nan=False))
@@ -148,6 +157,15 @@ def cmd_solve(args: argparse.Namespace) -> int:
         for path in files.values():
             print(f"wrote {path}")
     return EXIT_OK if result.status in CERTIFIED else EXIT_SOLVE
+
+
+def _iteration_log(verbose: bool):
+    """``--verbose``: the torch solvers print their checks' residuals on stderr."""
+    if not verbose:
+        return contextlib.nullcontext()
+    from regspec.backends.torch.iteration_log import iteration_log
+
+    return iteration_log(sys.stderr)
 
 
 def _plot_convergence(args: argparse.Namespace, result) -> dict[str, str]:
@@ -413,6 +431,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "lam=[0.1,0.2]; writes path.json and path.png")
     s.add_argument("--out", metavar="DIR", help="--sweep output folder (default runs/sweep_<problem>)")
     s.add_argument("--quiet", action="store_true", help="no progress bar (--sweep)")
+    s.add_argument("--verbose", action="store_true",
+                   help="solver log on stderr: the torch solvers' residuals every so many iterations and at "
+                        "the end; the cvxpy backend's solver with verbose=True")
     s.add_argument("--plot", nargs="?", const=True, metavar="PNG",
                    help="torch backend: draw the residuals per iteration (default "
                         "runs/solve_<problem>/convergence.png)")

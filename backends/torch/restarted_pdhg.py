@@ -125,9 +125,11 @@ def restarted_pdhg(
     checks: Sequence[BlockCheck] | None = None,
     objective: Callable[[list[Tensor]], Tensor | float] | None = None,
     detect: bool = True,
+    callback: Callable[[int, list[Tensor], dict[str, float]], bool | None] | None = None,
 ) -> SolverResult:
     """Restarted averaged PDHG; see the module docstring for the math and restarts, ``RULE`` for
-    the stopping rule.
+    the stopping rule. ``history`` holds the residuals of the current iterate at each check;
+    ``callback(n, x, residuals)`` runs at each check that does not end the run (True stops it).
 
     ``norm_K`` must bound the stacked operator norm; ``lipschitz`` the Lipschitz constant of
     ``grad s`` (0 without s). The smooth part's constant is checked at every check against the
@@ -355,6 +357,7 @@ def restarted_pdhg(
     snapshot: tuple[int, list[Tensor], list[Tensor]] | None = None
     certificate: dict[str, object] | None = None
     spare_y: list[Tensor | None] | None = None
+    history: list[dict[str, float]] = []
     while n < max_iter:
         n += 1
         n_since += 1
@@ -374,9 +377,13 @@ def restarted_pdhg(
                 x, y = x_new, y_new
                 break
             cand = (kkt(res), x_new, y_new, res, KTy_new, gs_new)
+            logged = {k: v for k, v in res.items() if isinstance(v, float) and not k.startswith("_")}
+            history.append({"iteration": float(n), **logged})
             if accepts(res, x_new):
                 status = OPTIMAL
                 break
+            if callback is not None and callback(n, x_new, dict(logged)):
+                break  # status stays user_limit
             secant = res.get("secant", 0.0)
             if restart and sums is not None and n_since > 1:
                 # T(zbar): one extra iteration from the average since the last restart
@@ -454,7 +461,7 @@ def restarted_pdhg(
             "violations": res_out.get("_violations", {}), "objective": res_out.get("objective")}
     if certificate is not None:
         info["certificate"] = {k: v for k, v in certificate.items() if k != "status"}
-    return SolverResult(x=x_out, status=status, iterations=n, residuals=residuals, objective=None,
+    return SolverResult(x=x_out, status=status, iterations=n, residuals=residuals, objective=None, history=history,
                         algorithm="restarted-pdhg" if sm is None else "restarted-condat-vu", y=y_out, info=info)
 
 

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from torch.func import functional_call
 
+from regspec.backends.torch import iteration_log
 from regspec.backends.torch.lower import TorchProgram, step_hyper, term_weight
 from regspec.backends.torch.prox import get_kernel
 from regspec.backends.torch.solvers import fista
@@ -151,7 +152,7 @@ def _not_finite_term(program: TorchProgram, x0: list[torch.Tensor]) -> tuple[int
     return None
 
 
-def _not_finite(program: TorchProgram, e: Exception, x0: list[torch.Tensor] | None = None) -> RegspecError:
+def _not_finite(program: TorchProgram, e: Exception, x0: list[torch.Tensor] | None = None) -> StartNotFinite:
     from regspec.hints import refusal_hint
 
     ir = program.ir
@@ -170,9 +171,9 @@ def _not_finite(program: TorchProgram, e: Exception, x0: list[torch.Tensor] | No
         message = (f"the torch backend cannot start: the smooth term `{ir.text(node)}` is not finite at the start "
                    f"point ({what}; start {start}): its domain excludes it")
         span = ir[node]["span"]
-    return RegspecError([Diagnostic(message, span,
-                                    notes=["give the variable a domain that keeps the term finite (e.g. `in simplex`)",
-                                           refusal_hint(ir, "torch", why)])])
+    return StartNotFinite([Diagnostic(message, span,
+                                      notes=["give the variable a domain that keeps the term finite (e.g. `in simplex`)",
+                                             refusal_hint(ir, "torch", why)])])
 
 
 def _start_text(x: torch.Tensor) -> str:
@@ -182,11 +183,38 @@ def _start_text(x: torch.Tensor) -> str:
     return f"values in [{float(x.min()):.3g}, {float(x.max()):.3g}]" if x.numel() else "empty"
 
 
+class StartNotFinite(RegspecError):
+    """A fast path cannot start: a smooth term is not finite at its start point."""
+
+
 def solve(program: TorchProgram, *, params: dict[str, np.ndarray] | None = None, tol: float | None = None,
           max_iter: int = 100000, working_set: bool | None = None) -> Result:
     """Solve with the algorithm the split chose; ``tol`` defaults to ``FISTA_TOL`` / ``PDHG_TOL``.
     ``working_set``: FISTA on a growing working set (``working_set.py``) where the structure allows;
-    ``None`` decides by size (``working_set.worth_it``), ``False`` never."""
+    ``None`` decides by size (``working_set.worth_it``), ``False`` never. A DCP problem whose fast
+    path cannot start (a smooth term not finite at the start point) goes to the conic fallback,
+    as a DCP problem without a fast path does; any other problem is refused there."""
+    try:
+        return _solve_chosen(program, params=params, tol=tol, max_iter=max_iter, working_set=working_set)
+    except StartNotFinite as e:
+        return _conic_instead(program, e, params=params, tol=tol, max_iter=max_iter)
+
+
+def _conic_instead(program: TorchProgram, refusal: StartNotFinite, *, params: dict[str, np.ndarray] | None,
+                   tol: float | None, max_iter: int) -> Result:
+    from regspec.backends.torch.conic.program import lower_conic, solve_conic
+    from regspec.compiler.passes.curvature import dcp_errors
+
+    if dcp_errors(program.ir):
+        raise refusal
+    result = solve_conic(lower_conic(program.ir, dtype=program.dtype, device=program.device),
+                         params=params, tol=tol, max_iter=max_iter)
+    result.info["fast_path_refused"] = str(refusal).splitlines()[0]
+    return result
+
+
+def _solve_chosen(program: TorchProgram, *, params: dict[str, np.ndarray] | None, tol: float | None,
+                  max_iter: int, working_set: bool | None) -> Result:
     if program.algorithm == "conic":  # the conic fallback (backends/torch/conic)
         from regspec.backends.torch.conic.program import solve_conic
 
@@ -221,7 +249,8 @@ def solve(program: TorchProgram, *, params: dict[str, np.ndarray] | None = None,
                 res = solve_working_set(plan, prox, x0, tol=tol, max_iter=max_iter)
             else:
                 fused = smooth_evaluator(program.smooth, names, x0)  # eager first; traced when it pays
-                res = fista(fused.value, prox, x0, tol=tol, max_iter=max_iter, objective=objective, grad=fused.grad)
+                res = fista(fused.value, prox, x0, tol=tol, max_iter=max_iter, objective=objective, grad=fused.grad,
+                            callback=iteration_log.callback("FISTA"))
         except FloatingPointError as e:
             raise _not_finite(program, e, x0) from None
     if program.device.type == "cuda":
@@ -355,10 +384,11 @@ def solve_pdhg(program: TorchProgram, *, params: dict[str, np.ndarray] | None = 
                 res = restarted_pdhg(prox_g, ops, conjs, x0, smooth=smooth_fn, smooth_grad=smooth_grad,
                                      lipschitz=lipschitz, norm_K=norm_K, tol=tol, max_iter=max_iter,
                                      check_every=check_every, time_limit=time_limit, axpy=outs, average=average,
-                                     checks=checks, objective=objective)
+                                     checks=checks, objective=objective, callback=iteration_log.callback("PDHG"))
             else:
                 res = pdhg(prox_g, ops, conjs, x0, smooth=smooth_fn, smooth_grad=smooth_grad, lipschitz=lipschitz,
-                           norm_K=norm_K, tol=tol, max_iter=max_iter, check_every=check_every)
+                           norm_K=norm_K, tol=tol, max_iter=max_iter, check_every=check_every,
+                           callback=iteration_log.callback("PDHG"))
     except FloatingPointError as e:
         raise _not_finite(program, e, x0) from None
     if program.device.type == "cuda":
