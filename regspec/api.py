@@ -110,7 +110,9 @@ def _operator_size(ir, op) -> tuple[int, int]:
     one PDHG block: a norm of pair differences (sum_of_norms) is one cone per pair over a row; a
     constraint or an elementwise term is its expression's size with no cone work."""
     d = ir[op.source]
-    shape = ir[op.expr]["shape"] if op.expr is not None else ir[ir[op.source]["args"][0]].get("shape")
+    args = d.get("args") or ()
+    node = op.expr if op.expr is not None else (args[0] if args and isinstance(args[0], int) else None)
+    shape = ir[node].get("shape") if node is not None else ()
     pairs = (d.get("static") or {}).get("pairs")
     if pairs is not None and hasattr(pairs, "shape") and shape:
         count, dim = int(pairs.shape[0]), _numel(shape[1:])
