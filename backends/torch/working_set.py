@@ -241,16 +241,13 @@ def _full_grad(plan: WorkingSetPlan, outer: _Outer, z: Tensor) -> Tensor:
     return torch.mv(plan.matrix.t(), g)
 
 
-def _first_step(plan: WorkingSetPlan, outer: _Outer, x: Tensor, grad: Tensor) -> float:
-    """1 / the curvature along the gradient (a difference of gradients), as FISTA's first step."""
+def _ranking_step(x: Tensor, grad: Tensor) -> float:
+    """A step small against any curvature, for the first check only: the prox-gradient residual is
+    nonincreasing in the step, so at this step it is the conservative side of FISTA's (at x = 0 and
+    an l1-type prox it does not depend on the step at all). The first inner solve then estimates its
+    step on the working set's columns, which saves two products with all of A."""
     gn = float(torch.linalg.vector_norm(grad))
-    if not (gn > 0 and math.isfinite(gn)):
-        return 1.0
-    h = 1e-3 * max(1.0, float(torch.linalg.vector_norm(x))) / gn
-    x1 = x - h * grad
-    g1 = _full_grad(plan, outer, torch.mv(plan.matrix, x1))
-    curvature = float(torch.linalg.vector_norm(g1 - grad)) / (h * gn)
-    return 1.0 / curvature if curvature > 0 and math.isfinite(curvature) else 1.0
+    return 1e-6 * max(1.0, float(torch.linalg.vector_norm(x))) / gn if gn > 0 and math.isfinite(gn) else 1.0
 
 
 @torch.no_grad()
@@ -273,7 +270,8 @@ def _solve(plan: WorkingSetPlan, prox: Callable, x0: list[Tensor], tol: float, m
     if not bool(torch.isfinite(grad).all()):
         raise FloatingPointError("the smooth objective is not finite at x0")
     g0_norm = float(torch.linalg.vector_norm(grad))
-    t = _first_step(plan, outer, x, grad)
+    t = _ranking_step(x, grad)
+    t_inner: float | None = None  # estimated by the first inner solve
     current = torch.zeros(plan.groups, dtype=torch.bool, device=x.device)
     columns = _Columns(plan.matrix)
     status, used, stuck, history, sizes, entries, inner_iters = USER_LIMIT, 0, 0, [], [], [], []
@@ -290,7 +288,8 @@ def _solve(plan: WorkingSetPlan, prox: Callable, x0: list[Tensor], tol: float, m
             break
         current, inner_tol, stuck = _next_working_set(plan, x, cert, current, first, tol_eff, stuck)
         columns.update((current if plan.labels is None else current[plan.labels]).nonzero().squeeze(1))
-        res, x, z, t = _inner(plan, outer, prox, x, z, t, columns, inner_tol, max_iter - used)
+        res, x, z, t = _inner(plan, outer, prox, x, z, t_inner, columns, inner_tol, max_iter - used)
+        t_inner = t
         used += res.iterations
         sizes.append(int(current.sum()))
         entries.append(int(res.x.v.numel()))
@@ -355,7 +354,8 @@ class _Columns:
         self.idx = torch.cat([self.idx, new])
 
 
-def _inner(plan: WorkingSetPlan, outer: _Outer, prox: Callable, x: Tensor, z: Tensor, t: float, columns: _Columns,
+def _inner(plan: WorkingSetPlan, outer: _Outer, prox: Callable, x: Tensor, z: Tensor, t: float | None,
+           columns: _Columns,
            tol: float, max_iter: int) -> tuple["_InnerResult", Tensor, Tensor, float]:
     """FISTA on the entries of the working set, the rest of x fixed; returns the result, the new x,
     ``A x`` and the last accepted step."""
@@ -450,12 +450,24 @@ def _inner_certificate(comp: _Composite, prox_w: Callable, x: _Point, t: float, 
     return r / max(gn, un, g0_norm, 1e-300)
 
 
-def _composite_fista(comp: _Composite, prox_w: Callable, v0: Tensor, z0: Tensor, t: float, tol: float,
+def _first_step(comp: _Composite, x: _Point) -> float:
+    """1 / the curvature along the gradient (a difference of gradients), as solvers.fista's first step."""
+    g = comp.grad(x)
+    gn = float(torch.linalg.vector_norm(g))
+    if not (gn > 0 and math.isfinite(gn)):
+        return 1.0
+    h = 1e-3 * max(1.0, float(torch.linalg.vector_norm(x.v))) / gn
+    curvature = float(torch.linalg.vector_norm(comp.grad(comp.at(x.v - h * g)) - g)) / (h * gn)
+    return 1.0 / curvature if curvature > 0 and math.isfinite(curvature) else 1.0
+
+
+def _composite_fista(comp: _Composite, prox_w: Callable, v0: Tensor, z0: Tensor, t: float | None, tol: float,
                      max_iter: int) -> _InnerResult:
     """FISTA with adaptive restart and step growth (solvers.fista) on the working set, to FISTA's
-    relative rule at ``tol``."""
+    relative rule at ``tol``; ``t=None``: the first step from the curvature along the gradient."""
     x = _Point(v0, z0)
     g0_norm = float(torch.linalg.vector_norm(comp.grad(x)))
+    t = _first_step(comp, x) if t is None else t
     y, theta, grow, k, wait, cooldown = x, 1.0, False, 0, 1, 0
     while k < max_iter:
         comp.grad(y)
