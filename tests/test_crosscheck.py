@@ -90,12 +90,25 @@ def test_disagreement_is_detected(tmp_path):
     assert main(["crosscheck", str(SPECS / "lasso.reg")]) == 0
 
 
-def test_a_refusal_when_torch_starts_is_reported_with_its_location(tmp_path):
-    """A term not finite at the start point is refused when the torch run starts, not in the
-    analysis: the check is skipped with the located reason, and the cvxpy result is kept."""
-    p = tmp_path / "qol.reg"
-    p.write_text("problem qol {\n  data A, b = randn([8, 3], [8], seed = 0)\n  var x[3]\n  var s\n\n"
-                 "  minimize quad_over_lin(A @ x - b, s) + s\n}\n")
-    check = check_problem(regspec.load(p), "qol")
+def test_a_refusal_when_torch_starts_is_reported_with_its_location(tmp_path, monkeypatch):
+    """A torch refusal raised when the run starts (not in the analysis) makes a skipped check with
+    the located reason, and the cvxpy result is kept (the refusal is simulated: every DCP problem
+    the analysis passes has a torch path today)."""
+    from regspec.diagnostics import error
+
+    p = tmp_path / "ls.reg"
+    p.write_text("problem ls {\n  data A, b = randn([8, 3], [8], seed = 0)\n  var x[3]\n\n"
+                 "  minimize sum_squares(A @ x - b)\n}\n")
+    spec = regspec.load(p)
+    ir = spec.compiled("ls").ir
+    solve = regspec.solve
+
+    def refusing(spec, *, backend="auto", **kw):
+        if backend == "torch":
+            raise error("the torch backend cannot start: simulated", ir[ir.objective()]["span"])
+        return solve(spec, backend=backend, **kw)
+
+    monkeypatch.setattr(regspec, "solve", refusing)
+    check = check_problem(spec, "ls")
     assert check.verdict == "skipped" and check.ok and check.cvxpy.ok and check.torch is None
-    assert check.reason.startswith(f"torch refuses: {p}:6:12: error: the torch backend cannot start")
+    assert check.reason.startswith(f"torch refuses: {p}:5:3: error: the torch backend cannot start: simulated")

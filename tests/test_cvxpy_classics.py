@@ -12,14 +12,13 @@ Thresholds, relative objective gap |f - f_ref| / max(|f|, |f_ref|, 1e-9):
   tightened defaults, measured <= 1e-7 here);
 - torch backend at default settings: 1e-4 (its defaults certify ~1e-6, docs/solvers.md);
 - torch with ``tol = 1e-9`` on the cases in ``TIGHT``: 1e-6.
-A problem the torch backend does not solve today is pinned to its honest behaviour instead: a
-located refusal (file:line:col and the reason), never a wrong ``optimal``; the comment names the
-missing path. When such a path lands, the pinned test fails and the entry moves to the agreeing
-ones (LAD, Chebyshev, |r|^p, entropy, KL and inv_pos problems moved this way during issue 11).
+Every classic agrees on the torch backend today; while issue 11 was built, problems the torch
+backend refused or stopped on were pinned here to their honest behaviour (a located refusal, or
+``user_limit`` without an objective) until their path landed (LAD, Chebyshev, |r|^p, entropy, KL,
+inv_pos, quad_over_lin). A problem taken only through a detour is pinned in ``DETOURS``.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -365,26 +364,15 @@ def ref_box_stack() -> float:
 
 # ---------------------------------------------------------------- what the torch backend does today
 
-@dataclass(frozen=True)
-class Refused:
-    """The torch backend refuses the spec: a located error (``line:col`` of the spec) saying why."""
-
-    line_col: str
-    why: str
-    missing: str  # the path that would take it
-
-
 REFERENCES: dict[str, Callable[[], float]] = {
     name[len("ref_"):]: fn for name, fn in globals().items() if name.startswith("ref_")}
 
 # Problems the torch backend does not solve today (measured; see the module docstring).
-TORCH_TODAY: dict[str, Refused] = {
-    # quad_over_lin(r, s) with a variable s: no prox (CATALOGUE 8 lists its prox as open) and the
-    # value is infinite at the start s = 0. Missing: a start inside the domain (s > 0) with steps
-    # that keep it there, or its perspective prox.
-    "quad_over_lin_fit": Refused("8:12", "the smooth term `quad_over_lin(A @ x - b, s)` is not finite at the start "
-                                 "point (its value", "quad_over_lin with a start s > 0"),
-}
+# Every classic agrees on torch today. Problems that agree only through a detour, pinned so that
+# a change of path is noticed: quad_over_lin(r, s) with a variable s has no prox (CATALOGUE 8
+# lists it as open) and is infinite at the start s = 0, so FISTA cannot start and the DCP problem
+# goes to the conic fallback.
+DETOURS: dict[str, str] = {"quad_over_lin_fit": "quad_over_lin(A @ x - b, s)"}
 
 # Cases also run with a tight torch tolerance (tol = 1e-9), covering the solver paths: FISTA
 # (lasso, nnls), PDHG with a pure-norm block (lad_regression), a coupling constraint
@@ -426,7 +414,7 @@ def test_suite_covers_thirty_classics():
     specs = sorted(p.stem for p in CLASSICS.glob("*.reg"))
     assert specs == NAMES, "every spec in tests/classics has a reference, and every reference a spec"
     assert len(specs) >= 30
-    assert set(TORCH_TODAY) <= set(NAMES) and set(TIGHT) <= set(NAMES) - set(TORCH_TODAY)
+    assert set(DETOURS) <= set(NAMES) and set(TIGHT) <= set(NAMES)
 
 
 def test_classics_are_fmt_clean():
@@ -442,7 +430,7 @@ def test_cvxpy_backend_agrees(name, references):
     assert objective_gap(result.objective, reference(references, name)) <= CVXPY_RTOL
 
 
-@pytest.mark.parametrize("name", _params(n for n in NAMES if n not in TORCH_TODAY))
+@pytest.mark.parametrize("name", _params(NAMES))
 def test_torch_backend_agrees(name, references):
     result = regspec.solve(regspec.load(spec_path(name)), backend="torch")
     assert result.status == "optimal", (result.status, result.info.get("message"))
@@ -459,16 +447,14 @@ def test_torch_backend_tight_tolerance(name, references):
     assert gap <= TIGHT_RTOL, f"{name}: torch at tol 1e-9 {result.objective}, gap {gap:.2e} ({result.solver})"
 
 
-@pytest.mark.parametrize("name", sorted(TORCH_TODAY))
-def test_torch_backend_today_is_honest(name):
-    """Pinned current behaviour: a located refusal that says why, never a wrong answer."""
-    spec = regspec.load(spec_path(name))
-    today = TORCH_TODAY[name]
-    with pytest.raises(RegspecError) as info:
-        regspec.solve(spec, backend="torch")
-    message = str(info.value)
-    assert f"{spec_path(name)}:{today.line_col}:" in message, message
-    assert today.why in message, message
+@pytest.mark.parametrize("name", sorted(DETOURS))
+def test_fast_path_that_cannot_start_falls_back_to_conic(name, references):
+    """A DCP problem whose fast path cannot start (a smooth term not finite at the start point)
+    is solved by the conic fallback, and the result says which term sent it there."""
+    result = regspec.solve(regspec.load(spec_path(name)), backend="torch")
+    assert result.status == "optimal" and result.info["path"] == "conic fallback"
+    assert f"the smooth term `{DETOURS[name]}` is not finite at the start point" in result.info["fast_path_refused"]
+    assert objective_gap(result.objective, reference(references, name)) <= TORCH_RTOL
 
 
 def test_list_literals_of_expressions_on_both_backends():
@@ -550,12 +536,13 @@ def test_schur_complement_with_nested_stacks_and_names_differing_in_case():
 
 
 def test_start_point_refusal_names_the_term():
-    """A smooth term whose domain excludes the start point is named and located (not the whole
-    objective), with what is not finite there."""
-    spec = regspec.load("problem p {\n  var x[3]\n  var s\n  minimize sum_squares(x - 1) + quad_over_lin(x, s) + s\n}\n")
+    """A smooth term whose domain excludes the start point, in a problem that is not DCP (so no
+    conic fallback), is named and located (not the whole objective), with what is not finite."""
+    spec = regspec.load("problem p {\n  var x[3]\n  var y[3]\n  var s\n"
+                        "  minimize sum_squares(x - 1) + quad_over_lin(x, s) + s + sum(x * y)\n}\n")
     with pytest.raises(RegspecError) as info:
         regspec.solve(spec, backend="torch")
     message = str(info.value)
-    assert ":4:33:" in message, message
-    assert "the smooth term `quad_over_lin(x, s)` is not finite at the start point (its value; start x = 0, s = 0)" \
-        in message
+    assert ":5:33:" in message, message
+    assert ("the smooth term `quad_over_lin(x, s)` is not finite at the start point (its value; start x = 0, "
+            "y = 0, s = 0)") in message
