@@ -107,7 +107,17 @@ def _problem(spec, name: str) -> dict[str, Any]:
                   "refusals" if split.algorithm == "none" else "reasons":
                   [why for why, _ in (split.refusals if split.algorithm == "none" else split.reasons)]},
         "cvxpy": {"dcp": not errs, "errors": [msg for msg, _ in errs]},
+        "auto": _auto_json(spec, name) if len(backends) == 2 else None,
     }
+
+
+def _auto_json(spec, name: str) -> dict[str, Any]:
+    """auto's choice, its reason, and the cost model's features and estimates (regspec.api)."""
+    from regspec.api import cost_features, estimate_seconds, explain_choice
+
+    features, choice = cost_features(spec, name), explain_choice(spec, name)
+    return {"backend": choice.backend, "reason": choice.reason, "features": features,
+            "estimates_s": estimate_seconds(features)}
 
 
 def term_json(t: Any) -> dict[str, Any]:

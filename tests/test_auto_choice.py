@@ -91,3 +91,13 @@ def test_check_prints_the_choice_without_importing_a_backend():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert "  auto: cvxpy (" in out.stdout and "estimates" in out.stdout
     assert "HEAVY []" in out.stdout
+
+
+def test_check_json_carries_the_choice_features_and_estimates():
+    out = subprocess.run([sys.executable, "-m", "regspec.cli", "check", "--json", "specs/class_ot.reg"],
+                         capture_output=True, text=True, cwd=ROOT)
+    doc = json.loads(out.stdout)
+    auto = next(p for s in doc["specs"] for p in s["problems"])["auto"]
+    assert auto["backend"] in ("cvxpy", "torch") and auto["reason"]
+    assert auto["features"]["algorithm"] == "pdhg" and auto["features"]["cone_work"] > 0
+    assert set(auto["estimates_s"]) == {"cvxpy", "torch"}
