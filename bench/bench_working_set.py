@@ -22,7 +22,8 @@ of its own tolerance from loose to tight and is timed at the first setting whose
 within --gap of f* (relative). Times are the best of --repeat runs in this process after a
 warm-up (numba's compile for skglm); the torch time is ``solve()`` on a lowered program started
 from zero (``times['solve']``: the variables reset, no parse or lowering). Ratios: regspec / the
-fastest baseline. No timing is asserted. skglm and celer are optional (not project dependencies): missing ones are reported.
+fastest baseline. No timing is asserted. skglm and celer are optional (not project
+dependencies): missing ones are reported.
 """
 from __future__ import annotations
 
