@@ -17,7 +17,7 @@ pytest.importorskip("torch")
 from regspec.backends.torch.iteration_log import iteration_log  # noqa: E402
 
 SPECS = Path(__file__).resolve().parent.parent / "specs"
-LINE = re.compile(r"^(?P<solver>\S+)\s+iter\s+(?P<k>\d+)\s+(?P<cols>.*?)(?:\s+-> (?P<status>\w+))?$")
+LINE = re.compile(r"^(?P<solver>.+?)\s+iter\s+(?P<k>\d+)\s+(?P<cols>.*?)(?:\s+-> (?P<status>\w+))?$")
 # values are printed with 5 significant digits: relative rounding error below 5e-5
 REL = 1e-4
 
@@ -93,3 +93,22 @@ def test_cvxpy_verbose_goes_to_stderr(capfd):
     assert main(["solve", str(SPECS / "lasso.reg"), "--backend", "cvxpy", "--verbose"]) == 0
     out, err = capfd.readouterr()
     assert out.startswith("problem lasso: optimal") and "CVXPY" not in out and "CVXPY" in err
+
+
+def test_conic_fallback_logs_its_checks():
+    """The conic fallback records no history: its lines are its checks, in order, then the end."""
+    spec = """problem p {
+  data X, e = randn([30, 10], [30], seed = 0)
+  param L = 0.5 >= 0
+  var w[10]
+  minimize sum_squares(X @ w - e)
+  subject to norm1(w) <= L
+}"""
+    buf = io.StringIO()
+    with iteration_log(buf):
+        result = regspec.solve(spec, backend="torch")
+    assert result.info.get("path") == "conic fallback" and result.status == "optimal"
+    lines = _parse(buf.getvalue())
+    ks = [k for k, _, _ in lines]
+    assert len(lines) >= 2 and ks == sorted(ks) and ks[-1] < result.iterations
+    assert all(set(v) == {"primal_rel", "dual_rel", "gap_rel"} for _, v, _ in lines)

@@ -45,6 +45,7 @@ import scipy.sparse as sp
 import torch
 from torch import Tensor
 
+from regspec.backends.torch import iteration_log
 from regspec.backends.torch.conic.cones import ConeLayout, ConeProjector
 from regspec.backends.torch.conic.precondition import Scaling, precondition
 
@@ -300,6 +301,7 @@ def _solve(A: sp.csr_matrix, b: np.ndarray, c: np.ndarray, layout: ConeLayout, t
     last_check = z.copy()
     iteration = trials = 0
     status, best, best_res = "user_limit", z, first
+    log = iteration_log.callback("conic")  # `regspec solve --verbose`
     while iteration < max_iter:
         z, used, eta, tried = adaptive_step(P, z, eta, omega, trials)
         trials += tried
@@ -313,6 +315,8 @@ def _solve(A: sp.csr_matrix, b: np.ndarray, c: np.ndarray, layout: ConeLayout, t
         if convergence_check(best_res, tol):
             status = "optimal"
             break
+        if log is not None:
+            log(iteration, None, {k: getattr(best_res, k) for k in ("primal_rel", "dual_rel", "gap_rel")})
         found = infeasibility_check(P, [(z.x - last_check.x, z.y - last_check.y), (z.x, z.y)], infeasible_tol)
         if found is not None:
             status, ratio, ray = found
