@@ -65,6 +65,7 @@ def _as_spec(spec: Spec | str | Path) -> Spec:
 # sum of the parts a run pays. Constants measured on the 2-core dev machine (bench/RESULTS.md,
 # "Auto backend choice": bench/bench_auto_choice.py in fresh processes, bench/bench_pdhg_small.py
 # and bench_lasso in one process); CPU seconds, since wall time there measured the other jobs.
+# - common: the interpreter, NumPy and regspec's front end, ~0.35 s in a fresh process (both sides);
 # - fixed: importing the backend (CVXPY ~1.0 s; torch and regspec's solver modules ~1.8 s), paid
 #   only when the module is not imported yet (a second solve in one process does not pay it);
 # - CVXPY: canonicalization ~4 us per entry of the data the problem reads (lasso 2000 x 2000: SCS
@@ -73,15 +74,17 @@ def _as_spec(spec: Spec | str | Path) -> Spec:
 #   Clarabel ~1.3 s, 570 of dim 61 ~20 s: ~1.1e-5 s per unit);
 # - torch FISTA: ~1 ns per data entry per iteration, ~200 iterations at its default tolerance;
 # - torch PDHG: ~60 us per iteration of fixed overhead (tens of small kernel calls) plus ~15 ns per
-#   primal and dual entry, ~1500 iterations (the bundled transport and TV problems take 300-2500).
+#   primal and dual entry, ~1500 iterations (the bundled transport and TV problems take 300-2500),
+#   and ~1.5 s of setup in a fresh process (SciPy's import for the Lanczos norm estimate, the block
+#   maps' graph capture: fresh PDHG runs of the bundled specs cost 3.1-4.7 s CPU, FISTA ones 1.9-2.5).
 # A problem both backends take goes to torch only when its estimate is below CVXPY's by
 # TORCH_MARGIN: within that margin either finishes within 1.5x of the other, and CVXPY's
 # interior-point answer is the more accurate one (~1e-8).
-CVXPY_IMPORT_S, TORCH_IMPORT_S = 1.0, 1.8
+FRONT_END_S, CVXPY_IMPORT_S, TORCH_IMPORT_S = 0.35, 1.0, 1.8
 CVXPY_PER_ENTRY_S = 4e-6
 CVXPY_CONE_S = 1.1e-5
 TORCH_PER_ENTRY_ITER_S, TORCH_ITERATIONS = 1e-9, 200
-PDHG_ITER_S, PDHG_PER_ENTRY_ITER_S, PDHG_ITERATIONS = 60e-6, 15e-9, 1500
+PDHG_ITER_S, PDHG_PER_ENTRY_ITER_S, PDHG_ITERATIONS, PDHG_SETUP_S = 60e-6, 15e-9, 1500, 1.5
 TORCH_MARGIN = 1.5
 
 
@@ -139,14 +142,15 @@ def estimate_seconds(features: dict[str, Any], imported: set[str] | None = None)
 
     if imported is None:
         imported = {m for m in ("cvxpy", "torch") if m in sys.modules}
-    cvxpy_s = (0.0 if "cvxpy" in imported else CVXPY_IMPORT_S) + CVXPY_PER_ENTRY_S * features["data_entries"] \
+    base = 0.0 if imported else FRONT_END_S  # a process that imported a backend has the front end too
+    cvxpy_s = base + (0.0 if "cvxpy" in imported else CVXPY_IMPORT_S) + CVXPY_PER_ENTRY_S * features["data_entries"] \
         + CVXPY_CONE_S * features["cone_work"]
-    torch_s = 0.0 if "torch" in imported else TORCH_IMPORT_S
+    torch_s = base + (0.0 if "torch" in imported else TORCH_IMPORT_S)
     if features["algorithm"] == "fista":
         torch_s += TORCH_PER_ENTRY_ITER_S * TORCH_ITERATIONS * max(features["data_entries"], features["var_entries"])
     else:
         per_iter = PDHG_ITER_S + PDHG_PER_ENTRY_ITER_S * (features["var_entries"] + features["dual_entries"])
-        torch_s += PDHG_ITERATIONS * per_iter
+        torch_s += PDHG_ITERATIONS * per_iter + (0.0 if "torch" in imported else PDHG_SETUP_S)
     return {"cvxpy": cvxpy_s, "torch": torch_s}
 
 
