@@ -483,14 +483,15 @@ def test_list_literal_of_variables_elsewhere_is_located():
     assert ":4:20:" in message and "depends on a variable" in message and "hstack([a, b])" in message
 
 
-PATHS = ("prox", "projection", "PDHG block", "smooth", "conic form", "refused")
+PATHS = ("prox", "projection", "PDHG block", "smooth", "conic form", "Sinkhorn", "refused")
 
 
-@pytest.mark.parametrize("name", ["lasso", "nnls", "socp", "water_filling", "portfolio_leverage", "kl_projection"])
+@pytest.mark.parametrize("name", ["lasso", "nnls", "socp", "water_filling", "portfolio_leverage", "kl_projection",
+                                  "entropic_ot"])
 def test_explain_names_the_path_of_each_term_and_constraint(name, capsys):
     """`regspec explain` gives every objective term and every constraint one line naming the path
     the torch backend takes for it: prox, projection, PDHG block, smooth part, the conic form
-    (fallback), or the refusal."""
+    (fallback), Sinkhorn, or the refusal."""
     from regspec.cli import main
 
     spec = regspec.load(spec_path(name))

@@ -656,6 +656,8 @@ def _constraint_paths(ir: IR, split: Split) -> list[str]:
             continue
         if split.algorithm == "conic":
             how = "in the conic form (CVXPY's canonicalisation)"
+        elif split.algorithm == "sinkhorn":
+            how = "Sinkhorn: a marginal of the transport plan, met by its scaling steps (checked on the rounded plan)"
         elif c in blocks:
             op = blocks[c]
             f = (f"indicator of {ir[op.set_node]['set']} (projection {op.kernel})" if op.kind == "set" else
