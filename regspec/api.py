@@ -219,6 +219,10 @@ def solve(spec: Spec | str | Path, *, problem: str | None = None, backend: str =
     data_s = data_sources.CLOCK["seconds"] - loaded  # data loading, reported apart from analysis
     ir = compiled.ir
     values = validate_params(ir, params)
+    split = ir.meta.get("split")
+    if backend == "auto" and (solver_opts or (solver is not None and (split is None
+                                                                       or solver.lower() != split.algorithm))):
+        backend = "cvxpy"  # a CVXPY solver or its options were named: the user chose that backend
     backend = choose_backend(spec, problem, backend)
     analyse = time.perf_counter() - t0 - data_s
     import_s = _import_backend(backend)
@@ -236,6 +240,9 @@ def solve(spec: Spec | str | Path, *, problem: str | None = None, backend: str =
         from regspec.backends.torch import solve as torch_solve
 
         algorithm = ir.meta["split"].algorithm
+        if solver_opts:
+            raise error(f"solver options ({', '.join(sorted(solver_opts))}) apply to the cvxpy backend's "
+                        "solvers; the torch backend takes `tol` and `max_iter` (--tol, --max-iter)")
         if solver is not None and solver.lower() != algorithm:
             raise error(f"the torch backend's solver is chosen from the spec ({algorithm.upper()} here); "
                         f"`--solver {solver}` applies to the cvxpy backend")

@@ -56,11 +56,11 @@ def test_requested_solver_overrides_and_unknown_solver_is_an_error():
 
 
 def test_solver_options_pass_through():
-    r = regspec.solve(SPECS / "d_optimal_design.reg", solver_opts={"max_iters": 5})
+    r = regspec.solve(SPECS / "d_optimal_design.reg", backend="cvxpy", solver_opts={"max_iters": 5})
     assert r.solver == "SCS" and r.iterations == 5
     assert r.status == "optimal_inaccurate"
     assert r.info["solver_opts"] == {"max_iters": 5}
-    r = regspec.solve(SPECS / "d_optimal_design.reg")  # automatic SCS runs at 1e-6
+    r = regspec.solve(SPECS / "d_optimal_design.reg", backend="cvxpy")  # automatic SCS runs at 1e-6
     assert r.info["solver_opts"]["eps_abs"] == 1e-6 and r.status == "optimal"
     with pytest.raises(RegspecError, match="rejected its options"):
         regspec.solve(SPECS / "lasso.reg", solver_opts={"not_an_option": 1})
@@ -110,7 +110,7 @@ def test_automatic_scs_falls_back_to_clarabel(monkeypatch):
     from regspec.backends.cvxpy import solve as cvx_solve
 
     monkeypatch.setitem(cvx_solve.SCS_DEFAULTS, "max_iters", 5)
-    r = regspec.solve(SPECS / "d_optimal_design.reg")
+    r = regspec.solve(SPECS / "d_optimal_design.reg", backend="cvxpy")
     assert r.status == "optimal" and r.solver == "CLARABEL"
     assert r.info["fallback"] == "SCS stopped at `optimal_inaccurate` after 5 iterations; re-solved with CLARABEL"
     assert r.objective == pytest.approx(3.1125686, abs=1e-6)
@@ -121,3 +121,14 @@ def test_automatic_scs_falls_back_to_clarabel(monkeypatch):
     r = regspec.solve(regspec.load(INFEASIBLE.replace("x[2] >= 0", "x[2, 2] in psd").replace("sum(x) <= -1",
                                                                                               "trace(x) <= -1")))
     assert r.status == "infeasible" and r.solver == "SCS" and "fallback" not in r.info
+
+
+def test_naming_a_cvxpy_solver_or_its_options_selects_the_cvxpy_backend():
+    """auto never sends a problem to the torch backend when the user named a CVXPY solver or its
+    options; the torch backend refuses options it would otherwise ignore."""
+    r = regspec.solve(SPECS / "lasso.reg", solver="CLARABEL")
+    assert r.backend == "cvxpy" and r.solver == "CLARABEL"
+    r = regspec.solve(SPECS / "lasso.reg", solver_opts={"max_iter": 500})
+    assert r.backend == "cvxpy"
+    with pytest.raises(RegspecError, match="apply to the cvxpy backend"):
+        regspec.solve(SPECS / "lasso.reg", backend="torch", solver_opts={"verbose": True})

@@ -54,7 +54,7 @@ def test_sweep_reuses_one_compiled_problem_and_matches_single_solves(monkeypatch
     assert calls["apply"] == 1
     assert result.ok and len(result.points) == 6
     for point in result.points[::2]:
-        single = regspec.solve(regspec.load(SPECS / "lasso.reg"), params={"lam": point.value})
+        single = regspec.solve(regspec.load(SPECS / "lasso.reg"), backend="cvxpy", params={"lam": point.value})
         assert point.objective == pytest.approx(single.objective, rel=1e-7)
         np.testing.assert_allclose(point.variables["w"], single.variables["w"], atol=1e-4)
     # the path is monotone: a larger penalty never lowers the optimum of this objective
