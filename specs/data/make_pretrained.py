@@ -1,5 +1,6 @@
 """Make ``digits_mlp_pretrained.pt``, the "pretrained" starting weights of the fine-tuning specs
-(train_lora_l1.reg, train_soma.reg, train_intrinsic_dim.reg): the MLP those specs declare,
+(train_lora_l1.reg, train_soma.reg, train_intrinsic_dim.reg, train_spectra_clip.reg,
+train_muon.reg, train_sam.reg): the MLP those specs declare,
 trained on the digits 0-4 of the training split only, so that fine-tuning on all ten classes
 adapts it to a task it has not seen. A plain state_dict (about 40 kB), regenerated with
 
