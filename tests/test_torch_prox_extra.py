@@ -244,6 +244,12 @@ def _weighted_inv_pos(cp):
     return cp.Problem(cp.Minimize(cp.sum(cp.multiply(W8, cp.inv_pos(x)))), [cp.sum(x) == 1])
 
 
+def _mean_hinge(cp):
+    w, b = cp.Variable(3), cp.Variable()
+    return cp.Problem(cp.Minimize(cp.sum(cp.pos(1 - cp.multiply(Y_SIGN, X @ w + b))) / 30 + 0.05 * cp.sum_squares(w)
+                                  + cp.sum(0.3 * cp.abs(w) + w) / 3))
+
+
 # name -> (spec body, hand-written CVXPY reference, the path the torch backend takes)
 CASES = {
     "svm": (f"var w[3]\nvar b\nlet X = {lit(X)}\nlet y = {lit(Y_SIGN)}\n"
@@ -261,6 +267,9 @@ CASES = {
     "log": (f"var x[3]\nmaximize sum(log(x)) - {lit(POS3)} @ x - 0.1 * sum_squares(x)", _log, "fista"),
     "kl_div": (f"var x[6]\nminimize kl_div(x, {lit(Q12)})\nsubject to {{\n {lit(X[:6, 0])} @ x == 0.1\n"
                " sum(x) == 1\n}", _kl, "pdhg"),
+    "mean_hinge": (f"var w[3]\nvar b\nlet X = {lit(X)}\nlet y = {lit(Y_SIGN)}\n"
+                   "minimize mean(pos(1 - y * (X @ w + b))) + 0.05 * sum_squares(w) + mean(0.3 * abs(w) + w)",
+                   _mean_hinge, "pdhg"),
     "weighted_inv_pos": (f"var x[5]\nminimize sum({lit(W8)} * inv_pos(x))\nsubject to {{\n sum(x) == 1\n}}",
                          _weighted_inv_pos, "pdhg"),
 }
@@ -302,7 +311,7 @@ def test_both_backends_match_hand_written_cvxpy(name):
     assert rel(default.objective, ref) <= 1e-4, (default.objective, ref)
 
 
-# the l1-regularized hinge is an LP: PDHG needs ~6600 iterations at tol 1e-9 (~10 s on 2 cores)
+# the l1-regularized hinge is an LP: PDHG needs thousands of iterations at a tight tol (~10 s on 2 cores)
 TIGHT = [pytest.param(n, marks=pytest.mark.slow) if n == "svm_hinge_l1" else n for n in sorted(CASES)]
 
 
@@ -310,9 +319,11 @@ TIGHT = [pytest.param(n, marks=pytest.mark.slow) if n == "svm_hinge_l1" else n f
 def test_torch_at_a_tight_tol_matches_hand_written_cvxpy(name):
     pytest.importorskip("cvxpy")
     ref = _reference(name)
-    tight = solve(_spec(CASES[name][0]), backend="torch", tol=1e-9)
+    # tol 1e-8: below it the mean-hinge run's relative stationarity measure stalls at ~3e-9 with primal
+    # and dual residuals at 1e-16 (restarted_pdhg's certificate floor, not this path)
+    tight = solve(_spec(CASES[name][0]), backend="torch", tol=1e-8)
     assert tight.status == "optimal"
-    # tol 1e-9 certifies the torch side far below 1e-6; Clarabel's reference is within ~1e-8
+    # tol 1e-8 certifies the torch side far below 1e-6; Clarabel's reference is within ~1e-8
     assert rel(tight.objective, ref) <= 1e-6, (tight.objective, ref)
 
 

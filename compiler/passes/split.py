@@ -195,7 +195,7 @@ def _flatten(ir: IR, node: int, sign: float, scale: list[tuple[int, int]], out: 
             if atom == "divide" and ir[a[1]]["curvature"] is Curvature.CONSTANT:
                 _flatten(ir, a[0], sign, scale + [(a[1], -1)], out)
                 return
-        if atom == "sum" and d.get("static", {}).get("axis") is None and ir[a[0]]["shape"] != ():
+        if atom in ("sum", "mean") and d.get("static", {}).get("axis") is None and ir[a[0]]["shape"] != ():
             _flatten_sum(ir, node, a[0], sign, scale, out)
             return
     out.append(Term(node, sign, scale))
@@ -237,12 +237,14 @@ def _sum_of(ir: IR, sum_node: int, piece: int) -> int:
     if ir[sum_node]["args"][0] == piece:
         return sum_node
     memo = ir.meta.setdefault("sum_pieces", {})
-    if piece not in memo:
+    reducer = ir[sum_node]["atom"]  # sum or mean: both are linear
+    key = (reducer, piece)
+    if key not in memo:
         p = ir[piece]
-        memo[piece] = ir.add("call", None, [piece], atom="sum", kwargs={}, static={"axis": None}, tensor_kwargs={},
-                             shape=(), curvature=p["curvature"], sign=p["sign"], dcp_reason=None,
-                             display=f"sum({ir.text(piece)})")
-    return memo[piece]
+        memo[key] = ir.add("call", None, [piece], atom=reducer, kwargs={}, static={"axis": None}, tensor_kwargs={},
+                           shape=(), curvature=p["curvature"], sign=p["sign"], dcp_reason=None,
+                           display=f"{reducer}({ir.text(piece)})")
+    return memo[key]
 
 
 def is_smooth(ir: IR, node: int) -> bool:

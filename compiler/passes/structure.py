@@ -136,6 +136,7 @@ class SeparableProx:
     negated: bool = False
     summed: bool = False
     lam_node: int | None = None   # sum(w * f(e)): the constant weights w >= 0 (per entry)
+    count: int = 1                # mean(f(e)) = sum(f(e)) / count
     data_arg: int | None = None   # kl_div(x, y) / rel_entr(x, y) with y constant: the node of y
 
 
@@ -165,8 +166,10 @@ def separable_prox(ir: IR, core: int) -> SeparableProx | None:
     d = ir[core]
     if d["kind"] != "call" or "value" in d:
         return None
-    node, summed, lam_node = core, False, None
-    if d["atom"] == "sum" and d.get("static", {}).get("axis") is None:
+    node, summed, lam_node, count = core, False, None, 1
+    if d["atom"] in ("sum", "mean") and d.get("static", {}).get("axis") is None:
+        if d["atom"] == "mean":
+            count = int(np.prod(ir[d["args"][0]]["shape"], dtype=np.int64))
         inner = d["args"][0]
         if ir[inner]["kind"] != "call" or "value" in ir[inner]:
             return None
@@ -183,7 +186,7 @@ def separable_prox(ir: IR, core: int) -> SeparableProx | None:
         return None
     found = _power_of_abs(ir, node)
     if found is not None:
-        found.summed, found.lam_node = summed, lam_node
+        found.summed, found.lam_node, found.count = summed, lam_node, count
         return found
     prox = _prox_of(ir, node)
     if prox is None:
@@ -198,8 +201,8 @@ def separable_prox(ir: IR, core: int) -> SeparableProx | None:
         data_arg = args[1]
     elif ir[node]["atom"] != "power" and len(args) != 1:
         return None
-    return SeparableProx(prox.kernel, node, args[0], {}, bool(getattr(prox, "negated", False)), summed, lam_node,
-                         data_arg)
+    return SeparableProx(prox.kernel, node, args[0], {}, bool(getattr(prox, "negated", False)), summed=summed,
+                         lam_node=lam_node, count=count, data_arg=data_arg)
 
 
 def _weighted(ir: IR, node: int) -> tuple[int, int] | None:
@@ -231,6 +234,8 @@ def prox_hyper(ir: IR, sep: SeparableProx, params: dict[str, np.ndarray] | None 
     hyper.update(sep.hyper)
     if sep.lam_node is not None:
         hyper["lam"] = np.asarray(evaluate(ir, sep.lam_node, params or {}), dtype=float)
+    if sep.count != 1:  # a mean: every entry weighs 1/count (times its weight)
+        hyper["lam"] = np.asarray(hyper.get("lam", 1.0), dtype=float) / sep.count
     if sep.data_arg is not None:
         y = np.asarray(evaluate(ir, sep.data_arg, params or {}), dtype=float)
         hyper["y"] = np.broadcast_to(y, tuple(ir[sep.arg]["shape"])).copy()
