@@ -167,7 +167,7 @@ def solve_sinkhorn(program, *, params: dict[str, np.ndarray] | None = None, tol:
                    max_iter: int = 100000) -> Result:
     """Solve an entropic OT program (``split.algorithm == "sinkhorn"``) and report it."""
     from regspec.backends.torch.pdhg_lowering import NOT_SOLVED_MESSAGES
-    from regspec.backends.torch.solve import PDHG_TOL, with_curvature
+    from regspec.backends.torch.solve import PDHG_TOL, _threads_for, with_curvature
 
     params = params or {}
     tol = PDHG_TOL if tol is None else tol
@@ -177,7 +177,7 @@ def solve_sinkhorn(program, *, params: dict[str, np.ndarray] | None = None, tol:
     data = entropic_data(program, params)
     if not (math.isfinite(data.eps) and data.eps > 0):
         raise ValueError(f"entropic OT needs a positive entropy weight, got {data.eps}")
-    with torch.no_grad():
+    with torch.no_grad(), _threads_for(program, data.cost.numel()):  # one thread for small plans
         status, P, cert, iterations = sinkhorn(data, tol=tol, max_iter=max_iter)
     seconds = time.perf_counter() - t0
     info: dict[str, Any] = {"device": str(program.device), "dtype": str(program.dtype).replace("torch.", ""),
