@@ -188,12 +188,17 @@ def explain_choice(spec: Spec, problem: str | None, imported: set[str] | None = 
                                   f"certifies to ~1e-8: {sizes}")
 
 
-def choose_backend(spec: Spec, problem: str | None, backend: str) -> str:
-    """``auto``: :func:`explain_choice`; otherwise the named backend."""
+def choose_backend(spec: Spec, problem: str | None, backend: str, solver: str | None = None,
+                   solver_opts: dict[str, Any] | None = None) -> str:
+    """``auto``: the cvxpy backend when a CVXPY solver or its options are named (the user chose
+    it), else :func:`explain_choice`; otherwise the named backend."""
     if backend not in BACKENDS:
         raise error(f"unknown backend `{backend}`; choose one of {', '.join(BACKENDS)}")
     if backend != "auto":
         return backend
+    split = spec.compiled(problem).ir.meta.get("split")
+    if solver_opts or (solver is not None and (split is None or solver.lower() != split.algorithm)):
+        return "cvxpy"
     return explain_choice(spec, problem).backend
 
 
@@ -219,11 +224,7 @@ def solve(spec: Spec | str | Path, *, problem: str | None = None, backend: str =
     data_s = data_sources.CLOCK["seconds"] - loaded  # data loading, reported apart from analysis
     ir = compiled.ir
     values = validate_params(ir, params)
-    split = ir.meta.get("split")
-    if backend == "auto" and (solver_opts or (solver is not None and (split is None
-                                                                       or solver.lower() != split.algorithm))):
-        backend = "cvxpy"  # a CVXPY solver or its options were named: the user chose that backend
-    backend = choose_backend(spec, problem, backend)
+    backend = choose_backend(spec, problem, backend, solver, solver_opts)
     analyse = time.perf_counter() - t0 - data_s
     import_s = _import_backend(backend)
     t1 = time.perf_counter()

@@ -137,11 +137,12 @@ def cmd_solve(args: argparse.Namespace) -> int:
         raise UsageError("--out applies to --sweep")
     from regspec.json_out import stdout_to_stderr
 
-    if args.verbose:  # the cvxpy backend's solver log; the torch backend ignores solver_opts
+    backend = regspec.api.choose_backend(spec, args.problem, args.backend, args.solver, solver_opts)
+    if args.verbose and backend == "cvxpy":  # the solver's own log; torch solvers log below
         solver_opts.setdefault("verbose", True)
     # solver logs go to stderr: never mixed into --json, and apart from the result with --verbose
     with stdout_to_stderr(args.json or args.verbose), _iteration_log(args.verbose):
-        result = regspec.solve(spec, problem=args.problem, backend=args.backend, params=params, solver=args.solver,
+        result = regspec.solve(spec, problem=args.problem, backend=backend, params=params, solver=args.solver,
                                solver_opts=solver_opts, tol=args.tol, max_iter=args.max_iter, device=args.device,
                                dtype=args.dtype)
     if args.verbose and result.backend == "torch":
