@@ -25,7 +25,8 @@ from typing import Any, Callable, Mapping, Sequence
 import torch
 from torch import nn
 
-from .finite import NonFiniteError, describe_tensors, finite_flag, nonfinite_tensors
+from .finite import (describe_tensors, finite_flag, learning_rate_notes, nonfinite_tensors,
+                     raise_nonfinite)
 from .proxstep import Clock, When, evaluate_scalar
 
 __all__ = ["Term", "TermBook"]
@@ -218,20 +219,10 @@ class TermBook:
                                         "learning rate x update beyond the dtype's range)")
 
     def _lr_notes(self) -> list[str]:
-        lrs = sorted({float(g["lr"]) for g in self.optimizer.param_groups if "lr" in g})
-        if not lrs:
-            return []
-        return [f"the optimizer's learning rate is {', '.join(f'{v:g}' for v in lrs)}; a step too large "
-                "makes the weights overflow: lower `lr` (or the term's weight)"]
+        return learning_rate_notes(self.optimizer)
 
     def _raise(self, message: str, step: int, term: str, notes: list[str]) -> None:
-        extra = []
-        for note in self.nonfinite_notes:
-            try:
-                extra.append(note())
-            except Exception:  # noqa: BLE001 - a note must never hide the error itself
-                pass
-        raise NonFiniteError(message, step=step, term=term, notes=[*notes, *extra])
+        raise_nonfinite(message, step, term, notes, self.nonfinite_notes)
 
     # ---- reports
     def values(self) -> dict[str, float]:

@@ -8,13 +8,14 @@ models are checked the same way before they are written, so bad weights never re
 """
 from __future__ import annotations
 
-from typing import Iterable, Mapping, Sequence
+from typing import Callable, Iterable, Mapping, Sequence
 
 import torch
 
 from regspec.diagnostics import Diagnostic, RegspecError
 
-__all__ = ["NonFiniteError", "finite_flag", "nonfinite_tensors", "check_tensors_finite", "optimizer_state_names"]
+__all__ = ["NonFiniteError", "finite_flag", "nonfinite_tensors", "check_tensors_finite", "optimizer_state_names",
+           "learning_rate_notes", "raise_nonfinite"]
 
 
 class NonFiniteError(RegspecError):
@@ -109,3 +110,26 @@ def optimizer_state_names(optimizer: torch.optim.Optimizer, module: torch.nn.Mod
     by_id = {id(p): n for n, p in module.named_parameters()}
     flat = [p for g in optimizer.param_groups for p in g["params"]]
     return {str(i): by_id.get(id(p), f"parameter {i}") for i, p in enumerate(flat)}
+
+
+def learning_rate_notes(optimizer: object | None) -> list[str]:
+    """The note a non-finite update gets: the optimizer's learning rates, and what to lower."""
+    groups = getattr(optimizer, "param_groups", None) or []
+    lrs = sorted({float(g["lr"]) for g in groups if "lr" in g})
+    if not lrs:
+        return []
+    return [f"the optimizer's learning rate is {', '.join(f'{v:g}' for v in lrs)}; a step too large "
+            "makes the weights overflow: lower `lr` (or the term's weight)"]
+
+
+def raise_nonfinite(message: str, step: int, term: str, notes: Sequence[str],
+                    extra_notes: Sequence[Callable[[], str]] = ()) -> None:
+    """Raise ``NonFiniteError`` with ``notes`` and each extra note that can be computed (a note
+    that fails must never hide the error itself)."""
+    extra = []
+    for note in extra_notes:
+        try:
+            extra.append(note())
+        except Exception:  # noqa: BLE001
+            pass
+    raise NonFiniteError(message, step=step, term=term, notes=[*notes, *extra])

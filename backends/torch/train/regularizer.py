@@ -43,7 +43,8 @@ from torch import nn
 from regspec.diagnostics import did_you_mean, error
 
 from . import penalties as P
-from .finite import NonFiniteError, describe_tensors, finite_flag, nonfinite_tensors
+from .finite import (describe_tensors, finite_flag, learning_rate_notes, nonfinite_tensors,
+                     raise_nonfinite)
 from .losses import build_loss
 from .proxstep import Clock, ProxEngine, ProxGroup, evaluate_scalar
 
@@ -529,22 +530,10 @@ class Regularizer:
         return out
 
     def _lr_notes(self) -> list[str]:
-        notes = []
-        if self.optimizer is not None:
-            lrs = sorted({float(g["lr"]) for g in self.optimizer.param_groups if "lr" in g})
-            if lrs:
-                notes.append(f"the optimizer's learning rate is {', '.join(f'{v:g}' for v in lrs)}; "
-                             "a step too large makes the weights overflow: lower `lr` (or the term's weight)")
-        return notes
+        return learning_rate_notes(self.optimizer)
 
     def _raise(self, message: str, step: int, term: str, notes: list[str]) -> None:
-        extra = []
-        for note in self.nonfinite_notes:
-            try:
-                extra.append(note())
-            except Exception:  # noqa: BLE001 - a note must never hide the error itself
-                pass
-        raise NonFiniteError(message, step=step, term=term, notes=[*notes, *extra])
+        raise_nonfinite(message, step, term, notes, self.nonfinite_notes)
 
     # ---- reporting
     def values(self) -> dict[str, float]:
