@@ -14,6 +14,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from regspec.diagnostics import RegspecError
+
 torch = pytest.importorskip("torch")
 
 import regspec  # noqa: E402
@@ -141,7 +143,12 @@ def test_every_atom_as_a_regularizer_adds_its_numpy_value(name):
     reg.close()
 
 
-PROX_ATOMS = sorted(n for n, a in ATOMS.items() if a.prox is not None and not a.prox.negated)
+# atoms whose prox acts on the first of two tensor arguments (kl_div(x, y), rel_entr(x, y) with y
+# a constant): train blocks take a prox only for f(one selector), so these join the loss; the
+# refusal of `via prox` is tested below
+TWO_ARGUMENT_PROX = sorted(n for n, a in ATOMS.items() if a.prox is not None and a.nargs[0] >= 2)
+PROX_ATOMS = sorted(n for n, a in ATOMS.items() if a.prox is not None and not a.prox.negated
+                    and n not in TWO_ARGUMENT_PROX)
 # concave atoms (log, entropy, log_det) have the prox of their negation (they enter a problem as
 # -w * f); a train term w * f with w >= 0 is concave and has no prox: `via prox` refuses it
 PROX_SKIPPED = {n: "its kernel is the prox of the negated atom" for n, a in ATOMS.items()
@@ -245,3 +252,13 @@ def test_the_walk_covers_the_catalogue():
     from regspec.compiler.catalogue import Curvature
 
     assert all(ATOMS[n].curvature is Curvature.CONCAVE for n in PROX_SKIPPED), PROX_SKIPPED
+
+
+@pytest.mark.parametrize("name", TWO_ARGUMENT_PROX)
+def test_two_argument_prox_atoms_via_prox_are_a_located_refusal(name):
+    model = _model("wide", "pos")
+    with pytest.raises(RegspecError) as e:
+        _attach(f"regularize 0.3 * sum({name}({W}, 0.5)) via prox", model, lr=0.5)
+    first = e.value.first
+    assert first.span is not None and first.span.line == 2
+    assert "via prox" in first.message and "one selector" in first.message
