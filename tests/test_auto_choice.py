@@ -8,36 +8,18 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 import regspec
 from regspec.api import CVXPY_IMPORT_S, FRONT_END_S, TORCH_IMPORT_S, cost_features, explain_choice
 
-ROOT = Path(__file__).resolve().parents[1]
+from ot_fixtures import CLASS_OT, write_ot
 
-CLASS_OT = """problem class_ot {
-  data C = load("ot.npz", "C")
-  data a = load("ot.npz", "a")
-  data b = load("ot.npz", "b")
-  data labels = load("ot.npz", "labels")
-  param rho = 0.01 >= 0
-  var P[rows(C), cols(C)] >= 0
-  minimize sum(C * P) + rho * sum_of_norms(P, pairs = same(labels))
-  subject to {
-    sum(P, axis = 1) == a
-    sum(P, axis = 0) == b
-  }
-}
-"""
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def class_ot(tmp_path: Path, n: int, k: int = 3) -> regspec.Spec:
-    rng = np.random.default_rng(0)
-    labels = np.repeat(np.arange(k), -(-n // k))[:n]
-    np.savez(tmp_path / "ot.npz", C=rng.random((n, n)), a=np.full(n, 1 / n), b=np.full(n, 1 / n), labels=labels)
-    (tmp_path / "p.reg").write_text(CLASS_OT)
-    return regspec.load(tmp_path / "p.reg")
+    return write_ot(tmp_path, n, CLASS_OT, classes=k)[0]
 
 
 def test_features_count_the_pairs_cones_and_dual_entries(tmp_path):

@@ -18,6 +18,7 @@ import pytest
 import regspec
 
 from conftest import ROOT
+from ot_fixtures import CLASS_OT, EXACT_OT, ot_data, write_ot
 
 CLARABEL_TIGHT = {"tol_gap_abs": 1e-10, "tol_gap_rel": 1e-10, "tol_feas": 1e-10}
 DOC_ACCURACY = 1e-6  # docs/solvers.md: objective within 1e-6 relative of a tight reference at default tol
@@ -32,46 +33,6 @@ def rel(a: float, b: float) -> float:
 
 
 # ------------------------------------------------------------------------------ transport
-
-def ot_data(n: int, seed: int = 0) -> dict[str, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    xs, xt = rng.standard_normal((n, 2)), rng.standard_normal((n, 2)) + 1.0
-    C = ((xs[:, None, :] - xt[None, :, :]) ** 2).sum(-1)
-    return {"C": C / C.max(), "a": np.full(n, 1.0 / n), "b": np.full(n, 1.0 / n),
-            "labels": np.repeat(np.arange(3), -(-n // 3))[:n].astype(np.int64)}
-
-
-EXACT_OT = """problem exact_ot {
-  data C = load("ot.npz", "C")
-  data a = load("ot.npz", "a")
-  data b = load("ot.npz", "b")
-  var P[rows(C), cols(C)] in transport(a, b)
-  minimize sum(C * P)
-}
-"""
-
-CLASS_OT = """problem class_ot {
-  data C = load("ot.npz", "C")
-  data a = load("ot.npz", "a")
-  data b = load("ot.npz", "b")
-  data labels = load("ot.npz", "labels")
-  param rho = 0.01 >= 0
-  var P[rows(C), cols(C)] >= 0
-  minimize sum(C * P) + rho * sum_of_norms(P, pairs = same(labels))
-  subject to {
-    sum(P, axis = 1) == a
-    sum(P, axis = 0) == b
-  }
-}
-"""
-
-
-def write_ot(tmp_path, n: int, text: str):
-    d = ot_data(n)
-    np.savez(tmp_path / "ot.npz", **d)
-    (tmp_path / "p.reg").write_text(text)
-    return regspec.load(tmp_path / "p.reg"), d
-
 
 def assert_marginals_met(r, d) -> None:
     """Every marginal entry within the reported relative tolerance (a, b uniform: the block's
