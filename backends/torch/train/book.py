@@ -27,12 +27,11 @@ from torch import nn
 
 from .finite import (describe_tensors, finite_flag, learning_rate_notes, nonfinite_tensors,
                      raise_nonfinite)
-from .proxstep import Clock, When, evaluate_scalar
+from .proxstep import Clock, When, evaluate_scalar, hyper_at
 
 __all__ = ["Term", "TermBook"]
 
 #: integer hyperparameters of projections (top_k's k, nm_sparse's n and m): a schedule is rounded
-_INTEGER_HYPER = ("k", "n", "m")
 
 
 @dataclass
@@ -249,11 +248,7 @@ class TermBook:
 
     @staticmethod
     def hyper_at(term: Term, t: float) -> dict[str, Any]:
-        hyper = {k: evaluate_scalar(v, t) for k, v in term.hyper.items()}
-        for k in _INTEGER_HYPER:
-            if hyper.get(k) is not None:
-                hyper[k] = int(round(hyper[k]))
-        return hyper
+        return hyper_at(term.hyper, t)
 
     def weights(self) -> dict[str, float]:
         """Each term's weight at the current time."""

@@ -76,6 +76,19 @@ def evaluate_scalar(value: Any, t: float) -> float:
     return float(value(t)) if callable(value) else value
 
 
+#: hyperparameters that count things (top_k's k, nm_sparse's n and m): a schedule's value rounded
+INTEGER_HYPER = ("k", "n", "m")
+
+
+def hyper_at(hyper: dict[str, Any], t: float) -> dict[str, Any]:
+    """A kernel's hyperparameters at time t: schedules evaluated, counts rounded to integers."""
+    out = {k: evaluate_scalar(v, t) for k, v in hyper.items()}
+    for k in INTEGER_HYPER:
+        if out.get(k) is not None:
+            out[k] = int(round(out[k]))
+    return out
+
+
 @dataclass
 class Clock:
     """Training time: completed optimizer steps, the current epoch and the steps done in it.
@@ -315,11 +328,7 @@ class ProxEngine:
         return [p.data.reshape(p.shape[0], -1) if p.dim() != 2 else p.data for p in b.params]
 
     def _hyper_at(self, b: _Bucket, t: float) -> dict[str, Any]:
-        hyper = {k: evaluate_scalar(v, t) for k, v in b.hyper.items()}
-        for k in ("k", "n", "m"):
-            if k in hyper and hyper[k] is not None:
-                hyper[k] = int(round(hyper[k]))
-        return hyper
+        return hyper_at(b.hyper, t)
 
     def _prox_steps(self, b: _Bucket, t: float) -> list[float]:
         """tau = lr * w(t) per tensor, times N for a prox gated ``every N`` steps (the lazy prox)."""

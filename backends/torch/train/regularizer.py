@@ -46,7 +46,7 @@ from . import penalties as P
 from .finite import (describe_tensors, finite_flag, learning_rate_notes, nonfinite_tensors,
                      raise_nonfinite)
 from .losses import build_loss
-from .proxstep import Clock, ProxEngine, ProxGroup, evaluate_scalar
+from .proxstep import Clock, ProxEngine, ProxGroup, evaluate_scalar, hyper_at
 
 __all__ = ["Penalty", "Regularizer", "param_value", "group_norms", "set_distance", "eval_tree", "per_sample_mean",
            "PARAM_KINDS", "ACT_KINDS", "OUTPUT_KINDS"]
@@ -556,10 +556,7 @@ class Regularizer:
             label = g.label or g.kernel
             with torch.no_grad():
                 if g.is_projection:
-                    hyper = {k: evaluate_scalar(v, t) for k, v in g.hyper.items()}
-                    for k in ("k", "n", "m"):
-                        if hyper.get(k) is not None:
-                            hyper[k] = int(round(hyper[k]))
+                    hyper = hyper_at(g.hyper, t)
                     out[label] = sum(set_distance(g.kernel, named[n], hyper, g.matrix) for n in g.params
                                      if n not in frozen)
                 else:

@@ -62,6 +62,7 @@ from regspec.diagnostics import RegspecError, error
 
 from .data import DataBundle, EpochSampler
 from .finite import NonFiniteError, check_tensors_finite, optimizer_state_names
+from .proxstep import hyper_at
 from .regularizer import Regularizer, set_distance
 from .reparam import merged_state_dict, trained_summary
 
@@ -408,10 +409,7 @@ def summarize(reg: Regularizer, metrics: dict[str, Any], initial: dict[str, floa
         if skipped:
             entry["frozen"] = skipped     # matched but requires_grad=False: never touched
         if g.is_projection:
-            hyper = {k: (float(v(t)) if callable(v) else v) for k, v in g.hyper.items()}
-            for k in ("k", "n", "m"):
-                if hyper.get(k) is not None:
-                    hyper[k] = int(round(hyper[k]))
+            hyper = hyper_at(g.hyper, t)
             entry["set"] = {k: v for k, v in hyper.items() if not isinstance(v, torch.Tensor)}
             dist = {n: set_distance(g.kernel, named[n], hyper, g.matrix) for n in g.params if n not in skipped}
             entry["distance"] = dist
