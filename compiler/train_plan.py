@@ -842,12 +842,7 @@ class _Planner:
         if any(inv for _, inv in with_sel):
             raise error("a term over tensors cannot divide", next(f for f, inv in with_sel if inv).span)
         rest = [(f, inv) for f, inv in factors if not selector_nodes(f)]
-        weight: Any = 1.0
-        if rest:
-            expr = _rebuild(rest, s.term.span)
-            weight = self.values.scalar(expr, "the weight")
-            if isinstance(weight, float) and weight < 0:
-                raise error(f"a regularizer's weight must be nonnegative, got {weight:g}", expr.span)
+        weight = self.term_weight(rest, s.term.span)
         core_expr = _rebuild(with_sel, s.term.span) if len(with_sel) > 1 else core
         parts = split_parts(core_expr, self.values.lets)
         return [self.expression_term(s, p.node, _scaled(weight, p.scale),
@@ -908,6 +903,17 @@ class _Planner:
             return "prox", prox.kernel, f"nonsmooth with a closed-form prox ({prox.kernel}): fused proximal step"
         return "loss", None, grad_why
 
+    def term_weight(self, factors: list[tuple[ast.Expr, bool]], span: Span) -> Any:
+        """The product of a term's factors that hold no selector: a nonnegative number or schedule
+        (1 when there are none)."""
+        if not factors:
+            return 1.0
+        expr = _rebuild(factors, span)
+        weight = self.values.scalar(expr, "the weight")
+        if isinstance(weight, float) and weight < 0:
+            raise error(f"a regularizer's weight must be nonnegative, got {weight:g}", expr.span)
+        return weight
+
     def legacy_term(self, s: ast.Regularize, plan: TrainPlan) -> TermPlan:
         factors = _factors(s.term)
         terms = [f for f, inv in factors if _is_term_call(f)]
@@ -927,12 +933,7 @@ class _Planner:
         if any(f is call and inv for f, inv in factors):
             raise error("a regularizer cannot divide", call.span)
         rest = [(f, inv) for f, inv in factors if f is not call]
-        weight: Any = 1.0
-        if rest:
-            expr = _rebuild(rest, s.term.span)
-            weight = self.values.scalar(expr, "the weight")
-            if isinstance(weight, float) and weight < 0:
-                raise error(f"a regularizer's weight must be nonnegative, got {weight:g}", expr.span)
+        weight = self.term_weight(rest, s.term.span)
         entry = term_entry(train_atom(call.func.id))  # type: ignore[union-attr]
         name = entry.name
         if not call.args:
