@@ -1,20 +1,41 @@
-"""The AST of a `.reg` file. Every node carries the ``Span`` it was parsed from."""
+"""The AST of a `.reg` file. Every node carries the ``Span`` it was parsed from.
+
+The node classes are dataclasses whose ``__init__`` is generated; equality (spans ignored) and
+``repr`` are ``Node``'s, written once: generating them for each of ~45 classes cost ~10 ms of
+every start-up (``regspec check``)."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Iterator, Union
+from dataclasses import dataclass, field, fields
+from typing import Any, Iterator, Union
 
 from regspec.diagnostics import Source, Span
 
 
-@dataclass
+@dataclass(eq=False, repr=False)
 class Node:
+    """A node of the AST: its fields, and where in the source it was parsed from."""
+
     span: Span = field(repr=False, compare=False, kw_only=True)
+
+    def __eq__(self, other: Any) -> bool:
+        """Nodes of one class whose compared fields are equal (as a dataclass's ``__eq__``)."""
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        compared = [f.name for f in fields(self) if f.compare]
+        return tuple(getattr(self, n) for n in compared) == tuple(getattr(other, n) for n in compared)
+
+    __hash__ = None  # mutable, compared by value: unhashable, as a dataclass with eq
+
+    def __repr__(self) -> str:
+        shown = ", ".join(f"{f.name}={getattr(self, f.name)!r}" for f in fields(self) if f.repr)
+        return f"{self.__class__.__qualname__}({shown})"
 
 
 # ---------------------------------------------------------------- expressions
-@dataclass
+@dataclass(eq=False, repr=False)
 class Expr(Node):
+    """An expression."""
+
     def children(self) -> list["Expr"]:
         return []
 
@@ -24,29 +45,39 @@ class Expr(Node):
             yield from c.walk()
 
 
-@dataclass
+@dataclass(eq=False, repr=False)
 class Num(Expr):
+    """A number literal; ``is_int`` when written without a point or exponent."""
+
     value: float
     is_int: bool = False
 
 
-@dataclass
+@dataclass(eq=False, repr=False)
 class Str(Expr):
+    """A string literal, escapes decoded."""
+
     value: str
 
 
-@dataclass
+@dataclass(eq=False, repr=False)
 class Bool(Expr):
+    """``true`` or ``false``."""
+
     value: bool
 
 
-@dataclass
+@dataclass(eq=False, repr=False)
 class Name(Expr):
+    """A name: a declared symbol, an atom, a set or a keyword argument's value."""
+
     id: str
 
 
-@dataclass
+@dataclass(eq=False, repr=False)
 class BinOp(Expr):
+    """``left op right`` for the binary operators ``+ - * / @ **``."""
+
     op: str  # + - * / @ **
     left: Expr
     right: Expr
@@ -55,22 +86,28 @@ class BinOp(Expr):
         return [self.left, self.right]
 
 
-@dataclass
+@dataclass(eq=False, repr=False)
 class Neg(Expr):
+    """Unary minus."""
+
     operand: Expr
 
     def children(self) -> list[Expr]:
         return [self.operand]
 
 
-@dataclass
+@dataclass(eq=False, repr=False)
 class Keyword(Node):
+    """``name = value`` inside a call's arguments."""
+
     name: str
     value: Expr
 
 
-@dataclass
+@dataclass(eq=False, repr=False)
 class Call(Expr):
+    """``func(args, kwargs)``: an atom, a set, a data source or a model."""
+
     func: Expr  # a Name, or a Str for import paths: "pkg.mod:Class"(...)
     args: list[Expr]
     kwargs: list[Keyword]
@@ -86,8 +123,10 @@ class Call(Expr):
         return [*self.args, *(k.value for k in self.kwargs)]
 
 
-@dataclass
+@dataclass(eq=False, repr=False)
 class Attr(Expr):
+    """``obj.name``."""
+
     obj: Expr
     name: str
 
@@ -95,8 +134,10 @@ class Attr(Expr):
         return [self.obj]
 
 
-@dataclass
+@dataclass(eq=False, repr=False)
 class Slice(Expr):
+    """``lo:hi`` in a subscript; either end may be missing."""
+
     lo: Expr | None
     hi: Expr | None
 
@@ -104,8 +145,10 @@ class Slice(Expr):
         return [e for e in (self.lo, self.hi) if e is not None]
 
 
-@dataclass
+@dataclass(eq=False, repr=False)
 class Index(Expr):
+    """``obj[items]``."""
+
     obj: Expr
     items: list[Expr]
 
@@ -113,8 +156,10 @@ class Index(Expr):
         return [self.obj, *self.items]
 
 
-@dataclass
+@dataclass(eq=False, repr=False)
 class Compare(Expr):
+    """``left op right`` with a comparison inside arguments or subscripts."""
+
     op: str  # == <= >=
     left: Expr
     right: Expr
@@ -123,7 +168,7 @@ class Compare(Expr):
         return [self.left, self.right]
 
 
-@dataclass
+@dataclass(eq=False, repr=False)
 class Arrow(Expr):
     """``a -> b`` in schedules (``linear(0 -> 1e-4)``) and rewrites."""
 
@@ -134,7 +179,7 @@ class Arrow(Expr):
         return [self.start, self.end]
 
 
-@dataclass
+@dataclass(eq=False, repr=False)
 class Range(Expr):
     """``0..5`` in phrase arguments (``epochs 0..5``)."""
 
@@ -145,8 +190,10 @@ class Range(Expr):
         return [self.lo, self.hi]
 
 
-@dataclass
+@dataclass(eq=False, repr=False)
 class ListExpr(Expr):
+    """``[a, b, ...]``."""
+
     items: list[Expr]
 
     def children(self) -> list[Expr]:
@@ -154,12 +201,12 @@ class ListExpr(Expr):
 
 
 # ---------------------------------------------------------------- statements
-@dataclass
+@dataclass(eq=False, repr=False)
 class Stmt(Node):
-    pass
+    """A statement of a block (or a file-level ``let``)."""
 
 
-@dataclass
+@dataclass(eq=False, repr=False)
 class Domain(Node):
     """``>= 0``, ``<= 0`` or ``in SET``."""
 
@@ -167,40 +214,50 @@ class Domain(Node):
     value: Expr
 
 
-@dataclass
+@dataclass(eq=False, repr=False)
 class DataDecl(Stmt):
+    """``data NAMES = SOURCE``."""
+
     names: list[str]
     source: Expr
 
 
-@dataclass
+@dataclass(eq=False, repr=False)
 class ParamDecl(Stmt):
+    """``param NAME[shape] = VALUE DOMAIN``."""
+
     name: str
     shape: list[Expr] | None
     value: Expr
     domain: Domain | None
 
 
-@dataclass
+@dataclass(eq=False, repr=False)
 class VarDecl(Stmt):
+    """``var NAME[shape] DOMAIN``."""
+
     name: str
     shape: list[Expr] | None
     domain: Domain | None
 
 
-@dataclass
+@dataclass(eq=False, repr=False)
 class Let(Stmt):
+    """``let NAME = EXPR``."""
+
     name: str
     value: Expr
 
 
-@dataclass
+@dataclass(eq=False, repr=False)
 class Objective(Stmt):
+    """``minimize EXPR`` or ``maximize EXPR``."""
+
     sense: str  # minimize | maximize
     expr: Expr
 
 
-@dataclass
+@dataclass(eq=False, repr=False)
 class Constraint(Stmt):
     """``lhs == rhs``, ``lhs <= rhs``, ``lhs >= rhs`` or ``lhs in SET``."""
 
@@ -209,37 +266,43 @@ class Constraint(Stmt):
     rhs: Expr
 
 
-@dataclass
+@dataclass(eq=False, repr=False)
 class MetricName(Node):
     """``as NAME`` after a regularize/constrain statement: its key in metrics.jsonl."""
 
     name: str
 
 
-@dataclass
+@dataclass(eq=False, repr=False)
 class Regularize(Stmt):
+    """``regularize TERM [via NAME] [gates] [as NAME]``."""
+
     term: Expr
     via: str | None = None
     gates: list[Gate] = field(default_factory=list)  # train blocks only: a gated proximal step
     metric: MetricName | None = None
 
 
-@dataclass
+@dataclass(eq=False, repr=False)
 class Gate(Node):
+    """``every N steps``, ``from epoch N`` or ``until step N`` after a train statement."""
+
     kind: str  # every | from | until
     value: Expr
     unit: str  # steps | epoch
 
 
-@dataclass
+@dataclass(eq=False, repr=False)
 class Constrain(Stmt):
+    """``constrain TARGET in SET [gates] [as NAME]``: a projection (train blocks)."""
+
     target: Expr
     set: Expr
     gates: list[Gate]
     metric: MetricName | None = None
 
 
-@dataclass
+@dataclass(eq=False, repr=False)
 class LagrangeConstrain(Stmt):
     """``constrain EXPR <= c via lagrangian(...)`` (or ``>=``, ``==``): a constraint without a
     projection, handled by a Lagrange multiplier (train blocks)."""
@@ -252,7 +315,7 @@ class LagrangeConstrain(Stmt):
     metric: MetricName | None = None
 
 
-@dataclass
+@dataclass(eq=False, repr=False)
 class Transform(Stmt):
     """``transform FORM(SELECTOR, options)``: an update transform on the selected tensors."""
 
@@ -260,39 +323,51 @@ class Transform(Stmt):
     gates: list[Gate]
 
 
-@dataclass
+@dataclass(eq=False, repr=False)
 class ModelStmt(Stmt):
+    """``model EXPR``."""
+
     model: Expr
 
 
-@dataclass
+@dataclass(eq=False, repr=False)
 class TrainData(Stmt):
+    """``data EXPR`` in a train block."""
+
     source: Expr
 
 
-@dataclass
+@dataclass(eq=False, repr=False)
 class LossStmt(Stmt):
+    """``loss EXPR``."""
+
     loss: Expr
 
 
-@dataclass
+@dataclass(eq=False, repr=False)
 class OptimizerStmt(Stmt):
+    """``optimizer EXPR``."""
+
     optimizer: Expr
 
 
-@dataclass
+@dataclass(eq=False, repr=False)
 class Setting(Stmt):
+    """``epochs N``, ``steps N``, ``batch N``, ``seed N`` or ``device NAME``."""
+
     key: str  # epochs | steps | batch | seed | device
     value: Expr
 
 
-@dataclass
+@dataclass(eq=False, repr=False)
 class Rewrite(Stmt):
+    """``rewrite SRC -> DST``: a module of the model replaced by another."""
+
     src: Expr
     dst: Expr
 
 
-@dataclass
+@dataclass(eq=False, repr=False)
 class Reparametrize(Stmt):
     """``reparametrize SELECTOR as FORM(...)``: train the tensors through a parametrization."""
 
@@ -300,22 +375,24 @@ class Reparametrize(Stmt):
     form: Expr
 
 
-@dataclass
+@dataclass(eq=False, repr=False)
 class Freeze(Stmt):
     """``freeze SELECTOR``: the matched tensors are not trained."""
 
     target: Expr
 
 
-@dataclass
+@dataclass(eq=False, repr=False)
 class Init(Stmt):
     """``init "file.pt"``: starting weights from a state_dict file (relative to the spec)."""
 
     source: Expr
 
 
-@dataclass
+@dataclass(eq=False, repr=False)
 class Block(Node):
+    """A ``problem`` or ``train`` block: its name and statements."""
+
     name: str
     body: list[Stmt]
     name_span: Span = field(repr=False, compare=False, kw_only=True)
@@ -324,8 +401,10 @@ class Block(Node):
         return [s for s in self.body if isinstance(s, cls)]
 
 
-@dataclass
+@dataclass(eq=False, repr=False)
 class ProblemBlock(Block):
+    """``problem NAME { ... }``."""
+
     kind = "problem"
 
     @property
@@ -338,13 +417,17 @@ class ProblemBlock(Block):
         return self.of(Constraint)
 
 
-@dataclass
+@dataclass(eq=False, repr=False)
 class TrainBlock(Block):
+    """``train NAME { ... }``."""
+
     kind = "train"
 
 
-@dataclass
+@dataclass(eq=False, repr=False)
 class Spec(Node):
+    """A parsed `.reg` file: its file-level lets and its blocks."""
+
     source: Source
     lets: list[Let]
     blocks: list[Block]
