@@ -1,19 +1,24 @@
-"""Parse `.reg` text into the AST (``regspec.ast``), turning lark's errors into located diagnostics."""
+"""Parse `.reg` text into the AST (``regspec.ast``), turning parse errors into located diagnostics.
+
+The parser is lark's LALR(1) parser with its contextual lexer, generated from ``grammar.lark`` by
+lark's standalone tool into a per-user cache folder (see ``_parser_module``): a start-up loads it
+from there without importing lark, which with lark's table cache cost ~30 ms of every `regspec check`.
+"""
 from __future__ import annotations
 
 import functools
 import re
-from importlib import resources
+import sys
 from pathlib import Path
-from typing import Iterator
-
-import lark
-from lark import Token, Tree, v_args
-from lark.visitors import Transformer_NonRecursive
-from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken, VisitError
+from types import CodeType, ModuleType
+from typing import TYPE_CHECKING, Any, Iterator
 
 from regspec import ast
 from regspec.diagnostics import Diagnostic, RegspecError, Source, Span
+
+if TYPE_CHECKING:  # the generated parser module defines the same classes
+    from lark import Token, Tree
+    from lark.exceptions import UnexpectedInput
 
 # A newline ends a statement unless the line obviously continues: inside () or [], after a
 # binary operator, comma, '=' or '->', or before a line that opens with a binary operator other
@@ -82,41 +87,123 @@ class NewlinePostLexer:
 
 
 _LARK_OPTIONS = dict(parser="lalr", lexer="contextual", propagate_positions=True, maybe_placeholders=True)
+_GRAMMAR = Path(__file__).with_name("grammar.lark")
+_MAGIC = b"regspec standalone parser 1\n"  # then the payload's CRC-32 (4 bytes), then the payload
 
 
-def _lark_cache_file(grammar: str) -> Path | None:
-    """Where the LALR tables for ``grammar`` are cached: a per-user folder (``REGSPEC_CACHE_DIR``,
-    else ``$XDG_CACHE_HOME/regspec`` or ``~/.cache/regspec``), the file named by a hash of the
-    grammar, the options, lark's and Python's versions, so an edited grammar or an upgrade never
-    reads stale tables. None when no such folder can be made (then the tables are built each run)."""
+def _lark_version_text() -> str:
+    """lark's ``__init__.py`` (it holds ``__version__``), read without importing lark: a cache key."""
+    from importlib.util import find_spec
+
+    spec = find_spec("lark")
+    if spec is None or spec.origin is None:
+        raise RegspecError(Diagnostic("regspec needs the `lark` package: pip install lark"))
+    return spec.origin + "\0" + Path(spec.origin).read_text(encoding="utf-8", errors="replace")
+
+
+def _parser_cache_file(grammar: str) -> Path | None:
+    """Where the parser generated from ``grammar`` is cached: a per-user folder
+    (``REGSPEC_CACHE_DIR``, else ``$XDG_CACHE_HOME/regspec`` or ``~/.cache/regspec``), the file
+    named by a hash of the grammar, the options, lark's version and Python's (the file holds
+    Python bytecode), so an edited grammar or an upgrade never reads a stale parser. None when no
+    such folder can be made (then the parser is generated in every run)."""
     import hashlib
     import os
-    import sys
 
     root = os.environ.get("REGSPEC_CACHE_DIR") or os.path.join(
         os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "regspec")
-    key = hashlib.sha256("\0".join([grammar, repr(sorted(_LARK_OPTIONS.items())), lark.__version__,
-                                      sys.version]).encode()).hexdigest()[:24]
+    key = hashlib.sha256("\0".join([grammar, repr(sorted(_LARK_OPTIONS.items())), _lark_version_text(),
+                                      sys.version, _MAGIC.decode()]).encode()).hexdigest()[:24]
     try:
         os.makedirs(root, exist_ok=True)
     except OSError:
         return None
-    return Path(root) / f"grammar-{key}.lark"
+    return Path(root) / f"grammar-{key}.parser"
 
 
-def _build_lark(grammar: str) -> lark.Lark:
-    """The parser, its tables loaded from the cache file when one is there (~15 ms instead of
-    ~100-300 ms to build them), else built and saved there. lark checks the file's own hash of
-    the grammar and options before using it; a damaged or half-written file (a concurrent first
-    run) is rebuilt, and a folder that is not writable only costs the build (lark logs nothing
-    below CRITICAL). The file name must be the one lark is given: its hash includes it."""
-    cache = _lark_cache_file(grammar)
-    return lark.Lark(grammar, postlex=NewlinePostLexer(), cache=str(cache) if cache else False, **_LARK_OPTIONS)
+def _standalone_source(grammar: str) -> str:
+    """The Python source of a parser for ``grammar`` from lark's standalone generator: lark's
+    parsing and lexing classes, and the LALR tables and terminals as data (the only place that
+    imports lark; ~0.3 s to build the tables)."""
+    import io
+
+    import lark
+    from lark.tools.standalone import gen_standalone
+
+    out = io.StringIO()
+    gen_standalone(lark.Lark(grammar, **_LARK_OPTIONS), out=out)  # tables as literals: faster to load than compressed
+    return out.getvalue()
+
+
+def _read_cached_code(path: Path) -> CodeType | None:
+    """The code object stored in ``path``, or None when the file is missing or damaged."""
+    import marshal
+    import zlib
+
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return None
+    payload = data[len(_MAGIC) + 4:]
+    if not data.startswith(_MAGIC) or int.from_bytes(data[len(_MAGIC):len(_MAGIC) + 4], "big") != zlib.crc32(payload):
+        return None
+    try:
+        return marshal.loads(payload)
+    except (EOFError, ValueError, TypeError):
+        return None
+
+
+def _write_cached_code(path: Path, code: CodeType) -> None:
+    """Store ``code`` in ``path`` whole or not at all (a temporary file renamed over it, so a
+    concurrent run reads the old file or the new one); a folder that is not writable is skipped."""
+    import contextlib
+    import marshal
+    import os
+    import tempfile
+    import zlib
+
+    payload = marshal.dumps(code)
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".")
+    except OSError:
+        return
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(_MAGIC + zlib.crc32(payload).to_bytes(4, "big") + payload)
+        os.replace(tmp, path)
+    except OSError:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
 
 
 @functools.lru_cache(maxsize=1)
-def _lark() -> lark.Lark:
-    return _build_lark(resources.files("regspec").joinpath("grammar.lark").read_text())
+def _parser_module() -> ModuleType:
+    """The generated parser as a module: its bytecode read from the cache file when one is there
+    (~10 ms, no lark import), else generated by lark (~0.4 s) and stored there. A damaged or
+    half-written file is regenerated; without a writable folder every run generates it. The
+    bytecode is stored by regspec itself, so PYTHONDONTWRITEBYTECODE does not make every run
+    compile the generated module's ~250 kB of source again."""
+    grammar = _GRAMMAR.read_text(encoding="utf-8")
+    path = _parser_cache_file(grammar)
+    code = _read_cached_code(path) if path is not None else None
+    if code is None:
+        code = compile(_standalone_source(grammar), str(path or "<regspec grammar parser>"), "exec")
+        if path is not None:
+            _write_cached_code(path, code)
+    module = ModuleType("regspec._grammar_parser", "grammar.lark's parser, generated by lark's standalone tool")
+    sys.modules[module.__name__] = module  # its dataclasses look their module up there
+    try:
+        exec(code, module.__dict__)
+    except BaseException:
+        del sys.modules[module.__name__]
+        raise
+    return module
+
+
+@functools.lru_cache(maxsize=1)
+def _lark() -> Any:
+    """The parser (a ``Lark`` object of the generated module) with regspec's newline post-lexer."""
+    return _parser_module().Lark_StandAlone(postlex=NewlinePostLexer())
 
 
 def _span(src: Source, meta) -> Span:
@@ -179,6 +266,7 @@ def _check_nesting(src: Source, tree: Tree) -> None:
     """Refuse expressions nested more than ``MAX_NESTING`` levels (unary minus, operator chains,
     calls, lists, ...) with a located error, before the recursive passes could exhaust the stack.
     Iterative, so the check itself has no depth limit."""
+    tree_class = type(tree)  # the generated module's Tree
     stack: list[tuple[Tree, int]] = [(tree, 0)]
     while stack:
         node, depth = stack.pop()
@@ -190,7 +278,7 @@ def _check_nesting(src: Source, tree: Tree) -> None:
                     notes=["each unary minus, call, list, index and each term of a chain of operators adds a "
                            "level; sum a list or an array, e.g. sum(x) or sum([a, b, c]), rather than chaining "
                            "many `+`"]))
-        stack.extend((c, depth) for c in node.children if isinstance(c, Tree))
+        stack.extend((c, depth) for c in node.children if isinstance(c, tree_class))
 
 
 def _declared_names(s: ast.Stmt) -> list[str]:
@@ -225,47 +313,61 @@ def _check_scopes(lets: list[ast.Let], blocks: list[ast.Block]) -> None:
                 seen[name] = s.span
 
 
-class _ToAst(Transformer_NonRecursive):
+class _ToAst:
+    """The parse tree to the AST, children first: a method per rule (or alias) of grammar.lark,
+    called with the rule's ``meta`` (its position) and its children already converted (tokens
+    stay tokens, an absent optional part is None)."""
+
     def __init__(self, src: Source):
-        super().__init__()
         self.src = src
+
+    def transform(self, tree: Tree) -> ast.Spec:
+        """Iterative, so the depth of a tree never meets Python's recursion limit."""
+        tree_class = type(tree)  # the generated module's Tree
+        done: list[Any] = []
+        todo: list[tuple[Any, bool]] = [(tree, False)]
+        while todo:
+            node, children_done = todo.pop()
+            if not isinstance(node, tree_class):
+                done.append(node)
+            elif children_done:
+                n = len(node.children)
+                children = done[len(done) - n:]
+                del done[len(done) - n:]
+                done.append(getattr(self, node.data)(node.meta, children))
+            else:
+                todo.append((node, True))
+                todo.extend((c, False) for c in reversed(node.children))
+        return done[0]
 
     def sp(self, meta) -> Span:
         return _span(self.src, meta)
 
     # ---- expressions
-    @v_args(meta=True)
     def number(self, meta, c):
         value, is_int = _number(str(c[0]), self.sp(meta))
         return ast.Num(value, is_int, span=self.sp(meta))
 
-    @v_args(meta=True)
     def string(self, meta, c):
         raw = str(c[0])[1:-1]
         value = _unescape(raw, self.src, c[0].line, c[0].column + 1) if "\\" in raw else raw
         return ast.Str(value, span=self.sp(meta))
 
-    @v_args(meta=True)
     def name(self, meta, c):
         return ast.Name(str(c[0]), span=self.sp(meta))
 
-    @v_args(meta=True)
     def true(self, meta, c):
         return ast.Bool(True, span=self.sp(meta))
 
-    @v_args(meta=True)
     def false(self, meta, c):
         return ast.Bool(False, span=self.sp(meta))
 
-    @v_args(meta=True)
     def binop(self, meta, c):
         return ast.BinOp(str(c[1]), c[0], c[2], span=self.sp(meta))
 
-    @v_args(meta=True)
     def neg(self, meta, c):
         return ast.Neg(c[0], span=self.sp(meta))
 
-    @v_args(meta=True)
     def call(self, meta, c):
         func, arguments = c
         args, kwargs = [], []
@@ -278,71 +380,58 @@ class _ToAst(Transformer_NonRecursive):
             raise RegspecError(Diagnostic("positional argument follows keyword argument", bad.span))
         return ast.Call(func, args, kwargs, span=self.sp(meta))
 
-    def arguments(self, c):
+    def arguments(self, meta, c):
         return list(c)
 
-    @v_args(meta=True)
     def kwarg(self, meta, c):
         return ast.Keyword(str(c[0]), c[1], span=self.sp(meta))
 
-    @v_args(meta=True)
     def phrase_arg(self, meta, c):
         return ast.Keyword(str(c[0]), c[1], span=self.sp(meta))
 
-    @v_args(meta=True)
     def range(self, meta, c):
         lo, hi = (ast.Num(*_number(str(t), _tok_span(self.src, t)), span=_tok_span(self.src, t)) for t in c)
         return ast.Range(lo, hi, span=self.sp(meta))
 
-    @v_args(meta=True)
     def arrow(self, meta, c):
         return ast.Arrow(c[0], c[2], span=self.sp(meta))
 
-    @v_args(meta=True)
     def compare(self, meta, c):
         return ast.Compare(str(c[1]), c[0], c[2], span=self.sp(meta))
 
-    @v_args(meta=True)
     def index(self, meta, c):
         return ast.Index(c[0], c[1], span=self.sp(meta))
 
-    def subscripts(self, c):
+    def subscripts(self, meta, c):
         return list(c)
 
-    @v_args(meta=True)
     def slice(self, meta, c):
         return ast.Slice(c[0], c[1], span=self.sp(meta))
 
-    @v_args(meta=True)
     def attr(self, meta, c):
         return ast.Attr(c[0], str(c[1]), span=self.sp(meta))
 
-    @v_args(meta=True)
     def list(self, meta, c):
         return ast.ListExpr([x for x in c if x is not None], span=self.sp(meta))
 
     # ---- statements
-    def name_list(self, c):
+    def name_list(self, meta, c):
         return [str(t) for t in c]
 
-    def shape(self, c):
+    def shape(self, meta, c):
         return list(c)
 
-    @v_args(meta=True)
     def data_decl(self, meta, c):
         return ast.DataDecl(c[0], c[1], span=self.sp(meta))
 
-    @v_args(meta=True)
     def param_decl(self, meta, c):
         name, shape, value, domain = c
         return ast.ParamDecl(str(name), shape, value, domain, span=self.sp(meta))
 
-    @v_args(meta=True)
     def var_decl(self, meta, c):
         name, shape, domain = c
         return ast.VarDecl(str(name), shape, domain, span=self.sp(meta))
 
-    @v_args(meta=True)
     def domain_cmp(self, meta, c):
         op = str(c[0])
         if op == "==":
@@ -350,51 +439,42 @@ class _ToAst(Transformer_NonRecursive):
                                           _tok_span(self.src, c[0])))
         return ast.Domain(op, c[1], span=self.sp(meta))
 
-    @v_args(meta=True)
     def domain_in(self, meta, c):
         return ast.Domain("in", c[0], span=self.sp(meta))
 
-    @v_args(meta=True)
     def let_stmt(self, meta, c):
         return ast.Let(str(c[0]), c[1], span=self.sp(meta))
 
-    @v_args(meta=True)
     def objective(self, meta, c):
         return ast.Objective(str(c[0]), c[1], span=self.sp(meta))
 
-    @v_args(meta=True)
     def compare_constraint(self, meta, c):
         return ast.Constraint(str(c[1]), c[0], c[2], span=self.sp(meta))
 
-    @v_args(meta=True)
     def member_constraint(self, meta, c):
         return ast.Constraint("in", c[0], c[1], span=self.sp(meta))
 
-    def subject_block(self, c):
+    def subject_block(self, meta, c):
         return [x for x in c if x is not None]
 
-    def subject_one(self, c):
+    def subject_one(self, meta, c):
         return [c[0]]
 
-    @v_args(meta=True)
     def regularize_stmt(self, meta, c):
         return ast.Regularize(c[0], c[1], list(c[2:-1]), c[-1], span=self.sp(meta))
 
-    def metric_name(self, c):
+    def metric_name(self, meta, c):
         return ast.MetricName(str(c[0]), span=_tok_span(self.src, c[0]))
 
-    def via(self, c):
+    def via(self, meta, c):
         return str(c[0])
 
-    @v_args(meta=True)
     def constrain_stmt(self, meta, c):
         return ast.Constrain(c[0], c[1], list(c[2:-1]), c[-1], span=self.sp(meta))
 
-    @v_args(meta=True)
     def lagrange_stmt(self, meta, c):
         return ast.LagrangeConstrain(c[0], str(c[1]), c[2], c[3], list(c[4:-1]), c[-1], span=self.sp(meta))
 
-    @v_args(meta=True)
     def transform_stmt(self, meta, c):
         return ast.Transform(c[0], list(c[1:]), span=self.sp(meta))
 
@@ -405,51 +485,39 @@ class _ToAst(Transformer_NonRecursive):
                                           f"got `{unit}`", _tok_span(self.src, unit_tok)))
         return ast.Gate(kind, value, unit.rstrip("s") if unit != "steps" else "steps", span=self.sp(meta))
 
-    @v_args(meta=True)
     def gate_every(self, meta, c):
         return self._gate(meta, "every", c[0], c[1], ("steps", "step", "epochs", "epoch"))
 
-    @v_args(meta=True)
     def gate_from(self, meta, c):
         return self._gate(meta, "from", c[1], c[0], ("epoch", "step"))
 
-    @v_args(meta=True)
     def gate_until(self, meta, c):
         return self._gate(meta, "until", c[1], c[0], ("epoch", "step"))
 
-    @v_args(meta=True)
     def model_stmt(self, meta, c):
         return ast.ModelStmt(c[0], span=self.sp(meta))
 
-    @v_args(meta=True)
     def train_data_stmt(self, meta, c):
         return ast.TrainData(c[0], span=self.sp(meta))
 
-    @v_args(meta=True)
     def loss_stmt(self, meta, c):
         return ast.LossStmt(c[0], span=self.sp(meta))
 
-    @v_args(meta=True)
     def optimizer_stmt(self, meta, c):
         return ast.OptimizerStmt(c[0], span=self.sp(meta))
 
-    @v_args(meta=True)
     def setting_stmt(self, meta, c):
         return ast.Setting(str(c[0]), c[1], span=self.sp(meta))
 
-    @v_args(meta=True)
     def rewrite_stmt(self, meta, c):
         return ast.Rewrite(c[0], c[2], span=self.sp(meta))
 
-    @v_args(meta=True)
     def reparam_stmt(self, meta, c):
         return ast.Reparametrize(c[0], c[1], span=self.sp(meta))
 
-    @v_args(meta=True)
     def freeze_stmt(self, meta, c):
         return ast.Freeze(c[0], span=self.sp(meta))
 
-    @v_args(meta=True)
     def init_stmt(self, meta, c):
         return ast.Init(c[0], span=self.sp(meta))
 
@@ -463,15 +531,12 @@ class _ToAst(Transformer_NonRecursive):
                 body.append(s)
         return cls(str(name_tok), body, span=self.sp(meta), name_span=_tok_span(self.src, name_tok))
 
-    @v_args(meta=True)
     def problem_block(self, meta, c):
         return self._block(ast.ProblemBlock, meta, c)
 
-    @v_args(meta=True)
     def train_block(self, meta, c):
         return self._block(ast.TrainBlock, meta, c)
 
-    @v_args(meta=True)
     def start(self, meta, c):
         items = [x for x in c if x is not None]
         lets = [x for x in items if isinstance(x, ast.Let)]
@@ -506,11 +571,12 @@ def _expected_words(expected: set[str]) -> str:
 
 
 def _syntax_error(src: Source, e: UnexpectedInput) -> RegspecError:
+    errors = _parser_module()  # the generated module's exception classes
     line, col = max(1, e.line), max(1, e.column)
-    if isinstance(e, UnexpectedCharacters):
+    if isinstance(e, errors.UnexpectedCharacters):
         ch = src.line(line)[col - 1: col] or "?"
         return RegspecError(Diagnostic(f"unexpected character `{ch}`", Span(src, line, col, line, col + 1)))
-    if isinstance(e, UnexpectedEOF) or (isinstance(e, UnexpectedToken) and e.token.type == "$END"):
+    if isinstance(e, errors.UnexpectedEOF) or (isinstance(e, errors.UnexpectedToken) and e.token.type == "$END"):
         lines = src.text.rstrip("\n").split("\n")
         line, col = len(lines), len(lines[-1]) + 1
         msg = "unexpected end of file"
@@ -546,12 +612,12 @@ def parse(text: str, path: str = "<string>") -> ast.Spec:
     if text.startswith("\ufeff"):
         text = text[1:]
     src = Source(path, text)
+    parser = _lark()
     try:
-        parser = _lark()
         body = text if text.endswith("\n") else text + "\n"
         parser.options.postlex.text = body
         tree = parser.parse(body)
-    except UnexpectedInput as e:
+    except _parser_module().UnexpectedInput as e:
         raise _syntax_error(src, e) from None
     except GluedKeyword as e:
         tok = e.token
@@ -559,12 +625,7 @@ def parse(text: str, path: str = "<string>") -> ast.Spec:
             f"`{e.word}` is not a keyword or name here: write a space after `{tok}`",
             Span(src, tok.line, tok.column, tok.line, tok.column + len(e.word)))) from None
     _check_nesting(src, tree)
-    try:
-        return _ToAst(src).transform(tree)
-    except VisitError as e:
-        if isinstance(e.orig_exc, RegspecError):
-            raise e.orig_exc from None
-        raise
+    return _ToAst(src).transform(tree)
 
 
 def _decode(p: Path, data: bytes) -> str:
