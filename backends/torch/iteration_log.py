@@ -13,7 +13,7 @@ import contextvars
 import math
 from typing import Any, Callable, Iterator, TextIO
 
-__all__ = ["iteration_log", "callback", "format_line"]
+__all__ = ["iteration_log", "callback", "format_line", "writer"]
 
 _STREAM: contextvars.ContextVar[TextIO | None] = contextvars.ContextVar("regspec_iteration_log", default=None)
 
@@ -57,3 +57,12 @@ def callback(solver: str) -> Callable[[int, Any, dict[str, float]], None] | None
 
     return log
 
+
+
+def writer() -> Callable[[str], None] | None:
+    """A function printing one line to the open log (for solvers whose every check is worth a
+    line: the working-set outer loop), or None when no log is open."""
+    stream = _STREAM.get()
+    if stream is None:
+        return None
+    return lambda line: print(line, file=stream, flush=True)

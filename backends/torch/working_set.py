@@ -21,11 +21,22 @@ groups with the largest residual ``||G_t(x)_g||`` join ``W`` (the working set on
 every earlier group, and always adds violators while any remain outside), its size at least
 ``2 x`` the number of nonzero groups (skglm's doubling rule), and the inner tolerance tightens
 with the full residual (a loose inner solve while ``W`` is still wrong costs little).
+
+Quadratic data-fit (``_diagonal_hessian``): when ``phi`` is quadratic with a diagonal Hessian
+``D`` (least squares, weighted least squares: ``grad phi(z) = D z + q``, found by two probes of
+``phi`` at the start), the inner solve runs on ``f(v) = f0 + <g0 + H (v - v0) / 2, v - v0>`` with
+``H = A_W^T D A_W`` (the working set's Gram matrix, its new rows added as ``W`` grows), anchored
+at each inner start on the exact gradient of the last full check: an inner iteration costs
+``|W|^2`` instead of two products with the n x |W| columns and an autograd pass through ``phi``.
+It is a model until checked: the next full check computes the exact gradient on ``W`` too, and if
+it differs from the model's by more than a tenth of the tolerance (relative, the certificate's
+scale) the solve continues without the model. The stopping test is never the model's.
 """
 from __future__ import annotations
 
 import contextlib
 import math
+import weakref
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -33,18 +44,33 @@ import numpy as np
 import torch
 from torch import Tensor, fx
 
+from regspec.backends.torch import iteration_log
 from regspec.backends.torch.lower import TorchProgram, atom_call
 from regspec.backends.torch.prox import get_kernel
 from regspec.backends.torch.solvers import OPTIMAL, SOLVER_ERROR, USER_LIMIT, SolverResult, _FISTA_RULE
 
 # Groups the first working set holds (and the fewest that each growth adds while violators remain).
 FIRST_SIZE = 10
+# A working set on whose every group the inner solution is nonzero grows to this many times its
+# nonzero groups (else twice, skglm's rule): each growth costs a full check (a pass over A), and
+# measured on the bench's lasso / elastic net / l1-logistic at n = p = 2000 this takes one to two
+# fewer outer iterations (bench/RESULTS.md).
+SATURATED_GROWTH = 4
 # By default working sets run when A has at least MIN_ENTRIES entries and there are MIN_GROUPS
 # groups: below, the outer checks and copies of A_W cost about what the skipped columns save
 # (measured on the shared 2-core machine: plain FISTA 1.2-2.6x faster on lasso for p <= 400, mixed
 # on l1-logistic; working sets 2-16x faster at n = p = 2000, bench/RESULTS.md).
 MIN_GROUPS = 100
 MIN_ENTRIES = 1 << 20
+# The Gram matrix's rows are built when that costs less than the inner iterations it speeds up
+# (expected: as many as the last inner solve took, at least FIRST_EXPECTED): a row is n |W|
+# multiply-adds in a matrix product, an exact inner iteration two matrix-vector products over
+# the n x |W| columns (memory-bound) plus autograd through phi; on the 2-core machine one exact
+# iteration costs about GRAM_ROWS_PER_ITERATION rows.
+GRAM_ROWS_PER_ITERATION = 14
+FIRST_EXPECTED = 10
+# The model's gradient must match the exact one on W to this fraction of the tolerance.
+MODEL_FRACTION = 0.1
 
 
 def worth_it(plan: "WorkingSetPlan") -> bool:
@@ -55,6 +81,7 @@ def worth_it(plan: "WorkingSetPlan") -> bool:
 INNER_FRACTION = 0.1
 INNER_FLOOR = 0.5
 
+SOLVER_NAME = "FISTA (working sets)"
 RULE = ("working sets: " + _FISTA_RULE + "; checked on ALL coordinates of the full problem after each inner "
         "FISTA solve on the working set")
 
@@ -99,7 +126,7 @@ def plan_working_set(program: TorchProgram) -> tuple[WorkingSetPlan | None, str]
                 if labels is not None:
                     return None, "more than one grouping"
                 labels, count = _entry_labels(s.hyper.get("groups", "rows"), tuple(x.shape), x.device)
-    found = _composite(program.smooth, f"var_{var}")
+    found = _composite_cached(program.smooth, f"var_{var}")
     if isinstance(found, str):
         return None, found
     matrix, phi = found
@@ -114,6 +141,18 @@ def _entry_labels(groups: object, shape: tuple[int, ...], device: torch.device) 
     raw = groups.detach().cpu().numpy() if isinstance(groups, Tensor) else groups
     labels, count = entry_labels(shape, raw)
     return torch.as_tensor(np.asarray(labels), dtype=torch.long, device=device), int(count)
+
+
+_COMPOSITES: "weakref.WeakKeyDictionary[fx.GraphModule, dict]" = weakref.WeakKeyDictionary()
+
+
+def _composite_cached(smooth: fx.GraphModule, var_attr: str) -> tuple[Tensor, fx.GraphModule] | str:
+    """``_composite`` once per smooth graph (building phi's module costs milliseconds, a re-solve's
+    share): phi holds the program's buffers themselves, which new parameter values update in place."""
+    per_graph = _COMPOSITES.setdefault(smooth, {})
+    if var_attr not in per_graph:
+        per_graph[var_attr] = _composite(smooth, var_attr)
+    return per_graph[var_attr]
 
 
 def _composite(smooth: fx.GraphModule, var_attr: str) -> tuple[Tensor, fx.GraphModule] | str:
@@ -202,15 +241,17 @@ def _group_sq(v: Tensor, plan: WorkingSetPlan) -> Tensor:
 
 def grow(scores: Tensor, support: Tensor, current: Tensor, first: int = FIRST_SIZE) -> Tensor:
     """The next working set (a boolean mask over groups): the current one, every nonzero group, and
-    the largest violators outside, so that it holds at least ``2 x`` the nonzero groups (and
-    ``first``), adding at least ``first`` violators (or all that remain)."""
+    the largest violators outside, so that it holds at least ``2 x`` the nonzero groups (``4 x``
+    while the inner solution is nonzero on every group of the set: it is still too small) and
+    ``first``, adding at least ``first`` violators (or all that remain)."""
     keep = current | support
     outside = scores.masked_fill(keep, 0.0)
     violators = int((outside > 0).sum())
     if violators == 0:
         return keep
     n_keep = int(keep.sum())
-    target = max(first, 2 * int(support.sum()))
+    saturated = bool(current.any()) and bool((support | ~current).all())
+    target = max(first, (SATURATED_GROWTH if saturated else 2) * int(support.sum()))
     add = min(violators, max(target - n_keep, first))
     chosen = torch.topk(outside, add).indices
     out = keep.clone()
@@ -270,14 +311,17 @@ def _solve(plan: WorkingSetPlan, prox: Callable, x0: list[Tensor], tol: float, m
     if not bool(torch.isfinite(grad).all()):
         raise FloatingPointError("the smooth objective is not finite at x0")
     g0_norm = float(torch.linalg.vector_norm(grad))
+    hessian = _diagonal_hessian(outer, z)
     t = _ranking_step(x, grad)
     t_inner: float | None = None  # estimated by the first inner solve
     current = torch.zeros(plan.groups, dtype=torch.bool, device=x.device)
     columns = _Columns(plan.matrix)
-    status, used, stuck, history, sizes, entries, inner_iters = USER_LIMIT, 0, 0, [], [], [], []
+    status, used, stuck, history, sizes, entries, inner_iters, models = USER_LIMIT, 0, 0, [], [], [], [], []
+    log = _OuterLog()
     cert = _certify(x, grad, t, prox, g0_norm)
     while True:
         history.append({"iteration": float(used), "working_set": float(int(current.sum())), **cert.residuals})
+        log.line(used, history[-1], inner_iters[-1] if inner_iters else 0)
         if not math.isfinite(cert.residuals["prox_grad"]):
             status = SOLVER_ERROR
             break
@@ -288,24 +332,76 @@ def _solve(plan: WorkingSetPlan, prox: Callable, x0: list[Tensor], tol: float, m
             break
         current, inner_tol, stuck = _next_working_set(plan, x, cert, current, first, tol_eff, stuck)
         columns.update((current if plan.labels is None else current[plan.labels]).nonzero().squeeze(1))
-        res, x, z, t = _inner(plan, outer, prox, x, z, t_inner, columns, inner_tol, max_iter - used)
-        t_inner = t
+        if hessian is not None and stuck >= 2:  # every violator inside twice: finish without the model
+            hessian = None
+        gram = hessian is not None and columns.gram_pays(max(inner_iters[-1] if inner_iters else 0, FIRST_EXPECTED))
+        res, x_next, z, t, g_model = _inner(plan, outer, prox, x, z, grad, t_inner, columns, inner_tol,
+                                            max_iter - used, hessian if gram else None)
+        x, t_inner = x_next, t
         used += res.iterations
         sizes.append(int(current.sum()))
         entries.append(int(res.x.v.numel()))
         inner_iters.append(res.iterations)
+        models.append("gram" if gram else "exact")
         if res.status not in (OPTIMAL, USER_LIMIT):  # unbounded along a restriction, or not finite
             status = res.status
             break
         grad = _full_grad(plan, outer, z)
+        if g_model is not None and not _model_held(g_model, grad.index_select(0, columns.idx), tol_eff, g0_norm):
+            hessian = None  # phi is not quadratic along the iterates after all: exact inner solves
         cert = _certify(x, grad, t, prox, g0_norm)
     info = {"step": t, "tol": float(tol), "tol_effective": tol_eff, "rule": RULE,
             "working_set": {"outer_iterations": len(sizes), "groups": plan.groups, "sizes": sizes,
-                            "entries": entries, "inner_iterations": inner_iters, "step": t,
-                            "structure": plan.describe()}}
+                            "entries": entries, "inner_iterations": inner_iters, "inner_models": models,
+                            "step": t, "structure": plan.describe()}}
     return SolverResult(x=[x], status=status, iterations=used, residuals={
         k: cert.residuals[k] for k in ("prox_grad", "prox_grad_rel", "grad_norm")},
         history=history, algorithm="fista-working-set", info=info)
+
+
+class _OuterLog:
+    """``regspec solve --verbose``: one line per full check (the inner iterations so far, the
+    working set's size, the last inner solve's iterations, the certificate); silent without a log."""
+
+    def __init__(self):
+        self.write = iteration_log.writer()
+
+    def line(self, used: int, entry: dict[str, float], inner: int) -> None:
+        if self.write is not None:
+            values = {"working_set": entry["working_set"], "inner_iterations": float(inner),
+                      **{k: entry[k] for k in ("prox_grad", "prox_grad_rel")}}
+            self.write(iteration_log.format_line(SOLVER_NAME, used, values))
+
+
+def _diagonal_hessian(outer: _Outer, z: Tensor) -> Tensor | None:
+    """``D`` when ``phi`` is quadratic with Hessian ``diag(D)`` around ``z`` as far as two probes
+    tell (``grad phi(z + u) - grad phi(z) = D u`` and ``phi(z + u) - phi(z) = <g + D u / 2, u>`` for
+    a second, independent ``u`` predicted from the first to within rounding), else None. A probe
+    cannot prove a function quadratic: the solve checks the model against the exact gradient at
+    every full check (``_model_held``)."""
+    gen = torch.Generator(device=z.device).manual_seed(0)
+    scale = max(1.0, float(z.abs().max()) if z.numel() else 1.0)
+    u1, u2 = (scale * (0.5 + torch.rand(z.shape, generator=gen, dtype=z.dtype, device=z.device)) for _ in range(2))
+    f0, g0 = outer.value_and_grad(z.clone())
+    _, g1 = outer.value_and_grad(z + u1)
+    d = (g1 - g0) / u1
+    f2, g2 = outer.value_and_grad(z - u2)
+    du = d * u2
+    g_err, g_ref, f_err, f_ref = torch.stack([
+        torch.linalg.vector_norm(g2 - (g0 - du)),
+        torch.linalg.vector_norm(g0) + torch.linalg.vector_norm(g1) + torch.linalg.vector_norm(g2),
+        (f2 - f0 + torch.dot(g0 - 0.5 * du, u2)).abs(), f0.abs() + f2.abs() + torch.dot(g0.abs() + du.abs(), u2)]).tolist()
+    if not (math.isfinite(g_err) and math.isfinite(f_err) and bool((d >= 0).all())):
+        return None
+    exact = g_err <= 1e3 * torch.finfo(z.dtype).eps * g_ref and f_err <= 1e3 * torch.finfo(z.dtype).eps * f_ref
+    return d if exact else None
+
+
+def _model_held(g_model: Tensor, g_exact: Tensor, tol: float, g0_norm: float) -> bool:
+    """The quadratic model's gradient on W matches the exact one to ``MODEL_FRACTION x tol`` on the
+    certificate's scale (the prox is nonexpansive, so the residual moves by at most that)."""
+    err, ref = torch.stack([torch.linalg.vector_norm(g_model - g_exact), torch.linalg.vector_norm(g_exact)]).tolist()
+    return math.isfinite(err) and err <= MODEL_FRACTION * tol * max(ref, g0_norm)
 
 
 def _next_working_set(plan: WorkingSetPlan, x: Tensor, cert: _Certificate, current: Tensor, first: int,
@@ -323,12 +419,15 @@ class _Columns:
     """The working set's entries in the order they joined, and ``A_W^T`` (|W| x n, contiguous) in a
     buffer whose capacity doubles, so a growth copies only the new columns. On the CPU a column of a
     row-major A is gathered by NumPy (row by row: 10-15x faster than torch's index_select along
-    dim 1, which walks the matrix column-wise, a TLB miss per entry)."""
+    dim 1, which walks the matrix column-wise, a TLB miss per entry). ``gram(D)``: ``A_W^T D A_W``
+    in the same order, its rows built once each (a growth adds the new rows and their transpose)."""
 
     def __init__(self, matrix: Tensor):
         self.matrix = matrix
         self.idx = torch.zeros(0, dtype=torch.long, device=matrix.device)
         self._buffer = matrix.new_empty((0, matrix.shape[0]))
+        self._gram = matrix.new_empty((0, 0))
+        self._gram_rows = 0  # leading rows (and columns) of _gram built
 
     @property
     def rows(self) -> Tensor:
@@ -353,21 +452,49 @@ class _Columns:
         self._buffer[k:k + m] = self._gather(new)
         self.idx = torch.cat([self.idx, new])
 
+    def gram_pays(self, expected_iterations: int) -> bool:
+        """Whether building the Gram rows still missing costs less than the expected exact inner
+        iterations (GRAM_ROWS_PER_ITERATION rows an iteration)."""
+        return self.idx.numel() - self._gram_rows <= GRAM_ROWS_PER_ITERATION * expected_iterations
 
-def _inner(plan: WorkingSetPlan, outer: _Outer, prox: Callable, x: Tensor, z: Tensor, t: float | None,
-           columns: _Columns,
-           tol: float, max_iter: int) -> tuple["_InnerResult", Tensor, Tensor, float]:
-    """FISTA on the entries of the working set, the rest of x fixed; returns the result, the new x,
-    ``A x`` and the last accepted step."""
+    def gram(self, diagonal: Tensor) -> Tensor:
+        """``A_W^T diag(diagonal) A_W`` (|W| x |W|), the rows of entries that joined since the last
+        call computed now."""
+        k, m = self._gram_rows, self.idx.numel()
+        if m > self._gram.shape[0]:
+            grown = self.matrix.new_empty((self._buffer.shape[0], self._buffer.shape[0]))
+            grown[:k, :k] = self._gram[:k, :k]
+            self._gram = grown
+        if m > k:
+            rows = self.rows
+            block = torch.mm(rows[k:m] * diagonal, rows.t())  # (m - k) x m
+            self._gram[k:m, :m] = block
+            self._gram[:k, k:m] = block[:, :k].t()
+            self._gram_rows = m
+        return self._gram[:m, :m]
+
+
+def _inner(plan: WorkingSetPlan, outer: _Outer, prox: Callable, x: Tensor, z: Tensor, grad: Tensor,
+           t: float | None, columns: _Columns, tol: float, max_iter: int, hessian: Tensor | None
+           ) -> tuple["_InnerResult", Tensor, Tensor, float, Tensor | None]:
+    """FISTA on the entries of the working set, the rest of x fixed, on ``phi(A_W v + c)`` or, with
+    ``hessian``, on its quadratic model through the Gram matrix (anchored at x with the full
+    check's exact ``grad``); returns the result, the new x, ``A x``, the last accepted step and the
+    model's gradient at the result (None for the exact path)."""
     idx, a_w = columns.idx, columns.rows.t()
     x_w = x.index_select(0, idx)
-    offset = z - torch.mv(a_w, x_w)
 
     def prox_w(v: Tensor, step: float) -> Tensor:
         return prox([x.index_copy(0, idx, v)], step)[0].index_select(0, idx)
 
-    res = _composite_fista(_Composite(outer, a_w, offset), prox_w, x_w, z, t, tol, max_iter)
-    return res, x.index_copy(0, idx, res.x.v), res.x.z, res.step
+    if hessian is None:
+        comp = _Composite(outer, a_w, z - torch.mv(a_w, x_w))
+        res = _composite_fista(comp, prox_w, x_w, z, t, tol, max_iter)
+        return res, x.index_copy(0, idx, res.x.v), res.x.z, res.step, None
+    model = _Quadratic(outer.value(z), grad.index_select(0, idx), columns.gram(hessian), x_w)
+    res = _composite_fista(model, prox_w, x_w, torch.zeros_like(x_w), t, tol, max_iter)
+    z_next = torch.addmv(z, a_w, res.x.v - x_w)
+    return res, x.index_copy(0, idx, res.x.v), z_next, res.step, model.grad(res.x)
 
 
 # ------------------------------------------------------------------------------ inner FISTA
@@ -408,6 +535,29 @@ class _Composite:
         return p.g
 
 
+class _Quadratic:
+    """``f(v) = f0 + <g0 + H (v - v0) / 2, v - v0>``: ``phi(A_W v + c)`` for a quadratic ``phi``
+    (``H = A_W^T D A_W``), with the interface of ``_Composite``; a point carries ``H (v - v0)`` as
+    its z (linear in v, so FISTA's extrapolated points combine it as they combine A x)."""
+
+    def __init__(self, f0: Tensor, g0: Tensor, hessian: Tensor, v0: Tensor):
+        self.f0, self.g0, self.hessian, self.v0 = f0, g0, hessian, v0
+
+    def at(self, v: Tensor) -> _Point:
+        return _Point(v, torch.mv(self.hessian, v - self.v0))
+
+    def value(self, p: _Point) -> Tensor:
+        if p.f is None:
+            p.f = self.f0 + torch.dot(self.g0 + 0.5 * p.z, p.v - self.v0)
+        return p.f
+
+    def grad(self, p: _Point) -> Tensor:
+        if p.g is None:
+            self.value(p)  # as _Composite.grad, the value comes with the gradient
+            p.g = self.g0 + p.z
+        return p.g
+
+
 @dataclass
 class _InnerResult:
     x: _Point
@@ -416,7 +566,7 @@ class _InnerResult:
     step: float
 
 
-def _trial(comp: _Composite, prox_w: Callable, y: _Point, t: float) -> tuple[_Point | None, float, float]:
+def _trial(comp: "_Composite | _Quadratic", prox_w: Callable, y: _Point, t: float) -> tuple[_Point | None, float, float]:
     """The backtracked prox-gradient step from y (solvers.fista's tests: the quadratic upper model,
     or the gradient test once the model's curvature term is within rounding); ``(point, t, q)``
     with q the share of the allowed curvature used, or ``(None, t, 0)`` when nothing finite passes."""
@@ -442,7 +592,7 @@ def _trial(comp: _Composite, prox_w: Callable, y: _Point, t: float) -> tuple[_Po
     return None, t, 0.0
 
 
-def _inner_certificate(comp: _Composite, prox_w: Callable, x: _Point, t: float, g0_norm: float) -> float:
+def _inner_certificate(comp: "_Composite | _Quadratic", prox_w: Callable, x: _Point, t: float, g0_norm: float) -> float:
     """FISTA's relative gradient-mapping residual of the working-set problem at x."""
     g = comp.grad(x)
     d = (x.v - prox_w(x.v - t * g, t)) / t
@@ -450,7 +600,7 @@ def _inner_certificate(comp: _Composite, prox_w: Callable, x: _Point, t: float, 
     return r / max(gn, un, g0_norm, 1e-300)
 
 
-def _first_step(comp: _Composite, x: _Point) -> float:
+def _first_step(comp: "_Composite | _Quadratic", x: _Point) -> float:
     """1 / the curvature along the gradient (a difference of gradients), as solvers.fista's first step."""
     g = comp.grad(x)
     gn = float(torch.linalg.vector_norm(g))
@@ -461,7 +611,7 @@ def _first_step(comp: _Composite, x: _Point) -> float:
     return 1.0 / curvature if curvature > 0 and math.isfinite(curvature) else 1.0
 
 
-def _composite_fista(comp: _Composite, prox_w: Callable, v0: Tensor, z0: Tensor, t: float | None, tol: float,
+def _composite_fista(comp: "_Composite | _Quadratic", prox_w: Callable, v0: Tensor, z0: Tensor, t: float | None, tol: float,
                      max_iter: int) -> _InnerResult:
     """FISTA with adaptive restart and step growth (solvers.fista) on the working set, to FISTA's
     relative rule at ``tol``; ``t=None``: the first step from the curvature along the gradient."""
