@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import sys
 import time
@@ -25,6 +24,8 @@ class UsageError(Exception):
 
 
 def _parse_value(text: str) -> Any:
+    import json  # here and below: not on `check`'s path (~1 ms)
+
     try:
         return json.loads(text)
     except json.JSONDecodeError:
@@ -124,6 +125,8 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------- solve
 def cmd_solve(args: argparse.Namespace) -> int:
+    import json
+
     import regspec
 
     params = _pairs(args.set, "--set")
@@ -192,6 +195,8 @@ def _plot_convergence(args: argparse.Namespace, result) -> dict[str, str]:
 def _solve_sweep(args: argparse.Namespace, spec, params: dict[str, Any], solver_opts: dict[str, Any]) -> int:
     """``--sweep lam=logspace(-3,0,20)``: one compiled DPP problem re-solved along the values;
     prints a table and writes path.json and path.png under --out (default runs/sweep_<problem>)."""
+    import json
+
     from pathlib import Path
 
     from regspec import sweep as sw
@@ -297,6 +302,8 @@ def cmd_explain(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------- crosscheck
 def cmd_crosscheck(args: argparse.Namespace) -> int:
     """Solve each problem with both backends, print the comparison table; exit 1 on disagreement."""
+    import json
+
     from regspec import crosscheck as cc
 
     from regspec.json_out import stdout_to_stderr
