@@ -132,3 +132,29 @@ def test_naming_a_cvxpy_solver_or_its_options_selects_the_cvxpy_backend():
     assert r.backend == "cvxpy"
     with pytest.raises(RegspecError, match="apply to the cvxpy backend"):
         regspec.solve(SPECS / "lasso.reg", backend="torch", solver_opts={"verbose": True})
+
+
+LOG_UNBOUNDED = """problem p {
+  var x[4]
+  maximize sum(log1p(x + 0.5))
+  subject to -sum(log(x + 2)) <= 10
+}
+"""
+
+
+def test_optimal_point_on_an_improving_ray_is_reported_probably_unbounded():
+    """sum(log1p(x)) grows without bound but only like a logarithm: Clarabel and SCS both report
+    `optimal` at huge points (CVXPY alone: x ~ 7.5e13). The objective improves at 2x and 4x (each
+    feasible), so the point is no optimum: the status says probably unbounded, with no number."""
+    result = regspec.solve(regspec.load(LOG_UNBOUNDED), backend="cvxpy")
+    assert result.status == "unbounded_inaccurate" and result.objective is None
+    assert "ray" in result.info["message"] and "probably unbounded" in result.info["message"]
+
+
+def test_a_large_bounded_optimum_stays_optimal():
+    """The ray check runs on large points (entries >= 1e6) but a true optimum does not improve
+    along its ray: min ||x - 1e7||^2 + |x| keeps `optimal` and its closed form (x = 1e7 - 1/2)."""
+    text = "problem p {\n  var x[3]\n  minimize sum_squares(x - 10000000) + norm1(x)\n}\n"
+    result = regspec.solve(regspec.load(text), backend="cvxpy")
+    assert result.status == "optimal"
+    np.testing.assert_allclose(result.variables["x"], 1e7 - 0.5, rtol=1e-9)

@@ -178,6 +178,50 @@ def check_point(program: CvxpyProgram, name: str, opts: dict[str, Any]) -> tuple
     return problems, worst
 
 
+# A solved point this large is checked for a ray of improvement (see ``unbounded_ray``); points of
+# ordinary size skip the check (it costs two evaluations of the problem).
+RAY_CHECK_SIZE = 1e6
+
+
+def unbounded_ray(program: CvxpyProgram, name: str, opts: dict[str, Any]) -> str | None:
+    """Why an ``optimal`` point x is probably not optimal at all, or None: x is huge and the points
+    2x and 4x are feasible (within the solver's tolerance) and improve the objective by more than
+    the solver's accuracy, twice. Interior-point and splitting methods cannot certify unboundedness
+    when the objective grows like a logarithm along the ray (exp-cone problems: CVXPY reports
+    such problems `optimal` at a point of size 1e13); a convex problem whose objective improves
+    along the ray of its returned point has no optimum there."""
+    values = {v: v.value for v in program.problem.variables()}
+    size = max((float(np.max(np.abs(x))) for x in values.values() if x is not None and np.size(x)), default=0.0)
+    if not math.isfinite(size) or size < RAY_CHECK_SIZE:
+        return None
+    sign = 1.0 if isinstance(program.problem.objective, cp.Minimize) else -1.0
+    gains, base = [], float(program.problem.objective.value)
+    eps_abs, eps_rel = feasibility_tolerance(name, opts)
+    try:
+        for factor in (2.0, 4.0):
+            for v, x in values.items():
+                if x is not None:
+                    v.value = factor * np.asarray(x)
+            value = program.problem.objective.value
+            if value is None or not math.isfinite(float(value)):
+                return None
+            for c in program.problem.constraints:
+                worst = c.violation()
+                if worst is not None and np.size(worst) and float(np.max(worst)) > FEAS_MARGIN * (
+                        eps_abs + eps_rel * factor * size):
+                    return None
+            gains.append(sign * (base - float(value)))
+    finally:
+        for v, x in values.items():
+            v.value = x
+    if min(gains) <= 1e-6 * (1.0 + abs(base)):
+        return None
+    return (f"{name} returned `optimal` at a point with entries as large as {size:.3g}, but the objective "
+            f"keeps improving along that point's ray (by {gains[0]:.3g} at twice the point, {gains[1]:.3g} at "
+            f"four times, both feasible): the problem is probably unbounded, which the solver cannot certify "
+            f"when the objective grows like a logarithm")
+
+
 def _exact_solver_applies(program: CvxpyProgram, name: str, solver: str | None,
                           solver_opts: dict[str, Any] | None) -> bool:
     """An automatic SCS choice may be re-solved by Clarabel (the interior-point method: iterates
@@ -255,6 +299,10 @@ def solve(program: CvxpyProgram, *, solver: str | None = None, solver_opts: dict
     objective = None
     values: dict[str, np.ndarray] = {}
     residuals: dict[str, float] = {}
+    ray = unbounded_ray(program, name, opts) if status == "optimal" and not problems else None
+    if ray is not None:
+        status = "unbounded_inaccurate"
+        info["unbounded"] = ray
     if status in SOLVED:
         status, objective = _reported_objective(program, status, name, problems, info)
         if status in SOLVED:
@@ -265,7 +313,7 @@ def solve(program: CvxpyProgram, *, solver: str | None = None, solver_opts: dict
         info["solver_opts"] = opts
     if status not in SOLVED and status != "solver_error":
         # infeasible / unbounded: CVXPY's value is +-inf; report the status, not a number
-        info["message"] = {"infeasible": "the constraints have no common point",
+        info["message"] = info.pop("unbounded", None) or {"infeasible": "the constraints have no common point",
                            "unbounded": "the objective is unbounded over the constraints",
                            "infeasible_inaccurate": "probably infeasible (solver accuracy reached)",
                            "unbounded_inaccurate": "probably unbounded (solver accuracy reached)"}.get(status, status)
