@@ -88,11 +88,11 @@ class NewlinePostLexer:
 
 _LARK_OPTIONS = dict(parser="lalr", lexer="contextual", propagate_positions=True, maybe_placeholders=True)
 _GRAMMAR = Path(__file__).with_name("grammar.lark")
-_MAGIC = b"regspec standalone parser 1\n"  # then the payload's CRC-32 (4 bytes), then the payload
+_MAGIC = b"regspec standalone parser 2\n"
 
 
 def _lark_version_text() -> str:
-    """lark's ``__init__.py`` (it holds ``__version__``), read without importing lark: a cache key."""
+    """lark's ``__init__.py`` (it holds ``__version__``), read without importing lark."""
     from importlib.util import find_spec
 
     spec = find_spec("lark")
@@ -101,24 +101,28 @@ def _lark_version_text() -> str:
     return spec.origin + "\0" + Path(spec.origin).read_text(encoding="utf-8", errors="replace")
 
 
-def _parser_cache_file(grammar: str) -> Path | None:
-    """Where the parser generated from ``grammar`` is cached: a per-user folder
-    (``REGSPEC_CACHE_DIR``, else ``$XDG_CACHE_HOME/regspec`` or ``~/.cache/regspec``), the file
-    named by a hash of the grammar, the options, lark's version and Python's (the file holds
-    Python bytecode), so an edited grammar or an upgrade never reads a stale parser. None when no
-    such folder can be made (then the parser is generated in every run)."""
-    import hashlib
+def _cache_key(grammar: str) -> bytes:
+    """What a cached parser was generated from: the grammar, the options, lark's version and
+    Python's (the file holds Python bytecode). Stored whole in the file and compared on reading,
+    so an edited grammar or an upgrade never reads a stale parser (no hash to collide)."""
+    return "\0".join([grammar, repr(sorted(_LARK_OPTIONS.items())), _lark_version_text(), sys.version]).encode()
+
+
+def _parser_cache_file(key: bytes) -> Path | None:
+    """Where the parser for ``key`` is cached: a per-user folder (``REGSPEC_CACHE_DIR``, else
+    ``$XDG_CACHE_HOME/regspec`` or ``~/.cache/regspec``), the file named by the key's CRC-32
+    (two keys sharing a name only make each other regenerate). None when no such folder can be
+    made (then the parser is generated in every run)."""
     import os
+    import zlib
 
     root = os.environ.get("REGSPEC_CACHE_DIR") or os.path.join(
         os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "regspec")
-    key = hashlib.sha256("\0".join([grammar, repr(sorted(_LARK_OPTIONS.items())), _lark_version_text(),
-                                      sys.version, _MAGIC.decode()]).encode()).hexdigest()[:24]
     try:
         os.makedirs(root, exist_ok=True)
     except OSError:
         return None
-    return Path(root) / f"grammar-{key}.parser"
+    return Path(root) / f"grammar-{zlib.crc32(key):08x}.parser"
 
 
 def _standalone_source(grammar: str) -> str:
@@ -135,32 +139,37 @@ def _standalone_source(grammar: str) -> str:
     return out.getvalue()
 
 
-def _read_cached_code(path: Path) -> CodeType | None:
-    """The code object stored in ``path``, or None when the file is missing or damaged."""
-    import marshal
+def _cache_header(key: bytes, payload: bytes) -> bytes:
     import zlib
+
+    return _MAGIC + len(key).to_bytes(4, "big") + key + zlib.crc32(payload).to_bytes(4, "big")
+
+
+def _read_cached_code(path: Path, key: bytes) -> CodeType | None:
+    """The code object stored in ``path`` for ``key``; None when the file is missing, was made
+    from another key or is damaged (its payload's CRC-32 differs)."""
+    import marshal
 
     try:
         data = path.read_bytes()
     except OSError:
         return None
-    payload = data[len(_MAGIC) + 4:]
-    if not data.startswith(_MAGIC) or int.from_bytes(data[len(_MAGIC):len(_MAGIC) + 4], "big") != zlib.crc32(payload):
+    start = len(_MAGIC) + 4 + len(key) + 4
+    if data[:start] != _cache_header(key, data[start:]):
         return None
     try:
-        return marshal.loads(payload)
+        return marshal.loads(data[start:])
     except (EOFError, ValueError, TypeError):
         return None
 
 
-def _write_cached_code(path: Path, code: CodeType) -> None:
+def _write_cached_code(path: Path, key: bytes, code: CodeType) -> None:
     """Store ``code`` in ``path`` whole or not at all (a temporary file renamed over it, so a
     concurrent run reads the old file or the new one); a folder that is not writable is skipped."""
     import contextlib
     import marshal
     import os
     import tempfile
-    import zlib
 
     payload = marshal.dumps(code)
     try:
@@ -169,7 +178,7 @@ def _write_cached_code(path: Path, code: CodeType) -> None:
         return
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(_MAGIC + zlib.crc32(payload).to_bytes(4, "big") + payload)
+            f.write(_cache_header(key, payload) + payload)
         os.replace(tmp, path)
     except OSError:
         with contextlib.suppress(OSError):
@@ -179,17 +188,18 @@ def _write_cached_code(path: Path, code: CodeType) -> None:
 @functools.lru_cache(maxsize=1)
 def _parser_module() -> ModuleType:
     """The generated parser as a module: its bytecode read from the cache file when one is there
-    (~10 ms, no lark import), else generated by lark (~0.4 s) and stored there. A damaged or
-    half-written file is regenerated; without a writable folder every run generates it. The
-    bytecode is stored by regspec itself, so PYTHONDONTWRITEBYTECODE does not make every run
-    compile the generated module's ~250 kB of source again."""
+    (~7 ms, no lark import), else generated by lark (~0.4 s) and stored there. A damaged file,
+    or one made for another grammar, lark or Python, is regenerated; without a writable folder
+    every run generates it. The bytecode is stored by regspec itself, so PYTHONDONTWRITEBYTECODE
+    does not make every run compile the generated module's ~260 kB of source again (~0.1 s)."""
     grammar = _GRAMMAR.read_text(encoding="utf-8")
-    path = _parser_cache_file(grammar)
-    code = _read_cached_code(path) if path is not None else None
+    key = _cache_key(grammar)
+    path = _parser_cache_file(key)
+    code = _read_cached_code(path, key) if path is not None else None
     if code is None:
         code = compile(_standalone_source(grammar), str(path or "<regspec grammar parser>"), "exec")
         if path is not None:
-            _write_cached_code(path, code)
+            _write_cached_code(path, key, code)
     module = ModuleType("regspec._grammar_parser", "grammar.lark's parser, generated by lark's standalone tool")
     sys.modules[module.__name__] = module  # its dataclasses look their module up there
     try:

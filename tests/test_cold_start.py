@@ -157,8 +157,12 @@ def test_parser_generated_once_then_loaded_without_lark(tmp_path):
     grammar = (ROOT / "regspec" / "grammar.lark").read_text()
     os.environ["REGSPEC_CACHE_DIR"] = str(tmp_path)
     try:
-        assert parser._parser_cache_file(grammar) == files[0]
-        assert parser._parser_cache_file(grammar + "\n// edited\n") != files[0]
+        key = parser._cache_key(grammar)
+        assert parser._parser_cache_file(key) == files[0]
+        assert parser._read_cached_code(files[0], key) is not None
+        edited = parser._cache_key(grammar + "\n// edited\n")
+        assert parser._parser_cache_file(edited) != files[0]
+        assert parser._read_cached_code(files[0], edited) is None  # even were the names to collide
     finally:
         del os.environ["REGSPEC_CACHE_DIR"]
 
@@ -172,11 +176,12 @@ def test_parser_cache_regenerated_when_damaged_and_skipped_when_unwritable(tmp_p
     good = cached.read_bytes()
     from regspec import parser
 
+    key = parser._cache_key(parser._GRAMMAR.read_text())
     for damaged in (b"not a cache file\n", good[:len(good) // 2], good[:-100] + bytes(100)):
         cached.write_bytes(damaged)
-        assert parser._read_cached_code(cached) is None  # refused, not executed
+        assert parser._read_cached_code(cached, key) is None  # refused, not executed
         assert _run_python(code, env).strip() == "p"
-        assert parser._read_cached_code(cached) is not None  # regenerated in place
+        assert parser._read_cached_code(cached, key) is not None  # regenerated in place
         assert list((tmp_path / "ok").iterdir()) == [cached]
     blocker = tmp_path / "file"
     blocker.write_text("")  # a file where the folder should be: makedirs fails
