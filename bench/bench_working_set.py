@@ -4,7 +4,7 @@ relative objective gap.
 
     .venv/bin/python bench/bench_working_set.py [--n 2000 --p 2000] [--quick] [--problems lasso,enet]
         [--designs gaussian,toeplitz] [--ratios 0.5,0.1,0.01] [--gap 1e-6] [--repeat 2] [--plain-fista]
-        [--fortran]
+        [--fortran] [--baselines sklearn,skglm,celer] [--fresh]
 
 Problems (scikit-learn's scalings, no intercept), X n x p with N(0, 1) rows (``gaussian``) or a
 Toeplitz correlation rho^|i-j|, rho = 0.5 (``toeplitz``, AR(1) columns), w0 5%-sparse, seeded:
@@ -24,12 +24,27 @@ warm-up (numba's compile for skglm); the torch time is ``solve()`` on a lowered 
 from zero (``times['solve']``: the variables reset, no parse or lowering). Ratios: regspec / the
 fastest baseline. No timing is asserted. skglm and celer are optional (not project
 dependencies): missing ones are reported.
+
+``--fresh`` (issue 13's "first solve in a fresh process <= 2x its re-solve plus the torch
+import"): for each problem, at the tolerance that matched in-process, fresh processes run as a
+user would (wall clock from here, children's CPU time from getrusage, median of --repeat runs
+after one warm-up, the commands interleaved): ``python -c "import torch"``, and a script that
+imports regspec and calls ``regspec.solve("bench.reg", backend="torch", tol=...)`` on the spec
+and .npz written here (parse, data load, lowering, torch import, first solve). The ratio is
+that script's wall / (2 x the in-process re-solve + the torch import's wall); the script's own
+breakdown (its result's ``times``) is printed. Children run with PYTHONDONTWRITEBYTECODE removed
+from their environment (``env -u``): this shell sets it, a user's does not, and with it every
+fresh process would recompile regspec's sources. ``--baselines ''`` skips the baselines (f* is
+then regspec's own tight run).
 """
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
+import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -235,7 +250,7 @@ def one_case(problem: str, kind: str, ratio: float, args, tmp: Path) -> dict:
     # X already in Fortran order (their best case, the copy made once outside the timing)
     X_base = np.asfortranarray(X) if args.fortran else X
     for name, make in (("sklearn", sklearn_solver), ("skglm", skglm_solver), ("celer", celer_solver)):
-        run = make(problem, X_base, y, lam)
+        run = make(problem, X_base, y, lam) if name in args.baselines else None
         if run is not None:
             methods[name] = run
     # tight references (also the warm-up of every method: imports, numba's compile)
@@ -255,7 +270,63 @@ def one_case(problem: str, kind: str, ratio: float, args, tmp: Path) -> dict:
         ladder = REGSPEC_LADDER if name.startswith("regspec") else BASE_LADDER
         found, why = first_matching(run, ladder, f, f_star, args.gap, args.repeat)
         out["rows"][name] = found if found is not None else why
+    if args.fresh and not isinstance(out["rows"]["regspec"], str):
+        out["fresh"] = fresh_processes(tmp, out["rows"]["regspec"][0], args.repeat, f_star, args.gap)
     return out
+
+
+# ------------------------------------------------------------------------ fresh processes (--fresh)
+# Children run without PYTHONDONTWRITEBYTECODE: a user's shell does not set it (this one does), and
+# with it every fresh process would recompile regspec's editable sources (~60 ms).
+CHILD_ENV = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+FIRST_SOLVE = """import json, sys, time
+t0 = time.perf_counter()
+import regspec
+t1 = time.perf_counter()
+r = regspec.solve(sys.argv[1], backend="torch", tol=float(sys.argv[2]))
+t2 = time.perf_counter()
+print(json.dumps({"import_regspec": t1 - t0, "solve_call": t2 - t1, "times": r.times, "status": r.status,
+                  "solver": r.solver, "objective": r.objective}))
+"""
+
+
+def _child(cmd: list[str], cwd: Path) -> tuple[float, float, str]:
+    """Wall seconds, CPU seconds (user + system, from getrusage of the finished children) and
+    stdout of one fresh process, which must succeed."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.perf_counter()
+    out = subprocess.run(cmd, capture_output=True, text=True, cwd=cwd, env=CHILD_ENV)
+    wall = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if out.returncode != 0:
+        raise RuntimeError(f"failed ({out.returncode}): {' '.join(cmd)}\n{out.stderr[-2000:]}")
+    return wall, (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime), out.stdout
+
+
+def fresh_processes(tmp: Path, tol: float, repeat: int, f_star: float, gap: float) -> dict:
+    """Median wall and CPU seconds of ``import torch`` and of the first-solve script in fresh
+    processes (one warm-up each, then ``repeat`` interleaved rounds); the script's last report."""
+    script = tmp / "first_solve.py"
+    script.write_text(FIRST_SOLVE)
+    commands = {"import torch": [sys.executable, "-c", "import torch"],
+                "first solve": [sys.executable, str(script), str(tmp / "bench.reg"), repr(tol)]}
+    runs: dict[str, dict] = {name: {"wall": [], "cpu": [], "stdout": _child(cmd, tmp)[2]}
+                             for name, cmd in commands.items()}
+    for _ in range(max(repeat, 1)):
+        for name, cmd in commands.items():
+            wall, cpu, stdout = _child(cmd, tmp)
+            runs[name]["wall"].append(wall)
+            runs[name]["cpu"].append(cpu)
+            runs[name]["stdout"] = stdout
+    report = json.loads(runs["first solve"]["stdout"].strip().splitlines()[-1])
+    obj = report["objective"]
+    report["gap"] = (obj - f_star) / abs(f_star) if obj is not None else float("nan")
+    report["matches"] = report["status"] == "optimal" and report["gap"] <= gap
+    return {"torch_wall": statistics.median(runs["import torch"]["wall"]),
+            "torch_cpu": statistics.median(runs["import torch"]["cpu"]),
+            "first_wall": statistics.median(runs["first solve"]["wall"]),
+            "first_cpu": statistics.median(runs["first solve"]["cpu"]),
+            "first_walls": runs["first solve"]["wall"], "report": report}
 
 
 def report(case: dict) -> tuple[float | None, str]:
@@ -282,6 +353,26 @@ def report(case: dict) -> tuple[float | None, str]:
     return ratio, best
 
 
+def report_fresh(case: dict) -> float | None:
+    """Prints the fresh-process rows of a case; returns first solve / (2 x re-solve + import torch)."""
+    fresh, row = case.get("fresh"), case["rows"].get("regspec")
+    if fresh is None or isinstance(row, str):
+        return None
+    resolve = row[2]
+    r = fresh["report"]
+    parts = ", ".join(f"{k} {v:.3f}" for k, v in r["times"].items() if isinstance(v, (int, float)))
+    bound = 2 * resolve + fresh["torch_wall"]
+    ratio = fresh["first_wall"] / bound
+    print(f"  fresh processes: import torch {fresh['torch_wall']:.3f} s wall ({fresh['torch_cpu']:.3f} s CPU); "
+          f"first-solve script {fresh['first_wall']:.3f} s wall ({fresh['first_cpu']:.3f} s CPU; runs "
+          f"{', '.join(f'{t:.2f}' for t in fresh['first_walls'])}); in it: import regspec "
+          f"{r['import_regspec']:.3f} s, regspec.solve {r['solve_call']:.3f} s (times: {parts}); "
+          f"{r['status']}, gap {r['gap']:.1e}{'' if r['matches'] else ' ** DOES NOT MATCH **'}")
+    print(f"  first solve / (2 x re-solve {resolve:.4f} s + import torch): {ratio:.2f}x (target <= 1x; "
+          f"/ (2 x (re-solve + import torch)): {fresh['first_wall'] / (2 * (resolve + fresh['torch_wall'])):.2f}x)")
+    return ratio
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=2000)
@@ -294,7 +385,11 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=2)
     ap.add_argument("--plain-fista", action="store_true", help="also time the torch backend without working sets")
     ap.add_argument("--fortran", action="store_true", help="hand the baselines X in Fortran order (no copy per fit)")
+    ap.add_argument("--baselines", default="sklearn,skglm,celer", help="comma-separated; '' for none")
+    ap.add_argument("--fresh", action="store_true",
+                    help="also time regspec's first solve in fresh processes against import torch")
     args = ap.parse_args()
+    args.baselines = [b for b in args.baselines.split(",") if b]
     if args.quick:
         args.n = args.p = 500
     import torch
@@ -304,17 +399,23 @@ def main() -> None:
     print(f"working sets bench at {commit}: n = {args.n}, p = {args.p}, gap {args.gap:g}, baselines get X in "
           f"{'Fortran' if args.fortran else 'C'} order; machine "
           f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__} "
-          f"({torch.get_num_threads()} threads)")
+          f"({torch.get_num_threads()} threads); load average {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
+    if args.fresh:
+        print("fresh processes run with PYTHONDONTWRITEBYTECODE removed from their environment (env -u "
+              "PYTHONDONTWRITEBYTECODE): this shell sets it, a user's does not")
     tmp = Path(tempfile.mkdtemp(prefix="bench_ws_"))
     summary = []
     for problem in args.problems.split(","):
         for kind in args.designs.split(","):
             for ratio in (float(r) for r in args.ratios.split(",")):
                 case = one_case(problem, kind, ratio, args, tmp)
-                summary.append((problem, kind, ratio, *report(case)))
-    print("\nsummary: regspec / best baseline at the same gap")
-    for problem, kind, ratio, r, best in summary:
-        print(f"  {problem:<9} {kind:<9} {ratio:<5g} " + (f"{r:6.2f}x vs {best}" if r is not None else "  n/a"))
+                summary.append((problem, kind, ratio, *report(case), report_fresh(case)))
+    print("\nsummary: regspec / best baseline at the same gap" +
+          ("; first solve in a fresh process / (2 x re-solve + import torch)" if args.fresh else ""))
+    for problem, kind, ratio, r, best, fresh in summary:
+        print(f"  {problem:<9} {kind:<9} {ratio:<5g} " + (f"{r:6.2f}x vs {best}" if r is not None else "  n/a") +
+              (f"   fresh {fresh:5.2f}x" if fresh is not None else ""))
+    print(f"load average at the end: {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
 
 
 if __name__ == "__main__":

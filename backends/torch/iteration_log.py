@@ -58,7 +58,6 @@ def callback(solver: str) -> Callable[[int, Any, dict[str, float]], None] | None
     return log
 
 
-
 def writer() -> Callable[[str], None] | None:
     """A function printing one line to the open log (for solvers whose every check is worth a
     line: the working-set outer loop), or None when no log is open."""

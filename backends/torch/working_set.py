@@ -390,7 +390,8 @@ def _diagonal_hessian(outer: _Outer, z: Tensor) -> Tensor | None:
     g_err, g_ref, f_err, f_ref = torch.stack([
         torch.linalg.vector_norm(g2 - (g0 - du)),
         torch.linalg.vector_norm(g0) + torch.linalg.vector_norm(g1) + torch.linalg.vector_norm(g2),
-        (f2 - f0 + torch.dot(g0 - 0.5 * du, u2)).abs(), f0.abs() + f2.abs() + torch.dot(g0.abs() + du.abs(), u2)]).tolist()
+        (f2 - f0 + torch.dot(g0 - 0.5 * du, u2)).abs(),
+        f0.abs() + f2.abs() + torch.dot(g0.abs() + du.abs(), u2)]).tolist()
     if not (math.isfinite(g_err) and math.isfinite(f_err) and bool((d >= 0).all())):
         return None
     exact = g_err <= 1e3 * torch.finfo(z.dtype).eps * g_ref and f_err <= 1e3 * torch.finfo(z.dtype).eps * f_ref
@@ -566,7 +567,8 @@ class _InnerResult:
     step: float
 
 
-def _trial(comp: "_Composite | _Quadratic", prox_w: Callable, y: _Point, t: float) -> tuple[_Point | None, float, float]:
+def _trial(comp: "_Composite | _Quadratic", prox_w: Callable, y: _Point, t: float
+           ) -> tuple[_Point | None, float, float]:
     """The backtracked prox-gradient step from y (solvers.fista's tests: the quadratic upper model,
     or the gradient test once the model's curvature term is within rounding); ``(point, t, q)``
     with q the share of the allowed curvature used, or ``(None, t, 0)`` when nothing finite passes."""
@@ -611,8 +613,8 @@ def _first_step(comp: "_Composite | _Quadratic", x: _Point) -> float:
     return 1.0 / curvature if curvature > 0 and math.isfinite(curvature) else 1.0
 
 
-def _composite_fista(comp: "_Composite | _Quadratic", prox_w: Callable, v0: Tensor, z0: Tensor, t: float | None, tol: float,
-                     max_iter: int) -> _InnerResult:
+def _composite_fista(comp: "_Composite | _Quadratic", prox_w: Callable, v0: Tensor, z0: Tensor, t: float | None,
+                     tol: float, max_iter: int) -> _InnerResult:
     """FISTA with adaptive restart and step growth (solvers.fista) on the working set, to FISTA's
     relative rule at ``tol``; ``t=None``: the first step from the curvature along the gradient."""
     x = _Point(v0, z0)
