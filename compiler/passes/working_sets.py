@@ -38,6 +38,6 @@ def working_set_lines(ir: IR, split) -> list[str]:
         return []
     return [f"  working sets: the smooth part reads the variable only through `{ir.text(node)}` (phi(A x)); "
             "with a prox kernel declared entrywise or grouped and enough entries or groups to skip "
-            "(working_set.worth_it), FISTA runs on a growing working set and the certificate above is "
-            "checked on every coordinate of the full problem (result info['working_set'] gives the sizes; "
-            "otherwise plain FISTA)"]
+            "(working_set.worth_it), FISTA runs on a growing working set (its inner solves on the set's Gram "
+            "matrix when phi is quadratic) and the certificate above is checked on every coordinate of the "
+            "full problem (result info['working_set'] gives the sizes; otherwise plain FISTA)"]
