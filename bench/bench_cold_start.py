@@ -158,13 +158,13 @@ def check_rows(repeat: int) -> None:
     numpy_med = statistics.median(res["python -c 'import numpy'"]["times"])
     print("\nregspec check (per spec), against `python -c 'import numpy'`:")
     print(describe("python -c 'import numpy'", res["python -c 'import numpy'"]["times"]))
-    worst = 0.0
-    over = []
+    over_time, over_ratio = [], []
     for name, r in list(res.items())[1:]:
         med = statistics.median(r["times"])
-        worst = max(worst, med)
-        if med > 0.3 or med > 2 * numpy_med:
-            over.append(name)
+        if med > 0.3:
+            over_time.append(name)
+        if med > 2 * numpy_med:
+            over_ratio.append(name)
         print(describe(name, r["times"]) + f"  {med / numpy_med:.2f}x numpy")
     numpy_cpu = statistics.median(res["python -c 'import numpy'"]["cpu"])
     cpu = {name: statistics.median(r["cpu"]) for name, r in list(res.items())[1:]}
@@ -172,8 +172,15 @@ def check_rows(repeat: int) -> None:
     print(f"\n  CPU seconds (user + system, medians): import numpy {numpy_cpu:.3f} s; checks "
           f"{min(cpu.values()):.3f}-{cpu[slow_cpu]:.3f} s, {min(cpu.values()) / numpy_cpu:.2f}x-"
           f"{cpu[slow_cpu] / numpy_cpu:.2f}x numpy (slowest: {slow_cpu})")
-    print(f"\n  slowest check: {worst:.3f} s = {worst / numpy_med:.2f}x `import numpy` ({numpy_med:.3f} s)")
-    print(f"  target <= 0.3 s and <= 2x import numpy: {'met for every spec' if not over else 'NOT met for ' + str(len(over)) + ' spec(s): ' + ', '.join(over)}")
+    med = {name: statistics.median(r["times"]) for name, r in list(res.items())[1:]}
+    slowest = max(med, key=med.get)
+    print(f"\n  slowest check: {med[slowest]:.3f} s = {med[slowest] / numpy_med:.2f}x `import numpy` "
+          f"({numpy_med:.3f} s): {slowest}")
+    for bound, over in (("<= 0.3 s wall", over_time), ("<= 2x import numpy (wall, same run)", over_ratio)):
+        verdict = "met for every spec" if not over else f"NOT met for {len(over)} spec(s): {', '.join(over)}"
+        print(f"  target {bound}: {verdict}")
+    if over_time and numpy_med > 0.15:
+        print(f"  (`import numpy` alone took {numpy_med:.3f} s here: the machine was not quiet)")
 
 
 EVALUATOR_SCRIPT = r"""
