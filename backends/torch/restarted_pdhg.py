@@ -19,7 +19,24 @@ Certificate (as in ``solvers.pdhg``): the step ``z -> T(z)`` gives residuals ``p
 (dual) that vanish exactly at saddle points and certify ``T(z)``. Every ``check_every``
 iterations both ``T(z_t)`` (free: it is the next iterate) and ``T(zbar)`` (one extra iteration)
 are certified; ``kkt(z) = max(p_rel, d_rel)`` of that step. The run stops (``"optimal"``) as soon
-as a certified point has ``kkt <= tol``, and returns that point.
+as a certified point passes ``RULE`` (residuals, objective error and duality gap), and returns it.
+
+Duality gap. The step's subgradients give the dual objective without a conjugate formula:
+``u+ in dg(x+)`` and ``v_k in df_k*(y+_k)``, so ``g*(u+) = <u+, x+> - g(x+)`` and
+``f_k*(y+_k) = <y+_k, v_k> - f_k(v_k)`` (Fenchel-Young, equality). With
+``D = s(x+) - <grad s(x+), x+> - g*(u+) - sum_k f_k*(y+_k)`` (the Lagrangian dual at ``y+`` with the
+stationarity residual ``p = grad s(x+) + u+ + K^T y+`` left out, as PDLP leaves out the reduced
+costs' infeasible part),
+
+    P(x+) - D = <p, x+> + sum_k [f_k(K_k x+) - f_k(v_k) + <y+_k, v_k - K_k x+>].
+
+For an indicator block (a constraint) the bracket is ``sigma_S(y+_k) - <y+_k, K_k x+>``, the
+complementarity of the block (``f_k(K_k x+)`` counts as 0: the violation is test (1)'s); it is
+computed with ``v_k`` projected onto S, so rounding cannot take it out of the set. For a term
+block the bracket is a Bregman remainder in ``[0, 2 L_k(d_k)]``, bounded by test (3). A
+restarted run on second-order cones used to stop with ``<y+_k, v_k - K_k x+>`` of the order of the
+objective times 10 tol (a feasible point strictly inside the cone while ``y+_k != 0``): residuals
+of 1e-9 and an objective error of 8e-9 (bench/RESULTS.md).
 
 Restarts (PDLP's rules, with kkt in place of the normalized duality gap): the candidate is
 ``T(zbar)`` or ``T(z_t)``, whichever has the smaller kkt. Restart to it when
@@ -56,7 +73,10 @@ RULE = ("stop at a certified point T(z) (z = the current iterate or the average 
         "(2) every variable i has ||p_i||_inf <= tol * max(||(K^T y+)_i||_inf, ||u_i||_inf, ||grad_i s||_inf) "
         "(stationarity relative to the objective's gradient scale); (3) the first-order objective error "
         "sum_k L_k(d_k) (L_k the Lipschitz bound of term k: its dual-ball radius; |<y_k, d_k>| for a "
-        "constraint) is <= tol * max(|P(x+)|, the terms' sizes)")
+        "constraint) is <= tol * max(|P(x+)|, the terms' sizes); (4) the duality gap (PDLP's rule) "
+        "|P(x+) - D| <= tol * (1 + |P(x+)| + |D|), D the dual objective at the step's subgradients: "
+        "P - D = <p, x+> + sum over constraint blocks of sigma_S(y+_k) - <y+_k, K_k x+> (sigma_S the support "
+        "function, <y+_k, proj_S(v_k)>), the term blocks' Bregman remainders being bounded by (3)")
 
 
 @dataclass
@@ -229,7 +249,9 @@ def restarted_pdhg(
         K x+ kept around: sigma d = (y - y+) + sigma K(x+ - x) (the difference taken first, exactly
         where y+ is close to y), then K x+ and v+ = d + K x+ (in df*(y+)); one host sync."""
         per_var: list[Tensor] = []
-        primal = _pdhg_primal_terms(x, x_new, KTy, KTy_new, gs, gs_new, tau, per_variable=per_var)
+        gap_parts: list[Tensor] = []  # <p, x+>, then <y+_k, v_k - K_k x+> per constraint block
+        primal = _pdhg_primal_terms(x, x_new, KTy, KTy_new, gs, gs_new, tau, per_variable=per_var,
+                                    p_dot_x=gap_parts)
         r1, r2 = work["res1"], work["res2"]
         dx = torch._foreach_sub(x_new, x)
         zero = torch.zeros_like(primal[0])
@@ -243,6 +265,14 @@ def restarted_pdhg(
             kk = kk + _sqnorm1(kxn)
             dk = dk + torch.vdot(d.reshape(-1), kxn.reshape(-1))
             bc = block_checks[k]
+            if bc.constraint:
+                # the gap's part of an indicator block: sigma_S(y+) - <y+, K x+>, with the support
+                # function sigma_S(y+) = <y+, v+> (y+ is normal to S at the step's v+ = d + K x+);
+                # v+ projected onto S, so that rounding in v+ cannot leave S
+                v_step = torch.add(d, kxn)
+                if bc.project is not None:
+                    v_step = bc.project(v_step)
+                gap_parts.append(torch.vdot(ynk.reshape(-1), v_step.sub_(kxn).reshape(-1)))
             if bc.constraint and bc.project is not None:
                 # the violation itself, K x+ - proj_S(K x+): d's v+ comes from (y - y+) / sigma, which
                 # rounding erases when sigma |K x + c| is below eps |y| (badly scaled data)
@@ -279,21 +309,22 @@ def restarted_pdhg(
         for i, a_i in enumerate(adj_scale):
             if a_i is not None:
                 per_var[2 * i + 1] = torch.maximum(per_var[2 * i + 1], a_i)
-        extra = [torch.stack([_maxabs(t) for t in x_new]).max()]
+        extra = [sum(gap_parts), torch.stack([_maxabs(t) for t in x_new]).max()]
         if sm is not None:
             extra += [_sqnorm(torch._foreach_sub(gs_new, gs)), _sqnorm(dx)]
         vals = torch.stack(primal + [dd, kk, dd + kk + 2.0 * dk] + per_var + per_block + extra).tolist()
         res = _residuals_from_values(vals[:7])
         nv = len(per_var)
-        res.update(_rule_measures(vals[7:7 + nv], vals[7 + nv:7 + nv + len(per_block)], vals[7 + nv + len(per_block)],
-                                  block_checks, floor_rel))
+        at = 7 + nv + len(per_block)
+        res.update(_rule_measures(vals[7:7 + nv], vals[7 + nv:at], vals[at + 1], block_checks, floor_rel))
+        res["_gap"] = vals[at]
         if sm is not None:
             gdiff, xdiff = vals[-2], vals[-1]
             res["secant"] = math.sqrt(max(gdiff, 0.0) / xdiff) if xdiff > 0 else 0.0
         return res
 
     def accepts(res: dict[str, float], xs: list[Tensor]) -> bool:
-        """The rule's tests (1)-(3) at a certified point; P(x) is evaluated only when (1) and (2) hold."""
+        """The rule's tests (1)-(4) at a certified point; P(x) is evaluated only when (1) and (2) hold."""
         if not (res["feasibility_rel"] <= tol_eff and res["stationarity_rel"] <= tol_eff):
             return False
         if objective is None:
@@ -305,7 +336,10 @@ def restarted_pdhg(
         scale = max(abs(P), res["_size"], 1e-300)
         res["objective_error_rel"] = res["_err"] / scale
         res["objective"] = P
-        return res["objective_error_rel"] <= tol_eff
+        D = P - res["_gap"]
+        res["dual_objective"] = D
+        res["gap_rel"] = abs(res["_gap"]) / (1.0 + abs(P) + abs(D))
+        return res["objective_error_rel"] <= tol_eff and res["gap_rel"] <= tol_eff
 
     def dual_distance(a: list[Tensor], b: list[Tensor]) -> float:
         r1 = work["res1"]
@@ -452,13 +486,15 @@ def restarted_pdhg(
         _, x_out, y_out, res_out = best
         if not res_out:
             x_out, y_out = x, y
-    keys = ("primal", "dual", "primal_rel", "dual_rel", "feasibility_rel", "stationarity_rel", "objective_error_rel")
+    keys = ("primal", "dual", "primal_rel", "dual_rel", "feasibility_rel", "stationarity_rel", "objective_error_rel",
+            "gap_rel")
     residuals = {k: res_out[k] for k in keys if k in res_out}
     info = {"tau": tau, "sigma": sigma, "norm_K": nK, "lipschitz": Ls, "lipschitz_raised": lipschitz_raised,
             "primal_weight": w, "restarts": restarts, "extra_iterations": extra,
             "step_condition": tau * (0.5 * Ls + sigma * nK * nK), "tol": float(tol), "tol_effective": tol_eff,
             "rule": RULE, "time_s": time.perf_counter() - t_start,
-            "violations": res_out.get("_violations", {}), "objective": res_out.get("objective")}
+            "violations": res_out.get("_violations", {}), "objective": res_out.get("objective"),
+            "dual_objective": res_out.get("dual_objective")}
     if certificate is not None:
         info["certificate"] = {k: v for k, v in certificate.items() if k != "status"}
     return SolverResult(x=x_out, status=status, iterations=n, residuals=residuals, objective=None, history=history,

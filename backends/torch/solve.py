@@ -304,9 +304,12 @@ def solve_pdhg(program: TorchProgram, *, params: dict[str, np.ndarray] | None = 
     computed once). Steps
     ``tau (L/2 + sigma ||K||^2) < 1`` (``solvers.pdhg_step_sizes``), primal weight adapted.
 
-    Stops when the relative primal and dual residuals are ``<= tol`` (``solvers.pdhg``'s rule).
-    ``residuals``: ``primal``, ``dual``, ``primal_rel``, ``dual_rel`` and ``infeasibility``, the
-    largest relative distance of a constraint's ``lhs - rhs`` to its target set.
+    Stops by ``restarted_pdhg.RULE`` (feasibility per constraint, stationarity per variable, the
+    objective error and the duality gap, each ``<= tol`` relative; ``solvers.pdhg``'s residual rule
+    when ``restart=False``). ``residuals``: ``primal``, ``dual``, ``primal_rel``, ``dual_rel``, the
+    rule's measures (``feasibility_rel``, ``stationarity_rel``, ``objective_error_rel``, ``gap_rel``)
+    and ``infeasibility``, the largest relative distance of a constraint's ``lhs - rhs`` to its
+    target set.
     """
     from regspec.backends.torch.pdhg_lowering import block_check, build_block, pdhg_report, scaled
     from regspec.backends.torch.restarted_pdhg import restarted_pdhg
@@ -408,6 +411,8 @@ def solve_pdhg(program: TorchProgram, *, params: dict[str, np.ndarray] | None = 
             "norm_K": norm_K, "norm_K_from": norm_how, "block_norms": norms, "lipschitz": lipschitz,
             "primal_weight": res.info.get("primal_weight"), "restarts": res.info.get("restarts"),
             "setup_s": setup, **report.info}
+    if report.solved and res.info.get("dual_objective") is not None:
+        info["dual_objective"] = res.info["dual_objective"]  # D of the rule's duality gap (test 4)
     tol_used, violations = info.pop("tol"), info.pop("violations")
     return with_curvature(program, Result(status=report.status, objective=obj, variables=values, backend="torch",
                                           tol=tol_used, violations=violations,

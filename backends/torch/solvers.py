@@ -973,12 +973,13 @@ def pdhg(
 
 
 def _pdhg_primal_terms(x, x_new, KTy, KTy_new, gs, gs_new, tau,
-                       per_variable: list[Tensor] | None = None) -> list[Tensor]:
+                       per_variable: list[Tensor] | None = None, p_dot_x: list[Tensor] | None = None) -> list[Tensor]:
     """Squared norms [p, K^T y+, u+, grad s(x+)] of the primal fixed-point residual of the step
     x -> x+: u+ = (x - x+)/tau - grad s(x) - K^T y (in dg(x+)), p = u+ + grad s(x+) + K^T y+.
     ``per_variable``: when given, receives per variable i the max-norms ``||p_i||_inf`` and
     ``max(||(K^T y+)_i||_inf, ||u+_i||_inf, ||grad_i s(x+)||_inf)``, the size of the terms whose
-    sum p_i is (the scale of that variable's stationarity condition)."""
+    sum p_i is (the scale of that variable's stationarity condition). ``p_dot_x``: when given,
+    receives ``<p, x+>``, the primal residual's part of the duality gap (``restarted_pdhg``)."""
     u = torch._foreach_sub(x, x_new)
     torch._foreach_mul_(u, 1.0 / tau)
     torch._foreach_sub_(u, KTy)
@@ -994,6 +995,8 @@ def _pdhg_primal_terms(x, x_new, KTy, KTy_new, gs, gs_new, tau,
             parts = [KTy_new[i], u[i]] + ([gs_new[i]] if gs_new is not None else [])
             scale = torch.stack([_maxabs(t) for t in parts]).max()
             per_variable.extend([_maxabs(pi), scale])
+    if p_dot_x is not None:
+        p_dot_x.append(sum(torch.vdot(pi.reshape(-1), xi.reshape(-1)) for pi, xi in zip(p, x_new)))
     return terms
 
 

@@ -146,6 +146,16 @@ COMBINED: dict[tuple[str, str], str | tuple[str, str]] = {
 BARRIER_ATOMS = ("log_det", "log", "entropy", "kl_div", "entr", "inv_pos", "power", "rel_entr")
 BARRIER_KERNELS = ("neg_log_det", "neg_log", "neg_entropy", "inv_pos", "neg_power", "kl_div", "rel_entr")
 
+# Smooth atoms that are Lipschitz themselves (their conjugate's domain is bounded: huber's is
+# y^2/4 on |y| <= 2M) and have a closed-form prox. Under PDHG, w * f(A x + b) with A x + b not a
+# bare variable is taken as a dual block (prox of f* by Moreau) rather than joining the smooth
+# part: there its gradient's Lipschitz constant 2 w ||A||^2 would set the primal step of every
+# variable (Condat-Vu: tau (L/2 + sigma ||K||^2) < 1), which on data scaled by 1e4 is a step of
+# 7e-10 against a problem that is piecewise linear at that scale; as a block, A is normalized to
+# unit norm like every other block and the dual iterate stays in the box |y| <= 2 M w. FISTA
+# keeps them smooth (backtracking adapts its step). A bare variable keeps them smooth (L = 2 w).
+LIPSCHITZ_SMOOTH_KERNELS = ("huber",)
+
 # Atoms whose domain excludes the zero start point (x > 0, x >= 0 with an infinite slope at 0):
 # on a bare variable they are taken through their prox under FISTA too, whose iterates then stay
 # strictly inside the domain (the prox maps into it), instead of a gradient that is infinite at
@@ -197,6 +207,9 @@ def _flatten(ir: IR, node: int, sign: float, scale: list[tuple[int, int]], out: 
                 return
         if atom in ("sum", "mean") and d.get("static", {}).get("axis") is None and ir[a[0]]["shape"] != ():
             _flatten_sum(ir, node, a[0], sign, scale, out)
+            return
+        if atom in ("sum", "mean") and ir[a[0]]["shape"] == () and ir[a[0]]["kind"] == "call":
+            _flatten(ir, a[0], sign, scale, out)  # the sum (or mean) of a scalar is that scalar
             return
     out.append(Term(node, sign, scale))
 
@@ -272,8 +285,9 @@ def _is_affine_expr(ir: IR, node: int) -> bool:
 
 def _classify(ir: IR, t: Term, barrier_as_prox: bool | str = False) -> OperatorTerm | None:
     """Role of one term; returns its operator block when it is an operator term.
-    ``barrier_as_prox``: take the ``BARRIER_ATOMS`` that have a prox through it (PDHG); ``"domain"``:
-    only the ``DOMAIN_PROX_KERNELS`` on a bare variable (FISTA)."""
+    ``barrier_as_prox``: take the ``BARRIER_ATOMS`` that have a prox through it, and the
+    ``LIPSCHITZ_SMOOTH_KERNELS`` of an affine expression that is not a bare variable, through their
+    prox (PDHG); ``"domain"``: only the ``DOMAIN_PROX_KERNELS`` on a bare variable (FISTA)."""
     core = ir[t.core]
     if core["curvature"] is Curvature.CONSTANT:
         t.role, t.why = "constant", "does not depend on a variable"
@@ -284,7 +298,8 @@ def _classify(ir: IR, t: Term, barrier_as_prox: bool | str = False) -> OperatorT
         if barrier_as_prox == "domain":
             barrier = sep.kernel in DOMAIN_PROX_KERNELS and ir[sep.arg]["kind"] == "var"
         elif barrier_as_prox:
-            barrier = ir[sep.node].get("atom") in BARRIER_ATOMS and sep.kernel in BARRIER_KERNELS
+            barrier = ir[sep.node].get("atom") in BARRIER_ATOMS and sep.kernel in BARRIER_KERNELS or \
+                _is_lipschitz_block(ir, sep)
     if is_smooth(ir, t.core) and not barrier:
         t.role, t.why = "smooth", "differentiable: joins the smooth part (autograd)"
         if "rewritten_from" in core:
@@ -324,6 +339,9 @@ def _classify(ir: IR, t: Term, barrier_as_prox: bool | str = False) -> OperatorT
     t.role, t.kernel = "operator", sep.kernel
     t.why = (f"PDHG block: {what} `{ir.text(arg)}`, a linear map of the variables: a dual block through the prox "
              f"of its conjugate ({sep.kernel}, Moreau)")
+    if barrier and _is_lipschitz_block(ir, sep):
+        t.why += (" (smooth but Lipschitz: in the smooth part its map's norm squared would set the primal step; "
+                  "as a block the map is normalized)")
     return OperatorTerm("prox", t.core, expr=arg, term=t, kernel=sep.kernel, identity=False, why=t.why)
 
 
@@ -415,6 +433,13 @@ def _is_barrier(ir: IR, core: int) -> bool:
     return sep is not None and ir[sep.node].get("atom") in BARRIER_ATOMS and sep.kernel in BARRIER_KERNELS
 
 
+def _is_lipschitz_block(ir: IR, sep: SeparableProx | None) -> bool:
+    """A ``LIPSCHITZ_SMOOTH_KERNELS`` atom of an affine expression that is not a bare variable:
+    PDHG takes it as a dual block (see the table)."""
+    return sep is not None and sep.kernel in LIPSCHITZ_SMOOTH_KERNELS and ir[sep.arg]["kind"] != "var" and \
+        _is_affine_expr(ir, sep.arg)
+
+
 def _sublevel(ir: IR, c: int):
     """The recognized sublevel set of constraint ``c`` (memoized: its set node is made once)."""
     memo = ir.meta.setdefault("sublevel", {})
@@ -454,8 +479,10 @@ def split_terms(ir: IR) -> IR:
         _flatten(ir, ir[r]["args"][0], 1.0, [], terms)
 
     split = _split(ir, terms, barrier_as_prox="domain")
-    if split.algorithm == "pdhg" and any(_is_barrier(ir, t.core) for t in split.smooth):
-        # PDHG needs a global Lipschitz constant of the smooth part: redo with barriers as proxes
+    if split.algorithm == "pdhg" and any(_is_barrier(ir, t.core) or _is_lipschitz_block(ir, separable_prox(ir, t.core))
+                                         for t in split.smooth):
+        # PDHG needs a global Lipschitz constant of the smooth part: redo with barriers as proxes, and
+        # Lipschitz atoms of linear maps as dual blocks
         for t in terms:
             t.role, t.var, t.kernel, t.why = "", None, None, ""
         split = _split(ir, terms, barrier_as_prox=True)
@@ -720,7 +747,7 @@ def explain_lines(ir: IR, split: Split) -> list[str]:
         lines.append("  steps: each block scaled to unit norm (closed form where known, else Lanczos), ||K|| of the "
                      "stack by Lanczos (at most sqrt(#blocks)), L of s by Hessian power iteration; "
                      "tau (L/2 + sigma ||K||^2) < 1; restarted averaged PDHG, stop when the primal and dual "
-                     "residuals are <= tol (relative)")
+                     "residuals, the objective error and the duality gap are <= tol (relative)")
     elif split.algorithm == "fista":
         lines.append("  steps: FISTA with backtracking on the smooth part, restarts; stop when the "
                      "prox-gradient residual ||x - prox(x - t grad)||/t <= tol max(1, ||grad||)")
