@@ -353,6 +353,22 @@ def smooth_lipschitz(smooth: SmoothFn, x0: Sequence[Tensor], *, seed: int = 2) -
     spread = max(math.sqrt(_float(_sqnorm(torch._foreach_sub(g, grads[0])))) for g in grads[1:])
     if spread <= 1e3 * torch.finfo(base[0].dtype).eps * max(g_scale, 1e-300):
         return 0.0, True
+    near = _curvature_bound(smooth, points[:2], grads[:2])
+    far = _curvature_bound(smooth, points, grads)
+    # curvature that grows a thousandfold between the near and the far sample is not bounded
+    # (exp, power: exp(100 z) gave L ~ 1e43 and a step of 1e-43 that never moved); there the near
+    # bound is used and PDHG raises it where a step's secant exceeds it. A start with no curvature
+    # near it (Huber beyond its knee) takes the far bound.
+    unbounded = near > 0 and far > FAR_CURVATURE_RATIO * near
+    return 1.01 * (near if unbounded else far), False
+
+
+FAR_CURVATURE_RATIO = 1e3
+
+
+def _curvature_bound(smooth: SmoothFn, points: list[list[Tensor]], grads: list[list[Tensor]]) -> float:
+    """The largest of the Hessian power iterations at ``points`` and the secant curvatures
+    ``||grad s(a) - grad s(b)|| / ||a - b||`` between them: lower bounds of the global constant."""
     secants = []
     for i in range(len(points)):
         for j in range(i + 1, len(points)):
