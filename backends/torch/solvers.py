@@ -376,8 +376,7 @@ def _curvature_bound(smooth: SmoothFn, points: list[list[Tensor]], grads: list[l
             dgn = math.sqrt(_float(_sqnorm(torch._foreach_sub(grads[i], grads[j]))))
             if dxn > 0:
                 secants.append(dgn / dxn)
-    hess = [estimate_lipschitz(smooth, pt) for pt in points]
-    return 1.01 * max(hess + secants), False
+    return max([estimate_lipschitz(smooth, pt) for pt in points] + secants)
 
 
 # --------------------------------------------------------------------------------------------
