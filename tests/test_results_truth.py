@@ -355,3 +355,26 @@ def test_folded_numpy_scalars_in_pdhg_operators_and_constraints_match_cvxpy():
     ref.solve(solver="CLARABEL")
     # PDHG stops at relative primal/dual residuals 1e-8: objectives within ~1e-7 relative
     assert abs(result.objective - ref.value) <= 1e-6 * abs(ref.value)
+
+
+@pytest.mark.parametrize("objective", ["0.5 * log_det(S + I) - sum_squares(x)", "sum(log(x + 2))"])
+def test_torch_optimal_on_an_improving_ray_is_reported_probably_unbounded(objective):
+    """log det and log grow like a logarithm, so FISTA's prox-gradient residual (the prox of -log det
+    moves an eigenvalue lam by about t / lam) vanishes along the ray: FISTA stopped `optimal` at
+    entries near 1e7 with a finite objective. The objective still improves at 2x and 4x, so the
+    report is `unbounded_inaccurate` without numbers (CVXPY's answer is checked the same way)."""
+    text = f"problem p {{\n  data I = eye(3)\n  var S[3, 3]\n  var x[2]\n  maximize {objective}\n}}\n"
+    spec = regspec.load(text)
+    result = regspec.solve(spec, backend="torch")
+    assert result.status == "unbounded_inaccurate" and result.objective is None and result.variables == {}
+    assert "ray" in result.info["message"]
+    assert regspec.solve(spec, backend="cvxpy").status in ("unbounded", "unbounded_inaccurate")
+
+
+def test_torch_large_bounded_optimum_stays_optimal():
+    """min ||x - 1e7||^2 + |x|: optimal at 1e7 - 1/2 (closed form); the ray check runs and finds
+    nothing to improve."""
+    text = "problem p {\n  var x[3]\n  minimize sum_squares(x - 10000000) + norm1(x)\n}\n"
+    result = regspec.solve(regspec.load(text), backend="torch")
+    assert result.status == "optimal"
+    np.testing.assert_allclose(result.variables["x"], 1e7 - 0.5, rtol=1e-9)

@@ -183,24 +183,25 @@ def check_point(program: CvxpyProgram, name: str, opts: dict[str, Any]) -> tuple
 RAY_CHECK_SIZE = 1e6
 
 
-def unbounded_ray(program: CvxpyProgram, name: str, opts: dict[str, Any]) -> str | None:
+def unbounded_ray(program: CvxpyProgram, name: str, feasibility: tuple[float, float]) -> str | None:
     """Why an ``optimal`` point x is probably not optimal at all, or None: x is huge and the points
-    2x and 4x are feasible (within the solver's tolerance) and improve the objective by more than
-    the solver's accuracy, twice. Interior-point and splitting methods cannot certify unboundedness
+    2x and 4x (the huge variables scaled, the others kept) are feasible (within the solver's
+    tolerance) and improve the objective by more than the solver's accuracy, twice. Interior-point and splitting methods cannot certify unboundedness
     when the objective grows like a logarithm along the ray (exp-cone problems: CVXPY reports
     such problems `optimal` at a point of size 1e13); a convex problem whose objective improves
-    along the ray of its returned point has no optimum there."""
+    along the ray of its returned point has no optimum there. ``feasibility``: the (absolute,
+    relative) tolerance the point was solved to; the variables hold the point."""
     values = {v: v.value for v in program.problem.variables()}
     size = max((float(np.max(np.abs(x))) for x in values.values() if x is not None and np.size(x)), default=0.0)
     if not math.isfinite(size) or size < RAY_CHECK_SIZE:
         return None
     sign = 1.0 if isinstance(program.problem.objective, cp.Minimize) else -1.0
     gains, base = [], float(program.problem.objective.value)
-    eps_abs, eps_rel = feasibility_tolerance(name, opts)
+    eps_abs, eps_rel = feasibility
     try:
         for factor in (2.0, 4.0):
             for v, x in values.items():
-                if x is not None:
+                if x is not None and np.size(x) and float(np.max(np.abs(x))) >= RAY_CHECK_SIZE:
                     v.value = factor * np.asarray(x)
             value = program.problem.objective.value
             if value is None or not math.isfinite(float(value)):
@@ -216,9 +217,9 @@ def unbounded_ray(program: CvxpyProgram, name: str, opts: dict[str, Any]) -> str
             v.value = x
     if min(gains) <= 1e-6 * (1.0 + abs(base)):
         return None
-    return (f"{name} returned `optimal` at a point with entries as large as {size:.3g}, but the objective "
-            f"keeps improving along that point's ray (by {gains[0]:.3g} at twice the point, {gains[1]:.3g} at "
-            f"four times, both feasible): the problem is probably unbounded, which the solver cannot certify "
+    return (f"{name} stopped as `optimal` at a point with entries as large as {size:.3g}, but the objective "
+            f"keeps improving along that point's ray (by {gains[0]:.3g} at twice its huge variables, "
+            f"{gains[1]:.3g} at four times, both feasible): the problem is probably unbounded, which the solver cannot certify "
             f"when the objective grows like a logarithm")
 
 
@@ -299,7 +300,8 @@ def solve(program: CvxpyProgram, *, solver: str | None = None, solver_opts: dict
     objective = None
     values: dict[str, np.ndarray] = {}
     residuals: dict[str, float] = {}
-    ray = unbounded_ray(program, name, opts) if status == "optimal" and not problems else None
+    ray = (unbounded_ray(program, name, feasibility_tolerance(name, opts))
+           if status == "optimal" and not problems else None)
     if ray is not None:
         status = "unbounded_inaccurate"
         info["unbounded"] = ray

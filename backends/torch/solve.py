@@ -194,10 +194,13 @@ def solve(program: TorchProgram, *, params: dict[str, np.ndarray] | None = None,
     ``None`` decides by size (``working_set.worth_it``), ``False`` never. A DCP problem whose fast
     path cannot start (a smooth term not finite at the start point) goes to the conic fallback,
     as a DCP problem without a fast path does; any other problem is refused there."""
+    from regspec.backends.torch.ray_check import without_improving_ray
+
     try:
-        return _solve_chosen(program, params=params, tol=tol, max_iter=max_iter, working_set=working_set)
+        result = _solve_chosen(program, params=params, tol=tol, max_iter=max_iter, working_set=working_set)
     except StartNotFinite as e:
-        return _conic_instead(program, e, params=params, tol=tol, max_iter=max_iter)
+        result = _conic_instead(program, e, params=params, tol=tol, max_iter=max_iter)
+    return without_improving_ray(program.ir, result, params)
 
 
 def _conic_instead(program: TorchProgram, refusal: StartNotFinite, *, params: dict[str, np.ndarray] | None,
