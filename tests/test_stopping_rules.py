@@ -172,6 +172,52 @@ def test_badly_scaled_huber_is_a_dual_block_and_agrees_with_clarabel():
     assert abs(w.sum() - 1) <= 1e-9 * 1.01 and np.max(np.abs(w)) <= 0.5 * (1 + 1e-9)
 
 
+HUBER_BLOCKS = {
+    "outliers_l1_sum": """problem huber_outliers_eq {
+  data A, x0, noise = randn([40, 5], [5], [40], seed = 7)
+  data outliers = sparse_randn(40, density = 0.1, seed = 8, scale = 10)
+  let b = A @ x0 + 0.1 * noise + outliers
+  param c = 2 >= 0
+  var x[5]
+  minimize c * huber(A @ x - b, M = 1) + 0.1 * norm1(x)
+  subject to {
+    sum(x) == 1
+  }
+}
+""",
+    "nonneg_tv_scaled": """problem huber_tv {
+  data X = randn(100, 30, seed = 3, scale = 1000.0)
+  data y = randn(100, seed = 4)
+  var w[30] >= 0
+  minimize huber(X @ w - y, M = 0.5) + 0.5 * tv(w)
+}
+""",
+}
+
+
+@pytest.mark.parametrize("name", sorted(HUBER_BLOCKS))
+def test_huber_blocks_agree_with_clarabel(name):
+    """Huber of a linear map as a PDHG block next to an l1 term and an equality (weight a parameter
+    >= 0), and next to a TV block on data scaled by 1e3 (smooth: user_limit at 20000 iterations)."""
+    spec = regspec.load(HUBER_BLOCKS[name])
+    ir = spec.compiled(None).ir
+    assert any(op.kernel == "huber" for op in ir.meta["split"].operators)
+    c = clarabel(spec)
+    r = regspec.solve(spec, backend="torch")
+    assert r.status == "optimal", (r.status, r.info.get("message"))
+    assert rel(r.objective, c.objective) <= DOC_ACCURACY
+
+
+def test_huber_with_a_weight_of_unknown_sign_stays_smooth():
+    """A prox needs a weight >= 0: with a parameter of unknown sign the term stays in the smooth part
+    (as before), not refused."""
+    text = HUBER_BLOCKS["outliers_l1_sum"].replace("param c = 2 >= 0", "param c = 2")
+    ir = regspec.load(text).compiled(None).ir
+    split = ir.meta["split"]
+    assert split.algorithm == "pdhg" and not split.refusals
+    assert [ir.text(t.core) for t in split.smooth] == ["huber(A @ x - b, M = 1)"]
+
+
 @pytest.mark.parametrize("budget", [32, 96])
 def test_a_run_stopped_by_its_budget_is_never_reported_optimal(budget):
     """The same problem with a budget too small to solve it (160 iterations at the defaults): the

@@ -299,7 +299,7 @@ def _classify(ir: IR, t: Term, barrier_as_prox: bool | str = False) -> OperatorT
             barrier = sep.kernel in DOMAIN_PROX_KERNELS and ir[sep.arg]["kind"] == "var"
         elif barrier_as_prox:
             barrier = ir[sep.node].get("atom") in BARRIER_ATOMS and sep.kernel in BARRIER_KERNELS or \
-                _is_lipschitz_block(ir, sep)
+                _is_lipschitz_block(ir, t, sep)
     if is_smooth(ir, t.core) and not barrier:
         t.role, t.why = "smooth", "differentiable: joins the smooth part (autograd)"
         if "rewritten_from" in core:
@@ -339,7 +339,7 @@ def _classify(ir: IR, t: Term, barrier_as_prox: bool | str = False) -> OperatorT
     t.role, t.kernel = "operator", sep.kernel
     t.why = (f"PDHG block: {what} `{ir.text(arg)}`, a linear map of the variables: a dual block through the prox "
              f"of its conjugate ({sep.kernel}, Moreau)")
-    if barrier and _is_lipschitz_block(ir, sep):
+    if barrier and _is_lipschitz_block(ir, t, sep):
         t.why += (" (smooth but Lipschitz: in the smooth part its map's norm squared would set the primal step; "
                   "as a block the map is normalized)")
     return OperatorTerm("prox", t.core, expr=arg, term=t, kernel=sep.kernel, identity=False, why=t.why)
@@ -433,11 +433,12 @@ def _is_barrier(ir: IR, core: int) -> bool:
     return sep is not None and ir[sep.node].get("atom") in BARRIER_ATOMS and sep.kernel in BARRIER_KERNELS
 
 
-def _is_lipschitz_block(ir: IR, sep: SeparableProx | None) -> bool:
-    """A ``LIPSCHITZ_SMOOTH_KERNELS`` atom of an affine expression that is not a bare variable:
-    PDHG takes it as a dual block (see the table)."""
-    return sep is not None and sep.kernel in LIPSCHITZ_SMOOTH_KERNELS and ir[sep.arg]["kind"] != "var" and \
-        _is_affine_expr(ir, sep.arg)
+def _is_lipschitz_block(ir: IR, t: Term, sep: SeparableProx | None) -> bool:
+    """A ``LIPSCHITZ_SMOOTH_KERNELS`` atom of an affine expression that is not a bare variable, with a
+    weight known to be >= 0: PDHG takes it as a dual block (see the table). A weight of unknown sign
+    keeps it smooth (a prox needs a convex term)."""
+    return sep is not None and sep.kernel in LIPSCHITZ_SMOOTH_KERNELS and not sep.negated and \
+        ir[sep.arg]["kind"] != "var" and _is_affine_expr(ir, sep.arg) and _scale_sign_ok(ir, t)
 
 
 def _sublevel(ir: IR, c: int):
@@ -479,7 +480,7 @@ def split_terms(ir: IR) -> IR:
         _flatten(ir, ir[r]["args"][0], 1.0, [], terms)
 
     split = _split(ir, terms, barrier_as_prox="domain")
-    if split.algorithm == "pdhg" and any(_is_barrier(ir, t.core) or _is_lipschitz_block(ir, separable_prox(ir, t.core))
+    if split.algorithm == "pdhg" and any(_is_barrier(ir, t.core) or _is_lipschitz_block(ir, t, separable_prox(ir, t.core))
                                          for t in split.smooth):
         # PDHG needs a global Lipschitz constant of the smooth part: redo with barriers as proxes, and
         # Lipschitz atoms of linear maps as dual blocks
