@@ -338,3 +338,16 @@ def test_exp_projection_torch_namespace_matches_numpy():
     assert np.allclose(p_t.numpy(), p_n, rtol=1e-12, atol=1e-12)
     p_warm, _ = _project_exp(torch, v + 1e-3, rho_t)  # warm start from the previous roots
     assert torch.allclose(p_warm, project_exp(v + 1e-3)[0], atol=1e-10)
+
+
+def test_an_unconstrained_problem_reaches_the_conic_fallback():
+    """CVXPY checks whether SCS can take a problem before canonicalising it and refuses one
+    without constraints (`norm_inf` and `sum_largest` leave none in that check): the fallback adds
+    a vacuous row. Reference: the same spec through the cvxpy backend (Clarabel, ~1e-8)."""
+    text = ("problem p {\n  data A = randn(3, 2, seed = 649)\n  var x[2]\n"
+            "  maximize -(0.5 * norm_inf(x - 1) + 0.1 * sum_largest(A @ x, 2))\n}\n")
+    spec = regspec.load(text)
+    got = regspec.solve(spec, backend="torch")
+    ref = regspec.solve(spec, backend="cvxpy")
+    assert got.solver == "conic PDHG" and got.status == "optimal"
+    assert rel(got.objective, ref.objective) <= 1e-6

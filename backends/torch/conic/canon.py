@@ -73,6 +73,10 @@ def conic_form(problem: Any, variables: dict[str, Any]) -> ConicForm:
     quadratic objective term (sum_squares becomes a second-order cone)."""
     import cvxpy as cp
 
+    if not problem.constraints:
+        # CVXPY decides whether SCS can take a problem before canonicalising it, and SCS needs a
+        # constraint: `minimize norm_inf(x - 1)` was refused. One vacuous row on an extra scalar.
+        problem = cp.Problem(problem.objective, [cp.Variable() == 0])
     data, chain, inverse_data = problem.get_problem_data(cp.SCS, solver_opts={"use_quad_obj": False})
     if data.get("P") is not None:
         raise UnsupportedCone("CVXPY kept a quadratic objective term in the conic form")
