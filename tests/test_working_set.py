@@ -376,3 +376,27 @@ def test_explain_names_working_sets():
     direct = "problem p {\n  data y = randn([3], seed = 0)\n  var b[3]\n  minimize sum_squares(b - y) + norm1(b)\n}\n"
     assert any(line.strip().startswith("working sets:") and "`X @ b`" in line for line in lines(composite))
     assert not any("working sets" in line for line in lines(direct))
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("objective", [
+    "sum_squares(X @ b - y) / (2 * rows(X)) + lam * norm1(b)",                  # the Gram model
+    "sum_squares(X @ b - y) / (2 * rows(X)) + lam * group_norm(b, groups = g)",
+    "sum(logistic(-s * (X @ b))) / lam + norm1(b)",                             # exact inner solves
+])
+def test_cuda_takes_the_cpu_iterates(tmp_path, objective):
+    """Working sets on CUDA: optimal with the CPU's objective (to the accuracy both certify) and the
+    same kind of inner solves (an H200 run took the CPU's very iterates: bench/RESULTS.md)."""
+    n, p = 200, 600
+    X, y = regression(n, p, "toeplitz", seed=41)
+    lam = 0.05 * np.abs(X.T @ y).max() / n
+    arrays = {"X": X, "y": y, "g": np.repeat(np.arange(p // 5), 5), "s": np.where(y >= 0, 1.0, -1.0)}
+    np.savez(tmp_path / "d.npz", **arrays)
+    data = "".join(f'  data {k} = load("d.npz", "{k}")\n' for k in arrays)
+    (tmp_path / "p.reg").write_text(f"problem p {{\n{data}  param lam = {float(lam)!r} >= 0\n  var b[cols(X)]\n"
+                                    f"  minimize {objective}\n}}\n")
+    ir = regspec.load(tmp_path / "p.reg").compiled(None).ir
+    cpu, cuda = (torch_solve.solve(torch_lower.lower(ir, device=d), tol=TOL, working_set=True) for d in ("cpu", "cuda"))
+    assert cpu.status == cuda.status == "optimal" and cuda.solver == "FISTA (working sets)"
+    assert ("gram" in cpu.info["working_set"]["inner_models"]) == ("gram" in cuda.info["working_set"]["inner_models"])
+    assert abs(cpu.objective - cuda.objective) <= OBJ_REL * abs(cpu.objective)
