@@ -260,6 +260,14 @@ def test_diagonal_hessian_probe(tmp_path):
     assert probe("sum(logistic(-y * (X @ b))) + lam * norm1(b)", y=np.sign(y)) is None
     assert probe("sum(huber(X @ b - y, 0.1)) + lam * norm1(b)", y=y) is None
 
+    class Raising:  # a phi that refuses the probe points (outside its domain)
+        def value_and_grad(self, z):
+            raise FloatingPointError("not finite")
+
+    import torch
+
+    assert working_set._diagonal_hessian(Raising(), torch.zeros(3, dtype=torch.float64)) is None
+
 
 def test_wrong_quadratic_model_is_dropped(tmp_path, monkeypatch):
     """A model whose Hessian is wrong (3x phi's) misleads the first inner solve; the exact full check

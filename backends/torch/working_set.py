@@ -382,10 +382,13 @@ def _diagonal_hessian(outer: _Outer, z: Tensor) -> Tensor | None:
     gen = torch.Generator(device=z.device).manual_seed(0)
     scale = max(1.0, float(z.abs().max()) if z.numel() else 1.0)
     u1, u2 = (scale * (0.5 + torch.rand(z.shape, generator=gen, dtype=z.dtype, device=z.device)) for _ in range(2))
-    f0, g0 = outer.value_and_grad(z.clone())
-    _, g1 = outer.value_and_grad(z + u1)
+    try:  # the probe points may leave phi's domain: no model then, never a failed solve
+        f0, g0 = outer.value_and_grad(z.clone())
+        _, g1 = outer.value_and_grad(z + u1)
+        f2, g2 = outer.value_and_grad(z - u2)
+    except (ArithmeticError, ValueError, RuntimeError):
+        return None
     d = (g1 - g0) / u1
-    f2, g2 = outer.value_and_grad(z - u2)
     du = d * u2
     g_err, g_ref, f_err, f_ref = torch.stack([
         torch.linalg.vector_norm(g2 - (g0 - du)),
