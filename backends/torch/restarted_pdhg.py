@@ -191,6 +191,7 @@ def restarted_pdhg(
     eps = torch.finfo(like.dtype).eps
     tol_eff = max(float(tol), 50.0 * eps)
     floor_rel = math.sqrt(eps)
+    scale_seen = [0.0]  # the largest stationarity scale of any variable at any check so far
     prox = prox_g if prox_g is not None else (lambda vs, t: list(vs))
     has_smooth = smooth is not None or smooth_grad is not None
     sm = _Smooth(smooth, smooth_grad, x0) if has_smooth else None
@@ -316,7 +317,9 @@ def restarted_pdhg(
         res = _residuals_from_values(vals[:7])
         nv = len(per_var)
         at = 7 + nv + len(per_block)
-        res.update(_rule_measures(vals[7:7 + nv], vals[7 + nv:at], vals[at + 1], block_checks, floor_rel))
+        scale_seen[0] = max(scale_seen[0], max(vals[8:7 + nv:2], default=0.0))
+        res.update(_rule_measures(vals[7:7 + nv], vals[7 + nv:at], vals[at + 1], block_checks, floor_rel,
+                                  scale_seen[0]))
         res["_gap"] = vals[at]
         if sm is not None:
             gdiff, xdiff = vals[-2], vals[-1]
@@ -552,12 +555,16 @@ def _residuals_from_values(vals: list[float]) -> dict[str, float]:
 
 
 def _rule_measures(per_var: list[float], per_block: list[float], x_inf: float, block_checks: Sequence[BlockCheck],
-                   floor_rel: float) -> dict[str, object]:
+                   floor_rel: float, scale_seen: float = 0.0) -> dict[str, object]:
     """The per-variable stationarity and per-block feasibility measures of ``RULE`` and the
     objective-error sums, from the certificate's max-norms (``per_var``: [||p_i||, scale_i] per
-    variable; ``per_block``: [||d_k||, ||K_k x+||, ||v_k||, err_k, size_k] per block)."""
+    variable; ``per_block``: [||d_k||, ||K_k x+||, ||v_k||, err_k, size_k] per block).
+    ``scale_seen``: the largest scale_i of the run so far. Where every term of every variable's
+    condition vanishes at the solution (min ||A x - b||_1 with A invertible: y = 0 and A x = b),
+    the scales at the point go to 0 with p and their ratio does not; the floor is then the
+    problem's scale as the run saw it (it ended user_limit at residuals of 1e-16)."""
     scales = per_var[1::2]
-    floor_p = floor_rel * max(scales, default=0.0)
+    floor_p = floor_rel * max(max(scales, default=0.0), scale_seen)
     stat = max((p / max(sc, floor_p, 1e-300) for p, sc in zip(per_var[0::2], scales)), default=0.0)
     feas = 0.0
     violations: dict[str, float] = {}
