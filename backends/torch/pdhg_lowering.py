@@ -680,15 +680,21 @@ def block_check(ir: IR, block: Block, a: float):
     if isinstance(radius, tuple):
         r_rows = radius[1]
 
-        def bound_rows(d: Tensor) -> Tensor:
+        def bound(d: Tensor) -> Tensor:
             return torch.dot(r_rows, torch.linalg.vector_norm(d.reshape(d.shape[0], -1), dim=1))
+    else:
+        def bound(d: Tensor) -> Tensor:
+            return (d.abs() * radius).sum()
 
-        return BlockCheck(name, False, term_bound=bound_rows)
+    # the scaled term is f(z) = bound(z + a c) (a weighted norm, ``_term_radius``), whose conjugate on
+    # its dual ball, where y+ always is (the ``_dual_ball`` projection), is -<a c, y>
+    ac = block.offset * a
 
-    def bound_l1(d: Tensor) -> Tensor:
-        return (d.abs() * radius).sum()
+    def conjugate_gap(kx: Tensor, y: Tensor) -> Tensor:  # f(K x) + f*(y) - <y, K x> >= 0
+        z = kx + ac
+        return bound(z) - torch.vdot(y.reshape(-1), z.reshape(-1))
 
-    return BlockCheck(name, False, term_bound=bound_l1)
+    return BlockCheck(name, False, term_bound=bound, conjugate_gap=conjugate_gap)
 
 
 def violation(block: Block, xs: list[Tensor]) -> float:

@@ -33,7 +33,10 @@ costs' infeasible part),
 For an indicator block (a constraint) the bracket is ``sigma_S(y+_k) - <y+_k, K_k x+>``, the
 complementarity of the block (``f_k(K_k x+)`` counts as 0: the violation is test (1)'s); it is
 computed with ``v_k`` projected onto S, so rounding cannot take it out of the set. For a term
-block the bracket is a Bregman remainder in ``[0, 2 L_k(d_k)]``, bounded by test (3). A
+block the bracket is ``f_k(K_k x+) + f_k*(y+_k) - <y+_k, K_k x+> >= 0``: computed exactly for the
+weighted norms (l1, row-group l2: TV, fusion, l1 fits), whose conjugate is the indicator of the
+dual ball (``y+_k`` is in it) minus ``<c_k, y+_k>`` (``BlockCheck.conjugate_gap``); for other terms a
+Bregman remainder in ``[0, 2 L_k(d_k)]``, left to test (3). A
 restarted run on second-order cones used to stop with ``<y+_k, v_k - K_k x+>`` of the order of the
 objective times 10 tol (a feasible point strictly inside the cone while ``y+_k != 0``): residuals
 of 1e-9 and an objective error of 8e-9 (bench/RESULTS.md).
@@ -76,7 +79,8 @@ RULE = ("stop at a certified point T(z) (z = the current iterate or the average 
         "constraint) is <= tol * max(|P(x+)|, the terms' sizes); (4) the duality gap (PDLP's rule) "
         "|P(x+) - D| <= tol * (1 + |P(x+)| + |D|), D the dual objective at the step's subgradients: "
         "P - D = <p, x+> + sum over constraint blocks of sigma_S(y+_k) - <y+_k, K_k x+> (sigma_S the support "
-        "function, <y+_k, proj_S(v_k)>), the term blocks' Bregman remainders being bounded by (3)")
+        "function, <y+_k, proj_S(v_k)>) + sum over weighted-norm terms of f_k(K_k x+) + f_k*(y+_k) - "
+        "<y+_k, K_k x+> (other terms' Bregman remainders are bounded by (3))")
 
 
 @dataclass
@@ -88,12 +92,16 @@ class BlockCheck:
     ``f(K x + c)`` of the objective, whose residual matters through the objective: ``term_bound(d)``
     bounds ``|f(z + d) - f(z)|`` (the Lipschitz bound of f, e.g. ``sum |r * d|`` for a weighted l1 of dual
     radius r); None: estimated by ``||y|| ||d||``. ``project(z)``: the projection onto S (constraint
-    blocks), used to verify infeasibility and unboundedness certificates. ``name``: for reports."""
+    blocks), used to verify infeasibility and unboundedness certificates. ``conjugate_gap(K x, y)``:
+    ``f(K x) + f*(y) - <y, K x>`` (>= 0) for a term whose value and conjugate are known in closed
+    form (a weighted norm: f* is the indicator of its dual ball minus ``<c, y>``), the block's part of
+    the duality gap; None: that part is left to the objective-error test. ``name``: for reports."""
 
     name: str
     constraint: bool
     term_bound: Callable[[Tensor], Tensor] | None = None
     project: Callable[[Tensor], Tensor] | None = None
+    conjugate_gap: Callable[[Tensor, Tensor], Tensor] | None = None
 
 
 def _norm_lists(a: Sequence[Tensor], b: Sequence[Tensor]) -> float:
@@ -250,7 +258,7 @@ def restarted_pdhg(
         K x+ kept around: sigma d = (y - y+) + sigma K(x+ - x) (the difference taken first, exactly
         where y+ is close to y), then K x+ and v+ = d + K x+ (in df*(y+)); one host sync."""
         per_var: list[Tensor] = []
-        gap_parts: list[Tensor] = []  # <p, x+>, then <y+_k, v_k - K_k x+> per constraint block
+        gap_parts: list[Tensor] = []  # <p, x+>, then each block's part (see the module docstring)
         primal = _pdhg_primal_terms(x, x_new, KTy, KTy_new, gs, gs_new, tau, per_variable=per_var,
                                     p_dot_x=gap_parts)
         r1, r2 = work["res1"], work["res2"]
@@ -284,6 +292,8 @@ def restarted_pdhg(
                 err = bc.term_bound(d)
             else:
                 err = torch.sqrt(_sqnorm1(ynk) * _sqnorm1(d))
+            if bc.conjugate_gap is not None:  # a term's part of the gap, when its conjugate is known
+                gap_parts.append(bc.conjugate_gap(kxn, ynk))
             d_inf, kx_inf = _maxabs(d), _maxabs(kxn)
             if bc.constraint:
                 kx_inf = torch.maximum(kx_inf, _term_size(ops[k].apply, x_new, signs))
