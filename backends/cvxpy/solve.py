@@ -180,7 +180,7 @@ def check_point(program: CvxpyProgram, name: str, opts: dict[str, Any]) -> tuple
 
 # A solved point this large is checked for a ray of improvement (see ``unbounded_ray``); points of
 # ordinary size skip the check (it costs two evaluations of the problem).
-RAY_CHECK_SIZE = 1e6
+RAY_CHECK_SIZE = 1e3
 
 
 def unbounded_ray(program: CvxpyProgram, name: str, feasibility: tuple[float, float]) -> str | None:

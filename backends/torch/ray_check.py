@@ -15,7 +15,7 @@ import numpy as np
 
 from regspec.result import Result
 
-RAY_CHECK_SIZE = 1e6  # the cvxpy backend's threshold: ordinary points are not checked
+RAY_CHECK_SIZE = 1e3  # as the cvxpy backend's: ordinary points are not checked
 
 
 def without_improving_ray(ir: Any, result: Result, params: dict[str, np.ndarray] | None) -> Result:
