@@ -229,7 +229,7 @@ class UpdateRule:
 def bind_transforms(plan: Any, module: torch.nn.Module, total: float | None, steps_per_epoch: int | None
                     ) -> list[Any]:
     """The plan's ``transform`` statements bound to the trainable parameters they select."""
-    from .bind import make_scalar, make_when
+    from .bind import make_scalar, make_when, weight_layout
     from .selectors import select_params
     from .transforms import build_transform
 
@@ -247,6 +247,8 @@ def bind_transforms(plan: Any, module: torch.nn.Module, total: float | None, ste
                 raise error(f"transform {tp.name} acts on matrices, but {sel.text} matches {', '.join(flat)}", sel.span,
                             [f"matched: {', '.join(n for n, _ in hits)}", 'select weights only, e.g. param("*.weight")'])
         options = {k: make_scalar(v, total, steps_per_epoch) for k, v in tp.options.items()}
+        if tp.name == "orthogonalize":
+            options["transposed"] = [n for n in names if weight_layout(module, n) == "in_out"]
         out.append(build_transform(tp.name, names, label=f"line {tp.line}: {tp.text}",
                                    when=make_when(tp.gate, steps_per_epoch), **options))
     return out

@@ -15,7 +15,8 @@ Patterns match whole dotted names from ``model.named_parameters()`` / ``model.na
   ``nn.Linear`` count; biases are not selected (add ``param("**.bias")`` for those). With both
   a pattern and a type, the pattern must match the module name or the parameter name.
 
-Results keep the model's registration order, shared parameters appear once, and frozen
+Results keep the model's registration order, shared parameters appear once (under their first
+name; a pattern may name a tied alias such as GPT-2's ``lm_head.weight``), and frozen
 parameters (``requires_grad=False``) are included. Selecting nothing is an error naming the
 closest real names.
 """
@@ -31,7 +32,7 @@ from regspec.diagnostics import Span, did_you_mean, error
 
 from ._util import compile_name_pattern, generalize
 
-__all__ = ["select_params", "select_modules", "match_names"]
+__all__ = ["select_params", "select_modules", "match_names", "tied_aliases"]
 
 
 def match_names(names: Iterable[str], pattern: str, span: Span | None = None) -> list[str]:
@@ -102,6 +103,8 @@ def select_params(
     if type is None:
         assert pattern is not None
         hits = set(match_names(names, pattern, span))
+        aliases = tied_aliases(model)
+        hits |= {aliases[a] for a in match_names(list(aliases), pattern, span)}
         if not hits:
             extra: list[str] = []
             mods = match_names([n for n, _ in model.named_modules() if n], pattern, span)
@@ -134,6 +137,20 @@ def select_params(
                         span, [f"(restricted to weights of `{tname}` modules)"])
     order = {n: i for i, n in enumerate(names)}
     return sorted(selected.items(), key=lambda kv: order.get(kv[0], len(order)))
+
+
+def tied_aliases(model: nn.Module) -> dict[str, str]:
+    """``{alias: name}`` for a parameter registered under several names (tied weights, e.g.
+    GPT-2's ``lm_head.weight`` is ``transformer.wte.weight``): ``named_parameters()`` lists the
+    first name only, a selector may use either and then selects that one tensor."""
+    first: dict[int, str] = {}
+    out: dict[str, str] = {}
+    for n, p in model.named_parameters(remove_duplicate=False):
+        if id(p) in first:
+            out[n] = first[id(p)]
+        else:
+            first[id(p)] = n
+    return out
 
 
 def select_modules(

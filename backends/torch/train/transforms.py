@@ -20,7 +20,8 @@
   optimizer's direction (the step it would take, divided by the learning rate, weight decay
   excluded), clip_c(U) = P diag(min(sigma, c)) Q^T, the projection of U onto the spectral ball
   of radius c; ``soft = true``: sigma -> sigma / sqrt(1 + sigma^2 / c^2) (by an SVD, exact).
-  Matrices are ``W.reshape(rows, -1)``.
+  Matrices are ``W.reshape(rows, -1)``; rows are outputs, so for a weight stored (in, out)
+  (transformers' Conv1D, ``bind.weight_layout``) the shape factor reads the transposed shape.
 
 Gradient transforms rewrite ``p.grad`` before the base step. An update transform reads the
 base optimizer's update exactly: the parameter is set to 0 for the base step (SGD, Adam and
@@ -156,6 +157,8 @@ class Orthogonalize(Transform):
     scale: str = "original"
     dtype: str = "param"
     buffers: dict[str, torch.Tensor] = field(default_factory=dict)
+    #: tensors stored (in, out) (transformers' Conv1D): the shape factor reads (out, in)
+    transposed: Sequence[str] = ()
     stateful = True
 
     def apply_grads(self, named: dict[str, torch.nn.Parameter], t: float) -> None:
@@ -170,7 +173,8 @@ class Orthogonalize(Transform):
             buf.lerp_(g, 1 - self.momentum)
             x = g.lerp(buf, self.momentum) if self.nesterov else buf
             o = newton_schulz(_matrix(x), self.coefficients, self.steps, self.eps, _DTYPES[self.dtype])
-            factor = shape_scale(_matrix(g).shape, self.scale)
+            rows, cols = _matrix(g).shape   # Newton-Schulz commutes with the transpose; the factor does not
+            factor = shape_scale((cols, rows) if n in self.transposed else (rows, cols), self.scale)
             out = o.to(g.dtype).reshape(g.shape)
             p.grad = out if factor == 1.0 else out * factor
 
