@@ -120,3 +120,30 @@ def compile_name_pattern(pattern: str, span: Span | None = None) -> re.Pattern[s
 def generalize(name: str) -> str:
     """``layers.0.weight`` -> ``layers.*.weight`` (numeric components become ``*``)."""
     return ".".join("*" if part.isdigit() else part for part in name.split("."))
+
+
+def primary_tensor(value: Any) -> Any:
+    """The tensor a selector means by a module's or a model's output (``act(...)``, ``output``).
+
+    A tensor is itself; a tuple or list its first element (``(hidden, attn_weights)`` of an
+    attention block); a mapping (a ``dict``, or transformers' ``ModelOutput``, an ``OrderedDict``)
+    its ``logits`` when present, else its first value that is not ``loss`` and not ``None`` (the
+    ``last_hidden_state`` of a backbone); applied until a tensor or a leaf is reached. Anything
+    else (an fx ``Proxy``, ``None``, a custom object) is returned as it is.
+    """
+    from collections.abc import Mapping as _Mapping
+
+    import torch
+
+    for _ in range(16):  # nesting depth bound: outputs are shallow
+        if isinstance(value, torch.Tensor):
+            return value
+        if isinstance(value, _Mapping):
+            if isinstance(value.get("logits"), torch.Tensor):
+                return value["logits"]
+            value = next((v for k, v in value.items() if k != "loss" and v is not None), None)
+        elif isinstance(value, (tuple, list)) and value:
+            value = value[0]
+        else:
+            return value
+    return value

@@ -3,21 +3,25 @@
 Taps. ``insert_taps(model, patterns)`` returns a ``TappedModel`` whose ``forward`` returns what
 the model returns and leaves the tapped tensors in ``tapped.taps`` (a fresh ``{name: tensor}``
 dict per call, in execution order; a module called k > 1 times yields ``name``, ``name#1``, ...;
-a tuple output is tapped as its first element). Patterns are module-name selectors (see
+a tuple output is tapped as its first element, a dict or transformers' ``ModelOutput`` as its
+``logits`` or first value: ``_util.primary_tensor``). Patterns are module-name selectors (see
 ``selectors``) or, on the fx path, names of graph nodes (``"relu_1"``, ``"add"``). Two paths:
 
 - **fx** (preferred): the model is traced (the tracer records the output node of each call of a
   tapped module, whether it is a leaf ``call_module`` node or a traced-through user module, so
   nested taps such as ``blocks.*`` and ``blocks.0.ff.1`` coexist), and the graph's output
   becomes ``(output, (tap_0, tap_1, ...))``; the GraphModule stays pure (no side effects),
-  ``TappedModel`` unpacks the pair. ``tapped.graph_module.code`` shows it.
+  ``TappedModel`` unpacks the pair. ``tapped.graph_module.code`` shows it. A tapped value that
+  a later node overwrites in place (``nn.ReLU(inplace=True)`` after a BatchNorm, torchvision's
+  convention) is tapped through a ``clone`` node inserted before that write.
 - **hooks** (fallback, or ``prefer="hooks"``): forward hooks on the matched modules, used when
   tracing fails (data-dependent Python control flow, unsupported ops) or when a tapped module
   has no output node in the graph (a child of a torch.nn leaf module such as
   ``nn.MultiheadAttention.out_proj``; such a child is often not called as a module at all, and
   then no hook fires either and its tap stays absent: ``regspec plan``/``compile``/``train`` run one
   batch through the tapped model and refuse such a term, see ``probe``). Node names cannot be
-  tapped on this path.
+  tapped on this path. A hook cannot see whether the forward will overwrite the output in place
+  later, so it keeps a copy of it (``clone``, through which gradients flow).
 
 ``tapped.tap_path`` is ``"fx"`` or ``"hooks"`` and ``tapped.tap_reason`` says why. The
 ``TappedModel`` registers the *same* submodules and root parameters as the model, so its
@@ -32,6 +36,7 @@ place and, when the model traces, also calls of the functional form (``F.gelu``)
 from __future__ import annotations
 
 import copy
+import operator
 from typing import Any, Callable, Iterable, Sequence
 
 import torch
@@ -40,6 +45,7 @@ from torch import fx, nn
 
 from regspec.diagnostics import RegspecError, Span, did_you_mean, error
 
+from ._util import primary_tensor
 from .models import ACTIVATIONS, make_activation
 from .selectors import match_names, select_modules
 
@@ -98,9 +104,7 @@ def trace(model: nn.Module, leaf_modules: Iterable[str] = ()) -> tuple[fx.GraphM
 
 
 def _first_tensor(value: Any) -> Any:
-    while isinstance(value, (tuple, list)) and value:
-        value = value[0]
-    return value
+    return primary_tensor(value)
 
 
 class TappedModel(nn.Module):
@@ -149,7 +153,10 @@ class TappedModel(nn.Module):
     def _record(self, name: str, value: Any) -> None:
         k = self._counts.get(name, 0)
         self._counts[name] = k + 1
-        self.taps[name if k == 0 else f"{name}#{k}"] = _first_tensor(value)
+        t = _first_tensor(value)
+        # a copy: the forward may still modify the module's output in place (ReLU(inplace=True),
+        # `out += identity`), which a hook cannot see coming; clone passes gradients through
+        self.taps[name if k == 0 else f"{name}#{k}"] = t.clone() if isinstance(t, torch.Tensor) else t
 
     def train(self, mode: bool = True) -> "TappedModel":
         super().train(mode)
@@ -222,6 +229,28 @@ def insert_taps(
     return tapped
 
 
+#: torch functions that write into their first argument
+_INPLACE_FUNCTIONS = {operator.iadd, operator.isub, operator.imul, operator.itruediv, torch.relu_,
+                      F.relu_, F.leaky_relu_, F.elu_, F.hardtanh_, F.threshold_}
+
+
+def _mutates(gm: fx.GraphModule, user: fx.Node, value: fx.Node) -> bool:
+    """Whether graph node ``user`` writes into ``value`` in place: a module built with
+    ``inplace=True`` (``nn.ReLU(inplace=True)``, torchvision's convention), a trailing-underscore
+    tensor method (``x.add_(y)``), an in-place function, or ``inplace=True`` passed to a call."""
+    first = user.args[0] if user.args else None
+    if first is not value:
+        return False
+    if user.op == "call_module":
+        return bool(getattr(gm.get_submodule(str(user.target)), "inplace", False))
+    if user.op == "call_method":
+        name = str(user.target)
+        return name.endswith("_") and not name.startswith("_")
+    if user.op == "call_function":
+        return user.target in _INPLACE_FUNCTIONS or bool(user.kwargs.get("inplace", False))
+    return False
+
+
 def _fx_taps(model: nn.Module, gm: fx.GraphModule, module_targets: list[str],
              outputs: dict[str, list[Any]], node_patterns: list[tuple[str, RegspecError]],
              span: Span | None) -> TappedModel | None:
@@ -249,9 +278,13 @@ def _fx_taps(model: nn.Module, gm: fx.GraphModule, module_targets: list[str],
         keys_of.setdefault(by_name[h], []).append(h)
     nodes: list[fx.Node] = []
     keys: list[str] = []
-    for n in graph.nodes:  # execution order
+    for n in list(graph.nodes):  # execution order
+        tap = n
+        if keys_of.get(n) and any(_mutates(gm, user, n) for user in n.users):
+            with graph.inserting_after(n):   # the value before an in-place op overwrites it
+                tap = graph.call_method("clone", (n,))
         for key in keys_of.get(n, []):
-            nodes.append(n)
+            nodes.append(tap)
             keys.append(key)
     out = next(n for n in graph.nodes if n.op == "output")
     out.args = ((out.args[0], tuple(nodes)),)

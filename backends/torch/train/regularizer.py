@@ -35,7 +35,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import torch
 from torch import nn
@@ -45,6 +45,7 @@ from regspec.diagnostics import did_you_mean, error
 from . import penalties as P
 from .finite import (describe_tensors, finite_flag, learning_rate_notes, nonfinite_tensors,
                      raise_nonfinite)
+from ._util import primary_tensor
 from .losses import build_loss
 from .proxstep import Clock, ProxEngine, ProxGroup, evaluate_scalar, hyper_at
 
@@ -254,7 +255,7 @@ class Regularizer:
         if any(p.kind == "jacobian_fro" for p in self.penalties) or check_finite or uses_input:
             # the Jacobian penalty differentiates the output w.r.t. the input, and a non-finite
             # loss is traced back to the batch: keep (a reference to) the last input
-            module.register_forward_pre_hook(self._keep_input)
+            module.register_forward_pre_hook(self._keep_input, with_kwargs=True)
         # running (sum of g, count) per loss-side term over the current epoch, kept on the device
         self._seen: dict[str, list[Any]] = {}
         self._seen_epoch = 0
@@ -290,9 +291,12 @@ class Regularizer:
         self._seen_epoch = self.clock.epoch
 
     # ---- loss
-    def _keep_input(self, _module: nn.Module, args: tuple) -> None:
-        if args and isinstance(args[0], torch.Tensor):
-            self._input = args[0]
+    def _keep_input(self, _module: nn.Module, args: tuple, kwargs: dict[str, Any]) -> None:
+        """The batch's input: the first positional argument, else the first tensor keyword
+        (``model(input_ids=...)``, ``model(pixel_values=...)``)."""
+        first = args[0] if args else next((v for v in kwargs.values() if isinstance(v, torch.Tensor)), None)
+        if isinstance(first, torch.Tensor):
+            self._input = first
 
     def _taps(self, names: list[str]) -> list[torch.Tensor]:
         taps = getattr(self.module, "taps", None)
@@ -371,10 +375,13 @@ class Regularizer:
         return value
 
     def _forward_plain(self, x: torch.Tensor) -> torch.Tensor:
-        return self.module(x)
+        return primary_tensor(self.module(x))
 
     def penalty(self, output: torch.Tensor | None = None, target: torch.Tensor | None = None) -> torch.Tensor:
-        """Σ_k w_k(t) · g_k over the loss-side penalties (0 if there are none)."""
+        """Σ_k w_k(t) · g_k over the loss-side penalties (0 if there are none). ``output`` is what
+        the model returned: a tensor, or a tuple / dict / ``ModelOutput`` whose ``logits`` (else
+        first tensor) ``output`` terms read (``_util.primary_tensor``)."""
+        output = self._output_tensor(output)
         t = self.clock.t
         if self.clock.epoch != self._seen_epoch:     # the clock rolled over: a new epoch's report
             self._seen, self._seen_epoch = {}, self.clock.epoch
@@ -399,18 +406,47 @@ class Regularizer:
                 total = term if total is None else total + term
         self._last_terms = terms
         if total is None:
-            ref = output if output is not None else next(iter(self.module.parameters()))
+            ref = output if output is not None and output.is_floating_point() else \
+                next(iter(self.module.parameters()))
             return torch.zeros((), device=ref.device, dtype=ref.dtype)
         return total
 
-    def loss(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """Task loss plus the in-graph penalties: L(output, target) + Σ_k w_k(t) g_k."""
-        if self.task_loss is None and self._auto_loss:
-            self.task_loss = build_loss("mse" if target.is_floating_point() else "cross_entropy")
-        if self.task_loss is None:
-            raise error("this regularizer has no task loss; give `loss` (or use .penalty())")
+    def _output_tensor(self, output: Any) -> torch.Tensor | None:
+        """The model's output as the tensor ``output`` terms and the task loss read; a located
+        error when an ``output`` term needs one and the output holds none."""
+        value = primary_tensor(output)
+        if value is None or isinstance(value, torch.Tensor):
+            return value
+        users = [p.label or p.kind for p in self.penalties if p.output or
+                 (p.kind == "expr" and "output" in p.hyper["kinds"])]
+        if not users and self.task_loss is None and not self._auto_loss:
+            return None
+        raise error(f"the model's output is a {type(output).__name__} holding no tensor, so "
+                    f"{'`' + users[0] + '`' if users else 'the task loss'} cannot read it",
+                    notes=["pass the output tensor (e.g. the logits) to reg.loss / reg.penalty"])
+
+    def loss(self, output: Any, target: torch.Tensor | None = None) -> torch.Tensor:
+        """Task loss plus the in-graph penalties: L(output, target) + Σ_k w_k(t) g_k.
+
+        ``output`` may be a tuple, dict or transformers ``ModelOutput`` (``_util.primary_tensor``
+        picks the tensor the loss reads). A block without a ``loss`` statement, given an output
+        that carries its own ``loss`` tensor (a transformers model called with ``labels``), takes
+        that as the task loss, and ``target`` may then be omitted."""
+        own = output.get("loss") if isinstance(output, Mapping) else None
+        if self._auto_loss and isinstance(own, torch.Tensor) and own.dim() == 0:
+            task = own
+        else:
+            if target is None:
+                raise error("reg.loss(output, target): the target is missing, and the output carries no `loss` "
+                            "of its own", notes=["pass the batch's targets, or call the model so that it "
+                                                 "returns its loss (transformers: labels=...)"])
+            if self.task_loss is None and self._auto_loss:
+                self.task_loss = build_loss("mse" if target.is_floating_point() else "cross_entropy")
+            if self.task_loss is None:
+                raise error("this regularizer has no task loss; give `loss` (or use .penalty())")
+            task = self.task_loss(self._output_tensor(output), target)
         pen = self.penalty(output, target)
-        task = self.task_loss(output, target)
+        output = self._output_tensor(output)
         loss = task + pen
         if self.check_finite:
             # references only (no sync): the finite check after the step reads them

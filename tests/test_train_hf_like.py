@@ -1,0 +1,301 @@
+"""`regspec.attach` on models shaped like Hugging Face transformers and torchvision CNNs, without
+transformers: outputs that are tuples and ModelOutput-like dicts, Conv1D weights stored (in, out),
+tied input/output embeddings, RMSNorm, keyword-only calls (``model(input_ids=..., labels=...)``),
+forwards torch.fx cannot trace, and in-place activations after a tapped module.
+
+References are independent of regspec: hand-computed penalties, the closed-form prox of l1
+(soft thresholding), and the same model written with nn.Linear weights (layout invariance).
+"""
+from __future__ import annotations
+
+from collections import OrderedDict
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import regspec
+from regspec.diagnostics import RegspecError
+
+torch.set_num_threads(1)
+
+VOCAB, D, T, B = 40, 16, 6, 4
+
+
+class ModelOutput(OrderedDict):
+    """Like transformers' ModelOutput: an OrderedDict whose fields are also attributes."""
+
+    def __getattr__(self, key: str):
+        try:
+            return self[key]
+        except KeyError:
+            raise AttributeError(key) from None
+
+
+class Conv1D(nn.Module):
+    """Like transformers' Conv1D (GPT-2): y = x W + b with W stored (in, out) = (nx, nf)."""
+
+    def __init__(self, nf: int, nx: int):
+        super().__init__()
+        self.nf = nf
+        self.weight = nn.Parameter(torch.randn(nx, nf) * 0.2)
+        self.bias = nn.Parameter(torch.zeros(nf))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.addmm(self.bias, x.reshape(-1, x.shape[-1]), self.weight).reshape(*x.shape[:-1], self.nf)
+
+
+class RMSNorm(nn.Module):
+    """x / rms(x) * weight (Llama's RMSNorm: a weight, no bias)."""
+
+    def __init__(self, d: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(d))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-6) * self.weight
+
+
+class Block(nn.Module):
+    """A pre-norm block returning a tuple (hidden, attention-like weights), as HF blocks do."""
+
+    def __init__(self, linear: bool = False):
+        super().__init__()
+        self.ln = RMSNorm(D)
+        self.c_fc = nn.Linear(D, 2 * D) if linear else Conv1D(2 * D, D)
+        self.c_proj = nn.Linear(2 * D, D) if linear else Conv1D(D, 2 * D)
+
+    def forward(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        z = self.c_fc(self.ln(h))
+        return h + self.c_proj(F.gelu(z)), z.softmax(-1)
+
+
+class Backbone(nn.Module):
+    """Embeddings and blocks; returns a ModelOutput-like dict (last_hidden_state first)."""
+
+    def __init__(self, linear: bool = False):
+        super().__init__()
+        self.wte = nn.Embedding(VOCAB, D)
+        self.h = nn.ModuleList([Block(linear) for _ in range(2)])
+        self.ln_f = RMSNorm(D)
+
+    def forward(self, input_ids: torch.Tensor) -> ModelOutput:
+        if not bool((input_ids >= 0).all()):  # data-dependent control flow: torch.fx cannot trace it
+            raise ValueError("negative token ids")
+        h = self.wte(input_ids)
+        for block in self.h:
+            h = block(h)[0]
+        return ModelOutput(last_hidden_state=self.ln_f(h), hidden_states=None)
+
+
+class TinyLM(nn.Module):
+    """A GPT-2-shaped causal LM: lm_head tied to the input embedding, called with keywords,
+    returning ModelOutput(loss, logits) with the loss computed from ``labels``."""
+
+    def __init__(self, linear: bool = False):
+        super().__init__()
+        self.transformer = Backbone(linear)
+        self.lm_head = nn.Linear(D, VOCAB, bias=False)
+        self.lm_head.weight = self.transformer.wte.weight  # tied
+
+    def forward(self, input_ids: torch.Tensor, labels: torch.Tensor | None = None) -> ModelOutput:
+        logits = self.lm_head(self.transformer(input_ids=input_ids).last_hidden_state)
+        out = ModelOutput()
+        if labels is not None:
+            out["loss"] = F.cross_entropy(logits[:, :-1].reshape(-1, VOCAB), labels[:, 1:].reshape(-1))
+        out["logits"] = logits
+        return out
+
+
+def _model(linear: bool = False, seed: int = 0) -> TinyLM:
+    torch.manual_seed(seed)
+    return TinyLM(linear)
+
+
+def _tokens(seed: int = 1) -> torch.Tensor:
+    return torch.randint(0, VOCAB, (B, T), generator=torch.Generator().manual_seed(seed))
+
+
+# ------------------------------------------------------------------ outputs that are not tensors
+def test_model_output_dict_gives_the_loss_and_the_output_term():
+    """`output` reads the logits of a ModelOutput; without a `loss` statement the model's own
+    loss is the task loss: reg.loss(out) = out.loss + w (1/B) sum_i ||logits_i||_1."""
+    model, x = _model(), _tokens()
+    w = 1e-3
+    reg = regspec.attach(f"train t {{ regularize l1(output) * {w} }}", model)
+    out = reg.module(input_ids=x, labels=x)
+    got = reg.loss(out)
+    with torch.no_grad():
+        ref = model(input_ids=x, labels=x)
+        expected = float(ref["loss"]) + w * float(ref["logits"].abs().sum()) / B
+    assert float(got.detach()) == pytest.approx(expected, rel=1e-5)
+    got.backward()  # a differentiable total
+
+
+def test_penalty_of_a_model_output_without_loss_side_terms_is_zero():
+    """Only a prox term: reg.penalty(out) is 0 on the parameters' device and dtype (it used to
+    read `.device` from the ModelOutput)."""
+    model, x = _model(), _tokens()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    reg = regspec.attach('train t { regularize l1(param(type = Conv1D)) * 1e-3 via prox }', model, opt)
+    out = reg.module(input_ids=x, labels=x)
+    pen = reg.penalty(out)
+    assert pen.dim() == 0 and float(pen) == 0.0 and pen.dtype == torch.float32
+    (out.loss + pen).backward()
+    opt.step()
+
+
+def test_loss_without_target_needs_the_models_own_loss():
+    model, x = _model(), _tokens()
+    reg = regspec.attach("train t { regularize l1(output) * 1e-3 }", model)
+    with pytest.raises(RegspecError, match="target is missing"):
+        reg.loss(reg.module(input_ids=x))   # no labels: no own loss, no target
+    # with a target, the spec's (automatic) task loss reads the logits: cross-entropy of (B, K)
+    pooled = nn.Sequential(nn.Flatten(), nn.Linear(T, 3))
+    reg2 = regspec.attach("train t { regularize l1(output) * 0 }", pooled)
+    xs, ys = torch.randn(B, T), torch.tensor([0, 1, 2, 0])
+    logits = pooled(xs)
+    value = reg2.loss(ModelOutput(logits=reg2.module(xs)), ys)
+    assert float(value) == pytest.approx(float(F.cross_entropy(logits, ys)), rel=1e-6)
+
+
+def test_activation_terms_on_tuple_and_dict_outputs():
+    """act("transformer.h.*") taps each block's tuple output as its hidden state, and
+    act("transformer") the dict's last_hidden_state: values equal hand-computed l1 norms."""
+    model, x = _model(), _tokens()
+    reg = regspec.attach("""train t {
+  regularize l1(act("transformer.h.*")) * 1.0 as blocks
+  regularize sum_squares(act("transformer")) * 1.0 as backbone
+}""", model)
+    assert reg.module.tap_path == "hooks"   # data-dependent control flow
+    out = reg.module(input_ids=x)
+    total = reg.penalty(out)
+    with torch.no_grad():
+        h = model.transformer.wte(x)
+        blocks = 0.0
+        for block in model.transformer.h:
+            h = block(h)[0]
+            blocks += float(h.abs().sum()) / B
+        last = model.transformer.ln_f(h)
+        backbone = float(last.pow(2).sum()) / B
+    assert float(total.detach()) == pytest.approx(blocks + backbone, rel=1e-5)
+    assert reg.values() == pytest.approx({"blocks": blocks, "backbone": backbone}, rel=1e-5)
+
+
+def test_kwargs_only_call_keeps_the_input():
+    """model(input_ids=...) has no positional input: the first tensor keyword is the batch input
+    (the finite check traces a NaN loss back to it)."""
+    model, x = _model(), _tokens()
+    reg = regspec.attach("train t { regularize l1(output) * 1e-3 }", model)
+    reg.module(input_ids=x)
+    assert reg._input is x
+
+
+# ------------------------------------------------------------------ tied weights and layouts
+def test_tied_alias_selects_the_shared_tensor_and_prox_is_soft_thresholding():
+    """param("lm_head.weight") names the tensor tied to transformer.wte.weight (named_parameters
+    lists it once); one SGD step then the l1 prox: w1 = soft(w0 - lr g, lr lam), still tied."""
+    model, x = _model(), _tokens()
+    lr, lam = 0.1, 2e-2
+    opt = torch.optim.SGD(model.parameters(), lr=lr)
+    reg = regspec.attach(f'train t {{ regularize l1(param("lm_head.weight")) * {lam} via prox }}', model, opt)
+    w = model.transformer.wte.weight
+    w0 = w.detach().clone()
+    loss = reg.loss(reg.module(input_ids=x, labels=x))
+    opt.zero_grad()
+    loss.backward()
+    z = w0 - lr * w.grad.detach()
+    opt.step()
+    expected = torch.sign(z) * (z.abs() - lr * lam).clamp_min(0)
+    assert torch.allclose(w.detach(), expected, rtol=0, atol=1e-6)
+    assert model.lm_head.weight is w and bool((w == 0).any())
+
+
+def test_tied_alias_no_match_lists_names():
+    model = _model()
+    with pytest.raises(RegspecError, match="lm_head.bias") as info:
+        regspec.attach('train t { regularize l1(param("lm_head.bias")) * 1e-3 via prox }', model)
+    assert "closest parameter names" in str(info.value)
+
+
+def test_rmsnorm_selected_by_type():
+    """param(type = RMSNorm): every norm's weight (a user class, matched by name)."""
+    model = _model()
+    reg = regspec.attach("train t { regularize sum_squares(param(type = RMSNorm)) * 1.0 }", model)
+    expected = sum(float(m.weight.pow(2).sum()) for m in model.modules() if isinstance(m, RMSNorm))
+    assert reg.values()["sum_squares_rmsnorm"] == pytest.approx(expected, rel=1e-6)
+    assert expected == pytest.approx(3 * D)   # two blocks and the final norm, weights at 1
+
+
+def _one_muon_step(linear: bool) -> dict[str, torch.Tensor]:
+    model, x = _model(linear), _tokens()
+    if linear:   # the same network: nn.Linear stores W^T of Conv1D's (in, out) weight
+        conv = _model(False)
+        with torch.no_grad():
+            for mine, theirs in zip(model.transformer.h, conv.transformer.h):
+                for name in ("c_fc", "c_proj"):
+                    getattr(mine, name).weight.copy_(getattr(theirs, name).weight.T)
+                    getattr(mine, name).bias.copy_(getattr(theirs, name).bias)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    regspec.attach('train t { transform orthogonalize(param("transformer.h.*.c_fc.weight"), momentum = 0, '
+                   'nesterov = false) }', model, opt)
+    loss = model(input_ids=x, labels=x).loss
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+    return {n: p.detach() - before[n] for n, p in model.named_parameters()}
+
+
+def test_muon_update_of_a_conv1d_weight_is_the_transpose_of_the_linear_one():
+    """Muon's factor sqrt(max(1, out / in)) reads the (out, in) shape: Conv1D's (in, out) storage
+    gets exactly the transposed nn.Linear update (it used sqrt(max(1, in / out)) = 1 before)."""
+    conv, lin = _one_muon_step(False), _one_muon_step(True)
+    for i in range(2):
+        name = f"transformer.h.{i}.c_fc.weight"
+        assert torch.allclose(conv[name], lin[name].T, rtol=1e-4, atol=1e-6), name
+        # the factor: (out, in) = (32, 16), so the update's singular values are about sqrt(2) * lr
+        s = torch.linalg.svdvals(conv[name])
+        assert 0.6 * 2 ** 0.5 * 0.05 < float(s.max()) < 1.3 * 2 ** 0.5 * 0.05
+
+
+# ------------------------------------------------------------------ in-place ops after a tap
+class ResBlock(nn.Module):
+    """torchvision's BasicBlock pattern: conv -> bn -> ReLU(inplace=True), `out += identity`."""
+
+    def __init__(self, c: int = 4, untraceable: bool = False):
+        super().__init__()
+        self.conv1 = nn.Conv2d(c, c, 3, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(c)
+        self.relu = nn.ReLU(inplace=True)
+        self.conv2 = nn.Conv2d(c, c, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(c)
+        self.untraceable = untraceable
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.untraceable and not bool(torch.isfinite(x).all()):
+            raise ValueError("non-finite input")
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        out += x
+        return self.relu(out)
+
+
+@pytest.mark.parametrize("untraceable", [False, True])
+def test_tap_before_an_inplace_relu_reads_the_modules_output(untraceable: bool):
+    """l1(act("bn1")) is (1/B) sum |bn1(conv1(x))|, not of the ReLU that overwrites it in place
+    (fx: a clone node before the in-place op; hooks: the hook keeps a copy); the gradient too."""
+    torch.manual_seed(0)
+    block = ResBlock(untraceable=untraceable)
+    reg = regspec.attach('train t { regularize l1(act("bn1")) * 1.0\n regularize l1(act("bn2")) * 1.0 }', block)
+    assert reg.module.tap_path == ("hooks" if untraceable else "fx")
+    x = torch.randn(3, 4, 5, 5)
+    value = reg.penalty(reg.module(x))
+    (grad,) = torch.autograd.grad(value, block.conv1.weight)
+    a1 = block.bn1(block.conv1(x))
+    a2 = block.bn2(block.conv2(torch.relu(a1)))
+    ref = (a1.abs().sum() + a2.abs().sum()) / 3
+    (ref_grad,) = torch.autograd.grad(ref, block.conv1.weight)
+    assert float(value.detach()) == pytest.approx(float(ref.detach()), rel=1e-5)
+    assert torch.allclose(grad, ref_grad, rtol=1e-4, atol=1e-6)
