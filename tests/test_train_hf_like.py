@@ -299,3 +299,54 @@ def test_tap_before_an_inplace_relu_reads_the_modules_output(untraceable: bool):
     (ref_grad,) = torch.autograd.grad(ref, block.conv1.weight)
     assert float(value.detach()) == pytest.approx(float(ref.detach()), rel=1e-5)
     assert torch.allclose(grad, ref_grad, rtol=1e-4, atol=1e-6)
+
+
+# ------------------------------------------------------------------ reparametrizing a tied tensor
+@pytest.mark.parametrize("selector", ['param("lm_head.weight")', 'param(type = Linear)',
+                                      'param("transformer.wte.weight")'])
+def test_low_rank_on_a_tied_weight_keeps_the_tie(selector: str):
+    """LoRA on the tied embedding/head (selected by either name, or lm_head by type): both modules
+    read W0 + (alpha / r) B A with the same factors (before, only the embedding was parametrized
+    and the head kept W0: the tie was silently broken). The state_dict round-trips, and the merged
+    state_dict loads into the plain model."""
+    from regspec.backends.torch.train.reparam import merged_state_dict
+
+    spec = f"train t {{ reparametrize {selector} as low_rank(rank = 2, alpha = 4) }}"
+    model, x = _model(), _tokens()
+    w0 = model.transformer.wte.weight.detach().clone()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    reg = regspec.attach(spec, model, opt)
+    for _ in range(2):
+        loss = reg.loss(reg.module(input_ids=x, labels=x))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    lora = model.transformer.wte.parametrizations.weight[0]
+    expected = w0 + 2.0 * lora.B.detach() @ lora.A.detach()
+    assert float(lora.B.detach().abs().max()) > 0          # the update moved
+    with torch.no_grad():
+        assert torch.allclose(model.transformer.wte.weight, expected, rtol=0, atol=1e-6)
+        assert torch.allclose(model.lm_head.weight, expected, rtol=0, atol=1e-6)
+        ref = model(input_ids=x).logits
+        again = _model()
+        regspec.attach(spec, again)
+        again.load_state_dict(model.state_dict())
+        plain = _model(seed=5)
+        plain.load_state_dict(merged_state_dict(model))
+        assert torch.allclose(again(input_ids=x).logits, ref, rtol=0, atol=1e-6)
+        assert torch.allclose(plain(input_ids=x).logits, ref, rtol=0, atol=1e-6)
+        assert plain.lm_head.weight is plain.transformer.wte.weight
+    trainable = sorted(n for n, p in model.named_parameters() if p.requires_grad and ("wte" in n or "lm_head" in n))
+    assert trainable == ["transformer.wte.parametrizations.weight.0.A", "transformer.wte.parametrizations.weight.0.B"]
+
+
+def test_weight_norm_on_a_tied_weight_freezes_the_tensor_it_replaces():
+    """weight_norm replaces the tensor by g and v: the head follows the embedding's value, and the
+    old tensor it held (no longer read by anything) does not train."""
+    model = _model()
+    regspec.attach('train t { reparametrize param("lm_head.weight") as weight_norm }', model)
+    named = dict(model.named_parameters())
+    assert not named["lm_head.parametrizations.weight.original"].requires_grad
+    with torch.no_grad():
+        model.transformer.wte.parametrizations.weight.original0.mul_(2.0)   # g: rows scale by 2
+        assert torch.equal(model.lm_head.weight, model.transformer.wte.weight)

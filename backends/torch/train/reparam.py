@@ -16,6 +16,9 @@ So ``regularize l1(param("layers.0.parametrizations.weight.0.B"))`` or
 ``l1(param("**.weight.0.B"))`` penalise low-rank factors. Frozen tensors have
 ``requires_grad=False``: optimizers skip them and prox steps and projections leave them alone.
 
+A tensor tied to the selected one under another name (GPT-2's ``lm_head.weight`` is
+``transformer.wte.weight``) follows it (``Tied``): both modules read the reparametrized value.
+
 ``merged_state_dict`` folds every parametrization back into a plain state_dict of the model as
 declared (what ``model.pt`` holds, so ``regspec.load_trained`` rebuilds the trained network).
 """
@@ -298,12 +301,16 @@ def apply_weights(model: nn.Module, steps: Sequence[WeightStep], *, init: str | 
             continue
         names = _targets(model, step)
         known = {n for n, _ in model.named_parameters()}
+        ties = _aliases_of(model)
         if step.form == "subspace":
             _apply_subspace(model, names, step, subspace_index)
             subspace_index += 1
         else:
             for name in names:
                 _apply_matrix_form(model, name, step)
+        for name in names:
+            for alias in ties.get(name, []):
+                _follow(model, alias, name)
         new = [n for n, _ in model.named_parameters() if n not in known]
         report.steps.append((step, names, new))
     if optimizer is not None and not isinstance(optimizer, str):
@@ -311,6 +318,43 @@ def apply_weights(model: nn.Module, steps: Sequence[WeightStep], *, init: str | 
         if fresh:
             optimizer.add_param_group({"params": fresh})
     return report
+
+
+class Tied(nn.Module):
+    """The parametrization of a tensor tied to another module's (GPT-2's ``lm_head.weight`` is
+    ``transformer.wte.weight``): its value is the reparametrized value of the tensor it is tied
+    to, so the tie holds (one low-rank update, seen by both modules). The owner is kept outside
+    the module tree (no second registration of its tensors)."""
+
+    def __init__(self, owner: nn.Module, attr: str, name: str):
+        super().__init__()
+        object.__setattr__(self, "owner", owner)
+        self.attr = attr
+        self.tied_to = name
+
+    def forward(self, _original: torch.Tensor) -> torch.Tensor:
+        return getattr(self.owner, self.attr)
+
+
+def _aliases_of(model: nn.Module) -> dict[str, list[str]]:
+    """``{name: [alias, ...]}`` of the tensors registered under several names (tied weights)."""
+    from .selectors import tied_aliases
+
+    out: dict[str, list[str]] = {}
+    for alias, name in tied_aliases(model).items():
+        out.setdefault(name, []).append(alias)
+    return out
+
+
+def _follow(model: nn.Module, alias: str, name: str) -> None:
+    """Make ``alias`` (a second name of the tensor ``name``) read ``name``'s parametrized value;
+    the tensor it held, no longer read, is frozen."""
+    module, attr = _owner(model, alias)
+    owner, owner_attr = _owner(model, name)
+    parametrize.register_parametrization(module, attr, Tied(owner, owner_attr, name))
+    original = module.parametrizations[attr].original
+    if all(original is not p for p in owner.parametrizations[owner_attr].parameters()):
+        original.requires_grad_(False)   # replaced by the form's own tensors (weight_norm's original0/1)
 
 
 def _owner(model: nn.Module, name: str) -> tuple[nn.Module, str]:
