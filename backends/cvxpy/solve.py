@@ -183,8 +183,9 @@ def check_point(program: CvxpyProgram, name: str, opts: dict[str, Any]) -> tuple
 RAY_CHECK_SIZE = 1e3
 
 
-def unbounded_ray(program: CvxpyProgram, name: str, feasibility: tuple[float, float]) -> str | None:
-    """Why an ``optimal`` point x is probably not optimal at all, or None: x is huge and the points
+def unbounded_ray(program: CvxpyProgram, name: str, feasibility: tuple[float, float],
+                  status: str = "optimal") -> str | None:
+    """Why an ``optimal`` (or ``optimal_inaccurate``: ``status``) point x is probably not optimal at all, or None: x is huge and the points
     2x and 4x (the huge variables scaled, the others kept) are feasible (within the solver's
     tolerance) and improve the objective by more than the solver's accuracy, twice. Interior-point and splitting methods cannot certify unboundedness
     when the objective grows like a logarithm along the ray (exp-cone problems: CVXPY reports
@@ -217,10 +218,10 @@ def unbounded_ray(program: CvxpyProgram, name: str, feasibility: tuple[float, fl
             v.value = x
     if min(gains) <= 1e-6 * (1.0 + abs(base)):
         return None
-    return (f"{name} stopped as `optimal` at a point with entries as large as {size:.3g}, but the objective "
+    return (f"{name} stopped as `{status}` at a point with entries as large as {size:.3g}, but the objective "
             f"keeps improving along that point's ray (by {gains[0]:.3g} at twice its huge variables, "
-            f"{gains[1]:.3g} at four times, both feasible): the problem is probably unbounded, which the solver cannot certify "
-            f"when the objective grows like a logarithm")
+            f"{gains[1]:.3g} at four times, both feasible): the problem is probably unbounded (the solvers cannot certify "
+            f"an objective that grows slower than linearly along a ray, such as log or sqrt)")
 
 
 def _exact_solver_applies(program: CvxpyProgram, name: str, solver: str | None,
@@ -300,8 +301,8 @@ def solve(program: CvxpyProgram, *, solver: str | None = None, solver_opts: dict
     objective = None
     values: dict[str, np.ndarray] = {}
     residuals: dict[str, float] = {}
-    ray = (unbounded_ray(program, name, feasibility_tolerance(name, opts))
-           if status == "optimal" and not problems else None)
+    ray = (unbounded_ray(program, name, feasibility_tolerance(name, opts), status)
+           if status in SOLVED and not problems else None)
     if ray is not None:
         status = "unbounded_inaccurate"
         info["unbounded"] = ray

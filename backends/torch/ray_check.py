@@ -19,9 +19,9 @@ RAY_CHECK_SIZE = 1e3  # as the cvxpy backend's: ordinary points are not checked
 
 
 def without_improving_ray(ir: Any, result: Result, params: dict[str, np.ndarray] | None) -> Result:
-    """``result``, or, when its `optimal` point (of entries >= ``RAY_CHECK_SIZE``) improves along its
+    """``result``, or, when its `optimal` (or `optimal_inaccurate`) point (of entries >= ``RAY_CHECK_SIZE``) improves along its
     ray on a problem proved convex, ``unbounded_inaccurate`` with the reason and no numbers."""
-    if result.status != "optimal" or result.local or not result.variables:
+    if result.status not in ("optimal", "optimal_inaccurate") or result.local or not result.variables:
         return result
     size = max((float(np.max(np.abs(v))) for v in result.variables.values() if np.size(v)), default=0.0)
     if not size >= RAY_CHECK_SIZE:
@@ -38,7 +38,7 @@ def without_improving_ray(ir: Any, result: Result, params: dict[str, np.ndarray]
     for name, var in program.variables.items():
         var.value = np.asarray(result.variables[name], dtype=float).reshape(var.shape)
     tol = result.tol or 1e-6
-    why = unbounded_ray(program, result.solver, (tol, tol))
+    why = unbounded_ray(program, result.solver, (tol, tol), result.status)
     if why is None:
         return result
     result.status, result.objective, result.variables = "unbounded_inaccurate", None, {}
