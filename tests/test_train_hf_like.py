@@ -350,3 +350,35 @@ def test_weight_norm_on_a_tied_weight_freezes_the_tensor_it_replaces():
     with torch.no_grad():
         model.transformer.wte.parametrizations.weight.original0.mul_(2.0)   # g: rows scale by 2
         assert torch.equal(model.lm_head.weight, model.transformer.wte.weight)
+
+
+# ------------------------------------------------------------------ LoRA factors under Adam
+def test_lora_factor_without_gradient_takes_the_euclidean_prox_step_under_adam():
+    """LoRA on an attention-like Conv1D, l1 on A via prox, Adam: at step 1 B = 0, so A's gradient
+    and Adam's second moment are exactly 0 and Adam leaves A where it is; its prox step is then
+    the Euclidean soft threshold A1 = soft(A0, lr w) (the adaptive step lr w / eps zeroed all of A
+    and the adapter never started: B's gradient is (grad W) A^T = 0 for ever)."""
+    model, x = _model(), _tokens()
+    lr, w = 1e-2, 2e-3
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    reg = regspec.attach(f"""train t {{
+  reparametrize param("transformer.h.0.c_fc.weight") as low_rank(rank = 2, alpha = 4)
+  regularize l1(param("**.weight.0.A")) * {w} via prox
+}}""", model, opt)
+    lora = model.transformer.h[0].c_fc.parametrizations.weight[0]
+    a0 = lora.A.detach().clone()
+    loss = reg.loss(reg.module(input_ids=x, labels=x))
+    opt.zero_grad()
+    loss.backward()
+    assert float(lora.A.grad.abs().max()) == 0.0 and float(lora.B.grad.abs().max()) > 0
+    opt.step()
+    expected = torch.sign(a0) * (a0.abs() - lr * w).clamp_min(0)
+    assert torch.allclose(lora.A.detach(), expected, rtol=0, atol=1e-7)
+    assert bool((lora.A != 0).all())
+    # the next steps train both factors
+    for _ in range(3):
+        loss = reg.loss(reg.module(input_ids=x, labels=x))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert float(lora.A.detach().abs().max()) > 0 and float(lora.B.detach().abs().max()) > 0

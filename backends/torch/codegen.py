@@ -924,7 +924,8 @@ class _Gen:
         w('        if v is None or "step" not in state or "betas" not in group:')
         w("            return None")
         w('        correction = 1.0 - group["betas"][1] ** float(state["step"])')
-        w('        out.append(1.0 / ((v / correction).sqrt() + group["eps"]))')
+        w("        # an entry whose gradient was 0 at every step has no scale: the Euclidean step")
+        w('        out.append(torch.where(v == 0, 1.0, 1.0 / ((v / correction).sqrt() + group["eps"])))')
         w("    return out")
 
     def _gate(self, when: Any, ignore_every: bool = False, step: str = "step", t: str = "t") -> str | None:

@@ -32,7 +32,9 @@ not shift it) times the term's weight at the current time t (schedules are evalu
   the Euclidean step after Adam the fixed points would solve D^{-1} grad f + w dg = 0 instead.
   Group, nuclear and spectral proxes in a diagonal metric have no closed form, so they keep the
   Euclidean lr (the catalogue's documented heuristic). ``prox_metric = "euclidean"`` in the
-  optimizer statement turns the adaptive rule off.
+  optimizer statement turns the adaptive rule off. An entry whose second moment is exactly 0
+  (its gradient was 0 at every step so far: a LoRA factor A while B is still zero) has no scale
+  in that metric, and 1/eps would zero it at the first step; it takes the Euclidean step lr * w.
 
 Gates: ``every N steps`` runs after steps N, 2N, ... (1-based count of optimizer steps);
 a *prox* gated ``every N`` takes the step N * lr * w(t) (the lazy, or delayed, proximal step:
@@ -319,6 +321,11 @@ class ProxEngine:
         torch._foreach_mul_(denom, scales)       # sqrt(v / bc2) = sqrt(v_hat)
         torch._foreach_add_(denom, eps)
         torch._foreach_reciprocal_(denom)
+        # an entry whose gradient has been exactly 0 at every step (a LoRA factor A while B is still
+        # 0, a dead unit) has no scale in Adam's metric: 1/eps would zero it at once (the adapter
+        # would never start). It takes the Euclidean step, whose fixed points are the same.
+        for d, v in zip(denom, vs):
+            d.masked_fill_(v == 0, 1.0)
         return denom
 
     # ---- application
