@@ -357,7 +357,8 @@ def test_lora_factor_without_gradient_takes_the_euclidean_prox_step_under_adam()
     """LoRA on an attention-like Conv1D, l1 on A via prox, Adam: at step 1 B = 0, so A's gradient
     and Adam's second moment are exactly 0 and Adam leaves A where it is; its prox step is then
     the Euclidean soft threshold A1 = soft(A0, lr w) (the adaptive step lr w / eps zeroed all of A
-    and the adapter never started: B's gradient is (grad W) A^T = 0 for ever)."""
+    at the first step, discarding its random start; with A = 0, B's gradient (grad W) A^T is 0, and
+    on train_lora_l1.reg's MLP without its init both factors were all zero by step 10)."""
     model, x = _model(), _tokens()
     lr, w = 1e-2, 2e-3
     opt = torch.optim.Adam(model.parameters(), lr=lr)

@@ -322,8 +322,8 @@ class ProxEngine:
         torch._foreach_add_(denom, eps)
         torch._foreach_reciprocal_(denom)
         # an entry whose gradient has been exactly 0 at every step (a LoRA factor A while B is still
-        # 0, a dead unit) has no scale in Adam's metric: 1/eps would zero it at once (the adapter
-        # would never start). It takes the Euclidean step, whose fixed points are the same.
+        # 0, a dead unit) has no scale in Adam's metric: 1/eps would zero it at once (a LoRA A
+        # would lose its random start). It takes the Euclidean step, whose fixed points are the same.
         for d, v in zip(denom, vs):
             d.masked_fill_(v == 0, 1.0)
         return denom
