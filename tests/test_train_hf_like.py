@@ -383,3 +383,35 @@ def test_lora_factor_without_gradient_takes_the_euclidean_prox_step_under_adam()
         loss.backward()
         opt.step()
     assert float(lora.A.detach().abs().max()) > 0 and float(lora.B.detach().abs().max()) > 0
+
+
+# ------------------------------------------------------------------ bfloat16 weights
+def test_svd_based_steps_on_bfloat16_weights():
+    """A model cast to bfloat16 (as LLMs are trained): torch has no SVD in bfloat16, so the
+    spectral-ball projection, the nuclear prox and spectral_clip run in float32 and round once.
+    References in float64: W1 = U min(s, 1) V^T, W1 = U max(s - tau, 0) V^T (bfloat16's 8-bit
+    mantissa: relative error about 2^-8 per entry)."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(12, 8), nn.ReLU(), nn.Linear(8, 4)).to(torch.bfloat16)
+    lr, tau_w = 0.05, 0.5
+    opt = torch.optim.SGD(model.parameters(), lr=lr)
+    reg = regspec.attach(f"""train t {{
+  loss mse
+  constrain param("0.weight") in spectral_ball(1.0)
+  regularize nuclear(param("2.weight")) * {tau_w} via prox
+  transform spectral_clip(param("0.weight"), c = 0.1)
+}}""", model, opt)
+    x, y = torch.randn(16, 12, dtype=torch.bfloat16), torch.randn(16, 4, dtype=torch.bfloat16)
+    loss = reg.loss(reg.module(x), y)
+    opt.zero_grad()
+    loss.backward()
+    w2 = model[2].weight.detach().double() - lr * model[2].weight.grad.double()
+    opt.step()
+    w0 = model[0].weight.detach().double()
+    u, s, vh = torch.linalg.svd(w2, full_matrices=False)
+    nuclear = (u * (s - lr * tau_w).clamp_min(0)) @ vh
+    assert torch.allclose(model[2].weight.double(), nuclear, rtol=0, atol=2 ** -7 * float(w2.abs().max()))
+    assert float(torch.linalg.matrix_norm(w0, 2)) <= 1.0 + 2 ** -6
+    assert model[0].weight.dtype == torch.bfloat16
+    values = reg.values()
+    assert all(v == v for v in values.values())          # finite reports (svdvals ran in float32)

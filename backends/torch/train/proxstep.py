@@ -72,6 +72,9 @@ __all__ = ["Clock", "When", "ProxGroup", "ProxEngine", "ADAPTIVE_KERNELS", "eval
 ADAPTIVE_KERNELS = ("l1", "l1_nonneg", "l2sq", "sum_squares", "elastic_net", "anchor_l2", "huber")
 _EPS = 1e-9
 
+#: weight dtypes whose prox steps and projections are computed in float32
+LOW_PRECISION = (torch.bfloat16, torch.float16)
+
 
 def evaluate_scalar(value: Any, t: float) -> float:
     """A weight or hyperparameter at time t (epochs): numbers as they are, schedules called."""
@@ -353,6 +356,17 @@ class ProxEngine:
 
     def _apply(self, b: _Bucket, t: float) -> None:
         xs = self._tensors(b)
+        if any(x.dtype in LOW_PRECISION for x in xs):
+            # bfloat16 / float16 weights: the kernel runs in float32 (torch has no SVD, eigh or QR in
+            # them) and the result is rounded once to the weights' dtype
+            work = [x.float() for x in xs]
+            self._apply_to(b, work, t)
+            for x, w in zip(xs, work):
+                x.copy_(w)
+            return
+        self._apply_to(b, xs, t)
+
+    def _apply_to(self, b: _Bucket, xs: list[torch.Tensor], t: float) -> None:
         hyper = self._hyper_at(b, t)
         kernel = KERNELS[b.kernel]
         if kernel.kind == "projection":
@@ -519,4 +533,3 @@ def _adaptive_prox(kernel: str, xs: list[torch.Tensor], steps: list[float], dinv
         fn = get_kernel(kernel).fn
         for x, s, d in zip(xs, steps, dinv):
             x.copy_(fn(x, d * s, **hyper))
-

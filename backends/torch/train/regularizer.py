@@ -109,7 +109,7 @@ def param_value(kind: str, x: torch.Tensor, hyper: dict[str, Any] | None = None,
         return (norms * sizes.to(norms.device, norms.dtype).sqrt()).sum()
     if kind in ("nuclear", "spectral_norm"):
         w = x.reshape(x.shape[0], -1) if x.dim() != 2 else x
-        s = torch.linalg.svdvals(w)
+        s = torch.linalg.svdvals(w.float() if w.dtype in (torch.bfloat16, torch.float16) else w)
         return s.sum() if kind == "nuclear" else s.max()
     if kind == "anchor_l2":
         assert anchor is not None
@@ -160,6 +160,8 @@ def set_distance(kernel: str, x: torch.Tensor, hyper: dict[str, Any], matrix: bo
     from regspec.backends.torch.prox import get_kernel
 
     w = x.reshape(x.shape[0], -1) if matrix and x.dim() != 2 else x
+    if w.dtype in (torch.bfloat16, torch.float16):
+        w = w.float()   # as the projection runs (proxstep.LOW_PRECISION)
     with torch.no_grad():
         return float(torch.linalg.vector_norm(w - get_kernel(kernel).fn(w, 1.0, **hyper)))
 

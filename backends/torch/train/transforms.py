@@ -198,6 +198,8 @@ class SpectralClip(Transform):
         if lr == 0:
             return u
         m = _matrix(u)
+        if m.dtype in (torch.bfloat16, torch.float16):   # torch has no SVD in these: float32, rounded once
+            return (spectral_clip(m.float() / -lr, _value(self.c, t), self.soft) * -lr).to(u.dtype).reshape(u.shape)
         return (spectral_clip(m / -lr, _value(self.c, t), self.soft) * -lr).reshape(u.shape)
 
 
