@@ -415,3 +415,53 @@ def test_svd_based_steps_on_bfloat16_weights():
     assert model[0].weight.dtype == torch.bfloat16
     values = reg.values()
     assert all(v == v for v in values.values())          # finite reports (svdvals ran in float32)
+
+
+# ------------------------------------------------------------------ the trainer on such a model
+class DictClassifier(nn.Module):
+    """digits -> Linear -> ReLU -> Linear, returning ModelOutput(logits, hidden_states)."""
+
+    def __init__(self, as_dict: bool = True):
+        super().__init__()
+        self.inp = nn.Linear(64, 16)
+        self.act = nn.ReLU()
+        self.head = nn.Linear(16, 10)
+        self.as_dict = as_dict
+
+    def forward(self, x: torch.Tensor):
+        h = self.act(self.inp(x.flatten(1)))
+        logits = self.head(h)
+        return ModelOutput(logits=logits, hidden_states=(h,)) if self.as_dict else logits
+
+
+def test_plan_and_trainer_read_the_logits_of_a_model_output(tmp_path):
+    """`regspec plan` / `train` with a user model returning a ModelOutput: the probe and the
+    trainer read its logits, and the run gives the weights of the same model returning them."""
+    from regspec.train_api import plan_text
+
+    def run(as_dict: bool) -> dict[str, torch.Tensor]:
+        spec = tmp_path / f"s{int(as_dict)}.reg"
+        spec.write_text(f"""train t {{
+  model "test_train_hf_like:DictClassifier"(as_dict = {'true' if as_dict else 'false'})
+  data digits(split = 0.8)
+  loss cross_entropy
+  optimizer sgd(lr = 0.1)
+  epochs 1
+  batch 128
+  seed 0
+  regularize l1(act("act")) * 1e-4
+  regularize l1(output) * 1e-4
+  regularize l1(param("head.weight")) * 1e-3 via prox
+}}""")
+        if as_dict:   # the probe ran one batch through it (it refused a non-tensor output before)
+            assert "[DictClassifier, 1,210 parameters]" in plan_text(str(spec))
+        out = tmp_path / f"run{int(as_dict)}"
+        summary = regspec.train(str(spec), out=out, quiet=True, dtype="float64")
+        assert summary["metrics"]["val_acc"] > 0.2   # chance is 0.1 (one epoch of 12 steps)
+        if as_dict:
+            assert "rt.primary_tensor(net(x))" in (out / "trainer.py").read_text()
+        return torch.load(out / "model.pt", weights_only=True)
+
+    got, ref = run(True), run(False)
+    for k, v in ref.items():
+        assert torch.allclose(got[k], v, rtol=0, atol=1e-12), k

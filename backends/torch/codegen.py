@@ -1060,13 +1060,20 @@ class _Gen:
                 "generator=generator", "values_now=lambda: param_terms(params, anchors)"]
         self.lines += _call("return TermBook", args, "    ")
 
+    def _forward(self) -> str:
+        """The forward call; a model that returns a tuple, dict or ModelOutput (the probe saw it)
+        is read as its logits or first tensor, as ``regspec plan`` checked."""
+        probe = getattr(self.asm, "probe", None)
+        kind = getattr(probe, "output_type", None)
+        return "net(x)" if kind is None else f"rt.primary_tensor(net(x))  # a {kind}: its logits or first tensor"
+
     def _sam_closure(self, loss_terms: list[Any]) -> None:
         """SAM's second pass: the same loss at the perturbed weights (the update rule runs it)."""
         w = self.w
         w("")
         w("            # SAM: the loss and its gradient at the perturbed weights")
         w("            def closure() -> torch.Tensor:")
-        w("                out = net(x)")
+        w(f"                out = {self._forward()}")
         call = next(ln for ln in reversed(self.lines) if ln.strip().startswith("g = loss_terms("))
         w("                g2 = " + call.strip()[len("g = "):].replace("output", "out"))
         parts = " + ".join(f"{self.at(t.key, t.weight)} * g2[{t.key!r}]" for t in loss_terms)
@@ -1139,7 +1146,7 @@ class _Gen:
         if isinstance(lr, ScheduleRef):
             w("            for group in optimizer.param_groups:")
             w('                group["lr"] = lr_at(t)')
-        w("            output = net(x)")
+        w(f"            output = {self._forward()}")
         w("            task = task_loss(output, y)")
         w("            g = loss_terms(model, params, output, x, y, anchors, generator)")
         if loss_terms:

@@ -7,7 +7,9 @@ float32 on the CPU):
 
 - the model runs on the batch: a shape or dtype mismatch is a located error at the ``model``
   statement naming the batch the ``data`` statement gives, not an internal error mid-training;
-- the output fits the data (enough logits for the classes) and the task loss evaluates on it;
+- the output fits the data (enough logits for the classes) and the task loss evaluates on it; a
+  model returning a tuple, a dict or transformers' ``ModelOutput`` is read as its ``logits`` or
+  first tensor (``_util.primary_tensor``), and the trainer does the same (``output_type``);
 - every activation tap fired: a module selected by ``act(...)`` that the forward never calls as a
   module (e.g. ``nn.MultiheadAttention.out_proj``, whose weights are used functionally) would
   make its term a silent no-op, so it is an error at the term;
@@ -29,6 +31,7 @@ from torch.overrides import TorchFunctionMode
 from regspec.compiler.train_plan import TrainPlan
 from regspec.diagnostics import Diagnostic, RegspecError, error
 
+from ._util import primary_tensor
 from .bind import Binding
 from .data import DataBundle
 from .fx import FUNCTIONAL_ACTIVATIONS
@@ -46,6 +49,9 @@ class ProbeResult:
     output_shape: tuple[int, ...]
     act_shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
     warnings: list[Diagnostic] = field(default_factory=list)
+    #: what the model returns when it is not a tensor (a tuple, a dict, transformers' ModelOutput):
+    #: the trainer then reads its logits or first tensor (``_util.primary_tensor``); None for a tensor
+    output_type: str | None = None
 
 
 class _CallCounter(TorchFunctionMode):
@@ -225,7 +231,10 @@ def probe_model(plan: TrainPlan, data: DataBundle, binding: Binding, loss: Any) 
     finally:
         for h in hooks:
             h.remove()
+    output_type = None if isinstance(out, torch.Tensor) else type(out).__name__
+    if output_type is not None and isinstance(primary_tensor(out), torch.Tensor):
+        out = primary_tensor(out)   # a tuple / dict / ModelOutput: its logits or first tensor
     _check_output(out, y, loss, plan, data)
     act_shapes = _check_taps(binding, getattr(binding.module, "taps", {})) if binding.tap_path else {}
     warnings = _check_rewrites(binding, counts, called)
-    return ProbeResult(f"x {_describe(x)}", tuple(out.shape), act_shapes, warnings)
+    return ProbeResult(f"x {_describe(x)}", tuple(out.shape), act_shapes, warnings, output_type)

@@ -60,13 +60,14 @@ from torch import nn
 
 from regspec.diagnostics import RegspecError, error
 
+from ._util import primary_tensor
 from .data import DataBundle, EpochSampler
 from .finite import NonFiniteError, check_tensors_finite, optimizer_state_names
 from .proxstep import hyper_at
 from .regularizer import Regularizer, set_distance
 from .reparam import merged_state_dict, trained_summary
 
-__all__ = ["DTYPES", "parse_args", "Dist", "setup_distributed", "teardown", "resolve_device",
+__all__ = ["primary_tensor", "DTYPES", "parse_args", "Dist", "setup_distributed", "teardown", "resolve_device",
            "distributed_module", "shard", "to_device", "source_data", "full_batch", "evaluate", "Meter",
            "Run", "tensor_stats", "summarize", "fingerprint", "guard", "CHECKPOINT_FORMAT", "MODEL_FORMAT",
            "RUN_FILES", "existing_run", "claim_output", "gate_warnings", "load_trained"]
@@ -295,7 +296,7 @@ def evaluate(module: nn.Module, loader: Iterable[Any], loss_fn: Callable[[torch.
     total, correct, sq, n = 0.0, 0, 0.0, 0
     for batch in loader:
         x, y = to_device(batch[0], batch[1], device, dtype)
-        out = module(x)
+        out = primary_tensor(module(x))   # a tuple / dict / ModelOutput: its logits or first tensor
         b = len(x)
         total += float(loss_fn(out, y)) * b
         if task == "classification":
