@@ -465,3 +465,30 @@ def test_plan_and_trainer_read_the_logits_of_a_model_output(tmp_path):
     got, ref = run(True), run(False)
     for k, v in ref.items():
         assert torch.allclose(got[k], v, rtol=0, atol=1e-12), k
+
+
+def test_cross_entropy_per_position_and_token_accuracy():
+    """Logits (B, T, K) against ids (B, T): the mean over positions of -log softmax(z)[y], ids
+    -100 (padding) left out; validation accuracy is each row's fraction of correct ids."""
+    from regspec.backends.torch.train.losses import cross_entropy
+    from regspec.backends.torch.train.runtime import evaluate
+
+    torch.manual_seed(0)
+    z = torch.randn(3, 5, 7, dtype=torch.float64)
+    y = torch.randint(0, 7, (3, 5))
+    y[0, 3:] = -100
+    logp = torch.log_softmax(z, dim=-1)
+    terms = [-float(logp[i, t, y[i, t]]) for i in range(3) for t in range(5) if y[i, t] != -100]
+    assert float(cross_entropy(z, y)) == pytest.approx(sum(terms) / len(terms), rel=1e-12)
+
+    class Fixed(nn.Module):
+        def forward(self, x: torch.Tensor) -> ModelOutput:
+            return ModelOutput(logits=z[: len(x)])
+
+    pred = z.argmax(-1)
+    rows = [sum(int(pred[i, t] == y[i, t]) for t in range(5) if y[i, t] != -100) / (3 if i == 0 else 5)
+            for i in range(3)]
+    got = evaluate(Fixed(), [(torch.zeros(3, 1), y)], cross_entropy, torch.device("cpu"), torch.float64,
+                   "classification")
+    assert got["val_acc"] == pytest.approx(sum(rows) / 3, rel=1e-12)
+    assert got["val_loss"] == pytest.approx(sum(terms) / len(terms), rel=1e-12)

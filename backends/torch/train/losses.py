@@ -3,7 +3,8 @@
 Named losses (batch means):
 
 - ``cross_entropy``: −(1/B) Σ_i log softmax(z_i)[y_i] (``y`` class ids, or class
-  probabilities of the same shape as ``z``).
+  probabilities of the same shape as ``z``); logits ``(B, T, K)`` against ids ``(B, T)`` are
+  taken per position (ids -100 are padding and left out).
 - ``mse``: (1/(B·K)) Σ (z − y)²;  ``mae``: (1/(B·K)) Σ |z − y|;
   ``huber``: mean of ½r² for |r| ≤ 1, |r| − ½ otherwise (δ = 1);
   ``bce_with_logits``: mean of −y log σ(z) − (1 − y) log(1 − σ(z)).
@@ -44,9 +45,13 @@ def _match(output: torch.Tensor, target: torch.Tensor, what: str) -> torch.Tenso
 
 
 def cross_entropy(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Mean softmax cross-entropy of logits ``output (B, K)`` against ids ``(B,)`` or probabilities ``(B, K)``."""
+    """Mean softmax cross-entropy of logits ``output (B, K)`` against ids ``(B,)`` or probabilities ``(B, K)``;
+    per position for ``output (B, T, ..., K)`` against ids ``(B, T, ...)`` (a language model's
+    logits: the mean over the positions whose id is not -100, torch's and transformers' padding)."""
     if target.dtype.is_floating_point and target.shape == output.shape:
         return F.cross_entropy(output, target)
+    if output.dim() >= 3 and not target.dtype.is_floating_point and target.shape == output.shape[:-1]:
+        return F.cross_entropy(output.reshape(-1, output.shape[-1]), target.reshape(-1))
     if target.dim() == 2 and target.shape[1] == 1:
         target = target[:, 0]
     return F.cross_entropy(output, target.long())

@@ -299,7 +299,12 @@ def evaluate(module: nn.Module, loader: Iterable[Any], loss_fn: Callable[[torch.
         out = primary_tensor(module(x))   # a tuple / dict / ModelOutput: its logits or first tensor
         b = len(x)
         total += float(loss_fn(out, y)) * b
-        if task == "classification":
+        if task == "classification" and out.dim() >= 3 and y.shape == out.shape[:-1]:
+            # per position (a sequence of ids per row): each row counts its fraction of correct ids
+            kept = (y != -100).flatten(1)
+            hits = ((out.argmax(dim=-1) == y).flatten(1) & kept).sum(dim=1)
+            correct += float((hits.double() / kept.sum(dim=1).clamp_min(1)).sum())
+        elif task == "classification":
             correct += int((out.argmax(dim=1) == y.reshape(-1)).sum())
         else:
             sq += float((out.reshape(y.shape) - y).pow(2).mean()) * b if out.numel() == y.numel() else math.nan
