@@ -412,17 +412,13 @@ def _version() -> str:
     return __version__
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="regspec", description="Compile and run .reg optimization specs.")
-    p.add_argument("--version", action="version", version=f"regspec {_version()}")
-    sub = p.add_subparsers(dest="command", required=True)
-
-    c = sub.add_parser("check", help="parse and analyse specs; print a summary")
+def _check_arguments(c: argparse.ArgumentParser) -> None:
     c.add_argument("specs", nargs="+", metavar="SPEC")
     c.add_argument("--json", action="store_true", help="print one JSON document (errors included) on stdout")
     c.set_defaults(func=cmd_check)
 
-    s = sub.add_parser("solve", help="solve a problem block")
+
+def _solve_arguments(s: argparse.ArgumentParser) -> None:
     s.add_argument("spec", metavar="SPEC")
     s.add_argument("--problem", help="problem block name (default: the first)")
     s.add_argument("--backend", default="auto", choices=["auto", "cvxpy", "torch"])
@@ -447,13 +443,15 @@ def build_parser() -> argparse.ArgumentParser:
                         "runs/solve_<problem>/convergence.png)")
     s.set_defaults(func=cmd_solve)
 
-    e = sub.add_parser("explain", help="print the IR after each pass and how each term is lowered")
+
+def _explain_arguments(e: argparse.ArgumentParser) -> None:
     e.add_argument("spec", metavar="SPEC")
     e.add_argument("--problem")
     e.add_argument("--json", action="store_true", help="print one JSON document on stdout")
     e.set_defaults(func=cmd_explain)
 
-    x = sub.add_parser("crosscheck", help="solve problems with both backends and compare (exit 1 on disagreement)")
+
+def _crosscheck_arguments(x: argparse.ArgumentParser) -> None:
     x.add_argument("specs", nargs="*", metavar="SPEC", help="spec files or folders of them (default: every spec in specs/)")
     x.add_argument("--rtol", type=float, help="objective agreement threshold (default 1e-5 in float64)")
     x.add_argument("--tol", type=float, help="torch backend: stopping tolerance")
@@ -464,29 +462,64 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--quiet", action="store_true", help="no progress bar")
     x.set_defaults(func=cmd_crosscheck)
 
-    f = sub.add_parser("fmt", help="rewrite specs in the canonical layout (comments kept)")
+
+def _fmt_arguments(f: argparse.ArgumentParser) -> None:
     f.add_argument("files", nargs="+", metavar="FILE", help="spec files or folders of them; `-`: stdin to stdout")
     f.add_argument("--check", action="store_true", help="change nothing; print the diff and exit 1 if a file "
                                                         "is not in canonical layout")
     f.set_defaults(func=cmd_fmt)
 
-    li = sub.add_parser("list", help="print the catalogue: atoms, sets, models, losses, optimizers, ...")
+
+def _list_arguments(li: argparse.ArgumentParser) -> None:
     li.add_argument("kind", nargs="?", choices=_list_kinds(), metavar="KIND",
                     help="one of: " + ", ".join(_list_kinds()))
     li.set_defaults(func=cmd_list)
 
-    from regspec.train_cli import add_train_commands  # plan, compile, train
+
+# The subcommands: name -> (help, the function adding its arguments); plan, compile and train
+# come from regspec.train_cli.
+SUBCOMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None]]] = {
+    "check": ("parse and analyse specs; print a summary", _check_arguments),
+    "solve": ("solve a problem block", _solve_arguments),
+    "explain": ("print the IR after each pass and how each term is lowered", _explain_arguments),
+    "crosscheck": ("solve problems with both backends and compare (exit 1 on disagreement)", _crosscheck_arguments),
+    "fmt": ("rewrite specs in the canonical layout (comments kept)", _fmt_arguments),
+    "list": ("print the catalogue: atoms, sets, models, losses, optimizers, ...", _list_arguments),
+}
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The command line's parser. With ``command`` (one of ``SUBCOMMANDS``), only that one of
+    them gets its arguments; the others are listed by name and help (each argument builds its
+    own help formatter, and `list`'s choices import the catalogue's reference)."""
+    p = argparse.ArgumentParser(prog="regspec", description="Compile and run .reg optimization specs.")
+    p.add_argument("--version", action="version", version=f"regspec {_version()}")
+    sub = p.add_subparsers(dest="command", required=True)
+    for name, (help_text, add_arguments) in SUBCOMMANDS.items():
+        parser = sub.add_parser(name, help=help_text)
+        if command is None or command == name:
+            add_arguments(parser)
+    from regspec.train_cli import add_train_commands  # plan, compile, train (listed in every usage line)
 
     add_train_commands(sub)
     return p
+
+
+def _command_of(argv: Sequence[str]) -> str | None:
+    """The subcommand named in ``argv`` when it is one of ``SUBCOMMANDS`` (the main parser takes
+    no option with a value, so it is the first word that is not an option), else None."""
+    first = next((a for a in argv if not a.startswith("-")), None)
+    return first if first in SUBCOMMANDS else None
 
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    if argv is None:
+        argv = sys.argv[1:]
     try:
-        parser = build_parser()
+        parser = build_parser(_command_of(argv))
     except Exception as e:  # the subcommands' modules failed to import: a bug of ours, reported as one
         return _internal_error(e)
     args = parser.parse_args(argv)  # exits 2 on bad usage
