@@ -492,3 +492,20 @@ def test_cross_entropy_per_position_and_token_accuracy():
                    "classification")
     assert got["val_acc"] == pytest.approx(sum(rows) / 3, rel=1e-12)
     assert got["val_loss"] == pytest.approx(sum(terms) / len(terms), rel=1e-12)
+
+
+def test_parameter_counts_count_a_tied_tensor_once():
+    """trained_summary (plan's "trainable N of M", summary.json): the tied embedding/head is one
+    tensor, before and after a reparametrization of it (it was counted twice)."""
+    from regspec.backends.torch.train.reparam import trained_summary
+
+    model = _model()
+    unique = sum(p.numel() for p in model.parameters())
+    assert unique == VOCAB * D + 2 * (D + (2 * D * D + 2 * D) + (2 * D * D + D)) + D
+    assert trained_summary(model)["model_parameters"] == unique
+    regspec.attach('train t { reparametrize param("lm_head.weight") as low_rank(rank = 2, alpha = 4)\n'
+                   ' reparametrize param("transformer.h.0.c_fc.weight") as low_rank(rank = 2, alpha = 4) }', model)
+    summary = trained_summary(model)
+    assert summary["model_parameters"] == unique
+    # the two frozen W0 out, rank-2 factors in: (VOCAB x D) and the (D x 2D) Conv1D weight
+    assert summary["trainable_parameters"] == unique - VOCAB * D - 2 * D * D + 2 * (VOCAB + D) + 2 * (D + 2 * D)

@@ -452,11 +452,17 @@ def merged_state_dict(module: nn.Module) -> dict[str, torch.Tensor]:
     state_dict) when nothing is parametrized."""
     state = module.state_dict()
     merged: dict[str, torch.Tensor] = {}
+    values: dict[tuple[int, str], torch.Tensor] = {}   # one value per tensor: a tied name shares it
     for mname, m in module.named_modules():
         if parametrize.is_parametrized(m):
             prefix = f"{mname}." if mname else ""
             for attr in m.parametrizations:
-                merged[f"{prefix}parametrizations.{attr}"] = getattr(m, attr).detach().clone()
+                first = m.parametrizations[attr][0]
+                key = (id(first.owner), first.attr) if isinstance(first, Tied) else (id(m), attr)
+                if key not in values:
+                    values[key] = (getattr(first.owner, first.attr) if isinstance(first, Tied)
+                                   else getattr(m, attr)).detach().clone()
+                merged[f"{prefix}parametrizations.{attr}"] = values[key]
     if not merged:
         return state
     out: dict[str, torch.Tensor] = {}
@@ -477,6 +483,9 @@ def trained_summary(module: nn.Module) -> dict[str, Any]:
     named = list(module.named_parameters())
     trained = {n: p.numel() for n, p in named if p.requires_grad}
     buffers = {n for n, _ in module.named_buffers()}
-    total = sum(v.numel() for k, v in merged_state_dict(module).items() if k not in buffers)
+    # a tied tensor (GPT-2's lm_head.weight is transformer.wte.weight) has two keys and one storage
+    unique = {(v.data_ptr(), tuple(v.shape), v.stride()): v.numel()
+              for k, v in merged_state_dict(module).items() if k not in buffers}
+    total = sum(unique.values())
     return {"trainable_parameters": sum(trained.values()), "model_parameters": total,
             "trained": trained, "frozen": [n for n, p in named if not p.requires_grad]}
