@@ -509,3 +509,49 @@ def test_parameter_counts_count_a_tied_tensor_once():
     assert summary["model_parameters"] == unique
     # the two frozen W0 out, rank-2 factors in: (VOCAB x D) and the (D x 2D) Conv1D weight
     assert summary["trainable_parameters"] == unique - VOCAB * D - 2 * D * D + 2 * (VOCAB + D) + 2 * (D + 2 * D)
+
+
+# ------------------------------------------------------------------ the Jacobian penalty on attention
+class Attention(nn.Module):
+    """One self-attention layer over (B, T, D) inputs, with torch's fused SDPA (as ViT, BERT and
+    Llama call it) or the same formula written out."""
+
+    def __init__(self, fused: bool):
+        super().__init__()
+        self.qkv = nn.Linear(D, 3 * D)
+        self.head = nn.Linear(D, 3)
+        self.fused = fused
+
+    def forward(self, x: torch.Tensor) -> ModelOutput:
+        b, t, _ = x.shape
+        q, k, v = (z.reshape(b, t, 2, D // 2).transpose(1, 2) for z in self.qkv(x).chunk(3, dim=-1))  # 2 heads
+        if self.fused:
+            h = F.scaled_dot_product_attention(q, k, v)
+        else:
+            h = torch.softmax(q @ k.transpose(-2, -1) / (D // 2) ** 0.5, dim=-1) @ v
+        return ModelOutput(logits=self.head(h.transpose(1, 2).reshape(b, t, D).mean(dim=1)))
+
+
+def test_jacobian_penalty_through_fused_attention():
+    """jacobian_fro(output) is differentiated twice; torch's fused CPU attention kernel has no
+    second derivative (loss.backward() raised), so the penalty's forward uses the math kernel:
+    value and gradient equal those of the attention written out (same random projections)."""
+    x = torch.randn(B, T, D)
+    results = []
+    for fused in (True, False):
+        torch.manual_seed(0)
+        model = Attention(fused)
+        reg = regspec.attach("train t { regularize jacobian_fro(output) * 1.0 }", model)
+        value = reg.penalty(reg.module(x))
+        value.backward()
+        results.append((float(value.detach()), model.qkv.weight.grad.clone()))
+    (v1, g1), (v2, g2) = results
+    assert v1 == pytest.approx(v2, rel=1e-5) and v1 > 0
+    assert torch.allclose(g1, g2, rtol=1e-4, atol=1e-7)
+
+
+def test_jacobian_penalty_on_token_ids_is_a_clear_error():
+    model, x = _model(), _tokens()
+    reg = regspec.attach("train t { regularize jacobian_fro(output) * 1e-3 }", model)
+    with pytest.raises(RegspecError, match="token ids have no derivative"):
+        reg.loss(reg.module(input_ids=x, labels=x))

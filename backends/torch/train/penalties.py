@@ -114,11 +114,22 @@ def jacobian_fro(
     """
     if int(n_proj) < 1:
         raise error(f"jacobian_fro: n_proj must be >= 1, got {n_proj}")
+    if not x.is_floating_point():
+        raise error(f"jacobian_fro differentiates the output with respect to the input, but the input is "
+                    f"{str(x.dtype).replace('torch.', '')} (token ids have no derivative)",
+                    notes=["penalise an activation or the output instead, e.g. sum_squares(act(...))"])
     if generator is None:
         generator = torch.Generator(device=x.device).manual_seed(int(seed))
     if not x.requires_grad:
         x = x.detach().requires_grad_(True)
-    y = f(x)
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    from ._util import primary_tensor
+
+    # the penalty is differentiated twice: attention's fused kernels (flash, memory-efficient)
+    # have no second derivative, its math form has; a tuple / ModelOutput is read as its logits
+    with sdpa_kernel([SDPBackend.MATH]):
+        y = primary_tensor(f(x))
     batch = x.shape[0] if x.dim() > 0 else 1
     total = x.new_zeros(())
     for k in range(int(n_proj)):
