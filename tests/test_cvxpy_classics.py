@@ -362,6 +362,24 @@ def ref_box_stack() -> float:
                      [cp.norm(ab, 2) <= 0.5])
 
 
+def ref_mpc() -> float:
+    A0, B, x0 = normal(1, (4, 4), (4, 2), (4,))
+    A = 0.9 * np.eye(4) + 0.05 * A0
+    X, U = cp.Variable((4, 21)), cp.Variable((2, 20))
+    cons = [X[:, t + 1] == A @ X[:, t] + B @ U[:, t] for t in range(20)]  # CVXPY's loop form
+    return solve_ref(cp.Minimize(cp.sum_squares(X) + cp.sum_squares(U)),
+                     cons + [X[:, 0] == 5 * x0, cp.abs(U) <= 1])
+
+
+def ref_advertising() -> float:
+    g, h = rng(3), rng(4)
+    P, T = 0.1 * g.uniform(0, 1, (5, 8)), 1000 * (1 + g.uniform(0, 1, 8))
+    R, budget = 1 + h.uniform(0, 1, 5), 100 * (1 + h.uniform(0, 1, 5))
+    D = cp.Variable((5, 8), nonneg=True)
+    revenue = cp.sum(cp.minimum(cp.multiply(R, cp.sum(cp.multiply(P, D), axis=1)), budget))
+    return solve_ref(cp.Maximize(revenue), [cp.sum(D, axis=0) <= T, cp.sum(D, axis=1) >= 500])
+
+
 # ---------------------------------------------------------------- what the torch backend does today
 
 REFERENCES: dict[str, Callable[[], float]] = {

@@ -1,5 +1,5 @@
 """Sublevel-set constraints and smooth rewrites on the torch backend (issue 11 item 1):
-``s * norm(e) <= c`` is ``e`` in a norm ball (a projection on a variable, a PDHG block with the
+``s * norm(e) <= c`` (and ``abs(e) <= c``, ``max(abs(e)) <= c``: the linf ball) is ``e`` in a norm ball (a projection on a variable, a PDHG block with the
 ball's projection on an affine e), ``norm2(A x + b) <= c @ x + d`` is ``[A x + b; c @ x + d]`` in
 the second-order cone, and ``norm2(r) ** 2`` / ``square(norm2(r))`` / ``quad_over_lin(r, c)`` are
 rewritten to ``sum_squares``. Each problem is solved on both backends and compared with a
@@ -47,6 +47,16 @@ def _linf_affine(cp):
     return cp.Problem(cp.Minimize(cp.sum_squares(x - T)), [cp.norm_inf(A @ x + B) <= 1])
 
 
+def _abs_affine(cp):
+    x = cp.Variable(5)
+    return cp.Problem(cp.Minimize(cp.sum_squares(x - T)), [cp.abs(A @ x + B) <= 1])
+
+
+def _max_abs_var(cp):
+    x = cp.Variable(5)
+    return cp.Problem(cp.Minimize(cp.sum_squares(A @ x - B)), [cp.max(cp.abs(x)) <= 0.2])
+
+
 def _sum_squares_ball(cp):
     x = cp.Variable(5)
     return cp.Problem(cp.Minimize(T @ x), [cp.sum_squares(x - 1) <= 2])
@@ -90,6 +100,11 @@ CASES = {
                   _l2_affine, "pdhg", "indicator of l2_ball (projection l2_ball)"),
     "linf_affine": ("var x[5]\nminimize sum_squares(x - t)\nsubject to {\n norm_inf(A @ x + b) <= 1\n}",
                     _linf_affine, "pdhg", "indicator of linf_ball (projection linf_ball)"),
+    # every |e_i| <= c is the linf ball (CVXPY's control example bounds inputs as abs(U) <= 1)
+    "abs_affine": ("var x[5]\nminimize sum_squares(x - t)\nsubject to {\n abs(A @ x + b) <= 1\n}",
+                   _abs_affine, "pdhg", "indicator of linf_ball (projection linf_ball)"),
+    "max_abs_var": ("var x[5]\nminimize sum_squares(A @ x - b)\nsubject to {\n max(abs(x)) <= 0.2\n}",
+                    _max_abs_var, "fista", "x in linf_ball: projection (linf_ball)"),
     "sum_squares_ball": ("var x[5]\nminimize t @ x\nsubject to {\n sum_squares(x - 1) <= 2\n}", _sum_squares_ball,
                          "pdhg", "indicator of l2_ball (projection l2_ball)"),
     "soc": ("var x[5]\nminimize sum(x) + sum_squares(x)\nsubject to {\n norm2(A @ x + b) <= c @ x + 5\n}", _soc,

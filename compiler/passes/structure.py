@@ -284,7 +284,8 @@ def _peel_scale(ir: IR, node: int) -> tuple[int, float]:
 
 def _norm_ball(ir: IR, node: int) -> tuple[str, int] | None:
     """(set name, e) when node is a norm of all entries of e: norm1/norm2/norm_inf/pnorm(1, 2),
-    sum(abs(e)), sum_squares(e) (the squared l2 norm)."""
+    sum(abs(e)), sum_squares(e) (the squared l2 norm); abs(e) and max(abs(e)) bounded by a scalar
+    are the linf ball."""
     d = ir[node]
     if d["kind"] != "call" or "value" in d or d.get("tensor_kwargs"):
         return None
@@ -297,6 +298,11 @@ def _norm_ball(ir: IR, node: int) -> tuple[str, int] | None:
         return ("l1_ball" if float(d["static"]["p"]) == 1.0 else "l2_ball"), d["args"][0]
     if atom == "sum" and _is_call(ir, d["args"][0], "abs"):
         return "l1_ball", ir[d["args"][0]]["args"][0]
+    # every entry's |e_i| <= c is ||e||_inf <= c: `abs(U) <= 1` (a box) and `max(abs(e)) <= c`
+    if atom == "abs":
+        return "linf_ball", d["args"][0]
+    if atom == "max" and len(d["args"]) == 1 and _is_call(ir, d["args"][0], "abs"):
+        return "linf_ball", ir[d["args"][0]]["args"][0]
     return None
 
 
