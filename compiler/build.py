@@ -112,8 +112,10 @@ class _Builder:
         elif isinstance(s, ast.DataDecl):
             src = s.source
             if not (isinstance(src, ast.Call) and isinstance(src.func, ast.Name)):
+                names = s.names[0] if len(s.names) == 1 else "NAME"
                 raise error("a data source is a call such as load(\"file.npz\", \"key\"), dataset(\"diabetes\") "
-                            "or randn(10, 5, seed = 0)", src.span)
+                            "or randn(10, 5, seed = 0)", src.span,
+                            notes=[f"a literal or an expression is a constant: `let {names} = ...`"])
             source = ir.add("source", src.span, [self.expr(a) for a in src.args], source=src.func.id,
                             kwargs={k.name: self.expr(k.value) for k in src.kwargs}, func_span=src.func.span,
                             names=list(s.names))

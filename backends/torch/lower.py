@@ -162,7 +162,7 @@ class _GraphEmitter:
         elif "value" in d:
             out = self.constant(str(node), d["value"])
         elif kind == "call":
-            args = tuple(self.emit(a) for a in d["args"])
+            args = tuple(self.operand(a) for a in d["args"])
             kw = {k: self.static(f"{node}_{k}", v) for k, v in d.get("static", {}).items()}
             kw.update({k: self.emit(v) for k, v in d.get("tensor_kwargs", {}).items()})
             out = self.call(atom_call, (d["atom"], *args), kw)
@@ -170,6 +170,18 @@ class _GraphEmitter:
             raise ValueError(f"cannot lower {self.ir.label(node)} to torch")
         self.memo[node] = out
         return out
+
+    def operand(self, node: int) -> Any:
+        """An atom's positional argument. An integer or boolean constant array (a literal such as
+        ``[[1, 0], [0, 1]]``) is a number there, in the problem's dtype: torch's ``@`` and ``dot``
+        do not promote a long operand (index and label arrays travel as keywords and stay long)."""
+        value = self.ir[node].get("value")
+        if isinstance(value, np.ndarray) and value.dtype.kind in "biu" and self.ir[node]["kind"] != "var":
+            name = f"const_{node}_numeric"
+            if not hasattr(self.root, name):
+                self.root.register_buffer(name, torch.as_tensor(value, dtype=self.dtype, device=self.device))
+            return self.graph.get_attr(name)
+        return self.emit(node)
 
     def term(self, t: Term) -> Any:
         factors: list[Any] = []
