@@ -642,7 +642,8 @@ def _syntax_error(src: Source, e: UnexpectedInput) -> RegspecError:
     line, col = max(1, e.line), max(1, e.column)
     if isinstance(e, errors.UnexpectedCharacters):
         ch = src.line(line)[col - 1: col] or "?"
-        return RegspecError(Diagnostic(f"unexpected character `{ch}`", Span(src, line, col, line, col + 1)))
+        notes = ['strings are written in double quotes: "fro"'] if ch == "'" else []
+        return RegspecError(Diagnostic(f"unexpected character `{ch}`", Span(src, line, col, line, col + 1), notes=notes))
     if isinstance(e, errors.UnexpectedEOF) or (isinstance(e, errors.UnexpectedToken) and e.token.type == "$END"):
         lines = src.text.rstrip("\n").split("\n")
         line, col = len(lines), len(lines[-1]) + 1

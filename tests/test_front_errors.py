@@ -54,6 +54,10 @@ LEXICAL = [
     ("var_glued_to_name", problem("  varx[3]\n  minimize norm1(x)"), 2, 3, "unexpected `varx`"),
     ("in_glued_to_set", problem("  var x[3]\n  minimize norm1(x)\n  subject to x insimplex"), 4, 16,
      "unexpected `insimplex`"),
+    ("single_quoted_string", problem("  var X[3, 3]\n  minimize pnorm(X, 'fro')"), 3, 21,
+     'strings are written in double quotes: "fro"'),
+    ("literal_as_data_source", problem("  data A = [[1, 0], [0, 1]]\n  var x[2]\n  minimize norm1(A @ x)"), 2, 12,
+     "`let A = ...`"),
 ]
 
 
