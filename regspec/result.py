@@ -23,6 +23,9 @@ import numpy as np
 # whose first-order stopping rule was met; the point is stationary, not proved globally optimal.
 SOLVED = ("optimal", "optimal_inaccurate", "stationary", "stationary_inaccurate")
 LOCAL_STATUS = {"optimal": "stationary", "optimal_inaccurate": "stationary_inaccurate"}
+# A solved point with an entry this large is checked for a ray of improvement before its status
+# is reported (``backends/cvxpy/solve.py: unbounded_ray``, both backends); ordinary points are not.
+RAY_CHECK_SIZE = 1e3
 
 
 def json_number(x: Any) -> float | int | None:

@@ -23,7 +23,7 @@ import numpy as np
 
 from regspec.backends.cvxpy.lower import CvxpyProgram, set_params
 from regspec.diagnostics import error
-from regspec.result import Result
+from regspec.result import RAY_CHECK_SIZE, Result
 
 LARGE_NNZ = 1_000_000
 SCS_DEFAULTS = {"eps_abs": 1e-6, "eps_rel": 1e-6, "max_iters": 20_000}
@@ -178,20 +178,16 @@ def check_point(program: CvxpyProgram, name: str, opts: dict[str, Any]) -> tuple
     return problems, worst
 
 
-# A solved point this large is checked for a ray of improvement (see ``unbounded_ray``); points of
-# ordinary size skip the check (it costs two evaluations of the problem).
-RAY_CHECK_SIZE = 1e3
-
-
 def unbounded_ray(program: CvxpyProgram, name: str, feasibility: tuple[float, float],
                   status: str = "optimal") -> str | None:
-    """Why an ``optimal`` (or ``optimal_inaccurate``: ``status``) point x is probably not optimal at all, or None: x is huge and the points
-    2x and 4x (the huge variables scaled, the others kept) are feasible (within the solver's
-    tolerance) and improve the objective by more than the solver's accuracy, twice. Interior-point and splitting methods cannot certify unboundedness
-    when the objective grows like a logarithm along the ray (exp-cone problems: CVXPY reports
-    such problems `optimal` at a point of size 1e13); a convex problem whose objective improves
-    along the ray of its returned point has no optimum there. ``feasibility``: the (absolute,
-    relative) tolerance the point was solved to; the variables hold the point."""
+    """Why a solved point x (``status``: optimal or optimal_inaccurate) is probably no optimum at all,
+    or None. x has an entry >= ``RAY_CHECK_SIZE``, and the points with its huge variables doubled and
+    quadrupled (the others kept) are feasible within ``feasibility`` (the absolute and relative
+    tolerance x was solved to) and improve the objective by more than the solver's accuracy: a
+    convex problem improving along the ray of its returned point has no optimum there.
+    Interior-point and splitting methods cannot certify unboundedness when the objective grows
+    slower than linearly along a ray (log, sqrt: CVXPY reports such problems `optimal` at a point
+    of size 1e13). The problem's variables hold x; they are restored."""
     values = {v: v.value for v in program.problem.variables()}
     size = max((float(np.max(np.abs(x))) for x in values.values() if x is not None and np.size(x)), default=0.0)
     if not math.isfinite(size) or size < RAY_CHECK_SIZE:
@@ -220,8 +216,8 @@ def unbounded_ray(program: CvxpyProgram, name: str, feasibility: tuple[float, fl
         return None
     return (f"{name} stopped as `{status}` at a point with entries as large as {size:.3g}, but the objective "
             f"keeps improving along that point's ray (by {gains[0]:.3g} at twice its huge variables, "
-            f"{gains[1]:.3g} at four times, both feasible): the problem is probably unbounded (the solvers cannot certify "
-            f"an objective that grows slower than linearly along a ray, such as log or sqrt)")
+            f"{gains[1]:.3g} at four times, both feasible): the problem is probably unbounded (the solvers "
+            f"cannot certify an objective that grows slower than linearly along a ray, such as log or sqrt)")
 
 
 def _exact_solver_applies(program: CvxpyProgram, name: str, solver: str | None,

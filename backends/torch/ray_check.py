@@ -13,14 +13,13 @@ from typing import Any
 
 import numpy as np
 
-from regspec.result import Result
+from regspec.result import RAY_CHECK_SIZE, Result
 
-RAY_CHECK_SIZE = 1e3  # as the cvxpy backend's: ordinary points are not checked
 
 
 def without_improving_ray(ir: Any, result: Result, params: dict[str, np.ndarray] | None) -> Result:
-    """``result``, or, when its `optimal` (or `optimal_inaccurate`) point (of entries >= ``RAY_CHECK_SIZE``) improves along its
-    ray on a problem proved convex, ``unbounded_inaccurate`` with the reason and no numbers."""
+    """``result``, or ``unbounded_inaccurate`` with the reason and no numbers when its solved point
+    (an entry >= ``RAY_CHECK_SIZE``) improves along its ray on a problem proved convex."""
     if result.status not in ("optimal", "optimal_inaccurate") or result.local or not result.variables:
         return result
     size = max((float(np.max(np.abs(v))) for v in result.variables.values() if np.size(v)), default=0.0)
