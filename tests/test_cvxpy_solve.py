@@ -158,3 +158,31 @@ def test_a_large_bounded_optimum_stays_optimal():
     result = regspec.solve(regspec.load(text), backend="cvxpy")
     assert result.status == "optimal"
     np.testing.assert_allclose(result.variables["x"], 1e7 - 0.5, rtol=1e-9)
+
+
+def test_canonicalisation_notes_are_kept_in_info_not_printed(recwarn):
+    """CVXPY's "is being approximated" note (advice a spec cannot take: approx=False) is not printed;
+    a nonzero stated error goes into info["approximation"]; any other warning passes through."""
+    import warnings
+
+    from regspec.backends.cvxpy.lower import canonicalising
+
+    info: dict = {}
+    with canonicalising(info):
+        warnings.warn("geo_mean is being approximated (error: 0.00e+00) using 6 SOC constraints. Consider "
+                      "using approx=False to use power cones instead.", UserWarning)
+    assert info == {} and len(recwarn) == 0
+    with canonicalising(info):
+        warnings.warn("power is being approximated (error: 1.50e-03) using 4 SOC constraints. Consider x.",
+                      UserWarning)
+        warnings.warn("something else", RuntimeWarning)
+    assert info["approximation"] == "power is being approximated (error: 1.50e-03) using 4 SOC constraints."
+    assert [str(w.message) for w in recwarn] == ["something else"]
+
+
+def test_an_exact_geo_mean_prints_no_cvxpy_warning():
+    import subprocess
+
+    out = subprocess.run([sys.executable, "-m", "regspec.cli", "solve", str(SPECS.parent / "tests" / "classics" /
+                          "geo_mean_budget.reg"), "--backend", "cvxpy"], capture_output=True, text=True)
+    assert out.returncode == 0 and "Warning" not in out.stderr, out.stderr

@@ -2,8 +2,11 @@
 whenever the spec is, so new parameter values re-solve without recompiling)."""
 from __future__ import annotations
 
+import contextlib
+import re
+import warnings
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Iterator
 
 import cvxpy as cp
 import numpy as np
@@ -20,6 +23,25 @@ class CvxpyProgram:
     variables: dict[str, cp.Variable]
     params: dict[str, cp.Parameter]
     ir: IR
+
+
+@contextlib.contextmanager
+def canonicalising(info: dict[str, Any]) -> Iterator[None]:
+    """Around CVXPY's canonicalisation: its note that an atom is approximated (geo_mean and powers by
+    second-order cones, "Consider using approx=False", advice a spec cannot take) goes into
+    ``info["approximation"]`` when its stated error is not 0, and is not printed; other warnings
+    pass through."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        yield
+    for w in caught:
+        text = str(w.message)
+        if "is being approximated" not in text:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+            continue
+        m = re.search(r"error: ([-+0-9.eE]+)", text)
+        if m is None or float(m.group(1)) != 0.0:
+            info["approximation"] = text.split(" Consider")[0]
 
 
 def check_dcp(ir: IR) -> None:

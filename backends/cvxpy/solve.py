@@ -21,7 +21,7 @@ from typing import Any
 import cvxpy as cp
 import numpy as np
 
-from regspec.backends.cvxpy.lower import CvxpyProgram, set_params
+from regspec.backends.cvxpy.lower import CvxpyProgram, canonicalising, set_params
 from regspec.diagnostics import error
 from regspec.result import RAY_CHECK_SIZE, Result
 
@@ -94,7 +94,7 @@ def solver_options(name: str, requested: str | None, solver_opts: dict[str, Any]
 def _run(program: CvxpyProgram, name: str, opts: dict[str, Any], warm_start: bool, info: dict[str, Any]) -> str:
     """One call of CVXPY's solve; returns the status (``solver_error`` with a message on failure)."""
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), canonicalising(info):
             # "Solution may be inaccurate": the status (optimal_inaccurate) already says so
             warnings.filterwarnings("ignore", message="Solution may be inaccurate", category=UserWarning)
             program.problem.solve(solver=name, warm_start=warm_start, **opts)

@@ -71,7 +71,7 @@ def solve_conic(program: ConicProgram, *, params: dict[str, np.ndarray] | None =
     """Solve through CVXPY's conic form; ``tol`` defaults to ``pdhg.TOL`` (``FLOAT32_TOL`` in float32)."""
     import cvxpy as cp
 
-    from regspec.backends.cvxpy.lower import set_params
+    from regspec.backends.cvxpy.lower import canonicalising, set_params
     from regspec.backends.torch.conic.canon import UnsupportedCone, conic_form
     from regspec.backends.torch.conic.pdhg import INFEASIBLE_TOL
 
@@ -80,8 +80,10 @@ def solve_conic(program: ConicProgram, *, params: dict[str, np.ndarray] | None =
     if params:
         set_params(program.cvxpy, params)
     t0 = time.perf_counter()
+    canon_info: dict[str, Any] = {}
     try:
-        form = conic_form(program.cvxpy.problem, program.cvxpy.variables)
+        with canonicalising(canon_info):
+            form = conic_form(program.cvxpy.problem, program.cvxpy.variables)
     except UnsupportedCone as e:
         raise _refuse(program, str(e)) from None
     except (cp.error.DCPError, cp.error.SolverError) as e:
@@ -93,7 +95,7 @@ def solve_conic(program: ConicProgram, *, params: dict[str, np.ndarray] | None =
     info: dict[str, Any] = {"device": str(program.device), "dtype": str(program.dtype).replace("torch.", ""),
                             "path": "conic fallback", "no_fast_path": [why for why, _ in program.split.refusals],
                             "cones": form.layout.describe(), "canonicalise_s": canon_s,
-                            "tol": tol, **sol.info}
+                            "tol": tol, **canon_info, **sol.info}
     objective, values = None, {}
     if sol.status == "optimal":
         values, objective = form.recover(sol.x, sol.y)
