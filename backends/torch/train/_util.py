@@ -122,6 +122,14 @@ def generalize(name: str) -> str:
     return ".".join("*" if part.isdigit() else part for part in name.split("."))
 
 
+def is_low_precision(t: Any) -> bool:
+    """Whether tensor ``t`` is bfloat16 or float16: prox steps, projections and spectral maps on it
+    run in float32 (torch has no SVD, eigh or QR in them) and are rounded once."""
+    import torch
+
+    return t.dtype in (torch.bfloat16, torch.float16)
+
+
 def primary_tensor(value: Any) -> Any:
     """The tensor a selector means by a module's or a model's output (``act(...)``, ``output``).
 

@@ -73,7 +73,7 @@ class _TapTracer(fx.Tracer):
             except NameError:
                 return out
             if name in self.watch:
-                self.outputs.setdefault(name, []).append(_first_tensor(out))
+                self.outputs.setdefault(name, []).append(primary_tensor(out))
         return out
 
 
@@ -101,10 +101,6 @@ def trace(model: nn.Module, leaf_modules: Iterable[str] = ()) -> tuple[fx.GraphM
     """
     gm, reason, _ = _trace(model, leaf_modules)
     return gm, reason
-
-
-def _first_tensor(value: Any) -> Any:
-    return primary_tensor(value)
 
 
 class TappedModel(nn.Module):
@@ -145,7 +141,7 @@ class TappedModel(nn.Module):
         if self.tap_path == "fx":
             out, values = self._impl(*args, **kwargs)
             for key, v in zip(self._keys, values):
-                self.taps[key] = _first_tensor(v)
+                self.taps[key] = primary_tensor(v)
             return out
         self._counts = {}
         return self.original(*args, **kwargs)
@@ -153,7 +149,7 @@ class TappedModel(nn.Module):
     def _record(self, name: str, value: Any) -> None:
         k = self._counts.get(name, 0)
         self._counts[name] = k + 1
-        t = _first_tensor(value)
+        t = primary_tensor(value)
         # a copy: the forward may still modify the module's output in place (ReLU(inplace=True),
         # `out += identity`), which a hook cannot see coming; clone passes gradients through
         self.taps[name if k == 0 else f"{name}#{k}"] = t.clone() if isinstance(t, torch.Tensor) else t

@@ -66,14 +66,13 @@ from regspec.backends.torch.fused import apply_prox_group
 from regspec.backends.torch.prox import KERNELS, get_kernel
 from regspec.diagnostics import did_you_mean, error
 
+from ._util import is_low_precision
+
 __all__ = ["Clock", "When", "ProxGroup", "ProxEngine", "ADAPTIVE_KERNELS", "evaluate_scalar"]
 
 #: kernels whose prox acts entry by entry, so a per-coordinate (Adam-metric) step is exact
 ADAPTIVE_KERNELS = ("l1", "l1_nonneg", "l2sq", "sum_squares", "elastic_net", "anchor_l2", "huber")
 _EPS = 1e-9
-
-#: weight dtypes whose prox steps and projections are computed in float32
-LOW_PRECISION = (torch.bfloat16, torch.float16)
 
 
 def evaluate_scalar(value: Any, t: float) -> float:
@@ -356,7 +355,7 @@ class ProxEngine:
 
     def _apply(self, b: _Bucket, t: float) -> None:
         xs = self._tensors(b)
-        if any(x.dtype in LOW_PRECISION for x in xs):
+        if any(is_low_precision(x) for x in xs):
             # bfloat16 / float16 weights: the kernel runs in float32 (torch has no SVD, eigh or QR in
             # them) and the result is rounded once to the weights' dtype
             work = [x.float() for x in xs]

@@ -45,7 +45,7 @@ from regspec.diagnostics import did_you_mean, error
 from . import penalties as P
 from .finite import (describe_tensors, finite_flag, learning_rate_notes, nonfinite_tensors,
                      raise_nonfinite)
-from ._util import primary_tensor
+from ._util import is_low_precision, primary_tensor
 from .losses import build_loss
 from .proxstep import Clock, ProxEngine, ProxGroup, evaluate_scalar, hyper_at
 
@@ -109,7 +109,7 @@ def param_value(kind: str, x: torch.Tensor, hyper: dict[str, Any] | None = None,
         return (norms * sizes.to(norms.device, norms.dtype).sqrt()).sum()
     if kind in ("nuclear", "spectral_norm"):
         w = x.reshape(x.shape[0], -1) if x.dim() != 2 else x
-        s = torch.linalg.svdvals(w.float() if w.dtype in (torch.bfloat16, torch.float16) else w)
+        s = torch.linalg.svdvals(w.float() if is_low_precision(w) else w)
         return s.sum() if kind == "nuclear" else s.max()
     if kind == "anchor_l2":
         assert anchor is not None
@@ -160,8 +160,8 @@ def set_distance(kernel: str, x: torch.Tensor, hyper: dict[str, Any], matrix: bo
     from regspec.backends.torch.prox import get_kernel
 
     w = x.reshape(x.shape[0], -1) if matrix and x.dim() != 2 else x
-    if w.dtype in (torch.bfloat16, torch.float16):
-        w = w.float()   # as the projection runs (proxstep.LOW_PRECISION)
+    if is_low_precision(w):
+        w = w.float()   # as the projection runs (proxstep: float32, rounded once)
     with torch.no_grad():
         return float(torch.linalg.vector_norm(w - get_kernel(kernel).fn(w, 1.0, **hyper)))
 

@@ -41,6 +41,8 @@ from regspec.compiler.train_plan import same_names
 from regspec.compiler.update_plan import TRANSFORM_FORMS
 from regspec.diagnostics import did_you_mean, error
 
+from ._util import is_low_precision
+
 __all__ = ["MUON_COEFFICIENTS", "newton_schulz", "ns_scalar_map", "spectral_clip", "shape_scale",
            "Transform", "ClipGradNorm", "Orthogonalize", "SpectralClip", "TRANSFORMS", "build_transform"]
 
@@ -198,7 +200,7 @@ class SpectralClip(Transform):
         if lr == 0:
             return u
         m = _matrix(u)
-        if m.dtype in (torch.bfloat16, torch.float16):   # torch has no SVD in these: float32, rounded once
+        if is_low_precision(m):   # torch has no SVD in these: float32, rounded once
             return (spectral_clip(m.float() / -lr, _value(self.c, t), self.soft) * -lr).to(u.dtype).reshape(u.shape)
         return (spectral_clip(m / -lr, _value(self.c, t), self.soft) * -lr).reshape(u.shape)
 
