@@ -11,6 +11,7 @@ transformers = pytest.importorskip("transformers")
 import regspec  # noqa: E402
 from regspec.backends.torch.train.reparam import merged_state_dict  # noqa: E402
 from regspec.diagnostics import RegspecError  # noqa: E402
+from train_fixtures import lm_steps  # noqa: E402
 
 torch.set_num_threads(1)
 transformers.logging.set_verbosity_error()
@@ -70,11 +71,7 @@ def test_gpt2_lora_on_the_tied_head_round_trips():
     model, x = _gpt2(), _tokens()
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
     reg = regspec.attach(spec, model, opt)
-    for _ in range(2):
-        loss = reg.loss(reg.module(input_ids=x, labels=x))
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+    lm_steps(reg, opt, x)
     model.eval()
     with torch.no_grad():
         assert torch.equal(model.lm_head.weight, model.transformer.wte.weight)
@@ -93,11 +90,7 @@ def test_llama_lora_rmsnorm_and_spectral_ball_in_bfloat16():
   regularize sum_squares(param(type = LlamaRMSNorm)) * 1e-4
   constrain param("**.o_proj.weight") in spectral_ball(1.0)
 }""", model, opt)
-    for _ in range(2):
-        loss = reg.loss(reg.module(input_ids=x, labels=x))
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+    lm_steps(reg, opt, x)
     o = model.model.layers[0].self_attn.o_proj.weight.detach().float()
     assert float(torch.linalg.matrix_norm(o, 2)) <= 1.0 + 2 ** -6
     assert all(v == v for v in reg.values().values())

@@ -31,3 +31,13 @@ class Functional(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.out(torch.nn.functional.gelu(self.inp(x.flatten(1))))
+
+
+def lm_steps(reg, opt, tokens: torch.Tensor, steps: int = 2) -> None:
+    """``steps`` optimizer steps of a language model under ``reg``: the model's own loss
+    (``labels = tokens``, the transformers convention), then the attached hooks' steps."""
+    for _ in range(steps):
+        loss = reg.loss(reg.module(input_ids=tokens, labels=tokens))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
