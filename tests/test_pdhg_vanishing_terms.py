@@ -38,3 +38,17 @@ def test_vanishing_terms_agree_with_cvxpy(body):
     ref = regspec.solve(spec, backend="cvxpy")
     assert ref.status == "optimal" and got.status == "optimal", got.info.get("message")
     assert abs(got.objective - ref.objective) <= 1e-4 * max(1.0, abs(ref.objective))
+
+
+@pytest.mark.parametrize("body, value", [
+    # S appears only in an equality its objective never reaches: multiplier 0, and the primal
+    # weight (driven by a dual that hardly moves) collapses; ran 100000 iterations to user_limit
+    ("  var x[3]\n  var S[3, 3] in psd\n  minimize sum_squares(x - 1)\n  subject to trace(S) == 1\n", 0.0),
+    ("  var x[3]\n  var t[4]\n  minimize sum_squares(x - 2) + 1\n  subject to {\n    sum(t) == 1\n    t >= 0\n  }\n", 1.0),
+])
+def test_variable_only_a_slack_equality_names(body, value):
+    """The closed form: x = the centre, any feasible S or t; the optimal value is the constant."""
+    got = regspec.solve(regspec.load("problem p {\n" + body + "}\n"), backend="torch")
+    assert got.status == "optimal", got.info.get("message")
+    assert abs(got.objective - value) <= 1e-5 * max(1.0, value)
+    assert np.all(np.isfinite(got.variables["x"]))

@@ -74,7 +74,8 @@ RULE = ("stop at a certified point T(z) (z = the current iterate or the average 
         "(1) every constraint block k has ||d_k||_inf <= tol * max(||K_k x+||_inf, ||v_k||_inf) (its violation "
         "relative to the size of its own terms; blocks whose terms vanish: sqrt(eps) ||x+||_inf); "
         "(2) every variable i has ||p_i||_inf <= tol * max(||(K^T y+)_i||_inf, ||u_i||_inf, ||grad_i s||_inf) "
-        "(stationarity relative to the objective's gradient scale); (3) the first-order objective error "
+        "(stationarity relative to the objective's gradient scale; a variable whose scale is below sqrt(eps) of the largest "
+        "any variable had in the run, from the start, is judged against that largest); (3) the first-order objective error "
         "sum_k L_k(d_k) (L_k the Lipschitz bound of term k: its dual-ball radius; |<y_k, d_k>| for a "
         "constraint) is <= tol * max(|P(x+)|, the terms' sizes); (4) the duality gap (PDLP's rule) "
         "|P(x+) - D| <= tol * (1 + |P(x+)| + |D|), D the dual objective at the step's subgradients: "
@@ -386,6 +387,8 @@ def restarted_pdhg(
     y = [torch.zeros_like(k) for k in apply_all(x)]
     KTy = _adjoint_sum(ops, y, x)
     gs = grad(x)
+    if gs is not None:  # the problem's gradient scale at the start: the floor for terms that vanish later
+        scale_seen[0] = max((float(_maxabs(g)) for g in gs), default=0.0)
     work = _DualWork(y)
 
     # restart bookkeeping: the restart point, its kkt, and sums for the average since then
@@ -569,13 +572,17 @@ def _rule_measures(per_var: list[float], per_block: list[float], x_inf: float, b
     """The per-variable stationarity and per-block feasibility measures of ``RULE`` and the
     objective-error sums, from the certificate's max-norms (``per_var``: [||p_i||, scale_i] per
     variable; ``per_block``: [||d_k||, ||K_k x+||, ||v_k||, err_k, size_k] per block).
-    ``scale_seen``: the largest scale_i of the run so far. Where every term of every variable's
-    condition vanishes at the solution (min ||A x - b||_1 with A invertible: y = 0 and A x = b),
-    the scales at the point go to 0 with p and their ratio does not; the floor is then the
-    problem's scale as the run saw it (it ended user_limit at residuals of 1e-16)."""
+    ``scale_seen``: the largest scale_i of the run so far (from the gradient at the start). Where
+    every term of a variable's condition vanishes at the solution (min ||A x - b||_1 with A
+    invertible: y = 0 and A x = b; a variable only a slack equality names, its multiplier 0), its
+    scale goes to 0 with p and their ratio does not: a scale below sqrt(eps) of the problem's scale
+    as the run saw it is replaced by that scale (such runs ended user_limit at residuals of 1e-9 to
+    1e-16)."""
     scales = per_var[1::2]
-    floor_p = floor_rel * max(max(scales, default=0.0), scale_seen)
-    stat = max((p / max(sc, floor_p, 1e-300) for p, sc in zip(per_var[0::2], scales)), default=0.0)
+    problem_scale = max(max(scales, default=0.0), scale_seen)
+    floor_p = floor_rel * problem_scale
+    stat = max((p / (sc if sc >= floor_p else max(problem_scale, 1e-300))
+                for p, sc in zip(per_var[0::2], scales)), default=0.0)
     feas = 0.0
     violations: dict[str, float] = {}
     err = size = 0.0
