@@ -158,11 +158,13 @@ class Index(Expr):
 
 @dataclass(eq=False, repr=False)
 class Compare(Expr):
-    """``left op right`` with a comparison inside arguments or subscripts."""
+    """``left op right``: a constraint, a domain (``param lam = 0.1 >= 0``), or between data a
+    boolean mask (``let mask = K > 0.4``, ``P[labels == k, :]``)."""
 
-    op: str  # == <= >=
+    op: str  # == != <= >= < >
     left: Expr
     right: Expr
+    op_span: Span | None = field(default=None, repr=False, compare=False, kw_only=True)
 
     def children(self) -> list[Expr]:
         return [self.left, self.right]

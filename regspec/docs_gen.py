@@ -428,7 +428,7 @@ def textmate_grammar() -> dict[str, Any]:
             "set": {"name": "support.type.set.reg", "match": _words(sets)},
             "function": {"name": "support.function.reg", "match": _words(functions)},
             "call": {"name": "entity.name.function.reg", "match": "\\b[A-Za-z_][A-Za-z_0-9]*(?=\\s*\\()"},
-            "operator": {"name": "keyword.operator.reg", "match": "->|\\*\\*|==|<=|>=|\\.\\.|[-+*/@=]"},
+            "operator": {"name": "keyword.operator.reg", "match": "->|\\*\\*|==|!=|<=|>=|\\.\\.|[-+*/@=<>]"},
             "punctuation": {"name": "punctuation.reg", "match": "[(){}\\[\\],;:.]"},
             "name": {"name": "variable.other.reg", "match": "\\b[A-Za-z_][A-Za-z_0-9]*\\b"},
         },

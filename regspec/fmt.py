@@ -32,7 +32,7 @@ _TOKEN = re.compile(r"""
   | (?P<string>"(?:[^"\\\n]|\\.)*")
   | (?P<number>\d+(?:\.\d+)?(?:[eE][-+]?\d+)?)
   | (?P<name>[A-Za-z_][A-Za-z_0-9]*)
-  | (?P<op>->|\*\*|==|<=|>=|\.\.|[-+*/@=(),\[\]{}:;.])
+  | (?P<op>->|\*\*|==|!=|<=|>=|\.\.|[-+*/@=(),\[\]{}:;.<>])
 """, re.VERBOSE)
 
 # Words that start a statement (keywords only there: `param("w")` inside an expression is a call)
@@ -41,7 +41,7 @@ _TOKEN = re.compile(r"""
 STATEMENT_KEYWORDS = frozenset("""problem train data param var let minimize maximize subject regularize
     constrain model loss optimizer epochs steps batch seed device rewrite reparametrize freeze init transform""".split())
 CLAUSE_KEYWORDS = frozenset("to in via every from until as".split())
-_CONTINUE_AFTER = frozenset({"+", "-", "*", "/", "@", "**", "==", "<=", ">=", "->", ",", "=", "(", "["})
+_CONTINUE_AFTER = frozenset({"+", "-", "*", "/", "@", "**", "==", "!=", "<=", ">=", "<", ">", "->", ",", "=", "(", "["})
 _LEADING_OPS = frozenset({"+", "*", "/", "@", "**", "->"})
 _INDENT, _CONTINUATION = "  ", "    "
 

@@ -464,7 +464,7 @@ class _ToAst:
         return ast.Arrow(c[0], c[2], span=self.sp(meta))
 
     def compare(self, meta, c):
-        return ast.Compare(str(c[1]), c[0], c[2], span=self.sp(meta))
+        return ast.Compare(str(c[1]), c[0], c[2], span=self.sp(meta), op_span=_tok_span(self.src, c[1]))
 
     def index(self, meta, c):
         return ast.Index(c[0], c[1], span=self.sp(meta))
@@ -492,8 +492,31 @@ class _ToAst:
         return ast.DataDecl(c[0], c[1], span=self.sp(meta))
 
     def param_decl(self, meta, c):
-        name, shape, value, domain = c
+        name, shape, value, member = c
+        domain = None
+        if member is not None:
+            domain = ast.Domain("in", member, span=Span(self.src, value.span.end_line, value.span.end_column + 1,
+                                                        member.span.end_line, member.span.end_column))
+        elif isinstance(value, ast.Compare):  # `param lam = 0.1 >= 0`: the value and its domain
+            op = self._inequality(value, "a domain is `>= VALUE`, `<= VALUE` or `in SET`")
+            right = value.right.span
+            domain = ast.Domain(op, value.right, span=Span(self.src, value.op_span.line, value.op_span.column,
+                                                           right.end_line, right.end_column))
+            value = value.left
         return ast.ParamDecl(str(name), shape, value, domain, span=self.sp(meta))
+
+    def _inequality(self, c: ast.Compare, what: str, equality: bool = False) -> str:
+        """The operator of a comparison that states a domain or a constraint: `<=`, `>=` (and
+        `==` where allowed); strict and `!=` comparisons are masks of data only."""
+        if c.op in ("<=", ">=") or (equality and c.op == "=="):
+            return c.op
+        if c.op in ("<", ">"):
+            note = f"strict inequalities are not supported (as in CVXPY): write `{c.op}=`"
+        elif c.op == "!=":
+            note = "`!=` compares data only (a mask such as `labels != 0`)"
+        else:
+            note = f"`{c.op}` is not allowed here"
+        raise RegspecError(Diagnostic(f"{what}, not `{c.op}`", c.op_span, notes=[note]))
 
     def var_decl(self, meta, c):
         name, shape, domain = c
@@ -501,9 +524,10 @@ class _ToAst:
 
     def domain_cmp(self, meta, c):
         op = str(c[0])
-        if op == "==":
-            raise RegspecError(Diagnostic("a domain is `>= VALUE`, `<= VALUE` or `in SET`, not `==`",
-                                          _tok_span(self.src, c[0])))
+        if op not in ("<=", ">="):
+            notes = [f"strict inequalities are not supported (as in CVXPY): write `{op}=`"] if op in ("<", ">") else []
+            raise RegspecError(Diagnostic(f"a domain is `>= VALUE`, `<= VALUE` or `in SET`, not `{op}`",
+                                          _tok_span(self.src, c[0]), notes=notes))
         return ast.Domain(op, c[1], span=self.sp(meta))
 
     def domain_in(self, meta, c):
@@ -516,7 +540,15 @@ class _ToAst:
         return ast.Objective(str(c[0]), c[1], span=self.sp(meta))
 
     def compare_constraint(self, meta, c):
-        return ast.Constraint(str(c[1]), c[0], c[2], span=self.sp(meta))
+        cmp = self._comparison(c[0], "a constraint")
+        op = self._inequality(cmp, "a constraint is `EXPR == EXPR`, `EXPR <= EXPR`, `EXPR >= EXPR` or `EXPR in SET`",
+                              equality=True)
+        return ast.Constraint(op, cmp.left, cmp.right, span=self.sp(meta))
+
+    def _comparison(self, e: ast.Expr, what: str) -> ast.Compare:
+        if not isinstance(e, ast.Compare):
+            raise RegspecError(Diagnostic(f"{what} needs a comparison (`==`, `<=` or `>=`) or `in SET`", e.span))
+        return e
 
     def member_constraint(self, meta, c):
         return ast.Constraint("in", c[0], c[1], span=self.sp(meta))
@@ -540,7 +572,10 @@ class _ToAst:
         return ast.Constrain(c[0], c[1], list(c[2:-1]), c[-1], span=self.sp(meta))
 
     def lagrange_stmt(self, meta, c):
-        return ast.LagrangeConstrain(c[0], str(c[1]), c[2], c[3], list(c[4:-1]), c[-1], span=self.sp(meta))
+        cmp = self._comparison(c[0], "`constrain`")
+        op = self._inequality(cmp, "a constraint is `EXPR == EXPR`, `EXPR <= EXPR`, `EXPR >= EXPR` or `EXPR in SET`",
+                              equality=True)
+        return ast.LagrangeConstrain(cmp.left, op, cmp.right, c[1], list(c[2:-1]), c[-1], span=self.sp(meta))
 
     def transform_stmt(self, meta, c):
         return ast.Transform(c[0], list(c[1:]), span=self.sp(meta))
@@ -616,7 +651,7 @@ class _ToAst:
 _TOKEN_WORDS = {
     "_NL": "end of line", "$END": "end of file", "RBRACE": "`}`", "LBRACE": "`{`", "_LBRACE": "`{`",
     "RPAR": "`)`", "LPAR": "`(`", "RSQB": "`]`", "LSQB": "`[`", "COMMA": "`,`", "EQUAL": "`=`",
-    "NAME": "a name", "NUMBER": "a number", "STRING": "a string", "CMP": "a comparison (== <= >=)",
+    "NAME": "a name", "NUMBER": "a number", "STRING": "a string", "CMP": "a comparison (== != <= >= < >)",
     "ARROW": "`->`", "COLON": "`:`", "SEMICOLON": "`;`", "ADDOP": "`+` or `-`", "MULOP": "`*`, `/` or `@`",
     "MINUS": "`-`", "POWOP": "`**`", "DOT": "`.`", "SENSE": "minimize/maximize", "SETTING": "a setting",
 }
@@ -659,7 +694,9 @@ def _syntax_error(src: Source, e: UnexpectedInput) -> RegspecError:
     expected = _expected_words(set(getattr(e, "expected", ()) or ()))
     shown = "end of line" if tok.type == "_NL" else f"`{tok}`"
     span = _tok_span(src, tok) if tok.type != "_NL" else Span(src, line, col, line, col + 1)
-    return RegspecError(Diagnostic(f"unexpected {shown}; expected {expected}", span))
+    notes = ["comparisons do not chain: write `lo <= x <= hi` as two constraints, `x >= lo` and `x <= hi`"
+             ] if tok.type == "CMP" else []
+    return RegspecError(Diagnostic(f"unexpected {shown}; expected {expected}", span, notes=notes))
 
 
 def _unclosed_brace(text: str) -> tuple[int, int] | None:

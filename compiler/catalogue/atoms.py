@@ -620,8 +620,9 @@ ATOM_CLASSES.append(Index)
 
 
 class Compare(Atom):
-    """``a == b``, ``a <= b``, ``a >= b`` between data, folded at compile time to a boolean mask
-    (as in ``P[labels == k, :]``); comparisons of variables are constraints, not atoms."""
+    """``a == b``, ``a != b``, ``a <= b``, ``a >= b``, ``a < b``, ``a > b`` between data, folded at
+    compile time to a boolean mask (``P[labels == k, :]``, ``let known = K > 0.4``); comparisons
+    of variables are constraints, not atoms."""
 
     name = "compare"
     doc = "elementwise comparison of constants (masks)"
@@ -638,7 +639,7 @@ class Compare(Atom):
         import numpy as np
 
         a, b = np.asarray(args[0]), np.asarray(args[1])
-        return {"==": a == b, "<=": a <= b, ">=": a >= b}[kw["op"]]
+        return {"==": a == b, "!=": a != b, "<=": a <= b, ">=": a >= b, "<": a < b, ">": a > b}[kw["op"]]
 
 
 ATOM_CLASSES.append(Compare)
