@@ -331,13 +331,13 @@ def evaluate_constants(ir: IR) -> IR:
                 else:
                     _numeric(ir, node, value, f"`{ir.text(node)}`")
                     d["value"] = value
-            elif atom.constant_only:
-                _const(ir, next(a for a in operands if "value" not in ir[a] or ir[a]["kind"] in ("param", "var")),
-                       f"the argument of {atom.name}")
-    return ir
             elif atom.name == "compare":
                 bad = next(a for a in operands if "value" not in ir[a] or ir[a]["kind"] in ("param", "var"))
                 what = "a variable" if ir.depends_on_kind(bad, "var") else "a parameter"
                 raise error(f"`{ir.text(node)}` compares {what} inside an expression: a comparison here is a mask "
                             "of data, folded at compile time", d["span"],
                             ["a comparison of variables is a constraint: write it under `subject to`"])
+            elif atom.constant_only:
+                _const(ir, next(a for a in operands if "value" not in ir[a] or ir[a]["kind"] in ("param", "var")),
+                       f"the argument of {atom.name}")
+    return ir
