@@ -61,3 +61,45 @@ def test_spectral_steps_on_channels_last_conv_weights(fmt: torch.memory_format):
     for got, expected in zip((net[0].weight, net[1].weight, net[2].weight), (expected0, expected1, expected2)):
         assert torch.allclose(got.double(), expected, rtol=0, atol=1e-6)
     assert float(torch.linalg.matrix_norm(net[0].weight.detach().reshape(8, -1), 2)) <= r + 1e-6
+
+
+# ------------------------------------------------------------------ the trainer's long statements
+SAM_SPEC = """train sam_many_terms {
+  model mlp(in = 64, hidden = [16, 16], out = 10, act = "relu")
+  data digits(split = 0.8)
+  loss cross_entropy
+  optimizer sam(base = sgd(lr = 0.1, momentum = 0.9), rho = 0.05)
+  epochs 1
+  batch 256
+  seed 0
+
+  regularize l1(act("acts.0")) * 1e-4
+  regularize l1(act("acts.1")) * linear(0 -> 1e-4)
+  regularize orthogonality(param("layers.0.weight")) * 1e-3
+  regularize sum_squares(param("head.weight")) * 1e-3
+  constrain l1(act("acts.1")) <= 40.0 via lagrangian(lr = 1e-3)
+}
+"""
+
+
+def test_trainer_breaks_a_long_sam_loss_inside_parentheses(tmp_path):
+    """The SAM closure's `loss2 = task_loss(out, y) + ...` with five weighted terms is longer than
+    a line: it was broken between words outside brackets (a SyntaxError in trainer.py). The file
+    parses, keeps lines under 100 characters, and trains like the runtime (regspec.attach)."""
+    import ast
+
+    from regspec.train_api import compile_trainer, load_trainer
+    from test_codegen_readable import _reference
+
+    spec = tmp_path / "sam.reg"
+    spec.write_text(SAM_SPEC)
+    src = compile_trainer(str(spec), out=tmp_path / "trainer.py")
+    ast.parse(src)
+    assert [ln for ln in src.splitlines() if len(ln) >= 100 and not ln.startswith("# regspec compile:")] == []
+    assert "loss2 = (task_loss(out, y) +" in src
+    out = tmp_path / "run"
+    assert load_trainer(tmp_path / "trainer.py").main(["--out", str(out), "--quiet", "--dtype", "float64"]) == 0
+    trained = torch.load(out / "model.pt", weights_only=True)
+    weights, _ = _reference(spec, 1)
+    for k, v in weights.items():
+        assert torch.allclose(trained[k], v, rtol=0, atol=1e-9 * float(v.abs().max())), k

@@ -165,6 +165,13 @@ def _code(text: str, indent: str) -> list[str]:
     return lines[:1] + [f"    {ln}" for ln in lines[1:]]
 
 
+def _statement(head: str, expr: str, indent: str) -> list[str]:
+    """``head expr`` (``x =``, ``return``) on one line, or with ``expr`` in parentheses broken
+    between tokens (a statement broken outside brackets is a syntax error)."""
+    one = f"{indent}{head} {expr}"
+    return [one] if len(one) <= WIDTH else _code(f"{head} ({expr})", indent)
+
+
 def _comment(text: str, indent: str) -> list[str]:
     return _wrap(_one_line(text), indent, "# ")
 
@@ -734,7 +741,7 @@ class _Gen:
             src = render_loss(asm.loss, names)
             for n in names:
                 self.need("regspec.backends.torch.train.losses", n)
-            self.lines += _wrap(f"return {src}", "    ")
+            self.lines += _statement("return", src, "    ")
 
     def _optimizer(self) -> None:
         w, opt = self.w, self.plan.optimizer
@@ -1077,7 +1084,7 @@ class _Gen:
         call = next(ln for ln in reversed(self.lines) if ln.strip().startswith("g = loss_terms("))
         w("                g2 = " + call.strip()[len("g = "):].replace("output", "out"))
         parts = " + ".join(f"{self.at(t.key, t.weight)} * g2[{t.key!r}]" for t in loss_terms)
-        self.lines += _wrap("loss2 = task_loss(out, y)" + (f" + {parts}" if parts else ""), "                ")
+        self.lines += _statement("loss2 =", "task_loss(out, y)" + (f" + {parts}" if parts else ""), "                ")
         w("                loss2.backward()")
         w("                return loss2")
         w("")
@@ -1108,8 +1115,8 @@ class _Gen:
             w("    rule = make_update_rule(model, optimizer, epochs, steps_per_epoch)  # hooks on optimizer.step()")
         w("    w = term_weights(epochs, steps_per_epoch" + (", rule.multipliers)" if self.plan.multipliers else ")"))
         if isinstance(lr, ScheduleRef):
-            self.lines += _wrap(f"lr_at = {render_scalar(lr, total='epochs')}  # the learning-rate schedule",
-                                "    ")
+            w("    # the learning-rate schedule")
+            self.lines += _statement("lr_at =", render_scalar(lr, total="epochs"), "    ")
         anchored = sorted(set(self.anchored))
         if anchored:
             w("    # anchors of the anchor_l2 terms: the weights at the start (restored on --resume)")
