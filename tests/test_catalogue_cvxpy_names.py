@@ -63,6 +63,16 @@ def _sum_largest(cp):
     return cp.Problem(cp.Minimize(cp.sum_largest(x - C3, 2) + cp.sum_squares(x)))
 
 
+def _sum_smallest(cp):
+    x = cp.Variable(3)
+    return cp.Problem(cp.Maximize(cp.sum_smallest(x - C3, 2) - cp.sum_squares(x)))
+
+
+def _harmonic_mean(cp):
+    x = cp.Variable(3, nonneg=True)
+    return cp.Problem(cp.Maximize(cp.harmonic_mean(x)), [POS3 @ x <= 1])
+
+
 def _geo_mean(cp):
     x = cp.Variable(3, nonneg=True)
     return cp.Problem(cp.Maximize(cp.geo_mean(x)), [POS3 @ x <= 1])
@@ -112,6 +122,9 @@ CASES = {
                  "subject to {\n sum(x) == 1\n}", _rel_entr),
     "log1p": (f"var x[3]\nmaximize sum(log1p(x)) - sum_squares(x - {lit(C3)})", _log1p),
     "sum_largest": (f"var x[3]\nminimize sum_largest(x - {lit(C3)}, 2) + sum_squares(x)", _sum_largest),
+    "sum_smallest": (f"var x[3]\nmaximize sum_smallest(x - {lit(C3)}, 2) - sum_squares(x)", _sum_smallest),
+    "harmonic_mean": (f"var x[3] >= 0\nmaximize harmonic_mean(x)\nsubject to {{\n {lit(POS3)} @ x <= 1\n}}",
+                      _harmonic_mean),
     "geo_mean": (f"var x[3] >= 0\nmaximize geo_mean(x)\nsubject to {{\n {lit(POS3)} @ x <= 1\n}}", _geo_mean),
     "pnorm": (f"var x[2]\nminimize pnorm({lit(A)} @ x - {lit(Y)}, 3) + 0.1 * sum_squares(x)", _pnorm),
     "pnorm_axis": (f"var X[2, 3]\nminimize sum(pnorm(X - {lit(CM)}, 1.5, axis = 1))\n"
@@ -129,7 +142,8 @@ CASES = {
 # reach the same reference. inv_pos, entr and rel_entr go through their proxes, which keep the
 # iterates inside their domains (tests/test_torch_prox_extra.py); quad_over_lin with a variable
 # denominator still stops at its iteration limit.
-TORCH_CASES = ["hinge", "square", "inv_pos", "entr", "rel_entr", "log1p", "sum_largest", "geo_mean", "pnorm",
+TORCH_CASES = ["hinge", "square", "inv_pos", "entr", "rel_entr", "log1p", "sum_largest", "sum_smallest", "geo_mean",
+               "harmonic_mean", "pnorm",
                "pnorm_axis", "axis_norms", "sigma_max", "normNuc"]
 
 
@@ -250,6 +264,8 @@ def test_a_parameter_of_unknown_sign_times_a_convex_term_is_refused():
     ("norm1", [(2, 3)], {"axis": 2}, "out of range"),
     ("pnorm", [(3,)], {"p": 0.5, "axis": None}, "p >= 1"),
     ("sum_largest", [(2, 2)], {"k": 5}, "1..4"),
+    ("sum_smallest", [(2, 2)], {"k": 0}, "sum_smallest needs an integer k in 1..4"),
+    ("harmonic_mean", [(2, 3)], {}, "vec(...)"),
     ("geo_mean", [(2, 3)], {}, "vec(...)"),
     ("quad_over_lin", [(3,), (3,)], {}, "scalar denominator"),
 ])
@@ -267,5 +283,7 @@ def test_signs_and_curvatures_follow_cvxpy():
     assert ATOMS["hinge"].monotonicity(0, [Sign.UNKNOWN], {}).value == "decreasing"
     assert ATOMS["log1p"].sign([Sign.NONNEG], {}) is Sign.NONNEG
     assert ATOMS["entr"].curvature is Curvature.CONCAVE and ATOMS["geo_mean"].curvature is Curvature.CONCAVE
+    assert ATOMS["sum_smallest"].curvature is Curvature.CONCAVE and ATOMS["harmonic_mean"].curvature is Curvature.CONCAVE
+    assert ATOMS["harmonic_mean"].sign([Sign.UNKNOWN], {}) is Sign.NONNEG
     assert ATOMS["quad_over_lin"].monotonicity(1, [Sign.UNKNOWN, Sign.NONNEG], {}).value == "decreasing"
     assert ATOMS["rel_entr"].monotonicity(1, [Sign.NONNEG, Sign.NONNEG], {}).value == "decreasing"

@@ -1,5 +1,5 @@
 """Atoms CVXPY users know by these names: hinge, square, inv_pos, entr, rel_entr, log1p (elementwise)
-and sum_largest, geo_mean, pnorm, quad_over_lin (reductions). Each has CVXPY's meaning; where
+and sum_largest, sum_smallest, geo_mean, harmonic_mean, pnorm, quad_over_lin (reductions). Each has CVXPY's meaning; where
 regspec already had the same function under another name, that entry carries the CVXPY spelling in
 its ``aliases`` instead of a class here.
 """
@@ -232,6 +232,34 @@ class SumLargest(ScalarAtom):
         return args[0].reshape(-1).topk(int(kw["k"])).values.sum()
 
 
+class SumSmallest(SumLargest):
+    """sum of the k smallest entries = -sum_largest(-x, k) (concave, increasing)."""
+
+    name = "sum_smallest"
+    doc = "sum of the k smallest entries (concave, increasing)"
+    curvature = Curvature.CONCAVE
+
+    def shape(self, shapes, kw):
+        try:
+            return super().shape(shapes, kw)
+        except ShapeError as e:
+            raise ShapeError(str(e).replace("sum_largest", self.name)) from None
+
+    def numpy(self, args, kw):
+        import numpy as np
+
+        flat = np.sort(np.asarray(args[0], dtype=float).reshape(-1))
+        return float(flat[:int(kw["k"])].sum())
+
+    def cvxpy(self, args, kw):
+        import cvxpy as cp
+
+        return cp.sum_smallest(args[0], int(kw["k"]))
+
+    def torch(self, args, kw):
+        return args[0].reshape(-1).topk(int(kw["k"]), largest=False).values.sum()
+
+
 class GeoMean(ScalarAtom):
     name = "geo_mean"
     doc = "(prod_i x_i)^(1/n), the geometric mean of a vector x >= 0 (concave, increasing)"
@@ -267,6 +295,46 @@ class GeoMean(ScalarAtom):
 
         x = args[0].reshape(-1)
         value = x.clamp_min(0).log().mean().exp()  # exp(-inf) = 0 when an entry is 0
+        return torch.where((x >= 0).all(), value, torch.full_like(value, float("-inf")))
+
+
+class HarmonicMean(ScalarAtom):
+    """n / sum_i (1 / x_i) for a vector x >= 0 (concave, increasing; 0 when an entry is 0)."""
+
+    name = "harmonic_mean"
+    doc = "n / sum_i 1/x_i, the harmonic mean of a vector x >= 0 (concave, increasing; 0 if an entry is 0)"
+    curvature = Curvature.CONCAVE
+
+    def shape(self, shapes, kw):
+        if len(shapes[0]) > 1 and sum(n > 1 for n in shapes[0]) > 1:
+            raise ShapeError(f"harmonic_mean takes a vector, got shape {fmt(shapes[0])}; use vec(...) to "
+                             "flatten a matrix", arg=0)
+        return ()
+
+    def sign(self, signs, kw):
+        return Sign.NONNEG
+
+    def monotonicity(self, i, signs, kw):
+        return Mono.INCREASING
+
+    def numpy(self, args, kw):
+        import numpy as np
+
+        x = np.asarray(args[0], dtype=float).reshape(-1)
+        if np.any(x < 0):
+            return -np.inf
+        return float(x.size / (1 / x).sum()) if np.all(x > 0) else 0.0
+
+    def cvxpy(self, args, kw):
+        import cvxpy as cp
+
+        return cp.harmonic_mean(cp.vec(args[0], order="C"))
+
+    def torch(self, args, kw):
+        import torch
+
+        x = args[0].reshape(-1)
+        value = x.numel() / x.clamp_min(0).reciprocal().sum()  # 1/0 = inf: the mean is 0
         return torch.where((x >= 0).all(), value, torch.full_like(value, float("-inf")))
 
 
@@ -361,4 +429,5 @@ class QuadOverLin(ScalarAtom):
         return torch.where(y > 0, value, torch.full_like(value, float("inf")))
 
 
-CVXPY_NAME_CLASSES = [Hinge, Square, InvPos, Entr, RelEntr, Log1p, SumLargest, GeoMean, PNorm, QuadOverLin]
+CVXPY_NAME_CLASSES = [Hinge, Square, InvPos, Entr, RelEntr, Log1p, SumLargest, SumSmallest, GeoMean, HarmonicMean,
+                      PNorm, QuadOverLin]
