@@ -1,19 +1,18 @@
 """Parse `.reg` text into the AST (``regspec.ast``), turning parse errors into located diagnostics.
 
 The parser is lark's LALR(1) parser with its contextual lexer, generated from ``grammar.lark`` by
-lark's standalone tool into a per-user cache folder (see ``_parser_module``): a start-up loads it
-from there without importing lark, which with lark's table cache cost ~30 ms of every `regspec check`.
+lark's standalone tool into a per-user cache folder (``regspec.parser_cache``): a start-up loads
+it, tables built, from there without importing lark.
 """
 from __future__ import annotations
 
 import functools
 import re
-import sys
 from pathlib import Path
-from types import CodeType, ModuleType
+from types import ModuleType
 from typing import TYPE_CHECKING, Any, Iterator
 
-from regspec import ast
+from regspec import ast, parser_cache
 from regspec.diagnostics import Diagnostic, RegspecError, Source, Span
 
 if TYPE_CHECKING:  # the generated parser module defines the same classes
@@ -86,191 +85,25 @@ class NewlinePostLexer:
             yield tok
 
 
-_LARK_OPTIONS = dict(parser="lalr", lexer="contextual", propagate_positions=True, maybe_placeholders=True)
+_LARK_OPTIONS = parser_cache.LARK_OPTIONS
 _GRAMMAR = Path(__file__).with_name("grammar.lark")
-_MAGIC = b"regspec standalone parser 2\n"
-
-
-def _lark_version_text() -> str:
-    """lark's ``__init__.py`` (it holds ``__version__``), read without importing lark."""
-    from importlib.util import find_spec
-
-    spec = find_spec("lark")
-    if spec is None or spec.origin is None:
-        raise RegspecError(Diagnostic("regspec needs the `lark` package: pip install lark"))
-    return spec.origin + "\0" + Path(spec.origin).read_text(encoding="utf-8", errors="replace")
-
-
-def _cache_key(grammar: str) -> bytes:
-    """What a cached parser was generated from: the grammar, the options, lark's version and
-    Python's (the file holds Python bytecode). Stored whole in the file and compared on reading,
-    so an edited grammar or an upgrade never reads a stale parser (no hash to collide)."""
-    return "\0".join([grammar, repr(sorted(_LARK_OPTIONS.items())), _lark_version_text(), sys.version]).encode()
-
-
-def _parser_cache_file(key: bytes) -> Path | None:
-    """Where the parser for ``key`` is cached: a per-user folder (``REGSPEC_CACHE_DIR``, else
-    ``$XDG_CACHE_HOME/regspec`` or ``~/.cache/regspec``), the file named by the key's CRC-32
-    (two keys sharing a name only make each other regenerate). None when no such folder can be
-    made (then the parser is generated in every run)."""
-    import os
-    import zlib
-
-    root = os.environ.get("REGSPEC_CACHE_DIR") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "regspec")
-    try:
-        os.makedirs(root, exist_ok=True)
-    except OSError:
-        return None
-    return Path(root) / f"grammar-{zlib.crc32(key):08x}.parser"
-
-
-def _standalone_source(grammar: str) -> str:
-    """The Python source of a parser for ``grammar`` from lark's standalone generator: lark's
-    parsing and lexing classes, and the LALR tables and terminals as data (the only place that
-    imports lark; ~0.3 s to build the tables)."""
-    import io
-
-    import lark
-    from lark.tools.standalone import gen_standalone
-
-    out = io.StringIO()
-    gen_standalone(lark.Lark(grammar, **_LARK_OPTIONS), out=out)  # tables as literals: faster to load than compressed
-    return out.getvalue()
-
-
-def _cache_header(key: bytes, payload: bytes) -> bytes:
-    import zlib
-
-    return _MAGIC + len(key).to_bytes(4, "big") + key + zlib.crc32(payload).to_bytes(4, "big")
-
-
-def _read_cached_code(path: Path, key: bytes) -> CodeType | None:
-    """The code object stored in ``path`` for ``key``; None when the file is missing, was made
-    from another key or is damaged (its payload's CRC-32 differs)."""
-    import marshal
-
-    try:
-        data = path.read_bytes()
-    except OSError:
-        return None
-    start = len(_MAGIC) + 4 + len(key) + 4
-    if data[:start] != _cache_header(key, data[start:]):
-        return None
-    try:
-        return marshal.loads(data[start:])
-    except (EOFError, ValueError, TypeError):
-        return None
-
-
-def _write_cached_code(path: Path, key: bytes, code: CodeType) -> None:
-    """Store ``code`` in ``path`` whole or not at all (a temporary file renamed over it, so a
-    concurrent run reads the old file or the new one); a folder that is not writable is skipped."""
-    import contextlib
-    import marshal
-    import os
-    import tempfile
-
-    payload = marshal.dumps(code)
-    try:
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".")
-    except OSError:
-        return
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(_cache_header(key, payload) + payload)
-        os.replace(tmp, path)
-    except OSError:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-
-
-class _TerminalScanner:
-    """A stand-in for the generated module's ``Scanner`` (lark's): the contextual lexer builds one
-    per parser state, and lark's compiles the state's terminals into one regex of alternatives,
-    ``(?P<A>...)|(?P<B>...)``, on first use: 28 regexes, ~6 ms of every `regspec check`. This one
-    tries the state's terminals in the same order, each by its own regex, compiled once for all
-    states. The answer is the same, since an alternation matches with its first alternative that
-    matches: the first terminal in that order that matches, with its own match. (Installed only
-    where the generated ``Scanner`` has the interface below; regspec never sets ``use_bytes``.)"""
-
-    _compiled: dict[tuple[str, int], re.Pattern] = {}
-
-    def __init__(self, terminals: list, g_regex_flags: int, re_: ModuleType, use_bytes: bool):
-        if use_bytes:
-            raise ValueError("bytes input is not supported")
-        self.terminals = terminals
-        self.allowed_types = {t.name for t in terminals}
-        self._patterns = [(self._regex(re_, t.pattern.to_regexp(), g_regex_flags), t.name) for t in terminals]
-
-    @classmethod
-    def _regex(cls, re_: ModuleType, regexp: str, flags: int) -> re.Pattern:
-        key = (regexp, flags)
-        if key not in cls._compiled:
-            cls._compiled[key] = re_.compile(regexp, flags)
-        return cls._compiled[key]
-
-    def match(self, text: Any, pos: int) -> tuple[str, str] | None:
-        """(lexeme, terminal name) of the first terminal matching at ``pos`` of a ``TextSlice``."""
-        for regex, name in self._patterns:
-            m = regex.match(text.text, pos, text.end)
-            if m:
-                return m.group(0), name
-        return None
-
-    def fullmatch(self, text: str) -> str | None:
-        """The first terminal matching the whole of ``text`` (a keyword spelled like a name)."""
-        for regex, name in self._patterns:
-            if regex.fullmatch(text):
-                return name
-        return None
-
-
-def _install_terminal_scanner(module: ModuleType) -> bool:
-    """Put ``_TerminalScanner`` in the generated module if its ``Scanner`` has the interface it
-    replaces (lark 1.2 and later); an older lark keeps its own."""
-    import inspect
-
-    original = getattr(module, "Scanner", None)
-    if original is None or not hasattr(module, "TextSlice") or not callable(getattr(original, "fullmatch", None)):
-        return False
-    if list(inspect.signature(original.__init__).parameters) != ["self", "terminals", "g_regex_flags", "re_",
-                                                                  "use_bytes"]:
-        return False
-    module.Scanner = _TerminalScanner
-    return True
 
 
 @functools.lru_cache(maxsize=1)
+def _generated() -> tuple[ModuleType, Any]:
+    """grammar.lark's parser: the module generated by lark's standalone tool and its ``Lark``
+    object with a ``NewlinePostLexer``, from the per-user cache (``regspec.parser_cache``)."""
+    return parser_cache.load(_GRAMMAR.read_text(encoding="utf-8"), NewlinePostLexer)
+
+
 def _parser_module() -> ModuleType:
-    """The generated parser as a module: its bytecode read from the cache file when one is there
-    (~7 ms, no lark import), else generated by lark (~0.4 s) and stored there. A damaged file,
-    or one made for another grammar, lark or Python, is regenerated; without a writable folder
-    every run generates it. The bytecode is stored by regspec itself, so PYTHONDONTWRITEBYTECODE
-    does not make every run compile the generated module's ~260 kB of source again (~0.1 s)."""
-    grammar = _GRAMMAR.read_text(encoding="utf-8")
-    key = _cache_key(grammar)
-    path = _parser_cache_file(key)
-    code = _read_cached_code(path, key) if path is not None else None
-    if code is None:
-        code = compile(_standalone_source(grammar), "<parser generated by lark from regspec/grammar.lark>", "exec")
-        if path is not None:
-            _write_cached_code(path, key, code)
-    module = ModuleType("regspec._grammar_parser", "grammar.lark's parser, generated by lark's standalone tool")
-    sys.modules[module.__name__] = module  # its dataclasses look their module up there
-    try:
-        exec(code, module.__dict__)
-    except BaseException:
-        del sys.modules[module.__name__]
-        raise
-    _install_terminal_scanner(module)
-    return module
+    """The generated parser module (its ``Tree``, ``Token`` and exception classes)."""
+    return _generated()[0]
 
 
-@functools.lru_cache(maxsize=1)
 def _lark() -> Any:
     """The parser (a ``Lark`` object of the generated module) with regspec's newline post-lexer."""
-    return _parser_module().Lark_StandAlone(postlex=NewlinePostLexer())
+    return _generated()[1]
 
 
 def _span(src: Source, meta) -> Span:

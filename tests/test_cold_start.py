@@ -152,17 +152,17 @@ def test_parser_generated_once_then_loaded_without_lark(tmp_path):
     assert _run_python(code, {**env, "PYTHONDONTWRITEBYTECODE": "1"}).split() == ["lasso", "False"]
     assert sorted(tmp_path.iterdir()) == files and files[0].stat().st_mtime_ns == stamp
 
-    from regspec import parser
+    from regspec import parser, parser_cache
 
     grammar = (ROOT / "regspec" / "grammar.lark").read_text()
     os.environ["REGSPEC_CACHE_DIR"] = str(tmp_path)
     try:
-        key = parser._cache_key(grammar)
-        assert parser._parser_cache_file(key) == files[0]
-        assert parser._read_cached_code(files[0], key) is not None
-        edited = parser._cache_key(grammar + "\n// edited\n")
-        assert parser._parser_cache_file(edited) != files[0]
-        assert parser._read_cached_code(files[0], edited) is None  # even were the names to collide
+        key = parser_cache.cache_key(grammar, parser.NewlinePostLexer)
+        assert parser_cache.cache_file(key) == files[0]
+        assert parser_cache.read_cached(files[0], key) is not None
+        edited = parser_cache.cache_key(grammar + "\n// edited\n", parser.NewlinePostLexer)
+        assert parser_cache.cache_file(edited) != files[0]
+        assert parser_cache.read_cached(files[0], edited) is None  # even were the names to collide
     finally:
         del os.environ["REGSPEC_CACHE_DIR"]
 
@@ -174,18 +174,120 @@ def test_parser_cache_regenerated_when_damaged_and_skipped_when_unwritable(tmp_p
     _run_python(code, env)
     (cached,) = (tmp_path / "ok").iterdir()
     good = cached.read_bytes()
-    from regspec import parser
+    from regspec import parser, parser_cache
 
-    key = parser._cache_key(parser._GRAMMAR.read_text())
+    key = parser_cache.cache_key(parser._GRAMMAR.read_text(), parser.NewlinePostLexer)
     for damaged in (b"not a cache file\n", good[:len(good) // 2], good[:-100] + bytes(100)):
         cached.write_bytes(damaged)
-        assert parser._read_cached_code(cached, key) is None  # refused, not executed
+        assert parser_cache.read_cached(cached, key) is None  # refused, not executed
         assert _run_python(code, env).strip() == "p"
-        assert parser._read_cached_code(cached, key) is not None  # regenerated in place
+        assert parser_cache.read_cached(cached, key) is not None  # regenerated in place
         assert list((tmp_path / "ok").iterdir()) == [cached]
     blocker = tmp_path / "file"
     blocker.write_text("")  # a file where the folder should be: makedirs fails
     assert _run_python(code, {"REGSPEC_CACHE_DIR": str(blocker / "sub")}).strip() == "p"
+
+
+def test_cached_parser_is_pickled_without_tables_or_logging(tmp_path):
+    """With the installed lark the file holds the module less its tables' data and the built
+    parser pickled; a start-up from it imports neither lark nor logging, and lark's logger, once
+    touched, is the one lark's own statements set up (level CRITICAL)."""
+    from regspec import parser, parser_cache
+
+    code = ("import sys\n"
+            "from regspec import parser\n"
+            "print(parser.parse(open('specs/class_ot.reg').read()).blocks[0].name, 'lark' in sys.modules, "
+            "'logging' in sys.modules)\n"
+            "print(parser._parser_module().logger.getEffectiveLevel(), 'logging' in sys.modules)\n")
+    env = {"REGSPEC_CACHE_DIR": str(tmp_path)}
+    _run_python(code, env)
+    assert _run_python(code, env).split() == ["class_ot", "False", "False", "50", "True"]
+    key = parser_cache.cache_key(parser._GRAMMAR.read_text(), parser.NewlinePostLexer)
+    module_code, pickled = parser_cache.read_cached(next(tmp_path.iterdir()), key)
+    assert pickled is not None and not {"DATA", "MEMO", "logging"} & set(module_code.co_names)
+
+
+def _spec_trees(lark_parser) -> list:
+    outcomes = []
+    for p in SPECS:
+        lark_parser.options.postlex.text = body = p.read_text() + "\n"
+        outcomes.append(_tree_dump(lark_parser.parse(body)))
+    return outcomes
+
+
+def test_parser_built_at_start_where_it_cannot_be_pickled(tmp_path, monkeypatch):
+    """Where lark's module or parser is not shaped as regspec expects (another lark), the file
+    holds the module whole and every start builds the parser from its tables, as lark intends:
+    the same trees as the pickled parser's."""
+    from regspec import parser, parser_cache
+
+    grammar = parser._GRAMMAR.read_text()
+    pickled = parser_cache._loaded(parser_cache.generate(grammar, parser.NewlinePostLexer), parser.NewlinePostLexer)
+    expected = _spec_trees(pickled[1])
+
+    def refuse(module, lark_parser):
+        raise TypeError("cannot pickle")
+
+    monkeypatch.setattr(parser_cache, "_pickled", refuse)
+    stored = parser_cache.generate(grammar, parser.NewlinePostLexer)
+    assert stored[1] is None and "DATA" in stored[0].co_names
+    monkeypatch.setenv("REGSPEC_CACHE_DIR", str(tmp_path))
+    key = parser_cache.cache_key(grammar, parser.NewlinePostLexer)
+    parser_cache.write_cached(parser_cache.cache_file(key), key, stored)
+    module, built = parser_cache.load(grammar, parser.NewlinePostLexer)
+    assert type(built).__module__ == module.__name__ == parser_cache.MODULE_NAME
+    assert _spec_trees(built) == expected
+    parser._generated.cache_clear()  # the module registered here is not the one parser holds
+
+
+def test_cache_file_that_passes_its_checks_but_does_not_load_is_regenerated(tmp_path, monkeypatch):
+    from regspec import parser, parser_cache
+
+    monkeypatch.setenv("REGSPEC_CACHE_DIR", str(tmp_path))
+    grammar = parser._GRAMMAR.read_text()
+    key = parser_cache.cache_key(grammar, parser.NewlinePostLexer)
+    path = parser_cache.cache_file(key)
+    parser_cache.write_cached(path, key, (compile("", "<empty>", "exec"), b"not a pickle"))
+    assert parser_cache.read_cached(path, key) is not None  # its key and CRC are right
+    module, built = parser_cache.load(grammar, parser.NewlinePostLexer)
+    assert hasattr(module, "Lark") and _spec_trees(built)[0][0] == "start"
+    code, pickled = parser_cache.read_cached(path, key)
+    assert pickled != b"not a pickle" and "Lark" in code.co_names  # rewritten
+    parser._generated.cache_clear()
+
+
+def test_concurrent_first_runs_leave_one_whole_cache_file(tmp_path):
+    """Four processes start at once on an empty cache folder: each writes a temporary file and
+    renames it into place, so all parse and the one file left loads."""
+    code = "from regspec import parser\nprint(parser.parse(open('specs/lasso.reg').read()).blocks[0].name)\n"
+    env = {**os.environ, "REGSPEC_CACHE_DIR": str(tmp_path)}
+    runs = [subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True) for _ in range(4)]
+    outs = [r.communicate(timeout=300) for r in runs]
+    assert [r.returncode for r in runs] == [0] * 4, outs
+    assert [o.strip() for o, _ in outs] == ["lasso"] * 4
+    (cached,) = tmp_path.iterdir()
+    from regspec import parser, parser_cache
+
+    assert parser_cache.read_cached(cached, parser_cache.cache_key(parser._GRAMMAR.read_text(),
+                                                                  parser.NewlinePostLexer)) is not None
+
+
+def test_cache_key_names_every_input_of_the_cached_parser():
+    """The post-lexer's always-accepted terminals shape the lexer's states; lark's and Python's
+    versions the module and the pickle; parser_cache's own text the reduction and the pickled
+    scanner class: each is in the key."""
+    from regspec import parser, parser_cache
+
+    class OtherPostLexer(parser.NewlinePostLexer):
+        always_accept = ()
+
+    grammar = parser._GRAMMAR.read_text()
+    key = parser_cache.cache_key(grammar, parser.NewlinePostLexer)
+    assert parser_cache.cache_key(grammar, OtherPostLexer) != key
+    lark_init = (Path(parser_cache._lark_version_text().split("\0")[0])).read_bytes()
+    assert b'__version__' in lark_init and lark_init in key and sys.version.encode() in key
+    assert Path(parser_cache.__file__).read_bytes() in key and grammar.encode() in key
 
 
 def _tree_dump(x):
@@ -228,11 +330,10 @@ def test_generated_parser_matches_lark_on_specs_and_errors(tmp_path, monkeypatch
     (tokens and positions included) on every bundled and test spec, and the same errors (kind,
     position, expected tokens) on damaged copies."""
     lark = pytest.importorskip("lark")
-    from regspec import parser
+    from regspec import parser, parser_cache
 
     monkeypatch.setenv("REGSPEC_CACHE_DIR", str(tmp_path))
-    parser._parser_module.cache_clear()
-    parser._lark.cache_clear()
+    parser._generated.cache_clear()
     try:
         ours = parser._lark()
         ours_post = ours.options.postlex
@@ -241,10 +342,9 @@ def test_generated_parser_matches_lark_on_specs_and_errors(tmp_path, monkeypatch
         texts = _texts_with_errors()
         outcomes = [(_outcome(ours, ours_post, t), _outcome(theirs, theirs_post, t)) for t in texts]
     finally:
-        parser._parser_module.cache_clear()
-        parser._lark.cache_clear()
+        parser._generated.cache_clear()
     if tuple(int(x) for x in lark.__version__.split(".")[:2]) >= (1, 2):  # compared with the shared-regex scanner
-        assert parser._parser_module().Scanner is parser._TerminalScanner
+        assert parser._parser_module().Scanner is parser_cache.TerminalScanner
     assert sum(isinstance(a[0], str) and a[0] == "start" for a, _ in outcomes) >= len(SPECS)
     assert sum(a[0] != "start" for a, _ in outcomes) >= 50  # errors compared too
     assert all(a == b for a, b in outcomes), next((t, a, b) for t, (a, b) in zip(texts, outcomes) if a != b)
