@@ -24,6 +24,9 @@ class Spec:
     parse_seconds: float = 0.0
     _compiled: dict[str, Any] = field(default_factory=dict, repr=False)
 
+    def __repr__(self) -> str:
+        return f"Spec({self.path!r}, problems={self.problems}, trains={self.trains})"
+
     @property
     def problems(self) -> list[str]:
         return [b.name for b in self.ast.problems]
@@ -217,6 +220,7 @@ def solve(spec: Spec | str | Path, *, problem: str | None = None, backend: str =
     solved status are finite."""
     from regspec.compiler.evaluate import validate_params
 
+    _check_solver_settings(tol=tol, max_iter=max_iter, device=device, dtype=dtype)
     spec = _as_spec(spec)
     t0 = time.perf_counter()
     loaded = data_sources.CLOCK["seconds"]
@@ -280,6 +284,25 @@ def _import_backend(backend: str) -> float:
     for module in _BACKEND_MODULES[backend]:
         importlib.import_module(module)
     return time.perf_counter() - t0
+
+
+def _check_solver_settings(*, tol: Any, max_iter: Any, device: Any, dtype: Any) -> None:
+    """The torch backend's settings, refused by name whichever backend runs (a value the chosen
+    backend ignores is still a mistake): 0 < tol < inf, an integer max_iter >= 1, a known device
+    and dtype."""
+    import math
+    import numbers
+
+    if tol is not None and not (isinstance(tol, numbers.Real) and not isinstance(tol, bool)
+                                and math.isfinite(tol) and tol > 0):
+        raise error(f"tol must be a positive finite number, got {tol!r}")
+    if max_iter is not None and not (isinstance(max_iter, numbers.Integral) and not isinstance(max_iter, bool)
+                                     and max_iter >= 1):
+        raise error(f"max_iter must be a whole number >= 1, got {max_iter!r}")
+    if device not in ("cpu", "cuda"):
+        raise error(f"unknown device `{device}`; choose cpu or cuda")
+    if dtype not in ("float64", "float32"):
+        raise error(f"unknown dtype `{dtype}`; choose float64 or float32")
 
 
 def _device(device: str) -> str:

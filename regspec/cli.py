@@ -23,6 +23,29 @@ class UsageError(Exception):
     pass
 
 
+def positive_float(text: str) -> float:
+    """An option's value x with 0 < x < inf (``--tol``, ``--rtol``); argparse reports anything else
+    as bad usage (exit 2) naming the option."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not 0.0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive finite number, got {text!r}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    """An option's count n >= 1 (``--max-iter``, ``--epochs``, ``--stop-after``, ``--checkpoint-every``)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
+    return value
+
+
 def _parse_value(text: str) -> Any:
     import json  # here and below: not on `check`'s path (~1 ms)
 
@@ -157,7 +180,7 @@ def cmd_solve(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({**result.to_json(), **({"files": files} if files else {})}, allow_nan=False))
     else:
-        _print_result(result)
+        print(result.summary())
         for path in files.values():
             print(f"wrote {path}")
     return EXIT_OK if result.status in CERTIFIED else EXIT_SOLVE
@@ -237,32 +260,6 @@ def _solve_sweep(args: argparse.Namespace, spec, params: dict[str, Any], solver_
         print(f"wrote {json_path}" + (f" and {png_path}" if png_path else ""))
         print("times (s): " + ", ".join(f"{k}={v:.4f}" for k, v in result.times.items()))
     return EXIT_OK if result.ok else EXIT_SOLVE
-
-
-def _print_result(result) -> None:
-    import numpy as np
-
-    print(f"problem {result.problem}: {result.status} ({result.backend}, {result.solver}"
-          + (f", {result.iterations} iterations" if result.iterations is not None else "") + ")")
-    if result.local:
-        print(f"  local: {result.info.get('local', 'a stationary point of a problem not proved convex')}")
-    if not result.ok and result.info.get("message"):
-        print(f"  {result.info['message']}")
-    for key in ("inaccurate", "fallback", "unused"):
-        if result.info.get(key):
-            print(f"  {result.info[key]}")
-    if result.objective is not None:
-        print(f"objective: {result.objective:.10g}")
-    for name, value in result.variables.items():
-        v = np.asarray(value)
-        with np.printoptions(precision=6, suppress=True, threshold=20, edgeitems=3):
-            print(f"{name} {tuple(v.shape)}: {v}")
-    if result.residuals:
-        print("residuals: " + ", ".join(f"{k}={v:.3g}" for k, v in result.residuals.items()))
-    if result.violations:
-        print(f"constraint violations (relative, tol {result.tol:.1g}): "
-              + "; ".join(f"{k} = {v:.2g}" for k, v in result.violations.items()))
-    print("times (s): " + ", ".join(f"{k}={v:.4f}" for k, v in result.times.items()))
 
 
 # ---------------------------------------------------------------- explain
@@ -425,8 +422,8 @@ def _solve_arguments(s: argparse.ArgumentParser) -> None:
     s.add_argument("--solver", help="CVXPY solver (CLARABEL, SCS, ...)")
     s.add_argument("--solver-opt", action="append", metavar="NAME=VALUE", help="solver option, repeatable")
     s.add_argument("--set", action="append", metavar="NAME=VALUE", help="parameter value, repeatable")
-    s.add_argument("--tol", type=float, help="torch backend: stopping tolerance")
-    s.add_argument("--max-iter", type=int, help="torch backend: iteration budget")
+    s.add_argument("--tol", type=positive_float, help="torch backend: stopping tolerance")
+    s.add_argument("--max-iter", type=positive_int, help="torch backend: iteration budget")
     s.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     s.add_argument("--dtype", default="float64", choices=["float64", "float32"])
     s.add_argument("--json", action="store_true", help="print one JSON object")
@@ -453,9 +450,9 @@ def _explain_arguments(e: argparse.ArgumentParser) -> None:
 
 def _crosscheck_arguments(x: argparse.ArgumentParser) -> None:
     x.add_argument("specs", nargs="*", metavar="SPEC", help="spec files or folders of them (default: every spec in specs/)")
-    x.add_argument("--rtol", type=float, help="objective agreement threshold (default 1e-5 in float64)")
-    x.add_argument("--tol", type=float, help="torch backend: stopping tolerance")
-    x.add_argument("--max-iter", type=int, help="torch backend: iteration budget")
+    x.add_argument("--rtol", type=positive_float, help="objective agreement threshold (default 1e-5 in float64)")
+    x.add_argument("--tol", type=positive_float, help="torch backend: stopping tolerance")
+    x.add_argument("--max-iter", type=positive_int, help="torch backend: iteration budget")
     x.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     x.add_argument("--dtype", default="float64", choices=["float64", "float32"])
     x.add_argument("--json", action="store_true", help="print a JSON list")
@@ -533,6 +530,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(str(e), file=sys.stderr)
         return EXIT_SPEC
     except KeyboardInterrupt:
+        print("\nregspec: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:  # output piped into `head` and closed early: not an error of ours
         sys.stderr = open(os.devnull, "w")

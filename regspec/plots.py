@@ -18,10 +18,10 @@ import importlib.util
 import io
 import json
 import math
-import os
-import tempfile
 from pathlib import Path
 from typing import Any, Iterable
+
+from regspec.files import write_atomic
 
 __all__ = ["available", "missing_note", "pyplot", "read_metrics", "training_series", "training_curves",
            "convergence_series", "convergence", "write_png"]
@@ -52,24 +52,13 @@ def pyplot() -> Any:
 
 
 def write_png(fig: Any, path: Path, dpi: int = 100) -> Path:
-    """Render ``fig`` and write it atomically (temporary file in the folder, then rename)."""
+    """Render ``fig`` and write it atomically (``regspec.files.write_atomic``)."""
     import matplotlib.pyplot as plt
 
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi)
     plt.close(fig)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(buf.getvalue())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    return write_atomic(path, buf.getvalue())
 
 
 # ------------------------------------------------------------------ training curves

@@ -123,6 +123,40 @@ class Result:
     def ok(self) -> bool:
         return self.status in SOLVED
 
+    def __repr__(self) -> str:
+        shapes = {k: tuple(np.shape(v)) for k, v in self.variables.items()}
+        objective = f"{self.objective:.10g}" if self.objective is not None else None
+        return (f"Result(problem={self.problem!r}, status={self.status!r}, objective={objective}, "
+                f"backend={self.backend!r}, solver={self.solver!r}, iterations={self.iterations}, "
+                f"variables={{{', '.join(f'{k!r}: shape {s}' for k, s in shapes.items())}}})")
+
+    def __str__(self) -> str:
+        return self.summary()
+
+    def summary(self) -> str:
+        """What `regspec solve` prints: status, objective, each variable (abridged), residuals,
+        violations and times."""
+        lines = [f"problem {self.problem}: {self.status} ({self.backend}, {self.solver}"
+                 + (f", {self.iterations} iterations" if self.iterations is not None else "") + ")"]
+        if self.local:
+            lines.append(f"  local: {self.info.get('local', 'a stationary point of a problem not proved convex')}")
+        if not self.ok and self.info.get("message"):
+            lines.append(f"  {self.info['message']}")
+        lines += [f"  {self.info[key]}" for key in ("inaccurate", "fallback", "unused") if self.info.get(key)]
+        if self.objective is not None:
+            lines.append(f"objective: {self.objective:.10g}")
+        for name, value in self.variables.items():
+            v = np.asarray(value)
+            with np.printoptions(precision=6, suppress=True, threshold=20, edgeitems=3):
+                lines.append(f"{name} {tuple(v.shape)}: {v}")
+        if self.residuals:
+            lines.append("residuals: " + ", ".join(f"{k}={v:.3g}" for k, v in self.residuals.items()))
+        if self.violations:
+            lines.append(f"constraint violations (relative, tol {self.tol:.1g}): "
+                         + "; ".join(f"{k} = {v:.2g}" for k, v in self.violations.items()))
+        lines.append("times (s): " + ", ".join(f"{k}={v:.4f}" for k, v in self.times.items()))
+        return "\n".join(lines)
+
     def to_json(self) -> dict[str, Any]:
         return {
             "problem": self.problem,

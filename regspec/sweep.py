@@ -11,9 +11,7 @@ previous solution. Heavy imports (cvxpy, matplotlib) happen inside the functions
 from __future__ import annotations
 
 import json
-import os
 import re
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +20,7 @@ from typing import Any, Callable
 import numpy as np
 
 from regspec.diagnostics import error
+from regspec.files import write_atomic
 
 _NUM = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
 _RANGE = re.compile(rf"^\s*(logspace|linspace)\(\s*({_NUM})\s*,\s*({_NUM})\s*,\s*(\d+)\s*\)\s*$")
@@ -158,24 +157,9 @@ def run_sweep(spec: Any, sweep: SweepSpec, *, problem: str | None = None, params
     return result
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    """Write to a temporary file in the same folder, then rename over ``path`` (atomic on POSIX),
-    so a reader never sees a half-written file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def write_json(result: SweepResult, out_dir: Path) -> Path:
     path = Path(out_dir) / "path.json"
-    _atomic_write(path, (json.dumps(result.to_json(), indent=1, allow_nan=False) + "\n").encode())
+    write_atomic(path, (json.dumps(result.to_json(), indent=1, allow_nan=False) + "\n").encode())
     return path
 
 

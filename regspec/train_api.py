@@ -147,25 +147,61 @@ def _needs_epoch_clock(p: Any) -> tuple[Any, str] | None:
     return None
 
 
+#: the last line of a generated trainer: a checksum of the lines above it. A file whose checksum
+#: still matches is regspec's own output, which the next ``compile`` may replace; an edited one
+#: (or any other file) is kept unless the caller says ``overwrite``.
+STAMP = "# regspec compile: sha256 "
+
+
+def _stamp(source: str) -> str:
+    import hashlib
+
+    digest = hashlib.sha256(source.encode("utf-8")).hexdigest()[:16]
+    return f"{source}{STAMP}{digest} (unedited: the next compile may replace this file)\n"
+
+
+def _is_unedited_trainer(text: str) -> bool:
+    body, sep, last = text.rstrip("\n").rpartition("\n")
+    return bool(sep) and last.startswith(STAMP) and _stamp(body + "\n") == text
+
+
+def _may_replace(path: Path, source: str) -> bool:
+    """Whether writing ``source`` to ``path`` loses nothing: no file there, the same text, or a
+    trainer that regspec generated and nobody edited since."""
+    if not path.exists():
+        return True
+    try:
+        old = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return False
+    return old == source or _is_unedited_trainer(old)
+
+
 def compile_trainer(spec: Any, train: str | None = None, out: str | Path | None = None,
-                    epochs: int | None = None) -> str:
-    """Generate the trainer source for a train block; write it to ``out`` when given."""
+                    epochs: int | None = None, overwrite: bool = False) -> str:
+    """Generate the trainer source for a train block; write it to ``out`` when given (atomically).
+    An existing ``out`` is replaced only when it is a trainer regspec generated and nobody edited
+    (its last line's checksum matches) or ``overwrite`` is true; otherwise ``RegspecError``."""
     from regspec.backends.torch.codegen import generate_trainer
     from regspec.backends.torch.train.assemble import assemble
     from regspec.backends.torch.train.runtime import fingerprint
+    from regspec.files import write_atomic
 
     s = _spec(spec)
     asm = assemble(plan(s, train), epochs=epochs)
-    source = generate_trainer(asm, s.ast.source.text, fingerprint(s.ast.source.text),
-                              Path(out).name if out is not None else "trainer.py",
-                              out_dir=Path(out).parent if out is not None else None)
+    source = _stamp(generate_trainer(asm, s.ast.source.text, fingerprint(s.ast.source.text),
+                                     Path(out).name if out is not None else "trainer.py",
+                                     out_dir=Path(out).parent if out is not None else None))
     if out is not None:
         path = Path(out)
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(source)
-        except OSError as exc:
-            raise error(f"cannot write the trainer to {path}: {exc}") from None
+        if path.is_dir():
+            raise error(f"cannot write the trainer to {path}: it is a folder",
+                        notes=[f"name a file: -o {path / 'trainer.py'}"])
+        if not overwrite and not _may_replace(path, source):
+            raise error(f"{path} already exists and is not an unedited trainer from `regspec compile`; "
+                        "it is left as it is",
+                        notes=["pass --overwrite (overwrite=True) to replace it, or -o another file"])
+        write_atomic(path, source)
     return source
 
 
@@ -178,7 +214,11 @@ def load_trainer(path: str | Path):
         raise error(f"cannot load the trainer {path}")
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
-    spec.loader.exec_module(module)
+    no_bytecode, sys.dont_write_bytecode = sys.dont_write_bytecode, True  # no __pycache__ in a run folder
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        sys.dont_write_bytecode = no_bytecode
     return module
 
 
@@ -199,7 +239,7 @@ def train(spec: Any, train: str | None = None, *, out: str | Path | None = None,
     from regspec.progress import status, wanted
 
     with status(f"building the trainer in {out / 'trainer.py'} (plan, model, data)", enabled=wanted(quiet)):
-        compile_trainer(s, train, out / "trainer.py", epochs=epochs)
+        compile_trainer(s, train, out / "trainer.py", epochs=epochs, overwrite=True)  # out was claimed
         module = load_trainer(out / "trainer.py")
     spec_dir = plan(s, train).base_dir   # data files the spec names live beside it
     args = ["--out", str(out), "--dtype", dtype, "--spec-dir", str(spec_dir), *argv]

@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Any
 
 
@@ -42,7 +43,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
     from regspec.train_api import compile_trainer
 
     with status(f"writing {args.output} (plan, model, data, one probe batch)", enabled=wanted()):
-        compile_trainer(args.spec, args.train, args.output, epochs=args.epochs)
+        compile_trainer(args.spec, args.train, args.output, epochs=args.epochs, overwrite=args.overwrite)
     print(f"wrote {args.output}; run it with: python {args.output} --out DIR [--epochs N] [--resume]")
     return 0
 
@@ -58,13 +59,22 @@ def cmd_train(args: argparse.Namespace) -> int:
         argv += ["--seed", str(args.seed)]
     if args.checkpoint_every is not None:
         argv += ["--checkpoint-every", str(args.checkpoint_every)]
-    train(args.spec, args.train, out=args.out, epochs=args.epochs, resume=args.resume, overwrite=args.overwrite,
-          change_epochs=args.change_epochs, device=args.device, dtype=args.dtype, quiet=args.quiet, argv=argv)
+    try:
+        train(args.spec, args.train, out=args.out, epochs=args.epochs, resume=args.resume, overwrite=args.overwrite,
+              change_epochs=args.change_epochs, device=args.device, dtype=args.dtype, quiet=args.quiet, argv=argv)
+    except KeyboardInterrupt:  # checkpoints are written atomically: the last one stays valid
+        again = " ".join([args.spec, *(["--train", args.train] if args.train else []),
+                          *(["--out", args.out] if args.out else []),
+                          *(["--epochs", str(args.epochs)] if args.epochs else [])])
+        print(f"\ninterrupted; continue with: regspec train {again} --resume", file=sys.stderr)
+        return 130
     return 0
 
 
 def add_train_commands(sub: Any) -> None:
     """Register ``plan``, ``compile`` and ``train`` on the CLI's subparsers."""
+    from regspec.cli import positive_int
+
     p = sub.add_parser("plan", help="show how a train block binds to its model and how each term is lowered")
     p.add_argument("spec", metavar="SPEC")
     p.add_argument("--train", help="train block name (default: the first)")
@@ -75,7 +85,9 @@ def add_train_commands(sub: Any) -> None:
     c.add_argument("spec", metavar="SPEC")
     c.add_argument("--train", help="train block name (default: the first)")
     c.add_argument("-o", "--output", default="trainer.py", help="trainer file to write (default: trainer.py)")
-    c.add_argument("--epochs", type=int, help="default epochs of the trainer (spec: `epochs`)")
+    c.add_argument("--epochs", type=positive_int, help="default epochs of the trainer (spec: `epochs`)")
+    c.add_argument("--overwrite", action="store_true",
+                   help="replace OUTPUT even when it is not an unedited trainer from `regspec compile`")
     c.set_defaults(func=cmd_compile)
 
     t = sub.add_parser("train", help="compile a train block and run it")
@@ -83,7 +95,7 @@ def add_train_commands(sub: Any) -> None:
     t.add_argument("--train", help="train block name (default: the first)")
     t.add_argument("--out", help="output folder (metrics.jsonl, summary.json, checkpoint.pt, model.pt, model.json); "
                    "default: runs/<train block name>")
-    t.add_argument("--epochs", type=int, help="total epochs (spec: `epochs`)")
+    t.add_argument("--epochs", type=positive_int, help="total epochs (spec: `epochs`)")
     mode = t.add_mutually_exclusive_group()
     mode.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
     mode.add_argument("--overwrite", action="store_true", help="replace the run already in OUT")
@@ -92,8 +104,8 @@ def add_train_commands(sub: Any) -> None:
     t.add_argument("--device", help="auto, cpu, cuda or cuda:N (spec: `device`)")
     t.add_argument("--dtype", default="float32", choices=["float32", "float64"])
     t.add_argument("--seed", type=int, help="seed (spec: `seed`)")
-    t.add_argument("--stop-after", type=int, metavar="K", help="stop after K epochs (resume later)")
-    t.add_argument("--checkpoint-every", type=int, metavar="N", help="write the checkpoint every N epochs")
+    t.add_argument("--stop-after", type=positive_int, metavar="K", help="stop after K epochs (resume later)")
+    t.add_argument("--checkpoint-every", type=positive_int, metavar="N", help="write the checkpoint every N epochs")
     t.add_argument("--quiet", action="store_true")
     t.set_defaults(func=cmd_train)
     for parser in (p, c, t):

@@ -120,7 +120,8 @@ def test_generated_model_class_equals_the_builtin():
 def test_paths_are_relative_to_the_trainer(tmp_path):
     """Beside the spec (a run folder under the project), the spec's folder is a relative path;
     far from it, `.` and --spec-dir (which `regspec train` passes)."""
-    near = compile_trainer(str(SPECS / "train_lasso.reg"), out=ROOT / "runs" / "x" / "trainer.py")
+    near = compile_trainer(str(SPECS / "train_lasso.reg"), out=ROOT / "runs" / "x" / "trainer.py",
+                           overwrite=True)  # this test's own file, from any earlier version
     assert "SPEC_DIR = '../../specs'" in near and "SPEC = '../../specs/train_lasso.reg'" in near
     far = compile_trainer(str(SPECS / "train_lasso.reg"), out=tmp_path / "t.py")
     assert str(ROOT) not in far

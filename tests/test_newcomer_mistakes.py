@@ -1,0 +1,132 @@
+"""Mistakes a new user makes on the command line and in the API: each is a clear error naming what
+and why (exit 2 for bad usage, 1 for bad input), never an internal error or a traceback, and
+nothing already written is lost (no silent overwrite; files appear whole or not at all)."""
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+import pytest
+from conftest import SPECS
+
+import regspec
+from regspec.cli import main
+from regspec.files import write_atomic
+
+LASSO = str(SPECS / "lasso.reg")
+
+
+def usage_error(capsys, argv: list[str]) -> str:
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2, err
+    return err
+
+
+def input_error(capsys, argv: list[str]) -> str:
+    code = main(argv)
+    err = capsys.readouterr().err
+    assert code == 1, err
+    assert "Traceback" not in err and "internal error" not in err, err
+    return err
+
+
+@pytest.mark.parametrize("argv,named", [
+    (["solve", LASSO, "--max-iter", "0"], "--max-iter"),
+    (["solve", LASSO, "--max-iter", "-5"], "--max-iter"),
+    (["solve", LASSO, "--tol", "-1"], "--tol"),
+    (["solve", LASSO, "--tol", "nan"], "--tol"),
+    (["solve", LASSO, "--tol", "abc"], "--tol"),
+    (["crosscheck", LASSO, "--rtol", "0"], "--rtol"),
+    (["compile", "x.reg", "--epochs", "0"], "--epochs"),
+    (["train", "x.reg", "--epochs", "-1"], "--epochs"),
+    (["train", "x.reg", "--stop-after", "0"], "--stop-after"),
+    (["train", "x.reg", "--checkpoint-every", "0"], "--checkpoint-every"),
+])
+def test_out_of_range_numbers_are_usage_errors_naming_the_option(capsys, argv: list[str], named: str) -> None:
+    # before: --max-iter 0 was an internal error (exit 70), --tol nan ran to the iteration budget,
+    # --epochs 0 reached the spec's schedule and blamed its line
+    err = usage_error(capsys, argv)
+    assert f"argument {named}" in err
+
+
+@pytest.mark.parametrize("kwargs,says", [
+    ({"max_iter": 0, "backend": "torch"}, "max_iter"),
+    ({"max_iter": 2.5, "backend": "torch"}, "max_iter"),
+    ({"tol": -1.0, "backend": "torch"}, "tol"),
+    ({"tol": float("nan")}, "tol"),
+    ({"device": "gpu"}, "unknown device `gpu`"),
+    ({"dtype": "float16"}, "unknown dtype `float16`"),
+])
+def test_api_refuses_bad_solver_settings_with_regspec_error(kwargs: dict, says: str) -> None:
+    with pytest.raises(regspec.RegspecError, match=says):
+        regspec.solve(LASSO, **kwargs)
+
+
+def test_unwritable_outputs_name_the_path_and_why(capsys, tmp_path: Path) -> None:
+    blocker = tmp_path / "notes.txt"
+    blocker.write_text("mine")
+    err = input_error(capsys, ["solve", LASSO, "--sweep", "lam=[0.1,0.2]", "--quiet", "--out", str(blocker / "run")])
+    assert f"cannot write {blocker / 'run' / 'path.json'}: {blocker} is a file, not a folder" in err
+    assert blocker.read_text() == "mine"
+
+
+def test_write_atomic_gives_new_files_the_default_mode_and_keeps_an_existing_mode(tmp_path: Path) -> None:
+    mask = os.umask(0o022)
+    try:
+        new = write_atomic(tmp_path / "a" / "new.png", b"png")
+        assert stat.S_IMODE(new.stat().st_mode) == 0o644  # a bare temporary file would stay 0o600
+        kept = tmp_path / "kept.txt"
+        kept.write_text("old")
+        kept.chmod(0o640)
+        write_atomic(kept, "new")
+        assert kept.read_text() == "new" and stat.S_IMODE(kept.stat().st_mode) == 0o640
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "kept.txt"]  # no temporary left
+    finally:
+        os.umask(mask)
+
+
+def test_compile_replaces_only_its_own_unedited_trainer(capsys, tmp_path: Path) -> None:
+    spec = str(SPECS / "train_prosparse.reg")
+    out = tmp_path / "trainer.py"
+    assert main(["compile", spec, "-o", str(out)]) == 0
+    first = out.read_text()
+    assert main(["compile", spec, "-o", str(out)]) == 0          # compiling twice: same file
+    assert out.read_text() == first
+    out.write_text(first + "# my change\n")                      # edited: kept
+    err = input_error(capsys, ["compile", spec, "-o", str(out)])
+    assert "already exists" in err and "--overwrite" in err
+    assert out.read_text().endswith("# my change\n")
+    assert main(["compile", spec, "-o", str(out), "--overwrite"]) == 0
+    assert out.read_text() == first
+    mine = tmp_path / "model.py"                                  # a file of the user's own
+    mine.write_text("class Net: ...\n")
+    input_error(capsys, ["compile", spec, "-o", str(mine)])
+    assert mine.read_text() == "class Net: ...\n"
+    err = input_error(capsys, ["compile", spec, "-o", str(tmp_path)])
+    assert "it is a folder" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.py", "trainer.py"]
+
+
+def test_interrupted_train_says_how_to_resume(capsys, monkeypatch) -> None:
+    import regspec.train_api
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(regspec.train_api, "train", interrupted)
+    assert main(["train", "specs/x.reg", "--out", "runs/x"]) == 130
+    assert "interrupted; continue with: regspec train specs/x.reg --out runs/x --resume" in capsys.readouterr().err
+
+
+def test_spec_and_result_print_as_summaries() -> None:
+    spec = regspec.load(LASSO)
+    assert repr(spec) == f"Spec({LASSO!r}, problems=['lasso'], trains=[])"  # not the syntax tree
+    result = regspec.solve(spec, backend="cvxpy")
+    assert repr(result).startswith("Result(problem='lasso', status='optimal', objective=2586.94")
+    assert "variables={'w': shape (10,)}" in repr(result)
+    text = str(result)  # what `regspec solve` prints
+    assert text.splitlines()[0] == "problem lasso: optimal (cvxpy, CLARABEL, " + f"{result.iterations} iterations)"
+    assert "objective: 2586.94" in text and "w (10,): [" in text and text.splitlines()[-1].startswith("times (s): ")
