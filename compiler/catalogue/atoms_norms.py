@@ -95,6 +95,9 @@ class QuadForm(ScalarAtom):
     static = {"P": None}
     positional_kw = ("P",)
     smooth = True
+    static_notes = {"P": "P decides the curvature, so it is data; for a covariance that changes between solves, "
+                         "declare a factor `param F[k, n]` (P = F.T @ F) and write sum_squares(F @ x), which keeps "
+                         "the parameter symbolic (CVXPY's DPP form)"}
 
     def shape(self, shapes, kw):
         import numpy as np

@@ -174,6 +174,9 @@ class Atom:
     # Names CVXPY users write for a function this entry (or a sibling) computes under another
     # spelling or signature, with the note a did-you-mean gives for them instead of spelling neighbours.
     cvxpy_notes: ClassVar[dict[str, str]] = {}
+    # What to write instead when a static keyword is given a parameter (or a variable): static
+    # keywords are fixed when the problem is compiled (``quad_form``'s P decides its curvature).
+    static_notes: ClassVar[dict[str, str]] = {}
     # The torch evaluation as Python source, for generated code (``regspec compile`` writes it into
     # the trainer): an expression in ``x`` (the tensor argument), ``torch`` and the keyword names it
     # uses, for the whole-tensor form. Keywords it does not name must be at their defaults (None

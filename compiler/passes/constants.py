@@ -85,6 +85,18 @@ def _check_size(ir: IR, node: int, shape: tuple[int, ...], what: str) -> None:
         raise error(f"{what}: {message}", ir[node]["span"])
 
 
+def _check_static_known(ir: IR, call: int, node: int, key: str, atom: Any) -> None:
+    """A static keyword is fixed when the problem is compiled: one that depends on a parameter
+    or a variable is refused at the call (not at the declaration), with the entry's advice."""
+    for kind, what in (("var", "a variable"), ("param", "a parameter")):
+        if ir.depends_on_kind(node, kind):
+            at = ir[node]["span"] if ir[node]["kind"] not in DECL_KINDS else ir[call]["span"]
+            notes = [atom.static_notes[key]] if key in atom.static_notes else []
+            raise error(f"the keyword `{key}` of {atom.name} is fixed when the problem is compiled, but "
+                        f"`{ir.text(node)}` depends on {what}", at,
+                        notes + ["static keywords take numbers and data (`data`, `let` of data)"])
+
+
 def _static_value(ir: IR, node: int, key: str, default: Any, owner: str, numeric: bool = False) -> Any:
     """A static keyword's value (``M = 2``, ``axis = 0``, ``r = 1``), checked against the kind
     of its default: a number where the default is a number (or everywhere, ``numeric``: the
@@ -304,6 +316,7 @@ def evaluate_constants(ir: IR) -> IR:
                 if k in atom.tensor_kwargs:
                     tensor_kw[k] = v
                 elif not k.startswith("_i") and not (atom.name == "compare" and k == "op"):
+                    _check_static_known(ir, node, v, k, atom)
                     static[k] = _static_value(ir, v, k, atom.static.get(k), atom.name)
                 elif k == "op":
                     static[k] = _pyval(_const(ir, v, "a comparison"))
