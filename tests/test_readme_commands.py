@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-DOCS = [ROOT / "README.md", ROOT / "docs" / "tutorial.md", ROOT / "docs" / "api.md", ROOT / "docs" / "language.md"]
+DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]  # every page: a new example is run too
 INSTALL = "python3 -m venv .venv && .venv/bin/pip install -c constraints-cpu.txt -e '.[test]'"
 TEST_COMMAND = ".venv/bin/python -m pytest -q tests"
 SLOW = re.compile(r"regspec (train|compile|plan|crosscheck)\b|--sweep|trainer\.py|torchrun|regspec\.attach\(|"
