@@ -103,3 +103,104 @@ def test_trainer_breaks_a_long_sam_loss_inside_parentheses(tmp_path):
     weights, _ = _reference(spec, 1)
     for k, v in weights.items():
         assert torch.allclose(trained[k], v, rtol=0, atol=1e-9 * float(v.abs().max())), k
+
+
+# ------------------------------------------------------------------ frozen tensors, root parameters
+ROOT_PARAM_MODULE = """
+import torch
+from torch import nn
+
+
+class RootScaled(nn.Module):
+    '''A frozen parameter on the root module (no submodule holds it) and a trained layer.'''
+
+    def __init__(self):
+        super().__init__()
+        self.scale = nn.Parameter(torch.full((10,), 3.0), requires_grad=False)
+        self.fc = nn.Linear(10, 1)
+
+    def forward(self, x):
+        return self.fc(x * self.scale)
+"""
+
+
+def test_a_constraint_on_frozen_tensors_only_claims_no_distance(tmp_path, monkeypatch):
+    """`constrain param("scale") in l2_ball(1.0)` on a frozen root parameter: it is never projected
+    (||scale|| = 3 sqrt(10) stays), so neither the runtime's values() nor the trainer's
+    metrics and summary report a distance of 0 for it (they did: an empty sum); the trained
+    layer's constraint has its true distance."""
+    (tmp_path / "tv_root_param.py").write_text(ROOT_PARAM_MODULE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import tv_root_param
+
+    torch.manual_seed(0)
+    model = tv_root_param.RootScaled()
+    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1)
+    body = """
+  constrain param("scale") in l2_ball(1.0) as scale_ball
+  constrain param("fc.weight") in l2_ball(0.01) every 100 steps as fc_ball
+"""
+    reg = regspec.attach(f"train t {{ loss mse\n{body} }}", model, opt)
+    x, y = torch.randn(8, 10), torch.randn(8, 1)
+    loss = reg.loss(reg.module(x), y)
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+    values = reg.values()
+    assert "scale_ball" not in values
+    w = model.fc.weight.detach().double()
+    assert values["fc_ball"] == pytest.approx(float(w.norm() - 0.01), rel=1e-6)   # ||x - P(x)|| outside the ball
+    assert torch.equal(model.scale, torch.full((10,), 3.0))
+
+    spec = tmp_path / "root.reg"
+    spec.write_text(f"""train root {{
+  model "tv_root_param:RootScaled"()
+  data dataset("diabetes", center = true)
+  loss mse
+  optimizer sgd(lr = 1e-3)
+  batch full
+  epochs 2
+{body}}}
+""")
+    summary = regspec.train(str(spec), out=tmp_path / "run", quiet=True)
+    scale, fc = summary["terms"]
+    assert scale["frozen"] == ["scale"] and scale["final"] is None and scale["satisfied"] is None
+    import json
+
+    lines = [json.loads(ln) for ln in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert all("reg/scale_ball" not in ln and ln["reg/fc_ball"] > 0 for ln in lines)
+    # the fc constraint's gate never opens in 2 steps, but it is applied once after the last step
+    trained = torch.load(tmp_path / "run" / "model.pt", weights_only=True)
+    assert float(trained["fc.weight"].norm()) == pytest.approx(0.01, rel=1e-5)
+    assert fc["final"] == pytest.approx(0.0, abs=1e-7) and fc["satisfied"] is True
+    assert any("fc_ball" in w and "applied only once, after the last step" in w for w in summary["warnings"])
+
+
+def test_gate_warnings_say_what_happens_at_the_end(tmp_path, capsys):
+    """A gate that never opens: a projection whose window is still open is applied once after
+    the last step (ProxEngine.finalize), so the warning says so (it said "not applied at the
+    end either"); a prox term, or a projection whose window has closed, is never applied."""
+    spec = tmp_path / "gates.reg"
+    spec.write_text("""train gates {
+  model linear(in = 10, out = 1)
+  data dataset("diabetes", center = true)
+  loss mse
+  optimizer sgd(lr = 1e-3)
+  batch full
+  epochs 2
+  constrain param("head.weight") in l2_ball(0.01) every 100 steps as late_ball
+  regularize l1(param("head.weight")) * 1.0 every 100 steps as late_l1
+  constrain param("head.bias") in box(lo = -1, hi = 1) until step 1 as shut_box
+}
+""")
+    summary = regspec.train(str(spec), out=tmp_path / "run", quiet=True)
+    err = capsys.readouterr().err
+    assert ":8:3: warning: this constrain never applies during training" in err
+    assert "it is applied only once, after the last step" in err.split(":9:3:")[0]
+    assert ":9:3: warning: this regularize never applies during training" in err
+    assert "not applied at the end either" in err.split(":9:3:")[1]
+    trained = torch.load(tmp_path / "run" / "model.pt", weights_only=True)
+    assert float(trained["head.weight"].norm()) == pytest.approx(0.01, rel=1e-5)
+    assert not bool((trained["head.weight"] == 0).any())          # the l1 prox never ran
+    warnings = " | ".join(summary["warnings"])
+    assert "late_ball" in warnings and "late_l1: the gate" in warnings

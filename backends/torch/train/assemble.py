@@ -112,11 +112,12 @@ def _gate_warnings(binding: Binding, plan: TrainPlan, epochs: int, spe: int) -> 
     out = []
     for tb in binding.terms:
         when = tb.group.when if tb.group is not None else None
-        if when is not None and not when.opens_within(total, spe):
+        after = when.never_opens(total, spe, tb.group.is_projection) if when is not None else None
+        if after is not None:
             out.append(Diagnostic(
-                f"this {tb.term.stmt} never applies: its gate `{tb.term.gate.text() if tb.term.gate else when}` does "
-                f"not open within the run ({epochs} epoch(s), {total} steps); it is not applied at the end either",
-                tb.term.span, "warning", [f"{spe} steps per epoch"]))
+                f"this {tb.term.stmt} never applies during training: its gate "
+                f"`{tb.term.gate.text() if tb.term.gate else when}` does not open within the run ({epochs} epoch(s), "
+                f"{total} steps); {after}", tb.term.span, "warning", [f"{spe} steps per epoch"]))
     return out
 
 

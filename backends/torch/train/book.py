@@ -239,9 +239,12 @@ class TermBook:
                 if seen and seen[1]:
                     out[term.label] = float(seen[0]) / seen[1]
                 elif term.is_projection:
-                    hyper = self.hyper_at(term, self.clock.t)
-                    out[term.label] = sum(set_distance(term.kind, named[n], hyper, term.matrix)
-                                          for n in term.params if n not in frozen)
+                    # frozen tensors are never projected: no distance is claimed for them (a
+                    # constraint on frozen tensors only has no value, not 0)
+                    live = [n for n in term.params if n not in frozen]
+                    if live:
+                        hyper = self.hyper_at(term, self.clock.t)
+                        out[term.label] = sum(set_distance(term.kind, named[n], hyper, term.matrix) for n in live)
                 elif term.key in now:
                     out[term.label] = float(now[term.key])
         return {k: (v if math.isfinite(v) else float("nan")) for k, v in out.items()}

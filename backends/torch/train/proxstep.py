@@ -179,6 +179,16 @@ class When:
         """Whether the window (ignoring ``every``) contains the end of training."""
         return When(None, self.from_epoch, self.until_epoch, self.from_step, self.until_step).active(step, t)
 
+    def never_opens(self, total_steps: int, steps_per_epoch: int, projection: bool) -> str | None:
+        """Why a gated term does nothing in a run of ``total_steps`` (None when it opens): a
+        projection whose window is open at the last step still runs once at the end
+        (``ProxEngine.finalize``), a prox term does not."""
+        if self.opens_within(total_steps, steps_per_epoch):
+            return None
+        if projection and total_steps > 0 and self.open_at_end(total_steps, (total_steps - 1) / steps_per_epoch):
+            return "it is applied only once, after the last step"
+        return "it is not applied at the end either"
+
     def __repr__(self) -> str:
         parts = [f"{k}={v!r}" for k, v in self.__dict__.items() if v is not None]
         return f"When({', '.join(parts)})"

@@ -594,9 +594,12 @@ class Regularizer:
             label = g.label or g.kernel
             with torch.no_grad():
                 if g.is_projection:
-                    hyper = hyper_at(g.hyper, t)
-                    out[label] = sum(set_distance(g.kernel, named[n], hyper, g.matrix) for n in g.params
-                                     if n not in frozen)
+                    # frozen tensors are never projected: no distance is claimed for them (a
+                    # constraint on frozen tensors only has no value, not 0)
+                    live = [n for n in g.params if n not in frozen]
+                    if live:
+                        hyper = hyper_at(g.hyper, t)
+                        out[label] = sum(set_distance(g.kernel, named[n], hyper, g.matrix) for n in live)
                 else:
                     kind = "nuclear" if g.kernel == "nuclear" else g.kernel
                     hyper = dict(g.hyper)

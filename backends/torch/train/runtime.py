@@ -499,17 +499,19 @@ def _atomic_write(path: Path, write: Callable[[Any], None], binary: bool = True)
 
 def gate_warnings(reg: Regularizer, epochs: int, max_steps: int | None = None) -> list[str]:
     """One line per gated prox/projection whose gate never opens within ``epochs`` (and
-    ``max_steps``): the term is never applied in this run, not even at the end."""
+    ``max_steps``): never applied during training (a constraint whose window is open at the end
+    is still applied once, after the last step: ``When.never_opens``)."""
     spe = reg.clock.steps_per_epoch
     if not spe:
         return []
     total = epochs * spe if max_steps is None else min(epochs * spe, int(max_steps))
     out = []
     for g in reg.engine.groups:
-        if g.when is not None and not g.when.opens_within(total, spe):
+        after = g.when.never_opens(total, spe, g.is_projection) if g.when is not None else None
+        if after is not None:
             kind = "constraint" if g.is_projection else "prox term"
             out.append(f"{g.label or g.kernel}: the gate ({g.when}) never opens in this run ({epochs} epochs, "
-                       f"{total} steps): the {kind} is never applied, not even at the end")
+                       f"{total} steps): the {kind} is never applied during training; {after}")
     return out
 
 
