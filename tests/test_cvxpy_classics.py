@@ -380,6 +380,171 @@ def ref_advertising() -> float:
     return solve_ref(cp.Maximize(revenue), [cp.sum(D, axis=0) <= T, cp.sum(D, axis=1) >= 500])
 
 
+# ---------------------------------------------------------------- CVXPY's gallery, second round
+
+def uniform(seed: int, *shapes, low: float = 0.0, high: float = 1.0) -> list[np.ndarray]:
+    """``rand([..], [..], seed = s)``: several uniform arrays drawn in order from one stream."""
+    g = rng(seed)
+    return [g.uniform(low, high, s) for s in shapes]
+
+
+def ref_sparse_inv_cov() -> float:
+    (Z,) = normal(50, (30, 6))
+    Y = Z.T @ Z / 30
+    S = cp.Variable((6, 6), PSD=True)
+    return solve_ref(cp.Maximize(cp.log_det(S) - cp.trace(S @ Y)), [cp.sum(cp.abs(S)) <= 8])
+
+
+def ref_tv_inpaint() -> float:
+    (I0,), (K0,) = uniform(51, (10, 12)), uniform(52, (10, 12))
+    orig = (I0 > 0.5) * 0.8 + 0.1 * I0
+    known = (K0 > 0.4).astype(float)
+    U = cp.Variable((10, 12))
+    return solve_ref(cp.Minimize(cp.tv(U)), [cp.multiply(known, U) == known * orig])
+
+
+def ref_worst_case_cov() -> float:
+    w = np.array([0.1, 0.2, -0.05, 0.1])
+    S = cp.Variable((4, 4), PSD=True)
+    cons = [S[0, 0] == 0.2, S[1, 1] == 0.1, S[2, 2] == 0.3, S[3, 3] == 0.1,
+            S[0, 1] >= 0, S[0, 2] >= 0, S[1, 2] <= 0, S[1, 3] <= 0, S[2, 3] >= 0]
+    return solve_ref(cp.Maximize(w @ S @ w), cons)
+
+
+def ref_penalty_deadzone() -> float:
+    A, b = normal(53, (40, 8), (40,))
+    x = cp.Variable(8)
+    return solve_ref(cp.Minimize(cp.sum(cp.pos(cp.abs(A @ x - b) - 0.5))))
+
+
+def ref_penalty_log_barrier() -> float:
+    A, b = normal(54, (40, 8), (40,))
+    x = cp.Variable(8)
+    return solve_ref(cp.Minimize(-cp.sum(cp.log(1 - cp.square((A @ x - b) / 4)))))
+
+
+def ref_min_length_path() -> float:
+    lo0, w0 = uniform(55, (2, 6), (2, 6))
+    lo = 3 * lo0
+    hi = lo + 0.5 + w0
+    X = cp.Variable((2, 8))
+    length = sum(cp.norm(X[:, t + 1] - X[:, t], 2) for t in range(7))  # segment by segment
+    return solve_ref(cp.Minimize(length), [X[:, 0] == 0, X[:, 7] == 4, X[:, 1:7] >= lo, X[:, 1:7] <= hi])
+
+
+def ref_robust_kalman() -> float:
+    W0, V0 = normal(56, (2, 30), (2, 30))
+    O = sparse_normal(57, (2, 30), 0.1, scale=5)
+    A = np.array([[1, 0, 0.1, 0], [0, 1, 0, 0.1], [0, 0, 0.95, 0], [0, 0, 0, 0.95]])
+    B = np.array([[0, 0], [0, 0], [0.1, 0], [0, 0.1]])
+    C = np.array([[1.0, 0, 0, 0], [0, 1, 0, 0]])
+    y = np.cumsum(0.1 * W0, axis=1) + 0.1 * V0 + O
+    x, w, v = cp.Variable((4, 30)), cp.Variable((2, 29)), cp.Variable((2, 30))
+    cons = [x[:, t + 1] == A @ x[:, t] + B @ w[:, t] for t in range(29)]
+    cons += [y[:, t] == C @ x[:, t] + v[:, t] for t in range(30)]
+    return solve_ref(cp.Minimize(cp.sum_squares(w) + 2 * cp.sum(cp.huber(v, 0.5))), cons)
+
+
+def ref_l1_trend_filter() -> float:
+    slopes = sparse_normal(58, 80, 0.05)
+    (noise,) = normal(59, (80,))
+    y = np.cumsum(np.cumsum(slopes)) / 10 + 0.2 * noise
+    x = cp.Variable(80)
+    return solve_ref(cp.Minimize(0.5 * cp.sum_squares(y - x) + 2 * cp.norm1(cp.diff(x, 2))))
+
+
+def _tradeoff_data() -> tuple[np.ndarray, np.ndarray]:
+    mu0, F, d = normal(60, (12,), (12, 3), (12,))
+    return np.abs(mu0) / 10, F @ F.T / 10 + np.diag(0.05 + np.abs(d) / 10)
+
+
+def ref_portfolio_tradeoff(gamma: float = 1.0) -> float:
+    mu, Sigma = _tradeoff_data()
+    w = cp.Variable(12)
+    return solve_ref(cp.Maximize(mu @ w - gamma * cp.quad_form(w, Sigma)), [cp.sum(w) == 1, w >= 0])
+
+
+def ref_sparse_logistic() -> float:
+    X, beta0, u = normal(61, (50, 10), (10,), (50,))
+    mask = sparse_normal(62, 10, 0.4, sign=True)
+    y = ((X @ (beta0 * np.abs(mask)) + 0.5 * u) > 0).astype(float)
+    beta = cp.Variable(10)
+    loglik = cp.sum(cp.multiply(y, X @ beta) - cp.logistic(X @ beta))
+    return solve_ref(cp.Maximize(loglik / 50 - 0.5 / 50 * cp.norm1(beta)))
+
+
+def ref_transport_lp() -> float:
+    C0, s0, d0 = uniform(63, (6, 8), (6,), (8,))
+    C, s, d = 1 + 9 * C0, 20 + 10 * s0, 10 + 5 * d0
+    X = cp.Variable((6, 8), nonneg=True)
+    return solve_ref(cp.Minimize(cp.sum(cp.multiply(C, X))), [cp.sum(X, axis=1) <= s, cp.sum(X, axis=0) == d])
+
+
+def ref_max_min_fairness() -> float:
+    (R0,) = uniform(64, (6, 8))
+    c0, u = uniform(65, (6,), (8,))
+    R = (R0 > 0.5).astype(float)
+    x = cp.Variable(8, nonneg=True)
+    return solve_ref(cp.Maximize(cp.min(cp.multiply(0.5 + u, x))), [R @ x <= 1 + c0])
+
+
+def ref_kelly_gambling() -> float:
+    P0, R0 = uniform(66, (10,), (10, 5))
+    pi = P0 / P0.sum()
+    R = np.hstack([np.ones((10, 1)), 2 * R0])
+    b = cp.Variable(6, nonneg=True)
+    return solve_ref(cp.Maximize(pi @ cp.log(R @ b)), [cp.sum(b) == 1])
+
+
+def ref_nearest_correlation() -> float:
+    (G,) = uniform(67, (6, 6), low=-1, high=1)
+    A = (G + G.T) / 2 * (1 - np.eye(6)) + np.eye(6)
+    X = cp.Variable((6, 6), PSD=True)
+    return solve_ref(cp.Minimize(cp.norm(X - A, "fro")), [cp.diag(X) == 1])
+
+
+def ref_maxcut_sdp() -> float:
+    (W0,) = uniform(68, (7, 7))
+    W = (W0 + W0.T) * ((W0 + W0.T) > 1)
+    L = np.diag(W.sum(axis=1)) - W
+    X = cp.Variable((7, 7), PSD=True)
+    value = solve_ref(cp.Maximize(cp.trace(L @ X) / 4), [cp.diag(X) == 1])
+    cuts = [(np.array([1 if (s >> i) & 1 else -1 for i in range(7)])) for s in range(2 ** 6)]
+    assert value >= max(z @ L @ z / 4 for z in cuts) - 1e-7  # a relaxation of max-cut
+    return value
+
+
+def ref_harmonic_allocation() -> float:
+    (u,) = uniform(69, (6,))
+    a = 0.5 + u
+    x = cp.Variable(6, nonneg=True)
+    value = solve_ref(cp.Maximize(cp.harmonic_mean(cp.multiply(a, x))), [cp.sum(x) == 1])
+    # closed form: min sum 1/(a_i x_i) over the simplex is (sum a_i^-1/2)^2 at x_i ~ a_i^-1/2
+    assert value == pytest.approx(6 / np.sum(a ** -0.5) ** 2, rel=1e-7)
+    return value
+
+
+def ref_cvar_sum_smallest() -> float:
+    (R0,), (m0,) = normal(70, (40, 6)), uniform(71, (6,))
+    R = 0.05 * R0 + 0.02 * m0
+    w = cp.Variable(6, nonneg=True)
+    return solve_ref(cp.Maximize(cp.sum_smallest(R @ w, 5) / 5 + 0.1 * cp.sum(R @ w) / 40), [cp.sum(w) == 1])
+
+
+def ref_rel_entr_projection() -> float:
+    (q0,) = uniform(72, (10,))
+    q = (0.2 + q0) / (0.2 + q0).sum()
+    x = cp.Variable(10)
+    return solve_ref(cp.Minimize(cp.sum(cp.rel_entr(x, q))), [cp.sum(x) == 1, np.arange(10) @ x == 6, x <= 0.3])
+
+
+def ref_quad_form_param() -> float:
+    (F0,) = normal(73, (3, 8))
+    Sigma = F0.T @ F0 / 10 + 0.1 * np.eye(8)  # quad_form with the covariance the parameter factor gives
+    w = cp.Variable(8)
+    return solve_ref(cp.Minimize(cp.quad_form(w, Sigma)), [cp.sum(w) == 1, cp.norm1(w) <= 2])
+
+
 # ---------------------------------------------------------------- what the torch backend does today
 
 REFERENCES: dict[str, Callable[[], float]] = {
