@@ -93,11 +93,13 @@ def error(message: str, span: Span | None = None, notes: Iterable[str] = ()) -> 
 
 
 def suggest(name: str, candidates: Iterable[str], n: int = 3) -> list[str]:
-    """Closest known names to ``name`` (case-insensitive), best first."""
+    """Closest known names to ``name`` (case-insensitive), best first: a name that differs only in
+    case or underscores (`norm_1` for `norm1`, `sumsquares` for `sum_squares`) before the others."""
     cands = sorted(set(candidates))
     lowered = {c.lower(): c for c in cands}
+    same = [c for c in cands if c != name and c.lower().replace("_", "") == name.lower().replace("_", "")]
     hits = difflib.get_close_matches(name.lower(), list(lowered), n=n, cutoff=0.6)
-    return [lowered[h] for h in hits]
+    return (same + [lowered[h] for h in hits if lowered[h] not in same])[:n]
 
 
 def did_you_mean(name: str, candidates: Iterable[str]) -> list[str]:

@@ -130,3 +130,12 @@ def test_spec_and_result_print_as_summaries() -> None:
     text = str(result)  # what `regspec solve` prints
     assert text.splitlines()[0] == "problem lasso: optimal (cvxpy, CLARABEL, " + f"{result.iterations} iterations)"
     assert "objective: 2586.94" in text and "w (10,): [" in text and text.splitlines()[-1].startswith("times (s): ")
+
+
+def test_a_name_off_by_underscores_is_the_first_suggestion() -> None:
+    with pytest.raises(regspec.RegspecError) as e:
+        regspec.load("problem p {\n  var w[3]\n  minimize norm_1(w) + sumsquares(w)\n}\n").compiled()
+    assert e.value.first.notes[0].startswith("did you mean `norm1`")  # before: `norm_21` came first
+    from regspec.diagnostics import suggest
+
+    assert suggest("sumsquares", ["square", "sum_squares", "sum_largest"])[0] == "sum_squares"
