@@ -192,9 +192,11 @@ def explain_choice(spec: Spec, problem: str | None, imported: set[str] | None = 
 
 
 def choose_backend(spec: Spec, problem: str | None, backend: str, solver: str | None = None,
-                   solver_opts: dict[str, Any] | None = None) -> str:
+                   solver_opts: dict[str, Any] | None = None, torch_settings: bool = False) -> str:
     """``auto``: the cvxpy backend when a CVXPY solver or its options are named (the user chose
-    it), else :func:`explain_choice`; otherwise the named backend."""
+    it); the torch backend when ``torch_settings`` (a tolerance, an iteration budget, CUDA or
+    float32 were asked for: settings only it reads) and it takes the problem; else
+    :func:`explain_choice`. Otherwise the named backend."""
     if backend not in BACKENDS:
         raise error(f"unknown backend `{backend}`; choose one of {', '.join(BACKENDS)}")
     if backend != "auto":
@@ -202,7 +204,16 @@ def choose_backend(spec: Spec, problem: str | None, backend: str, solver: str | 
     split = spec.compiled(problem).ir.meta.get("split")
     if solver_opts or (solver is not None and (split is None or solver.lower() != split.algorithm)):
         return "cvxpy"
+    if torch_settings and split is not None and split.algorithm != "none":
+        return "torch"
     return explain_choice(spec, problem).backend
+
+
+def asks_for_torch(*, tol: float | None = None, max_iter: int | None = None, device: str = "cpu",
+                   dtype: str = "float64") -> bool:
+    """Whether a solve's settings are ones only the torch backend reads (``choose_backend``'s
+    ``torch_settings``): a tolerance, an iteration budget, CUDA or float32."""
+    return tol is not None or max_iter is not None or device != "cpu" or dtype != "float64"
 
 
 def solve(spec: Spec | str | Path, *, problem: str | None = None, backend: str = "auto",
@@ -228,7 +239,8 @@ def solve(spec: Spec | str | Path, *, problem: str | None = None, backend: str =
     data_s = data_sources.CLOCK["seconds"] - loaded  # data loading, reported apart from analysis
     ir = compiled.ir
     values = validate_params(ir, params)
-    backend = choose_backend(spec, problem, backend, solver, solver_opts)
+    backend = choose_backend(spec, problem, backend, solver, solver_opts,
+                             asks_for_torch(tol=tol, max_iter=max_iter, device=device, dtype=dtype))
     analyse = time.perf_counter() - t0 - data_s
     import_s = _import_backend(backend)
     t1 = time.perf_counter()

@@ -128,6 +128,8 @@ def cmd_check(args: argparse.Namespace) -> int:
         try:
             spec = regspec.load(path)
             lines = [f"{path}: {len(spec.ast.blocks)} block(s)"]
+            if not spec.ast.blocks:  # valid (file-level `let`s alone), but rarely what was meant
+                lines.append("  warning: no `problem` or `train` block: nothing to solve or train")
             for name in spec.problems:
                 lines += _summary_problem(spec, name)
                 refusal = no_backend_error(spec.compiled(name).ir)  # `backends: none` is an error
@@ -163,7 +165,9 @@ def cmd_solve(args: argparse.Namespace) -> int:
         raise UsageError("--out applies to --sweep")
     from regspec.json_out import stdout_to_stderr
 
-    backend = regspec.api.choose_backend(spec, args.problem, args.backend, args.solver, solver_opts)
+    backend = regspec.api.choose_backend(spec, args.problem, args.backend, args.solver, solver_opts,
+                                         regspec.api.asks_for_torch(tol=args.tol, max_iter=args.max_iter,
+                                                                    device=args.device, dtype=args.dtype))
     if args.verbose and backend == "cvxpy":  # the solver's own log; torch solvers log below
         solver_opts.setdefault("verbose", True)
     # solver logs go to stderr: never mixed into --json, and apart from the result with --verbose

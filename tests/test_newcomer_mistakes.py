@@ -139,3 +139,10 @@ def test_a_name_off_by_underscores_is_the_first_suggestion() -> None:
     from regspec.diagnostics import suggest
 
     assert suggest("sumsquares", ["square", "sum_squares", "sum_largest"])[0] == "sum_squares"
+
+
+@pytest.mark.parametrize("kwargs", [{"tol": 1e-9}, {"max_iter": 500}, {"dtype": "float32"}])
+def test_auto_honours_a_torch_only_setting(kwargs: dict) -> None:
+    # before: auto chose CVXPY for the lasso and the setting was silently ignored
+    assert regspec.solve(LASSO, **kwargs).backend == "torch"
+    assert regspec.solve(LASSO, solver="CLARABEL").backend == "cvxpy"
