@@ -204,3 +204,35 @@ def test_gate_warnings_say_what_happens_at_the_end(tmp_path, capsys):
     assert not bool((trained["head.weight"] == 0).any())          # the l1 prox never ran
     warnings = " | ".join(summary["warnings"])
     assert "late_ball" in warnings and "late_l1: the gate" in warnings
+
+
+# ------------------------------------------------------------------ selectors by module type
+def test_type_selector_leaves_parametrized_weights_out_and_says_why():
+    """param(type = Linear) selects the `weight` parameters of Linear modules; a GAN-style layer
+    under torch's spectral_norm has a computed weight and is left out (its `original` is selected
+    by name). When every module of the type is like that, or holds no `weight` at all
+    (nn.MultiheadAttention's in_proj_weight), the error says which tensors it holds."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(6, 4), nn.utils.parametrizations.spectral_norm(nn.Linear(4, 4)), nn.Linear(4, 2))
+    lr, lam = 0.1, 0.05
+    opt = torch.optim.SGD(net.parameters(), lr=lr)
+    reg = regspec.attach(f"train t {{ loss mse\n regularize l1(param(type = Linear)) * {lam} via prox }}", net, opt)
+    assert reg.engine.buckets[0].names == ["0.weight", "2.weight"]
+    original = net[1].parametrizations.weight.original
+    before = original.detach().clone()
+    x, y = torch.randn(5, 6), torch.randn(5, 2)
+    reg.loss(reg.module(x), y).backward()
+    z = before - lr * original.grad
+    opt.step()
+    assert torch.allclose(original.detach(), z, rtol=0, atol=1e-7)      # a plain SGD step, no prox
+    assert bool((net[0].weight == 0).any())
+
+    with pytest.raises(regspec.RegspecError, match="no module of type `Linear` has a `weight` parameter") as info:
+        regspec.attach('train t { reparametrize param(type = Linear) as low_rank(rank = 1)\n'
+                       ' regularize l1(param(type = Linear)) * 1e-3 }', nn.Sequential(nn.Linear(3, 3), nn.Linear(3, 3)))
+    assert "`0`: its weight is parametrized (LowRank" in str(info.value)
+    assert "0.parametrizations.weight.original, 0.parametrizations.weight.0.A" in str(info.value)
+    attention = nn.Sequential(nn.MultiheadAttention(4, 2), nn.MultiheadAttention(4, 2))
+    with pytest.raises(regspec.RegspecError, match='holds in_proj_weight, in_proj_bias; select by name, e.g. '
+                                                   r'param\("\*\*.in_proj_weight"\) \(and 1 more'):
+        regspec.attach("train t { regularize l1(param(type = MultiheadAttention)) * 1e-3 }", attention)

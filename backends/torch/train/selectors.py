@@ -12,8 +12,10 @@ Patterns match whole dotted names from ``model.named_parameters()`` / ``model.na
   quantifiers) are refused with a located error, and names over 1000 characters never match;
 - ``type=Linear`` (a class name, optionally ``nn.``-prefixed, or a class): the ``weight`` of
   every module whose class or a base class has that name (case-insensitive), so subclasses of
-  ``nn.Linear`` count; biases are not selected (add ``param("**.bias")`` for those). With both
-  a pattern and a type, the pattern must match the module name or the parameter name.
+  ``nn.Linear`` count; biases are not selected (add ``param("**.bias")`` for those), nor is a
+  parametrized weight (torch's spectral_norm or weight_norm, an earlier ``reparametrize``: it is
+  computed, its trainable tensors are selected by name). With both a pattern and a type, the
+  pattern must match the module name or the parameter name.
 
 Results keep the model's registration order, shared parameters appear once (under their first
 name; a pattern may name a tied alias such as GPT-2's ``lm_head.weight``), and frozen
@@ -131,12 +133,32 @@ def select_params(
     if not selected:
         tname = _type_name(type)
         if pattern is None:
-            raise error(f"no module of type `{tname}` has a `weight` parameter", span)
+            raise error(f"no module of type `{tname}` has a `weight` parameter", span, _weightless_notes(modules))
         raise _no_match("parameter", pattern, [f"{m}.weight" for m, mod in modules
                                                if isinstance(mod._parameters.get("weight"), nn.Parameter)],
                         span, [f"(restricted to weights of `{tname}` modules)"])
     order = {n: i for i, n in enumerate(names)}
     return sorted(selected.items(), key=lambda kv: order.get(kv[0], len(order)))
+
+
+def _weightless_notes(modules: list[tuple[str, nn.Module]]) -> list[str]:
+    """Why modules of the type have no ``weight`` parameter, shown on the first: a parametrized
+    weight (torch's spectral_norm or weight_norm, an earlier ``reparametrize``) is computed from
+    other tensors, which a name selects; else the parameters it does hold (nn.MultiheadAttention's
+    in_proj_weight)."""
+    mname, module = modules[0]
+    prefix, who = (f"{mname}.", f"`{mname}`") if mname else ("", "the model")
+    params = getattr(module, "parametrizations", None)
+    if params is not None and "weight" in params:
+        originals = [f"{prefix}parametrizations.weight.{n}" for n, _ in params["weight"].named_parameters()]
+        note = (f"{who}: its weight is parametrized ({type(params['weight'][0]).__name__}), computed from "
+                f"{', '.join(originals)}; select those by name")
+    else:
+        own = [n for n, _ in module.named_parameters(recurse=False)]
+        note = f"{who} holds " + (", ".join(own) + f'; select by name, e.g. param("**.{own[0]}")' if own
+                                  else "no parameters of its own")
+    more = f" (and {len(modules) - 1} more module(s) of the type)" if len(modules) > 1 else ""
+    return [note + more]
 
 
 def tied_aliases(model: nn.Module) -> dict[str, str]:
