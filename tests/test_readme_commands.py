@@ -112,6 +112,9 @@ def test_slow_commands(doc: Path, workdir: Path) -> None:
     if doc.name == "README.md":
         assert (workdir / "runs" / "p" / "summary.json").exists()
         assert (workdir / "runs" / "sweep_lasso" / "path.png").exists()
+    if doc.name == "tutorial.md":  # what the tutorial's `ls runs/prosparse` lists, and nothing else
+        assert sorted(p.name for p in (workdir / "runs" / "prosparse").iterdir()) == [
+            "checkpoint.pt", "curves.png", "metrics.jsonl", "model.json", "model.pt", "summary.json", "trainer.py"]
 
 
 def _python_blocks(slow: bool) -> list[tuple[str, str]]:
@@ -164,3 +167,14 @@ def test_api_page_signatures_match_the_code() -> None:
         documented = [p.strip().split("=")[0].strip() for p in params.split(",") if p.strip() and p.strip() != "*"]
         actual = [p.name for p in inspect.signature(fn).parameters.values()]
         assert documented == actual, (dotted, documented, actual)
+
+
+def test_tutorial_typo_is_reported_as_the_text_says(workdir: Path) -> None:
+    """'A mistake is reported at its line and column, with the closest known names': the tutorial's
+    two commands, their output."""
+    tutorial = commands(ROOT / "docs" / "tutorial.md")
+    make, check = (next(c for c in tutorial if key in c) for key in ("> typo.reg", "check typo.reg"))
+    r = run(make + "\n" + check, workdir)
+    assert r.stdout.strip() == "exit status 1"
+    assert r.stderr.startswith("typo.reg:3:12: error: unknown atom `norm_1`")
+    assert "note: did you mean `norm1`" in r.stderr
