@@ -63,7 +63,7 @@ class Diagnostic:
         s = self.span
         out = [f"{s.path}:{s.line}:{s.column}: {self.severity}: {self.message}"]
         if s.source is not None:
-            text = s.source.line(s.line)
+            text = shown_line(s.source.line(s.line))
             if text:
                 gutter = f"{s.line:>4} | "
                 out.append(gutter + text)
@@ -71,6 +71,18 @@ class Diagnostic:
                 out.append(" " * (len(gutter) + s.column - 1) + "^" * max(1, width))
         out.extend(f"  note: {n}" for n in self.notes)
         return "\n".join(out)
+
+
+def shown_line(text: str) -> str:
+    """A source line as the caret line can point into it: one printed character per column (a tab
+    is a space, a control or other invisible character U+FFFD, so a carriage return or a
+    terminal escape in the spec cannot overwrite the message)."""
+    return "".join(c if c.isprintable() else " " if c == "\t" else "\ufffd" for c in text)
+
+
+def shown_char(ch: str) -> str:
+    """One character for a message: itself when visible, else its code point (`U+000D`)."""
+    return ch if ch.isprintable() and not ch.isspace() else f"U+{ord(ch):04X}"
 
 
 class RegspecError(Exception):

@@ -21,7 +21,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from regspec.diagnostics import Diagnostic, RegspecError, Source, Span
+from regspec.diagnostics import Diagnostic, RegspecError, Source, Span, shown_char
 
 __all__ = ["format_text", "format_file", "same_tree", "write_atomic", "diff"]
 
@@ -66,7 +66,7 @@ def _tokenize(text: str, path: str) -> list[list[_Tok]]:
             src = Source(path, text)
             line = text.count("\n", 0, pos) + 1
             col = pos - (text.rfind("\n", 0, pos) + 1) + 1
-            raise RegspecError(Diagnostic(f"unexpected character `{text[pos]}`", Span(src, line, col, line, col + 1)))
+            raise RegspecError(Diagnostic(f"unexpected character `{shown_char(text[pos])}`", Span(src, line, col, line, col + 1)))
         kind = m.lastgroup or ""
         if kind == "nl":
             lines.append([])
@@ -212,14 +212,10 @@ def format_text(text: str, path: str = "<string>", *, verify: bool = True) -> st
 
 def format_file(path: str | Path) -> tuple[str, str]:
     """(original text, formatted text) of a spec file."""
-    p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise RegspecError(Diagnostic(f"no such spec file: {p}")) from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise RegspecError(Diagnostic(f"cannot read spec file {p}: {e}")) from None
-    return text, format_text(text, str(p))
+    from regspec.parser import read_spec_text
+
+    text = read_spec_text(path)
+    return text, format_text(text, str(path))
 
 
 def diff(path: str, old: str, new: str) -> str:

@@ -13,7 +13,7 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any, Iterator
 
 from regspec import ast, parser_cache
-from regspec.diagnostics import Diagnostic, RegspecError, Source, Span
+from regspec.diagnostics import Diagnostic, RegspecError, Source, Span, shown_char
 
 if TYPE_CHECKING:  # the generated parser module defines the same classes
     from lark import Token, Tree
@@ -511,7 +511,7 @@ def _syntax_error(src: Source, e: UnexpectedInput) -> RegspecError:
     if isinstance(e, errors.UnexpectedCharacters):
         ch = src.line(line)[col - 1: col] or "?"
         notes = ['strings are written in double quotes: "fro"'] if ch == "'" else []
-        return RegspecError(Diagnostic(f"unexpected character `{ch}`", Span(src, line, col, line, col + 1), notes=notes))
+        return RegspecError(Diagnostic(f"unexpected character `{shown_char(ch)}`", Span(src, line, col, line, col + 1), notes=notes))
     if isinstance(e, errors.UnexpectedEOF) or (isinstance(e, errors.UnexpectedToken) and e.token.type == "$END"):
         lines = src.text.rstrip("\n").split("\n")
         line, col = len(lines), len(lines[-1]) + 1
@@ -582,7 +582,9 @@ def _decode(p: Path, data: bytes) -> str:
                                       notes=["save the file as UTF-8"])) from None
 
 
-def parse_file(path: str | Path) -> ast.Spec:
+def read_spec_text(path: str | Path) -> str:
+    """The text of a spec file as the parser reads it (line ends kept; bytes that are not UTF-8
+    a located error): the one reader of `check`, `fmt` and the rest."""
     p = Path(path)
     try:
         data = p.read_bytes()
@@ -590,4 +592,8 @@ def parse_file(path: str | Path) -> ast.Spec:
         raise RegspecError(Diagnostic(f"no such spec file: {p}")) from None
     except OSError as e:
         raise RegspecError(Diagnostic(f"cannot read spec file {p}: {e.strerror or e}")) from None
-    return parse(_decode(p, data), str(path))
+    return _decode(p, data)
+
+
+def parse_file(path: str | Path) -> ast.Spec:
+    return parse(read_spec_text(path), str(path))
