@@ -335,6 +335,11 @@ class TrainPlan:
 
 
 # ------------------------------------------------------------------ evaluation of values
+def _int_overflow(node: ast.Expr, what: str) -> RegspecError:
+    return error(f"integer arithmetic overflows in {what}: `{span_text(node.span)}` is beyond the 64-bit integers "
+                 "(|n| < 2^63)", node.span, ["write a float for a float result: `2.0 ** 100`, not `2 ** 100`"])
+
+
 class _Values:
     """Compile-time values: numbers, strings, booleans, lists, `let` names, arithmetic and a few
     math functions. Nothing is evaluated as Python."""
@@ -365,20 +370,24 @@ class _Values:
             a, b = self.value(e.left, what), self.value(e.right, what)
             self._number(a, e.left, what)
             self._number(b, e.right, what)
+            if e.op == "**" and isinstance(a, int) and isinstance(b, int) and abs(a) > 1 and b * math.log2(abs(a)) >= 63:
+                raise _int_overflow(e, what)  # never computed: `2 ** 2 ** 62` would not finish
             try:
-                return {"+": lambda: a + b, "-": lambda: a - b, "*": lambda: a * b, "/": lambda: a / b,
-                        "**": lambda: a ** b}[e.op]()
+                return self._real({"+": lambda: a + b, "-": lambda: a - b, "*": lambda: a * b, "/": lambda: a / b,
+                                   "**": lambda: a ** b}[e.op](), e, what)
             except KeyError:
                 raise error(f"`{e.op}` is not defined on numbers in {what}", e.span) from None
             except ZeroDivisionError:
                 raise error(f"division by zero in {what}", e.span) from None
+            except OverflowError:
+                raise error(f"`{span_text(e.span)}` overflows a 64-bit float in {what}", e.span) from None
         if isinstance(e, ast.Call) and isinstance(e.func, ast.Name) and e.func.id in MATH and not e.kwargs:
             args = [self.value(a, what) for a in e.args]
             for a, node in zip(args, e.args):
                 self._number(a, node, what)
             try:
-                return MATH[e.func.id](*args)
-            except (ValueError, TypeError) as exc:
+                return self._real(MATH[e.func.id](*args), e, what)
+            except (ValueError, TypeError, OverflowError) as exc:
                 raise error(f"{e.func.id}(...) failed in {what}: {exc}", e.span) from None
         if isinstance(e, ast.Call) and isinstance(e.func, ast.Name):
             name = e.func.id
@@ -387,6 +396,16 @@ class _Values:
                         ["schedules: " + ", ".join(SCHEDULE_NAMES) + "; functions: " + ", ".join(MATH)])
         raise error(f"{what} must be a constant (number, string, list or `let` name), got `{span_text(e.span)}`",
                     e.span)
+
+    @staticmethod
+    def _real(v: Any, node: ast.Expr, what: str) -> Any:
+        """An arithmetic result as the language has it: integers in 64 bits, real numbers
+        (Python would grow a big integer, or give `(-8) ** 0.5` as a complex number)."""
+        if isinstance(v, complex):
+            raise error(f"`{span_text(node.span)}` is not a real number in {what}", node.span)
+        if isinstance(v, int) and not isinstance(v, bool) and not -2 ** 63 <= v < 2 ** 63:
+            raise _int_overflow(node, what)
+        return v
 
     @staticmethod
     def _number(v: Any, node: ast.Expr, what: str) -> None:

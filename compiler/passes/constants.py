@@ -156,6 +156,42 @@ def _list_value(items: list[Any]) -> Any:
     return arr if arr.dtype.kind in "biuf" else items
 
 
+INT64_MIN, INT64_MAX = -2 ** 63, 2 ** 63 - 1
+
+
+def _integral(v: Any) -> bool:
+    return (isinstance(v, (int, np.integer)) and not isinstance(v, bool)) or (
+        isinstance(v, np.ndarray) and v.dtype.kind in "iu")
+
+
+def _check_integer_range(ir: IR, node: int, atom: Any, args: list[Any], kw: dict[str, Any]) -> None:
+    """Integer arithmetic stays in 64 bits (literals are 64-bit integers): an integer result n with
+    |n| >= 2^63 is a located error. Python's integers would grow without bound (`2 ** 2 ** 62`
+    never finishes) and NumPy's wrap around silently. The math runs in float64 first, so a huge
+    result is never computed; near the limit it runs exactly on Python integers."""
+    if not args or atom.name == "divide" or not all(_integral(a) for a in args):
+        return
+    try:
+        with np.errstate(all="ignore"):
+            approx = np.asarray(atom.numpy([np.asarray(a, dtype=float) for a in args], kw), dtype=float)
+    except Exception:  # noqa: BLE001 - the exact evaluation reports it
+        return
+    if approx.size == 0 or np.all(np.abs(approx) < 2.0 ** 62):
+        return
+    if not np.all(np.isfinite(approx)):
+        if atom.name == "power" and np.any(np.asarray(args[1]) < 0):  # 0 ** -1: not an overflow
+            return
+    elif np.all(np.abs(approx) < 2.0 ** 64):
+        exact = atom.numpy([np.asarray(a, dtype=object) if np.ndim(a) else int(a) for a in args], kw)
+        if all(INT64_MIN <= int(v) <= INT64_MAX for v in np.ravel(np.asarray(exact, dtype=object))):
+            return
+    big = float(np.max(np.abs(approx[~np.isnan(approx)]))) if np.any(~np.isnan(approx)) else float("inf")
+    size = f"is about {big:.3g}" if math.isfinite(big) else "is larger than any 64-bit float"
+    raise error(f"integer arithmetic overflows: `{ir.text(node)}` {size}, beyond the 64-bit integers (|n| < 2^63)",
+                ir[node]["span"],
+                ["write a float for a float result: `2.0 ** 100`, not `2 ** 100`"])
+
+
 def _check_operands(ir: IR, node: int, atom: str, operands: list[int]) -> None:
     """Every tensor operand of an atom is numeric: a string, a list of strings or a complex or
     non-finite constant is refused at the operand (`norm1(x) + "abc"`)."""
@@ -333,10 +369,12 @@ def evaluate_constants(ir: IR) -> IR:
             if atom.name == "power" and "value" in ir[d["args"][1]] and np.ndim(ir[d["args"][1]]["value"]) == 0:
                 static["_exponent"] = float(_pyval(ir[d["args"][1]]["value"]))
             if all("value" in ir[a] and ir[a]["kind"] not in ("param", "var") for a in operands):
+                kw = {**static, **{k: ir[v]["value"] for k, v in tensor_kw.items()}}
+                args = [ir[a]["value"] for a in d["args"]]
+                _check_integer_range(ir, node, atom, args, kw)
                 try:
-                    kw = {**static, **{k: ir[v]["value"] for k, v in tensor_kw.items()}}
                     with np.errstate(all="ignore"):  # a non-finite result is refused just below, located
-                        value = atom.numpy([ir[a]["value"] for a in d["args"]], kw)
+                        value = atom.numpy(args, kw)
                 except NotImplementedError:
                     pass
                 except Exception as e:  # an atom's math failing on bad data is the user's error
