@@ -224,12 +224,13 @@ def _size(ctx: SourceContext, shape: Any) -> None:
 
 def _seed(ctx: SourceContext, seed: Any) -> int:
     """A seed for ``numpy.random.default_rng``: an integer in [0, 2**64)."""
+    given = f"{seed:g}" if isinstance(seed, float) else repr(seed)
     if isinstance(seed, float) and seed.is_integer():
         seed = int(seed)
     if isinstance(seed, np.integer):
         seed = int(seed)
     if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 2 ** 64:
-        raise ctx.fail(f"seed must be an integer from 0 to 2**64 - 1, got {seed!r}")
+        raise ctx.fail(f"seed must be an integer from 0 to 2**64 - 1, got {given}")
     return seed
 
 

@@ -114,10 +114,16 @@ class QuadForm(ScalarAtom):
 
     @staticmethod
     def definiteness(P) -> str:
-        """'psd', 'nsd' or 'indefinite' (symmetric part, relative tolerance 1e-10)."""
+        """'psd', 'nsd' or 'indefinite' (symmetric part, relative tolerance 1e-10). The signs of
+        the eigenvalues do not change with a positive scale: P / max|P_ij| keeps entries near
+        1e308 from overflowing in P + P^T (and LAPACK from failing on them)."""
         import numpy as np
 
         P = np.asarray(P, dtype=float)
+        top = float(np.abs(P).max(initial=0.0))
+        if top == 0.0:
+            return "psd"
+        P = P / top
         eig = np.linalg.eigvalsh((P + P.T) / 2)
         tol = 1e-10 * max(1.0, float(np.abs(eig).max(initial=0.0)))
         if eig.min(initial=0.0) >= -tol:
