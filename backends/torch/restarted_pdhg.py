@@ -581,7 +581,7 @@ def _rule_measures(per_var: list[float], per_block: list[float], x_inf: float, b
     scales = per_var[1::2]
     problem_scale = max(max(scales, default=0.0), scale_seen)
     floor_p = floor_rel * problem_scale
-    stat = max((p / (sc if sc >= floor_p else max(problem_scale, 1e-300))
+    stat = max((p / (sc if sc >= floor_p and sc > 0 else max(problem_scale, 1e-300))
                 for p, sc in zip(per_var[0::2], scales)), default=0.0)
     feas = 0.0
     violations: dict[str, float] = {}
