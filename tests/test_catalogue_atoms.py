@@ -49,7 +49,7 @@ EXAMPLES: dict[str, list[tuple[list, dict]]] = {
            ([IMG], {"mode": "aniso"}), ([IMG], {"mode": "iso", "w": np.abs(IMG) + 0.1}),
            ([IMG], {"mode": "aniso", "w": np.abs(IMG) + 0.1})],
     "nuclear_norm": [([M], {})], "spectral_norm": [([M], {})], "lambda_max": [([SPD - 3 * np.eye(4)], {})],
-    "lambda_min": [([SPD], {})], "lambda_sum_largest": [([S + S.T], {"k": 2})], "log_det": [([SPD], {})],
+    "lambda_min": [([SPD], {})], "lambda_sum_largest": [([S + S.T], {"k": 2})], "lambda_sum_smallest": [([S + S.T], {"k": 2})], "log_det": [([SPD], {})],
     "trace": [([S], {})], "diag": [([V], {}), ([S], {})], "reshape": [([M], {"shape": np.array([2, -1])})],
     "vec": [([M], {})], "hstack": [([V, POS], {}), ([M, M], {}), ([1.0, V], {})],
     "vstack": [([V, POS], {}), ([M, M[:1]], {})], "inner": [([M, M + 1], {})], "mean": [([M], {"axis": None}),

@@ -17,6 +17,7 @@ C3 = np.array([1.0, -2.0, 0.3])
 POS3 = np.array([0.5, 1.0, 2.0])
 Q3 = np.array([0.2, 0.3, 0.5])
 CM = np.array([[1.0, -0.5, 2.0], [0.0, 1.5, -1.0]])
+SYM3 = np.array([[1.0, 0.5, -0.3], [0.5, 0.2, 0.4], [-0.3, 0.4, -0.6]])
 
 
 def lit(a: np.ndarray) -> str:
@@ -73,6 +74,11 @@ def _harmonic_mean(cp):
     return cp.Problem(cp.Maximize(cp.harmonic_mean(x)), [POS3 @ x <= 1])
 
 
+def _lambda_sum_smallest(cp):
+    X = cp.Variable((3, 3), symmetric=True)
+    return cp.Problem(cp.Maximize(cp.lambda_sum_smallest(X, 2) - cp.sum_squares(X - SYM3)), [cp.trace(X) == 1])
+
+
 def _geo_mean(cp):
     x = cp.Variable(3, nonneg=True)
     return cp.Problem(cp.Maximize(cp.geo_mean(x)), [POS3 @ x <= 1])
@@ -125,6 +131,8 @@ CASES = {
     "sum_smallest": (f"var x[3]\nmaximize sum_smallest(x - {lit(C3)}, 2) - sum_squares(x)", _sum_smallest),
     "harmonic_mean": (f"var x[3] >= 0\nmaximize harmonic_mean(x)\nsubject to {{\n {lit(POS3)} @ x <= 1\n}}",
                       _harmonic_mean),
+    "lambda_sum_smallest": (f"var X[3, 3]\nmaximize lambda_sum_smallest(X, 2) - sum_squares(X - {lit(SYM3)})\n"
+                            "subject to {\n trace(X) == 1\n X == X.T\n}", _lambda_sum_smallest),
     "geo_mean": (f"var x[3] >= 0\nmaximize geo_mean(x)\nsubject to {{\n {lit(POS3)} @ x <= 1\n}}", _geo_mean),
     "pnorm": (f"var x[2]\nminimize pnorm({lit(A)} @ x - {lit(Y)}, 3) + 0.1 * sum_squares(x)", _pnorm),
     "pnorm_axis": (f"var X[2, 3]\nminimize sum(pnorm(X - {lit(CM)}, 1.5, axis = 1))\n"
@@ -143,7 +151,7 @@ CASES = {
 # iterates inside their domains (tests/test_torch_prox_extra.py); quad_over_lin with a variable
 # denominator still stops at its iteration limit.
 TORCH_CASES = ["hinge", "square", "inv_pos", "entr", "rel_entr", "log1p", "sum_largest", "sum_smallest", "geo_mean",
-               "harmonic_mean", "pnorm",
+               "harmonic_mean", "lambda_sum_smallest", "pnorm",
                "pnorm_axis", "axis_norms", "sigma_max", "normNuc"]
 
 
@@ -266,6 +274,7 @@ def test_a_parameter_of_unknown_sign_times_a_convex_term_is_refused():
     ("sum_largest", [(2, 2)], {"k": 5}, "1..4"),
     ("sum_smallest", [(2, 2)], {"k": 0}, "sum_smallest needs an integer k in 1..4"),
     ("harmonic_mean", [(2, 3)], {}, "vec(...)"),
+    ("lambda_sum_smallest", [(3, 3)], {"k": 4}, "lambda_sum_smallest needs an integer k in 1..3"),
     ("geo_mean", [(2, 3)], {}, "vec(...)"),
     ("quad_over_lin", [(3,), (3,)], {}, "scalar denominator"),
 ])

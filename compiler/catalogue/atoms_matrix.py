@@ -1,5 +1,5 @@
 """Matrix, spectral and structural atoms: nuclear_norm, spectral_norm, lambda_max, lambda_min,
-lambda_sum_largest, log_det, trace, diag, reshape, vec, hstack, vstack, inner, mean, cumsum, diff
+lambda_sum_largest, lambda_sum_smallest, log_det, trace, diag, reshape, vec, hstack, vstack, inner, mean, cumsum, diff
 (CATALOGUE §1c and the affine operators OT and imaging need).
 
 Eigenvalue atoms and log_det act on the symmetric part (X + X^T)/2, which is X itself for the
@@ -170,6 +170,35 @@ class LambdaSumLargest(LambdaMax):
         import torch
 
         return torch.linalg.eigvalsh(_torch_sym(args[0]))[..., -int(kw["k"]):].sum(-1)
+
+
+class LambdaSumSmallest(LambdaSumLargest):
+    """sum of the k smallest eigenvalues = -lambda_sum_largest(-X, k) (concave)."""
+
+    name = "lambda_sum_smallest"
+    doc = "sum of the k smallest eigenvalues of (X + X^T)/2 (concave)"
+    curvature = Curvature.CONCAVE
+
+    def shape(self, shapes, kw):
+        try:
+            return super().shape(shapes, kw)
+        except ShapeError as e:
+            raise ShapeError(str(e).replace("lambda_sum_largest", self.name)) from None
+
+    def numpy(self, args, kw):
+        import numpy as np
+
+        return float(np.linalg.eigvalsh(_np_sym(args[0]))[: int(kw["k"])].sum())
+
+    def cvxpy(self, args, kw):
+        import cvxpy as cp
+
+        return cp.lambda_sum_smallest(_cvx_sym(args[0]), int(kw["k"]))
+
+    def torch(self, args, kw):
+        import torch
+
+        return torch.linalg.eigvalsh(_torch_sym(args[0]))[..., :int(kw["k"])].sum(-1)
 
 
 class LogDet(ScalarAtom):
@@ -550,5 +579,5 @@ class Diff(Atom):
         return torch.diff(args[0], n=int(kw["k"]), dim=kw["axis"])
 
 
-MATRIX_CLASSES = [NuclearNorm, SpectralNorm, LambdaMax, LambdaMin, LambdaSumLargest, LogDet, Trace, Diag, Reshape,
+MATRIX_CLASSES = [NuclearNorm, SpectralNorm, LambdaMax, LambdaMin, LambdaSumLargest, LambdaSumSmallest, LogDet, Trace, Diag, Reshape,
                   Vec, HStack, VStack, Inner, Mean, Cumsum, Diff]
