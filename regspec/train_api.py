@@ -200,7 +200,7 @@ def compile_trainer(spec: Any, train: str | None = None, out: str | Path | None 
         if not overwrite and not _may_replace(path, source):
             raise error(f"{path} already exists and is not an unedited trainer from `regspec compile`; "
                         "it is left as it is",
-                        notes=["pass --overwrite (overwrite=True) to replace it, or -o another file"])
+                        notes=["pass --overwrite (overwrite=True) to replace it, or write somewhere else"])
         write_atomic(path, source)
     return source
 
@@ -239,7 +239,9 @@ def train(spec: Any, train: str | None = None, *, out: str | Path | None = None,
     from regspec.progress import status, wanted
 
     with status(f"building the trainer in {out / 'trainer.py'} (plan, model, data)", enabled=wanted(quiet)):
-        compile_trainer(s, train, out / "trainer.py", epochs=epochs, overwrite=True)  # out was claimed
+        # a run's own trainer is replaced (its folder was claimed above); a file of the user's in a
+        # fresh --out folder is not
+        compile_trainer(s, train, out / "trainer.py", epochs=epochs, overwrite=overwrite or resume)
         module = load_trainer(out / "trainer.py")
     spec_dir = plan(s, train).base_dir   # data files the spec names live beside it
     args = ["--out", str(out), "--dtype", dtype, "--spec-dir", str(spec_dir), *argv]

@@ -4,6 +4,7 @@ nothing already written is lost (no silent overwrite; files appear whole or not 
 from __future__ import annotations
 
 import os
+import re
 import stat
 from pathlib import Path
 
@@ -146,3 +147,23 @@ def test_auto_honours_a_torch_only_setting(kwargs: dict) -> None:
     # before: auto chose CVXPY for the lasso and the setting was silently ignored
     assert regspec.solve(LASSO, **kwargs).backend == "torch"
     assert regspec.solve(LASSO, solver="CLARABEL").backend == "cvxpy"
+
+
+def test_train_keeps_a_users_trainer_py_in_a_fresh_out_folder(capsys, tmp_path: Path) -> None:
+    # before: `regspec train SPEC --out proj` replaced proj/trainer.py, whatever it was
+    (tmp_path / "trainer.py").write_text("print('mine')\n")
+    err = input_error(capsys, ["train", str(SPECS / "train_prosparse.reg"), "--out", str(tmp_path), "--epochs", "1"])
+    assert "trainer.py already exists" in err
+    assert (tmp_path / "trainer.py").read_text() == "print('mine')\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["trainer.py"]
+
+
+def test_a_write_refused_by_the_system_names_the_file_and_the_reason(tmp_path: Path, monkeypatch) -> None:
+    def denied(src, dst):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(os, "replace", denied)  # as in a folder without write permission (tests run as root)
+    target = tmp_path / "out" / "path.json"
+    with pytest.raises(regspec.RegspecError, match=f"cannot write {re.escape(str(target))}: Permission denied"):
+        write_atomic(target, "{}")
+    assert list((tmp_path / "out").iterdir()) == []  # no temporary file left behind
