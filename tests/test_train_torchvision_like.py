@@ -236,3 +236,18 @@ def test_type_selector_leaves_parametrized_weights_out_and_says_why():
     with pytest.raises(regspec.RegspecError, match='holds in_proj_weight, in_proj_bias; select by name, e.g. '
                                                    r'param\("\*\*.in_proj_weight"\) \(and 1 more'):
         regspec.attach("train t { regularize l1(param(type = MultiheadAttention)) * 1e-3 }", attention)
+
+
+def test_terms_on_parameters_the_optimizer_does_not_step_are_errors():
+    """An optimizer over the heads only (a common fine-tuning setup): a transform on the backbone
+    used to rewrite gradients the optimizer never applies (silently nothing); it is an error
+    naming the statement and tensor, as the prox step on such a tensor is (which now says why)."""
+    net = nn.Sequential(nn.Linear(6, 4), nn.ReLU(), nn.Linear(4, 2))
+    opt = torch.optim.SGD(net[2].parameters(), lr=0.1)
+    with pytest.raises(regspec.RegspecError, match=r"transform `line 1: transform orthogonalize\(param\(\"0.weight\"\)\)`: "
+                                                   "0.weight is not in the optimizer's parameter groups"):
+        regspec.attach('train t { transform orthogonalize(param("0.weight")) }', net, opt)
+    with pytest.raises(regspec.RegspecError, match="`l1_all` on `0.weight`: the parameter is not in the optimizer's "
+                                                   r"parameter groups, so no step size \(learning rate\)"):
+        regspec.attach('train t { regularize l1(param("0.weight")) * 1e-3 via prox }', net, opt)
+    regspec.attach('train t { transform orthogonalize(param("2.weight")) }', net, opt)   # a stepped tensor

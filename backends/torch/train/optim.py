@@ -115,6 +115,14 @@ class UpdateRule:
             if missing:
                 raise error(f"transform `{t.label}`: the model has no parameter `{missing[0]}`", span,
                             did_you_mean(missing[0], named))
+        stepped = {id(p) for g in optimizer.param_groups for p in g["params"]}
+        for t in self.transforms:
+            outside = [n for n in t.params if id(named[n]) not in stepped]
+            if outside:   # its gradient or update would be transformed and never applied
+                raise error(f"transform `{t.label}`: {', '.join(outside[:4])} {'is' if len(outside) == 1 else 'are'} "
+                            "not in the optimizer's parameter groups, so the optimizer never steps "
+                            f"{'it' if len(outside) == 1 else 'them'}", span,
+                            ["give the optimizer every parameter the statement selects, or select fewer"])
         if any(t.position == "update" for t in self.transforms) and type(optimizer) not in tuple(OPTIMIZERS.values()):
             raise error(f"an update transform reads the base optimizer's update, which needs a built-in optimizer "
                         f"({', '.join(OPTIMIZERS)}); this one is {type(optimizer).__name__}", span,

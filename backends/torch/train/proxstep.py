@@ -297,7 +297,9 @@ class ProxEngine:
         for b in self.buckets:
             for n, p in zip(b.names, b.params):
                 if optimizer is not None and id(p) not in self._group_of:
-                    raise error(f"prox group on `{n}`: the parameter is not in the optimizer's parameter groups")
+                    raise error(f"`{b.labels[b.names.index(n)] or b.kernel}` on `{n}`: the parameter is not in the "
+                                "optimizer's parameter groups, so no step size (learning rate) is known for it", None,
+                                ["give the optimizer every parameter the statement selects, or select fewer"])
 
     # ---- learning rates and Adam's metric
     def _capture_lrs(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
