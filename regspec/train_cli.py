@@ -44,8 +44,26 @@ def cmd_compile(args: argparse.Namespace) -> int:
 
     with status(f"writing {args.output} (plan, model, data, one probe batch)", enabled=wanted()):
         compile_trainer(args.spec, args.train, args.output, epochs=args.epochs, overwrite=args.overwrite)
-    print(f"wrote {args.output}; run it with: python {args.output} --out DIR [--epochs N] [--resume]")
+    print(f"wrote {args.output}; run it with: {_this_python()} {args.output} --out DIR [--epochs N] [--resume]")
     return 0
+
+
+def _this_python() -> str:
+    """How to call the interpreter that has regspec (the trainer imports it): ``python`` when that
+    is the one on PATH, else its path (``.venv/bin/python`` from the project folder), so the hint
+    works when copied into a fresh shell."""
+    import os
+    import shutil
+    from pathlib import Path
+
+    exe = Path(sys.executable)
+    on_path = shutil.which("python")
+    if on_path and Path(on_path).absolute().parent == exe.absolute().parent:  # the same venv's bin folder
+        return "python"
+    try:
+        return str(exe.absolute().relative_to(Path.cwd()))
+    except ValueError:
+        return os.fspath(exe)
 
 
 def cmd_train(args: argparse.Namespace) -> int:

@@ -167,3 +167,14 @@ def test_a_write_refused_by_the_system_names_the_file_and_the_reason(tmp_path: P
     with pytest.raises(regspec.RegspecError, match=f"cannot write {re.escape(str(target))}: Permission denied"):
         write_atomic(target, "{}")
     assert list((tmp_path / "out").iterdir()) == []  # no temporary file left behind
+
+
+def test_compile_hint_names_a_python_that_has_regspec() -> None:
+    # before: "run it with: python trainer.py": in a fresh shell `python` has no regspec
+    import subprocess
+
+    from regspec.train_cli import _this_python
+
+    env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": os.environ.get("HOME", "/tmp")}
+    r = subprocess.run(f"{_this_python()} -c 'import regspec'", shell=True, env=env, capture_output=True)
+    assert r.returncode == 0, r.stderr
