@@ -62,9 +62,9 @@ class _Builder:
 
     def index_item(self, it: ast.Expr) -> int:
         if isinstance(it, ast.Slice):
-            lo = self.expr(it.lo) if it.lo is not None else self.ir.add("const", it.span, value=None)
-            hi = self.expr(it.hi) if it.hi is not None else self.ir.add("const", it.span, value=None)
-            return self.ir.add("slice", it.span, [lo, hi])
+            lo, hi, step = (self.expr(e) if e is not None else self.ir.add("const", it.span, value=None)
+                            for e in (it.lo, it.hi, it.step))
+            return self.ir.add("slice", it.span, [lo, hi, step])
         return self.expr(it)
 
     def set_expr(self, e: ast.Expr, span: Span) -> int:

@@ -136,13 +136,14 @@ class Attr(Expr):
 
 @dataclass(eq=False, repr=False)
 class Slice(Expr):
-    """``lo:hi`` in a subscript; either end may be missing."""
+    """``lo:hi`` or ``lo:hi:step`` in a subscript; any part may be missing."""
 
     lo: Expr | None
     hi: Expr | None
+    step: Expr | None = None
 
     def children(self) -> list[Expr]:
-        return [e for e in (self.lo, self.hi) if e is not None]
+        return [e for e in (self.lo, self.hi, self.step) if e is not None]
 
 
 @dataclass(eq=False, repr=False)

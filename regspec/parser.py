@@ -306,7 +306,8 @@ class _ToAst:
         return list(c)
 
     def slice(self, meta, c):
-        return ast.Slice(c[0], c[1], span=self.sp(meta))
+        lo, hi, *step = c
+        return ast.Slice(lo, hi, step[0] if step else None, span=self.sp(meta))
 
     def attr(self, meta, c):
         return ast.Attr(c[0], str(c[1]), span=self.sp(meta))

@@ -128,9 +128,12 @@ def _index_key(ir: IR, node: int) -> tuple:
         item = ir.kwargs(node)[name]
         d = ir[item]
         if d["kind"] == "slice":
-            lo, hi = (None if _pyval(_const(ir, a, "a slice bound")) is None else _int(ir, a, "a slice bound")
-                      for a in d["args"])
-            key.append(slice(lo, hi))
+            lo, hi, step = (None if _pyval(_const(ir, a, "a slice bound")) is None else _int(ir, a, "a slice bound")
+                            for a in d["args"])
+            if step is not None and step <= 0:
+                raise error(f"a slice step must be a positive integer, got {step}", ir[d["args"][2]]["span"],
+                            ["reversed slices (negative steps) are not supported"] if step < 0 else [])
+            key.append(slice(lo, hi, step))
             continue
         v = _const(ir, item, "an index")
         v = _pyval(v)
