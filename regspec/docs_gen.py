@@ -189,6 +189,8 @@ def _train_sets() -> list[Entry]:
             notes.append("keyword aliases: " + ", ".join(f"{a} = {b}" for a, b in sorted(s.arg_aliases.items())))
         if s.positional:
             notes.append("positional order: " + ", ".join(s.positional))
+        if getattr(s, "matrix_view", False):
+            notes.append("acts on W = x.reshape(C_out, -1) (a conv weight's filters as rows)")
         out.append(Entry(name, usage, s.doc, keywords, notes))
     return out
 
