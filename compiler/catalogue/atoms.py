@@ -29,6 +29,35 @@ def broadcast(shapes: Sequence[Shape]) -> Shape:
     return tuple(out)
 
 
+def cvxpy_broadcast(args: Sequence[Any]) -> list[Any]:
+    """The operands of an elementwise CVXPY operator expanded to their broadcast shape: constants
+    by NumPy, a row or column expression by a product with a vector of ones (CVXPY's own
+    broadcasting of a (k,) against an (m, k) goes through broadcast_to, which its C++
+    canonicalization lacks: a UserWarning on the user's terminal and the slow SciPy path)."""
+    import numpy as np
+
+    shapes = [tuple(getattr(a, "shape", ())) for a in args]
+    out = broadcast(shapes)
+    if len(out) != 2 or all(s == out or s == () for s in shapes):
+        return list(args)
+    import cvxpy as cp
+
+    expanded = []
+    for a, s in zip(args, shapes):
+        if s == out or s == ():
+            expanded.append(a)
+        elif not isinstance(a, cp.Expression):
+            expanded.append(np.broadcast_to(np.asarray(a), out))
+        else:
+            row = cp.reshape(a, (1, s[-1]) if len(s) == 1 else s, order="C")
+            if row.shape[0] != out[0]:
+                row = np.ones((out[0], 1)) @ row
+            if row.shape[1] != out[1]:
+                row = row @ np.ones((1, out[1]))
+            expanded.append(row)
+    return expanded
+
+
 def fmt(shape: Shape) -> str:
     return "scalar" if shape == () else str(tuple(shape))
 
@@ -70,7 +99,10 @@ class Add(Atom):
     def numpy(self, args, kw):
         return args[0] + args[1]
 
-    cvxpy = torch = numpy
+    torch = numpy
+
+    def cvxpy(self, args, kw):
+        return self.numpy(cvxpy_broadcast(args), kw)
 
 
 class Sub(Add):
@@ -87,7 +119,10 @@ class Sub(Add):
     def numpy(self, args, kw):
         return args[0] - args[1]
 
-    cvxpy = torch = numpy
+    torch = numpy
+
+    def cvxpy(self, args, kw):
+        return self.numpy(cvxpy_broadcast(args), kw)
 
 
 class Neg(Atom):
@@ -153,7 +188,7 @@ class Multiply(_Product):
     def cvxpy(self, args, kw):
         import cvxpy as cp
 
-        a, b = args
+        a, b = cvxpy_broadcast(args)
         if getattr(a, "shape", ()) == () or getattr(b, "shape", ()) == ():
             return a * b
         return cp.multiply(a, b)
@@ -179,7 +214,10 @@ class Divide(_Product):
     def numpy(self, args, kw):
         return args[0] / args[1]
 
-    torch = cvxpy = numpy
+    torch = numpy
+
+    def cvxpy(self, args, kw):
+        return self.numpy(cvxpy_broadcast(args), kw)
 
 
 class MatMul(_Product):
