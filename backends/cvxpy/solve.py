@@ -248,6 +248,28 @@ def _solve_checked(program: CvxpyProgram, solver: str | None, solver_opts: dict[
     return status, name, opts, problems, worst
 
 
+def _confirm_unbounded(program: CvxpyProgram, status: str, info: dict[str, Any]) -> str:
+    """An `unbounded` certificate (a dual infeasibility ray) proves the objective unbounded only
+    over a nonempty feasible set: the dual of an infeasible problem can be infeasible too (SCS
+    says `unbounded` on a problem with x[0] == 1 and x[0] <= 0 beside a PSD term unbounded below).
+    A feasibility solve (objective 0, the constraints and the objective's domain) decides:
+    `infeasible` when it finds no point, the solver's status otherwise."""
+    objective = program.problem.objective.args[0]
+    feasibility = cp.Problem(cp.Minimize(0), [*program.problem.constraints, *objective.domain])
+    check = "CLARABEL" if "CLARABEL" in installed_solvers() else None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            feasibility.solve(solver=check)
+    except cp.error.SolverError:
+        return status
+    if feasibility.status in ("infeasible", "infeasible_inaccurate"):
+        info["fallback"] = (f"the solver reported `{status}`, but the constraints have no common point "
+                            f"(a feasibility solve: `{feasibility.status}`)")
+        return feasibility.status
+    return status
+
+
 def _reported_objective(program: CvxpyProgram, status: str, name: str, problems: list[str],
                         info: dict[str, Any]) -> tuple[str, float | None]:
     """(status, objective) of a solved run: the objective at the returned point when the point
@@ -292,6 +314,8 @@ def solve(program: CvxpyProgram, *, solver: str | None = None, solver_opts: dict
     t0 = time.perf_counter()
     info: dict[str, Any] = {}
     status, name, opts, problems, worst = _solve_checked(program, solver, solver_opts, warm_start, info)
+    if status in ("unbounded", "unbounded_inaccurate"):
+        status = _confirm_unbounded(program, status, info)
     seconds = time.perf_counter() - t0
     stats = program.problem.solver_stats if status != "solver_error" else None
     objective = None
