@@ -144,8 +144,11 @@ def assemble(plan: TrainPlan, *, epochs: int | None = None, optimizer: Any = Non
     """Data, seeded model, rewrites and bindings for ``plan`` (on CPU, float32), checked by running
     one real batch through the bound model (``probe``). Warnings (plan's and the probe's) are in
     ``.warnings`` and, with ``report``, printed to stderr once."""
+    from .optim import check_optimizer_call
     from .probe import probe_model
 
+    if optimizer is None:
+        check_optimizer_call(plan.optimizer)
     data = make_data(plan)
     spe = steps_per_epoch(data, plan)
     total = int(epochs if epochs is not None else plan.total_epochs)

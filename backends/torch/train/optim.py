@@ -62,6 +62,16 @@ def build_optimizer(
         raise error(f"{label} rejected its arguments: {exc}", span) from None
 
 
+def check_optimizer_call(call: Any) -> None:
+    """A built-in optimizer's keywords against torch's signature, located at the spec's
+    `optimizer` statement: the trainer builds the optimizer later, where no span is left, and a
+    misspelt keyword (`sgd(momentun = 0.9)`) would stop `train` with an unlocated error."""
+    key = call.name.lower() if call.kind == "builtin" else None
+    if key in OPTIMIZERS:
+        kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in call.kwargs.items()}
+        check_kwargs(OPTIMIZERS[key], kwargs, f"optimizer `{key}`", call.span, skip=("params",))
+
+
 def current_lrs(optimizer: torch.optim.Optimizer) -> list[float]:
     """The learning rate of each parameter group, in group order."""
     return [float(g["lr"]) for g in optimizer.param_groups]
