@@ -140,7 +140,18 @@ class _TermBuilder(_Builder):
             return self.ir.add("const", e.span, value=self.lets[e.id])
         if isinstance(e, ast.Call) and isinstance(e.func, ast.Name) and e.func.id in ("param", "act"):
             raise error(f"{e.func.id}(...) takes a name pattern or `type = ...`", e.span)
+        if isinstance(e, (ast.Arrow, ast.Range)) or _is_schedule_call(e):  # not "unknown regularizer `step`"
+            raise error("a schedule weights a whole statement (`regularize TERM * SCHEDULE`), not a part of it",
+                        e.span, ["give each scheduled part its own `regularize` statement"])
         return super().expr(e)
+
+
+def _is_schedule_call(e: ast.Expr) -> bool:
+    from regspec.backends.torch.train.schedules import SCHEDULES  # pure Python: no torch
+    from regspec.compiler.catalogue import ATOMS
+
+    return (isinstance(e, ast.Call) and isinstance(e.func, ast.Name) and e.func.id in SCHEDULES
+            and e.func.id not in ATOMS)  # `exp` is both: an atom here
 
 
 @dataclass

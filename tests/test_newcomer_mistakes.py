@@ -178,3 +178,33 @@ def test_compile_hint_names_a_python_that_has_regspec() -> None:
     env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": os.environ.get("HOME", "/tmp")}
     r = subprocess.run(f"{_this_python()} -c 'import regspec'", shell=True, env=env, capture_output=True)
     assert r.returncode == 0, r.stderr
+
+
+TRAIN_HEAD = """train t {
+  model mlp(in = 64, hidden = [64], out = 10)
+  data digits(split = 0.8)
+  loss cross_entropy
+  optimizer adamw(lr = 3e-3)
+  epochs 4
+"""
+
+
+@pytest.mark.parametrize("weight,caret", [("cosine(1e-3 -> 0)", "cosine(1e-3 -> 0)"),
+                                          ("step(1e-3, milestones = [2])", "step(1e-3, milestones = [2])")])
+def test_a_schedule_inside_a_sum_says_to_split_the_statement(capsys, tmp_path: Path, weight: str, caret: str) -> None:
+    # before: "schedules ... belong in `train` blocks" (it was in one) or "unknown regularizer `step`"
+    path = tmp_path / "t.reg"
+    path.write_text(TRAIN_HEAD + f'  regularize l1(param("head.weight")) * {weight} + l1(param("head.bias"))\n}}\n')
+    err = input_error(capsys, ["check", str(path)])
+    line = f'  regularize l1(param("head.weight")) * {weight} + l1(param("head.bias"))'
+    assert f"t.reg:7:{line.index(caret) + 1}: error: a schedule weights a whole statement" in err
+    assert "give each scheduled part its own `regularize` statement" in err
+    path.write_text(TRAIN_HEAD + f'  regularize l1(param("head.weight")) * {weight}\n  regularize l1(param("head.bias"))\n}}\n')
+    assert main(["check", str(path)]) == 0
+
+
+def test_argument_lists_spell_keywords_as_a_spec_does(capsys, tmp_path: Path) -> None:
+    path = tmp_path / "t.reg"
+    path.write_text(TRAIN_HEAD + '  regularize l1(param("head.weight")) * warmup(1, thn = 1e-3)\n}\n')
+    err = input_error(capsys, ["check", str(path)])
+    assert "accepted arguments: `w`, `then`, `from`" in err  # not Python's `from_`

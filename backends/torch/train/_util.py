@@ -22,6 +22,13 @@ def accepts_var_kwargs(fn: Callable[..., Any]) -> bool:
     return any(p.kind is inspect.Parameter.VAR_KEYWORD for p in signature_params(fn).values())
 
 
+def _spelled(name: str) -> str:
+    """A keyword as a spec writes it: Python's ``from_`` is the spec's ``from``."""
+    import keyword
+
+    return name[:-1] if name.endswith("_") and keyword.iskeyword(name[:-1]) else name
+
+
 def check_kwargs(
     fn: Callable[..., Any],
     kwargs: Mapping[str, Any],
@@ -46,7 +53,7 @@ def check_kwargs(
         for k in kwargs:
             if k not in accepted:
                 notes = did_you_mean(k, accepted)
-                notes.append("accepted arguments: " + ", ".join(f"`{a}`" for a in accepted))
+                notes.append("accepted arguments: " + ", ".join(f"`{_spelled(a)}`" for a in accepted))
                 raise error(f"{what} has no argument `{k}`", span, notes)
     try:
         sig = inspect.Signature([p for p in params.values()])
