@@ -24,7 +24,7 @@ def broadcast(shapes: Sequence[Shape]) -> Shape:
         for x, y in zip(a, b):
             if x != y and 1 not in (x, y):
                 raise ShapeError(f"shapes {fmt(tuple(out))} and {fmt(tuple(s))} do not broadcast", arg=i)
-            merged.append(max(x, y) if 1 in (x, y) else x)
+            merged.append(y if x == 1 else x)  # 1 against 0 is 0, as in NumPy
         out = merged
     return tuple(out)
 
