@@ -590,10 +590,29 @@ def read_spec_text(path: str | Path) -> str:
     try:
         data = p.read_bytes()
     except FileNotFoundError:
-        raise RegspecError(Diagnostic(f"no such spec file: {p}")) from None
+        raise RegspecError(Diagnostic(f"no such spec file: {p}", notes=_missing_spec_notes(p))) from None
+    except IsADirectoryError:
+        specs = sorted(q.name for q in p.glob("*.reg"))
+        raise RegspecError(Diagnostic(f"{p} is a folder, not a spec file", notes=[
+            f"name a spec in it, e.g. {p / specs[0]}" if specs else "it holds no .reg file"])) from None
     except OSError as e:
         raise RegspecError(Diagnostic(f"cannot read spec file {p}: {e.strerror or e}")) from None
     return _decode(p, data)
+
+
+def _missing_spec_notes(p: Path) -> list[str]:
+    """What a path that names no file probably meant: the same name with `.reg`, a close name
+    in its folder, or that the folder itself is missing (paths are relative to the current
+    directory)."""
+    from regspec.diagnostics import suggest
+
+    if p.suffix != ".reg" and p.with_name(p.name + ".reg").is_file():
+        return [f"did you mean {p.with_name(p.name + '.reg')}?"]
+    folder = p.parent
+    if not folder.is_dir():
+        return [f"there is no folder {folder} (paths are relative to the current directory, {Path.cwd()})"]
+    near = suggest(p.name, [q.name for q in folder.glob("*.reg")], n=1)
+    return [f"did you mean {folder / near[0]}?"] if near else []
 
 
 def parse_file(path: str | Path) -> ast.Spec:
