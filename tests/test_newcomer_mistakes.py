@@ -208,3 +208,16 @@ def test_argument_lists_spell_keywords_as_a_spec_does(capsys, tmp_path: Path) ->
     path.write_text(TRAIN_HEAD + '  regularize l1(param("head.weight")) * warmup(1, thn = 1e-3)\n}\n')
     err = input_error(capsys, ["check", str(path)])
     assert "accepted arguments: `w`, `then`, `from`" in err  # not Python's `from_`
+
+
+def test_a_wrong_spec_path_says_what_was_probably_meant(capsys, tmp_path: Path, monkeypatch) -> None:
+    (tmp_path / "specs").mkdir()
+    (tmp_path / "specs" / "lasso.reg").write_text((SPECS / "lasso.reg").read_text())
+    (tmp_path / "empty").mkdir()
+    monkeypatch.chdir(tmp_path)
+    assert "note: did you mean specs/lasso.reg?" in input_error(capsys, ["check", "specs/lasso"])
+    assert "note: did you mean specs/lasso.reg?" in input_error(capsys, ["solve", "specs/laso.reg"])
+    assert "there is no folder spec " in input_error(capsys, ["check", "spec/lasso.reg"])
+    err = input_error(capsys, ["solve", "specs"])
+    assert "error: specs is a folder, not a spec file" in err and "e.g. specs/lasso.reg" in err
+    assert "it holds no .reg file" in input_error(capsys, ["check", "empty"])
