@@ -731,3 +731,15 @@ def test_start_point_refusal_names_the_term():
     assert ":5:33:" in message, message
     assert ("the smooth term `quad_over_lin(x, s)` is not finite at the start point (its value; start x = 0, "
             "y = 0, s = 0)") in message
+
+
+@pytest.mark.parametrize("backend", ["cvxpy", "torch"])
+def test_risk_return_tradeoff_swept_over_gamma(backend):
+    """CVXPY's portfolio example sweeps gamma: each value re-solved through `params` agrees with the
+    reference on both backends (the cvxpy backend keeps one compiled problem, gamma a Parameter)."""
+    spec = regspec.load(spec_path("portfolio_tradeoff"))
+    for gamma in (0.1, 3.0, 10.0):
+        result = regspec.solve(spec, backend=backend, params={"gamma": gamma})
+        assert result.status == "optimal"
+        gap = objective_gap(result.objective, ref_portfolio_tradeoff(gamma))
+        assert gap <= (CVXPY_RTOL if backend == "cvxpy" else TORCH_RTOL), (gamma, gap)
