@@ -1,0 +1,238 @@
+"""What the command and problem fuzzers (tests/fuzz_commands.py, tests/fuzz_problems.py) found,
+one test each, run through the CLI's main in-process or the API, against closed forms and
+CVXPY written by hand."""
+from __future__ import annotations
+
+import re
+import warnings
+
+import numpy as np
+import pytest
+
+from regspec.cli import main
+
+
+def run(tmp_path, capsys, argv: list[str], text: str | bytes, name: str = "spec.reg") -> tuple[int, str, str, str]:
+    path = tmp_path / name
+    if isinstance(text, bytes):
+        path.write_bytes(text)
+    else:
+        path.write_text(text, encoding="utf-8")
+    rc = main([*argv[:1], str(path), *argv[1:]])
+    out, err = capsys.readouterr()
+    return rc, out, err, str(path)
+
+
+def located(err: str, path: str) -> tuple[int, int, str]:
+    m = re.match(re.escape(path) + r":(\d+):(\d+): error: (.*)", err)
+    assert m, f"not a located error: {err!r}"
+    assert "Traceback" not in err and "internal error" not in err
+    return int(m.group(1)), int(m.group(2)), m.group(3)
+
+
+def problem_with(param_value: str, domain: str = " >= 0") -> str:
+    return f"problem p {{\n  param lam = {param_value}{domain}\n  var x[2]\n  minimize sum_squares(x) + lam * norm1(x)\n}}\n"
+
+
+def train_with(lr: str, optimizer: str = "sgd") -> str:
+    return (f'train t {{\n  model linear(in = 10, out = 1)\n  data dataset("diabetes")\n  loss mse\n'
+            f"  optimizer {optimizer}(lr = {lr})\n}}\n")
+
+
+# ---------------------------------------------------------------- 64-bit integer arithmetic
+# `2 ** 1024` folded as a Python integer: "holds Python objects" in a problem, OverflowError
+# (internal error) in a train block; `2 ** 9223372036854775807` never finished.
+@pytest.mark.parametrize("expr", ["2 ** 1024", "2 ** 9223372036854775807", "2 ** 62 * 2", "9223372036854775807 + 1",
+                                  "[2, 3] * 9223372036854775807", "sum([9223372036854775807, 1])"])
+def test_integer_overflow_in_a_problem_is_located(tmp_path, capsys, expr):
+    rc, _, err, path = run(tmp_path, capsys, ["check"], problem_with(expr))
+    assert rc == 1
+    line, col, message = located(err, path)
+    assert (line, col) == (2, 15) and "integer arithmetic overflows" in message
+
+
+@pytest.mark.parametrize("expr, value", [("9223372036854775806 + 1", 2 ** 63 - 1), ("2 ** 62 * 2.0", 2.0 ** 63),
+                                         ("2 ** -1", 0.5), ("-(2 ** 62) * 2", -2 ** 63)])
+def test_integer_arithmetic_up_to_the_limit_is_exact(expr, value):
+    import regspec
+
+    spec = regspec.load(problem_with(expr, domain=""))
+    ir = spec.compiled().ir
+    (node,) = ir.nodes_of("param")
+    assert float(ir[node]["value"]) == float(value)
+
+
+@pytest.mark.parametrize("expr, fragment", [("2 ** 1024", "integer arithmetic overflows"),
+                                            ("2 ** 9223372036854775807", "integer arithmetic overflows"),
+                                            ("9223372036854775807 + 1", "integer arithmetic overflows"),
+                                            ("2.0 ** 100000", "overflows a 64-bit float"),
+                                            ("(-8) ** 0.5", "is not a real number")])
+def test_integer_overflow_in_a_train_block_is_located(tmp_path, capsys, expr, fragment):
+    rc, _, err, path = run(tmp_path, capsys, ["check"], train_with(expr))
+    assert rc == 1
+    line, col, message = located(err, path)
+    assert (line, col) == (5, 22) and fragment in message
+
+
+# ---------------------------------------------------------------- reading and showing the file
+def test_fmt_reports_bytes_that_are_not_utf8_at_their_line(tmp_path, capsys):
+    text = b"problem p {\n  var x[2]\n  minimize sum_squares(x) \xed\xa0\x80\n}\n"
+    rc, _, err, path = run(tmp_path, capsys, ["fmt"], text)
+    assert rc == 1
+    assert located(err, path)[:2] == (3, 27)
+
+
+def test_fmt_check_reads_the_file_as_the_parser_does(tmp_path, capsys):
+    """A lone carriage return is no line end for the parser; fmt refuses it at the same column."""
+    text = b"problem p {\r  var x[2]\r  minimize sum_squares(x)\r}\r"
+    for command in (["check"], ["fmt", "--check"]):
+        rc, _, err, path = run(tmp_path, capsys, command, text)
+        assert rc == 1
+        line, col, message = located(err, path)
+        assert (line, col) == (1, 12) and "U+000D" in message
+        shown = err.splitlines()[1]
+        assert "\r" not in shown and "\ufffd" in shown  # the caret line stays one line on the terminal
+
+
+def test_caret_stays_under_the_error_in_a_line_with_tabs(tmp_path, capsys):
+    rc, _, err, path = run(tmp_path, capsys, ["check"], "problem p {\n\tvar x[2]\n\tminimize sum_squares(y)\n}\n")
+    assert rc == 1
+    line, col, _ = located(err, path)
+    source_line, caret = err.splitlines()[1:3]
+    gutter = source_line.index("|") + 2
+    assert source_line[gutter + col - 1] == "y" and caret.index("^") == gutter + col - 1
+
+
+def test_a_huge_seed_is_shown_as_written(tmp_path, capsys):
+    rc, _, err, path = run(tmp_path, capsys, ["check"],
+                           "problem p {\n  data A = randn(4, 2, seed = 1e308)\n  var x[2]\n  minimize sum_squares(A @ x)\n}\n")
+    assert rc == 1 and "got 1e+308" in located(err, path)[2] and len(err.splitlines()[0]) < 200
+
+
+# ---------------------------------------------------------------- passes and backends
+def test_quad_form_of_a_huge_but_finite_matrix_is_classified():
+    """P = F F^T / 10 + 1e308 I: P + P^T overflowed (a RuntimeWarning, then LAPACK's LinAlgError,
+    an internal error). Its definiteness is that of P / max|P_ij|."""
+    from regspec.compiler.catalogue import ATOMS
+
+    F = np.random.default_rng(17).standard_normal((10, 3))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert ATOMS["quad_form"].definiteness(F @ F.T / 10 + 1e308 * np.eye(10)) == "psd"
+        assert ATOMS["quad_form"].definiteness(-1e308 * np.eye(3)) == "nsd"
+        assert ATOMS["quad_form"].definiteness(np.diag([1e308, -1e308])) == "indefinite"
+        assert ATOMS["quad_form"].definiteness(np.zeros((2, 2))) == "psd"
+
+
+def test_pdhg_starting_at_the_solution_with_every_scale_zero(tmp_path):
+    """min 0.5 ||x||_1 s.t. -1 <= x <= 1 from x = 0: every stationarity scale is 0 (ZeroDivisionError
+    in the certificate). Closed form: x = 0, objective 0."""
+    import regspec
+
+    res = regspec.solve(regspec.load("problem p {\n  var x[3]\n  minimize 0.5 * norm1(x)\n"
+                                     "  subject to x in box(-1, 1)\n}\n"), backend="torch")
+    assert res.status == "optimal" and abs(res.objective) <= 1e-12
+    assert np.allclose(res.variables["x"], 0.0, atol=1e-12)
+
+
+BROADCASTS = [("X - y", lambda cp, X, y, w, c: X - np.ones((2, 1)) @ cp.reshape(y, (1, 3), order="C")),
+              ("X * w", lambda cp, X, y, w, c: cp.multiply(X, np.tile(w, (2, 1)))),
+              ("X - c", lambda cp, X, y, w, c: X - np.tile(c, (1, 3))),
+              ("y - X", lambda cp, X, y, w, c: np.ones((2, 1)) @ cp.reshape(y, (1, 3), order="C") - X),
+              ("X / (w * w + 1)", lambda cp, X, y, w, c: cp.multiply(X, 1 / np.tile(w * w + 1, (2, 1))))]
+
+
+@pytest.mark.parametrize("expr, by_hand", BROADCASTS, ids=[b[0] for b in BROADCASTS])
+def test_cvxpy_broadcasting_of_rows_and_columns(tmp_path, expr, by_hand):
+    """X (2, 3) against a (3,) or (2, 1) operand: CVXPY's own broadcast_to has no C++
+    canonicalization (a UserWarning on the terminal, the SciPy path). Objective vs CVXPY with the
+    rows and columns expanded by hand."""
+    cp = pytest.importorskip("cvxpy")
+    import regspec
+
+    w, c = np.random.default_rng(0).standard_normal(3), np.random.default_rng(1).standard_normal((2, 1))
+    np.savez(tmp_path / "bc.npz", w=w, c=c)
+    (tmp_path / "bc.reg").write_text(
+        'problem p {\n  data w = load("bc.npz", "w")\n  data c = load("bc.npz", "c")\n  var X[2, 3]\n  var y[3]\n'
+        f"  minimize sum_squares({expr} - 1) + sum_squares(X - 2) + sum_squares(y + w)\n}}\n")
+    X, y = cp.Variable((2, 3)), cp.Variable(3)
+    ref = cp.Problem(cp.Minimize(cp.sum_squares(by_hand(cp, X, y, w, c) - 1) + cp.sum_squares(X - 2)
+                                 + cp.sum_squares(y + w))).solve(solver=cp.CLARABEL)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        res = regspec.solve(regspec.load(str(tmp_path / "bc.reg")), backend="cvxpy")
+    assert res.status == "optimal"
+    assert abs(res.objective - ref) <= 1e-6 * max(1.0, abs(ref))
+
+
+def test_a_misspelt_optimizer_keyword_is_located_before_training(tmp_path, capsys):
+    """`sgd(lr = 0.05, momentun = 0.9)` passed check, plan and compile; `train` stopped in the
+    generated trainer with an unlocated error."""
+    pytest.importorskip("torch")
+    text = train_with("0.05, momentun = 0.9")
+    for command in (["plan"], ["compile", "-o", str(tmp_path / "trainer.py")]):
+        rc, _, err, path = run(tmp_path, capsys, command, text)
+        assert rc == 1
+        line, col, message = located(err, path)
+        assert line == 5 and "has no argument `momentun`" in message and "did you mean `momentum`" in err
+
+
+def test_infeasible_beside_an_unbounded_term_is_infeasible():
+    """X[0, :] == 1 and X[0, 0] <= 0 beside -trace(S), S PSD (unbounded below): SCS's
+    dual-infeasibility certificate said `unbounded`, which holds only over a nonempty feasible set.
+    CVXPY with Clarabel, by hand: infeasible."""
+    cp = pytest.importorskip("cvxpy")
+    import regspec
+
+    X, S = cp.Variable((3, 3)), cp.Variable((3, 3), PSD=True)
+    ref = cp.Problem(cp.Minimize(-cp.trace(S) + cp.sum_squares(X - 1)), [X[0, :] == 1, X[0, 0] <= 0])
+    ref.solve(solver=cp.CLARABEL)
+    spec = regspec.load("problem p {\n  var X[3, 3]\n  var S[3, 3] in psd\n"
+                        "  minimize -trace(S) + sum_squares(X - 1)\n  subject to {\n    X[0, :] == 1\n"
+                        "    X[0, 0] <= 0\n  }\n}\n")
+    for solver in ("SCS", "CLARABEL"):
+        res = regspec.solve(spec, backend="cvxpy", solver=solver)
+        assert res.status == ref.status == "infeasible" and res.objective is None, (solver, res.status, res.info)
+
+
+def test_an_unbounded_problem_stays_unbounded():
+    """min trace(C S) over PSD S with C indefinite and a feasible constraint: unbounded, confirmed by
+    the feasibility solve (CVXPY with Clarabel, by hand: unbounded)."""
+    cp = pytest.importorskip("cvxpy")
+    import regspec
+
+    S = cp.Variable((2, 2), PSD=True)
+    ref = cp.Problem(cp.Minimize(cp.trace(np.diag([1.0, -1.0]) @ S)), [S[0, 0] <= 1])
+    ref.solve(solver=cp.CLARABEL)
+    spec = regspec.load("problem p {\n  let C = [[1, 0], [0, -1]]\n  var S[2, 2] in psd\n"
+                        "  minimize trace(C @ S)\n  subject to S[0, 0] <= 1\n}\n")
+    res = regspec.solve(spec, backend="cvxpy")
+    assert res.status == ref.status == "unbounded" and res.objective is None
+
+
+SHAPES = [(), (0,), (1,), (3,), (2, 1), (1, 3), (2, 3), (0, 3), (2, 0), (1, 0), (0, 1)]
+
+
+def test_broadcasting_of_shapes_is_numpys():
+    """(0,) against (30,) was (30,) (a 1 padded in front of the first shape met 0 and kept 1), so
+    `A @ x - b` with A of 0 rows passed check and failed inside CVXPY (an internal error)."""
+    from regspec.compiler.catalogue.atoms import ShapeError, broadcast
+
+    for a in SHAPES:
+        for b in SHAPES:
+            try:
+                expected = np.broadcast_shapes(a, b)
+            except ValueError:
+                with pytest.raises(ShapeError):
+                    broadcast([a, b])
+            else:
+                assert broadcast([a, b]) == expected, (a, b)
+
+
+def test_an_empty_data_array_against_a_full_one_is_located(tmp_path, capsys):
+    text = ("problem p {\n  data A, b = randn([0, 6], [30], seed = 9)\n  var x[cols(A)]\n"
+            "  minimize pnorm(A @ x - b, 1.5)\n}\n")
+    rc, _, err, path = run(tmp_path, capsys, ["check"], text)
+    assert rc == 1
+    line, col, message = located(err, path)
+    assert (line, col) == (4, 18) and "(0,) and (30,) do not broadcast" in message
