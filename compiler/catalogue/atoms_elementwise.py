@@ -220,6 +220,8 @@ class KLDiv(ScalarAtom):
     nargs = (2, 2)
     smooth = True
     prox = Prox("kl_div")  # in x, for a constant y (the y keyword of the kernel)
+    sums_cvxpy_elementwise = ("kl_div(x, y) is the sum over the entries here (CVXPY's kl_div is elementwise); "
+                              "entry by entry, write rel_entr(x, y) - x + y")
 
     def shape(self, shapes, kw):
         if tuple(shapes[0]) != tuple(shapes[1]) and () not in (tuple(shapes[0]), tuple(shapes[1])):

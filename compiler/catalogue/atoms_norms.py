@@ -62,6 +62,9 @@ class Huber(ScalarAtom):
     positional_kw = ("M",)
     smooth = True
     prox = Prox("huber", (("M", "M"),))
+    sums_cvxpy_elementwise = ("huber(x, M) is the sum over the entries of x here (CVXPY's huber is elementwise); "
+                              "weights per entry have no spelling yet: split the residual into groups of equal "
+                              "weight, c_1 * huber(r[g_1], M) + c_2 * huber(r[g_2], M)")
 
     def shape(self, shapes, kw):
         if not float(kw["M"]) > 0:

@@ -177,6 +177,10 @@ class Atom:
     # What to write instead when a static keyword is given a parameter (or a variable): static
     # keywords are fixed when the problem is compiled (``quad_form``'s P decides its curvature).
     static_notes: ClassVar[dict[str, str]] = {}
+    # For a scalar entry whose CVXPY namesake is elementwise (huber, kl_div): what to say when its
+    # total is broadcast against an array (`w * huber(r)`, `huber(r) <= t` with a vector t), where
+    # CVXPY's meaning (entry by entry) and this one (the total, repeated) would differ silently.
+    sums_cvxpy_elementwise: ClassVar[str] = ""
     # The torch evaluation as Python source, for generated code (``regspec compile`` writes it into
     # the trainer): an expression in ``x`` (the tensor argument), ``torch`` and the keyword names it
     # uses, for the whole-tensor form. Keywords it does not name must be at their defaults (None

@@ -22,6 +22,19 @@ def _origins(ir: IR, node: int) -> list[str]:
     return notes
 
 
+def _check_total_not_broadcast(ir: IR, operands: list[int], shape: tuple[int, ...]) -> None:
+    """Refuse a total that CVXPY computes entry by entry (``huber``, ``kl_div``) broadcast over an
+    array: ``w * huber(r)`` is sum_i w_i huber(r_i) in CVXPY but sum(w) * sum_i huber(r_i) here."""
+    if shape == ():
+        return
+    for a in operands:
+        d = ir[a]
+        note = ATOMS[d["atom"]].sums_cvxpy_elementwise if d["kind"] == "call" and d["atom"] in ATOMS else ""
+        if note and d.get("shape") == ():
+            raise error(f"`{ir.text(a)}` is a single number (a sum) broadcast here over shape {fmt(shape)}",
+                        d["span"], [note])
+
+
 def infer_shapes(ir: IR) -> IR:
     for node in ir.topological():
         d = ir[node]
@@ -45,6 +58,8 @@ def infer_shapes(ir: IR) -> IR:
                         e.arg is not None and e.arg < len(d["args"]) and ir[d["args"][e.arg]]["kind"] in DECL_KINDS):
                     span = d["span"]
                 raise error(f"shape mismatch in `{ir.text(node)}`: {e}", span, _origins(ir, node)) from None
+            if atom.name in ("add", "sub", "multiply", "divide"):
+                _check_total_not_broadcast(ir, d["args"], d["shape"])
         elif kind == "objective":
             shape = ir[d["args"][0]]["shape"]
             if shape != ():
@@ -66,9 +81,10 @@ def infer_shapes(ir: IR) -> IR:
                                 d["span"], _origins(ir, node)) from None
             else:
                 try:
-                    broadcast([ir[lhs]["shape"], ir[d["args"][1]]["shape"]])
+                    shape = broadcast([ir[lhs]["shape"], ir[d["args"][1]]["shape"]])
                 except ShapeError as e:
                     raise error(f"shape mismatch in constraint: {e}", d["span"], _origins(ir, node)) from None
+                _check_total_not_broadcast(ir, d["args"], shape)
         elif kind in ("var", "param"):
             dom = d.get("domain")
             if dom is not None and ir[dom]["set"] in SETS:
