@@ -236,3 +236,16 @@ def test_an_empty_data_array_against_a_full_one_is_located(tmp_path, capsys):
     assert rc == 1
     line, col, message = located(err, path)
     assert (line, col) == (4, 18) and "(0,) and (30,) do not broadcast" in message
+
+
+@pytest.mark.parametrize("divisor, column, what", [("-0", 28, "is 0"), ("(1 - 1)", 29, "is 0"),
+                                                    ("[1, 0, 2]", 28, "has 1 zero entry")])
+def test_division_by_a_zero_constant_is_located(tmp_path, capsys, divisor, column, what):
+    """`sum_smallest(R @ w, 5) / -0` reached CLARABEL as an infinite coefficient: a RuntimeWarning on
+    the terminal and an `optimal_inaccurate` "outside its domain"."""
+    text = f"problem p {{\n  var x[3]\n  minimize sum_squares(x / {divisor} - 1)\n}}\n"
+    for command in (["check"], ["solve", "--backend", "cvxpy"]):
+        rc, _, err, path = run(tmp_path, capsys, command, text)
+        assert rc == 1
+        line, col, message = located(err, path)
+        assert (line, col) == (3, column) and f"division by zero: the divisor `{divisor.strip('()')}` {what}" in message

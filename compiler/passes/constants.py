@@ -205,6 +205,19 @@ def _check_operands(ir: IR, node: int, atom: str, operands: list[int]) -> None:
             _numeric(ir, a, od["value"], what)
 
 
+def _check_divisor(ir: IR, node: int) -> None:
+    """A constant divisor has no zero entry (`f(x) / 0` reached the solvers as an infinite
+    coefficient: a point "outside its domain" and a RuntimeWarning on the terminal)."""
+    d = ir[node]
+    if "value" not in d or d["kind"] in ("param", "var"):
+        return
+    value = np.asarray(d["value"])
+    if value.dtype.kind in "biuf" and np.any(value == 0):
+        zeros = int(np.sum(value == 0))
+        which = "is 0" if value.size == 1 else f"has {zeros} zero entr{'y' if zeros == 1 else 'ies'}"
+        raise error(f"division by zero: the divisor `{ir.text(node)}` {which}", d["span"])
+
+
 def _check_root(ir: IR, node: int) -> None:
     """An objective or regularizer is numeric (`maximize "abc"`); a constraint involves a
     variable: one between constants is always true or always false, and no solver takes it."""
@@ -365,6 +378,8 @@ def evaluate_constants(ir: IR) -> IR:
             d["tensor_kwargs"] = tensor_kw
             operands = d["args"] + list(tensor_kw.values())
             _check_operands(ir, node, atom.name, operands)
+            if atom.name == "divide":
+                _check_divisor(ir, d["args"][1])
             for k, v in tensor_kw.items():
                 if ir.depends_on_kind(v, "var"):
                     raise error(f"`{k}` of {atom.name} must be data or a parameter, but `{ir.text(v)}` depends on "
