@@ -15,13 +15,12 @@ after the longest code line of their run.
 from __future__ import annotations
 
 import difflib
-import os
 import re
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from regspec.diagnostics import Diagnostic, RegspecError, Source, Span, shown_char
+from regspec.files import write_atomic  # fmt rewrites files in one rename
 
 __all__ = ["format_text", "format_file", "same_tree", "write_atomic", "diff"]
 
@@ -221,21 +220,3 @@ def format_file(path: str | Path) -> tuple[str, str]:
 def diff(path: str, old: str, new: str) -> str:
     return "".join(difflib.unified_diff(old.splitlines(keepends=True), new.splitlines(keepends=True),
                                         f"{path} (original)", f"{path} (formatted)"))
-
-
-def write_atomic(path: str | Path, text: str) -> None:
-    """Replace ``path`` by ``text`` in one rename: a reader sees the old file or the new, never
-    half of one; the file's permissions are kept, and a symbolic link keeps pointing at its target."""
-    p = Path(path).resolve()
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, p.stat().st_mode & 0o7777)
-        os.replace(tmp, p)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise

@@ -221,3 +221,16 @@ def test_a_wrong_spec_path_says_what_was_probably_meant(capsys, tmp_path: Path, 
     err = input_error(capsys, ["solve", "specs"])
     assert "error: specs is a folder, not a spec file" in err and "e.g. specs/lasso.reg" in err
     assert "it holds no .reg file" in input_error(capsys, ["check", "empty"])
+
+
+def test_fmt_into_a_folder_without_write_permission_is_an_error_not_a_bug(capsys, tmp_path: Path, monkeypatch) -> None:
+    path = tmp_path / "messy.reg"
+    path.write_text("problem p {\n  var w[3]\n    minimize   sum_squares(w)\n}\n")
+    before = path.read_text()
+
+    def denied(src, dst):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(os, "replace", denied)
+    err = input_error(capsys, ["fmt", str(path)])  # was exit 70, "internal error: PermissionError"
+    assert f"cannot write {path}: Permission denied" in err and path.read_text() == before
