@@ -37,7 +37,9 @@ def select_problem(spec: ast.Spec, name: str | None) -> ast.ProblemBlock:
     problems = spec.problems
     if name is None:
         if not problems:
-            raise error(f"{spec.source.path} has no `problem` block")
+            raise error(f"{spec.source.path} has no `problem` block",
+                        notes=[f"its train blocks ({', '.join(t.name for t in spec.trains)}) run with `regspec train` "
+                               "or `regspec plan`"] if spec.trains else [])
         return problems[0]
     for p in problems:
         if p.name == name:

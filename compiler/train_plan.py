@@ -1460,7 +1460,9 @@ def select_train(spec: ast.Spec, name: str | None) -> ast.TrainBlock:
     if name is None:
         if not trains:
             raise error(f"{spec.source.path} has no `train` block",
-                        notes=[f"its blocks: {', '.join(b.name for b in spec.blocks) or 'none'}"])
+                        notes=[f"its blocks: {', '.join(b.name for b in spec.blocks) or 'none'}"] +
+                        ([f"its problem blocks ({', '.join(b.name for b in spec.problems)}) run with `regspec solve`"]
+                         if spec.problems else []))
         return trains[0]
     for t in trains:
         if t.name == name:

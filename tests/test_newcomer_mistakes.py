@@ -234,3 +234,10 @@ def test_fmt_into_a_folder_without_write_permission_is_an_error_not_a_bug(capsys
     monkeypatch.setattr(os, "replace", denied)
     err = input_error(capsys, ["fmt", str(path)])  # was exit 70, "internal error: PermissionError"
     assert f"cannot write {path}: Permission denied" in err and path.read_text() == before
+
+
+def test_the_wrong_command_for_a_block_names_the_right_one(capsys) -> None:
+    err = input_error(capsys, ["solve", str(SPECS / "train_prosparse.reg")])
+    assert "has no `problem` block" in err and "run with `regspec train`" in err
+    err = input_error(capsys, ["train", LASSO])
+    assert "has no `train` block" in err and "its problem blocks (lasso) run with `regspec solve`" in err
