@@ -251,3 +251,57 @@ def test_terms_on_parameters_the_optimizer_does_not_step_are_errors():
                                                    r"parameter groups, so no step size \(learning rate\)"):
         regspec.attach('train t { regularize l1(param("0.weight")) * 1e-3 via prox }', net, opt)
     regspec.attach('train t { transform orthogonalize(param("2.weight")) }', net, opt)   # a stepped tensor
+
+
+# ------------------------------------------------------------------ one layer at several places
+class SharedLayers(nn.Module):
+    """ALBERT's cross-layer sharing: one Linear + Tanh registered at blocks.0, blocks.1, blocks.2."""
+
+    def __init__(self):
+        super().__init__()
+        layer = nn.Sequential(nn.Linear(8, 8), nn.Tanh())
+        self.inp = nn.Linear(6, 8)
+        self.blocks = nn.ModuleList([layer, layer, layer])
+        self.head = nn.Linear(8, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.inp(x)
+        for block in self.blocks:
+            h = block(h)
+        return self.head(h)
+
+
+@pytest.mark.parametrize("selector", ['param("blocks.0.0.weight")', 'param("blocks.2.0.weight")'])
+def test_low_rank_on_a_layer_shared_across_positions(selector: str):
+    """LoRA on the weight of a layer registered three times (by its first name or another): the
+    tie logic parametrized that one module once per name, and the second registration recursed
+    forever. Each pass through the layer reads W0 + (alpha / r) B A; the merged state_dict gives
+    the plain model the same outputs."""
+    from regspec.backends.torch.train.reparam import merged_state_dict
+
+    torch.manual_seed(0)
+    model = SharedLayers()
+    w0 = model.blocks[0][0].weight.detach().clone()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    reg = regspec.attach(f"train t {{ loss cross_entropy\n reparametrize {selector} as low_rank(rank = 2, alpha = 4) }}",
+                         model, opt)
+    x, y = torch.randn(5, 6), torch.tensor([0, 1, 2, 0, 1])
+    for _ in range(2):
+        loss = reg.loss(reg.module(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    lora = model.blocks[0][0].parametrizations.weight[0]
+    assert float(lora.B.detach().abs().max()) > 0
+    weight = w0 + 2.0 * lora.B.detach() @ lora.A.detach()
+    with torch.no_grad():
+        h = model.inp(x)
+        for _ in range(3):
+            h = torch.tanh(h @ weight.T + model.blocks[0][0].bias)
+        assert torch.allclose(model(x), model.head(h), rtol=0, atol=1e-6)
+        plain = SharedLayers()
+        plain.load_state_dict(merged_state_dict(model))
+        assert torch.allclose(plain(x), model(x), rtol=0, atol=1e-6)
+    trainable = [n for n, p in model.named_parameters() if p.requires_grad and "blocks" in n]
+    assert trainable == ["blocks.0.0.bias", "blocks.0.0.parametrizations.weight.0.A",
+                         "blocks.0.0.parametrizations.weight.0.B"]

@@ -351,6 +351,8 @@ def _follow(model: nn.Module, alias: str, name: str) -> None:
     the tensor it held, no longer read, is frozen."""
     module, attr = _owner(model, alias)
     owner, owner_attr = _owner(model, name)
+    if module is owner and attr == owner_attr:
+        return   # one module registered at several places (a layer shared ALBERT-style): already done
     parametrize.register_parametrization(module, attr, Tied(owner, owner_attr, name))
     original = module.parametrizations[attr].original
     if all(original is not p for p in owner.parametrizations[owner_attr].parameters()):
@@ -453,7 +455,7 @@ def merged_state_dict(module: nn.Module) -> dict[str, torch.Tensor]:
     state = module.state_dict()
     merged: dict[str, torch.Tensor] = {}
     values: dict[tuple[int, str], torch.Tensor] = {}   # one value per tensor: a tied name shares it
-    for mname, m in module.named_modules():
+    for mname, m in module.named_modules(remove_duplicate=False):   # a shared layer: every place it is
         if parametrize.is_parametrized(m):
             prefix = f"{mname}." if mname else ""
             for attr in m.parametrizations:
