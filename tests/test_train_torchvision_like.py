@@ -305,3 +305,33 @@ def test_low_rank_on_a_layer_shared_across_positions(selector: str):
     trainable = [n for n, p in model.named_parameters() if p.requires_grad and "blocks" in n]
     assert trainable == ["blocks.0.0.bias", "blocks.0.0.parametrizations.weight.0.A",
                          "blocks.0.0.parametrizations.weight.0.B"]
+
+
+class Twice(nn.Module):
+    """One module applied twice in a forward; ``untraceable`` branches on a value (hooks path)."""
+
+    def __init__(self, untraceable: bool):
+        super().__init__()
+        self.shared = nn.Linear(4, 4)
+        self.head = nn.Linear(4, 2)
+        self.untraceable = untraceable
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.untraceable and bool(x.sum() > 1e9):
+            x = x * 2
+        return self.head(self.shared(self.shared(x)))
+
+
+@pytest.mark.parametrize("untraceable", [False, True])
+def test_a_module_called_twice_contributes_both_outputs(untraceable: bool):
+    """act("shared") on a module applied twice: the term is (1/B) (||a1||_1 + ||a2||_1) over its two
+    outputs, the same on the fx and the hooks paths (as the docs now say)."""
+    torch.manual_seed(0)
+    model, x = Twice(untraceable), torch.randn(3, 4)
+    reg = regspec.attach('train t { regularize l1(act("shared")) * 1.0 }', model)
+    assert reg.module.tap_path == ("hooks" if untraceable else "fx")
+    value = float(reg.penalty(reg.module(x)).detach())
+    with torch.no_grad():
+        a1 = model.shared(x)
+        a2 = model.shared(a1)
+    assert value == pytest.approx(float(a1.abs().sum() + a2.abs().sum()) / 3, rel=1e-6)
