@@ -335,3 +335,11 @@ def test_a_module_called_twice_contributes_both_outputs(untraceable: bool):
         a1 = model.shared(x)
         a2 = model.shared(a1)
     assert value == pytest.approx(float(a1.abs().sum() + a2.abs().sum()) / 3, rel=1e-6)
+
+
+def test_orthogonal_reparametrization_of_bfloat16_weights_is_a_clear_error():
+    """torch's orthogonal parametrization runs a QR in the weight's dtype, which has no bfloat16
+    kernel (a raw NotImplementedError from orgqr); the error names the tensor and the way out."""
+    net = nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 2)).to(torch.bfloat16)
+    with pytest.raises(regspec.RegspecError, match=r"`orthogonal` needs float32 or float64 weights.*0.weight \(bfloat16\)"):
+        regspec.attach('train t { reparametrize param("0.weight") as orthogonal }', net)

@@ -36,6 +36,7 @@ from torch.nn.utils import parametrize
 
 from regspec.diagnostics import Span, error
 
+from ._util import is_low_precision
 from .selectors import match_names, select_params
 
 __all__ = ["WeightStep", "WeightsReport", "steps_from_plan", "apply_plan_weights", "apply_weights", "load_init",
@@ -396,6 +397,12 @@ def _targets(model: nn.Module, step: WeightStep) -> list[str]:
             if deep:
                 raise error("`orthogonal` takes 2-D weights (torch's orthogonal reads more dimensions as a batch "
                             f"of small matrices, not as rows x rest): {', '.join(deep[:4])}", step.span)
+            low = [f"{n} ({str(p.dtype).removeprefix('torch.')})" for n, p in plain if is_low_precision(p)]
+            if low:   # torch's orthogonal runs a QR (or matrix_exp) in the weight's dtype
+                raise error("`orthogonal` needs float32 or float64 weights: torch's orthogonal parametrization has "
+                            f"no bfloat16/float16 kernel (its QR): {', '.join(low[:4])}", step.span,
+                            ["keep these layers in float32 (module.float()), or constrain them instead: "
+                             "`constrain SELECTOR in stiefel` projects in float32"])
         rank = step.options.get("rank")
         if rank is not None:
             for n, p in plain:
