@@ -79,6 +79,17 @@ def _lambda_sum_smallest(cp):
     return cp.Problem(cp.Maximize(cp.lambda_sum_smallest(X, 2) - cp.sum_squares(X - SYM3)), [cp.trace(X) == 1])
 
 
+def _geo_mean_weighted(cp):
+    x = cp.Variable(3, nonneg=True)
+    return cp.Problem(cp.Maximize(cp.geo_mean(x, [1, 2, 0.5])), [POS3 @ x <= 1])
+
+
+def _diff_positional(cp):
+    x = cp.Variable(6)
+    return cp.Problem(cp.Minimize(cp.sum_squares(x - np.arange(6.0) ** 2 / 4) + cp.norm1(cp.diff(x, 2))
+                                  + cp.sum(cp.cumsum(x, 0))))
+
+
 def _geo_mean(cp):
     x = cp.Variable(3, nonneg=True)
     return cp.Problem(cp.Maximize(cp.geo_mean(x)), [POS3 @ x <= 1])
@@ -133,6 +144,10 @@ CASES = {
                       _harmonic_mean),
     "lambda_sum_smallest": (f"var X[3, 3]\nmaximize lambda_sum_smallest(X, 2) - sum_squares(X - {lit(SYM3)})\n"
                             "subject to {\n trace(X) == 1\n X == X.T\n}", _lambda_sum_smallest),
+    "geo_mean_weighted": (f"var x[3] >= 0\nmaximize geo_mean(x, [1, 2, 0.5])\nsubject to {{\n {lit(POS3)} @ x <= 1\n}}",
+                          _geo_mean_weighted),
+    "diff_positional": ("var x[6]\nminimize sum_squares(x - [0, 0.25, 1, 2.25, 4, 6.25]) + norm1(diff(x, 2))\n"
+                        "  + sum(cumsum(x, 0))", _diff_positional),
     "geo_mean": (f"var x[3] >= 0\nmaximize geo_mean(x)\nsubject to {{\n {lit(POS3)} @ x <= 1\n}}", _geo_mean),
     "pnorm": (f"var x[2]\nminimize pnorm({lit(A)} @ x - {lit(Y)}, 3) + 0.1 * sum_squares(x)", _pnorm),
     "pnorm_axis": (f"var X[2, 3]\nminimize sum(pnorm(X - {lit(CM)}, 1.5, axis = 1))\n"
@@ -151,7 +166,7 @@ CASES = {
 # iterates inside their domains (tests/test_torch_prox_extra.py); quad_over_lin with a variable
 # denominator still stops at its iteration limit.
 TORCH_CASES = ["hinge", "square", "inv_pos", "entr", "rel_entr", "log1p", "sum_largest", "sum_smallest", "geo_mean",
-               "harmonic_mean", "lambda_sum_smallest", "pnorm",
+               "harmonic_mean", "lambda_sum_smallest", "geo_mean_weighted", "diff_positional", "pnorm",
                "pnorm_axis", "axis_norms", "sigma_max", "normNuc"]
 
 
@@ -274,6 +289,8 @@ def test_a_parameter_of_unknown_sign_times_a_convex_term_is_refused():
     ("sum_largest", [(2, 2)], {"k": 5}, "1..4"),
     ("sum_smallest", [(2, 2)], {"k": 0}, "sum_smallest needs an integer k in 1..4"),
     ("harmonic_mean", [(2, 3)], {}, "vec(...)"),
+    ("geo_mean", [(3,)], {"p": [1, -1, 1]}, "weights p must be 3 numbers >= 0"),
+    ("geo_mean", [(3,)], {"p": [1, 1]}, "weights p must be 3 numbers >= 0"),
     ("lambda_sum_smallest", [(3, 3)], {"k": 4}, "lambda_sum_smallest needs an integer k in 1..3"),
     ("geo_mean", [(2, 3)], {}, "vec(...)"),
     ("quad_over_lin", [(3,), (3,)], {}, "scalar denominator"),
@@ -296,3 +313,12 @@ def test_signs_and_curvatures_follow_cvxpy():
     assert ATOMS["harmonic_mean"].sign([Sign.UNKNOWN], {}) is Sign.NONNEG
     assert ATOMS["quad_over_lin"].monotonicity(1, [Sign.UNKNOWN, Sign.NONNEG], {}).value == "decreasing"
     assert ATOMS["rel_entr"].monotonicity(1, [Sign.NONNEG, Sign.NONNEG], {}).value == "decreasing"
+
+
+def test_division_by_a_variable_points_to_inv_pos():
+    from regspec.api import load
+
+    with pytest.raises(RegspecError) as info:
+        solve(load(_spec("var x[3]\nminimize sum(1 / x)\nsubject to {\n sum(x) == 1\n}")), backend="cvxpy")
+    assert "division by `x`, which is not a constant, is not DCP" in str(info.value)
+    assert "write inv_pos(x)" in str(info.value)

@@ -23,7 +23,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # values for keywords the catalogue documents without a default (names declared in _PROBLEM)
 _SAMPLE = {"lo": "-1", "hi": "1", "a": "u", "b": "u", "k": "2", "n": "2", "m": "4", "r": "1.0", "groups": "rows",
-           "pairs": "same(L)", "labels": "L", "P": "I", "shape": "[16]", "w": "v", "axis": "0", "M": "1.0"}
+           "pairs": "same(L)", "labels": "L", "P": "I", "shape": "[16]", "w": "v", "axis": "0", "M": "1.0",
+           "p": "v"}
 _PROBLEM = """problem p {{
   data L = repeat([0, 1], 2)
   data o = ones(4)

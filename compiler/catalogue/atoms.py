@@ -205,7 +205,8 @@ class Divide(_Product):
 
     def dcp(self, curvs, signs, kw, texts):
         if curvs[1] is not Curvature.CONSTANT:
-            return Curvature.UNKNOWN, f"division by `{texts[1]}`, which is not a constant, is not DCP"
+            return Curvature.UNKNOWN, (f"division by `{texts[1]}`, which is not a constant, is not DCP "
+                                       f"(for 1 / {texts[1]} with {texts[1]} > 0 write inv_pos({texts[1]}), as in CVXPY)")
         return super().dcp(curvs, signs, kw, texts)
 
     def sign(self, signs, kw):

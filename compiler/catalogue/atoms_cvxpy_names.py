@@ -261,15 +261,33 @@ class SumSmallest(SumLargest):
 
 
 class GeoMean(ScalarAtom):
+    """(prod_i x_i^{p_i})^{1 / sum p}: CVXPY's geo_mean(x, p), weights p >= 0 (default all 1)."""
+
     name = "geo_mean"
-    doc = "(prod_i x_i)^(1/n), the geometric mean of a vector x >= 0 (concave, increasing)"
+    doc = ("(prod_i x_i^p_i)^(1/sum p), the (weighted) geometric mean of a vector x >= 0; weights p >= 0, "
+           "default all 1 (concave, increasing)")
     curvature = Curvature.CONCAVE
+    static = {"p": None}
+    positional_kw = ("p",)
 
     def shape(self, shapes, kw):
+        import numpy as np
+
         if len(shapes[0]) > 1 and sum(n > 1 for n in shapes[0]) > 1:
             raise ShapeError(f"geo_mean takes a vector, got shape {fmt(shapes[0])}; use vec(...) to "
                              "flatten a matrix", arg=0)
+        if kw["p"] is not None:
+            p, n = np.asarray(kw["p"], dtype=float), int(np.prod(shapes[0], dtype=int))
+            if p.shape != (n,) or np.any(p < 0) or not p.sum() > 0:
+                raise ShapeError(f"geo_mean's weights p must be {n} numbers >= 0, not all 0, got {kw['p']}")
         return ()
+
+    @staticmethod
+    def _weights(kw, n: int):
+        import numpy as np
+
+        p = np.ones(n) if kw["p"] is None else np.asarray(kw["p"], dtype=float)
+        return p / p.sum()
 
     def sign(self, signs, kw):
         return Sign.NONNEG
@@ -281,20 +299,24 @@ class GeoMean(ScalarAtom):
         import numpy as np
 
         x = np.asarray(args[0], dtype=float).reshape(-1)
+        w = self._weights(kw, x.size)
         if np.any(x < 0):
             return -np.inf
-        return float(np.exp(np.log(x).mean())) if np.all(x > 0) else 0.0
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return float(np.exp(np.where(w > 0, w * np.log(x), 0.0).sum()))  # 0 when a weighted entry is 0
 
     def cvxpy(self, args, kw):
         import cvxpy as cp
 
-        return cp.geo_mean(cp.vec(args[0], order="C"))
+        return cp.geo_mean(cp.vec(args[0], order="C"), None if kw["p"] is None else list(map(float, kw["p"])))
 
     def torch(self, args, kw):
         import torch
 
         x = args[0].reshape(-1)
-        value = x.clamp_min(0).log().mean().exp()  # exp(-inf) = 0 when an entry is 0
+        w = torch.as_tensor(self._weights(kw, x.numel()), dtype=x.dtype, device=x.device)
+        logs = torch.where(w > 0, w * x.clamp_min(0).log(), torch.zeros_like(x))
+        value = logs.sum().exp()  # exp(-inf) = 0 when a weighted entry is 0
         return torch.where((x >= 0).all(), value, torch.full_like(value, float("-inf")))
 
 

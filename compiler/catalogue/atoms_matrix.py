@@ -517,6 +517,7 @@ class Cumsum(Atom):
     name = "cumsum"
     doc = "cumulative sum along an axis (default 0)"
     static = {"axis": 0}
+    positional_kw = ("axis",)  # CVXPY's cumsum(x, axis)
     curvature = Curvature.AFFINE
     smooth = True
 
@@ -548,6 +549,7 @@ class Diff(Atom):
     name = "diff"
     doc = "forward differences x[i+1] - x[i] along an axis (default 0), k times"
     static = {"k": 1, "axis": 0}
+    positional_kw = ("k", "axis")  # CVXPY's diff(x, k, axis): diff(x, 2) is the second difference
     curvature = Curvature.AFFINE
     smooth = True
 
