@@ -611,8 +611,8 @@ def _missing_spec_notes(p: Path) -> list[str]:
     folder = p.parent
     if not folder.is_dir():
         return [f"there is no folder {folder} (paths are relative to the current directory, {Path.cwd()})"]
-    near = suggest(p.name, [q.name for q in folder.glob("*.reg")], n=1)
-    return [f"did you mean {folder / near[0]}?"] if near else []
+    near = suggest(p.stem, [q.stem for q in folder.glob("*.reg")], n=1)  # stems: `.reg` alone is no likeness
+    return [f"did you mean {folder / (near[0] + '.reg')}?"] if near else []
 
 
 def parse_file(path: str | Path) -> ast.Spec:

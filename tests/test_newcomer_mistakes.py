@@ -221,6 +221,8 @@ def test_a_wrong_spec_path_says_what_was_probably_meant(capsys, tmp_path: Path, 
     err = input_error(capsys, ["solve", "specs"])
     assert "error: specs is a folder, not a spec file" in err and "e.g. specs/lasso.reg" in err
     assert "it holds no .reg file" in input_error(capsys, ["check", "empty"])
+    assert "did you mean" not in input_error(capsys, ["check", "specs/nosuch.reg"])  # `.reg` alone is no likeness
+    assert "did you mean specs/lasso.reg?" in input_error(capsys, ["check", "specs/lasso.rg"])
 
 
 def test_fmt_into_a_folder_without_write_permission_is_an_error_not_a_bug(capsys, tmp_path: Path, monkeypatch) -> None:
