@@ -4,7 +4,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 from regspec import ast
 from regspec.compiler import data as data_sources
@@ -231,7 +231,7 @@ def solve(spec: Spec | str | Path, *, problem: str | None = None, backend: str =
     solved status are finite."""
     from regspec.compiler.evaluate import validate_params
 
-    _check_solver_settings(tol=tol, max_iter=max_iter, device=device, dtype=dtype)
+    _check_solver_settings(tol=tol, max_iter=max_iter, device=device, dtype=dtype, problem=problem, params=params)
     spec = _as_spec(spec)
     t0 = time.perf_counter()
     loaded = data_sources.CLOCK["seconds"]
@@ -298,10 +298,11 @@ def _import_backend(backend: str) -> float:
     return time.perf_counter() - t0
 
 
-def _check_solver_settings(*, tol: Any, max_iter: Any, device: Any, dtype: Any) -> None:
-    """The torch backend's settings, refused by name whichever backend runs (a value the chosen
-    backend ignores is still a mistake): 0 < tol < inf, an integer max_iter >= 1, a known device
-    and dtype."""
+def _check_solver_settings(*, tol: Any, max_iter: Any, device: Any, dtype: Any, problem: Any = None,
+                           params: Any = None) -> None:
+    """The arguments of ``solve`` that are not the spec, refused by name whichever backend runs (a
+    value the chosen backend ignores is still a mistake): 0 < tol < inf, an integer max_iter >= 1,
+    a known device and dtype, a block name, a mapping of params."""
     import math
     import numbers
 
@@ -313,6 +314,10 @@ def _check_solver_settings(*, tol: Any, max_iter: Any, device: Any, dtype: Any) 
         raise error(f"max_iter must be a whole number >= 1, got {max_iter!r}")
     if device not in ("cpu", "cuda"):
         raise error(f"unknown device `{device}`; choose cpu or cuda")
+    if problem is not None and not isinstance(problem, str):
+        raise error(f"problem must be a block name (a string), got {problem!r}")
+    if params is not None and not isinstance(params, Mapping):
+        raise error(f"params must be a mapping of parameter names to values, e.g. {{'lam': 0.3}}; got {params!r}")
     if dtype not in ("float64", "float32"):
         raise error(f"unknown dtype `{dtype}`; choose float64 or float32")
 

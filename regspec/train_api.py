@@ -177,6 +177,16 @@ def _may_replace(path: Path, source: str) -> bool:
     return old == source or _is_unedited_trainer(old)
 
 
+def _check_epochs(epochs: Any) -> None:
+    """``epochs`` given to ``compile_trainer`` or ``train``: a whole number >= 1 (0 reached the
+    spec's schedules and blamed their line)."""
+    import numbers
+
+    if epochs is not None and not (isinstance(epochs, numbers.Integral) and not isinstance(epochs, bool)
+                                   and epochs >= 1):
+        raise error(f"epochs must be a whole number >= 1, got {epochs!r}")
+
+
 def compile_trainer(spec: Any, train: str | None = None, out: str | Path | None = None,
                     epochs: int | None = None, overwrite: bool = False) -> str:
     """Generate the trainer source for a train block; write it to ``out`` when given (atomically).
@@ -187,6 +197,7 @@ def compile_trainer(spec: Any, train: str | None = None, out: str | Path | None 
     from regspec.backends.torch.train.runtime import fingerprint
     from regspec.files import write_atomic
 
+    _check_epochs(epochs)
     s = _spec(spec)
     asm = assemble(plan(s, train), epochs=epochs)
     source = _stamp(generate_trainer(asm, s.ast.source.text, fingerprint(s.ast.source.text),
@@ -233,6 +244,7 @@ def train(spec: Any, train: str | None = None, *, out: str | Path | None = None,
 
     from regspec.backends.torch.train.runtime import claim_output
 
+    _check_epochs(epochs)
     s = _spec(spec)
     out = Path(out) if out is not None else Path("runs") / plan(s, train).name
     claim_output(out, resume=resume, overwrite=overwrite)   # before trainer.py is (re)written there

@@ -60,6 +60,8 @@ def test_out_of_range_numbers_are_usage_errors_naming_the_option(capsys, argv: l
     ({"tol": float("nan")}, "tol"),
     ({"device": "gpu"}, "unknown device `gpu`"),
     ({"dtype": "float16"}, "unknown dtype `float16`"),
+    ({"params": "lam=0.3"}, "params must be a mapping"),   # was AttributeError
+    ({"problem": 3}, "problem must be a block name"),      # was AttributeError
 ])
 def test_api_refuses_bad_solver_settings_with_regspec_error(kwargs: dict, says: str) -> None:
     with pytest.raises(regspec.RegspecError, match=says):
@@ -243,3 +245,11 @@ def test_the_wrong_command_for_a_block_names_the_right_one(capsys) -> None:
     assert "has no `problem` block" in err and "run with `regspec train`" in err
     err = input_error(capsys, ["train", LASSO])
     assert "has no `train` block" in err and "its problem blocks (lasso) run with `regspec solve`" in err
+
+
+def test_api_epochs_below_one_is_named() -> None:
+    spec = str(SPECS / "train_prosparse.reg")
+    for call in (lambda: regspec.compile_trainer(spec, epochs=0), lambda: regspec.train(spec, epochs=0, out="unused")):
+        with pytest.raises(regspec.RegspecError, match="epochs must be a whole number >= 1, got 0"):
+            call()
+    assert not Path("unused").exists()
