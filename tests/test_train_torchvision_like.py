@@ -343,3 +343,39 @@ def test_orthogonal_reparametrization_of_bfloat16_weights_is_a_clear_error():
     net = nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 2)).to(torch.bfloat16)
     with pytest.raises(regspec.RegspecError, match=r"`orthogonal` needs float32 or float64 weights.*0.weight \(bfloat16\)"):
         regspec.attach('train t { reparametrize param("0.weight") as orthogonal }', net)
+
+
+class AudioFrontEnd(nn.Module):
+    """Like transformers' Wav2Vec2 feature encoder: a view of the waveform gets requires_grad set
+    in training mode (for gradient checkpointing), which torch refuses on a non-leaf."""
+
+    def __init__(self, set_requires_grad: bool = True):
+        super().__init__()
+        self.conv = nn.Conv1d(1, 4, 5, stride=2)
+        self.head = nn.Linear(4, 3)
+        self.set_requires_grad = set_requires_grad
+
+    def forward(self, input_values: torch.Tensor) -> torch.Tensor:
+        h = input_values[:, None]
+        if self.set_requires_grad and self.training:
+            h.requires_grad = True
+        return self.head(self.conv(h).mean(-1))
+
+
+def test_jacobian_penalty_on_a_forward_that_refuses_a_grad_input_is_located():
+    """jacobian_fro needs the input to require grad; a forward that then fails (Wav2Vec2's front
+    end) raised torch's bare RuntimeError; it is a RegspecError that names the term and the way
+    out. Without the quirk, the value is (1/B) sum_i ||J_i||_F^2 estimated by one VJP."""
+    x = torch.randn(2, 20)
+    reg = regspec.attach("train t { regularize jacobian_fro(output) * 1.0 }", AudioFrontEnd())
+    with pytest.raises(regspec.RegspecError, match="jacobian_fro: the model's forward failed on an input that "
+                                                   "requires grad .*leaf variables"):
+        reg.penalty(reg.module(x))
+    torch.manual_seed(0)
+    model = AudioFrontEnd(set_requires_grad=False)
+    reg = regspec.attach("train t { regularize jacobian_fro(output, n_proj = 2000) * 1.0 }", model)
+    value = float(reg.penalty(reg.module(x)).detach())
+    jac = torch.autograd.functional.jacobian(lambda v: model(v), x)          # (2, 3, 2, 20)
+    exact = sum(float(jac[i, :, i].pow(2).sum()) for i in range(2)) / 2 / 2   # (1/2) mean_i ||J_i||_F^2
+    # 2000 Gaussian draws on 2 samples: relative standard deviation <= sqrt(2 / 4000) = 2.2%
+    assert value == pytest.approx(exact, rel=0.12)

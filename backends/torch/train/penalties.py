@@ -129,7 +129,15 @@ def jacobian_fro(
     # the penalty is differentiated twice: attention's fused kernels (flash, memory-efficient)
     # have no second derivative, its math form has; a tuple / ModelOutput is read as its logits
     with sdpa_kernel([SDPBackend.MATH]):
-        y = primary_tensor(f(x))
+        try:
+            y = primary_tensor(f(x))
+        except RuntimeError as exc:   # the plain forward ran: what differs is an input that requires grad
+            raise error(f"jacobian_fro: the model's forward failed on an input that requires grad "
+                        f"(RuntimeError: {str(exc).splitlines()[0] if str(exc) else ''})",
+                        notes=["jacobian_fro differentiates the output with respect to the input, so the "
+                               "forward must accept a leaf input with requires_grad=True (transformers' "
+                               "Wav2Vec2 feature encoder, for one, sets requires_grad on a view of its input "
+                               "in training mode: model.freeze_feature_encoder() turns that off)"]) from None
     batch = x.shape[0] if x.dim() > 0 else 1
     total = x.new_zeros(())
     for k in range(int(n_proj)):
