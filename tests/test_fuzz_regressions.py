@@ -249,3 +249,24 @@ def test_division_by_a_zero_constant_is_located(tmp_path, capsys, divisor, colum
         assert rc == 1
         line, col, message = located(err, path)
         assert (line, col) == (3, column) and f"division by zero: the divisor `{divisor.strip('()')}` {what}" in message
+
+
+@pytest.mark.parametrize("expr, column", [("x / 1e-320", 24), ("x * 1e308 * 10", 24), ("1e200 * (1e200 * x)", 24),
+                                          ("diff(x * 1e308, k = 3)", 24), ("[[1e308, 1], [1, 1]] @ (x * 10)", 24)])
+def test_coefficients_that_overflow_are_located(tmp_path, capsys, expr, column):
+    """`x * 1e308 * 10` reached CLARABEL as an infinite coefficient: "the solver CLARABEL rejected
+    its options {}", no location."""
+    text = f"problem p {{\n  var x[2]\n  minimize sum_squares({expr} - 1)\n}}\n"
+    for command in (["check"], ["solve", "--backend", "cvxpy"], ["solve", "--backend", "torch"]):
+        rc, _, err, path = run(tmp_path, capsys, command, text)
+        assert rc == 1
+        line, col, message = located(err, path)
+        assert (line, col) == (3, column) and "overflow 64-bit floats" in message
+
+
+@pytest.mark.parametrize("expr", ["x * 1e300", "x * 1e307 + 1e308 * x", "hstack([x * 1e308, x * 1e308])",
+                                  "diff(x * 1e308)"])
+def test_large_but_finite_coefficients_pass(expr):
+    import regspec
+
+    regspec.load(f"problem p {{\n  var x[2]\n  minimize sum_squares({expr} - 1)\n}}\n").compiled()

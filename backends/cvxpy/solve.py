@@ -102,8 +102,9 @@ def _run(program: CvxpyProgram, name: str, opts: dict[str, Any], warm_start: boo
     except cp.error.SolverError as e:
         info["message"] = str(e)
         return "solver_error"
-    except (TypeError, ValueError) as e:  # an unknown or ill-typed --solver-opt
-        raise error(f"the solver {name} rejected its options {opts}: {e}") from None
+    except (TypeError, ValueError) as e:  # an unknown or ill-typed --solver-opt, or data it cannot take
+        rejected = f"its options {opts}" if opts else "the problem"
+        raise error(f"the solver {name} rejected {rejected}: {e}") from None
 
 
 def _iterations(program: CvxpyProgram) -> int | None:

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from regspec.compiler.catalogue import ATOMS, SETS
+from regspec.compiler.catalogue.base import Curvature
 from regspec.compiler.data import SourceContext, call_source, integral_array
 from regspec.compiler.ir import DECL_KINDS, IR, size_error
 from regspec.diagnostics import error
@@ -172,7 +173,12 @@ def _check_integer_range(ir: IR, node: int, atom: Any, args: list[Any], kw: dict
     |n| >= 2^63 is a located error. Python's integers would grow without bound (`2 ** 2 ** 62`
     never finishes) and NumPy's wrap around silently. The math runs in float64 first, so a huge
     result is never computed; near the limit it runs exactly on Python integers."""
-    if not args or atom.name == "divide" or not all(_integral(a) for a in args):
+    if not args or not all(_integral(a) for a in args):
+        return
+    try:  # the kind of result on integers, seen on ones: log, divide and 2 ** -1 give floats
+        if not _integral(atom.numpy([np.ones_like(a) if isinstance(a, np.ndarray) else 1 for a in args], kw)):
+            return
+    except Exception:  # noqa: BLE001 - the evaluation proper reports it
         return
     try:
         with np.errstate(all="ignore"):
@@ -181,14 +187,13 @@ def _check_integer_range(ir: IR, node: int, atom: Any, args: list[Any], kw: dict
         return
     if approx.size == 0 or np.all(np.abs(approx) < 2.0 ** 62):
         return
-    if not np.all(np.isfinite(approx)):
-        if atom.name == "power" and np.any(np.asarray(args[1]) < 0):  # 0 ** -1: not an overflow
-            return
-    elif np.all(np.abs(approx) < 2.0 ** 64):
+    if np.any(np.isnan(approx)):
+        return
+    if np.all(np.isfinite(approx)) and np.all(np.abs(approx) < 2.0 ** 64):
         exact = atom.numpy([np.asarray(a, dtype=object) if np.ndim(a) else int(a) for a in args], kw)
         if all(INT64_MIN <= int(v) <= INT64_MAX for v in np.ravel(np.asarray(exact, dtype=object))):
             return
-    big = float(np.max(np.abs(approx[~np.isnan(approx)]))) if np.any(~np.isnan(approx)) else float("inf")
+    big = float(np.max(np.abs(approx)))
     size = f"is about {big:.3g}" if math.isfinite(big) else "is larger than any 64-bit float"
     raise error(f"integer arithmetic overflows: `{ir.text(node)}` {size}, beyond the 64-bit integers (|n| < 2^63)",
                 ir[node]["span"],
@@ -409,4 +414,57 @@ def evaluate_constants(ir: IR) -> IR:
             elif atom.constant_only:
                 _const(ir, next(a for a in operands if "value" not in ir[a] or ir[a]["kind"] in ("param", "var")),
                        f"the argument of {atom.name}")
+    _check_coefficients(ir)
     return ir
+
+
+def _largest(value: Any) -> float:
+    arr = np.abs(np.asarray(value, dtype=float))
+    return float(arr.max()) if arr.size else 0.0
+
+
+def _check_coefficients(ir: IR) -> None:
+    """The coefficients of every affine expression of the variables stay finite in float64: a bound
+    on their size (the variable 1; `c * e`, `C @ e` multiply it by max|c| (times the inner
+    dimension), `e / c` divides it by min|c|, `a + b` adds) is followed up the graph, and an
+    expression whose bound overflows is a located error. `x * 1e308 * 10` reached CLARABEL as
+    an infinite coefficient ("rejected its options"), the torch backend as an infinite objective.
+    Parameters count with their current values; an argument of a nonlinear atom starts afresh."""
+    gain: dict[int, float] = {}
+    for node in ir.topological():
+        d = ir[node]
+        if d["kind"] == "var":
+            gain[node] = 1.0
+        if d["kind"] != "call" or "value" in d:
+            continue
+        args = d["args"]
+        if not any(a in gain for a in args):
+            continue
+        if ATOMS[d["atom"]].curvature is not Curvature.AFFINE:
+            gain[node] = 1.0
+            continue
+        g = [gain.get(a, 0.0) for a in args]
+        consts = [ir[a]["value"] for a in args if a not in gain and "value" in ir[a]]
+        with np.errstate(all="ignore"):
+            if d["atom"] in ("multiply", "inner"):
+                bound = max(g) * max((_largest(c) for c in consts), default=1.0)
+            elif d["atom"] == "matmul":  # C @ e or e @ C: sums of `inner` products
+                left, right = (np.shape(ir[a].get("value")) if a not in gain else () for a in args)
+                inner = (left[-1] if left else right[0] if right else 1) or 1
+                bound = max(g) * max((_largest(c) for c in consts), default=1.0) * inner
+            elif d["atom"] == "divide":
+                divisor = np.abs(np.asarray(consts[0], dtype=float)) if consts else np.ones(1)
+                bound = g[0] / float(divisor.min()) if divisor.size and divisor.min() > 0 else g[0]
+            elif d["atom"] == "diff":
+                k = int(d.get("static", {}).get("k", 1) or 1)
+                bound = max(g) * float(math.comb(k, k // 2))  # k-th differences: binomial coefficients
+            elif d["atom"] in ("add", "sub"):
+                bound = sum(g)
+            else:
+                bound = max(g)
+        if not bound < 1.79e308:  # inf, nan or at the edge of float64
+            size = f"up to {bound:.3g}" if math.isfinite(bound) else "beyond 1.8e308"
+            raise error(f"the coefficients of `{ir.text(node)}` overflow 64-bit floats (a variable's coefficient "
+                        f"is {size})", d["span"],
+                        ["rescale the problem: change the units of the data or the variables"])
+        gain[node] = float(bound)
