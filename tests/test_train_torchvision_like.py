@@ -379,3 +379,14 @@ def test_jacobian_penalty_on_a_forward_that_refuses_a_grad_input_is_located():
     exact = sum(float(jac[i, :, i].pow(2).sum()) for i in range(2)) / 2 / 2   # (1/2) mean_i ||J_i||_F^2
     # 2000 Gaussian draws on 2 samples: relative standard deviation <= sqrt(2 / 4000) = 2.2%
     assert value == pytest.approx(exact, rel=0.12)
+
+
+def test_selecting_a_reparametrized_tensor_by_its_old_name_says_what_to_select():
+    """Reparametrizations apply before the terms bind, so a term naming the tensor a
+    `reparametrize` replaced matches nothing; the error now says so and names its tensors."""
+    net = nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 2))
+    with pytest.raises(regspec.RegspecError, match=r"`0.weight` is reparametrized \(its value is computed, not "
+                                                   r"trained\): select the tensors it is computed from, "
+                                                   r"`0.parametrizations.weight.\*` or `0.parametrizations.weight.0.\*`"):
+        regspec.attach('train t { regularize l1(param("0.weight")) * 1e-3 via prox\n'
+                       ' reparametrize param("0.weight") as low_rank(rank = 1) }', net)

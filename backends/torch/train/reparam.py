@@ -37,7 +37,7 @@ from torch.nn.utils import parametrize
 from regspec.diagnostics import Span, error
 
 from ._util import is_low_precision
-from .selectors import match_names, select_params
+from .selectors import match_names, parametrized_names, select_params
 
 __all__ = ["WeightStep", "WeightsReport", "steps_from_plan", "apply_plan_weights", "apply_weights", "load_init",
            "merged_state_dict", "trained_summary", "LowRank", "SVDMinor", "SubspaceBlock", "fwht"]
@@ -371,7 +371,7 @@ def _targets(model: nn.Module, step: WeightStep) -> list[str]:
     from regspec.compiler.reparam_plan import REPARAM_FORMS
 
     if step.pattern is not None:
-        done = match_names(_parametrized_names(model), step.pattern, step.span)
+        done = match_names(parametrized_names(model), step.pattern, step.span)
         if done:
             raise error(f"{', '.join(done[:4])} {'is' if len(done) == 1 else 'are'} already reparametrized by an "
                         "earlier statement; a tensor takes one reparametrization", step.span,
@@ -411,12 +411,6 @@ def _targets(model: nn.Module, step: WeightStep) -> list[str]:
                     raise error(f"`{step.form}` rank {rank} is larger than {n} allows: it is a {m} x {k} matrix "
                                 f"(rank at most {min(m, k)})", step.span)
     return [n for n, _ in plain]
-
-
-def _parametrized_names(model: nn.Module) -> list[str]:
-    """``<module>.<tensor>`` of every parametrized tensor (the name it had before)."""
-    return [f"{m}.{attr}" if m else attr for m, mod in model.named_modules() if parametrize.is_parametrized(mod)
-            for attr in mod.parametrizations]
 
 
 def _apply_matrix_form(model: nn.Module, name: str, step: WeightStep) -> None:

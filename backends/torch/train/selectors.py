@@ -28,13 +28,14 @@ import difflib
 from typing import Iterable
 
 from torch import nn
+from torch.nn.utils import parametrize
 
 from regspec.compiler.train_plan import MAX_NAME_LENGTH
 from regspec.diagnostics import Span, did_you_mean, error
 
 from ._util import compile_name_pattern, generalize
 
-__all__ = ["select_params", "select_modules", "match_names", "tied_aliases"]
+__all__ = ["select_params", "select_modules", "match_names", "tied_aliases", "parametrized_names"]
 
 
 def match_names(names: Iterable[str], pattern: str, span: Span | None = None) -> list[str]:
@@ -109,6 +110,14 @@ def select_params(
         hits |= {aliases[a] for a in match_names(list(aliases), pattern, span)}
         if not hits:
             extra: list[str] = []
+            computed = match_names(parametrized_names(model), pattern, span)
+            if computed:
+                first = computed[0]
+                owner, _, attr = first.rpartition(".")
+                prefix = f"{owner}." if owner else ""
+                extra.append(f"`{first}` is reparametrized (its value is computed, not trained): select the tensors "
+                             f"it is computed from, `{prefix}parametrizations.{attr}.*` or "
+                             f"`{prefix}parametrizations.{attr}.0.*`")
             mods = match_names([n for n, _ in model.named_modules() if n], pattern, span)
             if mods:
                 shown = ", ".join(f"`{m}`" for m in mods[:4]) + (", ..." if len(mods) > 4 else "")
@@ -159,6 +168,13 @@ def _weightless_notes(modules: list[tuple[str, nn.Module]]) -> list[str]:
                                   else "no parameters of its own")
     more = f" (and {len(modules) - 1} more module(s) of the type)" if len(modules) > 1 else ""
     return [note + more]
+
+
+def parametrized_names(model: nn.Module) -> list[str]:
+    """``<module>.<tensor>`` of every parametrized tensor (the name it had before), under each
+    name its module has."""
+    return [f"{m}.{attr}" if m else attr for m, mod in model.named_modules(remove_duplicate=False)
+            if parametrize.is_parametrized(mod) for attr in mod.parametrizations]
 
 
 def tied_aliases(model: nn.Module) -> dict[str, str]:
