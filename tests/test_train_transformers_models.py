@@ -108,3 +108,42 @@ def test_bert_attention_taps_and_a_wrong_selector():
     with pytest.raises(RegspecError, match="q_proj") as info:
         regspec.attach('train t { regularize l1(param("**.q_proj.weight")) * 1e-3 }', _bert())
     assert "closest parameter names" in str(info.value)
+
+
+def test_t5_lora_on_the_shared_embedding_ties_encoder_decoder_and_head():
+    """T5 reads one `shared` embedding in the encoder, the decoder and (tied) the LM head: LoRA on
+    it is seen by all four names after training steps."""
+    torch.manual_seed(0)
+    model = transformers.T5ForConditionalGeneration(transformers.T5Config(
+        vocab_size=50, d_model=16, d_kv=8, d_ff=32, num_layers=1, num_heads=2, decoder_start_token_id=0))
+    x = _tokens(2, 6)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    reg = regspec.attach('train t { reparametrize param("shared.weight") as low_rank(rank = 2) }', model, opt)
+    lm_steps(reg, opt, x)
+    with torch.no_grad():
+        w = model.shared.weight
+        assert float(model.shared.parametrizations.weight[0].B.abs().max()) > 0
+        for other in (model.encoder.embed_tokens.weight, model.decoder.embed_tokens.weight, model.lm_head.weight):
+            assert torch.equal(other, w)
+
+
+def test_wav2vec2_jacobian_penalty_needs_a_frozen_feature_encoder():
+    """Wav2Vec2's feature encoder sets requires_grad on a view of its input in training mode, so
+    jacobian_fro cannot differentiate through it: a located error naming the way out, and with
+    model.freeze_feature_encoder() the penalty trains."""
+    torch.manual_seed(0)
+    model = transformers.Wav2Vec2ForSequenceClassification(transformers.Wav2Vec2Config(
+        vocab_size=10, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
+        conv_dim=(8, 8), conv_stride=(4, 2), conv_kernel=(8, 4), num_conv_pos_embeddings=4,
+        num_conv_pos_embedding_groups=2, num_labels=3, classifier_proj_size=8))
+    batch = {"input_values": torch.randn(2, 400), "labels": torch.tensor([0, 2])}
+    spec = "train t { regularize jacobian_fro(output) * 1e-3 }"
+    reg = regspec.attach(spec, model)
+    with pytest.raises(RegspecError, match="freeze_feature_encoder"):
+        reg.loss(reg.module(**batch))
+    model.freeze_feature_encoder()
+    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    reg = regspec.attach(spec, model, opt)
+    reg.loss(reg.module(**batch)).backward()
+    opt.step()
+    assert reg.values()["jacobian_fro_output"] > 0
