@@ -743,3 +743,16 @@ def test_risk_return_tradeoff_swept_over_gamma(backend):
         assert result.status == "optimal"
         gap = objective_gap(result.objective, ref_portfolio_tradeoff(gamma))
         assert gap <= (CVXPY_RTOL if backend == "cvxpy" else TORCH_RTOL), (gamma, gap)
+
+
+def test_deadzone_width_parameter_on_the_torch_fast_path():
+    """sum(pos(abs(A @ x - b) - a)) is a PDHG block with the deadzone prox (not the conic
+    fallback), its width a parameter read at solve time: each value agrees with CVXPY."""
+    A, b = normal(53, (40, 8), (40,))
+    spec = regspec.load(spec_path("penalty_deadzone"))
+    for a in (0.0, 1.0):
+        x = cp.Variable(8)
+        ref = solve_ref(cp.Minimize(cp.sum(cp.pos(cp.abs(A @ x - b) - a))))
+        result = regspec.solve(spec, backend="torch", params={"a": a})
+        assert result.status == "optimal" and result.info.get("path") != "conic fallback"
+        assert objective_gap(result.objective, ref) <= TORCH_RTOL, a

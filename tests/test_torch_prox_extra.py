@@ -20,7 +20,7 @@ from scipy.optimize import minimize_scalar  # noqa: E402
 from regspec.api import load, solve  # noqa: E402
 from regspec.backends.torch.prox import KERNELS, get_kernel  # noqa: E402
 from regspec.backends.torch.prox_scalar import (  # noqa: E402
-    lambert_w, prox_hinge, prox_inv_pos, prox_kl_div, prox_neg_entropy, prox_neg_log, prox_neg_power, prox_pinball,
+    lambert_w, prox_deadzone, prox_hinge, prox_inv_pos, prox_kl_div, prox_neg_entropy, prox_neg_log, prox_neg_power, prox_pinball,
     prox_pos, prox_power_abs, prox_power_nonneg, prox_rel_entr, wright_omega)
 
 RNG = np.random.default_rng(11)
@@ -36,7 +36,7 @@ def _scalar_prox(f, v: float, tau: float, lo: float, hi: float) -> float:
 
 # ------------------------------------------------------------------------------------------------ kernels
 def test_every_new_kernel_is_registered_with_its_argmin_in_the_docstring():
-    for name in ("pos", "hinge", "pinball", "power_abs", "power_nonneg", "neg_power", "inv_pos", "neg_entropy",
+    for name in ("pos", "hinge", "pinball", "deadzone", "power_abs", "power_nonneg", "neg_power", "inv_pos", "neg_entropy",
                  "neg_log", "soc"):
         kernel = get_kernel(name)
         assert kernel.fn.__doc__.startswith("argmin"), name
@@ -62,6 +62,11 @@ def test_piecewise_linear_proxes_satisfy_their_subgradient_inclusion(tau):
     q = 0.8
     z = prox_pinball(V, tau, quantile=q)
     assert _subgradient_ok(z, (V - z) / tau, 0.0, q - 1.0, q)
+    a = 0.4  # deadzone max(|z| - a, 0): kinks at -a (slopes -1 | 0) and a (0 | 1)
+    z = prox_deadzone(V, tau, a=a)
+    g = (V - z) / tau
+    right, left = z >= 0, z < 0
+    assert _subgradient_ok(z[right], g[right], a, 0.0, 1.0) and _subgradient_ok(z[left], g[left], -a, -1.0, 0.0)
 
 
 @pytest.mark.parametrize("p", [1.2, 1.5, 3.0, 4.5])
@@ -239,6 +244,16 @@ def _kl(cp):
     return cp.Problem(cp.Minimize(cp.sum(cp.kl_div(x, Q12))), [X[:6, 0] @ x == 0.1, cp.sum(x) == 1])
 
 
+def _deadzone(cp):
+    w = cp.Variable(3)
+    return cp.Problem(cp.Minimize(cp.sum(cp.pos(cp.abs(Y_REAL - X @ w) - 0.3)) + 0.1 * cp.sum_squares(w)))
+
+
+def _deadzone_prox(cp):
+    x = cp.Variable(3)
+    return cp.Problem(cp.Minimize(cp.sum(cp.maximum(cp.abs(x) - 0.2, 0)) + cp.sum_squares(x - C3)))
+
+
 def _weighted_inv_pos(cp):
     x = cp.Variable(5)
     return cp.Problem(cp.Minimize(cp.sum(cp.multiply(W8, cp.inv_pos(x)))), [cp.sum(x) == 1])
@@ -270,6 +285,10 @@ CASES = {
     "mean_hinge": (f"var w[3]\nvar b\nlet X = {lit(X)}\nlet y = {lit(Y_SIGN)}\n"
                    "minimize mean(pos(1 - y * (X @ w + b))) + 0.05 * sum_squares(w) + mean(0.3 * abs(w) + w)",
                    _mean_hinge, "pdhg"),
+    "deadzone": (f"var w[3]\nlet X = {lit(X)}\nlet y = {lit(Y_REAL)}\n"
+                 "minimize sum(pos(abs(y - X @ w) - 0.3)) + 0.1 * sum_squares(w)", _deadzone, "pdhg"),
+    "deadzone_prox": (f"var x[3]\nminimize sum(max(abs(x) - 0.2, 0)) + sum_squares(x - {lit(C3)})", _deadzone_prox,
+                      "fista"),
     "weighted_inv_pos": (f"var x[5]\nminimize sum({lit(W8)} * inv_pos(x))\nsubject to {{\n sum(x) == 1\n}}",
                          _weighted_inv_pos, "pdhg"),
 }

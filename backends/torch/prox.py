@@ -66,6 +66,7 @@ from .prox_scalar import (
     prox_pinball,
     prox_pos,
     prox_power_abs,
+    prox_deadzone,
     prox_power_nonneg,
 )
 from .spectral import nuclear_prox_fast, per_matrix
@@ -93,6 +94,7 @@ __all__ = [
     "prox_hinge",
     "prox_pinball",
     "prox_power_abs",
+    "prox_deadzone",
     "prox_power_nonneg",
     "prox_neg_power",
     "prox_inv_pos",
@@ -558,6 +560,8 @@ _KERNEL_LIST: tuple[Kernel, ...] = (
     _kernel("pos", prox_pos, "lam*sum max(z, 0) -> x - clip(x, 0, tau)", "pointwise"),
     _kernel("hinge", prox_hinge, "lam*sum max(0, 1 - z) -> x + clip(1 - x, 0, tau)", "pointwise"),
     _kernel("pinball", prox_pinball, "lam*sum max(q z, (q - 1) z) -> x - clip(x, -(1 - q)tau, q tau)", "pointwise"),
+    _kernel("deadzone", prox_deadzone, "lam*sum max(|z| - a, 0) -> sign(x) max(min(|x|, a), |x| - tau)",
+            "pointwise"),
     _kernel("power_abs", prox_power_abs, "lam*sum |z|^p (p >= 1) -> sign(x) root of z + tau p z^(p-1) = |x|",
             "pointwise"),
     _kernel("power_nonneg", prox_power_nonneg, "lam*sum z^p, z >= 0 (p >= 1) -> power_abs prox of max(x, 0)",

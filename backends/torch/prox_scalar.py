@@ -22,7 +22,7 @@ from .projections import like
 
 Step = float | Tensor
 
-__all__ = ["prox_pos", "prox_hinge", "prox_pinball", "prox_power_abs", "prox_power_nonneg", "prox_neg_power",
+__all__ = ["prox_pos", "prox_hinge", "prox_pinball", "prox_deadzone", "prox_power_abs", "prox_power_nonneg", "prox_neg_power",
            "prox_neg_entropy", "prox_inv_pos", "prox_neg_log", "prox_kl_div", "prox_rel_entr", "wright_omega", "lambert_w", "bracketed_newton"]
 
 
@@ -70,6 +70,19 @@ def prox_pinball(x: Tensor, step: Step, *, quantile: float = 0.5, lam: float | T
     if isinstance(tau, Tensor):
         return x - torch.clamp(x, min=lo, max=hi)
     return x - x.clamp(lo, hi)
+
+
+def prox_deadzone(x: Tensor, step: Step, *, a: float = 0.0, lam: float | Tensor = 1.0) -> Tensor:
+    """argmin_z step*lam*sum_i max(|z_i| - a, 0) + 1/2||z - x||^2, a >= 0 (the deadzone-linear penalty).
+
+    sign(x) max(min(|x|, a), |x| - tau): x inside the zone, its edge for a < |x| <= a + tau, and
+    x shrunk by tau beyond; a = 0 is the soft threshold.
+    """
+    if not float(a) >= 0.0:
+        raise ValueError(f"the deadzone penalty needs a >= 0, got {a}")
+    tau = _tau(step, lam, x)
+    mag = x.abs()
+    return torch.sign(x) * torch.maximum(mag.clamp(max=float(a)), mag - tau)
 
 
 # ---------------------------------------------------------------------------------------------------

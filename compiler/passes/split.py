@@ -315,7 +315,8 @@ def _classify(ir: IR, t: Term, barrier_as_prox: bool | str = False) -> OperatorT
     if sep is None:
         return _classify_without_prox(ir, t, name, atom, args)
     t.prox = sep
-    what = f"sum of {ir[sep.node]['atom']} over the entries of" if sep.summed else f"{ir[sep.node]['atom']} of"
+    fn = "the deadzone max(|.| - a, 0)" if sep.kernel == "deadzone" else ir[sep.node]["atom"]
+    what = f"sum of {fn} over the entries of" if sep.summed else f"{fn} of"
     flipped = Term(t.core, -t.sign, t.scale)
     if not _scale_sign_ok(ir, flipped if sep.negated else t):
         t.why = (f"the nonsmooth term {name} has a weight that is " + ("positive" if sep.negated else "negative") +

@@ -5,7 +5,8 @@
   (e affine): the same function, smooth, where the written form composes a nonsmooth norm;
 - ``separable_prox``: a term whose prox is a kernel call: an atom with a catalogue ``Prox`` applied
   to one argument, or ``sum(f(e))`` with f an elementwise atom whose ``Prox`` is the prox of the sum
-  of f over the entries (``sum(pos(e))``, ``sum(abs(e) ** 1.5)``, ``sum(entr(x))``, ``sum(inv_pos(x))``);
+  of f over the entries (``sum(pos(e))``, ``sum(abs(e) ** 1.5)``, ``sum(entr(x))``, ``sum(inv_pos(x))``,
+  the deadzone ``sum(pos(abs(e) - a))`` or ``sum(max(abs(e) - a, 0))``);
 - ``sublevel_set``: a constraint ``s * norm(e) <= c`` (c, s > 0 constants) is ``e`` in a norm ball
   of radius c / s (l1, l2, linf; ``sum_squares(e) <= c`` is the l2 ball of radius sqrt(c)), and
   ``norm2(e) <= t`` with t affine is ``[e; t]`` in the second-order cone: both are projections.
@@ -138,6 +139,7 @@ class SeparableProx:
     lam_node: int | None = None   # sum(w * f(e)): the constant weights w >= 0 (per entry)
     count: int = 1                # mean(f(e)) = sum(f(e)) / count
     data_arg: int | None = None   # kl_div(x, y) / rel_entr(x, y) with y constant: the node of y
+    hyper_nodes: dict[str, int] = field(default_factory=dict)  # kernel keywords given by scalar data or parameters
 
 
 def _prox_of(ir: IR, node: int):
@@ -161,6 +163,30 @@ def _power_of_abs(ir: IR, node: int) -> SeparableProx | None:
     return SeparableProx("power_abs", node, ir[base]["args"][0], {"p": float(p)})
 
 
+def _scalar_data(ir: IR, node: int) -> bool:
+    """A scalar known at solve time: a constant or an expression of parameters (no variable)."""
+    d = ir[node]
+    return tuple(d["shape"]) == () and d["curvature"] is Curvature.CONSTANT and d["sign"].nonneg
+
+
+def _deadzone(ir: IR, node: int) -> SeparableProx | None:
+    """``pos(abs(e) - a)`` or ``max(abs(e) - a, 0)`` (a >= 0 a scalar constant or parameter): the
+    deadzone-linear penalty max(|e| - a, 0) of e (Boyd & Vandenberghe 6.1.2)."""
+    d = ir[node]
+    if _is_call(ir, node, "pos") and len(d["args"]) == 1:
+        shifted = d["args"][0]
+    elif _is_call(ir, node, "max") and len(d["args"]) == 2 and _scalar_constant(ir, d["args"][1]) == 0.0:
+        shifted = d["args"][0]
+    else:
+        return None
+    if not _is_call(ir, shifted, "sub"):
+        return None
+    mag, a = ir[shifted]["args"]
+    if not _is_call(ir, mag, "abs") or not _scalar_data(ir, a) or tuple(ir[shifted]["shape"]) != tuple(ir[mag]["shape"]):
+        return None
+    return SeparableProx("deadzone", node, ir[mag]["args"][0], hyper_nodes={"a": a})
+
+
 def separable_prox(ir: IR, core: int) -> SeparableProx | None:
     """The prox kernel of a term's core, when it has one (see the module docstring)."""
     d = ir[core]
@@ -179,12 +205,12 @@ def separable_prox(ir: IR, core: int) -> SeparableProx | None:
         from regspec.compiler.catalogue.base import Elementwise
 
         inner_atom = ATOMS.get(ir[inner]["atom"])
-        if not (isinstance(inner_atom, Elementwise) or ir[inner]["atom"] == "power"):
+        if not (isinstance(inner_atom, Elementwise) or ir[inner]["atom"] in ("power", "max")):
             return None
         node, summed = inner, True
     elif tuple(d["shape"]) != ():
         return None
-    found = _power_of_abs(ir, node)
+    found = _power_of_abs(ir, node) or _deadzone(ir, node)
     if found is not None:
         found.summed, found.lam_node, found.count = summed, lam_node, count
         return found
@@ -232,6 +258,8 @@ def prox_hyper(ir: IR, sep: SeparableProx, params: dict[str, np.ndarray] | None 
     else:  # a Prox chosen by the keywords (``prox_for``) or none: its keyword map
         hyper = {k: kw[n] for k, n in (prox.hyper if prox is not None else ()) if kw.get(n) is not None}
     hyper.update(sep.hyper)
+    for k, n in sep.hyper_nodes.items():
+        hyper[k] = float(np.asarray(evaluate(ir, n, params or {}), dtype=float))
     if sep.lam_node is not None:
         hyper["lam"] = np.asarray(evaluate(ir, sep.lam_node, params or {}), dtype=float)
     if sep.count != 1:  # a mean: every entry weighs 1/count (times its weight)
