@@ -6,8 +6,9 @@ parsing and lexing classes with the tables as data), builds the parser from it w
 post-lexer, builds every scanner of its contextual lexer, and stores in one file:
 
 - the module's bytecode, less the tables' data (``DATA``, ``MEMO``: the built parser replaces
-  them) and with lark's ``logging`` set-up deferred to the first message lark logs (it logs none
-  while parsing; ``import logging`` is ~3 ms that `regspec check` needs nowhere else);
+  them), with lark's ``logging`` set-up deferred to the first message lark logs (it logs none
+  while parsing; ``import logging`` is ~3 ms that `regspec check` needs nowhere else) and its
+  annotations not evaluated (``from __future__ import annotations``: lark reads none; ~0.7 ms);
 - the built parser (a ``Lark`` object of that module), pickled.
 
 Every later start-up execs the bytecode (lark's classes, ~5 ms) and unpickles the parser (~2-4 ms),
@@ -42,10 +43,12 @@ class TerminalScanner:
     """A stand-in for the generated module's ``Scanner`` (lark's): the contextual lexer builds one
     per parser state, and lark's compiles the state's terminals into one regex of alternatives,
     ``(?P<A>...)|(?P<B>...)``: 71 regexes for this grammar. This one tries the state's terminals
-    in the same order, each by its own regex, compiled once for all states (52 regexes). The
-    answer is the same, since an alternation matches with its first alternative that matches: the
-    first terminal in that order that matches, with its own match. (Installed only where the
-    generated ``Scanner`` has the interface below; regspec never sets ``use_bytes``.)"""
+    in the same order, each on its own: a keyword (a string terminal without flags) by comparing
+    text, what its escaped regex would match, and the others (11 here) by their regex, compiled
+    once for all states. The answer is the same, since an alternation matches with its first
+    alternative that matches: the first terminal in that order that matches, with its own match.
+    (Installed only where the generated ``Scanner`` has the interface below; regspec never sets
+    ``use_bytes``.)"""
 
     _compiled: dict[tuple[str, int], re.Pattern] = {}
 
@@ -54,27 +57,36 @@ class TerminalScanner:
             raise ValueError("bytes input is not supported")
         self.terminals = terminals
         self.allowed_types = {t.name for t in terminals}
-        self._patterns = [(self._regex(re_, t.pattern.to_regexp(), g_regex_flags), t.name) for t in terminals]
+        self._patterns = [self._pattern(re_, t, g_regex_flags) for t in terminals]
 
     @classmethod
-    def _regex(cls, re_: ModuleType, regexp: str, flags: int) -> re.Pattern:
-        key = (regexp, flags)
+    def _pattern(cls, re_: ModuleType, terminal: Any, flags: int) -> tuple[str | None, re.Pattern | None, str]:
+        """(keyword, None, name) for a string terminal without flags, else (None, regex, name)."""
+        pattern = terminal.pattern
+        if pattern.type == "str" and not pattern.flags and not flags:
+            return pattern.value, None, terminal.name
+        key = (pattern.to_regexp(), flags)
         if key not in cls._compiled:
-            cls._compiled[key] = re_.compile(regexp, flags)
-        return cls._compiled[key]
+            cls._compiled[key] = re_.compile(*key)
+        return None, cls._compiled[key], terminal.name
 
     def match(self, text: Any, pos: int) -> tuple[str, str] | None:
         """(lexeme, terminal name) of the first terminal matching at ``pos`` of a ``TextSlice``."""
-        for regex, name in self._patterns:
-            m = regex.match(text.text, pos, text.end)
-            if m:
-                return m.group(0), name
+        string, end = text.text, text.end
+        for keyword, regex, name in self._patterns:
+            if regex is None:
+                if string.startswith(keyword, pos, end):
+                    return keyword, name
+            else:
+                m = regex.match(string, pos, end)
+                if m:
+                    return m.group(0), name
         return None
 
     def fullmatch(self, text: str) -> str | None:
         """The first terminal matching the whole of ``text`` (a keyword spelled like a name)."""
-        for regex, name in self._patterns:
-            if regex.fullmatch(text):
+        for keyword, regex, name in self._patterns:
+            if text == keyword if regex is None else regex.fullmatch(text):
                 return name
         return None
 
@@ -316,6 +328,8 @@ def _exec_module(code: CodeType) -> ModuleType:
 def generate(grammar: str, postlex: type) -> Stored:
     """The bytecode and the pickled parser for ``grammar`` (the module whole and no pickle where
     lark's output is not shaped as this expects)."""
+    import __future__
+
     source = _standalone_source(grammar)
     whole = compile(source, _FILENAME, "exec")
     previous = sys.modules.get(MODULE_NAME)
@@ -324,7 +338,9 @@ def generate(grammar: str, postlex: type) -> Stored:
         parser = module.Lark_StandAlone(postlex=postlex())
         _scanners_built(parser)
         try:
-            return compile(_lean_module(source), _FILENAME, "exec"), _pickled(module, parser)
+            lean = compile(_lean_module(source), _FILENAME, "exec", flags=__future__.annotations.compiler_flag,
+                           dont_inherit=True)  # annotations left unevaluated: lark reads none
+            return lean, _pickled(module, parser)
         except Exception:  # another lark: its module as lark wrote it, the parser built at every start
             return whole, None
     finally:
