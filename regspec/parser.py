@@ -530,7 +530,13 @@ def _syntax_error(src: Source, e: UnexpectedInput) -> RegspecError:
     span = _tok_span(src, tok) if tok.type != "_NL" else Span(src, line, col, line, col + 1)
     notes = ["comparisons do not chain: write `lo <= x <= hi` as two constraints, `x >= lo` and `x <= hi`"
              ] if tok.type == "CMP" else []
+    if str(tok) in (">", "<") and src.line(tok.line)[tok.column - 2: tok.column - 1] == str(tok):
+        notes = ["CVXPY's `X >> 0` (positive semidefinite) is `X in psd` here, and `A >> B` is `A - B in psd`"]
     return RegspecError(Diagnostic(f"unexpected {shown}; expected {expected}", span, notes=notes))
+
+
+INTEGER_NOTE = ("regspec solves continuous problems: CVXPY's integer=True and boolean=True need a mixed-integer "
+                "solver; a relaxation is `var x[n] in box(0, 1)`")
 
 
 def _unclosed_brace(text: str) -> tuple[int, int] | None:
@@ -560,9 +566,12 @@ def parse(text: str, path: str = "<string>") -> ast.Spec:
         raise _syntax_error(src, e) from None
     except GluedKeyword as e:
         tok = e.token
+        at = Span(src, tok.line, tok.column, tok.line, tok.column + len(e.word))
+        if e.word == "integer":
+            raise RegspecError(Diagnostic("integer variables are not supported", at, notes=[
+                INTEGER_NOTE])) from None
         raise RegspecError(Diagnostic(
-            f"`{e.word}` is not a keyword or name here: write a space after `{tok}`",
-            Span(src, tok.line, tok.column, tok.line, tok.column + len(e.word)))) from None
+            f"`{e.word}` is not a keyword or name here: write a space after `{tok}`", at)) from None
     _check_nesting(src, tree)
     return _ToAst(src).transform(tree)
 

@@ -143,8 +143,11 @@ def resolve_names(ir: IR) -> IR:
         elif d["kind"] == "set":
             entry = SETS.get(d["set"])
             if entry is None:
+                from regspec.parser import INTEGER_NOTE
+
+                integral = [INTEGER_NOTE] if d["set"] in ("boolean", "bool", "integer", "int", "binary") else []
                 raise error(f"unknown set `{d['set']}`", d.get("func_span") or d["span"],
-                            did_you_mean(d["set"], SETS) + [f"sets: {', '.join(sorted(SETS))}"])
+                            integral + did_you_mean(d["set"], SETS) + [f"sets: {', '.join(sorted(SETS))}"])
             if len(d["args"]) > len(entry.positional):
                 raise error(f"{entry.name} takes at most {len(entry.positional)} positional arguments "
                             f"({', '.join(entry.positional) or 'none'})", d["span"])
