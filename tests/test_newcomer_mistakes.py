@@ -253,3 +253,36 @@ def test_api_epochs_below_one_is_named() -> None:
         with pytest.raises(regspec.RegspecError, match="epochs must be a whole number >= 1, got 0"):
             call()
     assert not Path("unused").exists()
+
+
+USER_MODEL = """import torch
+
+
+class Net(torch.nn.Module):
+    def __init__(self, width=16):
+        super().__init__()
+        self.layers = torch.nn.ModuleList([torch.nn.Linear(64, width)])
+        self.head = torch.nn.Linear(width, 10)
+
+    def forward(self, x):
+        return self.head(torch.relu(self.layers[0](x)))
+"""
+
+
+def test_a_model_module_beside_the_spec_is_found_by_the_console_script(tmp_path: Path) -> None:
+    # docs/security.md: "a module under the spec's folder or the current directory (your own code)":
+    # `regspec` is a console script, so neither folder is on sys.path; it said "is it on PYTHONPATH?"
+    import subprocess
+    import sys
+
+    (tmp_path / "proj").mkdir()
+    (tmp_path / "proj" / "mymodels.py").write_text(USER_MODEL)
+    (tmp_path / "proj" / "ft.reg").write_text(TRAIN_HEAD.replace('mlp(in = 64, hidden = [64], out = 10)',
+                                                                 '"mymodels:Net"(width = 16)') + "}\n")
+    regspec_exe = str(Path(sys.executable).parent / "regspec")
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "OMP_NUM_THREADS": "1"}
+    r = subprocess.run([regspec_exe, "plan", "proj/ft.reg"], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert f'user code  model "mymodels:Net" runs {tmp_path / "proj" / "mymodels.py"}' in r.stdout
+    source = regspec.compile_trainer(str(tmp_path / "proj" / "ft.reg"))
+    assert "    allow_imports(dirs=[spec_dir])" in source  # the trainer finds it from any folder

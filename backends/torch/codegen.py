@@ -651,7 +651,10 @@ class _Gen:
             w("    model = Net()")
         else:
             self.need("regspec.backends.torch.train.models", "build_model")
-            w("    # the user's model class, imported by its path and called with these arguments")
+            self.need("regspec.backends.torch.train.models", "allow_imports")
+            w("    # the user's model class, imported by its path and called with these arguments; the")
+            w("    # spec's folder is searched for its module wherever this file is run from")
+            w("    allow_imports(dirs=[spec_dir])")
             self.lines += _call("model = build_model", [repr(plan.model.name), _kwargs_src(asm.model_kwargs)]
                                 if asm.model_kwargs else [repr(plan.model.name)], "    ")
         for rb in self.binding.rewrites:
@@ -718,6 +721,9 @@ class _Gen:
             self.lines += _call("return rt.source_data", args, "    ")
         else:
             self.need("regspec.backends.torch.train.data", "build_data")
+            if ":" in d.name:  # the user's loader factory: its module beside the spec
+                self.need("regspec.backends.torch.train.models", "allow_imports")
+                w("    allow_imports(dirs=[spec_dir])  # the spec's folder is searched for the loader's module")
             kw = dict(d.kwargs)
             split = kw.pop("split", 0.8)
             args = [repr(d.name), f"split={_lit(split)}", "batch=rt.full_batch(batch)", "seed=seed"]

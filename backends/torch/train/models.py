@@ -369,13 +369,39 @@ def user_code_origin(mod_name: str, span: Span | None = None, what: str = "objec
             "an installed package" if any(p in ("site-packages", "dist-packages") for p in origin.parts)
             else "from the standard library or the Python installation")
         raise error(refuse + f"it is {kind} ({origin})", span, how)
-    spec_dir = Path(span.source.path).resolve().parent if span is not None and span.source is not None \
-        and span.source.path not in ("", "<string>") else None
-    homes = [d for d in (spec_dir, Path.cwd().resolve(), *_USER_DIRS) if d is not None]
-    if not any(_inside(origin, d) for d in homes):
+    if not any(_inside(origin, d) for d in _user_homes(span)):
         raise error(refuse + f"{origin} is outside the spec's folder and the current directory", span,
                     [*how[:1], "user models and data live beside the spec or in the current directory"])
     return origin
+
+
+def _user_homes(span: Span | None) -> list[Path]:
+    """Where the user's own code lives: the spec's folder (from ``span``), the current directory
+    and the folders given to ``allow_imports``."""
+    spec_dir = Path(span.source.path).resolve().parent if span is not None and span.source is not None \
+        and span.source.path not in ("", "<string>") else None
+    return [d for d in (spec_dir, Path.cwd().resolve(), *_USER_DIRS) if d is not None]
+
+
+def _find_in_user_homes(mod_name: str, span: Span | None) -> None:
+    """A module of the user's that Python's path does not reach (``regspec`` is a console script:
+    neither the spec's folder nor the current directory is on ``sys.path``): the first home that
+    holds ``top.py`` or ``top/__init__.py`` is appended to ``sys.path``, after the standard library
+    and the installed packages, so it cannot shadow them."""
+    top = mod_name.split(".")[0]
+    if top in sys.modules or top in sys.builtin_module_names:
+        return
+    try:
+        if importlib.util.find_spec(top) is not None:
+            return
+    except (ImportError, ValueError):
+        return
+    for home in _user_homes(span):
+        if (home / f"{top}.py").is_file() or (home / top / "__init__.py").is_file():
+            if str(home) not in sys.path:
+                sys.path.append(str(home))
+                importlib.invalidate_caches()
+            return
 
 
 def load_user_object(path: str, span: Span | None = None, what: str = "object") -> Any:
@@ -392,6 +418,7 @@ def load_user_object(path: str, span: Span | None = None, what: str = "object") 
             ['expected "package.module:Name", e.g. "mypkg.models:Net"'],
         )
     mod_name, attr_path = path.split(":")
+    _find_in_user_homes(mod_name, span)
     if span is not None and span.source is not None:  # the path comes from a spec: check before importing
         user_code_origin(mod_name, span, f"user {what}")
     try:
@@ -402,7 +429,8 @@ def load_user_object(path: str, span: Span | None = None, what: str = "object") 
         if missing != mod_name and not mod_name.startswith(missing + "."):
             notes.append(f"`{mod_name}` was found but it imports `{missing}`, which is not installed")
         else:
-            notes.append("is it installed, or on PYTHONPATH (the spec's folder is not added automatically)?")
+            notes.append("is it installed, or a module beside the spec or in the current directory "
+                         f"(`{mod_name.split('.')[0]}.py` or a package folder with an `__init__.py`)?")
         raise error(f"cannot import module `{mod_name}` for user {what} `{path}`: no module named `{missing}`", span, notes) from None
     except RegspecError:
         raise
