@@ -5,7 +5,6 @@ Errors are values (``Diagnostic``) that carry a ``Span``; they are rendered once
 """
 from __future__ import annotations
 
-import difflib
 import functools
 from dataclasses import dataclass, field
 from typing import Iterable, Sequence
@@ -107,6 +106,8 @@ def error(message: str, span: Span | None = None, notes: Iterable[str] = ()) -> 
 def suggest(name: str, candidates: Iterable[str], n: int = 3) -> list[str]:
     """Closest known names to ``name`` (case-insensitive), best first: a name that differs only in
     case or underscores (`norm_1` for `norm1`, `sumsquares` for `sum_squares`) before the others."""
+    import difflib  # only where a name is wrong: ~2 ms of every `regspec check` otherwise
+
     cands = sorted(set(candidates))
     lowered = {c.lower(): c for c in cands}
     same = [c for c in cands if c != name and c.lower().replace("_", "") == name.lower().replace("_", "")]
