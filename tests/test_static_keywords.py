@@ -61,3 +61,27 @@ def test_the_factor_form_re_solves_for_new_parameter_values(backend):
         result = regspec.solve(spec, backend=backend, params={"F": F})
         assert result.status == "optimal"
         assert result.objective == pytest.approx(_min_variance(F), rel=1e-4 if backend == "torch" else 1e-6)
+
+
+@pytest.mark.parametrize("constraint,col,key", [("x in l2_ball(r)", 19, "`r` of set l2_ball"),
+                                                ("x in box(-r, 0.3)", 23, "`lo` of set box")])
+def test_a_parameter_as_a_set_argument_is_located_with_the_constraint_form(constraint, col, key):
+    text = ("problem p {\n  data b = randn(5, seed = 1)\n  param r = 0.5 >= 0\n  var x[5]\n"
+            f"  minimize sum_squares(x - b)\n  subject to {constraint}\n}}\n")
+    with pytest.raises(RegspecError) as info:
+        regspec.load(text).compiled("p")
+    message = str(info.value)
+    assert f":6:{col}:" in message and key in message and "`norm2(x) <= r`" in message
+
+
+@pytest.mark.parametrize("backend", ["cvxpy", "torch"])
+def test_the_constraint_form_keeps_the_radius_symbolic(backend):
+    """min ||x - b||^2 s.t. ||x|| <= r: b scaled to the ball, value (||b|| - r)^2."""
+    pytest.importorskip(backend)
+    spec = regspec.load("problem p {\n  data b = randn(5, seed = 1)\n  param r = 0.5 >= 0\n  var x[5]\n"
+                        "  minimize sum_squares(x - b)\n  subject to norm2(x) <= r\n}\n")
+    norm_b = np.linalg.norm(np.random.default_rng(1).standard_normal(5))
+    for r in (0.5, 1.0):
+        result = regspec.solve(spec, backend=backend, params={"r": r})
+        assert result.status == "optimal"
+        assert result.objective == pytest.approx((norm_b - r) ** 2, rel=1e-4 if backend == "torch" else 1e-6)

@@ -86,14 +86,21 @@ def _check_size(ir: IR, node: int, shape: tuple[int, ...], what: str) -> None:
         raise error(f"{what}: {message}", ir[node]["span"])
 
 
-def _check_static_known(ir: IR, call: int, node: int, key: str, atom: Any) -> None:
-    """A static keyword is fixed when the problem is compiled: one that depends on a parameter
-    or a variable is refused at the call (not at the declaration), with the entry's advice."""
+SET_PARAM_NOTE = ("with a parameter, write the constraint the set stands for, which keeps it symbolic: "
+                  "`norm2(x) <= r` for `x in l2_ball(r)`, `x >= lo` and `x <= hi` for `x in box(lo, hi)`")
+
+
+def _check_static_known(ir: IR, call: int, node: int, key: str, atom: Any, owner: str = "") -> None:
+    """A static keyword (of an atom, or an argument of a set) is fixed when the problem is
+    compiled: one that depends on a parameter or a variable is refused at the call (not at the
+    declaration), with the entry's advice."""
     for kind, what in (("var", "a variable"), ("param", "a parameter")):
         if ir.depends_on_kind(node, kind):
             at = ir[node]["span"] if ir[node]["kind"] not in DECL_KINDS else ir[call]["span"]
-            notes = [atom.static_notes[key]] if key in atom.static_notes else []
-            raise error(f"the keyword `{key}` of {atom.name} is fixed when the problem is compiled, but "
+            notes = [atom.static_notes[key]] if key in getattr(atom, "static_notes", {}) else []
+            if owner.startswith("set "):
+                notes.append(SET_PARAM_NOTE)
+            raise error(f"the keyword `{key}` of {owner or atom.name} is fixed when the problem is compiled, but "
                         f"`{ir.text(node)}` depends on {what}", at,
                         notes + ["static keywords take numbers and data (`data`, `let` of data)"])
 
@@ -337,6 +344,7 @@ def evaluate_constants(ir: IR) -> IR:
             entry = SETS[d["set"]]
             static = dict(entry.static)
             for name, a in [*zip(entry.positional, d["args"]), *d["kwargs"].items()]:
+                _check_static_known(ir, node, a, name, entry, f"set {entry.name}")
                 static[name] = _static_value(ir, a, name, entry.static.get(name), f"set {entry.name}",
                                              numeric=True)
             d["static"] = static
