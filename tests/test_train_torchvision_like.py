@@ -390,3 +390,46 @@ def test_selecting_a_reparametrized_tensor_by_its_old_name_says_what_to_select()
                                                    r"`0.parametrizations.weight.\*` or `0.parametrizations.weight.0.\*`"):
         regspec.attach('train t { regularize l1(param("0.weight")) * 1e-3 via prox\n'
                        ' reparametrize param("0.weight") as low_rank(rank = 1) }', net)
+
+
+# ------------------------------------------------------------------ activation terms in a user's loop
+@pytest.mark.parametrize("untraceable", [False, True])
+def test_activation_terms_refuse_a_forward_of_the_model_itself(untraceable: bool):
+    """act(...) terms read what `reg.module` records. Calling the model itself (a common slip:
+    `model(x)`) left the term out (fx: nothing recorded) or summed stale activations of earlier
+    forwards (hooks); both are errors now, and the right call gives the hand-computed value."""
+    torch.manual_seed(0)
+    model, x, y = Twice(untraceable), torch.randn(3, 4), torch.tensor([0, 1, 0])
+    reg = regspec.attach('train t { loss cross_entropy\n regularize l1(act("shared")) * 1.0 }', model)
+    with pytest.raises(regspec.RegspecError, match=r"(?s)`reg.module` records, but it has not run yet: no activations "
+                                                   r"of `shared`.*out = reg.module\(x\)"):
+        reg.penalty(torch.zeros(3, 2))
+    with pytest.raises(regspec.RegspecError, match="but the last forward called the model itself"):
+        reg.loss(model(x), y)
+    reg.loss(reg.module(x), y)
+    with pytest.raises(regspec.RegspecError, match="but the last forward called the model itself"):
+        reg.loss(model(2 * x), y)
+    value = reg.loss(reg.module(2 * x), y)
+    with torch.no_grad():
+        a1 = model.shared(2 * x)
+        a2 = model.shared(a1)
+        expected = float(torch.nn.functional.cross_entropy(model(2 * x), y)) + float(a1.abs().sum() + a2.abs().sum()) / 3
+    assert float(value.detach()) == pytest.approx(expected, rel=1e-6)
+
+
+def test_activation_term_on_a_module_the_forward_never_calls_is_an_error():
+    """A ModuleDict head the forward does not use (an auxiliary head): its act(...) term did
+    nothing under regspec.attach (regspec plan's probe already refused it)."""
+
+    class TwoHeads(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.body = nn.Linear(4, 4)
+            self.heads = nn.ModuleDict({"main": nn.Linear(4, 2), "aux": nn.Linear(4, 3)})
+
+        def forward(self, x):
+            return self.heads["main"](self.body(x))
+
+    reg = regspec.attach('train t { regularize l1(act("heads.*")) * 1.0 }', TwoHeads())
+    with pytest.raises(regspec.RegspecError, match="`heads.aux` did not run as a module in the forward pass"):
+        reg.penalty(reg.module(torch.randn(2, 4)))

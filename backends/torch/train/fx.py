@@ -130,7 +130,12 @@ class TappedModel(nn.Module):
         self._counts: dict[str, int] = {}
         self._hooks: list[Any] = []
         self.taps: dict[str, torch.Tensor] = {}
+        #: whether the last call of ``original`` came through this wrapper (None: no call yet);
+        #: a direct ``original(x)`` records no taps (fx) or adds to stale ones (hooks)
+        self.last_call_tapped: bool | None = None
+        self._inside = False
         self.training = original.training  # submodules keep their own modes
+        self._hooks.append(original.register_forward_pre_hook(self._note_direct_call))
 
     @property
     def graph_module(self) -> fx.GraphModule | None:
@@ -138,13 +143,22 @@ class TappedModel(nn.Module):
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         self.taps = {}
+        self.last_call_tapped = True
         if self.tap_path == "fx":
             out, values = self._impl(*args, **kwargs)
             for key, v in zip(self._keys, values):
                 self.taps[key] = primary_tensor(v)
             return out
         self._counts = {}
-        return self.original(*args, **kwargs)
+        self._inside = True
+        try:
+            return self.original(*args, **kwargs)
+        finally:
+            self._inside = False
+
+    def _note_direct_call(self, _module: nn.Module, _args: Any) -> None:
+        if not self._inside:
+            self.last_call_tapped = False
 
     def _record(self, name: str, value: Any) -> None:
         k = self._counts.get(name, 0)

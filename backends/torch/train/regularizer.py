@@ -251,6 +251,7 @@ class Regularizer:
                 for n in p.params:
                     self.anchors.setdefault(n, named[n].detach().clone())
         self._input: torch.Tensor | None = None
+        self._fired: set[str] = set()   # tapped modules seen running (each is checked once)
         self._generator: torch.Generator | None = None
         self._seed = int(seed)
         uses_input = any(p.kind == "expr" and "input" in p.hyper["kinds"] for p in self.penalties)
@@ -304,8 +305,25 @@ class Regularizer:
         taps = getattr(self.module, "taps", None)
         if taps is None:
             raise error("activation penalties need a tapped module (insert_taps); this module has no taps")
+        if getattr(self.module, "last_call_tapped", True) is not True:
+            what = ("the last forward called the model itself" if self.module.last_call_tapped is False
+                    else "it has not run yet")
+            raise error(f"act(...) terms read the activations that `reg.module` records, but {what}: no "
+                        f"activations of {', '.join(f'`{n}`' for n in names[:3])} are recorded",
+                        notes=["call the model through the regularizer: `out = reg.module(x)`, then "
+                               "`reg.loss(out, y)`"])
         wanted = set(names)
-        return [v for k, v in taps.items() if k.split("#", 1)[0] in wanted]
+        found = [v for k, v in taps.items() if k.split("#", 1)[0] in wanted]
+        silent = [n for n in names if n not in self._fired]
+        if silent:   # checked once per name, as `regspec plan`'s probe does on its batch
+            fired = {k.split("#", 1)[0] for k in taps}
+            never = [n for n in silent if n not in fired]
+            if never:
+                raise error(f"`{never[0]}` did not run as a module in the forward pass, so its act(...) term "
+                            "would do nothing", notes=["select a module the forward calls (its parent, or the "
+                                                       "next module), or use param(...)"])
+            self._fired.update(silent)
+        return found
 
     def _penalty_value(self, i: int, p: Penalty, output: torch.Tensor | None,
                        target: torch.Tensor | None = None) -> tuple[torch.Tensor, float] | None:
