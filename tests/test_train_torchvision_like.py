@@ -433,3 +433,9 @@ def test_activation_term_on_a_module_the_forward_never_calls_is_an_error():
     reg = regspec.attach('train t { regularize l1(act("heads.*")) * 1.0 }', TwoHeads())
     with pytest.raises(regspec.RegspecError, match="`heads.aux` did not run as a module in the forward pass"):
         reg.penalty(reg.module(torch.randn(2, 4)))
+
+
+def test_a_buffer_named_as_a_parameter_is_explained():
+    net = nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2))
+    with pytest.raises(regspec.RegspecError, match="`1.running_mean` is a buffer"):
+        regspec.attach('train t { regularize l1(param("1.running_mean")) * 1e-3 }', net)

@@ -118,6 +118,10 @@ def select_params(
                 extra.append(f"`{first}` is reparametrized (its value is computed, not trained): select the tensors "
                              f"it is computed from, `{prefix}parametrizations.{attr}.*` or "
                              f"`{prefix}parametrizations.{attr}.0.*`")
+            buffers = match_names([n for n, _ in model.named_buffers()], pattern, span)
+            if buffers:
+                extra.append(f"`{buffers[0]}` is a buffer (state the forward keeps, such as BatchNorm's running "
+                             "statistics), not a parameter: nothing trains it")
             mods = match_names([n for n, _ in model.named_modules() if n], pattern, span)
             if mods:
                 shown = ", ".join(f"`{m}`" for m in mods[:4]) + (", ..." if len(mods) > 4 else "")
