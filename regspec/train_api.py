@@ -242,12 +242,14 @@ def train(spec: Any, train: str | None = None, *, out: str | Path | None = None,
     ``RegspecError``."""
     import json
 
-    from regspec.backends.torch.train.runtime import claim_output
+    from regspec.backends.torch.train.runtime import claim_output, require_checkpoint
 
     _check_epochs(epochs)
     s = _spec(spec)
     out = Path(out) if out is not None else Path("runs") / plan(s, train).name
     claim_output(out, resume=resume, overwrite=overwrite)   # before trainer.py is (re)written there
+    if resume:
+        require_checkpoint(out / "checkpoint.pt")  # else a new folder with a trainer.py was left behind
     from regspec.progress import status, wanted
 
     with status(f"building the trainer in {out / 'trainer.py'} (plan, model, data)", enabled=wanted(quiet)):

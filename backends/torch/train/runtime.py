@@ -472,6 +472,12 @@ def existing_run(out: str | Path) -> list[str]:
     return found + sorted(p.name for p in folder.glob("params_rank*.pt"))
 
 
+def require_checkpoint(path: Path) -> None:
+    """``--resume`` needs the run's checkpoint (checked before anything is written)."""
+    if not path.exists():
+        raise error(f"cannot resume: no checkpoint at {path}", notes=["run without --resume to start fresh"])
+
+
 def claim_output(out: str | Path, *, resume: bool, overwrite: bool) -> None:
     """Refuse a fresh run in a folder that holds one, unless ``overwrite``; ``resume`` continues
     it. (A folder with only a trainer.py, or nothing, is free.)"""
@@ -540,6 +546,8 @@ class Run:
         self.summary_path = self.out / "summary.json"
         if resume is not None:
             claim_output(self.out, resume=resume, overwrite=self.overwrite)
+        if resume:
+            require_checkpoint(self.checkpoint_path)  # before the folder is made
         if self.dist.main:
             self.out.mkdir(parents=True, exist_ok=True)
         barrier(self.dist)
@@ -599,8 +607,7 @@ class Run:
     def load_checkpoint(self) -> dict[str, Any]:
         """Read and validate the checkpoint; every failure is a RegspecError saying what to do."""
         path = self.checkpoint_path
-        if not path.exists():
-            raise error(f"cannot resume: no checkpoint at {path}", notes=["run without --resume to start fresh"])
+        require_checkpoint(path)
         try:
             with open(path, "rb") as fh:
                 raw = fh.read()
