@@ -523,7 +523,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser = build_parser(_command_of(argv))
     except Exception as e:  # the subcommands' modules failed to import: a bug of ours, reported as one
         return _internal_error(e)
-    args = parser.parse_args(argv)  # exits 2 on bad usage
+    args, extras = parser.parse_known_args(argv)  # exits 2 on bad usage
+    if extras:
+        parser.error(f"unrecognized arguments: {' '.join(extras)}" + _unrecognized_hint(parser, args, extras))
     try:
         return args.func(args)
     except UsageError as e:
@@ -541,6 +543,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_OK
     except Exception as e:
         return _internal_error(e)
+
+
+def _unrecognized_hint(parser: argparse.ArgumentParser, args: argparse.Namespace, extras: list[str]) -> str:
+    """For words the command does not take: the closest option of that command (`--backnd` ->
+    `--backend`), and where a `NAME=VALUE` goes (`-p lam=0.3` -> `--set lam=0.3`)."""
+    from regspec.diagnostics import suggest
+
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[args.command]
+    options = [o for a in sub._actions for o in a.option_strings if o.startswith("--")]
+    hints = []
+    for word in extras:
+        flag = word.split("=", 1)[0]
+        near = suggest(flag, options, n=1) if flag.startswith("-") else []
+        if near:
+            hints.append(f"`{flag}`: did you mean `{near[0]}`?")
+        elif "=" in word and "--set" in options:
+            hints.append(f"`{word}`: a parameter's value is given as `--set {word.lstrip('-').split(' ')[0]}`")
+    return "".join(f"\n  {h}" for h in hints)
 
 
 def _internal_error(e: Exception) -> int:

@@ -286,3 +286,20 @@ def test_a_model_module_beside_the_spec_is_found_by_the_console_script(tmp_path:
     assert f'user code  model "mymodels:Net" runs {tmp_path / "proj" / "mymodels.py"}' in r.stdout
     source = regspec.compile_trainer(str(tmp_path / "proj" / "ft.reg"))
     assert "    allow_imports(dirs=[spec_dir])" in source  # the trainer finds it from any folder
+
+
+def test_resume_without_a_run_writes_nothing(capsys, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    err = input_error(capsys, ["train", str(SPECS / "train_prosparse.reg"), "--out", str(out), "--resume"])
+    assert f"cannot resume: no checkpoint at {out / 'checkpoint.pt'}" in err
+    assert not out.exists()  # was: a folder holding a trainer.py
+
+
+@pytest.mark.parametrize("argv,hint", [
+    (["solve", LASSO, "--backnd", "torch"], "`--backnd`: did you mean `--backend`?"),
+    (["solve", LASSO, "-p", "lam=0.3"], "`lam=0.3`: a parameter's value is given as `--set lam=0.3`"),
+    (["train", "x.reg", "--outt", "runs/x"], "`--outt`: did you mean `--out`?"),
+])
+def test_an_unknown_word_gets_the_closest_option(capsys, argv: list[str], hint: str) -> None:
+    err = usage_error(capsys, argv)
+    assert "unrecognized arguments" in err and hint in err
