@@ -1,21 +1,46 @@
 """The AST of a `.reg` file. Every node carries the ``Span`` it was parsed from.
 
-The node classes are dataclasses whose ``__init__`` is generated; equality (spans ignored) and
-``repr`` are ``Node``'s, written once: generating them for each of ~45 classes cost ~10 ms of
-every start-up (``regspec check``)."""
+The node classes are dataclasses (``fields``, ``replace`` work on them) that generate no method:
+``__init__``, equality (spans ignored) and ``repr`` are ``Node``'s, written once. Generating them
+for each of ~45 classes compiled ~130 functions at every start-up (``regspec check``, ~10 ms for
+equality and repr, ~3 ms for ``__init__``)."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields
 from typing import Any, Iterator, Union
 
 from regspec.diagnostics import Source, Span
 
 
-@dataclass(eq=False, repr=False)
+@dataclass(eq=False, repr=False, init=False)
 class Node:
     """A node of the AST: its fields, and where in the source it was parsed from."""
 
     span: Span = field(repr=False, compare=False, kw_only=True)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        """The fields as a dataclass's generated ``__init__`` sets them: positional arguments in
+        declaration order, then keywords (``span`` and the other keyword-only fields by keyword
+        only), defaults and default factories for the rest."""
+        positional, keyword_only, order, defaults = _INIT_FIELDS.get(type(self)) or _init_fields(type(self))
+        if len(args) > len(positional):
+            raise TypeError(f"{type(self).__name__}() takes {len(positional)} positional arguments but "
+                            f"{len(args)} were given")
+        values = dict(zip(positional, args))
+        for name, value in kwargs.items():
+            if name in values or not (name in positional or name in keyword_only):
+                problem = "multiple values for" if name in values else "an unexpected keyword"
+                raise TypeError(f"{type(self).__name__}() got {problem} argument '{name}'")
+            values[name] = value
+        state = self.__dict__
+        for name in order:
+            if name in values:
+                state[name] = values[name]
+            elif name in defaults:
+                default, factory = defaults[name]
+                state[name] = factory() if factory is not None else default
+            else:
+                raise TypeError(f"{type(self).__name__}() missing required argument: '{name}'")
 
     def __eq__(self, other: Any) -> bool:
         """Nodes of one class whose compared fields are equal (as a dataclass's ``__eq__``)."""
@@ -31,8 +56,23 @@ class Node:
         return f"{self.__class__.__qualname__}({shown})"
 
 
+_INIT_FIELDS: dict[type, tuple] = {}
+
+
+def _init_fields(cls: type) -> tuple:
+    """(positional names, keyword-only names, all names in declaration order, {name: (default,
+    factory)}) of a node class's fields, computed once per class."""
+    every = fields(cls)
+    defaults = {f.name: (f.default, None if f.default_factory is MISSING else f.default_factory) for f in every
+                if f.default is not MISSING or f.default_factory is not MISSING}
+    spec = (tuple(f.name for f in every if not f.kw_only), frozenset(f.name for f in every if f.kw_only),
+            tuple(f.name for f in every), defaults)
+    _INIT_FIELDS[cls] = spec
+    return spec
+
+
 # ---------------------------------------------------------------- expressions
-@dataclass(eq=False, repr=False)
+@dataclass(eq=False, repr=False, init=False)
 class Expr(Node):
     """An expression."""
 
@@ -45,7 +85,7 @@ class Expr(Node):
             yield from c.walk()
 
 
-@dataclass(eq=False, repr=False)
+@dataclass(eq=False, repr=False, init=False)
 class Num(Expr):
     """A number literal; ``is_int`` when written without a point or exponent."""
 
@@ -53,28 +93,28 @@ class Num(Expr):
     is_int: bool = False
 
 
-@dataclass(eq=False, repr=False)
+@dataclass(eq=False, repr=False, init=False)
 class Str(Expr):
     """A string literal, escapes decoded."""
 
     value: str
 
 
-@dataclass(eq=False, repr=False)
+@dataclass(eq=False, repr=False, init=False)
 class Bool(Expr):
     """``true`` or ``false``."""
 
     value: bool
 
 
-@dataclass(eq=False, repr=False)
+@dataclass(eq=False, repr=False, init=False)
 class Name(Expr):
     """A name: a declared symbol, an atom, a set or a keyword argument's value."""
 
     id: str
 
 
-@dataclass(eq=False, repr=False)
+@dataclass(eq=False, repr=False, init=False)
 class BinOp(Expr):
     """``left op right`` for the binary operators ``+ - * / @ **``."""
 
@@ -86,7 +126,7 @@ class BinOp(Expr):
         return [self.left, self.right]
 
 
-@dataclass(eq=False, repr=False)
+@dataclass(eq=False, repr=False, init=False)
 class Neg(Expr):
     """Unary minus."""
 
@@ -96,7 +136,7 @@ class Neg(Expr):
         return [self.operand]
 
 
-@dataclass(eq=False, repr=False)
+@dataclass(eq=False, repr=False, init=False)
 class Keyword(Node):
     """``name = value`` inside a call's arguments."""
 
@@ -104,7 +144,7 @@ class Keyword(Node):
     value: Expr
 
 
-@dataclass(eq=False, repr=False)
+@dataclass(eq=False, repr=False, init=False)
 class Call(Expr):
     """``func(args, kwargs)``: an atom, a set, a data source or a model."""
 
@@ -123,7 +163,7 @@ class Call(Expr):
         return [*self.args, *(k.value for k in self.kwargs)]
 
 
-@dataclass(eq=False, repr=False)
+@dataclass(eq=False, repr=False, init=False)
 class Attr(Expr):
     """``obj.name``."""
 
@@ -134,7 +174,7 @@ class Attr(Expr):
         return [self.obj]
 
 
-@dataclass(eq=False, repr=False)
+@dataclass(eq=False, repr=False, init=False)
 class Slice(Expr):
     """``lo:hi`` or ``lo:hi:step`` in a subscript; any part may be missing."""
 
@@ -146,7 +186,7 @@ class Slice(Expr):
         return [e for e in (self.lo, self.hi, self.step) if e is not None]
 
 
-@dataclass(eq=False, repr=False)
+@dataclass(eq=False, repr=False, init=False)
 class Index(Expr):
     """``obj[items]``."""
 
@@ -157,7 +197,7 @@ class Index(Expr):
         return [self.obj, *self.items]
 
 
-@dataclass(eq=False, repr=False)
+@dataclass(eq=False, repr=False, init=False)
 class Compare(Expr):
     """``left op right``: a constraint, a domain (``param lam = 0.1 >= 0``), or between data a
     boolean mask (``let mask = K > 0.4``, ``P[labels == k, :]``)."""
@@ -171,7 +211,7 @@ class Compare(Expr):
         return [self.left, self.right]
 
 
-@dataclass(eq=False, repr=False)
+@dataclass(eq=False, repr=False, init=False)
 class Arrow(Expr):
     """``a -> b`` in schedules (``linear(0 -> 1e-4)``) and rewrites."""
 
@@ -182,7 +222,7 @@ class Arrow(Expr):
         return [self.start, self.end]
 
 
-@dataclass(eq=False, repr=False)
+@dataclass(eq=False, repr=False, init=False)
 class Range(Expr):
     """``0..5`` in phrase arguments (``epochs 0..5``)."""
 
@@ -193,7 +233,7 @@ class Range(Expr):
         return [self.lo, self.hi]
 
 
-@dataclass(eq=False, repr=False)
+@dataclass(eq=False, repr=False, init=False)
 class ListExpr(Expr):
     """``[a, b, ...]``."""
 
@@ -204,12 +244,12 @@ class ListExpr(Expr):
 
 
 # ---------------------------------------------------------------- statements
-@dataclass(eq=False, repr=False)
+@dataclass(eq=False, repr=False, init=False)
 class Stmt(Node):
     """A statement of a block (or a file-level ``let``)."""
 
 
-@dataclass(eq=False, repr=False)
+@dataclass(eq=False, repr=False, init=False)
 class Domain(Node):
     """``>= 0``, ``<= 0`` or ``in SET``."""
 
@@ -217,7 +257,7 @@ class Domain(Node):
     value: Expr
 
 
-@dataclass(eq=False, repr=False)
+@dataclass(eq=False, repr=False, init=False)
 class DataDecl(Stmt):
     """``data NAMES = SOURCE``."""
 
@@ -225,7 +265,7 @@ class DataDecl(Stmt):
     source: Expr
 
 
-@dataclass(eq=False, repr=False)
+@dataclass(eq=False, repr=False, init=False)
 class ParamDecl(Stmt):
     """``param NAME[shape] = VALUE DOMAIN``."""
 
@@ -235,7 +275,7 @@ class ParamDecl(Stmt):
     domain: Domain | None
 
 
-@dataclass(eq=False, repr=False)
+@dataclass(eq=False, repr=False, init=False)
 class VarDecl(Stmt):
     """``var NAME[shape] DOMAIN``."""
 
@@ -244,7 +284,7 @@ class VarDecl(Stmt):
     domain: Domain | None
 
 
-@dataclass(eq=False, repr=False)
+@dataclass(eq=False, repr=False, init=False)
 class Let(Stmt):
     """``let NAME = EXPR``."""
 
@@ -252,7 +292,7 @@ class Let(Stmt):
     value: Expr
 
 
-@dataclass(eq=False, repr=False)
+@dataclass(eq=False, repr=False, init=False)
 class Objective(Stmt):
     """``minimize EXPR`` or ``maximize EXPR``."""
 
@@ -260,7 +300,7 @@ class Objective(Stmt):
     expr: Expr
 
 
-@dataclass(eq=False, repr=False)
+@dataclass(eq=False, repr=False, init=False)
 class Constraint(Stmt):
     """``lhs == rhs``, ``lhs <= rhs``, ``lhs >= rhs`` or ``lhs in SET``."""
 
@@ -269,14 +309,14 @@ class Constraint(Stmt):
     rhs: Expr
 
 
-@dataclass(eq=False, repr=False)
+@dataclass(eq=False, repr=False, init=False)
 class MetricName(Node):
     """``as NAME`` after a regularize/constrain statement: its key in metrics.jsonl."""
 
     name: str
 
 
-@dataclass(eq=False, repr=False)
+@dataclass(eq=False, repr=False, init=False)
 class Regularize(Stmt):
     """``regularize TERM [via NAME] [gates] [as NAME]``."""
 
@@ -286,7 +326,7 @@ class Regularize(Stmt):
     metric: MetricName | None = None
 
 
-@dataclass(eq=False, repr=False)
+@dataclass(eq=False, repr=False, init=False)
 class Gate(Node):
     """``every N steps``, ``from epoch N`` or ``until step N`` after a train statement."""
 
@@ -295,7 +335,7 @@ class Gate(Node):
     unit: str  # steps | epoch
 
 
-@dataclass(eq=False, repr=False)
+@dataclass(eq=False, repr=False, init=False)
 class Constrain(Stmt):
     """``constrain TARGET in SET [gates] [as NAME]``: a projection (train blocks)."""
 
@@ -305,7 +345,7 @@ class Constrain(Stmt):
     metric: MetricName | None = None
 
 
-@dataclass(eq=False, repr=False)
+@dataclass(eq=False, repr=False, init=False)
 class LagrangeConstrain(Stmt):
     """``constrain EXPR <= c via lagrangian(...)`` (or ``>=``, ``==``): a constraint without a
     projection, handled by a Lagrange multiplier (train blocks)."""
@@ -318,7 +358,7 @@ class LagrangeConstrain(Stmt):
     metric: MetricName | None = None
 
 
-@dataclass(eq=False, repr=False)
+@dataclass(eq=False, repr=False, init=False)
 class Transform(Stmt):
     """``transform FORM(SELECTOR, options)``: an update transform on the selected tensors."""
 
@@ -326,35 +366,35 @@ class Transform(Stmt):
     gates: list[Gate]
 
 
-@dataclass(eq=False, repr=False)
+@dataclass(eq=False, repr=False, init=False)
 class ModelStmt(Stmt):
     """``model EXPR``."""
 
     model: Expr
 
 
-@dataclass(eq=False, repr=False)
+@dataclass(eq=False, repr=False, init=False)
 class TrainData(Stmt):
     """``data EXPR`` in a train block."""
 
     source: Expr
 
 
-@dataclass(eq=False, repr=False)
+@dataclass(eq=False, repr=False, init=False)
 class LossStmt(Stmt):
     """``loss EXPR``."""
 
     loss: Expr
 
 
-@dataclass(eq=False, repr=False)
+@dataclass(eq=False, repr=False, init=False)
 class OptimizerStmt(Stmt):
     """``optimizer EXPR``."""
 
     optimizer: Expr
 
 
-@dataclass(eq=False, repr=False)
+@dataclass(eq=False, repr=False, init=False)
 class Setting(Stmt):
     """``epochs N``, ``steps N``, ``batch N``, ``seed N`` or ``device NAME``."""
 
@@ -362,7 +402,7 @@ class Setting(Stmt):
     value: Expr
 
 
-@dataclass(eq=False, repr=False)
+@dataclass(eq=False, repr=False, init=False)
 class Rewrite(Stmt):
     """``rewrite SRC -> DST``: a module of the model replaced by another."""
 
@@ -370,7 +410,7 @@ class Rewrite(Stmt):
     dst: Expr
 
 
-@dataclass(eq=False, repr=False)
+@dataclass(eq=False, repr=False, init=False)
 class Reparametrize(Stmt):
     """``reparametrize SELECTOR as FORM(...)``: train the tensors through a parametrization."""
 
@@ -378,21 +418,21 @@ class Reparametrize(Stmt):
     form: Expr
 
 
-@dataclass(eq=False, repr=False)
+@dataclass(eq=False, repr=False, init=False)
 class Freeze(Stmt):
     """``freeze SELECTOR``: the matched tensors are not trained."""
 
     target: Expr
 
 
-@dataclass(eq=False, repr=False)
+@dataclass(eq=False, repr=False, init=False)
 class Init(Stmt):
     """``init "file.pt"``: starting weights from a state_dict file (relative to the spec)."""
 
     source: Expr
 
 
-@dataclass(eq=False, repr=False)
+@dataclass(eq=False, repr=False, init=False)
 class Block(Node):
     """A ``problem`` or ``train`` block: its name and statements."""
 
@@ -404,7 +444,7 @@ class Block(Node):
         return [s for s in self.body if isinstance(s, cls)]
 
 
-@dataclass(eq=False, repr=False)
+@dataclass(eq=False, repr=False, init=False)
 class ProblemBlock(Block):
     """``problem NAME { ... }``."""
 
@@ -420,14 +460,14 @@ class ProblemBlock(Block):
         return self.of(Constraint)
 
 
-@dataclass(eq=False, repr=False)
+@dataclass(eq=False, repr=False, init=False)
 class TrainBlock(Block):
     """``train NAME { ... }``."""
 
     kind = "train"
 
 
-@dataclass(eq=False, repr=False)
+@dataclass(eq=False, repr=False, init=False)
 class Spec(Node):
     """A parsed `.reg` file: its file-level lets and its blocks."""
 
