@@ -439,3 +439,14 @@ def test_a_buffer_named_as_a_parameter_is_explained():
     net = nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2))
     with pytest.raises(regspec.RegspecError, match="`1.running_mean` is a buffer"):
         regspec.attach('train t { regularize l1(param("1.running_mean")) * 1e-3 }', net)
+
+
+def test_init_from_a_training_checkpoint_names_the_state_dict_inside(tmp_path):
+    """`init` of a {'model': state_dict, 'epoch': ...} checkpoint (torchvision's reference scripts
+    save those): the error says which key holds the weights."""
+    net = nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2))
+    torch.save({"model": net.state_dict(), "epoch": 3}, tmp_path / "ckpt.pt")
+    with pytest.raises(regspec.RegspecError, match=r"does not hold a state_dict(?s:.*)whose `model` holds a state_dict"):
+        regspec.attach(f'train t {{ init "{tmp_path / "ckpt.pt"}" }}', net)
+    torch.save(net.state_dict(), tmp_path / "weights.pt")
+    regspec.attach(f'train t {{ init "{tmp_path / "weights.pt"}" }}', nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2)))

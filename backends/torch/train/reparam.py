@@ -262,7 +262,12 @@ def load_init(model: nn.Module, path: str | Path, *, base_dir: str | Path | None
     if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict) and "format" in state:
         state = state["model"]   # a regspec checkpoint: its model part
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise error(f"init: {p} does not hold a state_dict (a dict of tensor names to tensors)", span)
+        inner = [k for k, v in state.items() if isinstance(v, dict) and v
+                 and all(isinstance(t, torch.Tensor) for t in v.values())] if isinstance(state, dict) else []
+        notes = [f"it is a training checkpoint whose {', '.join(f'`{k}`' for k in inner[:3])} "
+                 f"{'holds a state_dict' if len(inner) == 1 else 'hold state_dicts'}: save that part alone, "
+                 f"e.g. torch.save(torch.load(f)[{inner[0]!r}], \"weights.pt\")"] if inner else []
+        raise error(f"init: {p} does not hold a state_dict (a dict of tensor names to tensors)", span, notes)
     _check_fits(model.state_dict(), state, p, span)
     model.load_state_dict(state)
     return p
