@@ -560,12 +560,13 @@ DETOURS: dict[str, str] = {"quad_over_lin_fit": "quad_over_lin(A @ x - b, s)"}
 # Cases also run with a tight torch tolerance (tol = 1e-9), covering the solver paths: FISTA
 # (lasso, nnls), PDHG with a pure-norm block (lad_regression), a coupling constraint
 # (water_filling), a PSD projection (sdp), second-order cones (socp), a hinge block (svm_hinge),
-# and the conic fallback (geo_mean_budget); `regspec explain` on each names its path. Measured:
+# the conic fallback (geo_mean_budget) and the deadzone prox as a PDHG block (penalty_deadzone);
+# `regspec explain` on each names its path. Measured:
 # gaps <= 1.1e-9 at tol 1e-9; at the defaults up to 2.4e-6 (fastest_mixing; isotonic_regression
 # 9.2e-7 and socp 4.3e-7 since PDHG's duality-gap test, bench/bench_gap_rule.py), so the 1e-4
 # default threshold keeps more than an order of margin.
 TIGHT = ["lasso", "nnls", "lad_regression", "water_filling", "sdp", "socp", "svm_hinge", "geo_mean_budget",
-         "fastest_mixing", "isotonic_regression"]
+         "fastest_mixing", "isotonic_regression", "penalty_deadzone"]
 
 # The slowest torch runs on two loaded cores (measured 15, 9.5, 8.5 and 3 s: the conic fallback
 # with exponential cones and with PSD + SOC cones, PDHG with a dense inequality block, PDHG with
