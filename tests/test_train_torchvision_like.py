@@ -450,3 +450,25 @@ def test_init_from_a_training_checkpoint_names_the_state_dict_inside(tmp_path):
         regspec.attach(f'train t {{ init "{tmp_path / "ckpt.pt"}" }}', net)
     torch.save(net.state_dict(), tmp_path / "weights.pt")
     regspec.attach(f'train t {{ init "{tmp_path / "weights.pt"}" }}', nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2)))
+
+
+def test_a_tuple_output_is_read_at_its_first_element_that_is_not_none():
+    """(None, logits) (an optional loss slot left empty): `output` and the task loss read the
+    logits (the None was taken and `.dim()` raised an AttributeError)."""
+
+    class OptionalLoss(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = nn.Linear(4, 3)
+
+        def forward(self, x):
+            return None, self.lin(x)
+
+    torch.manual_seed(0)
+    model, x, y = OptionalLoss(), torch.randn(2, 4), torch.tensor([0, 2])
+    reg = regspec.attach("train t { loss cross_entropy\n regularize l1(output) * 0.5 }", model)
+    value = reg.loss(reg.module(x), y)
+    with torch.no_grad():
+        z = model.lin(x)
+        expected = float(torch.nn.functional.cross_entropy(z, y)) + 0.5 * float(z.abs().sum()) / 2
+    assert float(value.detach()) == pytest.approx(expected, rel=1e-6)

@@ -140,8 +140,8 @@ def is_low_precision(t: Any) -> bool:
 def primary_tensor(value: Any) -> Any:
     """The tensor a selector means by a module's or a model's output (``act(...)``, ``output``).
 
-    A tensor is itself; a tuple or list its first element (``(hidden, attn_weights)`` of an
-    attention block); a mapping (a ``dict``, or transformers' ``ModelOutput``, an ``OrderedDict``)
+    A tensor is itself; a tuple or list its first element that is not ``None`` (``(hidden,
+    attn_weights)`` of an attention block); a mapping (a ``dict``, or transformers' ``ModelOutput``, an ``OrderedDict``)
     its ``logits`` when present, else its first value that is not ``loss`` and not ``None`` (the
     ``last_hidden_state`` of a backbone); applied until a tensor or a leaf is reached. Anything
     else (an fx ``Proxy``, ``None``, a custom object) is returned as it is.
@@ -158,7 +158,7 @@ def primary_tensor(value: Any) -> Any:
                 return value["logits"]
             value = next((v for k, v in value.items() if k != "loss" and v is not None), None)
         elif isinstance(value, (tuple, list)) and value:
-            value = value[0]
+            value = next((v for v in value if v is not None), None)
         else:
             return value
     return value
