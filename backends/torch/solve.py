@@ -6,7 +6,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -187,6 +187,26 @@ class StartNotFinite(RegspecError):
     """A fast path cannot start: a smooth term is not finite at its start point."""
 
 
+
+def sense_sign(program: Any) -> float:
+    """1 for `minimize`, -1 for `maximize`: the solvers minimize sign * objective."""
+    ir = program.ir
+    return -1.0 if ir[ir.objective()]["sense"] == "maximize" else 1.0
+
+
+def minimized_objective(program: Any, names: list[str]) -> Callable[[list[torch.Tensor]], torch.Tensor]:
+    """P(x), the function the solvers minimize: the spec's objective, negated for `maximize`. Their
+    certificates and duality gap read it (a maximize problem's objective, taken as P, made a
+    bounded problem look unbounded: it decreases along the rays where the true P grows)."""
+    sign = sense_sign(program)
+
+    def objective(xs: list[torch.Tensor]) -> torch.Tensor:
+        value = functional_call(program.objective, dict(zip(names, xs)), ())
+        return value if sign > 0 else -value
+
+    return objective
+
+
 def solve(program: TorchProgram, *, params: dict[str, np.ndarray] | None = None, tol: float | None = None,
           max_iter: int = 100000, working_set: bool | None = None) -> Result:
     """Solve with the algorithm the split chose; ``tol`` defaults to ``FISTA_TOL`` / ``PDHG_TOL``.
@@ -238,9 +258,7 @@ def _solve_chosen(program: TorchProgram, *, params: dict[str, np.ndarray] | None
 
     names = [f"var_{n}" for n in program.var_names]
 
-    def objective(xs: list[torch.Tensor]) -> torch.Tensor:
-        return functional_call(program.objective, dict(zip(names, xs)), ())
-
+    objective = minimized_objective(program, names)
     t0 = time.perf_counter()
     largest = max([x.numel() for x in x0] + [b.numel() for b in program.module.buffers()], default=0)
     with _threads_for(program, largest):
@@ -380,9 +398,7 @@ def solve_pdhg(program: TorchProgram, *, params: dict[str, np.ndarray] | None = 
                     fused = smooth_evaluator(program.smooth, names, x0)  # eager first; traced when it pays
                     smooth_grad, smooth_fn = fused.grad, None
 
-            def objective(xs: list[torch.Tensor]) -> torch.Tensor:
-                return functional_call(program.objective, dict(zip(names, xs)), ())
-
+            objective = minimized_objective(program, names)
             setup = time.perf_counter() - t0
             if check_every is None:
                 check_every = (64 if program.device.type == "cuda" else 32) if restart else 10
@@ -415,7 +431,8 @@ def solve_pdhg(program: TorchProgram, *, params: dict[str, np.ndarray] | None = 
             "primal_weight": res.info.get("primal_weight"), "restarts": res.info.get("restarts"),
             "setup_s": setup, **report.info}
     if report.solved and res.info.get("dual_objective") is not None:
-        info["dual_objective"] = res.info["dual_objective"]  # D of the rule's duality gap (test 4)
+        # D of the rule's duality gap (test 4), in the spec's sense
+        info["dual_objective"] = sense_sign(program) * res.info["dual_objective"]
     tol_used, violations = info.pop("tol"), info.pop("violations")
     return with_curvature(program, Result(status=report.status, objective=obj, variables=values, backend="torch",
                                           tol=tol_used, violations=violations,
