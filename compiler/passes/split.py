@@ -488,6 +488,7 @@ def split_terms(ir: IR) -> IR:
         for t in terms:
             t.role, t.var, t.kernel, t.why = "", None, None, ""
         split = _split(ir, terms, barrier_as_prox=True)
+    _refuse_atoms_without(ir, split, "torch")
     _entropic_ot(ir, split)
     _conic_fallback(ir, split)
     ir.meta["split"] = split
@@ -557,13 +558,28 @@ def _marginal_constraints(ir: IR, constraints: list[int], var: int) -> tuple[int
     return (found[1], found[0]) if set(found) == {0, 1} else None
 
 
+def _atoms_without(ir: IR, backend: str) -> list[int]:
+    """The calls of the problem whose atom has no evaluation on ``backend`` (its ``lacks`` says
+    why: anchor_l2's anchor is a training run's initial weights)."""
+    return [n for n in ir.nodes_of("call") if "value" not in ir[n] and backend in ATOMS[ir[n]["atom"]].lacks]
+
+
+def _refuse_atoms_without(ir: IR, split: Split, backend: str) -> None:
+    """A problem with such a call has no lowering to ``backend``: refused there, with the reason,
+    instead of failing when the lowered graph first runs."""
+    for n in _atoms_without(ir, backend):
+        atom = ATOMS[ir[n]["atom"]]
+        split.refusals.append((f"{atom.name} has no {backend} evaluation: {atom.lacks[backend]}", n))
+        split.algorithm = "none"
+
+
 def _conic_fallback(ir: IR, split: Split) -> None:
     """A DCP problem that no fast path takes goes to the conic fallback (``backends/torch/conic``):
     CVXPY's canonical form solved by restarted PDHG in torch. ``refusals`` keeps why the fast paths
     do not apply; a problem not proved convex stays refused."""
     from regspec.compiler.passes.curvature import dcp_errors
 
-    if split.algorithm != "none" or dcp_errors(ir):
+    if split.algorithm != "none" or dcp_errors(ir) or _atoms_without(ir, "cvxpy"):
         return
     split.algorithm = "conic"
     split.why_algorithm = (CONIC_WHY + " (no fast path: " + "; ".join(w for w, _ in split.refusals) + ")")
