@@ -61,6 +61,12 @@ SUFFICIENT, NECESSARY, ARTIFICIAL = 0.2, 0.8, 0.36
 PRIMAL_WEIGHT_SMOOTHING = 0.5
 
 
+def _norm(v: np.ndarray) -> float:
+    """||v||_2 without overflow: entries near 1e308 (finite data) square to inf in NumPy's dot."""
+    top = float(np.abs(v).max(initial=0.0))
+    return top * float(np.linalg.norm(v / top)) if top > 0 else 0.0
+
+
 @dataclass
 class ConicSolution:
     status: str                      # optimal | infeasible | unbounded | user_limit
@@ -100,7 +106,7 @@ class ScaledProblem:
             ("sparse CSR (SciPy kernel)" if self.host_sparse else "sparse CSR")
         self.b, self.c = tensor(scaling.row * b), tensor(scaling.col * c)
         self.row, self.col = tensor(scaling.row), tensor(scaling.col)
-        self.norm_b, self.norm_c = float(np.linalg.norm(b)), float(np.linalg.norm(c))
+        self.norm_b, self.norm_c = _norm(b), _norm(c)
         self.norm_A = float(sp.linalg.norm(A)) if A.nnz else 0.0
         self.max_entry = float(abs(As).max()) if As.nnz else 0.0
 

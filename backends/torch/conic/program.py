@@ -55,6 +55,10 @@ def _refuse(program: ConicProgram, message: str) -> RegspecError:
                                     ir[ir.objective()]["span"], notes=["use --backend cvxpy"])])
 
 
+# entries beyond this square to more than float64 holds (the restart and stopping tests take
+# squared norms): 1e308 in a constraint ended in ZeroDivisionError, an internal error
+DATA_LIMIT = 1e150
+
 MESSAGES = {
     "infeasible": "the constraints have no common point: a Farkas certificate y in K* with A^T y ~ 0 and "
                   "b^T y < 0 was found from the PDHG iterates (ratio {ratio:.1e} <= {eps:.0e})",
@@ -89,6 +93,11 @@ def solve_conic(program: ConicProgram, *, params: dict[str, np.ndarray] | None =
     except (cp.error.DCPError, cp.error.SolverError) as e:
         raise _refuse(program, f"CVXPY could not canonicalise it ({e})") from None
     canon_s = time.perf_counter() - t0
+    largest = max(float(np.abs(form.b).max(initial=0.0)), float(np.abs(form.c).max(initial=0.0)),
+                  float(abs(form.A).max()) if form.A.nnz else 0.0)
+    if not largest <= DATA_LIMIT:
+        raise _refuse(program, f"its conic form holds an entry of {largest:.3g}, beyond the {DATA_LIMIT:.0e} whose "
+                               "squares PDHG's residual norms can hold in float64")
     sol = solve_conic_pdhg(form.A, form.b, form.c, form.layout, tol=tol, max_iter=max_iter, time_limit=time_limit,
                            dtype=program.dtype, device=program.device)
     seconds = time.perf_counter() - t0
