@@ -264,7 +264,8 @@ def failure(run: Run, path: Path) -> str | None:
     if run.rc == 1 and run.command == "crosscheck" and not run.err.strip():
         return None  # a disagreement table (judged by the solve fuzzers, not here)
     if run.rc == 1 and run.command.endswith("_json"):
-        return None if '"line"' in run.out or re.search(re.escape(str(path)) + LOCATED, text) else "unlocated json error"
+        located = '"line"' in run.out or re.search(re.escape(str(path)) + LOCATED, text)
+        return None if located else "unlocated json error"
     if run.rc == 1 and not re.search(re.escape(str(path)) + LOCATED, run.err):
         return "unlocated error: " + (run.err.strip().splitlines() or ["(nothing on stderr)"])[0][:200]
     if run.rc == 0 and re.search(r"\b(nan|inf)\b", run.out) and run.command.startswith("solve"):

@@ -83,6 +83,18 @@ def pieces(n: int, m: int, k: int, p: int) -> tuple[list[Piece], list[Piece]]:
         Piece("lambda_max(S - C)", lambda e: cp.lambda_max(e[S] - e["C"]), frozenset("S")),
         Piece("sum_squares(diag(S) - d)", lambda e: cp.sum_squares(cp.diag(e[S]) - e["d"]), frozenset("S")),
         Piece("inner(C, S)", lambda e: cp.sum(cp.multiply(e["C"], e[S])), frozenset("S")),
+        Piece("sum_squares(hstack([x, X[:, 0]]) - 1)",
+              lambda e: cp.sum_squares(cp.hstack([e[x], e[X][:, 0]]) - 1), frozenset("xX")),
+        Piece("sum_squares(vstack([X, B]) - 1)", lambda e: cp.sum_squares(cp.vstack([e[X], e["B"]]) - 1),
+              frozenset("X")),
+        Piece("norm1(cumsum(x) - 1)", lambda e: cp.norm1(cp.cumsum(e[x]) - 1), frozenset("x")),
+        Piece("sum_squares(diff(x))", lambda e: cp.sum_squares(cp.diff(e[x])), frozenset("x")),
+        Piece("norm2(sum(X, axis = 1) - u)", lambda e: cp.norm2(cp.sum(e[X], axis=1) - e["u"]), frozenset("X")),
+        Piece("sum(abs(X.T - Bt))", lambda e: cp.sum(cp.abs(e[X].T - e["Bt"])), frozenset("X")),
+        Piece("-sum(log(x + 3))", lambda e: -cp.sum(cp.log(e[x] + 3)), frozenset("x")),
+        Piece("pnorm(x - 1, 3)", lambda e: cp.pnorm(e[x] - 1, 3), frozenset("x")),
+        Piece("sum(square(X[0:2, 0:2]))", lambda e: cp.sum(cp.square(e[X][0:2, 0:2])), frozenset("X")),
+        Piece("-lambda_min(S)", lambda e: -cp.lambda_min(e[S]), frozenset("S")),
     ]
     cons = [
         Piece("x >= -1", lambda e: e[x] >= -1, frozenset("x")),
@@ -108,6 +120,15 @@ def pieces(n: int, m: int, k: int, p: int) -> tuple[list[Piece], list[Piece]]:
         Piece("trace(S) == 1", lambda e: cp.trace(e[S]) == 1, frozenset("S")),
         Piece("S[0, 0] <= 2", lambda e: e[S][0, 0] <= 2, frozenset("S")),
         Piece("S in spectral_ball(2)", lambda e: cp.sigma_max(e[S]) <= 2, frozenset("S")),
+        Piece("X.T >= -1", lambda e: e[X].T >= -1, frozenset("X")),
+        Piece("cumsum(x) <= 1", lambda e: cp.cumsum(e[x]) <= 1, frozenset("x")),
+        Piece("diag(S) <= 1", lambda e: cp.diag(e[S]) <= 1, frozenset("S")),
+        Piece("trace(X[0:2, 0:2]) == 1", lambda e: cp.trace(e[X][0:2, 0:2]) == 1, frozenset("X")),
+        Piece("hstack([x[0], X[0, 0]]) >= -2", lambda e: cp.hstack([e[x][0], e[X][0, 0]]) >= -2, frozenset("xX")),
+        Piece("x in l1_ball(2)", lambda e: cp.norm1(e[x]) <= 2, frozenset("x")),
+        Piece("mu * sum(x) <= 1", lambda e: e["mu"] * cp.sum(e[x]) <= 1, frozenset({"x", "mu"})),
+        Piece("norm2(A @ x - b) <= 2 * r + 3", lambda e: cp.norm2(e["A"] @ e[x] - e["b"]) <= 2 * e["r"] + 3,
+              frozenset("x")),
     ]
     return terms, cons
 

@@ -31,7 +31,8 @@ def located(err: str, path: str) -> tuple[int, int, str]:
 
 
 def problem_with(param_value: str, domain: str = " >= 0") -> str:
-    return f"problem p {{\n  param lam = {param_value}{domain}\n  var x[2]\n  minimize sum_squares(x) + lam * norm1(x)\n}}\n"
+    return (f"problem p {{\n  param lam = {param_value}{domain}\n  var x[2]\n"
+            "  minimize sum_squares(x) + lam * norm1(x)\n}\n")
 
 
 def train_with(lr: str, optimizer: str = "sgd") -> str:
@@ -105,7 +106,8 @@ def test_caret_stays_under_the_error_in_a_line_with_tabs(tmp_path, capsys):
 
 def test_a_huge_seed_is_shown_as_written(tmp_path, capsys):
     rc, _, err, path = run(tmp_path, capsys, ["check"],
-                           "problem p {\n  data A = randn(4, 2, seed = 1e308)\n  var x[2]\n  minimize sum_squares(A @ x)\n}\n")
+                           "problem p {\n  data A = randn(4, 2, seed = 1e308)\n  var x[2]\n"
+                           "  minimize sum_squares(A @ x)\n}\n")
     assert rc == 1 and "got 1e+308" in located(err, path)[2] and len(err.splitlines()[0]) < 200
 
 
@@ -270,3 +272,54 @@ def test_large_but_finite_coefficients_pass(expr):
     import regspec
 
     regspec.load(f"problem p {{\n  var x[2]\n  minimize sum_squares({expr} - 1)\n}}\n").compiled()
+
+
+def test_maximize_on_the_torch_backend_is_not_called_unbounded():
+    """maximize -(2 norm_inf(x - 0.5) + ||X - 2||^2) is bounded (the optimum is 0 at x = 0.5,
+    X = 2); PDHG's ray test read the spec's objective, not the negation it minimizes, and called
+    it `unbounded` (a decreasing 'recession slope' of -2/sqrt(3)). Whatever the torch backend
+    says now, it is not unbounded, and an optimal answer is 0 (closed form)."""
+    import regspec
+
+    spec = regspec.load("problem p {\n  var x[3]\n  var X[2, 2]\n"
+                        "  maximize -(2 * norm_inf(x - 0.5) + sum_squares(X - 2))\n}\n")
+    res = regspec.solve(spec, backend="torch", max_iter=5000)  # the false ray was found at 3040
+    assert res.status not in ("unbounded", "infeasible")
+    if res.status == "optimal":
+        assert abs(res.objective) <= 1e-4
+
+
+
+def test_a_training_atom_in_a_problem_is_refused_located(tmp_path, capsys):
+    """anchor_l2 (its anchor is a training run's initial weights) in a problem: check listed the
+    torch backend, and solving there raised NotImplementedError inside the lowered graph."""
+    text = ("problem p {\n  data y = randn(5, seed = 0)\n  var x[5]\n"
+            "  minimize 0.5 * anchor_l2(x - y) + tv(x)\n}\n")
+    rc, out, _, _ = run(tmp_path, capsys, ["check"], text)
+    assert rc == 0 and "torch: refused: anchor_l2 has no torch evaluation" in out
+    for backend in ("torch", "cvxpy", "auto"):
+        rc, _, err, path = run(tmp_path, capsys, ["solve", "--backend", backend], text)
+        assert rc == 1
+        assert located(err, path)[:2] == (4, 18) and "anchor_l2" in err
+
+
+def test_conic_fallback_refuses_data_beyond_1e150(tmp_path, capsys):
+    """X[:, 0] == [-1e308, 0] in a problem the conic fallback takes: the squared norms of PDHG's
+    tests overflowed (RuntimeWarning, then ZeroDivisionError: an internal error)."""
+    pytest.importorskip("torch")
+    text = ("problem p {\n  var X[2, 4]\n  minimize sum(norm2(diff(X, axis = 1), axis = 0))\n  subject to {\n"
+            "    X[:, 0] == [-1e308, 0]\n    X[:, 3] == [4, 4]\n  }\n}\n")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        rc, _, err, path = run(tmp_path, capsys, ["solve", "--backend", "torch"], text)
+    assert rc == 1 and "beyond the 1e+150" in located(err, path)[2]
+
+
+def test_conic_norms_do_not_overflow():
+    pytest.importorskip("torch")
+    from regspec.backends.torch.conic.pdhg import _norm
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert _norm(np.array([1e308, 1e308])) == pytest.approx(1e308 * np.sqrt(2), rel=1e-15)
+        assert _norm(np.zeros(3)) == 0.0 and _norm(np.array([3.0, 4.0])) == pytest.approx(5.0, rel=1e-15)
