@@ -59,7 +59,7 @@ EXAMPLES: dict[str, list[tuple[list, dict]]] = {
     "hinge": [([V], {})], "square": [([M], {})], "inv_pos": [([POS], {})],
     "entr": [([np.array([0.0, 0.5, 2.0])], {})], "rel_entr": [([POS, POS2], {}), ([np.array([0.0, 1.0]), 2.0], {})],
     "log1p": [([V * 0.5], {})], "sum_largest": [([M], {"k": 3})], "geo_mean": [([POS], {}), ([POS], {"p": list(range(1, np.size(POS) + 1))})],
-    "sum_smallest": [([M], {"k": 3})], "harmonic_mean": [([POS], {}), ([np.array([0.0, 1.0, 2.0])], {})],
+    "sum_smallest": [([M], {"k": 3})], "convolve": [([POS[:3], V], {})], "harmonic_mean": [([POS], {}), ([np.array([0.0, 1.0, 2.0])], {})],
     "pnorm": [([M], {"p": 3}), ([M], {"p": 1.5, "axis": 1}), ([M], {"p": 2, "axis": 0})],
     "quad_over_lin": [([V, 2.5], {})],
     "l2sq": [([M], {})], "weight_decay": [([V], {})], "flops": [([M], {}), ([V], {})],

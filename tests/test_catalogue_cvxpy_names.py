@@ -90,6 +90,11 @@ def _diff_positional(cp):
                                   + cp.sum(cp.cumsum(x, 0))))
 
 
+def _conv(cp):
+    x = cp.Variable(4)
+    return cp.Problem(cp.Minimize(cp.sum_squares(cp.convolve(C3, x) - np.arange(6.0)) + cp.norm1(x)))
+
+
 def _geo_mean(cp):
     x = cp.Variable(3, nonneg=True)
     return cp.Problem(cp.Maximize(cp.geo_mean(x)), [POS3 @ x <= 1])
@@ -148,6 +153,7 @@ CASES = {
                           _geo_mean_weighted),
     "diff_positional": ("var x[6]\nminimize sum_squares(x - [0, 0.25, 1, 2.25, 4, 6.25]) + norm1(diff(x, 2))\n"
                         "  + sum(cumsum(x, 0))", _diff_positional),
+    "conv": (f"var x[4]\nminimize sum_squares(conv({lit(C3)}, x) - [0, 1, 2, 3, 4, 5]) + norm1(x)", _conv),
     "geo_mean": (f"var x[3] >= 0\nmaximize geo_mean(x)\nsubject to {{\n {lit(POS3)} @ x <= 1\n}}", _geo_mean),
     "pnorm": (f"var x[2]\nminimize pnorm({lit(A)} @ x - {lit(Y)}, 3) + 0.1 * sum_squares(x)", _pnorm),
     "pnorm_axis": (f"var X[2, 3]\nminimize sum(pnorm(X - {lit(CM)}, 1.5, axis = 1))\n"
@@ -166,7 +172,7 @@ CASES = {
 # iterates inside their domains (tests/test_torch_prox_extra.py); quad_over_lin with a variable
 # denominator still stops at its iteration limit.
 TORCH_CASES = ["hinge", "square", "inv_pos", "entr", "rel_entr", "log1p", "sum_largest", "sum_smallest", "geo_mean",
-               "harmonic_mean", "lambda_sum_smallest", "geo_mean_weighted", "diff_positional", "pnorm",
+               "harmonic_mean", "lambda_sum_smallest", "geo_mean_weighted", "diff_positional", "conv", "pnorm",
                "pnorm_axis", "axis_norms", "sigma_max", "normNuc"]
 
 
@@ -289,6 +295,7 @@ def test_a_parameter_of_unknown_sign_times_a_convex_term_is_refused():
     ("sum_largest", [(2, 2)], {"k": 5}, "1..4"),
     ("sum_smallest", [(2, 2)], {"k": 0}, "sum_smallest needs an integer k in 1..4"),
     ("harmonic_mean", [(2, 3)], {}, "vec(...)"),
+    ("convolve", [(3,), (2, 2)], {}, "convolve takes vectors, got shape (2, 2)"),
     ("geo_mean", [(3,)], {"p": [1, -1, 1]}, "weights p must be 3 numbers >= 0"),
     ("geo_mean", [(3,)], {"p": [1, 1]}, "weights p must be 3 numbers >= 0"),
     ("lambda_sum_smallest", [(3, 3)], {"k": 4}, "lambda_sum_smallest needs an integer k in 1..3"),

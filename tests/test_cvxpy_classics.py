@@ -538,6 +538,18 @@ def ref_rel_entr_projection() -> float:
     return solve_ref(cp.Minimize(cp.sum(cp.rel_entr(x, q))), [cp.sum(x) == 1, np.arange(10) @ x == 6, x <= 0.3])
 
 
+def ref_sparse_deconvolution() -> float:
+    (h,) = uniform(74, (5,))
+    x0 = sparse_normal(75, 40, 0.1)
+    (noise,) = normal(76, (44,))
+    T = np.zeros((44, 40))  # the convolution as a Toeplitz matrix: (h * x)_k = sum_j h_{k-j} x_j
+    for j in range(40):
+        T[j:j + 5, j] = h
+    y = T @ x0 + 0.01 * noise
+    x = cp.Variable(40)
+    return solve_ref(cp.Minimize(cp.sum_squares(T @ x - y) + 0.05 * cp.norm1(x)))
+
+
 def ref_quad_form_param() -> float:
     (F0,) = normal(73, (3, 8))
     Sigma = F0.T @ F0 / 10 + 0.1 * np.eye(8)  # quad_form with the covariance the parameter factor gives

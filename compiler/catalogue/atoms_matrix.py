@@ -480,6 +480,50 @@ class Inner(_Product):
         return (args[0] * args[1]).sum()
 
 
+class Convolve(_Product):
+    """(c * x)_k = sum_j c_j x_{k-j}: the full 1-D convolution of two vectors (NumPy's convolve),
+    length n + m - 1, linear in either argument when the other is constant."""
+
+    name = "convolve"
+    doc = "full 1-D convolution of two vectors, one constant (numpy.convolve; length n + m - 1)"
+    aliases = ("conv",)  # CVXPY's older name
+
+    def shape(self, shapes, kw):
+        for i, s in enumerate(shapes):
+            if len(s) > 1 and sum(n > 1 for n in s) > 1:
+                raise ShapeError(f"convolve takes vectors, got shape {fmt(s)}", arg=i)
+        n, m = (max(1, prod(s)) for s in shapes)
+        return (n + m - 1,)
+
+    def dcp(self, curvs, signs, kw, texts):
+        if Curvature.CONSTANT not in curvs:
+            return Curvature.UNKNOWN, (f"convolve({texts[0]}, {texts[1]}) of two non-constant vectors is not DCP "
+                                       "(one must be a constant or a parameter)")
+        return super().dcp(curvs, signs, kw, texts)
+
+    def sign(self, signs, kw):
+        s = signs[0] * signs[1]
+        return s if s is not Sign.NONPOS else Sign.UNKNOWN  # sums of nonpositive products flip
+
+    def numpy(self, args, kw):
+        import numpy as np
+
+        return np.convolve(np.ravel(args[0]), np.ravel(args[1]))
+
+    def cvxpy(self, args, kw):
+        import cvxpy as cp
+        import numpy as np
+
+        return cp.convolve(*(cp.vec(a, order="C") if isinstance(a, cp.Expression) else np.ravel(a) for a in args))
+
+    def torch(self, args, kw):
+        import torch
+
+        like = next(a for a in args if isinstance(a, torch.Tensor))
+        c, x = (torch.as_tensor(a, dtype=like.dtype, device=like.device).reshape(-1) for a in args)
+        return torch.nn.functional.conv1d(x.view(1, 1, -1), c.flip(0).view(1, 1, -1), padding=c.numel() - 1).view(-1)
+
+
 class Mean(Atom):
     name = "mean"
     doc = "mean of all entries, or along an axis"
@@ -582,4 +626,4 @@ class Diff(Atom):
 
 
 MATRIX_CLASSES = [NuclearNorm, SpectralNorm, LambdaMax, LambdaMin, LambdaSumLargest, LambdaSumSmallest, LogDet, Trace, Diag, Reshape,
-                  Vec, HStack, VStack, Inner, Mean, Cumsum, Diff]
+                  Vec, HStack, VStack, Inner, Convolve, Mean, Cumsum, Diff]
