@@ -91,7 +91,9 @@ def pieces(n: int, m: int, k: int, p: int) -> tuple[list[Piece], list[Piece]]:
         Piece("sum_squares(diff(x))", lambda e: cp.sum_squares(cp.diff(e[x])), frozenset("x")),
         Piece("norm2(sum(X, axis = 1) - u)", lambda e: cp.norm2(cp.sum(e[X], axis=1) - e["u"]), frozenset("X")),
         Piece("sum(abs(X.T - Bt))", lambda e: cp.sum(cp.abs(e[X].T - e["Bt"])), frozenset("X")),
-        Piece("-sum(log(x + 3))", lambda e: -cp.sum(cp.log(e[x] + 3)), frozenset("x")),
+        # bounded below: -log alone is unbounded as x grows, and Clarabel calls that `optimal` at 1e13
+        Piece("sum_squares(x) - sum(log(x + 3))", lambda e: cp.sum_squares(e[x]) - cp.sum(cp.log(e[x] + 3)),
+              frozenset("x")),
         Piece("pnorm(x - 1, 3)", lambda e: cp.pnorm(e[x] - 1, 3), frozenset("x")),
         Piece("sum(square(X[0:2, 0:2]))", lambda e: cp.sum(cp.square(e[X][0:2, 0:2])), frozenset("X")),
         Piece("-lambda_min(S)", lambda e: -cp.lambda_min(e[S]), frozenset("S")),
@@ -242,6 +244,21 @@ SOLVED = {"optimal"}
 NO_POINT = {"infeasible", "unbounded"}
 CVXPY_RTOL = 1e-6   # Clarabel on both sides, 1e-8 gaps: the objectives agree far inside 1e-6 relative
 TORCH_RTOL = 1e-4   # the torch backend's certified objective (tests/test_cvxpy_classics.py)
+# (an SCS answer: see agreement)
+
+
+def agreement(res: Any, ref_value: float) -> float:
+    """How far an `optimal` objective may be from Clarabel's: Clarabel's 1e-8 gaps on both sides
+    (CVXPY_RTOL); SCS's stopping test, |gap| <= eps_abs + eps_rel max(|pobj|, |dobj|) with its
+    residuals at the same eps, three times over (gap, primal and dual residual); the torch
+    backend's certified 1e-4 (TORCH_RTOL)."""
+    scale = max(1.0, abs(ref_value))
+    if res.backend == "torch":
+        return TORCH_RTOL * scale
+    if res.solver == "SCS":
+        opts = res.info.get("solver_opts", {})
+        return 3 * (opts.get("eps_abs", 1e-4) + opts.get("eps_rel", 1e-4) * scale)
+    return CVXPY_RTOL * scale
 
 
 def disagreements(problem: Problem, folder: Path, backends: tuple[str, ...] = ("cvxpy", "torch"),
@@ -272,16 +289,17 @@ def disagreements(problem: Problem, folder: Path, backends: tuple[str, ...] = ("
             out.append(f"{backend}: non-finite objective {value} with status {status}")
         if status in SOLVED and ref_status in NO_POINT:
             out.append(f"{backend}: {status} ({value}) but the reference is {ref_status}")
-        elif ref_status in NO_POINT and backend == "cvxpy" and status != ref_status:
+        elif ref_status in NO_POINT and backend == "cvxpy" and status not in (ref_status, ref_status + "_inaccurate"):
             out.append(f"{backend}: {status} but the reference is {ref_status}")
         elif ref_status == "optimal" and status in NO_POINT:
             out.append(f"{backend}: {status} but the reference is optimal ({ref_value})")
         elif ref_status == "optimal" and backend == "cvxpy" and status != "optimal":
             out.append(f"{backend}: {status} but the reference is optimal ({ref_value})")
         if status in SOLVED and ref_status == "optimal" and value is not None and ref_value is not None:
-            rtol = CVXPY_RTOL if backend == "cvxpy" else TORCH_RTOL
-            if abs(value - ref_value) > rtol * max(1.0, abs(ref_value)):
-                out.append(f"{backend}: objective {value!r} vs reference {ref_value!r} (rtol {rtol:g})")
+            allowed = agreement(res, ref_value)
+            if abs(value - ref_value) > allowed:
+                out.append(f"{backend}: objective {value!r} vs reference {ref_value!r} ({res.solver}, allowed "
+                           f"{allowed:.2g})")
     return out
 
 

@@ -323,3 +323,21 @@ def test_conic_norms_do_not_overflow():
         warnings.simplefilter("error")
         assert _norm(np.array([1e308, 1e308])) == pytest.approx(1e308 * np.sqrt(2), rel=1e-15)
         assert _norm(np.zeros(3)) == 0.0 and _norm(np.array([3.0, 4.0])) == pytest.approx(5.0, rel=1e-15)
+
+
+def test_ray_check_keeps_a_psd_variable_off_the_cone_by_rounding():
+    """min -sum(log(x + 3)) + trace(C S), S PSD, trace(S) = 1: unbounded in x (Clarabel stops
+    `optimal` at x ~ 1e13), and the ray check restoring S (an eigenvalue of -1e-12 from the solver)
+    went through CVXPY's value setter: "Variable value must be positive semidefinite" (an internal
+    error). The check reads and restores the values as the solver left them."""
+    cp = pytest.importorskip("cvxpy")
+    from regspec.backends.cvxpy.lower import CvxpyProgram
+    from regspec.backends.cvxpy.solve import unbounded_ray
+
+    x, S = cp.Variable(2), cp.Variable((2, 2), PSD=True)
+    problem = cp.Problem(cp.Minimize(-cp.sum(cp.log(x + 3)) + cp.trace(S)), [cp.trace(S) == 1])
+    x.save_value(np.array([1e13, 2e13]))
+    S.save_value(np.array([[1.0, 0.0], [0.0, -1e-12]]))  # off the cone by rounding
+    why = unbounded_ray(CvxpyProgram(problem, {"x": x, "S": S}, {}, None), "CLARABEL", (1e-8, 1e-8))
+    assert why is not None and "probably unbounded" in why
+    assert S.value[1, 1] == -1e-12 and x.value[1] == 2e13  # restored as they were

@@ -188,7 +188,8 @@ def unbounded_ray(program: CvxpyProgram, name: str, feasibility: tuple[float, fl
     convex problem improving along the ray of its returned point has no optimum there.
     Interior-point and splitting methods cannot certify unboundedness when the objective grows
     slower than linearly along a ray (log, sqrt: CVXPY reports such problems `optimal` at a point
-    of size 1e13). The problem's variables hold x; they are restored."""
+    of size 1e13). The problem's variables hold x; they are restored (without CVXPY's attribute
+    checks: a PSD variable's solved value can be off the cone by rounding, and setting it raised)."""
     values = {v: v.value for v in program.problem.variables()}
     size = max((float(np.max(np.abs(x))) for x in values.values() if x is not None and np.size(x)), default=0.0)
     if not math.isfinite(size) or size < RAY_CHECK_SIZE:
@@ -200,7 +201,7 @@ def unbounded_ray(program: CvxpyProgram, name: str, feasibility: tuple[float, fl
         for factor in (2.0, 4.0):
             for v, x in values.items():
                 if x is not None and np.size(x) and float(np.max(np.abs(x))) >= RAY_CHECK_SIZE:
-                    v.value = factor * np.asarray(x)
+                    v.save_value(factor * np.asarray(x))  # as the solver left it: no PSD re-check
             value = program.problem.objective.value
             if value is None or not math.isfinite(float(value)):
                 return None
@@ -211,8 +212,8 @@ def unbounded_ray(program: CvxpyProgram, name: str, feasibility: tuple[float, fl
                     return None
             gains.append(sign * (base - float(value)))
     finally:
-        for v, x in values.items():
-            v.value = x
+        for v, x in values.items():  # a PSD variable's value may be off the cone by rounding: the
+            v.save_value(x)            # setter's check would refuse the solver's own point
     if min(gains) <= 1e-6 * (1.0 + abs(base)):
         return None
     return (f"{name} stopped as `{status}` at a point with entries as large as {size:.3g}, but the objective "
