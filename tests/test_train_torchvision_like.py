@@ -472,3 +472,40 @@ def test_a_tuple_output_is_read_at_its_first_element_that_is_not_none():
         z = model.lin(x)
         expected = float(torch.nn.functional.cross_entropy(z, y)) + 0.5 * float(z.abs().sum()) / 2
     assert float(value.detach()) == pytest.approx(expected, rel=1e-6)
+
+
+class Checkpointed(nn.Module):
+    """A block under torch.utils.checkpoint, as transformers' gradient_checkpointing_enable() does."""
+
+    def __init__(self, reentrant: bool):
+        super().__init__()
+        self.inp = nn.Linear(4, 6)
+        self.block = nn.Sequential(nn.Linear(6, 6), nn.Tanh())
+        self.head = nn.Linear(6, 2)
+        self.reentrant = reentrant
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        from torch.utils.checkpoint import checkpoint
+
+        if bool(x.isnan().any()):   # data-dependent, as transformers' forwards are: the hooks path
+            raise ValueError("NaN input")
+        h = checkpoint(self.block, self.inp(x), use_reentrant=self.reentrant)
+        return self.head(h)
+
+
+def test_activation_term_without_gradient_is_an_error():
+    """Reentrant checkpointing runs the block under no_grad, so a tap inside it has no gradient
+    and the term trained nothing (its value was still reported); that is an error naming the
+    way out, and the non-reentrant form gives the term's true gradient."""
+    x = torch.randn(3, 4)
+    torch.manual_seed(0)
+    reg = regspec.attach('train t { regularize l1(act("block.1")) * 1.0 }', Checkpointed(reentrant=True))
+    with pytest.raises(regspec.RegspecError, match="carry no gradient.*(?s:.*)use_reentrant"):
+        reg.penalty(reg.module(x))
+    torch.manual_seed(0)
+    model = Checkpointed(reentrant=False)
+    reg = regspec.attach('train t { regularize l1(act("block.1")) * 1.0 }', model)
+    (grad,) = torch.autograd.grad(reg.penalty(reg.module(x)), model.inp.weight)
+    ref = model.block(model.inp(x)).abs().sum() / 3
+    (ref_grad,) = torch.autograd.grad(ref, model.inp.weight)
+    assert torch.allclose(grad, ref_grad, rtol=1e-5, atol=1e-7)

@@ -349,6 +349,13 @@ class Regularizer:
         tensors = [output] if p.output else self._taps(p.acts)
         if not tensors or tensors[0] is None:
             return None
+        if not p.output and torch.is_grad_enabled() and self.module.training and not any(
+                isinstance(a, torch.Tensor) and a.requires_grad for a in tensors):
+            raise error(f"`{p.label or p.kind}`: the activations of {', '.join(f'`{n}`' for n in p.acts[:3])} carry no "
+                        "gradient, so the term would not train anything",
+                        notes=["recorded under no_grad: reentrant gradient checkpointing (transformers' "
+                               "gradient_checkpointing_enable(gradient_checkpointing_kwargs={'use_reentrant': "
+                               "False}) keeps the gradient), or nothing trainable comes before the module"])
         if p.kind == "l1" and p.hyper.get("nonneg", False) and all(a.dim() > 1 for a in tensors):
             # ReLU outputs: (1/B) sum_i ||a_i||_1 = sum(a) / B; one reduction per tap
             raw = tensors[0].sum()
