@@ -245,6 +245,8 @@ def train(spec: Any, train: str | None = None, *, out: str | Path | None = None,
     from regspec.backends.torch.train.runtime import claim_output, require_checkpoint
 
     _check_epochs(epochs)
+    if change_epochs and not resume:
+        raise error("change_epochs continues a run under a new epochs total: it goes with resume=True")
     s = _spec(spec)
     out = Path(out) if out is not None else Path("runs") / plan(s, train).name
     claim_output(out, resume=resume, overwrite=overwrite)   # before trainer.py is (re)written there

@@ -66,7 +66,20 @@ def _this_python() -> str:
         return os.fspath(exe)
 
 
+def _device_name(text: str) -> str:
+    """``--device``: auto, cpu, cuda or cuda:N (checked before the trainer is written)."""
+    import re
+
+    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", text):
+        raise argparse.ArgumentTypeError(f"expected auto, cpu, cuda or cuda:N, got {text!r}")
+    return text
+
+
 def cmd_train(args: argparse.Namespace) -> int:
+    if args.change_epochs and not args.resume:
+        from regspec.cli import UsageError
+
+        raise UsageError("--change-epochs continues a run under a new --epochs total: it goes with --resume")
     _allow_imports(args)
     from regspec.train_api import train
 
@@ -119,7 +132,7 @@ def add_train_commands(sub: Any) -> None:
     mode.add_argument("--overwrite", action="store_true", help="replace the run already in OUT")
     t.add_argument("--change-epochs", action="store_true",
                    help="with --resume: continue under a new --epochs total (schedules and gates follow it)")
-    t.add_argument("--device", help="auto, cpu, cuda or cuda:N (spec: `device`)")
+    t.add_argument("--device", type=_device_name, help="auto, cpu, cuda or cuda:N (spec: `device`)")
     t.add_argument("--dtype", default="float32", choices=["float32", "float64"])
     t.add_argument("--seed", type=int, help="seed (spec: `seed`)")
     t.add_argument("--stop-after", type=positive_int, metavar="K", help="stop after K epochs (resume later)")

@@ -303,3 +303,15 @@ def test_resume_without_a_run_writes_nothing(capsys, tmp_path: Path) -> None:
 def test_an_unknown_word_gets_the_closest_option(capsys, argv: list[str], hint: str) -> None:
     err = usage_error(capsys, argv)
     assert "unrecognized arguments" in err and hint in err
+
+
+def test_train_options_that_cannot_apply_are_refused_before_anything_is_written(capsys, tmp_path: Path) -> None:
+    spec = str(SPECS / "train_prosparse.reg")
+    out = tmp_path / "run"
+    assert "argument --device: expected auto, cpu, cuda or cuda:N, got 'gpu'" in usage_error(
+        capsys, ["train", spec, "--out", str(out), "--device", "gpu"])
+    assert main(["train", spec, "--out", str(out), "--change-epochs"]) == 2  # silently ignored before
+    assert "it goes with --resume" in capsys.readouterr().err
+    with pytest.raises(regspec.RegspecError, match="it goes with resume=True"):
+        regspec.train(spec, out=out, change_epochs=True)
+    assert not out.exists()

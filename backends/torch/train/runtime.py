@@ -114,6 +114,8 @@ def parse_args(argv: Sequence[str] | None, *, doc: str | None, epochs: int, batc
         p.error("--epochs must be at least 1")
     if args.checkpoint_every < 1:
         p.error("--checkpoint-every must be at least 1")
+    if args.change_epochs and not args.resume:
+        p.error("--change-epochs continues a run under a new --epochs total: it goes with --resume")
     if str(args.batch) != "full":
         try:
             args.batch = int(args.batch)
