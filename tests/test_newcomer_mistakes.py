@@ -315,3 +315,10 @@ def test_train_options_that_cannot_apply_are_refused_before_anything_is_written(
     with pytest.raises(regspec.RegspecError, match="it goes with resume=True"):
         regspec.train(spec, out=out, change_epochs=True)
     assert not out.exists()
+
+
+def test_check_of_an_empty_file_warns(capsys, tmp_path: Path) -> None:
+    path = tmp_path / "empty.reg"
+    path.write_text("")
+    assert main(["check", str(path)]) == 0  # valid: a file of `let`s alone is a spec
+    assert "warning: no `problem` or `train` block: nothing to solve or train" in capsys.readouterr().out
