@@ -509,3 +509,36 @@ def test_activation_term_without_gradient_is_an_error():
     ref = model.block(model.inp(x)).abs().sum() / 3
     (ref_grad,) = torch.autograd.grad(ref, model.inp.weight)
     assert torch.allclose(grad, ref_grad, rtol=1e-5, atol=1e-7)
+
+
+class BagOfWords(nn.Module):
+    def __init__(self, sparse: bool):
+        super().__init__()
+        self.emb = nn.Embedding(20, 6, sparse=sparse)
+        self.head = nn.Linear(6, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.emb(x).mean(1))
+
+
+@pytest.mark.parametrize("transform", ['clip_grad_norm(param("**"), max_norm = 0.05)',
+                                       'orthogonalize(param("emb.weight"), momentum = 0)'])
+def test_transforms_on_sparse_embedding_gradients(transform: str):
+    """nn.Embedding(sparse=True) gives a sparse gradient: clip_grad_norm's norm and Muon's
+    Newton-Schulz raised NotImplementedError on it. One SGD step equals that of the same model
+    with a dense embedding gradient."""
+    x, y = torch.randint(0, 20, (4, 5), generator=torch.Generator().manual_seed(2)), torch.tensor([0, 1, 2, 0])
+    weights = []
+    for sparse in (True, False):
+        torch.manual_seed(0)
+        model = BagOfWords(sparse)
+        opt = torch.optim.SGD(model.parameters(), lr=0.5)
+        reg = regspec.attach(f"train t {{ loss cross_entropy\n transform {transform} }}", model, opt)
+        loss = reg.loss(reg.module(x), y)
+        opt.zero_grad()
+        loss.backward()
+        assert model.emb.weight.grad.is_sparse == sparse
+        opt.step()
+        weights.append([p.detach().clone() for p in model.parameters()])
+    for a, b in zip(*weights):
+        assert torch.allclose(a, b, rtol=0, atol=1e-6)

@@ -142,9 +142,15 @@ class ClipGradNorm(Transform):
         grads = [named[n].grad for n in self.params if named[n].grad is not None]
         if not grads:
             return
-        norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
-        factor = (_value(self.max_norm, t) / norm).clamp(max=1.0)
-        torch._foreach_mul_(grads, factor)
+        # a sparse gradient (nn.Embedding(sparse=True)): the norm of its coalesced values
+        norms = [torch.linalg.vector_norm(g.coalesce().values() if g.is_sparse else g) for g in grads]
+        factor = (_value(self.max_norm, t) / torch.linalg.vector_norm(torch.stack(norms))).clamp(max=1.0)
+        dense = [g for g in grads if not g.is_sparse]
+        if dense:
+            torch._foreach_mul_(dense, factor)
+        for g in grads:
+            if g.is_sparse:
+                g.mul_(factor)
 
 
 @dataclass
@@ -168,7 +174,7 @@ class Orthogonalize(Transform):
             p = named[n]
             if p.grad is None:
                 continue
-            g = p.grad
+            g = p.grad.to_dense() if p.grad.is_sparse else p.grad   # Newton-Schulz needs the whole matrix
             buf = self.buffers.get(n)
             if buf is None:
                 buf = self.buffers[n] = torch.zeros_like(g)
