@@ -322,3 +322,15 @@ def test_check_of_an_empty_file_warns(capsys, tmp_path: Path) -> None:
     path.write_text("")
     assert main(["check", str(path)]) == 0  # valid: a file of `let`s alone is a spec
     assert "warning: no `problem` or `train` block: nothing to solve or train" in capsys.readouterr().out
+
+
+def test_an_attached_regularizer_prints_what_it_does() -> None:
+    import torch
+
+    model = torch.nn.Sequential()
+    model.add_module("layers", torch.nn.ModuleList([torch.nn.Linear(64, 128), torch.nn.Linear(128, 64)]))
+    model.add_module("head", torch.nn.Linear(64, 10))
+    reg = regspec.attach(str(SPECS / "train_spectral.reg"), model, torch.optim.SGD(model.parameters(), lr=0.1),
+                         steps_per_epoch=8)
+    assert repr(reg) == ("Regularizer(loss terms=[], steps after optimizer.step()=['spectral_ball(layers.0.weight, "
+                         "layers.1.weight)', 'spectral_ball(head.weight)'], steps_per_epoch=8)")

@@ -224,6 +224,13 @@ class Penalty:
 class Regularizer:
     """Loss-side penalties + fused prox engine for one model and optimizer (see module doc)."""
 
+    def __repr__(self) -> str:
+        terms = [p.label or p.kind for p in self.penalties]
+        steps = [f"{g.kernel}({', '.join(g.params[:2])}{', ...' if len(g.params) > 2 else ''})"
+                 for g in self.engine.groups]
+        return (f"Regularizer(loss terms={terms}, steps after optimizer.step()={steps}, "
+                f"steps_per_epoch={self.clock.steps_per_epoch})")
+
     def __init__(self, module: nn.Module, optimizer: torch.optim.Optimizer | None = None, *,
                  loss: Any = None, penalties: Sequence[Penalty] = (), prox_groups: Sequence[ProxGroup] = (),
                  steps_per_epoch: int | None = None, seed: int = 0, hooks: bool = True,
