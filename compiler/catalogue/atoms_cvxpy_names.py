@@ -208,7 +208,7 @@ class SumLargest(ScalarAtom):
             size *= n
         k = kw["k"]
         if not (float(k) == int(k) and 1 <= int(k) <= size):
-            raise ShapeError(f"sum_largest needs an integer k in 1..{size}, got {k}")
+            raise ShapeError(f"{self.name} needs an integer k in 1..{size}, got {k}")
         return ()
 
     def sign(self, signs, kw):
@@ -239,12 +239,6 @@ class SumSmallest(SumLargest):
     doc = "sum of the k smallest entries (concave, increasing)"
     curvature = Curvature.CONCAVE
 
-    def shape(self, shapes, kw):
-        try:
-            return super().shape(shapes, kw)
-        except ShapeError as e:
-            raise ShapeError(str(e).replace("sum_largest", self.name)) from None
-
     def numpy(self, args, kw):
         import numpy as np
 
@@ -260,22 +254,37 @@ class SumSmallest(SumLargest):
         return args[0].reshape(-1).topk(int(kw["k"]), largest=False).values.sum()
 
 
-class GeoMean(ScalarAtom):
+class _MeanOfVector(ScalarAtom):
+    """A mean of the entries of a vector x >= 0 (geo_mean, harmonic_mean): concave, increasing, >= 0."""
+
+    curvature = Curvature.CONCAVE
+
+    def shape(self, shapes, kw):
+        if len(shapes[0]) > 1 and sum(n > 1 for n in shapes[0]) > 1:
+            raise ShapeError(f"{self.name} takes a vector, got shape {fmt(shapes[0])}; use vec(...) to "
+                             "flatten a matrix", arg=0)
+        return ()
+
+    def sign(self, signs, kw):
+        return Sign.NONNEG
+
+    def monotonicity(self, i, signs, kw):
+        return Mono.INCREASING
+
+
+class GeoMean(_MeanOfVector):
     """(prod_i x_i^{p_i})^{1 / sum p}: CVXPY's geo_mean(x, p), weights p >= 0 (default all 1)."""
 
     name = "geo_mean"
     doc = ("(prod_i x_i^p_i)^(1/sum p), the (weighted) geometric mean of a vector x >= 0; weights p >= 0, "
            "default all 1 (concave, increasing)")
-    curvature = Curvature.CONCAVE
     static = {"p": None}
     positional_kw = ("p",)
 
     def shape(self, shapes, kw):
         import numpy as np
 
-        if len(shapes[0]) > 1 and sum(n > 1 for n in shapes[0]) > 1:
-            raise ShapeError(f"geo_mean takes a vector, got shape {fmt(shapes[0])}; use vec(...) to "
-                             "flatten a matrix", arg=0)
+        super().shape(shapes, kw)
         if kw["p"] is not None:
             p, n = np.asarray(kw["p"], dtype=float), int(np.prod(shapes[0], dtype=int))
             if p.shape != (n,) or np.any(p < 0) or not p.sum() > 0:
@@ -288,12 +297,6 @@ class GeoMean(ScalarAtom):
 
         p = np.ones(n) if kw["p"] is None else np.asarray(kw["p"], dtype=float)
         return p / p.sum()
-
-    def sign(self, signs, kw):
-        return Sign.NONNEG
-
-    def monotonicity(self, i, signs, kw):
-        return Mono.INCREASING
 
     def numpy(self, args, kw):
         import numpy as np
@@ -320,24 +323,11 @@ class GeoMean(ScalarAtom):
         return torch.where((x >= 0).all(), value, torch.full_like(value, float("-inf")))
 
 
-class HarmonicMean(ScalarAtom):
+class HarmonicMean(_MeanOfVector):
     """n / sum_i (1 / x_i) for a vector x >= 0 (concave, increasing; 0 when an entry is 0)."""
 
     name = "harmonic_mean"
     doc = "n / sum_i 1/x_i, the harmonic mean of a vector x >= 0 (concave, increasing; 0 if an entry is 0)"
-    curvature = Curvature.CONCAVE
-
-    def shape(self, shapes, kw):
-        if len(shapes[0]) > 1 and sum(n > 1 for n in shapes[0]) > 1:
-            raise ShapeError(f"harmonic_mean takes a vector, got shape {fmt(shapes[0])}; use vec(...) to "
-                             "flatten a matrix", arg=0)
-        return ()
-
-    def sign(self, signs, kw):
-        return Sign.NONNEG
-
-    def monotonicity(self, i, signs, kw):
-        return Mono.INCREASING
 
     def numpy(self, args, kw):
         import numpy as np

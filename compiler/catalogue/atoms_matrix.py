@@ -153,7 +153,7 @@ class LambdaSumLargest(LambdaMax):
         n, _ = _matrix(shapes[0], self.name, square=True)
         k = kw["k"]
         if not (float(k) == int(k) and 1 <= int(k) <= n):
-            raise ShapeError(f"lambda_sum_largest needs an integer k in 1..{n}, got {k}")
+            raise ShapeError(f"{self.name} needs an integer k in 1..{n}, got {k}")
         return ()
 
     def numpy(self, args, kw):
@@ -178,12 +178,6 @@ class LambdaSumSmallest(LambdaSumLargest):
     name = "lambda_sum_smallest"
     doc = "sum of the k smallest eigenvalues of (X + X^T)/2 (concave)"
     curvature = Curvature.CONCAVE
-
-    def shape(self, shapes, kw):
-        try:
-            return super().shape(shapes, kw)
-        except ShapeError as e:
-            raise ShapeError(str(e).replace("lambda_sum_largest", self.name)) from None
 
     def numpy(self, args, kw):
         import numpy as np
