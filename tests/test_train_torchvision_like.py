@@ -542,3 +542,12 @@ def test_transforms_on_sparse_embedding_gradients(transform: str):
         weights.append([p.detach().clone() for p in model.parameters()])
     for a, b in zip(*weights):
         assert torch.allclose(a, b, rtol=0, atol=1e-6)
+
+
+def test_selectors_on_a_torch_compiled_model_say_why_nothing_matches():
+    """torch.compile wraps the model: its names gain `_orig_mod.`; the error says so (compiling
+    is lazy, so wrapping alone costs nothing here)."""
+    compiled = torch.compile(nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2)))
+    for spec in ('train t { regularize l1(param("0.weight")) * 1e-3 }', 'train t { regularize l1(act("1")) * 1e-3 }'):
+        with pytest.raises(regspec.RegspecError, match="wrapped by torch.compile.*attach to the model before compiling"):
+            regspec.attach(spec, compiled)

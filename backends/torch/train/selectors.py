@@ -53,6 +53,9 @@ def _closest(pattern: str, names: list[str], n: int = 3) -> list[str]:
 def _no_match(kind: str, pattern: str, names: list[str], span: Span | None, extra: list[str] = ()) -> Exception:
     general = list(dict.fromkeys(generalize(n) for n in names))
     notes = did_you_mean(pattern, [*general, *names]) + list(extra)
+    if names and all(n.split(".", 1)[0] == "_orig_mod" for n in names) and not pattern.startswith(("_orig_mod", "re:")):
+        notes.append("the model is wrapped by torch.compile (its names start with `_orig_mod.`): attach to the model "
+                     f"before compiling it, or select `_orig_mod.{pattern}`")
     if names:
         close = ", ".join(f"`{c}`" for c in _closest(pattern, names))
         notes.append(f"closest {kind} names: {close} (the model has {len(names)} {kind} names)")
