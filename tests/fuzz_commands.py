@@ -310,9 +310,9 @@ def commands_for(text: str, heavy: bool) -> list[str]:
     return cmds
 
 
-def mutant_for(seed: int, heavy: bool) -> Mutant:
+def mutant_for(seed: int, heavy: bool, sources: list[str] | None = None) -> Mutant:
     rng = random.Random(seed)
-    source = rng.choice(sorted(SOURCES))
+    source = rng.choice(sources or sorted(SOURCES))
     return mutate(rng, source, SOURCES[source], small=heavy)
 
 
@@ -343,7 +343,8 @@ def workdir_for(folder: Path) -> Path:
 
 
 def main(argv: list[str]) -> int:
-    """``python tests/fuzz_commands.py N [START] [--heavy EVERY] [--only CMD,...] [--keep DIR]``:
+    """``python tests/fuzz_commands.py N [START] [--heavy EVERY] [--only CMD,...] [--sources PART]
+    [--keep DIR]``:
     N mutants from seed START, every EVERY-th through the heavy commands too; failures grouped by
     (command, kind), the first mutant of each kind written to DIR."""
     import tempfile
@@ -353,6 +354,8 @@ def main(argv: list[str]) -> int:
     start = int(argv[1]) if len(argv) > 1 and not argv[1].startswith("-") else 0
     every = int(argv[argv.index("--heavy") + 1]) if "--heavy" in argv else 5
     only = argv[argv.index("--only") + 1].split(",") if "--only" in argv else None
+    pick = argv[argv.index("--sources") + 1] if "--sources" in argv else None  # a part of their names
+    sources = sorted(s for s in SOURCES if pick in s) if pick else None
     keep = Path(argv[argv.index("--keep") + 1]) if "--keep" in argv else None  # a folder for the failing mutants
     if keep:
         keep.mkdir(parents=True, exist_ok=True)
@@ -362,7 +365,7 @@ def main(argv: list[str]) -> int:
         work = workdir_for(Path(tmp))
         for seed in range(start, start + n):
             heavy = every > 0 and seed % every == 0
-            m = mutant_for(seed, heavy)
+            m = mutant_for(seed, heavy, sources)
             cmds = only if only else None
             for command, why in findings(m, work, heavy, cmds):
                 key = (command, re.sub(r"\d+", "N", why)[:160])
