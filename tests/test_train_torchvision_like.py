@@ -551,3 +551,42 @@ def test_selectors_on_a_torch_compiled_model_say_why_nothing_matches():
     for spec in ('train t { regularize l1(param("0.weight")) * 1e-3 }', 'train t { regularize l1(act("1")) * 1e-3 }'):
         with pytest.raises(regspec.RegspecError, match="wrapped by torch.compile.*attach to the model before compiling"):
             regspec.attach(spec, compiled)
+
+
+CONV_TRANSPOSE_MODULE = """
+from torch import nn
+
+
+class Gen(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.up = nn.ConvTranspose2d(1, 4, 4, stride=2, padding=1)
+        self.head = nn.Linear(4 * 16 * 16, 10)
+
+    def forward(self, x):
+        return self.head(self.up(x.reshape(-1, 1, 8, 8)).flatten(1))
+"""
+
+
+def test_plan_says_how_a_transposed_convolution_weight_is_grouped(tmp_path, monkeypatch):
+    """nn.ConvTranspose2d stores (C_in, C_out, k, k): its `channels` groups and matrix view are
+    over input channels; plan says so for every structured term (it said nothing: `channels`
+    is documented as conv filters)."""
+    (tmp_path / "tv_convt.py").write_text(CONV_TRANSPOSE_MODULE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    spec = tmp_path / "ct.reg"
+    spec.write_text("""train ct {
+  model "tv_convt:Gen"()
+  data digits(split = 0.8)
+  loss cross_entropy
+  optimizer sgd(lr = 0.1)
+  epochs 1
+  batch 128
+  regularize group_l2(param("up.weight"), groups = channels) * 1e-3
+  constrain param("up.weight") in spectral_ball(1.0)
+}
+""")
+    text = regspec.train_api.plan_text(str(spec))
+    assert text.count("up.weight: stored (C_in, C_out, k...) like nn.ConvTranspose2d; rows, channels and the "
+                      "matrix view x.reshape(C_in, -1) follow its input channels") == 2
+    assert "up.weight: 1 groups (channels) of 64 entries" in text

@@ -196,6 +196,20 @@ def weight_layout(model: nn.Module, name: str) -> str:
     return "in_out"
 
 
+def _conv_transpose_notes(model: nn.Module, names: list[str]) -> list[str]:
+    """Notes for weights of transposed convolutions, stored (C_in, C_out / groups, k...): the
+    first dimension that rows, channels and the matrix view W = x.reshape(shape[0], -1) read is
+    their input channels (torch's spectral_norm takes dim = 1 for them instead)."""
+    modules = dict(model.named_modules())
+    out = []
+    for n in names:
+        owner, _, attr = n.rpartition(".")
+        if attr == "weight" and isinstance(modules.get(owner), nn.modules.conv._ConvTransposeNd):
+            out.append(f"{n}: stored (C_in, C_out, k...) like nn.{type(modules[owner]).__name__}; rows, channels "
+                       "and the matrix view x.reshape(C_in, -1) follow its input channels, not its filters")
+    return out
+
+
 def _layout_options(model: nn.Module, term: TermPlan, names: list[str]) -> tuple[dict[str, Any], list[str]]:
     """The term's options for the storage layout of its tensors, and notes for `plan`; refuses
     structure that cannot be expressed on a transposed weight (N:M blocks over inputs)."""
@@ -204,7 +218,7 @@ def _layout_options(model: nn.Module, term: TermPlan, names: list[str]) -> tuple
         return options, []
     transposed = [n for n in names if weight_layout(model, n) == "in_out"]
     if not transposed:
-        return options, []
+        return options, _conv_transpose_notes(model, names)
     notes = [f"{n}: stored (in, out) like transformers' Conv1D; structure follows outputs and inputs, "
              "not the storage order" for n in transposed]
     sensitive = term.name in ("nm_sparse", "group_l2") or (term.name == "orthogonality" and options.get("groups"))
