@@ -590,3 +590,19 @@ def test_plan_says_how_a_transposed_convolution_weight_is_grouped(tmp_path, monk
     assert text.count("up.weight: stored (C_in, C_out, k...) like nn.ConvTranspose2d; rows, channels and the "
                       "matrix view x.reshape(C_in, -1) follow its input channels") == 2
     assert "up.weight: 1 groups (channels) of 64 entries" in text
+
+
+def test_a_lagrangian_constraint_on_frozen_tensors_only_is_an_error():
+    """Nothing can move a frozen tensor, so the multiplier of such a constraint grew every step
+    and its penalty trained nothing; the statement is refused. On an activation after a trained
+    layer it stands."""
+    net = nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 2))
+    net[2].requires_grad_(False)
+    opt = torch.optim.SGD([p for p in net.parameters() if p.requires_grad], lr=0.1)
+    with pytest.raises(regspec.RegspecError, match=r"on frozen tensors only \(2.weight\)"):
+        regspec.attach('train t { constrain norm2(param("2.weight")) <= 1.0 via lagrangian(lr = 0.1) }', net, opt)
+    with pytest.raises(regspec.RegspecError, match="on frozen tensors only"):
+        regspec.attach('train t { freeze param("0.**")\n constrain l1(param("0.weight")) <= 1.0 via lagrangian(lr = 0.1) }',
+                       nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 2)),
+                       torch.optim.SGD(net.parameters(), lr=0.1))
+    regspec.attach('train t { constrain l1(act("2")) <= 1.0 via lagrangian(lr = 0.1) }', net, opt)

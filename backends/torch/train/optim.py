@@ -288,6 +288,21 @@ def constraint_value(tb: Any) -> Any:
     return ConstraintValue(tb.term.penalty or tb.term.name, params=list(g.params), hyper=dict(tb.options))
 
 
+def _refuse_frozen_only(module: torch.nn.Module, values: list[Any], tbs: list[Any]) -> None:
+    """A Lagrangian constraint on parameters only, all frozen: no step can change its value, so
+    its multiplier would grow without end while the penalty moves nothing."""
+    names: list[str] = []
+    for v in values:
+        if v.tree is None and (v.acts or not v.params) or v.tree is not None and any(k != "param" for k in v.kinds):
+            return   # activations or the output: the trained layers before them move it
+        names += v.params if v.tree is None else [n for leaf in v.leaves for n in leaf]
+    named = dict(module.named_parameters())
+    if names and not any(named[n].requires_grad for n in names if n in named):
+        raise error(f"this constraint is on frozen tensors only ({', '.join(dict.fromkeys(names))}): no step can "
+                    "change its value, and its multiplier would grow without end", tbs[0].term.span,
+                    ["constrain trained tensors, or drop the `freeze` (requires_grad=False) of these"])
+
+
 def bind_multipliers(plan: Any, binding: Any) -> list[Any]:
     """One ``Multiplier`` per Lagrangian constraint; the weights of its terms in ``binding`` (the
     Regularizer's penalties and prox groups) become that multiplier."""
@@ -299,6 +314,7 @@ def bind_multipliers(plan: Any, binding: Any) -> list[Any]:
     for ref in plan.multipliers:
         tbs = [tb for tb in binding.terms if isinstance(tb.term.weight, MultiplierRef) and tb.term.weight is ref]
         values = [constraint_value(tb) for tb in tbs]
+        _refuse_frozen_only(binding.module, values, tbs)
         value = values[0] if len(values) == 1 else _SumOfValues(values)
         m = Multiplier(value, ref.sense, ref.bound, ref.lr, ref.every, ref.init, ref.label)
         for tb in tbs:
