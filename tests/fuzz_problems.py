@@ -227,6 +227,11 @@ def reference(problem: Problem) -> tuple[str, float | None]:
     with warnings.catch_warnings():  # "Solution may be inaccurate": the status says so
         warnings.simplefilter("ignore")
         prob.solve(solver=cp.CLARABEL)
+    if prob.status in ("unbounded", "unbounded_inaccurate"):  # a dual ray needs a feasible point
+        feasible = cp.Problem(cp.Minimize(0), cons)
+        feasible.solve(solver=cp.CLARABEL)
+        if feasible.status in ("infeasible", "infeasible_inaccurate"):
+            return feasible.status, None
     value = None if prob.value is None or not np.isfinite(prob.value) else float(prob.value)
     if value is not None and problem.sense == "maximize":
         value = -value

@@ -341,3 +341,26 @@ def test_ray_check_keeps_a_psd_variable_off_the_cone_by_rounding():
     why = unbounded_ray(CvxpyProgram(problem, {"x": x, "S": S}, {}, None), "CLARABEL", (1e-8, 1e-8))
     assert why is not None and "probably unbounded" in why
     assert S.value[1, 1] == -1e-12 and x.value[1] == 2e13  # restored as they were
+
+
+@pytest.mark.parametrize("constraints, expected", [("x >= 0\n    X[0, :] == 1", "unbounded"),
+                                                   ("X[0, :] == 1\n    X[0, 0] <= 0", "infeasible")])
+def test_torch_rays_start_from_a_feasible_point(constraints, expected):
+    """min -sum(x) + ||X - 1||^2: unbounded in x when the constraints on X hold together, infeasible
+    when X[0, 0] == 1 and X[0, 0] <= 0 (CVXPY by hand says so too). PDHG's ray test took the
+    iterates' fixed distance to the contradictory constraints for a feasible ray and answered
+    `unbounded`; an `unbounded` now needs a feasible start."""
+    cp = pytest.importorskip("cvxpy")
+    import regspec
+
+    x, X = cp.Variable(3), cp.Variable((2, 2))
+    cons = [x >= 0, X[0, :] == 1] if expected == "unbounded" else [X[0, :] == 1, X[0, 0] <= 0]
+    ref = cp.Problem(cp.Minimize(-cp.sum(x) + cp.sum_squares(X - 1)), cons)
+    ref.solve(solver=cp.CLARABEL)
+    assert ref.status == expected
+    spec = regspec.load("problem p {\n  var x[3]\n  var X[2, 2]\n  minimize -sum(x) + sum_squares(X - 1)\n"
+                        f"  subject to {{\n    {constraints}\n  }}\n}}\n")
+    res = regspec.solve(spec, backend="torch", max_iter=20000)
+    assert res.status in (expected, "user_limit") and res.objective is None
+    if expected == "infeasible":
+        assert res.status != "unbounded"

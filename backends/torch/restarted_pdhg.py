@@ -650,8 +650,9 @@ def _infeasibility_certificate(dy: list[Tensor], ops, block_checks, prox, like: 
 
 
 def _unboundedness_certificate(dx: list[Tensor], x: list[Tensor], ops, block_checks, prox, objective) -> dict | None:
-    """A recession direction of decrease: x + t dx stays in the domain of g and in every
-    constraint set (its distance grows sublinearly in t) while P(x + t dx) decreases linearly."""
+    """A recession direction of decrease from a feasible x: x (within RAY_TOL of its scale) and
+    x + t dx stay in the domain of g and in every constraint set (the distance grows sublinearly
+    in t) while P(x + t dx) decreases linearly."""
     norm = math.sqrt(sum(float(_sqnorm1(t)) for t in dx))
     if not (norm > 0 and math.isfinite(norm)):
         return None
@@ -674,6 +675,11 @@ def _unboundedness_certificate(dx: list[Tensor], x: list[Tensor], ops, block_che
         return dom + cons
 
     d0, d1, d2 = distances(x), distances(point(T)), distances(point(2 * T))
+    # a ray proves the objective unbounded only from a feasible point: beside constraints with no
+    # common point the iterates keep a fixed distance to them while the objective falls along a
+    # ray, and that is an infeasible problem, not an unbounded one
+    if not d0 <= RAY_TOL * scale:
+        return None
     if not (d1 <= d0 + RAY_TOL * T and d2 <= d0 + 2 * RAY_TOL * T):
         return None
     P0, P1, P2, P3 = (_float_of(objective(pt)) for pt in (x, point(T), point(2 * T), point(4 * T)))
