@@ -364,3 +364,23 @@ def test_torch_rays_start_from_a_feasible_point(constraints, expected):
     assert res.status in (expected, "user_limit") and res.objective is None
     if expected == "infeasible":
         assert res.status != "unbounded"
+
+
+@pytest.mark.parametrize("constraints, expected", [("X[0, :] == 1", "unbounded"),
+                                                   ("X[0, :] == 1\n    X[0, 0] <= 0", "infeasible")])
+def test_conic_fallback_unbounded_needs_a_feasible_point(constraints, expected):
+    """maximize geo_mean(x + 1) + sum(X) (the conic fallback's problem): unbounded in X[1, :], and
+    infeasible beside X[0, 0] == 1, X[0, 0] <= 0 (CVXPY by hand agrees); the conic PDHG's ray of
+    decrease alone said `unbounded` for both."""
+    cp = pytest.importorskip("cvxpy")
+    import regspec
+
+    x, X = cp.Variable(3), cp.Variable((2, 2))
+    cons = [X[0, :] == 1] + ([X[0, 0] <= 0] if expected == "infeasible" else [])
+    ref = cp.Problem(cp.Maximize(cp.geo_mean(x + 1) + cp.sum(X)), cons)
+    ref.solve(solver=cp.CLARABEL)
+    assert ref.status == expected
+    spec = regspec.load("problem p {\n  var x[3]\n  var X[2, 2]\n  maximize geo_mean(x + 1) + sum(X)\n"
+                        f"  subject to {{\n    {constraints}\n  }}\n}}\n")
+    res = regspec.solve(spec, backend="torch")
+    assert res.solver.startswith("conic") and res.status == expected and res.objective is None

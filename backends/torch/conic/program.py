@@ -59,6 +59,23 @@ def _refuse(program: ConicProgram, message: str) -> RegspecError:
 # squared norms): 1e308 in a constraint ended in ZeroDivisionError, an internal error
 DATA_LIMIT = 1e150
 
+def _confirm_unbounded(form: Any, sol: Any, **solve_kw: Any) -> None:
+    """A ray x with -A x in K and c^T x < 0 proves the objective unbounded only when some point is
+    feasible (else the problem is infeasible: contradictory constraints beside a direction of
+    decrease were reported `unbounded`). The same PDHG with c = 0 decides: `infeasible` when it
+    finds a Farkas ray, `unbounded` kept when it finds a feasible point, else `user_limit`."""
+    check = solve_conic_pdhg(form.A, form.b, np.zeros_like(form.c), form.layout, **solve_kw)
+    if check.status == "optimal":
+        return
+    sol.status = "infeasible" if check.status == "infeasible" else "user_limit"
+    sol.info["certificate_ratio"] = check.info.get("certificate_ratio", math.nan)
+    sol.info["unbounded_ray"] = ("a ray of decrease was found, but " + (
+        "the constraints have no common point" if check.status == "infeasible" else
+        f"no feasible point was found within the budget ({check.status})"))
+    if check.status != "infeasible":
+        sol.residuals.update({k: v for k, v in check.residuals.items() if k in sol.residuals})
+
+
 MESSAGES = {
     "infeasible": "the constraints have no common point: a Farkas certificate y in K* with A^T y ~ 0 and "
                   "b^T y < 0 was found from the PDHG iterates (ratio {ratio:.1e} <= {eps:.0e})",
@@ -100,6 +117,9 @@ def solve_conic(program: ConicProgram, *, params: dict[str, np.ndarray] | None =
                                "squares PDHG's residual norms can hold in float64")
     sol = solve_conic_pdhg(form.A, form.b, form.c, form.layout, tol=tol, max_iter=max_iter, time_limit=time_limit,
                            dtype=program.dtype, device=program.device)
+    if sol.status == "unbounded":
+        _confirm_unbounded(form, sol, tol=tol, max_iter=max_iter, time_limit=time_limit, dtype=program.dtype,
+                           device=program.device)
     seconds = time.perf_counter() - t0
     info: dict[str, Any] = {"device": str(program.device), "dtype": str(program.dtype).replace("torch.", ""),
                             "path": "conic fallback", "no_fast_path": [why for why, _ in program.split.refusals],
