@@ -3,16 +3,17 @@ one test each, run through the CLI's main in-process or the API, against closed 
 CVXPY written by hand."""
 from __future__ import annotations
 
-import re
 import warnings
 
 import numpy as np
 import pytest
 
 from regspec.cli import main
+from test_front_errors import located  # (line, column, message) of a located error
 
 
 def run(tmp_path, capsys, argv: list[str], text: str | bytes, name: str = "spec.reg") -> tuple[int, str, str, str]:
+    """``regspec COMMAND SPEC OPTIONS...`` in-process on ``text`` written to a file: (rc, stdout, stderr, path)."""
     path = tmp_path / name
     if isinstance(text, bytes):
         path.write_bytes(text)
@@ -21,13 +22,6 @@ def run(tmp_path, capsys, argv: list[str], text: str | bytes, name: str = "spec.
     rc = main([*argv[:1], str(path), *argv[1:]])
     out, err = capsys.readouterr()
     return rc, out, err, str(path)
-
-
-def located(err: str, path: str) -> tuple[int, int, str]:
-    m = re.match(re.escape(path) + r":(\d+):(\d+): error: (.*)", err)
-    assert m, f"not a located error: {err!r}"
-    assert "Traceback" not in err and "internal error" not in err
-    return int(m.group(1)), int(m.group(2)), m.group(3)
 
 
 def problem_with(param_value: str, domain: str = " >= 0") -> str:
