@@ -207,7 +207,7 @@ def test_torch_backend_matches_hand_written_cvxpy(name):
 def test_aliases_resolve_to_their_entry_and_are_not_atoms_of_their_own():
     # CVXPY's spellings, and the training spellings of the same functions (train blocks' l1, l2, ...)
     assert ALIASES == {"sigma_max": "spectral_norm", "normNuc": "nuclear_norm", "l1": "norm1", "l2": "norm2",
-                       "linf": "norm_inf", "nuclear": "nuclear_norm", "l2_sp": "anchor_l2"}
+                       "linf": "norm_inf", "nuclear": "nuclear_norm", "l2_sp": "anchor_l2", "conv": "convolve"}
     assert not set(ALIASES) & set(ATOMS)
 
 
