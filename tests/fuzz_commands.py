@@ -301,9 +301,9 @@ def fmt_failure(text: str) -> str | None:
 def commands_for(text: str, heavy: bool) -> list[str]:
     cmds = list(CHEAP)
     if heavy:
-        if re.search(r"\btrain\b", text):
+        if re.search(r"(?m)^\s*train\s+\w+\s*\{", text):
             cmds += ["plan", "plan_json", "compile", "train"]
-        if re.search(r"\bproblem\b", text):
+        if re.search(r"(?m)^\s*problem\s+\w+\s*\{", text):
             cmds += ["solve", "solve_torch", "solve_cvxpy", "crosscheck"]
             if re.search(r"\bparam\s+lam\b", text):
                 cmds.append("sweep")
