@@ -85,7 +85,12 @@ def csv(ctx: SourceContext, file: str, delimiter: str = ",", skip_header: int = 
     except ValueError as e:
         raise ctx.fail(f"cannot parse {path} as numbers: {e}") from None
     if np.isnan(arr).any():
-        raise ctx.fail(f"{path} has empty or non-numeric cells (NaN after parsing)")
+        table = arr.reshape(-1, 1) if arr.ndim == 1 else np.atleast_2d(arr)
+        row, col = (int(i) for i in np.argwhere(np.isnan(table))[0])
+        line = row + 1 + int(skip_header)
+        header = row == 0 and bool(np.isnan(table[0]).all()) and not np.isnan(table[1:]).any()
+        raise ctx.fail(f"{path} has an empty or non-numeric cell in row {line}, column {col + 1}",
+                       [f"a header line? skip it with skip_header = {int(skip_header) + 1}"] if header else [])
     return (arr,)
 
 

@@ -334,3 +334,15 @@ def test_an_attached_regularizer_prints_what_it_does() -> None:
                          steps_per_epoch=8)
     assert repr(reg) == ("Regularizer(loss terms=[], steps after optimizer.step()=['spectral_ball(layers.0.weight, "
                          "layers.1.weight)', 'spectral_ball(head.weight)'], steps_per_epoch=8)")
+
+
+@pytest.mark.parametrize("text,where,header", [("a,b\n1,2\n3,4\n", "row 1, column 1", True),
+                                                ("1,2\n3,\n", "row 2, column 2", False)])
+def test_a_csv_cell_that_is_not_a_number_is_located(tmp_path: Path, text: str, where: str, header: bool) -> None:
+    (tmp_path / "d.csv").write_text(text)
+    (tmp_path / "p.reg").write_text('problem p {\n  data A = csv("d.csv")\n  var x[2]\n'
+                                    '  minimize sum_squares(A @ x - 1)\n}\n')
+    with pytest.raises(regspec.RegspecError) as e:
+        regspec.load(str(tmp_path / "p.reg")).compiled()
+    assert f"has an empty or non-numeric cell in {where}" in str(e.value)
+    assert ("skip it with skip_header = 1" in str(e.value)) == header  # a header line: the usual cause
