@@ -329,3 +329,19 @@ def test_division_by_a_variable_points_to_inv_pos():
         solve(load(_spec("var x[3]\nminimize sum(1 / x)\nsubject to {\n sum(x) == 1\n}")), backend="cvxpy")
     assert "division by `x`, which is not a constant, is not DCP" in str(info.value)
     assert "write inv_pos(x)" in str(info.value)
+
+
+@pytest.mark.parametrize("cvxpy_p,written", [(1, "max(sum(abs(X), axis = 0))"), ("inf", "max(sum(abs(X), axis = 1))")])
+def test_a_matrix_norm_note_gives_the_induced_norm(cvxpy_p, written):
+    """CVXPY's norm(X, 1) of a matrix is the induced norm (largest column sum), not norm1(X): the
+    note's rewrite evaluates to CVXPY's value on both backends."""
+    import cvxpy as cp
+
+    _, notes = _error_notes(f"var X[2, 3]\nminimize norm(X - {lit(CM)}, 1)")
+    assert any(written in n for n in notes), notes
+    X = cp.Variable((2, 3))
+    ref = cp.Problem(cp.Minimize(cp.norm(X - CM, cvxpy_p) + cp.sum_squares(X))).solve(solver="CLARABEL")
+    body = f"var X[2, 3]\nminimize {written.replace('X', f'(X - {lit(CM)})')} + sum_squares(X)"
+    for backend in ("cvxpy", "torch"):
+        result = solve(_spec(body), backend=backend)
+        assert result.status == "optimal" and abs(result.objective - ref) <= 1e-4 * max(1.0, abs(ref)), backend

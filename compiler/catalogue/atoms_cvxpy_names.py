@@ -358,7 +358,9 @@ class PNorm(ScalarAtom):
     positional_kw = ("p",)
     cvxpy_notes = {"norm": "CVXPY's norm(x, p) is norm1(x), norm2(x), norm_inf(x) or pnorm(x, p) here "
                            "(pnorm(x, p, axis = 1) along an axis); a matrix's norm(X, 2) is spectral_norm(X), "
-                           "norm(X, 'nuc') is nuclear_norm(X), norm(X, 'fro') is norm2(X)"}
+                           "norm(X, 'nuc') is nuclear_norm(X), norm(X, 'fro') is norm2(X), and its induced "
+                           "norm(X, 1) is max(sum(abs(X), axis = 0)), norm(X, 'inf') is max(sum(abs(X), axis = 1)) "
+                           "(norm1(X) sums every |X_ij|, as CVXPY's norm1)"}
 
     def shape(self, shapes, kw):
         p = kw["p"]
