@@ -254,6 +254,14 @@ def _deadzone_prox(cp):
     return cp.Problem(cp.Minimize(cp.sum(cp.maximum(cp.abs(x) - 0.2, 0)) + cp.sum_squares(x - C3)))
 
 
+SPD3 = np.array([[2.0, 0.5, 0.0], [0.5, 1.0, 0.3], [0.0, 0.3, 1.5]])
+
+
+def _log_det_free(cp):
+    X = cp.Variable((3, 3))
+    return cp.Problem(cp.Maximize(cp.log_det(X) - cp.trace(SPD3 @ X)))
+
+
 def _weighted_inv_pos(cp):
     x = cp.Variable(5)
     return cp.Problem(cp.Minimize(cp.sum(cp.multiply(W8, cp.inv_pos(x)))), [cp.sum(x) == 1])
@@ -289,6 +297,9 @@ CASES = {
                  "minimize sum(pos(abs(y - X @ w) - 0.3)) + 0.1 * sum_squares(w)", _deadzone, "pdhg"),
     "deadzone_prox": (f"var x[3]\nminimize sum(max(abs(x) - 0.2, 0)) + sum_squares(x - {lit(C3)})", _deadzone_prox,
                       "fista"),
+    # a bare matrix variable (no `in psd`): -inf at the start X = 0; its prox keeps FISTA inside
+    # (it went to the conic fallback: 17280 iterations); the optimum is X = S^-1, -log det S - 3
+    "log_det_free": (f"var X[3, 3]\nmaximize log_det(X) - trace({lit(SPD3)} @ X)", _log_det_free, "fista"),
     "weighted_inv_pos": (f"var x[5]\nminimize sum({lit(W8)} * inv_pos(x))\nsubject to {{\n sum(x) == 1\n}}",
                          _weighted_inv_pos, "pdhg"),
 }

@@ -160,7 +160,9 @@ LIPSCHITZ_SMOOTH_KERNELS = ("huber",)
 # on a bare variable they are taken through their prox under FISTA too, whose iterates then stay
 # strictly inside the domain (the prox maps into it), instead of a gradient that is infinite at
 # the start. A negative power is such an atom; a power p > 1 is not (its kernel is not a barrier).
-DOMAIN_PROX_KERNELS = ("neg_entropy", "inv_pos", "neg_power", "neg_log", "kl_div", "rel_entr")
+# log_det of a bare matrix variable (no `in psd`) is one too: -inf at X = 0, while its prox maps
+# any matrix to a symmetric positive definite one.
+DOMAIN_PROX_KERNELS = ("neg_entropy", "inv_pos", "neg_power", "neg_log", "kl_div", "rel_entr", "neg_log_det")
 
 # Sets whose projection is iterative but which split into a cheap projection and linear
 # equalities: under PDHG a variable in transport(a, b) gets P >= 0 in g and one dual block for
