@@ -378,3 +378,25 @@ def test_conic_fallback_unbounded_needs_a_feasible_point(constraints, expected):
                         f"  subject to {{\n    {constraints}\n  }}\n}}\n")
     res = regspec.solve(spec, backend="torch")
     assert res.solver.startswith("conic") and res.status == expected and res.objective is None
+
+
+def test_a_broadcast_marginal_is_not_the_entropic_ot_path():
+    """P of 1 row with sum(P, axis = 1) == a (8 entries, broadcast) and sum(P, axis = 0) == a:
+    Sinkhorn took it for transport marginals and failed broadcasting a to the plan's 1 row (an
+    internal error). The problem is infeasible (total mass 1/8 against 1); CVXPY by hand agrees."""
+    cp = pytest.importorskip("cvxpy")
+    import regspec
+
+    C = np.arange(64.0).reshape(8, 8) / 64
+    P = cp.Variable((1, 8))
+    ref = cp.Problem(cp.Minimize(cp.sum(cp.multiply(C, np.ones((8, 1)) @ P)) - 0.05 * cp.sum(cp.entr(P))),
+                     [np.ones(8) * cp.sum(P) == np.ones(8) / 8, cp.sum(P, axis=0) == np.ones(8) / 8])
+    ref.solve(solver=cp.CLARABEL)
+    spec = regspec.load("problem p {\n  data c = arange(64)\n  let C = reshape(c, [8, 8]) / 64\n  data a = ones(8)\n"
+                        "  var P[1, 8]\n"
+                        "  minimize sum(C * P) - 0.05 * entropy(P)\n  subject to {\n    sum(P, axis = 1) == a / 8\n"
+                        "    sum(P, axis = 0) == a / 8\n  }\n}\n")
+    assert spec.compiled().ir.meta["split"].algorithm != "sinkhorn"
+    for backend in ("torch", "cvxpy"):
+        res = regspec.solve(spec, backend=backend)
+        assert res.status == ref.status == "infeasible", (backend, res.status)

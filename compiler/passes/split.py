@@ -540,7 +540,8 @@ def _entropic_ot(ir: IR, split: Split) -> None:
 
 def _marginal_constraints(ir: IR, constraints: list[int], var: int) -> tuple[int, int] | None:
     """(a, b) when the constraints are exactly ``sum(P, axis = 1) == a`` and ``sum(P, axis = 0) == b``
-    (either side) with constant a, b: the transport marginals written as equalities."""
+    (either side) with constant a, b of the sums' own shapes: the transport marginals written as
+    equalities (a broadcast one, P of 1 row with `sum(P, axis = 1) == a` of 8 entries, is not)."""
     found: dict[int, int] = {}
     for c in constraints:
         d = ir[c]
@@ -549,7 +550,8 @@ def _marginal_constraints(ir: IR, constraints: list[int], var: int) -> tuple[int
         for lhs, rhs in (d["args"], d["args"][::-1]):
             e = ir[lhs]
             if e["kind"] == "call" and e.get("atom") == "sum" and e["args"] == [var] and \
-                    e.get("static", {}).get("axis") in (0, 1) and ir[rhs]["curvature"] is Curvature.CONSTANT:
+                    e.get("static", {}).get("axis") in (0, 1) and ir[rhs]["curvature"] is Curvature.CONSTANT and \
+                    tuple(ir[rhs].get("shape", ())) == tuple(e.get("shape", ())):  # not broadcast: (1,) == a
                 axis = e["static"]["axis"]
                 if axis in found:
                     return None
