@@ -400,3 +400,23 @@ def test_a_broadcast_marginal_is_not_the_entropic_ot_path():
     for backend in ("torch", "cvxpy"):
         res = regspec.solve(spec, backend=backend)
         assert res.status == ref.status == "infeasible", (backend, res.status)
+
+
+def test_quad_form_symmetrizes_a_huge_matrix_without_overflow():
+    """P + P^T overflowed for P = F F^T / 10 + 1e308 I in the CVXPY and torch lowerings (a
+    RuntimeWarning, an internal error under warnings-as-errors); the symmetric part is P/2 + P^T/2.
+    x^T P x for x = (1, 0, ...) by hand: P[0, 0]."""
+    pytest.importorskip("torch")
+    import torch
+
+    from regspec.compiler.catalogue import ATOMS
+
+    F = np.random.default_rng(17).standard_normal((4, 2))
+    P = F @ F.T / 10 + 1e307 * np.eye(4)
+    x = torch.zeros(4, dtype=torch.float64)
+    x[0] = 1.0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        value = float(ATOMS["quad_form"].torch([x], {"P": P}))
+        ATOMS["quad_form"].cvxpy([pytest.importorskip("cvxpy").Variable(4)], {"P": 10 * P})
+    assert value == pytest.approx(P[0, 0], rel=1e-15)

@@ -159,7 +159,7 @@ class QuadForm(ScalarAtom):
         import numpy as np
 
         P = np.asarray(kw["P"], dtype=float)
-        P = (P + P.T) / 2
+        P = P / 2 + P.T / 2  # the symmetric part, without overflow for entries near 1e308
         if self.definiteness(P) == "nsd":
             return -cp.quad_form(args[0], cp.psd_wrap(-P))
         return cp.quad_form(args[0], cp.psd_wrap(P))
@@ -169,7 +169,7 @@ class QuadForm(ScalarAtom):
 
         x = args[0]
         P = torch.as_tensor(kw["P"], dtype=x.dtype, device=x.device)
-        return x @ ((P + P.T) / 2) @ x
+        return x @ (P / 2 + P.T / 2) @ x
 
 
 class ElasticNet(ScalarAtom):
