@@ -420,3 +420,15 @@ def test_quad_form_symmetrizes_a_huge_matrix_without_overflow():
         value = float(ATOMS["quad_form"].torch([x], {"P": P}))
         ATOMS["quad_form"].cvxpy([pytest.importorskip("cvxpy").Variable(4)], {"P": 10 * P})
     assert value == pytest.approx(P[0, 0], rel=1e-15)
+
+
+def test_a_matrix_atom_of_an_empty_matrix_is_located(tmp_path, capsys):
+    """log_det(V.T @ diag(w) @ V) with V of shape (1, 0): a 0 x 0 matrix reached SCS ("1-dimensional
+    array given", reported as its options being rejected, unlocated)."""
+    text = ("problem p {\n  data V = randn(1, 0, seed = 4)\n  var w[rows(V)] in simplex\n"
+            "  maximize log_det(V.T @ diag(w) @ V)\n}\n")
+    for command in (["check"], ["solve", "--backend", "cvxpy"]):
+        rc, _, err, path = run(tmp_path, capsys, command, text)
+        assert rc == 1
+        line, col, message = located(err, path)
+        assert (line, col) == (4, 20) and "log_det of an empty matrix (shape (0, 0))" in message

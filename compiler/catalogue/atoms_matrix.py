@@ -18,6 +18,8 @@ def _matrix(shape, name: str, square: bool = False) -> tuple[int, int]:
         raise ShapeError(f"{name} needs a matrix, got shape {fmt(tuple(shape))}", arg=0)
     if square and shape[0] != shape[1]:
         raise ShapeError(f"{name} needs a square matrix, got shape {fmt(tuple(shape))}", arg=0)
+    if 0 in shape:  # CVXPY's cones and LAPACK take no empty matrix (SCS: "1-dimensional array given")
+        raise ShapeError(f"{name} of an empty matrix (shape {fmt(tuple(shape))})", arg=0)
     return tuple(shape)
 
 
