@@ -1155,6 +1155,8 @@ def _check_optimizer_value(key: str, value: Any, node: ast.Expr) -> None:
     their domain (``lr = -1`` is refused here, located, instead of inside the trainer)."""
     items = value if isinstance(value, list) else [value]
     for v in items:
+        if key in _OPTIMIZER_DOMAINS and (isinstance(v, (str, bool)) or v is None):
+            raise error(f"the optimizer's `{key}` must be a number, got `{span_text(node.span)}`", node.span)
         if isinstance(v, ScheduleRef) or isinstance(v, bool) or not isinstance(v, (int, float)):
             continue
         if not math.isfinite(v):

@@ -432,3 +432,13 @@ def test_a_matrix_atom_of_an_empty_matrix_is_located(tmp_path, capsys):
         assert rc == 1
         line, col, message = located(err, path)
         assert (line, col) == (4, 20) and "log_det of an empty matrix (shape (0, 0))" in message
+
+
+@pytest.mark.parametrize("value", ['"abc"', "true"])
+def test_a_non_number_optimizer_hyperparameter_is_located(tmp_path, capsys, value):
+    """adam(lr = "abc") passed check and plan; train stopped with "'<=' not supported between
+    instances of 'float' and 'str'", unlocated."""
+    rc, _, err, path = run(tmp_path, capsys, ["check"], train_with(value))
+    assert rc == 1
+    line, col, message = located(err, path)
+    assert (line, col) == (5, 22) and "the optimizer's `lr` must be a number" in message
