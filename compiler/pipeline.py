@@ -62,11 +62,11 @@ def compile_problem(spec: ast.Spec, block: ast.ProblemBlock, record: bool = Fals
 
 def no_backend_error(ir: IR) -> RegspecError | None:
     """The error for a problem that no backend can take (None when one can): CVXPY refuses what
-    breaks the DCP rules, the torch backend what it cannot split; each refusal is a note with
-    its line, the error itself points at the first place CVXPY refuses."""
-    from regspec.compiler.passes.curvature import dcp_errors
+    breaks the DCP rules or has no lowering for, the torch backend what it cannot split; each
+    refusal is a note with its line, the error itself points at the first place CVXPY refuses."""
+    from regspec.compiler.passes.curvature import cvxpy_refusals, dcp_errors
 
-    dcp = dcp_errors(ir)
+    dcp = cvxpy_refusals(ir)
     split = ir.meta.get("split")
     if not dcp or split is None or split.algorithm != "none":
         return None
@@ -78,5 +78,6 @@ def no_backend_error(ir: IR) -> RegspecError | None:
     notes = [f"cvxpy refuses: {msg}{where(node)}" for msg, node in dcp]
     notes += [f"torch refuses: {why}{where(node)}" for why, node in split.refusals]
     span = ir[dcp[0][1]].get("span") if dcp[0][1] in ir.graph else None
-    return error(f"no backend can solve problem `{ir.block_name}`: it is not DCP (for cvxpy) and the torch "
+    why_cvxpy = "it is not DCP (for cvxpy)" if dcp_errors(ir) else "cvxpy cannot lower it"
+    return error(f"no backend can solve problem `{ir.block_name}`: {why_cvxpy} and the torch "
                  "backend cannot split it", span or ir.meta.get("block_span"), notes)

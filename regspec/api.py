@@ -169,11 +169,13 @@ def explain_choice(spec: Spec, problem: str | None, imported: set[str] | None = 
     problem only one backend takes goes there (not DCP: torch; no torch splitting: CVXPY); else
     torch when its estimate is below CVXPY's by ``TORCH_MARGIN``, CVXPY otherwise. ``imported``:
     see :func:`estimate_seconds`."""
-    from regspec.compiler.passes.curvature import dcp_errors
+    from regspec.compiler.passes.curvature import cvxpy_refusals, dcp_errors
 
     ir = spec.compiled(problem).ir
     if dcp_errors(ir):
         return BackendChoice("torch", "not DCP: CVXPY refuses it; the torch backend's first-order methods take it")
+    if cvxpy_refusals(ir):
+        return BackendChoice("torch", cvxpy_refusals(ir)[0][0] + "; the torch backend takes it")
     f = cost_features(spec, problem)
     algorithm = f["algorithm"]
     if algorithm == "none":

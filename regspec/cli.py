@@ -71,7 +71,7 @@ def _pairs(items: Sequence[str] | None, flag: str) -> dict[str, Any]:
 # ---------------------------------------------------------------- check
 def _summary_problem(spec, name: str) -> list[str]:
     from regspec.compiler.catalogue.atoms import fmt
-    from regspec.compiler.passes.curvature import dcp_errors
+    from regspec.compiler.passes.curvature import cvxpy_refusals
 
     compiled = spec.compiled(name)
     ir = compiled.ir
@@ -97,7 +97,7 @@ def _summary_problem(spec, name: str) -> list[str]:
     for c in ir.nodes_of("constraint"):
         d = ir[c]
         lines.append(f"  subject to {ir.text(c):<37} {'DCP' if d['dcp_ok'] else 'not DCP'}")
-    errs = dcp_errors(ir)
+    errs = cvxpy_refusals(ir)
     backends = []
     if not errs:
         backends.append("cvxpy")
@@ -272,7 +272,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
         return cmd_explain_json(args)
     import regspec
     from regspec.compiler.catalogue import ATOMS
-    from regspec.compiler.passes.curvature import dcp_errors
+    from regspec.compiler.passes.curvature import cvxpy_refusals
 
     spec = regspec.load(args.spec)
     names = [args.problem] if args.problem else spec.problems
@@ -287,7 +287,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
         print("--- lowering")
         choice = regspec.api.explain_choice(spec, name)
         print(f"auto: {choice.backend} ({choice.reason})")
-        errs = dcp_errors(ir)
+        errs = cvxpy_refusals(ir)
         print("cvxpy: " + ("DCP; each atom maps to its CVXPY atom, params to cvxpy.Parameter (DPP)" if not errs
                            else "refused: " + "; ".join(m for m, _ in errs)))
         for n in ir.topological():

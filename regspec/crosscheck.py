@@ -109,10 +109,10 @@ class Check:
 
 def accepts(spec: Any, problem: str) -> tuple[bool, str, bool, str]:
     """(cvxpy accepts, why not, torch accepts, why not), from the analysis alone (no solve)."""
-    from regspec.compiler.passes.curvature import dcp_errors
+    from regspec.compiler.passes.curvature import cvxpy_refusals
 
     ir = spec.compiled(problem).ir
-    errs = dcp_errors(ir)
+    errs = cvxpy_refusals(ir)
     split = ir.meta["split"]
     return (not errs, "; ".join(m for m, _ in errs), split.algorithm != "none",
             "; ".join(m for m, _ in split.refusals))

@@ -16,11 +16,12 @@ def refusals(ir: IR) -> dict[str, list[str]]:
     """Why each backend refuses the problem (an empty list: it accepts). CVXPY takes DCP problems;
     torch takes what the split pass lowers (FISTA, PDHG, or the conic fallback for DCP problems no
     fast path takes; a problem not proved convex gets a stationary point, a local answer)."""
-    from regspec.compiler.passes.curvature import dcp_errors
+    from regspec.compiler.passes.curvature import dcp_errors, unlowerable_calls
 
     split = ir.meta["split"]
     # the split pass decides torch's verdict, conic fallback included (algorithm "conic")
-    return {"cvxpy": [f"not convex (DCP): {message}" for message, _ in dcp_errors(ir)],
+    return {"cvxpy": ([f"not convex (DCP): {message}" for message, _ in dcp_errors(ir)]
+                      + [message for message, _ in unlowerable_calls(ir, "cvxpy")]),
             "torch": [why for why, _ in split.refusals] if split.algorithm == "none" else []}
 
 

@@ -78,7 +78,7 @@ def emit(build: Callable[[], Any]) -> Any:
 
 # ---------------------------------------------------------------- check
 def _problem(spec, name: str) -> dict[str, Any]:
-    from regspec.compiler.passes.curvature import dcp_errors
+    from regspec.compiler.passes.curvature import cvxpy_refusals, dcp_errors
 
     ir = spec.compiled(name).ir
     decls = []
@@ -94,7 +94,7 @@ def _problem(spec, name: str) -> dict[str, Any]:
             decls.append(entry)
     obj = ir.objective()
     split = ir.meta["split"]
-    errs = dcp_errors(ir)
+    errs = cvxpy_refusals(ir)
     backends = (["cvxpy"] if not errs else []) + (["torch"] if split.algorithm != "none" else [])
     return {
         "name": name, "declarations": decls,
@@ -106,7 +106,7 @@ def _problem(spec, name: str) -> dict[str, Any]:
         "torch": {"algorithm": None if split.algorithm == "none" else split.algorithm,
                   "refusals" if split.algorithm == "none" else "reasons":
                   [why for why, _ in (split.refusals if split.algorithm == "none" else split.reasons)]},
-        "cvxpy": {"dcp": not errs, "errors": [msg for msg, _ in errs]},
+        "cvxpy": {"dcp": not dcp_errors(ir), "errors": [msg for msg, _ in errs]},
         "auto": _auto_json(spec, name) if len(backends) == 2 else None,
     }
 
@@ -211,7 +211,7 @@ def plan_json(spec_path: str, train: str | None) -> dict[str, Any]:
 def explain_json(spec_path: str, problem: str | None) -> dict[str, Any]:
     import regspec
     from regspec.compiler.catalogue import ATOMS
-    from regspec.compiler.passes.curvature import dcp_errors
+    from regspec.compiler.passes.curvature import cvxpy_refusals, dcp_errors
     from regspec.compiler.passes.split import explain_lines
 
     spec = regspec.load(spec_path)
@@ -219,11 +219,11 @@ def explain_json(spec_path: str, problem: str | None) -> dict[str, Any]:
     for name in [problem] if problem else spec.problems:
         ir = spec.compiled(name, record=True).ir
         snapshots = spec.compiled(name, record=True).snapshots
-        errs = dcp_errors(ir)
+        errs = cvxpy_refusals(ir)
         atoms = [{"node": n, "atom": ir[n]["atom"], "cvxpy": ATOMS[ir[n]["atom"]].doc} for n in ir.topological()
                  if ir[n]["kind"] == "call" and "value" not in ir[n]]
         out.append({"problem": ir.block_name,
                     "passes": [{"pass": p, "ir": dump} for p, dump in snapshots],
-                    "cvxpy": {"dcp": not errs, "errors": [m for m, _ in errs], "atoms": atoms},
+                    "cvxpy": {"dcp": not dcp_errors(ir), "errors": [m for m, _ in errs], "atoms": atoms},
                     "torch": explain_lines(ir, ir.meta["split"])})
     return {"spec": spec_path, "problems": out}

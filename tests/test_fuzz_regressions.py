@@ -286,11 +286,14 @@ def test_maximize_on_the_torch_backend_is_not_called_unbounded():
 
 def test_a_training_atom_in_a_problem_is_refused_located(tmp_path, capsys):
     """anchor_l2 (its anchor is a training run's initial weights) in a problem: check listed the
-    torch backend, and solving there raised NotImplementedError inside the lowered graph."""
+    torch backend, and solving there raised NotImplementedError inside the lowered graph; then
+    check listed cvxpy (the term is DCP), which has no lowering for it either: no backend."""
     text = ("problem p {\n  data y = randn(5, seed = 0)\n  var x[5]\n"
             "  minimize 0.5 * anchor_l2(x - y) + tv(x)\n}\n")
-    rc, out, _, _ = run(tmp_path, capsys, ["check"], text)
-    assert rc == 0 and "torch: refused: anchor_l2 has no torch evaluation" in out
+    rc, out, err, path = run(tmp_path, capsys, ["check"], text)
+    assert rc == 1 and "torch: refused: anchor_l2 has no torch evaluation" in out
+    assert "cvxpy: anchor_l2 has no CVXPY lowering" in out and "backends: none" in out
+    assert located(err, path)[:2] == (4, 18) and "cvxpy cannot lower it" in err
     for backend in ("torch", "cvxpy", "auto"):
         rc, _, err, path = run(tmp_path, capsys, ["solve", "--backend", backend], text)
         assert rc == 1

@@ -150,3 +150,17 @@ def dcp_errors(ir: IR) -> list[tuple[str, int]]:
     """All (message, node) pairs of roots that break the DCP rules."""
     return [ir[n]["dcp_error"] for n in ir.nodes_of("var", "objective", "constraint", "regularize")
             if not ir[n].get("dcp_ok", True) and "dcp_error" in ir[n]]
+
+
+def unlowerable_calls(ir: IR, backend: str) -> list[tuple[str, int]]:
+    """(reason, node) for each call whose atom has no lowering to ``backend`` (its ``lacks`` says
+    why: anchor_l2's anchor is a training run's initial weights); folded calls need none."""
+    what = "CVXPY lowering" if backend == "cvxpy" else f"{backend} evaluation"
+    return [(f"{ir[n]['atom']} has no {what}: {ATOMS[ir[n]['atom']].lacks[backend]}", n)
+            for n in ir.nodes_of("call") if "value" not in ir[n] and backend in ATOMS[ir[n]["atom"]].lacks]
+
+
+def cvxpy_refusals(ir: IR) -> list[tuple[str, int]]:
+    """Why CVXPY cannot take the problem (empty: it can): the DCP rules, then atoms it has no
+    lowering for (a training-only term in a problem block passed DCP, so `check` said cvxpy)."""
+    return dcp_errors(ir) + unlowerable_calls(ir, "cvxpy")

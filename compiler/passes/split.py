@@ -562,18 +562,13 @@ def _marginal_constraints(ir: IR, constraints: list[int], var: int) -> tuple[int
     return (found[1], found[0]) if set(found) == {0, 1} else None
 
 
-def _atoms_without(ir: IR, backend: str) -> list[int]:
-    """The calls of the problem whose atom has no evaluation on ``backend`` (its ``lacks`` says
-    why: anchor_l2's anchor is a training run's initial weights)."""
-    return [n for n in ir.nodes_of("call") if "value" not in ir[n] and backend in ATOMS[ir[n]["atom"]].lacks]
-
-
 def _refuse_atoms_without(ir: IR, split: Split, backend: str) -> None:
     """A problem with such a call has no lowering to ``backend``: refused there, with the reason,
     instead of failing when the lowered graph first runs."""
-    for n in _atoms_without(ir, backend):
-        atom = ATOMS[ir[n]["atom"]]
-        split.refusals.append((f"{atom.name} has no {backend} evaluation: {atom.lacks[backend]}", n))
+    from regspec.compiler.passes.curvature import unlowerable_calls
+
+    for why, n in unlowerable_calls(ir, backend):
+        split.refusals.append((why, n))
         split.algorithm = "none"
 
 
@@ -581,9 +576,9 @@ def _conic_fallback(ir: IR, split: Split) -> None:
     """A DCP problem that no fast path takes goes to the conic fallback (``backends/torch/conic``):
     CVXPY's canonical form solved by restarted PDHG in torch. ``refusals`` keeps why the fast paths
     do not apply; a problem not proved convex stays refused."""
-    from regspec.compiler.passes.curvature import dcp_errors
+    from regspec.compiler.passes.curvature import cvxpy_refusals
 
-    if split.algorithm != "none" or dcp_errors(ir) or _atoms_without(ir, "cvxpy"):
+    if split.algorithm != "none" or cvxpy_refusals(ir):
         return
     split.algorithm = "conic"
     split.why_algorithm = (CONIC_WHY + " (no fast path: " + "; ".join(w for w, _ in split.refusals) + ")")
