@@ -5,6 +5,11 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
+from typing import BinaryIO, Callable, Union
+
+# what write_atomic writes: text (as UTF-8), bytes, or a function that writes into the open binary
+# file (torch.save streams a checkpoint there instead of building it in memory first)
+Contents = Union[str, bytes, Callable[[BinaryIO], None]]
 
 from regspec.diagnostics import RegspecError, error
 
@@ -15,8 +20,8 @@ def _umask() -> int:
     return mask
 
 
-def write_atomic(path: str | Path, data: str | bytes) -> Path:
-    """Write ``data`` (text as UTF-8) to ``path`` through a temporary file in the same folder, fsync,
+def write_atomic(path: str | Path, data: Contents) -> Path:
+    """Write ``data`` (text as UTF-8, bytes, or what a writer function writes) to ``path`` through a temporary file in the same folder, fsync,
     then ``os.replace``. The folder is created; an existing file keeps its permissions, a new one
     gets the user's default (0o666 less the umask, as ``open`` would give: a temporary file alone
     would be 0o600); a symbolic link keeps pointing at its target, which is replaced. A path that
@@ -44,13 +49,16 @@ def cannot_write(path: str | Path, exc: OSError) -> RegspecError:
     return error(f"cannot write {path}: {reason}")
 
 
-def _write(target: Path, data: str | bytes) -> None:
+def _write(target: Path, data: Contents) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     mode = target.stat().st_mode & 0o7777 if target.exists() else 0o666 & ~_umask()
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
-            fh.write(data.encode("utf-8") if isinstance(data, str) else data)
+            if callable(data):
+                data(fh)
+            else:
+                fh.write(data.encode("utf-8") if isinstance(data, str) else data)
             fh.flush()
             os.fsync(fh.fileno())
         os.chmod(tmp, mode)

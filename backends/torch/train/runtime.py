@@ -59,6 +59,7 @@ import torch
 from torch import nn
 
 from regspec.diagnostics import RegspecError, error
+from regspec.files import write_atomic
 
 from ._util import primary_tensor
 from .data import DataBundle, EpochSampler
@@ -491,20 +492,6 @@ def claim_output(out: str | Path, *, resume: bool, overwrite: bool) -> None:
                     notes=["continue it with --resume, replace it with --overwrite, or choose another --out"])
 
 
-def _atomic_write(path: Path, write: Callable[[Any], None], binary: bool = True) -> None:
-    """Write through a temporary file in the same folder, fsync, then os.replace."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb" if binary else "w") as fh:
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
 def gate_warnings(reg: Regularizer, epochs: int, max_steps: int | None = None) -> list[str]:
     """One line per gated prox/projection whose gate never opens within ``epochs`` (and
     ``max_steps``): never applied during training (a constraint whose window is open at the end
@@ -671,8 +658,7 @@ class Run:
         if self.dist.main:
             # keep the metric lines of the epochs the checkpoint covers (later ones are redone)
             lines = [json.dumps(m) for m in self.history if m.get("epoch", 0) < start]
-            _atomic_write(self.metrics_path, lambda fh: fh.write("".join(line + "\n" for line in lines)),
-                          binary=False)
+            write_atomic(self.metrics_path, "".join(line + "\n" for line in lines))
         self._watch(reg)
         if self.epochs is not None and start >= self.epochs:
             # a finished run: nothing to train; its summary and model are written again (same values)
@@ -742,7 +728,7 @@ class Run:
                                  allow_inf=True, names=optimizer_state_names(optimizer, module))
         except NonFiniteError as exc:
             raise exc.with_note(self._checkpoint_note()) from None
-        _atomic_write(self.checkpoint_path, lambda fh: torch.save(state, fh))
+        write_atomic(self.checkpoint_path, lambda fh: torch.save(state, fh))
         self.saved_epoch = int(epoch)
 
     # ---- end
@@ -760,13 +746,12 @@ class Run:
         summary["trained"] = trained_summary(reg.module)
         if self.dist.main:
             summary.update(self._plot_curves())
-            _atomic_write(self.summary_path, lambda fh: fh.write(json.dumps(summary, indent=2) + "\n"), binary=False)
-            _atomic_write(self.out / "model.pt", lambda fh: torch.save(params, fh))
+            write_atomic(self.summary_path, json.dumps(summary, indent=2) + "\n")
+            write_atomic(self.out / "model.pt", lambda fh: torch.save(params, fh))
             if self.model_recipe is not None:
                 meta = {"format": MODEL_FORMAT, "spec": self.spec, "train": self.train,
                         "fingerprint": self.fingerprint, "dtype": _dtype_name(params), **self.model_recipe}
-                _atomic_write(self.out / "model.json", lambda fh: fh.write(json.dumps(meta, indent=2) + "\n"),
-                              binary=False)
+                write_atomic(self.out / "model.json", json.dumps(meta, indent=2) + "\n")
         if self.dist.active:
             torch.save(params, self.out / f"params_rank{self.dist.rank}.pt")
         if not self.quiet:
