@@ -172,10 +172,10 @@ def explain_choice(spec: Spec, problem: str | None, imported: set[str] | None = 
     from regspec.compiler.passes.curvature import cvxpy_refusals, dcp_errors
 
     ir = spec.compiled(problem).ir
-    if dcp_errors(ir):
-        return BackendChoice("torch", "not DCP: CVXPY refuses it; the torch backend's first-order methods take it")
-    if cvxpy_refusals(ir):
-        return BackendChoice("torch", cvxpy_refusals(ir)[0][0] + "; the torch backend takes it")
+    refused = cvxpy_refusals(ir)
+    if refused:
+        return BackendChoice("torch", "not DCP: CVXPY refuses it; the torch backend's first-order methods take it"
+                             if dcp_errors(ir) else refused[0][0] + "; the torch backend takes it")
     f = cost_features(spec, problem)
     algorithm = f["algorithm"]
     if algorithm == "none":
